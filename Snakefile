@@ -1,0 +1,29 @@
+# care-alliance: the CARE pipeline from transcripts to the paper's tables and figures.
+#
+#   snakemake --cores all results/table2.csv     # the main table (builds what it needs)
+#   snakemake --cores all                        # every table, figure and the report
+#
+# Rules live in workflow/rules/, one file per stage; the logic in the `care` package.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+# Each stage file appends its final outputs to ALL_TARGETS.
+ALL_TARGETS = []
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ALL_TARGETS,

@@ -1,0 +1,46 @@
+"""The ``care`` command line: one subcommand per stage, each a thin wrapper over a module.
+
+Subcommands are registered by the modules of :mod:`care.commands` (each defines
+``register(subparsers)``); they import their heavy dependencies (torch, transformers) only
+when run, so ``care --help`` and light stages start fast. Input errors print one line naming
+file, record and field, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from care import __version__, commands
+from care.errors import CareInputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="care", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"care {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except CareInputError as exc:
+        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

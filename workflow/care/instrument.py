@@ -1,0 +1,163 @@
+"""The rating instrument: items, the dimensions they form, the scale and its labels.
+
+WAI-SR is the default (``workflow/instruments/wai_sr.yaml``); any other instrument in the same
+format loads the same way. A dimension's score is the mean of its items (CARE paper, section 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from care import WORKFLOW_DIR
+from care.errors import CareInputError
+
+SCHEMA = WORKFLOW_DIR / "schemas" / "instrument.schema.yaml"
+DEFAULT = WORKFLOW_DIR / "instruments" / "wai_sr.yaml"
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    dimension: str
+    text: Mapping[str, str]
+
+    def wording(self, language: str) -> str:
+        return _pick(self.text, language)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    id: str
+    items: tuple[str, ...]
+    name: Mapping[str, str]
+    description: Mapping[str, str]
+
+    def label(self, language: str) -> str:
+        return _pick(self.name, language) if self.name else self.id.capitalize()
+
+
+@dataclass(frozen=True)
+class Instrument:
+    name: str
+    scale_min: int
+    scale_max: int
+    scale_labels: Mapping[int, Mapping[str, str]]
+    dimensions: tuple[Dimension, ...]
+    items: Mapping[str, Item]
+    path: str
+
+    @property
+    def scale_points(self) -> list[int]:
+        return list(range(self.scale_min, self.scale_max + 1))
+
+    @property
+    def dimension_ids(self) -> list[str]:
+        return [d.id for d in self.dimensions]
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Items in dimension order, then by their order within the dimension."""
+        return [i for d in self.dimensions for i in d.items]
+
+    def dimension(self, dim_id: str) -> Dimension:
+        for d in self.dimensions:
+            if d.id == dim_id:
+                return d
+        raise KeyError(dim_id)
+
+    def dimension_of(self, item_id: str) -> str:
+        return self.items[item_id].dimension
+
+    def scale_label(self, point: int, language: str) -> str:
+        return _pick(self.scale_labels[point], language)
+
+    def in_scale(self, value: float) -> bool:
+        return self.scale_min <= value <= self.scale_max
+
+    def dimension_scores(self, ratings: Mapping[str, float | None]) -> dict[str, float]:
+        """Mean of each dimension's items; NaN where an item is missing or unscored."""
+        scores = {}
+        for d in self.dimensions:
+            vals = [ratings.get(i) for i in d.items]
+            ok = [float(v) for v in vals if v is not None and not _isnan(v)]
+            scores[d.id] = sum(ok) / len(ok) if len(ok) == len(vals) else math.nan
+        return scores
+
+
+def _isnan(v: float) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _pick(texts: Mapping[str, str], language: str) -> str:
+    """The text in ``language``, else English, else the first one given."""
+    if language in texts:
+        return texts[language]
+    base = language.split("-")[0]
+    if base in texts:
+        return texts[base]
+    return texts.get("en", next(iter(texts.values())))
+
+
+@lru_cache(maxsize=8)
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+
+def load_instrument(path: str | Path = DEFAULT) -> Instrument:
+    """Read and check an instrument file; errors name the file and the offending field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CareInputError(path, f"cannot read instrument: {exc}") from None
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(raw), key=str)
+    if errors:
+        err = errors[0]
+        field = "/".join(str(p) for p in err.absolute_path) or None
+        raise CareInputError(path, err.message, field=field)
+
+    smin, smax = raw["scale"]["min"], raw["scale"]["max"]
+    if smin >= smax:
+        raise CareInputError(path, f"scale min {smin} must be below max {smax}", field="scale")
+    labels = {int(k): v for k, v in raw["scale"]["labels"].items()}
+    if sorted(labels) != list(range(smin, smax + 1)):
+        raise CareInputError(
+            path, f"labels must cover every point {smin}..{smax}", field="scale/labels"
+        )
+
+    item_text = {}
+    for n, it in enumerate(raw["items"]):
+        if it["id"] in item_text:
+            raise CareInputError(path, f"duplicate item id {it['id']!r}", field=f"items/{n}/id")
+        item_text[it["id"]] = it["text"]
+
+    dims, owner = [], {}
+    for n, d in enumerate(raw["dimensions"]):
+        for item_id in d["items"]:
+            if item_id not in item_text:
+                raise CareInputError(
+                    path, f"dimension {d['id']!r} names unknown item {item_id!r}",
+                    field=f"dimensions/{n}/items",
+                )
+            if item_id in owner:
+                raise CareInputError(
+                    path, f"item {item_id!r} is in both {owner[item_id]!r} and {d['id']!r}",
+                    field=f"dimensions/{n}/items",
+                )
+            owner[item_id] = d["id"]
+        dims.append(
+            Dimension(d["id"], tuple(d["items"]), d.get("name", {}), d.get("description", {}))
+        )
+    orphans = sorted(set(item_text) - set(owner))
+    if orphans:
+        raise CareInputError(path, f"items in no dimension: {orphans}", field="items")
+
+    items = {i: Item(i, owner[i], item_text[i]) for i in item_text}
+    return Instrument(raw["name"], smin, smax, labels, tuple(dims), items, str(path))

@@ -1,0 +1,76 @@
+"""Atomic file output and small readers shared by every stage.
+
+Every output goes to a temporary file beside its destination and is renamed into place
+only when complete, so a failed or interrupted job never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` on success, remove it on error."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
+    """Open a temporary file for writing; it replaces ``path`` only if the block succeeds."""
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+        kwargs.setdefault("newline", "\n")
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_open(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike, records: Any) -> None:
+    with atomic_open(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def write_table(path: str | os.PathLike, frame: Any, **kwargs: Any) -> None:
+    """Write a pandas frame as CSV/TSV/Parquet by suffix, atomically and deterministically."""
+    dest = Path(path)
+    with atomic_path(dest) as tmp:
+        if dest.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False, **kwargs)
+        elif dest.suffix == ".tsv":
+            frame.to_csv(tmp, sep="\t", index=False, lineterminator="\n", **kwargs)
+        else:
+            frame.to_csv(tmp, index=False, lineterminator="\n", **kwargs)
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """Read the workflow config (YAML); rules pass ``--config`` paths to subcommands."""
+    return read_yaml(path) or {}

@@ -1,0 +1,285 @@
+"""Prompt rendering and the one answer format shared by training, inference and drafting.
+
+Prompt layout: the dialogue comes first in the user message and the item(s) after it, so
+the prompts of one session's items share a long common prefix (the system message and the
+dialogue); inference computes that prefix once per session.
+
+Answer format, per item (``rationale`` variant; ``score_only`` keeps only the score line)::
+
+    Rationale: <one paragraph citing turns as (turn N)>
+    Score: <integer on the scale>
+
+Chinese uses ``理由：`` / ``评分：`` and cites turns as ``（第N轮）``. With several items in one
+answer (``dimension`` / ``session`` granularity) each block starts with an ``Item <id>`` line.
+The parser accepts either language's labels, full-width punctuation and extra text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from care import WORKFLOW_DIR
+from care.instrument import Instrument
+from care.sessions import Session, Turn
+
+PROMPT_DIR = WORKFLOW_DIR / "prompts"
+GRANULARITIES = ("item", "dimension", "session")
+VARIANTS = ("rationale", "score_only")
+
+LABELS = {
+    "en": {"rationale": "Rationale:", "score": "Score:", "item": "Item",
+           "counselor": "Counselor", "client": "Client", "omitted": "turns omitted"},
+    "zh": {"rationale": "理由：", "score": "评分：", "item": "条目",
+           "counselor": "咨询师", "client": "来访者", "omitted": "轮对话已省略"},
+}
+UNIT = {
+    "en": {"item": "item", "dimension": "items", "session": "items"},
+    "zh": {"item": "条目", "dimension": "条目", "session": "条目"},
+}
+
+
+def labels(language: str) -> dict[str, str]:
+    return LABELS.get(language.split("-")[0], LABELS["en"])
+
+
+def units(instrument: Instrument, granularity: str) -> list[tuple[str, ...]]:
+    """The item groups that form one example: one item, one dimension, or the whole session."""
+    if granularity == "item":
+        return [(i,) for i in instrument.item_ids]
+    if granularity == "dimension":
+        return [d.items for d in instrument.dimensions]
+    if granularity == "session":
+        return [tuple(instrument.item_ids)]
+    raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+
+
+def unit_id(item_ids: Sequence[str]) -> str:
+    return "+".join(item_ids)
+
+
+# --------------------------------------------------------------------------- dialogue
+
+
+def turn_lines(turns: Sequence[Turn], language: str) -> list[str]:
+    lab = labels(language)
+    return [f"[{n}] {lab[t.speaker]}: {t.text}" for n, t in enumerate(turns, start=1)]
+
+
+def fit_dialogue(
+    lines: Sequence[str], budget: int | None, count_tokens: Callable[[str], int], language: str
+) -> tuple[str, int]:
+    """Join turn lines, cutting whole turns from the middle until the text fits ``budget``.
+
+    The opening and closing turns are kept (they hold the agenda and the wrap-up, where
+    goals and tasks are set); an ``[... N turns omitted ...]`` line marks the cut. Returns the
+    text and the number of turns dropped.
+    """
+    text = "\n".join(lines)
+    if budget is None or count_tokens(text) <= budget:
+        return text, 0
+    lab = labels(language)
+    lo, hi = len(lines) // 2, len(lines) // 2  # drop lines[lo:hi], growing around the middle
+    while hi - lo < len(lines) - 2:
+        if (hi - lo) % 2 == 0:
+            hi += 1
+        else:
+            lo -= 1
+        marker = f"[... {hi - lo} {lab['omitted']} ...]"
+        text = "\n".join([*lines[:lo], marker, *lines[hi:]])
+        if count_tokens(text) <= budget:
+            return text, hi - lo
+    return text, hi - lo
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    """The plain-text templates (``workflow/prompts/{name}.{lang}.txt``) with ``${slot}``s."""
+
+    directory: Path = PROMPT_DIR
+
+    def load(self, name: str, language: str) -> Template:
+        lang = language.split("-")[0]
+        path = self.directory / f"{name}.{lang}.txt"
+        if not path.exists():
+            path = self.directory / f"{name}.en.txt"
+        return Template(path.read_text(encoding="utf-8").rstrip("\n"))
+
+    def system(self, language: str) -> str:
+        return self.load("system", language).template
+
+
+def scale_text(instrument: Instrument, language: str) -> str:
+    sep = "，" if language.startswith("zh") else ", "
+    return sep.join(
+        f"{p} = {instrument.scale_label(p, language)}" for p in instrument.scale_points
+    )
+
+
+def items_text(instrument: Instrument, item_ids: Sequence[str], language: str) -> str:
+    lab = labels(language)
+    out = []
+    for i in item_ids:
+        dim = instrument.dimension(instrument.dimension_of(i)).label(language)
+        out.append(f"{lab['item']} {i} ({dim}): {instrument.items[i].wording(language)}")
+    return "\n".join(out)
+
+
+def answer_format(
+    instrument: Instrument, item_ids: Sequence[str], variant: str, language: str
+) -> str:
+    lab = labels(language)
+    lo, hi = instrument.scale_min, instrument.scale_max
+    zh = language.startswith("zh")
+    if zh:
+        head = "请严格按以下格式作答："
+        rat = f"{lab['rationale']}<一段简洁的理由，以（第N轮）引用关键轮次>"
+        score = f"{lab['score']}<{lo}到{hi}之间的整数>"
+    else:
+        head = "Answer in exactly this format:"
+        rat = f"{lab['rationale']} <one concise paragraph citing the key turns as (turn N)>"
+        score = f"{lab['score']} <an integer from {lo} to {hi}>"
+    block = [rat, score] if variant == "rationale" else [score]
+    if len(item_ids) == 1:
+        return "\n".join([head, *block])
+    lines = [head]
+    for i in item_ids:
+        lines += [f"{lab['item']} {i}", *block]
+    return "\n".join(lines)
+
+
+def build_messages(
+    instrument: Instrument,
+    item_ids: Sequence[str],
+    variant: str,
+    language: str,
+    dialogue: str,
+    templates: PromptTemplates = PromptTemplates(),
+) -> list[dict[str, str]]:
+    """System + user messages for scoring ``item_ids`` of a session (dialogue first)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    gran = "item" if len(item_ids) == 1 else "session"
+    user = templates.load("score", language).substitute(
+        dialogue=dialogue,
+        unit=UNIT.get(language.split("-")[0], UNIT["en"])[gran],
+        instrument=instrument.name,
+        scale=scale_text(instrument, language),
+        items=items_text(instrument, item_ids, language),
+        answer_format=answer_format(instrument, item_ids, variant, language),
+    )
+    return [
+        {"role": "system", "content": templates.system(language)},
+        {"role": "user", "content": user},
+    ]
+
+
+def format_target(
+    item_ids: Sequence[str],
+    scores: dict[str, float],
+    rationales: dict[str, str] | None,
+    variant: str,
+    language: str,
+) -> str:
+    """The assistant's answer for training (and the format the parser reads back)."""
+    lab = labels(language)
+    sep = "" if language.startswith("zh") else " "
+    blocks = []
+    for i in item_ids:
+        lines = [f"{lab['item']} {i}"] if len(item_ids) > 1 else []
+        if variant == "rationale":
+            lines.append(f"{lab['rationale']}{sep}{(rationales or {})[i].strip()}")
+        lines.append(f"{lab['score']}{sep}{_fmt_score(scores[i])}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def score_prefix(language: str) -> str:
+    """The text right before the score digit: probabilities are read at the next token."""
+    lab = labels(language)
+    return lab["score"] + ("" if language.startswith("zh") else " ")
+
+
+def _fmt_score(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+# --------------------------------------------------------------------------- parsing
+
+_COLON = r"\s*[:：]\s*"
+_RAT = re.compile(r"(?:rationale|reason(?:ing)?|explanation|理由|解释|原因)" + _COLON, re.I)
+_SCORE = re.compile(
+    r"(?:score|rating|评分|得分|分数|评定)\s*[:：=]?\s*\**\s*([0-9０-９]+(?:[.．][0-9]+)?)", re.I
+)
+_ITEM = re.compile(r"^\s*[#*\[]*\s*(?:item|条目|题目)\s*#?\s*([0-9A-Za-z_]+)\s*[\]*:：.]*\s*$",
+                   re.I | re.M)
+_FULLWIDTH = str.maketrans("０１２３４５６７８９．", "0123456789.")
+
+
+@dataclass(frozen=True)
+class ParsedItem:
+    score: float | None
+    rationale: str | None
+    ok: bool
+    error: str | None = None
+
+
+def parse_output(
+    text: str, item_ids: Sequence[str], instrument: Instrument
+) -> dict[str, ParsedItem]:
+    """Read each item's rationale and score; a missing or off-scale score is a failed parse."""
+    if len(item_ids) == 1:
+        return {item_ids[0]: _parse_block(text, instrument)}
+    blocks: dict[str, str] = {}
+    marks = list(_ITEM.finditer(text))
+    for n, m in enumerate(marks):
+        end = marks[n + 1].start() if n + 1 < len(marks) else len(text)
+        blocks.setdefault(m.group(1), text[m.end():end])
+    return {
+        i: _parse_block(blocks[i], instrument) if i in blocks
+        else ParsedItem(None, None, False, "item block missing")
+        for i in item_ids
+    }
+
+
+def _parse_block(text: str, instrument: Instrument) -> ParsedItem:
+    scores = list(_SCORE.finditer(text))
+    rationale = None
+    rat = _RAT.search(text)
+    if rat:
+        end = next((s.start() for s in scores if s.start() > rat.end()), len(text))
+        rationale = text[rat.end():end].strip() or None
+    elif scores and scores[-1].start() > 0:
+        rationale = text[: scores[-1].start()].strip() or None
+    if not scores:
+        return ParsedItem(None, rationale, False, "no score found")
+    value = float(scores[-1].group(1).translate(_FULLWIDTH))
+    if not instrument.in_scale(value):
+        return ParsedItem(None, rationale, False, f"score {value:g} outside the scale")
+    return ParsedItem(value, rationale, True)
+
+
+_CITE = re.compile(r"(?:turns?\s*|第\s*|\[)(\d+(?:\s*(?:,|，|、|and|和|-|–)\s*\d+)*)\s*(?:轮|\])?",
+                   re.I)
+
+
+def cited_turns(rationale: str) -> list[int]:
+    """Turn numbers a rationale cites, as ``(turn 5)``, ``turns 3 and 4``, ``第5轮`` or ``[5]``."""
+    found: set[int] = set()
+    for m in _CITE.finditer(rationale or ""):
+        found.update(int(n) for n in re.findall(r"\d+", m.group(1)))
+    return sorted(found)
+
+
+def session_dialogue(
+    session: Session, budget: int | None = None, count_tokens: Callable[[str], int] = len
+) -> tuple[str, int]:
+    """The session's numbered dialogue, cut to ``budget`` tokens; (text, turns dropped)."""
+    return fit_dialogue(turn_lines(session.turns, session.language), budget, count_tokens,
+                        session.language)

@@ -1,0 +1,62 @@
+# Data: the demo corpus, validation against the contract, client-grouped folds, Table 1.
+
+
+if config["demo_corpus"]["enabled"]:
+
+    rule demo_corpus:
+        output:
+            sessions=SESSIONS,
+            references="results/demo/reference_rationales.jsonl",
+            unlabeled=UNLABELED or "results/demo/unlabeled.jsonl",
+        params:
+            spec=as_json(config["demo_corpus"]),
+        log:
+            "logs/demo_corpus.log",
+        conda:
+            CARE_ENV
+        shell:
+            "care demo-corpus --spec {params.spec} --instrument {INSTRUMENT} "
+            "--sessions {output.sessions} --references {output.references} "
+            "--unlabeled {output.unlabeled} 2> {log}"
+
+
+rule validate_sessions:
+    input:
+        sessions=SESSIONS,
+        instrument=INSTRUMENT,
+    output:
+        "results/data/sessions.tsv",
+    params:
+        n_folds=N_FOLDS,
+    log:
+        "logs/validate_sessions.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care validate --sessions {input.sessions} --instrument {input.instrument} "
+        "--min-clients {params.n_folds} --out {output} 2> {log}"
+
+
+rule folds:
+    input:
+        sessions="results/data/sessions.tsv",
+        instrument=INSTRUMENT,
+    output:
+        folds="results/folds.tsv",
+        table1="results/table1.csv",
+        table1_md="results/table1.md",
+        table1_tex="results/table1.tex",
+    params:
+        spec=as_json(config["folds"]),
+    log:
+        "logs/folds.log",
+    benchmark:
+        "benchmarks/folds.tsv"
+    conda:
+        CARE_ENV
+    shell:
+        "care folds --sessions-table {input.sessions} --instrument {input.instrument} "
+        "--spec {params.spec} --folds {output.folds} --table1 {output.table1} 2> {log}"
+
+
+ALL_TARGETS.extend(["results/table1.csv"])

@@ -1,4 +1,4 @@
-# Shared helpers for the rule files: names and paths derived from the config.
+# Shared helpers for the stage files (names and paths derived from the config).
 
 import json
 import shlex

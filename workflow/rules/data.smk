@@ -4,6 +4,8 @@
 if config["demo_corpus"]["enabled"]:
 
     rule demo_corpus:
+        input:
+            instrument=INSTRUMENT,
         output:
             sessions=SESSIONS,
             references="results/demo/reference_rationales.jsonl",
@@ -15,7 +17,7 @@ if config["demo_corpus"]["enabled"]:
         conda:
             CARE_ENV
         shell:
-            "care demo-corpus --spec {params.spec} --instrument {INSTRUMENT} "
+            "care demo-corpus --spec {params.spec} --instrument {input.instrument} "
             "--sessions {output.sessions} --references {output.references} "
             "--unlabeled {output.unlabeled} 2> {log}"
 

@@ -1,0 +1,74 @@
+"""The shared prompt and answer format: rendering, truncation, parsing, citations."""
+
+from __future__ import annotations
+
+import pytest
+from care.prompts import (
+    build_messages,
+    cited_turns,
+    fit_dialogue,
+    format_target,
+    parse_output,
+    units,
+)
+
+
+@pytest.mark.parametrize("granularity,sizes", [("item", [1] * 12), ("dimension", [4, 4, 4]),
+                                               ("session", [12])])
+def test_units(instrument, granularity, sizes):
+    assert [len(u) for u in units(instrument, granularity)] == sizes
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+@pytest.mark.parametrize("variant", ["rationale", "score_only"])
+@pytest.mark.parametrize("granularity", ["item", "dimension", "session"])
+def test_target_round_trips_through_parser(instrument, language, variant, granularity):
+    items = units(instrument, granularity)[0]
+    scores = {i: (n % 5) + 1 for n, i in enumerate(items)}
+    rationales = {i: f"Reason {i} (turn {n + 2})." for n, i in enumerate(items)}
+    text = format_target(items, scores, rationales, variant, language)
+    parsed = parse_output(text, items, instrument)
+    assert {i: p.score for i, p in parsed.items()} == scores
+    if variant == "rationale":
+        assert {i: p.rationale for i, p in parsed.items()} == rationales
+
+
+def test_prompts_of_a_session_share_the_dialogue_prefix(instrument):
+    dialogue = "[1] Counselor: hi\n[2] Client: hello"
+    a = build_messages(instrument, ["4"], "rationale", "en", dialogue)
+    b = build_messages(instrument, ["9"], "rationale", "en", dialogue)
+    assert a[0] == b[0]
+    prefix = a[1]["content"].split("Rate the session")[0]
+    assert b[1]["content"].startswith(prefix) and dialogue in prefix
+
+
+@pytest.mark.parametrize("text,score,ok", [
+    ("Rationale: fine.\nScore: 4", 4.0, True),
+    ("理由：咨询师很共情。\n评分：５", 5.0, True),
+    ("Some preamble. **Score:** 3/5 because...", 3.0, True),
+    ("Rationale: no number here", None, False),
+    ("Score: 9", None, False),
+    ("评分: 2分", 2.0, True),
+])
+def test_parser_cases(instrument, text, score, ok):
+    parsed = parse_output(text, ["4"], instrument)["4"]
+    assert parsed.score == score and parsed.ok == ok
+
+
+def test_missing_item_block_is_a_failed_parse(instrument):
+    parsed = parse_output("Item 4\nScore: 4", ["4", "6"], instrument)
+    assert parsed["4"].ok and not parsed["6"].ok and parsed["6"].error == "item block missing"
+
+
+def test_fit_dialogue_cuts_whole_middle_turns():
+    lines = [f"[{n}] turn {n}" for n in range(1, 21)]
+    text, dropped = fit_dialogue(lines, 40, lambda s: len(s.split()), "en")
+    kept = text.splitlines()
+    assert dropped > 0 and kept[0] == lines[0] and kept[-1] == lines[-1]
+    assert any("turns omitted" in k for k in kept) and len(text.split()) <= 40
+    assert fit_dialogue(lines, None, len, "en") == ("\n".join(lines), 0)
+
+
+def test_cited_turns():
+    assert cited_turns("Empathy (turn 5); the client agreed (turns 7 and 9). 第12轮") == [5, 7, 9,
+                                                                                      12]

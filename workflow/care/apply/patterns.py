@@ -1,0 +1,235 @@
+"""Interaction patterns and predicted alliance (the paper's Appendix D, Table 8).
+
+A *pattern* is a counselor turn followed directly by the client's reply, named by the
+counselor strategy's category and the client reaction's polarity (``Supporting-Negative``:
+a supporting strategy met by a negative reaction). The taxonomy maps each turn label of the
+corpus to its category or polarity and is config (``application.patterns``); a label the
+taxonomy does not know is an error naming file, line and field, never silently dropped.
+
+Per session, a pattern's *rate* is its count over the session's labeled exchanges (pairs
+whose two turns both carry a label). Per dimension, an OLS (statsmodels) regresses the
+session's predicted dimension score on the rates of the configured predictor patterns; the
+patterns left out (and unlabeled exchanges) form the baseline. A predictor that never varies
+in the data (e.g. never observed) cannot be estimated: it is left out of the fit and reported
+as such. Sessions without labeled exchanges (a corpus may be only partly annotated, as the
+paper's 300 of 2,236) are left out and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from care.errors import CareInputError
+from care.instrument import Instrument
+from care.sessions import Session
+from care.tables import to_latex, to_markdown
+from care.io import atomic_open, write_table
+
+log = logging.getLogger(__name__)
+INTERCEPT = "(Intercept)"
+STAT_COLUMNS = ["dimension", "term", "coef", "se", "t", "p", "ci_low", "ci_high", "stars",
+                "n_sessions", "r2", "note"]
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    strategies: dict[str, str]   # counselor strategy label -> category
+    reactions: dict[str, str]    # client reaction label -> polarity
+    predictors: tuple[tuple[str, str], ...]  # (category, polarity) pairs regressed on
+
+    @classmethod
+    def from_config(cls, spec: dict, where: str = "application.patterns") -> Taxonomy:
+        strategies = dict(spec.get("strategies") or {})
+        reactions = dict(spec.get("reactions") or {})
+        categories, polarities = set(strategies.values()), set(reactions.values())
+        predictors = []
+        for n, name in enumerate(spec.get("predictors") or []):
+            category, _, polarity = str(name).rpartition("-")
+            if category not in categories or polarity not in polarities:
+                raise CareInputError(
+                    "config", f"predictor {name!r} is not <category>-<polarity> with a category "
+                    f"in {sorted(categories)} and a polarity in {sorted(polarities)}",
+                    field=f"{where}.predictors.{n}",
+                )
+            predictors.append((category, polarity))
+        if not predictors:
+            raise CareInputError("config", "no predictor patterns", field=f"{where}.predictors")
+        return cls(strategies, reactions, tuple(predictors))
+
+    @property
+    def patterns(self) -> list[tuple[str, str]]:
+        """Every (category, polarity) pair, in the taxonomy's order of first appearance."""
+        cats = list(dict.fromkeys(self.strategies.values()))
+        pols = list(dict.fromkeys(self.reactions.values()))
+        return [(c, p) for c in cats for p in pols]
+
+
+def pattern_name(category: str, polarity: str) -> str:
+    return f"{category}-{polarity}"
+
+
+def display_name(category: str, polarity: str) -> str:
+    return f"{category} - {polarity}"
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def check_labels(path: str | Path, session: Session, taxonomy: Taxonomy) -> None:
+    """Every counselor strategy and client reaction label must be in the taxonomy."""
+    for k, turn in enumerate(session.turns):
+        if turn.speaker == "counselor" and turn.strategy is not None:
+            known, label, field, key = taxonomy.strategies, turn.strategy, "strategy", "strategies"
+        elif turn.speaker == "client" and turn.reaction is not None:
+            known, label, field, key = taxonomy.reactions, turn.reaction, "reaction", "reactions"
+        else:
+            continue
+        if label not in known:
+            raise CareInputError(
+                path,
+                f"{field} label {label!r} is not in the pattern taxonomy "
+                f"(application.patterns.{key}: {sorted(known)})",
+                line=session.line, field=f"turns.{k}.{field}",
+            )
+
+
+def exchanges(session: Session, taxonomy: Taxonomy) -> list[tuple[str, str] | None]:
+    """Each counselor turn answered directly by a client turn: its pattern, or None if unlabeled."""
+    out = []
+    for prev, turn in zip(session.turns, session.turns[1:]):
+        if prev.speaker != "counselor" or turn.speaker != "client":
+            continue
+        if prev.strategy is None or turn.reaction is None:
+            out.append(None)
+        else:
+            out.append((taxonomy.strategies[prev.strategy], taxonomy.reactions[turn.reaction]))
+    return out
+
+
+def pattern_rates(
+    sessions: list[Session], taxonomy: Taxonomy, path: str | Path = "corpus"
+) -> pd.DataFrame:
+    """One row per session: labeled exchange count and the rate of every pattern."""
+    names = [pattern_name(*p) for p in taxonomy.patterns]
+    rows = []
+    for session in sessions:
+        check_labels(path, session, taxonomy)
+        labeled = [e for e in exchanges(session, taxonomy) if e is not None]
+        counts = pd.Series([pattern_name(*e) for e in labeled], dtype=object).value_counts()
+        row = {"session_id": session.session_id, "counselor_id": session.counselor_id,
+               "n_exchanges": len(labeled)}
+        for name in names:
+            row[name] = counts.get(name, 0) / len(labeled) if labeled else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("session_id").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- regression
+
+
+def stars(p: float) -> str:
+    if pd.isna(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def fit_dimension(
+    data: pd.DataFrame, dim: str, predictors: list[str], cov_type: str = "nonrobust"
+) -> list[dict]:
+    """OLS of ``dim`` on the predictor rates; one stats row per term (intercept first)."""
+    import statsmodels.api as sm
+
+    data = data.dropna(subset=[dim, *predictors])
+    n = len(data)
+    usable = [p for p in predictors if data[p].nunique() > 1]
+    rows = []
+    if n < len(usable) + 2:
+        note = f"too few sessions ({n}) for {len(usable)} predictors"
+        return [_nan_row(dim, t, n, note) for t in [INTERCEPT, *predictors]]
+    design = sm.add_constant(data[usable].astype(float), has_constant="add")
+    fit = sm.OLS(data[dim].astype(float), design).fit(cov_type=cov_type)
+    ci = fit.conf_int()
+    for term, col in [(INTERCEPT, "const"), *((p, p) for p in predictors)]:
+        if col not in fit.params:
+            never = (data[col] == 0).all()
+            rows.append(_nan_row(dim, term, n, "never observed" if never else "no variation"))
+            continue
+        rows.append({
+            "dimension": dim, "term": term, "coef": fit.params[col], "se": fit.bse[col],
+            "t": fit.tvalues[col], "p": fit.pvalues[col], "ci_low": ci.loc[col, 0],
+            "ci_high": ci.loc[col, 1], "stars": stars(fit.pvalues[col]), "n_sessions": n,
+            "r2": fit.rsquared, "note": "",
+        })
+    return rows
+
+
+def _nan_row(dim: str, term: str, n: int, note: str) -> dict:
+    return {"dimension": dim, "term": term, "coef": np.nan, "se": np.nan, "t": np.nan,
+            "p": np.nan, "ci_low": np.nan, "ci_high": np.nan, "stars": "", "n_sessions": n,
+            "r2": np.nan, "note": note}
+
+
+def regress(
+    rates: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument, taxonomy: Taxonomy,
+    cov_type: str = "nonrobust",
+) -> pd.DataFrame:
+    """Table 8 in long form: one row per (dimension, term)."""
+    data = rates[rates["n_exchanges"] > 0].merge(
+        scores.drop(columns=["counselor_id"], errors="ignore"), on="session_id", how="inner"
+    )
+    dropped = len(rates) - int((rates["n_exchanges"] > 0).sum())
+    if dropped:
+        log.info("%d sessions without labeled exchanges left out of the regression", dropped)
+    if data.empty:
+        raise CareInputError(
+            "corpus", "no session has a labeled counselor-client exchange (strategy and "
+            "reaction labels) and a prediction", field="turns",
+        )
+    predictors = [pattern_name(*p) for p in taxonomy.predictors]
+    rows = []
+    for dim in instrument.dimension_ids:
+        rows += fit_dimension(data, dim, predictors, cov_type)
+    table = pd.DataFrame(rows, columns=STAT_COLUMNS)
+    table["term"] = table["term"].map(
+        lambda t: t if t == INTERCEPT else display_name(*t.rpartition("-")[::2])
+    )
+    return table
+
+
+def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "en",
+                  digits: int = 2) -> pd.DataFrame:
+    """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells."""
+    terms = [t for t in table["term"].drop_duplicates() if t != INTERCEPT] + [INTERCEPT]
+    out = {"Pattern": [*terms, "N sessions", "R²"]}
+    for dim in instrument.dimension_ids:
+        sub = table[table["dimension"] == dim].set_index("term")
+        cells = []
+        for term in terms:
+            r = sub.loc[term]
+            cells.append(r["note"] if pd.isna(r["coef"]) else
+                         f"{r['coef']:.{digits}f}{r['stars']} ({r['se']:.{digits}f})")
+        r2 = sub["r2"].dropna()
+        cells += [str(int(sub["n_sessions"].iloc[0])), f"{r2.iloc[0]:.3f}" if len(r2) else ""]
+        out[instrument.dimension(dim).label(language)] = cells
+    return pd.DataFrame(out)
+
+
+CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
+           "pattern rates predicting session-level predicted alliance. "
+           "*** p < .001, ** p < .01, * p < .05.")
+
+
+def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
+                 language: str = "en") -> None:
+    csv = Path(csv)
+    pretty = display_table(table, instrument, language)
+    with atomic_open(csv.with_suffix(".md")) as f:
+        f.write(to_markdown(pretty, CAPTION))
+    with atomic_open(csv.with_suffix(".tex")) as f:
+        f.write(to_latex(pretty, CAPTION, f"tab:{csv.stem}"))
+    write_table(csv, table, float_format="%.6f")

@@ -1,0 +1,197 @@
+"""Score an unlabeled corpus with a fine-tuned model, and read the scores back per session.
+
+The corpus is in the data contract's format; ratings it may carry are ignored (the point is
+to predict them) and the log says how many. Scoring reuses the inference engine
+(:class:`care.infer.hf.HFScorer`) and so the exact prompts and answer format of training.
+One model scores the corpus (``application.model``: backbone, variant, fold): averaging the
+folds' probabilities would cost one inference pass per fold and would leave the averaged score
+without a rationale that explains it, so the application keeps one model's score and rationale
+together.
+
+``predictions.parquet`` has the predictions contract's columns (``client_score`` is NaN: the
+corpus is unlabeled) plus ``counselor_id`` after ``client_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from care.errors import CareInputError
+from care.instrument import Instrument
+from care.io import write_table
+from care.sessions import Session, count_rated, load_sessions
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "session_id", "client_id", "counselor_id", "fold", "item_id", "dimension", "model",
+    "variant", "score", "score_generated", "score_expected", "score_argmax", "probs",
+    "rationale", "raw_text", "parsed", "parse_error", "prompt_tokens", "truncated",
+    "client_score",
+]
+FLOAT_COLUMNS = ["score", "score_generated", "score_expected", "score_argmax", "client_score"]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_corpus(path: str | Path, instrument: Instrument) -> list[Session]:
+    """Load an unlabeled corpus: ratings are dropped (and counted), every session is checked."""
+    path = Path(path)
+    n_rated = count_rated(path, instrument)
+    sessions = load_sessions(path, instrument, labeled=False)
+    if n_rated:
+        log.warning(
+            "%s: %d of %d sessions carry client ratings; they are ignored (the application "
+            "predicts alliance from the transcript alone)", path, n_rated, len(sessions),
+        )
+    for session in sessions:
+        require_counselor_turns(path, session)
+    return sessions
+
+
+def require_counselor_turns(path: str | Path, session: Session) -> None:
+    """A session without counselor turns has no alliance to predict and no pattern to count."""
+    if not any(turn.speaker == "counselor" for turn in session.turns):
+        raise CareInputError(
+            path, f"session {session.session_id!r} has no counselor turns",
+            line=session.line, field="turns",
+        )
+
+
+def check_causal_lm(model_dir: str | Path) -> None:
+    """Fail early, naming the file, when ``model_dir`` is not a local HF causal-LM directory."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise CareInputError(model_dir, "model directory does not exist")
+    if not config_path.is_file():
+        raise CareInputError(
+            model_dir, "not a Hugging Face model directory (no config.json)", field="config.json"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CareInputError(config_path, f"cannot read model config: {exc}") from None
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise CareInputError(
+            config_path, f"model type {model_type!r} is not a causal language model",
+            field="model_type",
+        )
+    if architectures and not any(a.endswith("ForCausalLM") for a in architectures):
+        raise CareInputError(
+            config_path,
+            f"architecture {architectures[0]!r} is not a causal language model "
+            "(expected a *ForCausalLM head)",
+            field="architectures",
+        )
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def prediction_frame(
+    rows: Iterable[dict], sessions: list[Session], instrument: Instrument,
+    *, model: str, variant: str, fold: int,
+) -> pd.DataFrame:
+    """Scorer rows as the contract's frame: fixed columns, dtypes and row order."""
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        raise ValueError("the scorer returned no predictions")
+    by_id = {s.session_id: s for s in sessions}
+    frame["client_id"] = frame["session_id"].map(lambda sid: by_id[sid].client_id)
+    frame["counselor_id"] = frame["session_id"].map(lambda sid: by_id[sid].counselor_id)
+    frame["dimension"] = frame["item_id"].map(instrument.dimension_of)
+    frame["fold"], frame["model"], frame["variant"] = fold, model, variant
+    frame["client_score"] = math.nan
+    for col in COLUMNS:
+        if col not in frame:
+            frame[col] = None
+    frame = frame[COLUMNS]
+    for col in FLOAT_COLUMNS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    frame["fold"] = frame["fold"].astype("int64")
+    frame["prompt_tokens"] = pd.to_numeric(frame["prompt_tokens"]).fillna(0).astype("int64")
+    frame["parsed"] = frame["parsed"].fillna(False).astype(bool)
+    frame["truncated"] = frame["truncated"].fillna(False).astype(bool)
+    order = {item: n for n, item in enumerate(instrument.item_ids)}
+    frame = frame.sort_values(
+        ["session_id", "item_id"], key=lambda col: col.map(order) if col.name == "item_id" else col
+    )
+    return frame.reset_index(drop=True)
+
+
+def predict_corpus(
+    corpus: str | Path,
+    model_dir: str | Path,
+    instrument: Instrument,
+    out: str | Path,
+    *,
+    model: str,
+    variant: str,
+    fold: int,
+    scorer_options: dict,
+    scorer=None,
+) -> pd.DataFrame:
+    """Score every session of ``corpus``; write and return the predictions frame.
+
+    ``scorer`` (anything with ``score(sessions)`` yielding prediction rows) replaces the HF
+    engine in tests; by default the model directory is checked and loaded here.
+    """
+    sessions = load_corpus(corpus, instrument)
+    if scorer is None:
+        check_causal_lm(model_dir)
+        from care.infer.hf import HFScorer
+
+        scorer = HFScorer.from_pretrained(
+            str(model_dir), instrument=instrument, variant=variant, **scorer_options
+        )
+    log.info("scoring %d sessions with %s", len(sessions), model_dir)
+    frame = prediction_frame(
+        scorer.score(sessions), sessions, instrument, model=model, variant=variant, fold=fold
+    )
+    coverage = frame["parsed"].mean()
+    log.info("%d predictions, parse coverage %.1f%%", len(frame), 100 * coverage)
+    write_table(out, frame)
+    return frame
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise CareInputError(path, f"cannot read predictions: {exc}") from None
+    missing = [c for c in ("session_id", "counselor_id", "item_id", "score") if c not in frame]
+    if missing:
+        raise CareInputError(path, "predictions lack required columns", field=missing[0])
+    return frame
+
+
+def session_scores(predictions: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
+    """One row per session: ids and the predicted dimension scores (mean of its items).
+
+    A dimension with an unparsed item is NaN (never imputed), as in the evaluation.
+    """
+    wide = predictions.set_index(["session_id", "counselor_id", "item_id"])["score"].unstack()
+    rows = []
+    for (session_id, counselor_id), ratings in wide.iterrows():
+        scores = instrument.dimension_scores(
+            {i: (None if pd.isna(v) else float(v)) for i, v in ratings.items()}
+        )
+        rows.append({"session_id": session_id, "counselor_id": counselor_id, **scores})
+    frame = pd.DataFrame(rows, columns=["session_id", "counselor_id", *instrument.dimension_ids])
+    return frame.sort_values("session_id").reset_index(drop=True)

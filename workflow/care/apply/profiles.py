@@ -1,0 +1,148 @@
+"""Counselor alliance profiles (the paper's Figure 2).
+
+For every counselor with at least ``min_sessions`` scored sessions: the mean predicted Goal,
+Task and Bond score with a 95% t-interval over sessions, against the corpus mean (all
+sessions). The table behind the figure is written too (``profiles.csv``), so the numbers can
+be checked without reading bars. Counselors may be shown anonymised (``Counselor A`` for the
+one with the most sessions, then B, ...); the CSV keeps the mapping.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from care.errors import CareInputError
+from care.instrument import Instrument
+from care.io import atomic_path, write_table
+
+CORPUS = "all sessions"
+
+
+def mean_interval(values: pd.Series, confidence: float) -> tuple[float, float, float]:
+    """Mean and its t-interval; NaN bounds with fewer than two values."""
+    values = values.dropna().to_numpy(dtype=float)
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    sem = stats.sem(values)
+    if sem == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def counselor_labels(counts: pd.Series, anonymize: bool) -> dict[str, str]:
+    """Display names: ids, or letters by descending session count (ties by id)."""
+    order = sorted(counts.index, key=lambda c: (-counts[c], c))
+    if not anonymize:
+        return {c: str(c) for c in order}
+    letters = list(string.ascii_uppercase)
+    names = [letters[n] if n < 26 else f"{letters[n // 26 - 1]}{letters[n % 26]}"
+             for n in range(len(order))]
+    return {c: f"Counselor {name}" for c, name in zip(order, names)}
+
+
+def counselor_profiles(
+    scores: pd.DataFrame,
+    instrument: Instrument,
+    *,
+    min_sessions: int,
+    confidence: float = 0.95,
+    anonymize: bool = False,
+    source: str = "predictions",
+) -> pd.DataFrame:
+    """Long table: one row per (group, dimension); group = the corpus, then each counselor."""
+    counts = scores.groupby("counselor_id")["session_id"].nunique()
+    chosen = counts[counts >= min_sessions]
+    if chosen.empty:
+        raise CareInputError(
+            source,
+            f"no counselor has {min_sessions} or more sessions (most: {int(counts.max())}); "
+            "lower application.min_sessions",
+            field="counselor_id",
+        )
+    labels = counselor_labels(chosen, anonymize)
+    rows = []
+    for dim in instrument.dimension_ids:
+        corpus_mean, low, high = mean_interval(scores[dim], confidence)
+        rows.append(_row(CORPUS, CORPUS, scores, dim, corpus_mean, low, high, corpus_mean))
+        for counselor, label in labels.items():
+            mine = scores[scores["counselor_id"] == counselor]
+            mean, low, high = mean_interval(mine[dim], confidence)
+            rows.append(_row(counselor, label, mine, dim, mean, low, high, corpus_mean))
+    return pd.DataFrame(rows)
+
+
+def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
+    return {
+        "counselor_id": group, "label": label, "dimension": dim,
+        "n_sessions": int(frame["session_id"].nunique()), "n_scored": int(frame[dim].notna().sum()),
+        "mean": mean, "ci_low": low, "ci_high": high, "diff_from_corpus": mean - corpus_mean,
+    }
+
+
+def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en"):
+    """Grouped bars per dimension (one per counselor) with 95% intervals; corpus mean as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = instrument.dimension_ids
+    counselors = profiles.loc[profiles["counselor_id"] != CORPUS, "label"].drop_duplicates()
+    n = len(counselors)
+    width = 0.8 / max(n, 1)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(dims) + 0.25 * n * len(dims), 3.6))
+    colors = plt.get_cmap("tab10")
+    for k, label in enumerate(counselors):
+        sub = profiles[profiles["label"] == label].set_index("dimension").loc[dims]
+        x = np.arange(len(dims)) - 0.4 + width * (k + 0.5)
+        err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
+        ax.bar(x, sub["mean"], width * 0.9, yerr=np.nan_to_num(err), capsize=3,
+               color=colors(k % 10), label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
+    corpus = profiles[profiles["counselor_id"] == CORPUS].set_index("dimension").loc[dims]
+    for j, dim in enumerate(dims):
+        row = corpus.loc[dim]
+        ax.hlines(row["mean"], j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1.2,
+                  label=f"corpus mean (n={int(row['n_sessions'])})" if j == 0 else None)
+        ax.fill_between([j - 0.45, j + 0.45], row["ci_low"], row["ci_high"], color="grey",
+                        alpha=0.25, linewidth=0)
+    ax.set_xticks(range(len(dims)), [instrument.dimension(d).label(language) for d in dims])
+    ax.set_ylim(instrument.scale_min, instrument.scale_max)
+    ax.set_ylabel("mean predicted score (95% CI)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
+    """PNG and PDF, atomically and without time stamps (same data, same bytes)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
+    if pdf is not None:
+        with atomic_path(pdf) as tmp:
+            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None})
+    plt.close(fig)
+
+
+def figure2(
+    scores: pd.DataFrame, instrument: Instrument, *, png: str | Path, pdf: str | Path | None,
+    table: str | Path | None, min_sessions: int, confidence: float = 0.95,
+    anonymize: bool = False, language: str = "en", source: str = "predictions",
+) -> pd.DataFrame:
+    profiles = counselor_profiles(scores, instrument, min_sessions=min_sessions,
+                                  confidence=confidence, anonymize=anonymize, source=source)
+    save_figure(plot_profiles(profiles, instrument, language), png, pdf)
+    if table is not None:
+        write_table(table, profiles, float_format="%.4f")
+    return profiles

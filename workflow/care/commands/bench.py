@@ -1,0 +1,25 @@
+"""``care bench train|infer``: benchmarks that print speed and memory figures.
+
+Targets live here, never in timed tests. Each benchmark module defines
+``add_arguments(parser)`` (light) and ``run(args)`` (imports torch when called).
+"""
+
+import importlib
+
+BENCHMARKS = {
+    "train": ("care.train.bench", "fine-tuning throughput, peak memory, MFU on a GPU"),
+    "infer": ("care.infer.bench", "naive vs prefix-shared inference: prefill tokens, wall time"),
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, (module, help_text) in BENCHMARKS.items():
+        bench = sub.add_parser(name, help=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        mod.add_arguments(bench)
+        bench.set_defaults(func=mod.run)

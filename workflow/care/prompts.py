@@ -234,18 +234,38 @@ def parse_output(
     text: str, item_ids: Sequence[str], instrument: Instrument
 ) -> dict[str, ParsedItem]:
     """Read each item's rationale and score; a missing or off-scale score is a failed parse."""
-    if len(item_ids) == 1:
-        return {item_ids[0]: _parse_block(text, instrument)}
-    blocks: dict[str, str] = {}
-    marks = list(_ITEM.finditer(text))
-    for n, m in enumerate(marks):
-        end = marks[n + 1].start() if n + 1 < len(marks) else len(text)
-        blocks.setdefault(m.group(1), text[m.end():end])
+    spans = item_spans(text, item_ids)
     return {
-        i: _parse_block(blocks[i], instrument) if i in blocks
+        i: _parse_block(text[spans[i][0]:spans[i][1]], instrument) if i in spans
         else ParsedItem(None, None, False, "item block missing")
         for i in item_ids
     }
+
+
+def item_spans(text: str, item_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Character span of each item's answer block (the whole text for a single item)."""
+    if len(item_ids) == 1:
+        return {item_ids[0]: (0, len(text))}
+    spans: dict[str, tuple[int, int]] = {}
+    marks = list(_ITEM.finditer(text))
+    for n, m in enumerate(marks):
+        end = marks[n + 1].start() if n + 1 < len(marks) else len(text)
+        spans.setdefault(m.group(1), (m.end(), end))
+    return spans
+
+
+def score_offsets(text: str, item_ids: Sequence[str]) -> dict[str, int]:
+    """Where each item's score (the one :func:`parse_output` reads) starts in ``text``.
+
+    Inference reads the model's distribution over the scale labels at the token there.
+    Items without a score are absent.
+    """
+    out = {}
+    for item, (start, end) in item_spans(text, item_ids).items():
+        scores = list(_SCORE.finditer(text, start, end))
+        if scores:
+            out[item] = scores[-1].start(1)
+    return out
 
 
 def _parse_block(text: str, instrument: Instrument) -> ParsedItem:

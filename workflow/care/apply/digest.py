@@ -1,0 +1,203 @@
+"""Counselor digests: recurring problems in a counselor's low-alliance sessions.
+
+For each chosen counselor and each dimension, the sessions whose predicted dimension score is
+at most ``threshold`` are the counselor's *low-alliance* sessions on that dimension (the
+paper's section 7 used <= 2). The model's rationales for that dimension's items in those
+sessions are contrasted, by the log-odds ratio with an informative Dirichlet prior (the
+evaluation stage's :func:`care.evaluate.logodds.top_terms`), with the rationales of the
+counselor's other sessions (``contrast: counselor``) or of every other session in the corpus
+(``contrast: corpus``); the terms most over-represented in the low sessions name the recurring
+problems. The rationales that contain the most of those terms (weighted by z) are quoted as
+representative, with the turns they cite. Written as Markdown and HTML (one template each).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from care.instrument import Instrument
+from care.io import atomic_open
+from care.prompts import cited_turns, labels
+from care.sessions import Session
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass
+class DimensionDigest:
+    dimension: str
+    label: str
+    n_sessions: int
+    n_low: int
+    mean: float
+    corpus_mean: float
+    contrast: str
+    terms: list[dict] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class CounselorDigest:
+    counselor_id: str
+    n_sessions: int
+    threshold: float
+    dimensions: list[DimensionDigest]
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(text)) or "_"
+
+
+def choose_counselors(scores: pd.DataFrame, counselors: list[str], min_sessions: int) -> list[str]:
+    """The configured ids, else every counselor with at least ``min_sessions`` sessions."""
+    if counselors:
+        return [str(c) for c in counselors]
+    counts = scores.groupby("counselor_id")["session_id"].nunique()
+    return sorted(counts[counts >= min_sessions].index, key=lambda c: (-counts[c], c))
+
+
+def _term_weight(text: str, terms: list[dict]) -> float:
+    lowered = text.lower()
+    return sum(t["z"] for t in terms if str(t["term"]).lower() in lowered)
+
+
+def _quote(session: Session | None, turn_no: int, language: str, width: int = 180) -> dict:
+    if session is None or not 1 <= turn_no <= len(session.turns):
+        return {"turn": turn_no, "speaker": "", "text": ""}
+    turn = session.turns[turn_no - 1]
+    text = turn.text if len(turn.text) <= width else turn.text[: width - 1] + "…"
+    return {"turn": turn_no, "speaker": labels(language)[turn.speaker], "text": text}
+
+
+def dimension_digest(
+    counselor: str, dim: str, predictions: pd.DataFrame, scores: pd.DataFrame,
+    instrument: Instrument, sessions: dict[str, Session], *, threshold: float, contrast: str,
+    top_k: int, n_examples: int, language: str,
+) -> DimensionDigest:
+    from care.evaluate.logodds import top_terms
+
+    mine = scores[scores["counselor_id"] == counselor]
+    low_ids = set(mine.loc[mine[dim] <= threshold, "session_id"])
+    if contrast == "corpus":
+        rest_ids = set(scores.loc[~scores["session_id"].isin(low_ids), "session_id"])
+    else:
+        rest_ids = set(mine.loc[mine[dim] > threshold, "session_id"])
+    digest = DimensionDigest(
+        dim, instrument.dimension(dim).label(language), int(mine[dim].notna().sum()),
+        len(low_ids), float(mine[dim].mean()), float(scores[dim].mean()), contrast,
+    )
+    rows = predictions[(predictions["dimension"] == dim) & predictions["rationale"].notna()]
+    low = rows[rows["session_id"].isin(low_ids)]
+    rest = rows[rows["session_id"].isin(rest_ids)]
+    if low.empty:
+        return digest
+    if not rest.empty:
+        terms = top_terms({"low": low["rationale"].tolist(), "rest": rest["rationale"].tolist()},
+                          language, top_k)
+        terms = terms[(terms["group"] == "low") & (terms["z"] > 0)]
+        digest.terms = [
+            {"term": str(r.term), "z": float(r.z), "log_odds": float(r.log_odds),
+             "count": int(r.count)} for r in terms.head(top_k).itertuples()
+        ]
+    digest.examples = _examples(low, digest.terms, sessions, instrument, n_examples, language)
+    return digest
+
+
+def _examples(low, terms, sessions, instrument, n_examples, language) -> list[dict]:
+    ranked = low.assign(
+        weight=low["rationale"].map(lambda t: _term_weight(t, terms)),
+    ).sort_values(["weight", "score", "session_id", "item_id"],
+                  ascending=[False, True, True, True])
+    examples, seen = [], set()
+    for r in ranked.itertuples():
+        if r.rationale in seen:
+            continue
+        seen.add(r.rationale)
+        session = sessions.get(r.session_id)
+        examples.append({
+            "session_id": r.session_id, "item_id": r.item_id,
+            "item": instrument.items[r.item_id].wording(language),
+            "score": None if pd.isna(r.score) else float(r.score),
+            "rationale": r.rationale,
+            "cited": [_quote(session, n, language) for n in cited_turns(r.rationale)][:3],
+        })
+        if len(examples) == n_examples:
+            break
+    return examples
+
+
+def counselor_digest(counselor, predictions, scores, instrument, sessions, **options):
+    dims = [dimension_digest(counselor, d, predictions, scores, instrument, sessions, **options)
+            for d in instrument.dimension_ids]
+    n = int(scores.loc[scores["counselor_id"] == counselor, "session_id"].nunique())
+    return CounselorDigest(counselor, n, options["threshold"], dims)
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def render(digest: CounselorDigest, fmt: str) -> str:
+    return _environment().get_template(f"digest.{fmt}.j2").render(d=digest)
+
+
+def write_digests(
+    predictions: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument,
+    sessions: list[Session], out_dir: str | Path, *, counselors: list[str], min_sessions: int,
+    threshold: float, contrast: str = "counselor", top_k: int = 10, n_examples: int = 3,
+    language: str = "en",
+) -> list[CounselorDigest]:
+    """Write ``{counselor}.md`` and ``.html`` per chosen counselor plus an ``index.md``."""
+    out_dir = Path(out_dir)
+    by_id = {s.session_id: s for s in sessions}
+    chosen = choose_counselors(scores, counselors, min_sessions)
+    unknown = sorted(set(chosen) - set(scores["counselor_id"]))
+    if unknown:
+        from care.errors import CareInputError
+
+        raise CareInputError("config", f"counselor {unknown[0]!r} has no predicted sessions",
+                             field="application.digest.counselors")
+    digests = []
+    for counselor in chosen:
+        digest = counselor_digest(
+            counselor, predictions, scores, instrument, by_id, threshold=threshold,
+            contrast=contrast, top_k=top_k, n_examples=n_examples, language=language,
+        )
+        for fmt in ("md", "html"):
+            with atomic_open(out_dir / f"{safe_name(counselor)}.{fmt}") as f:
+                f.write(render(digest, fmt))
+        digests.append(digest)
+        log.info("digest for %s: %s low-alliance sessions (goal/task/bond)", counselor,
+                 "/".join(str(d.n_low) for d in digest.dimensions))
+    with atomic_open(out_dir / "index.md") as f:
+        f.write(_index(digests, threshold))
+    return digests
+
+
+def _index(digests: list[CounselorDigest], threshold: float) -> str:
+    lines = ["# Counselor digests", "",
+             f"Low-alliance sessions: predicted dimension score <= {threshold:g}.", "",
+             "| Counselor | Sessions | " + " | ".join(
+                 f"Low {d.label}" for d in digests[0].dimensions) + " | Digest |"
+             if digests else "No counselor chosen.",
+             ]
+    if digests:
+        lines.append("|---" * (len(digests[0].dimensions) + 3) + "|")
+        for d in digests:
+            lows = " | ".join(str(x.n_low) for x in d.dimensions)
+            name = safe_name(d.counselor_id)
+            lines.append(f"| {d.counselor_id} | {d.n_sessions} | {lows} | "
+                         f"[md]({name}.md), [html]({name}.html) |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,225 @@
+"""Bootstrap intervals and paired tests that resample clients, not sessions.
+
+Sessions of one client are not independent (same person, same counselor, a course of
+treatment), so the resampling unit is the client: a resample draws, within each test fold,
+as many clients as the fold has, with replacement, and takes every session of each drawn
+client. The statistic is the one the tables report: the metric per fold, averaged over folds.
+
+All runs share the draws (they are made per fold from ``folds.tsv`` with a seed derived from
+the config seed and the fold), so a paired comparison of two runs evaluates both on the same
+resampled clients and, per fold, on the sessions both of them scored.
+
+A resample is a vector of integer weights over a fold's sessions (how often each session's
+client was drawn); the weighted statistics below equal the plain ones on the sessions repeated
+that many times (tests check this against scipy), and run as array operations over all
+resamples at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from care.errors import CareInputError
+
+UNITS = ("client", "session")
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    unit: str = "client"
+    seed: int = 123
+
+    @classmethod
+    def from_config(cls, spec: dict, seed: int) -> BootstrapSpec:
+        unit = spec.get("unit", "client")
+        if unit not in UNITS:
+            raise CareInputError("<config>", f"unknown bootstrap unit {unit!r}", field="unit")
+        return cls(
+            n_resamples=int(spec.get("n_resamples", 1000)),
+            confidence=float(spec.get("confidence", 0.95)),
+            unit=unit,
+            seed=int(spec.get("seed", seed)),
+        )
+
+
+class Resampler:
+    """Per-fold draws of clients (or sessions) shared by every run evaluated on the folds."""
+
+    def __init__(self, folds: pd.DataFrame, spec: BootstrapSpec):
+        self.spec = spec
+        self._unit_of: dict[int, pd.Series] = {}
+        self._counts: dict[int, np.ndarray] = {}
+        column = "client_id" if spec.unit == "client" else "session_id"
+        for fold, group in folds.groupby("fold", sort=True):
+            units = np.array(sorted(group[column].astype(str).unique()))
+            index = pd.Series(np.arange(len(units)), index=units)
+            self._unit_of[int(fold)] = pd.Series(
+                index.loc[group[column].astype(str)].to_numpy(),
+                index=group["session_id"].astype(str).to_numpy(),
+            )
+            rng = np.random.default_rng([spec.seed, int(fold)])
+            self._counts[int(fold)] = rng.multinomial(
+                len(units), np.full(len(units), 1 / len(units)), size=spec.n_resamples
+            )
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(self._counts)
+
+    def weights(self, fold: int, session_ids: np.ndarray) -> np.ndarray:
+        """(n_resamples, n_sessions) integer weights of the given sessions of ``fold``."""
+        unit_of = self._unit_of.get(int(fold))
+        if unit_of is None:
+            raise CareInputError("<folds>", f"fold {fold} is not in the folds table", field="fold")
+        ids = pd.Index(np.asarray(session_ids).astype(str))
+        missing = ids.difference(unit_of.index)
+        if len(missing):
+            raise CareInputError(
+                "<folds>", f"sessions not in fold {fold} of the folds table: {list(missing[:5])}",
+                field="session_id",
+            )
+        return self._counts[int(fold)][:, unit_of.loc[ids].to_numpy()]
+
+
+def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r of x and y with frequency weights, one value per row of ``w``.
+
+    x and y are 1-D (the same values for every resample) or 2-D like ``w`` (ranks).
+    """
+    total = w.sum(axis=1, keepdims=True).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = x - (w * x).sum(axis=1, keepdims=True) / total
+        dy = y - (w * y).sum(axis=1, keepdims=True) / total
+        cov = (w * dx * dy).sum(axis=1)
+        var = (w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1)
+        r = cov / np.sqrt(var)
+    r[~(var > 1e-24)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Mid-ranks of x in the weighted sample (ties share their mean rank), per row of ``w``."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    group = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
+    sums = np.add.reduceat(w[:, order], starts, axis=1).astype(float)
+    below = np.cumsum(sums, axis=1) - sums
+    ranks_sorted = (below + (sums + 1) / 2)[:, group]
+    ranks = np.empty_like(ranks_sorted)
+    ranks[:, order] = ranks_sorted
+    return ranks
+
+
+def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Spearman rho with frequency weights: Pearson r of the weighted mid-ranks."""
+    return weighted_pearson(weighted_ranks(x, w), weighted_ranks(y, w), w)
+
+
+def weighted_mse(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    total = w.sum(axis=1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = (w * (x - y) ** 2).sum(axis=1) / total
+    return mse
+
+
+STATISTICS = {"pearson": weighted_pearson, "spearman": weighted_spearman, "mse": weighted_mse}
+
+
+def fold_mean_resamples(
+    scores: pd.DataFrame, resampler: Resampler, metric: str
+) -> np.ndarray:
+    """The fold-mean ``metric`` in every resample, for one run and dimension's scored sessions.
+
+    ``scores`` holds columns fold, session_id, predicted, client (scored sessions only).
+    Folds where a resample leaves the metric undefined are skipped in that resample's mean.
+    """
+    statistic = STATISTICS[metric]
+    per_fold = []
+    for fold, group in scores.groupby("fold", sort=True):
+        w = resampler.weights(int(fold), group["session_id"].to_numpy())
+        x = group["predicted"].to_numpy(dtype=float)
+        y = group["client"].to_numpy(dtype=float)
+        per_fold.append(statistic(x, y, w))
+    if not per_fold:
+        return np.full(resampler.spec.n_resamples, np.nan)
+    stacked = np.vstack(per_fold)
+    with np.errstate(invalid="ignore"):
+        counts = np.isfinite(stacked).sum(axis=0)
+        means = np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+    return means
+
+
+def interval(resamples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval of the finite resampled values."""
+    finite = resamples[np.isfinite(resamples)]
+    if len(finite) == 0:
+        return (np.nan, np.nan)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_p_value(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value that the paired difference is zero.
+
+    Twice the smaller share of resamples on either side of zero, with the usual +1 correction
+    so a finite number of resamples never yields p = 0.
+    """
+    finite = differences[np.isfinite(differences)]
+    if len(finite) == 0:
+        return np.nan
+    n = len(finite)
+    below = (np.sum(finite <= 0) + 1) / (n + 1)
+    above = (np.sum(finite >= 0) + 1) / (n + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def scored(scores: pd.DataFrame, dimension: str) -> pd.DataFrame:
+    """A run's scored sessions of one dimension."""
+    rows = scores[scores["dimension"] == dimension]
+    return rows.dropna(subset=["predicted", "client"])
+
+
+def paired_sessions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both runs restricted to the sessions (per fold) that both of them scored."""
+    keys = ["fold", "session_id"]
+    common = a[keys].merge(b[keys], on=keys)
+    return (
+        a.merge(common, on=keys).sort_values(keys, ignore_index=True),
+        b.merge(common, on=keys).sort_values(keys, ignore_index=True),
+    )
+
+
+def paired_test(
+    a: pd.DataFrame, b: pd.DataFrame, resampler: Resampler, metric: str = "pearson"
+) -> dict[str, float]:
+    """Difference a - b of the fold-mean metric on shared sessions, its interval and p-value."""
+    a_common, b_common = paired_sessions(a, b)
+    if a_common.empty:
+        return {"difference": np.nan, "p_value": np.nan, "n_common": 0}
+    diffs = fold_mean_resamples(a_common, resampler, metric) - fold_mean_resamples(
+        b_common, resampler, metric
+    )
+    observed = _fold_mean(a_common, metric) - _fold_mean(b_common, metric)
+    return {
+        "difference": observed,
+        "p_value": paired_p_value(diffs),
+        "n_common": len(a_common),
+    }
+
+
+def _fold_mean(scores: pd.DataFrame, metric: str) -> float:
+    values = []
+    for _, group in scores.groupby("fold", sort=True):
+        w = np.ones((1, len(group)), dtype=np.int64)
+        x = group["predicted"].to_numpy(dtype=float)
+        y = group["client"].to_numpy(dtype=float)
+        values.append(STATISTICS[metric](x, y, w)[0])
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else np.nan

@@ -1,0 +1,130 @@
+"""Alliance metrics: dimension scores per session, then Pearson, Spearman, MSE per fold.
+
+The paper's protocol (section 5.1): a dimension's predicted score is the mean of its items'
+predicted ratings, compared with the client's dimension score (the mean of the client's item
+ratings) by Pearson r, Spearman rho and MSE, per test fold; tables report the mean and the
+standard deviation over folds. A session whose items of a dimension did not all parse gets no
+score for that dimension: it is left out of that dimension's metrics and counts against its
+coverage (scored sessions / sessions in the fold).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import mean_squared_error
+
+from care.errors import CareInputError
+from care.instrument import Instrument
+
+#: The predictions contract columns this stage reads (the rest are carried, not needed).
+PREDICTION_COLUMNS = [
+    "session_id", "client_id", "fold", "item_id", "dimension", "model", "variant",
+    "score", "rationale", "parsed", "client_score",
+]
+METRICS = ["pearson", "spearman", "mse"]
+RUN_KEYS = ["model", "variant"]
+SCORE_COLUMNS = [
+    "model", "variant", "fold", "session_id", "client_id", "dimension",
+    "predicted", "client", "n_items", "n_scored",
+]
+FOLD_COLUMNS = [
+    "model", "variant", "fold", "dimension", "n_sessions", "n_scored", "coverage",
+    *METRICS,
+]
+
+
+def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate prediction files, checking the contract columns each one must carry."""
+    frames = []
+    for path in paths:
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise CareInputError(path, f"cannot read predictions: {exc}") from None
+        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+        if missing:
+            raise CareInputError(path, f"missing columns {missing}", field=missing[0])
+        if frame.empty:
+            raise CareInputError(path, "no predictions")
+        frames.append(frame)
+    if not frames:
+        raise CareInputError("<predictions>", "no prediction files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def dimension_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
+    """One row per (run, fold, session, dimension): predicted and client dimension scores.
+
+    ``predicted`` is NaN unless every item of the dimension has a (parsed) score; ``client`` is
+    the mean of the client's ratings of the dimension's items.
+    """
+    known = set(instrument.item_ids)
+    unknown = sorted(set(pred["item_id"]) - known)
+    if unknown:
+        raise CareInputError(
+            "<predictions>", f"items not in instrument {instrument.name}: {unknown}",
+            field="item_id",
+        )
+    frame = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
+    frame = frame.assign(score=frame["score"].where(frame["parsed"].astype(bool)))
+    keys = [*RUN_KEYS, "fold", "session_id", "client_id", "dimension"]
+    grouped = frame.groupby(keys, sort=True, observed=True)
+    out = grouped.agg(
+        predicted=("score", "mean"), client=("client_score", "mean"),
+        n_scored=("score", "count"),
+    ).reset_index()
+    n_items = out["dimension"].map({d.id: len(d.items) for d in instrument.dimensions})
+    out["n_items"] = n_items.astype("int64")
+    out["n_scored"] = out["n_scored"].astype("int64")
+    out["fold"] = out["fold"].astype("int64")
+    out.loc[out["n_scored"] < out["n_items"], "predicted"] = np.nan
+    return out[SCORE_COLUMNS].reset_index(drop=True)
+
+
+def correlations(predicted: np.ndarray, client: np.ndarray) -> dict[str, float]:
+    """Pearson r, Spearman rho (scipy.stats) and MSE (scikit-learn); NaN where undefined."""
+    if len(predicted) == 0:
+        return dict.fromkeys(METRICS, np.nan)
+    mse = float(mean_squared_error(client, predicted))
+    if len(predicted) < 3 or np.ptp(predicted) == 0 or np.ptp(client) == 0:
+        return {"pearson": np.nan, "spearman": np.nan, "mse": mse}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        pearson = stats.pearsonr(predicted, client).statistic
+        spearman = stats.spearmanr(predicted, client).statistic
+    return {"pearson": float(pearson), "spearman": float(spearman), "mse": mse}
+
+
+def fold_metrics(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics."""
+    rows = []
+    for key, group in scores.groupby([*RUN_KEYS, "fold", "dimension"], sort=True):
+        scored = group.dropna(subset=["predicted", "client"])
+        row = dict(zip([*RUN_KEYS, "fold", "dimension"], key, strict=True))
+        row.update(n_sessions=len(group), n_scored=len(scored))
+        row["coverage"] = len(scored) / len(group) if len(group) else np.nan
+        row.update(correlations(scored["predicted"].to_numpy(), scored["client"].to_numpy()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=FOLD_COLUMNS)
+
+
+def summarize_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample sd (ddof=1) over folds per (run, dimension), plus pooled coverage."""
+    rows = []
+    for key, group in per_fold.groupby([*RUN_KEYS, "dimension"], sort=False):
+        row = dict(zip([*RUN_KEYS, "dimension"], key, strict=True))
+        for metric in METRICS:
+            values = group[metric].dropna()
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        row["coverage"] = group["n_scored"].sum() / max(int(group["n_sessions"].sum()), 1)
+        row["n_scored"] = int(group["n_scored"].sum())
+        row["n_folds"] = int(group[METRICS[0]].notna().sum())
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,411 @@
+"""The backend-independent part of inference: prompts, the answer cache, prediction rows.
+
+A *unit* is one prompt: one item, one dimension's items or the whole session
+(``granularity``). Every unit of a session uses the same dialogue text (cut once, to the
+budget the longest unit leaves), so a session's prompts share the system message and the
+dialogue as a common prefix. A backend turns a group of sessions' unit prompts into
+:class:`UnitAnswer`s; this module caches them per unit (keyed by the model's fingerprint and
+the exact prompt), parses them and yields one prediction row per (session, item).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from care.instrument import Instrument
+from care.prompts import (
+    build_messages,
+    parse_output,
+    score_offsets,
+    score_prefix,
+    session_dialogue,
+    units,
+)
+from care.sessions import Session
+
+log = logging.getLogger(__name__)
+
+SCORINGS = ("generated", "expected")
+
+
+@dataclass(frozen=True)
+class UnitPrompt:
+    """One prompt to answer: a session's unit of items, as messages and (local models) ids."""
+
+    session_id: str
+    language: str
+    items: tuple[str, ...]
+    messages: list[dict[str, str]]
+    ids: list[int] | None
+    prompt_tokens: int
+    truncated: bool
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class UnitAnswer:
+    """A model's answer to one unit: text, the label distribution at each item's score."""
+
+    text: str
+    probs: dict[str, list[float]] = field(default_factory=dict)
+    hit_limit: bool = False
+    n_generated: int = 0
+
+
+@dataclass
+class Generation:
+    """A backend's raw output for one prompt, before the score distribution is read.
+
+    ``label_logprobs[j]`` holds, for generated token ``j``, the log-probability of each
+    scale label (summed over the label's token spellings); ``char_end(j)`` is the length of
+    the text decoded from tokens ``0..j``. Either may be ``None`` (an API without logprobs).
+    """
+
+    text: str
+    n_generated: int
+    hit_limit: bool
+    label_logprobs: Sequence[Sequence[float]] | None = None
+    char_end: Callable[[int], int] | None = None
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def label_distribution(logprobs: Sequence[float]) -> list[float]:
+    """Renormalise label log-probabilities into a distribution over the scale points."""
+    top = max(logprobs)
+    if top == -math.inf:
+        return [1.0 / len(logprobs)] * len(logprobs)
+    weights = [math.exp(v - top) for v in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def expected_score(probs: Sequence[float], points: Sequence[int]) -> float:
+    return float(sum(p * v for p, v in zip(probs, points, strict=True)))
+
+
+def argmax_score(probs: Sequence[float], points: Sequence[int]) -> float:
+    return float(points[max(range(len(probs)), key=lambda k: (probs[k], -k))])
+
+
+def token_at(char_end: Callable[[int], int], n_tokens: int, offset: int) -> int | None:
+    """Index of the generated token whose text covers character ``offset`` (binary search)."""
+    lo, hi = 0, n_tokens
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if char_end(mid) > offset:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo < n_tokens else None
+
+
+def read_probs(gen: Generation, items: Sequence[str]) -> dict[str, list[float]]:
+    """Each item's distribution over the scale labels at the token of its parsed score.
+
+    The token must start at the score's first digit or with only whitespace before it
+    (``" 4"`` after ``"Score:"``); a token that merges the label into other text
+    (``": 4"``) gives no clean distribution and the item gets none.
+    """
+    if gen.label_logprobs is None or gen.char_end is None:
+        return {}
+    out = {}
+    for item, offset in score_offsets(gen.text, items).items():
+        j = token_at(gen.char_end, gen.n_generated, offset)
+        if j is None or j >= len(gen.label_logprobs):
+            continue
+        start = gen.char_end(j - 1) if j > 0 else 0
+        if gen.text[start:offset].strip():
+            continue
+        out[item] = label_distribution(gen.label_logprobs[j])
+    return out
+
+
+def label_token_ids(tokenizer, points: Sequence[int], languages: Iterable[str]) -> list[list[int]]:
+    """Token ids that spell each scale label right after the score prefix.
+
+    A label can be its own token (``"4"``) or carry the preceding space (``" 4"``); the id
+    is found by tokenizing ``prefix + label`` and taking the last token when it decodes to
+    the label, plus the label's bare and space-prefixed single-token spellings.
+    """
+    found: list[list[int]] = []
+    for p in points:
+        label = str(p)
+        ids: set[int] = set()
+        candidates = [label, " " + label] + [score_prefix(lang) + label for lang in languages]
+        for text in candidates:
+            enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if enc and tokenizer.decode([enc[-1]]).strip() == label:
+                ids.add(enc[-1])
+        if not ids:
+            raise ValueError(f"the tokenizer has no token for the scale label {label!r}")
+        found.append(sorted(ids))
+    return found
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+class PromptBuilder:
+    """A session's unit prompts, the dialogue cut to the token budget ``max_length`` leaves.
+
+    ``count_tokens`` counts a text's tokens and ``render`` turns messages into prompt ids
+    (the chat template with the generation prompt), or is ``None`` for chat APIs.
+    """
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        variant: str,
+        granularity: str,
+        max_length: int,
+        max_new_tokens: int,
+        count_tokens: Callable[[str], int],
+        render: Callable[[list[dict[str, str]]], list[int]] | None,
+        language: str | None = None,
+    ) -> None:
+        self.instrument = instrument
+        self.variant = variant
+        self.units = units(instrument, granularity)
+        self.max_length = max_length
+        self.max_new_tokens = max_new_tokens
+        self.count_tokens = count_tokens
+        self.render = render
+        self.language = language
+        self._overhead: dict[str, int] = {}
+
+    def overhead(self, language: str) -> int:
+        """Prompt tokens besides the dialogue, for the longest unit (same for every session)."""
+        if language not in self._overhead:
+            sizes = []
+            for unit in self.units:
+                messages = build_messages(self.instrument, unit, self.variant, language, "")
+                sizes.append(
+                    len(self.render(messages)) if self.render
+                    else sum(self.count_tokens(m["content"]) for m in messages)
+                )
+            self._overhead[language] = max(sizes)
+        return self._overhead[language]
+
+    def dialogue_budget(self, language: str) -> int:
+        return max(1, self.max_length - self.max_new_tokens - self.overhead(language))
+
+    def prompts(self, session: Session) -> list[UnitPrompt]:
+        language = self.language or session.language
+        dialogue, dropped = session_dialogue(
+            session, self.dialogue_budget(language), self.count_tokens
+        )
+        out = []
+        for unit in self.units:
+            messages = build_messages(self.instrument, unit, self.variant, language, dialogue)
+            ids = self.render(messages) if self.render else None
+            n_tokens = len(ids) if ids is not None else sum(
+                self.count_tokens(m["content"]) for m in messages
+            )
+            out.append(UnitPrompt(session.session_id, language, unit, messages, ids,
+                                  n_tokens, dropped > 0))
+        return out
+
+
+def approx_tokens(text: str) -> int:
+    """A tokenizer-free token estimate for chat APIs (about 4 characters per token)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class AnswerCache:
+    """Answers per unit in SQLite, so an interrupted run resumes where it stopped.
+
+    The key hashes the model's fingerprint, the decoding settings and the exact prompt, so
+    a retrained model or an edited prompt never reads a stale answer.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=120)
+        self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT)")
+        self.db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, UnitAnswer]:
+        out = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, value in self.db.execute(
+                f"SELECT key, value FROM answers WHERE key IN ({marks})", chunk
+            ):
+                out[key] = UnitAnswer(**json.loads(value))
+        return out
+
+    def put_many(self, answers: dict[str, UnitAnswer]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO answers VALUES (?, ?)",
+            [(k, json.dumps(asdict(a), ensure_ascii=False)) for k, a in answers.items()],
+        )
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def prompt_key(fingerprint: str, prompt: UnitPrompt) -> str:
+    payload = json.dumps(
+        [fingerprint, prompt.items, prompt.messages, prompt.ids], ensure_ascii=False
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- scorer
+
+
+class Scorer:
+    """Scores sessions unit by unit; backends implement :meth:`generate_group`."""
+
+    backend = "base"
+
+    def __init__(
+        self,
+        *,
+        instrument: Instrument,
+        variant: str,
+        granularity: str,
+        max_length: int,
+        max_new_tokens: int,
+        batch_size: int,
+        language: str | None = None,
+        scoring: str = "generated",
+        cache: AnswerCache | str | Path | None = None,
+        fingerprint: str = "",
+    ) -> None:
+        if scoring not in SCORINGS:
+            raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
+        self.instrument = instrument
+        self.variant = variant
+        self.granularity = granularity
+        self.max_length = max_length
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = max(1, batch_size)
+        self.language = language
+        self.scoring = scoring
+        self.cache = AnswerCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.fingerprint = fingerprint
+        self.units = units(instrument, granularity)
+        self.builder = self.prompt_builder()
+        self.stats = {"units": 0, "cached": 0, "generated": 0}
+
+    # backends override these two
+    def prompt_builder(self) -> PromptBuilder:
+        raise NotImplementedError
+
+    def generate_group(self, prompts: list[list[UnitPrompt]]) -> list[list[Generation]]:
+        """Answer the unit prompts of a group of sessions (one list per session)."""
+        raise NotImplementedError
+
+    def sessions_per_group(self) -> int:
+        return max(1, self.batch_size // len(self.units))
+
+    def decoding_fingerprint(self) -> str:
+        return json.dumps(
+            {"backend": self.backend, "model": self.fingerprint,
+             "max_new_tokens": self.max_new_tokens, "greedy": True},
+            sort_keys=True,
+        )
+
+    # ------------------------------------------------------------------ driving
+    def answer(self, sessions: Sequence[Session]) -> list[list[tuple[UnitPrompt, UnitAnswer]]]:
+        """Answers for every unit of ``sessions``: from the cache, else generated."""
+        fp = self.decoding_fingerprint()
+        prompts = [
+            [_with_key(p, prompt_key(fp, p)) for p in self.builder.prompts(s)] for s in sessions
+        ]
+        keys = [p.key for session in prompts for p in session]
+        found = self.cache.get_many(keys) if self.cache else {}
+        todo = [[p for p in session if p.key not in found] for session in prompts]
+        todo = [session for session in todo if session]
+        fresh: dict[str, UnitAnswer] = {}
+        if todo:
+            for session, gens in zip(todo, self.generate_group(todo), strict=True):
+                for p, gen in zip(session, gens, strict=True):
+                    fresh[p.key] = UnitAnswer(
+                        gen.text, read_probs(gen, p.items), gen.hit_limit, gen.n_generated
+                    )
+            if self.cache:
+                self.cache.put_many(fresh)
+        self.stats["units"] += len(keys)
+        self.stats["cached"] += len(keys) - len(fresh)
+        self.stats["generated"] += len(fresh)
+        answers = {**found, **fresh}
+        return [[(p, answers[p.key]) for p in session] for session in prompts]
+
+    def score(
+        self,
+        sessions: Iterable[Session],
+        *,
+        model: str | None = None,
+        variant: str | None = None,
+        fold: int | None = None,
+    ) -> Iterator[dict]:
+        """One prediction row per (session, item), in session order then item order."""
+        group: list[Session] = []
+        for session in sessions:
+            group.append(session)
+            if len(group) == self.sessions_per_group():
+                yield from self._rows(group, model, variant, fold)
+                group = []
+        if group:
+            yield from self._rows(group, model, variant, fold)
+
+    def _rows(self, sessions, model, variant, fold) -> Iterator[dict]:
+        for session, answered in zip(sessions, self.answer(sessions), strict=True):
+            by_item = {}
+            for prompt, ans in answered:
+                parsed = parse_output(ans.text, prompt.items, self.instrument)
+                for item in prompt.items:
+                    by_item[item] = self.row(session, prompt, ans, item, parsed[item])
+            for item in self.instrument.item_ids:
+                row = by_item[item]
+                row.update(model=model, variant=variant or self.variant, fold=fold)
+                yield row
+
+    def row(self, session: Session, prompt: UnitPrompt, ans: UnitAnswer, item, parsed) -> dict:
+        points = self.instrument.scale_points
+        probs = ans.probs.get(item)
+        generated = parsed.score if parsed.ok else math.nan
+        expected = expected_score(probs, points) if probs else math.nan
+        error = parsed.error
+        if error and ans.hit_limit:
+            error += " (generation stopped at max_new_tokens)"
+        return {
+            "session_id": session.session_id,
+            "client_id": session.client_id,
+            "item_id": item,
+            "dimension": self.instrument.dimension_of(item),
+            "score": generated if self.scoring == "generated" else expected,
+            "score_generated": generated,
+            "score_expected": expected,
+            "score_argmax": argmax_score(probs, points) if probs else math.nan,
+            "probs": list(probs) if probs else None,
+            "rationale": parsed.rationale if self.variant != "score_only" else None,
+            "raw_text": ans.text,
+            "parsed": bool(parsed.ok),
+            "parse_error": error,
+            "prompt_tokens": prompt.prompt_tokens,
+            "truncated": prompt.truncated,
+            "client_score": (session.client_ratings or {}).get(item, math.nan),
+        }
+
+
+def _with_key(prompt: UnitPrompt, key: str) -> UnitPrompt:
+    return UnitPrompt(prompt.session_id, prompt.language, prompt.items, prompt.messages,
+                      prompt.ids, prompt.prompt_tokens, prompt.truncated, key)

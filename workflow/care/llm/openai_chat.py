@@ -1,0 +1,176 @@
+"""Chat completions from any OpenAI-compatible endpoint, cached, concurrent and retried.
+
+The official ``openai`` client does the HTTP; its own retries are off (``max_retries=0``) so
+the policy is ours and counted: 429, 5xx, timeouts and connection errors are retried with
+exponential backoff plus jitter (honouring a server's ``Retry-After`` when it sends one, up
+to the cap); any other error (400, 401, 404, ...) fails at once. Every answer goes to the
+:class:`~care.llm.cache.ResponseCache` as soon as it arrives, so an interrupted run resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from care.llm.cache import ResponseCache, cache_key
+from care.llm.remote import read_api_key, require_remote_opt_in
+
+log = logging.getLogger(__name__)
+
+Messages = Sequence[dict[str, str]]
+RETRY_STATUS = {408, 409, 429}
+DEFAULT_CACHE = Path("results/cache/llm")
+# Their DEBUG records carry request bodies (transcripts) and per-request noise.
+CHATTY_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2")
+
+
+class OpenAIChat:
+    """One model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        allow_remote: bool = False,
+        concurrency: int = 4,
+        max_retries: int = 5,
+        timeout_s: float = 120,
+        cache_dir: str | Path = DEFAULT_CACHE,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        max_tokens_field: str = "max_tokens",
+        seed: int | None = None,
+    ) -> None:
+        import openai  # light enough, but keep `care --help` free of it
+
+        self.base_url = require_remote_opt_in(base_url, allow_remote)
+        self.model = model
+        self.concurrency = max(1, int(concurrency))
+        self.max_retries = int(max_retries)
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.max_tokens_field = max_tokens_field
+        self.cache = ResponseCache(cache_dir)
+        self.stats = {"calls": 0, "cache_hits": 0, "retries": 0}
+        self._lock = threading.Lock()
+        self._jitter = random.Random(seed)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=read_api_key(api_key_env, self.base_url),
+            max_retries=0,
+            timeout=timeout_s,
+        )
+        self._openai = openai
+        for name in CHATTY_LOGGERS:
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+    def __repr__(self) -> str:  # never shows the client (it holds the key)
+        return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
+
+    def count_tokens(self, text: str) -> int:
+        """Characters: a conservative stand-in for an unknown remote tokenizer."""
+        return len(text)
+
+    # ------------------------------------------------------------------ public API
+
+    def complete_many(
+        self,
+        message_lists: Sequence[Messages],
+        max_tokens: int,
+        temperature: float = 0.0,
+        **decoding: Any,
+    ) -> list[str]:
+        """Answers for each message list, in input order; cached ones cost no request."""
+        params = {self.max_tokens_field: max_tokens, "temperature": temperature, **decoding}
+        keys = [self.key(m, params) for m in message_lists]
+        answers: list[str | None] = [self.cache.get(k) for k in keys]
+        todo = [n for n, a in enumerate(answers) if a is None]
+        self._count("cache_hits", len(answers) - len(todo))
+        if todo:
+            log.info("%s: %d requests to %s (%d cached)", self.model, len(todo),
+                     self.base_url, len(answers) - len(todo))
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool:
+                futures = {
+                    pool.submit(self._answer, message_lists[n], keys[n], params): n for n in todo
+                }
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for fut in pending:
+                    fut.cancel()
+                for fut in done:
+                    answers[futures[fut]] = fut.result()  # re-raises the first failure
+        log.info("%s: %d calls, %d cache hits, %d retries so far", self.model,
+                 self.stats["calls"], self.stats["cache_hits"], self.stats["retries"])
+        return [a if a is not None else "" for a in answers]
+
+    def key(self, messages: Messages, params: dict[str, Any]) -> str:
+        return cache_key(self.backend, self.model, list(messages), params)
+
+    # ------------------------------------------------------------------ internals
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[name] += n
+
+    def _answer(self, messages: Messages, key: str, params: dict[str, Any]) -> str:
+        text = self._request(messages, params)
+        self.cache.put(key, text, {"backend": self.backend, "model": self.model})
+        return text
+
+    def _request(self, messages: Messages, params: dict[str, Any]) -> str:
+        for attempt in range(self.max_retries + 1):
+            try:
+                self._count("calls")
+                response = self._client.chat.completions.create(
+                    model=self.model, messages=list(messages), **params
+                )
+                return response.choices[0].message.content or ""
+            except self._openai.APIError as exc:
+                if attempt >= self.max_retries or not self._retryable(exc):
+                    raise
+                delay = self._delay(attempt, exc)
+                log.warning("%s: %s; retry %d/%d in %.2fs", self.model, _describe(exc),
+                            attempt + 1, self.max_retries, delay)
+                self._count("retries")
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _retryable(self, exc: Exception) -> bool:
+        o = self._openai
+        if isinstance(exc, o.APIStatusError):
+            return exc.status_code in RETRY_STATUS or exc.status_code >= 500
+        return isinstance(exc, o.APITimeoutError | o.APIConnectionError)
+
+    def _delay(self, attempt: int, exc: Exception) -> float:
+        with self._lock:
+            jitter = self._jitter.uniform(0, self.backoff_s)
+        delay = self.backoff_s * 2**attempt + jitter
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, self.max_backoff_s)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: Exception) -> str:
+    """Status and class only: error bodies may echo the request (transcript text)."""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")

@@ -15,12 +15,20 @@ configfile: "config.yaml"
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
+# The HTML report: snakemake --report results/report.html (tables, figures, captions).
+report: "workflow/report/workflow.rst"
+
 # Each stage file appends its final outputs to ALL_TARGETS.
 ALL_TARGETS = []
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/rationales.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/render.smk"
+include: "workflow/rules/apply.smk"
 
 
 rule all:

@@ -215,7 +215,8 @@ def _fmt_score(v: float) -> str:
 _COLON = r"\s*[:：]\s*"
 _RAT = re.compile(r"(?:rationale|reason(?:ing)?|explanation|理由|解释|原因)" + _COLON, re.I)
 _SCORE = re.compile(
-    r"(?:score|rating|评分|得分|分数|评定)\s*[:：=]?\s*\**\s*([0-9０-９]+(?:[.．][0-9]+)?)", re.I
+    r"(?:score|rating|评分|得分|分数|评定)\s*\**\s*[:：=]?\s*\**\s*([0-9０-９]+(?:[.．][0-9]+)?)",
+    re.I,
 )
 _ITEM = re.compile(r"^\s*[#*\[]*\s*(?:item|条目|题目)\s*#?\s*([0-9A-Za-z_]+)\s*[\]*:：.]*\s*$",
                    re.I | re.M)

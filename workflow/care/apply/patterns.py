@@ -26,9 +26,9 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
+from care.io import atomic_open, write_table
 from care.sessions import Session
 from care.tables import to_latex, to_markdown
-from care.io import atomic_open, write_table
 
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
@@ -101,7 +101,7 @@ def check_labels(path: str | Path, session: Session, taxonomy: Taxonomy) -> None
 def exchanges(session: Session, taxonomy: Taxonomy) -> list[tuple[str, str] | None]:
     """Each counselor turn answered directly by a client turn: its pattern, or None if unlabeled."""
     out = []
-    for prev, turn in zip(session.turns, session.turns[1:]):
+    for prev, turn in zip(session.turns, session.turns[1:], strict=False):
         if prev.speaker != "counselor" or turn.speaker != "client":
             continue
         if prev.strategy is None or turn.reaction is None:

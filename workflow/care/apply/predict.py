@@ -2,7 +2,8 @@
 
 The corpus is in the data contract's format; ratings it may carry are ignored (the point is
 to predict them) and the log says how many. Scoring reuses the inference engine
-(:class:`care.infer.hf.HFScorer`) and so the exact prompts and answer format of training.
+(``care infer``'s scorer: the HF backend with prefix sharing and its per-unit answer cache, or
+vLLM on GPUs) and so the exact prompts and answer format of training.
 One model scores the corpus (``application.model``: backbone, variant, fold): averaging the
 folds' probabilities would cost one inference pass per fold and would leave the averaged score
 without a rationale that explains it, so the application keeps one model's score and rationale
@@ -14,10 +15,9 @@ corpus is unlabeled) plus ``counselor_id`` after ``client_id``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -65,38 +65,6 @@ def require_counselor_turns(path: str | Path, session: Session) -> None:
         )
 
 
-def check_causal_lm(model_dir: str | Path) -> None:
-    """Fail early, naming the file, when ``model_dir`` is not a local HF causal-LM directory."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise CareInputError(model_dir, "model directory does not exist")
-    if not config_path.is_file():
-        raise CareInputError(
-            model_dir, "not a Hugging Face model directory (no config.json)", field="config.json"
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CareInputError(config_path, f"cannot read model config: {exc}") from None
-    model_type = config.get("model_type")
-    architectures = config.get("architectures") or []
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise CareInputError(
-            config_path, f"model type {model_type!r} is not a causal language model",
-            field="model_type",
-        )
-    if architectures and not any(a.endswith("ForCausalLM") for a in architectures):
-        raise CareInputError(
-            config_path,
-            f"architecture {architectures[0]!r} is not a causal language model "
-            "(expected a *ForCausalLM head)",
-            field="architectures",
-        )
-
-
 # --------------------------------------------------------------------------- scoring
 
 
@@ -133,35 +101,27 @@ def prediction_frame(
 
 def predict_corpus(
     corpus: str | Path,
-    model_dir: str | Path,
     instrument: Instrument,
     out: str | Path,
     *,
+    make_scorer: Callable[[], object],
     model: str,
     variant: str,
     fold: int,
-    scorer_options: dict,
-    scorer=None,
 ) -> pd.DataFrame:
     """Score every session of ``corpus``; write and return the predictions frame.
 
-    ``scorer`` (anything with ``score(sessions)`` yielding prediction rows) replaces the HF
-    engine in tests; by default the model directory is checked and loaded here.
+    ``make_scorer`` builds the inference engine's scorer (anything whose ``score(sessions)``
+    yields prediction rows); it is called after the corpus validates, so bad data fails
+    before a model is loaded.
     """
     sessions = load_corpus(corpus, instrument)
-    if scorer is None:
-        check_causal_lm(model_dir)
-        from care.infer.hf import HFScorer
-
-        scorer = HFScorer.from_pretrained(
-            str(model_dir), instrument=instrument, variant=variant, **scorer_options
-        )
-    log.info("scoring %d sessions with %s", len(sessions), model_dir)
+    scorer = make_scorer()
+    log.info("scoring %d sessions with %s/%s fold %s", len(sessions), model, variant, fold)
     frame = prediction_frame(
         scorer.score(sessions), sessions, instrument, model=model, variant=variant, fold=fold
     )
-    coverage = frame["parsed"].mean()
-    log.info("%d predictions, parse coverage %.1f%%", len(frame), 100 * coverage)
+    log.info("%d predictions, parse coverage %.1f%%", len(frame), 100 * frame["parsed"].mean())
     write_table(out, frame)
     return frame
 

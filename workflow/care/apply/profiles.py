@@ -18,7 +18,7 @@ from scipy import stats
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_path, write_table
+from care.io import write_table
 
 CORPUS = "all sessions"
 
@@ -46,7 +46,7 @@ def counselor_labels(counts: pd.Series, anonymize: bool) -> dict[str, str]:
     letters = list(string.ascii_uppercase)
     names = [letters[n] if n < 26 else f"{letters[n // 26 - 1]}{letters[n % 26]}"
              for n in range(len(order))]
-    return {c: f"Counselor {name}" for c, name in zip(order, names)}
+    return {c: f"Counselor {name}" for c, name in zip(order, names, strict=True)}
 
 
 def counselor_profiles(
@@ -90,59 +90,49 @@ def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
 
 def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en"):
     """Grouped bars per dimension (one per counselor) with 95% intervals; corpus mean as a line."""
-    import matplotlib
+    from care.evaluate.figures import PALETTE, STYLE, _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     dims = instrument.dimension_ids
     counselors = profiles.loc[profiles["counselor_id"] != CORPUS, "label"].drop_duplicates()
     n = len(counselors)
     width = 0.8 / max(n, 1)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(dims) + 0.25 * n * len(dims), 3.6))
-    colors = plt.get_cmap("tab10")
-    for k, label in enumerate(counselors):
-        sub = profiles[profiles["label"] == label].set_index("dimension").loc[dims]
-        x = np.arange(len(dims)) - 0.4 + width * (k + 0.5)
-        err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
-        ax.bar(x, sub["mean"], width * 0.9, yerr=np.nan_to_num(err), capsize=3,
-               color=colors(k % 10), label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
-    corpus = profiles[profiles["counselor_id"] == CORPUS].set_index("dimension").loc[dims]
-    for j, dim in enumerate(dims):
-        row = corpus.loc[dim]
-        ax.hlines(row["mean"], j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1.2,
-                  label=f"corpus mean (n={int(row['n_sessions'])})" if j == 0 else None)
-        ax.fill_between([j - 0.45, j + 0.45], row["ci_low"], row["ci_high"], color="grey",
-                        alpha=0.25, linewidth=0)
-    ax.set_xticks(range(len(dims)), [instrument.dimension(d).label(language) for d in dims])
-    ax.set_ylim(instrument.scale_min, instrument.scale_max)
-    ax.set_ylabel("mean predicted score (95% CI)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(dims) + 0.25 * n * len(dims), 3.2))
+        for k, label in enumerate(counselors):
+            sub = profiles[profiles["label"] == label].set_index("dimension").loc[dims]
+            x = np.arange(len(dims)) - 0.4 + width * (k + 0.5)
+            err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
+            ax.bar(x, sub["mean"], width * 0.9, yerr=np.nan_to_num(err), capsize=3,
+                   color=PALETTE[k % len(PALETTE)],
+                   label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
+        corpus = profiles[profiles["counselor_id"] == CORPUS].set_index("dimension").loc[dims]
+        for j, dim in enumerate(dims):
+            row = corpus.loc[dim]
+            label = f"corpus mean, shaded 95% CI (n={int(row['n_sessions'])})"
+            ax.hlines(row["mean"], j - 0.45, j + 0.45, colors="black", linestyles="--",
+                      linewidth=1.2, label=label if j == 0 else None)
+            ax.fill_between([j - 0.45, j + 0.45], row["ci_low"], row["ci_high"], color="grey",
+                            alpha=0.25, linewidth=0)
+        ax.set_xticks(range(len(dims)), [instrument.dimension(d).label(language) for d in dims])
+        ax.set_ylim(instrument.scale_min, instrument.scale_max)
+        ax.set_ylabel("mean predicted score (95% CI)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        fig.tight_layout()
     return fig
 
 
-def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
-    """PNG and PDF, atomically and without time stamps (same data, same bytes)."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-    if pdf is not None:
-        with atomic_path(pdf) as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None})
-    plt.close(fig)
-
-
 def figure2(
-    scores: pd.DataFrame, instrument: Instrument, *, png: str | Path, pdf: str | Path | None,
-    table: str | Path | None, min_sessions: int, confidence: float = 0.95,
-    anonymize: bool = False, language: str = "en", source: str = "predictions",
+    scores: pd.DataFrame, instrument: Instrument, *, stem: str | Path, table: str | Path | None,
+    min_sessions: int, confidence: float = 0.95, anonymize: bool = False, language: str = "en",
+    source: str = "predictions",
 ) -> pd.DataFrame:
+    """Write ``stem.png`` and ``stem.pdf`` (and the table behind them); return the table."""
+    from care.evaluate.figures import save
+
     profiles = counselor_profiles(scores, instrument, min_sessions=min_sessions,
                                   confidence=confidence, anonymize=anonymize, source=source)
-    save_figure(plot_profiles(profiles, instrument, language), png, pdf)
+    save(plot_profiles(profiles, instrument, language), stem)
     if table is not None:
         write_table(table, profiles, float_format="%.4f")
     return profiles

@@ -98,8 +98,13 @@ class OpenAIChat:
         todo = [n for n, a in enumerate(answers) if a is None]
         self._count("cache_hits", len(answers) - len(todo))
         if todo:
-            log.info("%s: %d requests to %s (%d cached)", self.model, len(todo),
-                     self.base_url, len(answers) - len(todo))
+            log.info(
+                "%s: %d requests to %s (%d cached)",
+                self.model,
+                len(todo),
+                self.base_url,
+                len(answers) - len(todo),
+            )
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool:
                 futures = {
                     pool.submit(self._answer, message_lists[n], keys[n], params): n for n in todo
@@ -109,8 +114,13 @@ class OpenAIChat:
                     fut.cancel()
                 for fut in done:
                     answers[futures[fut]] = fut.result()  # re-raises the first failure
-        log.info("%s: %d calls, %d cache hits, %d retries so far", self.model,
-                 self.stats["calls"], self.stats["cache_hits"], self.stats["retries"])
+        log.info(
+            "%s: %d calls, %d cache hits, %d retries so far",
+            self.model,
+            self.stats["calls"],
+            self.stats["cache_hits"],
+            self.stats["retries"],
+        )
         return [a if a is not None else "" for a in answers]
 
     def key(self, messages: Messages, params: dict[str, Any]) -> str:
@@ -139,8 +149,14 @@ class OpenAIChat:
                 if attempt >= self.max_retries or not self._retryable(exc):
                     raise
                 delay = self._delay(attempt, exc)
-                log.warning("%s: %s; retry %d/%d in %.2fs", self.model, _describe(exc),
-                            attempt + 1, self.max_retries, delay)
+                log.warning(
+                    "%s: %s; retry %d/%d in %.2fs",
+                    self.model,
+                    _describe(exc),
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
                 self._count("retries")
                 time.sleep(delay)
         raise AssertionError("unreachable")

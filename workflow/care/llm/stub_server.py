@@ -2,8 +2,9 @@
 
 It answers ``POST /v1/chat/completions`` with a deterministic text derived from the request,
 counts what it receives, and can be told to misbehave: fail the first requests with given
-HTTP statuses (429, 500, ...), or hold every request after the N-th until released (to kill
-a client mid-run at a known point). It checks the bearer key when given one.
+HTTP statuses (429, 500, ...) or answer them too late (``"slow"``), or hold every request
+after the N-th until released (to kill a client mid-run at a known point). It checks the
+bearer key when given one.
 
     with StubServer(fail_first=[429, 500]) as server:
         OpenAIChat("stub", base_url=server.base_url, ...)
@@ -37,10 +38,11 @@ class StubServer:
         self,
         responder: Callable[[dict[str, Any]], str] = echo_responder,
         *,
-        fail_first: list[int] | None = None,
+        fail_first: list[int | str] | None = None,
         hold_after: int | None = None,
         api_key: str | None = None,
         delay_s: float = 0.0,
+        slow_s: float = 1.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -49,6 +51,7 @@ class StubServer:
         self.hold_after = hold_after
         self.api_key = api_key
         self.delay_s = delay_s
+        self.slow_s = slow_s
         self.requests: list[dict[str, Any]] = []  # every request received, failures included
         self.answered = 0
         self.lock = threading.Lock()
@@ -89,7 +92,7 @@ class StubServer:
 
     # ------------------------------------------------------------------ handling
 
-    def _plan(self, request: dict[str, Any]) -> tuple[int | None, bool]:
+    def _plan(self, request: dict[str, Any]) -> tuple[int | str | None, bool]:
         """(failure status or None, whether to hold) for the request just received."""
         with self.lock:
             self.requests.append(request)
@@ -119,21 +122,36 @@ class StubServer:
                     return self._send(401, {"error": {"message": "bad key"}})
                 request = json.loads(body or b"{}")
                 status, hold = server._plan(request)
-                if status is not None:
-                    return self._send(status, {"error": {"message": f"stub failure {status}"}},
-                                      {"retry-after": "0"} if status == 429 else None)
+                if status == "slow":  # answer after the client has timed out
+                    time.sleep(server.slow_s)
+                elif status is not None:
+                    return self._send(
+                        status,
+                        {"error": {"message": f"stub failure {status}"}},
+                        {"retry-after": "0"} if status == 429 else None,
+                    )
                 if hold:
                     server.release.wait()
                     return self._send(503, {"error": {"message": "held"}})
                 time.sleep(server.delay_s)
                 text = server.responder(request)
-                self._send(200, {
-                    "id": "chatcmpl-stub", "object": "chat.completion", "created": 0,
-                    "model": request.get("model", "stub"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-stub",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": request.get("model", "stub"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": text},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    },
+                )
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
@@ -143,7 +161,10 @@ class StubServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timed out, or was killed)
+                    pass
 
         return Handler
 

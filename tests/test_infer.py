@@ -1,0 +1,317 @@
+"""Inference: parsing, scores and label probabilities, prefix sharing, determinism, resume,
+the counselor baseline and the vLLM / API backends (dry)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from care.infer import PREDICTION_COLUMNS
+from care.infer.counselor import counselor_rows
+from care.infer.engine import (
+    Generation,
+    argmax_score,
+    expected_score,
+    label_distribution,
+    read_probs,
+)
+from care.infer.run import coverage_path, predict_fold, write_predictions
+from care.prompts import format_target, parse_output, score_offsets
+from care.sessions import iter_sessions
+from scipy import stats
+
+torch = pytest.importorskip("torch")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def sessions(small_corpus, instrument):
+    return list(iter_sessions(small_corpus[0], instrument))
+
+
+@pytest.fixture(scope="module")
+def texts(small_corpus):
+    _, records, refs = small_corpus
+    return [t["text"] for r in records for t in r["turns"]] + [x["rationale"] for x in refs]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def tiny(request, texts):
+    """(model, tokenizer) of a randomly initialised tiny model, float32 on CPU."""
+    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+
+    tok = train_tokenizer(texts, request.param, vocab_size=600)
+    model = random_model(request.param, "tiny", len(tok), seed=3)
+    set_special_ids(model, tok)
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, texts):
+    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+
+    tok = train_tokenizer(texts, "llama", vocab_size=600)
+    model = random_model("llama", "tiny", len(tok), seed=5)
+    set_special_ids(model, tok)
+    path = tmp_path_factory.mktemp("model") / "llama"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def scorer(model, tok, instrument, **kw):
+    from care.infer.hf import HFScorer
+
+    args = dict(instrument=instrument, variant="rationale", granularity="item",
+                max_length=1024, max_new_tokens=6, batch_size=12)
+    args.update(kw)
+    return HFScorer(model, tok, **args)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+@pytest.mark.parametrize("text, score, rationale", [
+    ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
+    ("Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
+     5.0, "they agreed (turn 2)."),
+    ("**Score**: 3", 3.0, None),
+    ("Rationale: no score given", None, "no score given"),
+    ("Score: 9", None, None),
+])
+def test_parser_cases(instrument, text, score, rationale):
+    got = parse_output(text, ["4"], instrument)["4"]
+    assert got.score == score
+    assert got.ok is (score is not None)
+    if rationale is not None:
+        assert got.rationale == rationale
+    if score is None:
+        assert got.error
+
+
+def test_multi_item_parse_and_score_offsets(instrument):
+    items = ("4", "6", "8")
+    answered = ("4", "6")  # the third block is missing
+    text = "Here you go.\n" + format_target(
+        answered, {"4": 2, "6": 5}, {i: "x (turn 1)." for i in answered}, "rationale", "en"
+    )
+    parsed = parse_output(text, items, instrument)
+    assert [parsed[i].score for i in items] == [2.0, 5.0, None]
+    offsets = score_offsets(text, items)
+    assert sorted(offsets) == ["4", "6"]
+    assert text[offsets["4"]] == "2" and text[offsets["6"]] == "5"
+
+
+# --------------------------------------------------------------------------- probabilities
+
+
+def test_expected_score_is_the_probability_weighted_mean():
+    logp = [math.log(w) for w in (0.1, 0.2, 0.3, 0.3, 0.1)]
+    probs = label_distribution([v - 3.0 for v in logp])  # unnormalised over labels
+    assert sum(probs) == pytest.approx(1.0)
+    points = [1, 2, 3, 4, 5]
+    assert expected_score(probs, points) == pytest.approx(float(np.dot(probs, points)))
+    assert expected_score(probs, points) == pytest.approx(3.1)
+    assert argmax_score(probs, points) == 3.0  # first of the tied maxima
+
+
+def test_read_probs_takes_the_step_of_the_parsed_score():
+    # tokens: "Rationale:", " ok", "\nScore:", " 4"; the label distribution at step 3
+    pieces = ["Rationale:", " ok", "\nScore:", " 4"]
+    text = "".join(pieces)
+    ends = np.cumsum([len(p) for p in pieces]).tolist()
+    steps = [[0.0] * 5 for _ in pieces]
+    steps[3] = [math.log(p) for p in (0.05, 0.05, 0.1, 0.6, 0.2)]
+    gen = Generation(text, len(pieces), False, steps, lambda j: ends[j])
+    probs = read_probs(gen, ["4"])["4"]
+    assert probs == pytest.approx([0.05, 0.05, 0.1, 0.6, 0.2])
+    merged = Generation(text, 3, False, steps[:3], lambda j: [10, 13, len(text)][j])
+    assert read_probs(merged, ["4"]) == {}  # "\nScore: 4" as one token: no clean position
+
+
+def test_recorded_label_logprobs_match_a_forward_pass(tiny, instrument, sessions):
+    model, tok = tiny
+    sc = scorer(model, tok, instrument)
+    ids = sc.builder.prompts(sessions[0])[0].ids
+    gen = sc._generate_naive([ids])[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    logp = torch.log_softmax(logits.float(), -1)
+    want = [torch.logsumexp(logp[label], 0).item() for label in sc.label_ids]
+    assert gen.label_logprobs[0] == pytest.approx(want, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- prefix sharing
+
+
+@pytest.mark.parametrize("granularity, batch_size", [("item", 24), ("item", 5),
+                                                     ("dimension", 6)])
+def test_prefix_shared_output_equals_naive(tiny, instrument, sessions, granularity, batch_size):
+    model, tok = tiny
+    picked = sessions[:3] if batch_size > 12 else sessions[:2]
+    out = {}
+    for shared in (False, True):
+        sc = scorer(model, tok, instrument, granularity=granularity, batch_size=batch_size,
+                    max_new_tokens=10, prefix_sharing=shared)
+        out[shared] = sc.answer(picked)
+        out[f"{shared}-prefill"] = sc.counters["prefill_tokens"]
+    flat = {k: [a for session in out[k] for _, a in session] for k in (False, True)}
+    assert [a.text for a in flat[True]] == [a.text for a in flat[False]]
+    assert [a.n_generated for a in flat[True]] == [a.n_generated for a in flat[False]]
+    assert out["True-prefill"] < out["False-prefill"] / (3 if granularity == "item" else 1.5)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@pytest.fixture(scope="module")
+def folds_tsv(tmp_path_factory, sessions):
+    path = tmp_path_factory.mktemp("folds") / "folds.tsv"
+    pd.DataFrame({
+        "session_id": [s.session_id for s in sessions],
+        "client_id": [s.client_id for s in sessions],
+        "fold": [1 + n % 2 for n, _ in enumerate(sessions)],
+    }).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_two_runs_give_identical_parquet_bytes(tiny, instrument, small_corpus, folds_tsv,
+                                               tmp_path):
+    model, tok = tiny
+    paths = []
+    for run in range(2):
+        out = tmp_path / f"run{run}" / "fold1.parquet"
+        predict_fold(scorer(model, tok, instrument), sessions_path=small_corpus[0],
+                     instrument=instrument, folds_path=folds_tsv, fold=1, model="m",
+                     variant="rationale", out=out)
+        paths.append(out)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    frame = pd.read_parquet(paths[0])
+    assert tuple(frame.columns) == PREDICTION_COLUMNS
+    assert frame["fold"].eq(1).all() and frame["model"].eq("m").all()
+    assert len(frame) == 12 * frame["session_id"].nunique()
+    assert list(frame["session_id"]) == sorted(frame["session_id"])
+    assert (frame["parsed"] | frame["parse_error"].notna()).all()
+    assert frame.loc[~frame["parsed"], "score_generated"].isna().all()
+    assert coverage_path(paths[0]).exists()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_killed_run_resumes_without_redoing_finished_items(tiny, instrument, small_corpus,
+                                                           folds_tsv, tmp_path):
+    model, tok = tiny
+    cache = tmp_path / "cache.sqlite"
+    out = tmp_path / "fold2.parquet"
+    first = scorer(model, tok, instrument, cache=cache, fingerprint="fp")
+    calls = []
+    generate = first.generate_group
+
+    def dying(prompts):
+        if calls:
+            raise Interrupted
+        calls.append(sum(len(s) for s in prompts))
+        return generate(prompts)
+
+    first.generate_group = dying
+    with pytest.raises(Interrupted):
+        predict_fold(first, sessions_path=small_corpus[0], instrument=instrument,
+                     folds_path=folds_tsv, fold=2, model="m", variant="rationale", out=out)
+    assert not out.exists()
+    done = calls[0]
+    second = scorer(model, tok, instrument, cache=cache, fingerprint="fp")
+    summary = predict_fold(second, sessions_path=small_corpus[0], instrument=instrument,
+                           folds_path=folds_tsv, fold=2, model="m", variant="rationale", out=out)
+    assert summary["answers"]["cached"] == done
+    assert summary["answers"]["generated"] == summary["rows"] - done
+    fresh = tmp_path / "fresh.parquet"
+    predict_fold(scorer(model, tok, instrument), sessions_path=small_corpus[0],
+                 instrument=instrument, folds_path=folds_tsv, fold=2, model="m",
+                 variant="rationale", out=fresh)
+    assert fresh.read_bytes() == out.read_bytes()
+
+
+# --------------------------------------------------------------------------- counselor
+
+
+def test_counselor_baseline_pearson_equals_scipy(instrument, sessions, tmp_path):
+    rows = list(counselor_rows(sessions, instrument, fold=1))
+    both = [s for s in sessions if s.counselor_ratings and s.client_ratings]
+    assert rows and len({r["session_id"] for r in rows}) == len(both)
+    out = tmp_path / "fold1.parquet"
+    write_predictions(out, rows)
+    frame = pd.read_parquet(out)
+    assert tuple(frame.columns) == PREDICTION_COLUMNS
+    for dim in instrument.dimension_ids:
+        per_session = frame[frame["dimension"] == dim].groupby("session_id")[
+            ["score", "client_score"]].mean()
+        got = np.corrcoef(per_session["score"], per_session["client_score"])[0, 1]
+        pairs = sorted(
+            (s.session_id, instrument.dimension_scores(s.counselor_ratings)[dim],
+             instrument.dimension_scores(s.client_ratings)[dim]) for s in both
+        )
+        want = stats.pearsonr([p[1] for p in pairs], [p[2] for p in pairs]).statistic
+        assert got == pytest.approx(want, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- other backends
+
+
+def test_vllm_engine_arguments(model_dir, instrument):
+    from care.infer.vllm_backend import VLLMScorer
+
+    sc = VLLMScorer(str(model_dir), instrument=instrument, variant="score_only",
+                    granularity="item", max_length=2048, max_new_tokens=8,
+                    tensor_parallel_size=2, llm=object())
+    args = sc.engine_args()
+    assert args["enable_prefix_caching"] is True and args["tensor_parallel_size"] == 2
+    assert args["max_model_len"] == 2048
+    sampling = sc.sampling_args()
+    assert sampling["temperature"] == 0.0 and sampling["max_tokens"] == 8
+    assert sampling["logprobs"] >= 1 and sampling["stop_token_ids"]
+
+
+def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
+    from care.infer.api import APIScorer
+    from care.llm.stub_server import StubServer
+
+    def answer(request):
+        return "Rationale: the client felt heard (turn 2).\nScore: 4"
+
+    with StubServer(answer) as server:
+        sc = APIScorer("stub-model", instrument=instrument, variant="rationale",
+                       granularity="item", max_length=4096, max_new_tokens=64,
+                       base_url=server.base_url, api_key_env=None,
+                       cache_dir=str(tmp_path / "llm"))
+        rows = list(sc.score(sessions[:2], model="stub", variant="zero_shot", fold=1))
+    assert len(rows) == 24 and all(r["parsed"] and r["score"] == 4.0 for r in rows)
+    assert all(r["probs"] is None and math.isnan(r["score_expected"]) for r in rows)
+
+
+def test_cli_scores_a_fold_from_a_model_directory(model_dir, instrument, small_corpus,
+                                                  folds_tsv, tmp_path):
+    from care.cli import main
+
+    out = tmp_path / "pred" / "fold1.parquet"
+    code = main([
+        "infer", "model", "--backend", "hf", "--model-path", str(model_dir),
+        "--name", "llama", "--variant", "score_only", "--max-length", "1024",
+        "--settings", '{"batch_size": 24, "max_new_tokens": {"score_only": 4}, '
+                      '"dtype": "float32", "scoring": "expected"}',
+        "--sessions", str(small_corpus[0]), "--instrument", instrument.path,
+        "--folds", str(folds_tsv), "--fold", "1", "--out", str(out),
+        "--cache", str(tmp_path / "cache.sqlite"),
+    ])
+    assert code == 0
+    frame = pd.read_parquet(out)
+    assert frame["variant"].eq("score_only").all() and frame["rationale"].isna().all()
+    code = main(["infer", "counselor", "--sessions", str(small_corpus[0]),
+                 "--instrument", instrument.path, "--folds", str(folds_tsv), "--fold", "1",
+                 "--out", str(tmp_path / "counselor.parquet")])
+    assert code == 0

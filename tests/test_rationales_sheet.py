@@ -1,0 +1,263 @@
+"""The expert sheet: export, edit with openpyxl as a reviewer would, import and validate."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from care.errors import CareInputError
+from care.io import write_jsonl
+from care.rationales.draft import draft_rationales
+from care.rationales.sheet import (
+    DIALOGUES,
+    OUTPUT_COLUMNS,
+    SHEET,
+    export_sheet,
+    fill_sheet,
+    import_edits,
+    read_sheet,
+)
+from care.sessions import load_sessions
+from openpyxl import load_workbook
+
+COL = {
+    "session_id": "A",
+    "item_id": "B",
+    "rating": "E",
+    "draft": "G",
+    "final_rationale": "H",
+    "editor_id": "I",
+    "dialogue": "J",
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, instrument, small_corpus):
+    """(drafts, sessions, path of the exported sheet)."""
+    sessions = load_sessions(small_corpus[0], instrument)
+    drafts = draft_rationales(sessions, instrument, "extractive", {}, cache_dir="unused")
+    path = tmp_path_factory.mktemp("sheet") / "expert_sheet.xlsx"
+    export_sheet(drafts, sessions, instrument, path, editors=["e1", "e2"])
+    return drafts, sessions, path
+
+
+def edited_copy(exported, tmp_path, edit) -> str:
+    wb = load_workbook(exported[2])
+    edit(wb[SHEET])
+    out = tmp_path / "edited.xlsx"
+    wb.save(out)
+    return out
+
+
+def test_export_layout_protection_and_links(exported, instrument):
+    drafts, sessions, path = exported
+    wb = load_workbook(path)
+    assert wb.sheetnames == [SHEET, DIALOGUES, "instructions"]
+    ws = wb[SHEET]
+    assert ws.max_row == len(drafts) + 1
+    assert ws.protection.sheet and wb[DIALOGUES].protection.sheet
+    for row in (2, ws.max_row):
+        assert not ws[f"H{row}"].protection.locked and not ws[f"I{row}"].protection.locked
+        for col in "ABCDEFGJ":
+            assert ws[f"{col}{row}"].protection.locked
+    first = drafts[0]
+    assert ws["A2"].value == first["session_id"] and ws["B2"].value == first["item_id"]
+    assert ws["D2"].value == instrument.items[first["item_id"]].wording("en")
+    assert ws["E2"].value == first["rating"] and ws["G2"].value == first["draft"]
+    # the link opens the session's transcript, whose header links back to its rows
+    target = ws["J2"].hyperlink.location
+    sheet_name, cell = target.split("!")
+    assert sheet_name.strip("'") == DIALOGUES
+    dialogue = wb[DIALOGUES]
+    assert dialogue[cell].value == first["session_id"]
+    head_row = dialogue[cell].row
+    assert dialogue.cell(head_row, 4).hyperlink.location == f"'{SHEET}'!A2"
+    turns = [
+        r
+        for r in dialogue.iter_rows(min_row=head_row + 1, values_only=True)
+        if r[0] == first["session_id"]
+    ]
+    assert len(turns) == len(sessions[0].turns)
+    # the known editors are offered as a drop-down on the editor column
+    (validation,) = ws.data_validations.dataValidation
+    assert validation.formula1 == '"e1,e2"' and "I2" in str(validation.sqref)
+
+
+def test_export_is_byte_identical(exported, instrument, tmp_path):
+    drafts, sessions, path = exported
+    again = tmp_path / "again.xlsx"
+    export_sheet(drafts, sessions, instrument, again, editors=["e1", "e2"])
+    assert again.read_bytes() == path.read_bytes()
+
+
+def review(ws):
+    """Row 2 rewritten, row 3 accepted by copying the draft, the rest left empty."""
+    ws["H2"] = "The counselor set the goal with the client (turn 3). Overall goals were shared."
+    ws["I2"] = "e1"
+    ws["H3"] = ws["G3"].value
+    ws["I3"] = "e2"
+
+
+def test_round_trip(exported, instrument, tmp_path):
+    drafts, _, _ = exported
+    sheet = read_sheet(edited_copy(exported, tmp_path, review))
+    frame = import_edits(sheet, drafts, instrument, editors=["e1", "e2"])
+    assert tuple(frame.columns) == OUTPUT_COLUMNS and len(frame) == len(drafts)
+    row2, row3, row4 = (frame.iloc[n] for n in range(3))
+    assert row2["final"].startswith("The counselor set the goal") and row2["edited"]
+    assert row2["editor_id"] == "e1" and not row2["unedited"]
+    assert 0 < row2["edit_distance"] <= 1 and row2["n_chars"] == len(row2["final"])
+    assert not row3["edited"] and row3["edit_distance"] == 0 and row3["editor_id"] == "e2"
+    assert row4["unedited"] and row4["final"] == drafts[2]["draft"] and not row4["edited"]
+    assert frame["edited"].sum() == 1 and frame["unedited"].sum() == len(drafts) - 2
+    assert frame["rating"].tolist() == [d["rating"] for d in drafts]
+
+
+def test_csv_export_of_the_sheet_imports_the_same(exported, instrument, tmp_path):
+    drafts, _, _ = exported
+    xlsx = edited_copy(exported, tmp_path, review)
+    rows = list(load_workbook(xlsx)[SHEET].iter_rows(values_only=True))
+    path = tmp_path / "edited.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["" if v is None else v for v in r] for r in rows])
+    from_csv = import_edits(read_sheet(path), drafts, instrument)
+    from_xlsx = import_edits(read_sheet(xlsx), drafts, instrument)
+    assert from_csv.equals(from_xlsx)
+
+
+def test_simulated_expert_fills_every_row(exported, instrument, tmp_path):
+    drafts, _, path = exported
+    finals = {
+        (d["session_id"], d["item_id"]): f"Reference {n} (turn 1)." for n, d in enumerate(drafts)
+    }
+    out = tmp_path / "filled.xlsx"
+    assert fill_sheet(path, finals, "e1", out) == len(drafts)
+    assert load_workbook(out)[SHEET].protection.sheet  # still protected
+    frame = import_edits(read_sheet(out), drafts, instrument, editors=["e1"], allow_unedited=False)
+    assert frame["edited"].all() and set(frame["editor_id"]) == {"e1"}
+
+
+def set_cells(**cells):
+    def edit(ws):
+        for ref, value in cells.items():
+            ws[ref] = value
+
+    return edit
+
+
+def swap_ids(ws):  # row 3 claims row 2's (session, item)
+    ws["A3"], ws["B3"] = ws["A2"].value, ws["B2"].value
+
+
+CASES = {
+    "unknown session": (
+        set_cells(A2="no-such-session"),
+        {},
+        2,
+        "session_id (column A)",
+        "unknown session id",
+    ),
+    "unknown item": (set_cells(B2="99"), {}, 2, "item_id (column B)", "unknown item id"),
+    "duplicate pair": (swap_ids, {}, 3, "item_id (column B)", "appears twice"),
+    "missing pair": (
+        lambda ws: ws.delete_rows(5),
+        {},
+        None,
+        "session_id (column A)",
+        "missing from the sheet",
+    ),
+    "rating changed": (set_cells(E2=0), {}, 2, "rating (column E)", "rating changed"),
+    "rating cleared": (set_cells(E2=None), {}, 2, "rating (column E)", "rating changed"),
+    "unedited not allowed": (
+        set_cells(I2="e1"),
+        {"allow_unedited": False},
+        2,
+        "final_rationale (column H)",
+        "empty final rationale",
+    ),
+    "unknown editor": (
+        set_cells(H2="Rewritten (turn 2).", I2="mallory"),
+        {"editors": ["e1", "e2"]},
+        2,
+        "editor_id (column I)",
+        "unknown editor id 'mallory'",
+    ),
+    "no editor on an edit": (
+        set_cells(H2="Rewritten (turn 2)."),
+        {},
+        2,
+        "editor_id (column I)",
+        "needs an editor id",
+    ),
+    "missing column": (set_cells(H1="final"), {}, 1, "final_rationale", "missing column"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_validation_error_names_sheet_row_and_column(exported, instrument, tmp_path, case):
+    edit, options, row, field, message = CASES[case]
+    drafts, _, _ = exported
+    with pytest.raises(CareInputError, match=message) as err:
+        import_edits(
+            read_sheet(edited_copy(exported, tmp_path, edit)), drafts, instrument, **options
+        )
+    assert err.value.line == row and err.value.field == field
+    assert err.value.where == f"sheet '{SHEET}'"
+    assert f"(sheet '{SHEET}')" in str(err.value)
+
+
+def test_empty_final_with_empty_draft_is_an_error(exported, instrument, tmp_path):
+    drafts, sessions, _ = exported
+    blank = [dict(d) for d in drafts]
+    blank[0]["draft"] = ""
+    path = tmp_path / "blank.xlsx"
+    export_sheet(blank, sessions, instrument, path)
+    with pytest.raises(CareInputError, match="draft is empty too") as err:
+        import_edits(read_sheet(path), blank, instrument)
+    assert err.value.line == 2
+
+
+def test_unreadable_inputs(tmp_path, exported):
+    bad = tmp_path / "bad.xlsx"
+    bad.write_text("not a workbook")
+    with pytest.raises(CareInputError, match="cannot read"):
+        read_sheet(bad)
+    wb = load_workbook(exported[2])
+    wb[SHEET].title = "Sheet1"
+    renamed = tmp_path / "renamed.xlsx"
+    wb.save(renamed)
+    with pytest.raises(CareInputError, match="no sheet named 'rationales'"):
+        read_sheet(renamed)
+
+
+def test_cli_import_error_leaves_no_output(exported, instrument, tmp_path):
+    drafts, _, _ = exported
+    drafts_path = tmp_path / "drafts.jsonl"
+    write_jsonl(drafts_path, drafts)
+    sheet = edited_copy(exported, tmp_path, set_cells(E7=1 if drafts[5]["rating"] != 1 else 2))
+    out = tmp_path / "rationales.parquet"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "care.cli",
+            "rationales",
+            "import",
+            "--sheet",
+            str(sheet),
+            "--drafts",
+            str(drafts_path),
+            "--instrument",
+            instrument.path,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"(sheet '{SHEET}'):7: field 'rating (column E)': rating changed" in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".rationales.parquet*"))

@@ -1,0 +1,338 @@
+"""Backbones: tiny randomly initialised Llama/Qwen2 models for the demo, and the loader.
+
+``care backbone tiny --arch llama|qwen2`` builds a ``LlamaForCausalLM`` or ``Qwen2ForCausalLM``
+of a few hundred thousand parameters with a byte-level BPE tokenizer trained on the corpus
+(the dialogue turns, the rendered prompt templates, the instrument's wording and any extra
+text files). The tokenizer carries the special tokens and the chat template of its family,
+so prompts render exactly as with the real checkpoints:
+
+- Llama 3: ``<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``
+- Qwen2: ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
+
+Digits are always single tokens (scores and turn numbers). With ``cross_word_merges`` the BPE
+merges may span spaces (whole phrases become tokens, as SentencePiece allows), which makes the
+demo's templated prompts short; newlines always split, so a dialogue line tokenizes the same
+whatever follows it.
+
+:func:`load_causal_lm` / :func:`load_tokenizer` load any local Hugging Face causal-LM
+directory (the tiny ones or a real checkpoint given by path); nothing is downloaded, and a
+directory that is not a causal LM is rejected with a one-line error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from care.errors import CareInputError
+
+# The real templates of each family (Meta-Llama-3-Instruct; Qwen2-Instruct), as format specs.
+LLAMA3_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{% endif %}"
+)
+QWEN2_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family's special tokens, chat template and end-of-turn ids."""
+
+    model_type: str
+    specials: tuple[str, ...]
+    bos: str | None
+    eos: str  # the tokenizer's eos: the chat end-of-turn token
+    pad: str
+    stop: tuple[str, ...]  # generation_config.eos_token_id, in the family's order
+    chat_template: str
+
+
+FAMILIES = {
+    "llama": Family(
+        model_type="llama",
+        specials=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                  "<|end_header_id|>", "<|eot_id|>", "<|finetune_right_pad_id|>"),
+        bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
+        stop=("<|end_of_text|>", "<|eot_id|>"), chat_template=LLAMA3_TEMPLATE,
+    ),
+    "qwen2": Family(
+        model_type="qwen2",
+        specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+        stop=("<|im_end|>", "<|endoftext|>"), chat_template=QWEN2_TEMPLATE,
+    ),
+}
+ROLES = ("system", "user", "assistant")
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of a tiny backbone (config ``backbones.<name>.tiny``)."""
+
+    arch: str = "llama"
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+    vocab_size: int = 3000
+    cross_word_merges: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> TinySpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown tiny backbone settings: {unknown}")
+        spec = cls(**section)
+        if spec.arch not in FAMILIES:
+            raise ValueError(f"unknown arch {spec.arch!r}; expected one of {sorted(FAMILIES)}")
+        return spec
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int,
+                    cross_word_merges: bool = True):
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped as ``PreTrainedTokenizerFast``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    split = [
+        pre_tokenizers.Split(Regex(r"\r?\n+"), behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+    ]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                          use_regex=not cross_word_merges)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*split, byte_level])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(family.specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    if family.bos:  # like the real Llama 3 tokenizer: encode() prepends <|begin_of_text|>
+        bos_id = tok.token_to_id(family.bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{family.bos} $A", pair=f"{family.bos} $A {family.bos} $B",
+            special_tokens=[(family.bos, bos_id)],
+        )
+    extra = [t for t in family.specials if t not in (family.bos, family.eos, family.pad)]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
+        pad_token=family.pad, additional_special_tokens=extra,
+        chat_template=family.chat_template, model_max_length=1_000_000,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def corpus_texts(sessions_path: str | Path, instrument, extra_files: Iterable[str | Path] = (),
+                 prompt_sessions: int = 40) -> Iterator[str]:
+    """Texts to train the tokenizer on: turns, rendered prompts and targets, extra files.
+
+    Prompts are rendered for the first ``prompt_sessions`` sessions in every granularity and
+    variant, so the templates' wording, the instrument items and the scale become tokens.
+    """
+    from care import prompts
+    from care.sessions import iter_sessions
+
+    yield from ROLES
+    for n, session in enumerate(iter_sessions(sessions_path, instrument)):
+        for turn in session.turns:
+            yield turn.text
+        if n >= prompt_sessions:
+            continue
+        dialogue, _ = prompts.session_dialogue(session)
+        for granularity in prompts.GRANULARITIES:
+            for unit in prompts.units(instrument, granularity):
+                for variant in prompts.VARIANTS:
+                    for message in prompts.build_messages(
+                        instrument, unit, variant, session.language, dialogue
+                    ):
+                        yield message["content"]
+                scores = {i: instrument.scale_points[(n + k) % len(instrument.scale_points)]
+                          for k, i in enumerate(unit)}
+                yield prompts.format_target(unit, scores, None, "score_only", session.language)
+    for path in extra_files:
+        yield from _strings_of(Path(path))
+
+
+def _strings_of(path: Path) -> Iterator[str]:
+    """Every string value of a JSON-lines file, or the lines of a text file."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if path.suffix != ".jsonl":
+                yield line.rstrip("\n")
+                continue
+            if line.strip():
+                yield from (v for v in json.loads(line).values() if isinstance(v, str))
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dict[str, Any]:
+    """Train the tokenizer, initialise the model, save both (and the generation config)."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config
+    from transformers import Qwen2ForCausalLM
+
+    family = FAMILIES[spec.arch]
+    tokenizer = train_tokenizer(texts, family, spec.vocab_size, spec.cross_word_merges)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.specials}
+    config_cls, model_cls = {
+        "llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    }[spec.arch]
+    config = config_cls(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        rope_theta=spec.rope_theta, tie_word_embeddings=spec.tie_word_embeddings,
+        bos_token_id=ids.get(family.bos) if family.bos else None,
+        eos_token_id=[ids[t] for t in family.stop], pad_token_id=ids[family.pad],
+    )
+    torch.manual_seed(spec.seed)
+    model = model_cls(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=[ids[t] for t in family.stop],
+        pad_token_id=ids[family.pad], do_sample=False,
+    )
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return {"arch": spec.arch, "parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(tokenizer)}
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def check_causal_lm_dir(path: str | Path):
+    """The model config of a local causal-LM directory; :class:`CareInputError` otherwise."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    root = Path(path)
+    if not root.is_dir():
+        raise CareInputError(root, "model directory not found (give a local Hugging Face dir)")
+    if not (root / "config.json").is_file():
+        raise CareInputError(root / "config.json", "not a Hugging Face model directory: "
+                             "config.json is missing")
+    try:
+        config = AutoConfig.from_pretrained(root, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CareInputError(root / "config.json", f"unreadable model config: {exc}") from None
+    archs = list(getattr(config, "architectures", None) or [])
+    causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        not archs or any(a.endswith("ForCausalLM") for a in archs)
+    )
+    if not causal:
+        raise CareInputError(
+            root / "config.json",
+            f"not a causal language model (model_type {config.model_type!r}, "
+            f"architectures {archs})", field="architectures",
+        )
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "pytorch_model.bin.index.json")
+    if not any((root / w).is_file() for w in weights):
+        raise CareInputError(root, "no model weights (model.safetensors or pytorch_model.bin)")
+    return config
+
+
+def load_causal_lm(path: str | Path, *, dtype: Any = "auto", device: str = "cpu"):
+    """Load a local causal LM (never downloads); ``dtype`` a torch dtype, its name or "auto"."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_causal_lm_dir(path)
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    return model.to(device)
+
+
+def load_tokenizer(path: str | Path):
+    """Load the tokenizer of a local model dir; it must have a chat template."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    # A tokenizer saved as the generic fast backend (the tiny ones) loads as saved:
+    # AutoTokenizer would swap in the family's class (Qwen2Tokenizer) and its own splitting.
+    config_file = Path(path) / "tokenizer_config.json"
+    declared = (json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
+                if config_file.is_file() else None)
+    loader = PreTrainedTokenizerFast if declared in GENERIC_TOKENIZERS else AutoTokenizer
+    try:
+        tokenizer = loader.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CareInputError(path, f"no usable tokenizer: {exc}") from None
+    if not tokenizer.chat_template:
+        raise CareInputError(path, "the tokenizer has no chat template", field="chat_template")
+    return tokenizer
+
+
+def end_of_turn_ids(tokenizer, *eos_values: Any) -> list[int]:
+    """Token ids that end the assistant's turn: the given eos ids and the tokenizer's eos."""
+    ids: set[int] = set()
+    for value in (*eos_values, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    return sorted(ids)
+
+
+def load_end_of_turn_ids(path: str | Path, tokenizer) -> list[int]:
+    """End-of-turn ids of a model dir: its generation config's eos ids and the tokenizer's."""
+    from transformers import AutoConfig, GenerationConfig
+
+    root = Path(path)
+    if (root / "generation_config.json").is_file():
+        eos = GenerationConfig.from_pretrained(root, local_files_only=True).eos_token_id
+    else:
+        eos = getattr(AutoConfig.from_pretrained(root, local_files_only=True),
+                      "eos_token_id", None)
+    return end_of_turn_ids(tokenizer, eos)

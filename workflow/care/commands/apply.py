@@ -1,0 +1,193 @@
+"""``care predict | figure2 | table8 | digest | report-session``: the application stage.
+
+Score an unlabeled corpus with a fine-tuned model, then read the predictions as counselor
+profiles (Figure 2), an interaction-pattern regression (Table 8), per-counselor digests and
+per-session HTML reports. Config values arrive as JSON arguments from the rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from care.commands import json_arg
+
+log = logging.getLogger("care.apply")
+
+
+def _common(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
+    parser.add_argument("--predictions", required=True, help="application predictions.parquet")
+    parser.add_argument("--instrument", required=True)
+    if corpus:
+        parser.add_argument("--corpus", required=True, help="the unlabeled sessions.jsonl")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="score every session of an unlabeled corpus")
+    p.add_argument("--corpus", required=True, help="sessions.jsonl (ratings, if any, ignored)")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--model-path", required=True, help="fine-tuned HF causal-LM directory")
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--name", required=True, help="model name in the predictions (backbone)")
+    p.add_argument("--variant", required=True, choices=["rationale", "score_only"])
+    p.add_argument("--fold", type=int, required=True, help="the fold the model was trained for")
+    p.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
+    p.add_argument("--max-length", type=int, required=True)
+    p.add_argument("--settings", type=json_arg, default={},
+                   help="JSON: the inference section (max_new_tokens, batch_size, device, ...)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
+    p.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
+    p.add_argument("--out", required=True, help="predictions.parquet")
+    p.set_defaults(func=run_predict)
+
+    p = subparsers.add_parser("figure2", help="counselor alliance profiles (Figure 2)")
+    _common(p, corpus=False)
+    p.add_argument("--spec", type=json_arg, default={},
+                   help="JSON: min_sessions, confidence, anonymize_counselors")
+    p.add_argument("--out", required=True, help="figure2.png (a .pdf is written beside it)")
+    p.add_argument("--table", help="CSV of the plotted means and intervals")
+    p.set_defaults(func=run_figure2)
+
+    p = subparsers.add_parser("table8", help="interaction patterns vs alliance (Table 8)")
+    _common(p)
+    p.add_argument("--patterns", type=json_arg, required=True,
+                   help="JSON taxonomy: strategies, reactions, predictors")
+    p.add_argument("--cov-type", default="nonrobust", help="statsmodels covariance (HC3, ...)")
+    p.add_argument("--rates", help="also write the per-session pattern rates (CSV)")
+    p.add_argument("--out", required=True, help="table8.csv (.md and .tex beside it)")
+    p.set_defaults(func=run_table8)
+
+    p = subparsers.add_parser("digest", help="per-counselor digests of low-alliance sessions")
+    _common(p)
+    p.add_argument("--spec", type=json_arg, required=True,
+                   help="JSON: threshold, counselors, min_sessions, contrast, top_terms, examples")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=run_digest)
+
+    p = subparsers.add_parser("report-session", help="one session as a self-contained HTML page")
+    _common(p)
+    p.add_argument("--session-id", help="the session to report (with --out)")
+    p.add_argument("--out", help="HTML file for --session-id")
+    p.add_argument("--select", type=json_arg,
+                   help='JSON {"lowest": n, "highest": n, "ids": [...]} (with --out-dir)')
+    p.add_argument("--out-dir", help="directory for the selected sessions' pages")
+    p.add_argument("--screenshot", help="also render the (first) page to this PNG (Chromium)")
+    p.set_defaults(func=run_report_session)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _load(args, corpus: bool = True):
+    from care.apply.predict import load_corpus, read_predictions, session_scores
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument)
+    predictions = read_predictions(args.predictions)
+    scores = session_scores(predictions, instrument)
+    sessions = load_corpus(args.corpus, instrument) if corpus else None
+    return instrument, predictions, scores, sessions
+
+
+def _language(sessions) -> str:
+    return sessions[0].language if sessions else "en"
+
+
+def run_predict(args) -> int:
+    from care.apply.predict import predict_corpus
+    from care.backbone import check_causal_lm_dir
+    from care.commands.infer import build_scorer
+    from care.instrument import load_instrument
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    instrument = load_instrument(args.instrument)
+    check_causal_lm_dir(args.model_path)
+    # the inference stage's scorer, so prompts, decoding and the answer cache are the same
+    scorer_args = argparse.Namespace(
+        backend=args.backend, model_path=args.model_path, api={}, variant=args.variant,
+        prompt_variant=args.variant, granularity=args.granularity, max_length=args.max_length,
+        settings=args.settings, gpus=args.gpus, cache=args.cache,
+    )
+    predict_corpus(
+        args.corpus, instrument, args.out, model=args.name, variant=args.variant,
+        fold=args.fold, make_scorer=lambda: build_scorer(scorer_args, instrument),
+    )
+    return 0
+
+
+def run_figure2(args) -> int:
+    from care.apply.profiles import figure2
+
+    instrument, _, scores, _ = _load(args, corpus=False)
+    spec = args.spec
+    profiles = figure2(
+        scores, instrument, stem=Path(args.out).with_suffix(""), table=args.table,
+        min_sessions=int(spec.get("min_sessions", 1)),
+        confidence=float(spec.get("confidence", 0.95)),
+        anonymize=bool(spec.get("anonymize_counselors", False)), source=args.predictions,
+    )
+    n = profiles["counselor_id"].nunique() - 1
+    log.info("Figure 2: %d counselors with >= %s sessions", n, spec.get("min_sessions", 1))
+    return 0
+
+
+def run_table8(args) -> int:
+    from care.apply.patterns import Taxonomy, pattern_rates, regress, write_table8
+    from care.io import write_table
+
+    instrument, _, scores, sessions = _load(args)
+    taxonomy = Taxonomy.from_config(args.patterns)
+    rates = pattern_rates(sessions, taxonomy, args.corpus)
+    table = regress(rates, scores, instrument, taxonomy, cov_type=args.cov_type)
+    if args.rates:
+        write_table(args.rates, rates, float_format="%.6f")
+    write_table8(table, instrument, args.out, _language(sessions))
+    log.info("Table 8 written: %s", Path(args.out).with_suffix(".md"))
+    return 0
+
+
+def run_digest(args) -> int:
+    from care.apply.digest import write_digests
+
+    instrument, predictions, scores, sessions = _load(args)
+    spec = args.spec
+    digests = write_digests(
+        predictions, scores, instrument, sessions, args.out_dir,
+        counselors=list(spec.get("counselors") or []),
+        min_sessions=int(spec.get("min_sessions", 1)), threshold=float(spec["threshold"]),
+        contrast=spec.get("contrast", "counselor"), top_k=int(spec.get("top_terms", 10)),
+        n_examples=int(spec.get("examples", 3)), language=_language(sessions),
+    )
+    log.info("%d counselor digests in %s", len(digests), args.out_dir)
+    return 0
+
+
+def run_report_session(args) -> int:
+    from care.apply.session_report import screenshot, write_reports, write_session_report
+    from care.errors import CareInputError
+
+    instrument, predictions, scores, sessions = _load(args)
+    if args.session_id:
+        if not args.out:
+            raise SystemExit("care report-session: --session-id needs --out")
+        session = next((s for s in sessions if s.session_id == args.session_id), None)
+        if session is None:
+            raise CareInputError(args.corpus, f"no session {args.session_id!r}",
+                                 field="session_id")
+        pages = [write_session_report(session, predictions, instrument, args.out)]
+    elif args.select is not None and args.out_dir:
+        pages = write_reports(sessions, predictions, instrument, scores, args.out_dir,
+                              lowest=int(args.select.get("lowest", 0)),
+                              highest=int(args.select.get("highest", 0)),
+                              ids=list(args.select.get("ids") or []))
+    else:
+        raise SystemExit("care report-session: give --session-id/--out or --select/--out-dir")
+    log.info("%d session reports written", len(pages))
+    if args.screenshot and pages:
+        log.info("screenshot: %s", screenshot(pages[0], args.screenshot))
+    return 0

@@ -1,0 +1,55 @@
+"""``care backbone tiny`` builds a demo backbone; ``care backbone check`` inspects a model dir."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from care.commands import json_arg
+
+log = logging.getLogger("care.backbone")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("backbone", help="build a tiny backbone or check a model dir")
+    sub = parser.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("tiny", help="a tiny random-init Llama/Qwen2 with a corpus tokenizer")
+    p.add_argument("--arch", choices=["llama", "qwen2"], help="overrides the spec's arch")
+    p.add_argument("--spec", type=json_arg, default={}, help="config backbones.<name>.tiny")
+    p.add_argument("--sessions", required=True, help="corpus (jsonl) to train the tokenizer on")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--extra-text", nargs="*", default=[],
+                   help="more tokenizer training text: jsonl (every string field) or text")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(func=tiny)
+
+    p = sub.add_parser("check", help="check that a directory holds a local causal LM")
+    p.add_argument("path")
+    p.set_defaults(func=check)
+
+
+def tiny(args) -> int:
+    from care.backbone import TinySpec, build_tiny, corpus_texts
+    from care.instrument import load_instrument
+
+    section = dict(args.spec)
+    if args.arch:
+        section["arch"] = args.arch
+    spec = TinySpec.from_config(section)
+    instrument = load_instrument(args.instrument)
+    texts = list(corpus_texts(args.sessions, instrument, args.extra_text))
+    info = build_tiny(spec, texts, args.out)
+    log.info("tiny backbone %s: %s", args.out, info)
+    return 0
+
+
+def check(args) -> int:
+    from care.backbone import check_causal_lm_dir, load_tokenizer
+
+    config = check_causal_lm_dir(args.path)
+    tokenizer = load_tokenizer(args.path)
+    print(json.dumps({"path": args.path, "model_type": config.model_type,
+                      "architectures": config.architectures, "vocab_size": len(tokenizer),
+                      "eos_token": tokenizer.eos_token}, indent=2))
+    return 0

@@ -1,0 +1,383 @@
+"""``care evaluate ...``: metrics, Tables 2-5, figures and the human-evaluation sheets.
+
+Actions (one per rule of workflow/rules/evaluate.smk and render.smk):
+
+- ``metrics``: one run's predictions -> per-session dimension scores and per-fold metrics.
+- ``text-metrics``: one run's generated vs expert rationales -> BLEU/ROUGE/BERTScore per fold.
+- ``table2``, ``table3``, ``table4``, ``table5``: the tables (CSV, Markdown, LaTeX).
+- ``figures``: ``distribution`` (Figure 3), ``scatter`` (one run), ``ablation`` (Table 4).
+- ``human-eval-export``, ``human-eval-import``: the rating sheet and the raters' summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from care.commands import json_arg
+
+log = logging.getLogger("care.evaluate")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="metrics, tables, figures, human evaluation")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = actions.add_parser("metrics", help="dimension scores and per-fold metrics of one run")
+    p.add_argument("--predictions", nargs="+", required=True, help="the run's fold files")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--scores", required=True, help="output: per-session dimension scores")
+    p.add_argument("--fold-metrics", required=True, help="output: per-fold metrics CSV")
+    p.set_defaults(func=_metrics)
+
+    p = actions.add_parser("text-metrics", help="rationale quality of one run per fold")
+    p.add_argument("--predictions", nargs="+", required=True)
+    p.add_argument("--expert", required=True, help="rationales.parquet (column 'final')")
+    p.add_argument("--sessions-table", required=True, help="sessions.tsv (for languages)")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_text_metrics)
+
+    for name, helptext in [("table2", "main results vs baselines"), ("table4", "the ablation")]:
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("--runs", type=json_arg, required=True,
+                       help="JSON list of {model, variant, label, kind}, in --scores order")
+        p.add_argument("--scores", nargs="+", required=True)
+        p.add_argument("--folds", required=True, help="folds.tsv (session_id, client_id, fold)")
+        p.add_argument("--instrument", required=True)
+        p.add_argument("--bootstrap", type=json_arg, default={}, help="evaluation.bootstrap")
+        p.add_argument("--seed", type=int, default=123)
+        p.add_argument("--out", required=True, help="table CSV; .md and .tex beside it")
+        if name == "table2":
+            p.add_argument("--selection", default="unknown",
+                           help="checkpoint selection mode of the fine-tuned runs")
+            p.set_defaults(func=_table2)
+        else:
+            p.add_argument("--reference-variant", default="score_only")
+            p.set_defaults(func=_table4)
+
+    p = actions.add_parser("table3", help="rationale quality (+ human evaluation)")
+    p.add_argument("--runs", type=json_arg, required=True, help="JSON list, in --quality order")
+    p.add_argument("--quality", nargs="+", required=True)
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--human-summary", help="human-evaluation summary CSV")
+    p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_table3)
+
+    p = actions.add_parser("table5", help="distinctive terms per dimension (log-odds)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--expert", help="rationales.parquet: the expert-edited rationales")
+    source.add_argument("--predictions", nargs="+", help="generated rationales instead")
+    p.add_argument("--sessions-table", required=True, help="sessions.tsv (for the language)")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.log_odds (JSON)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_table5)
+
+    p = actions.add_parser("figures", help="Figure 3, prediction scatter, ablation bars")
+    p.add_argument("kind", choices=["distribution", "scatter", "ablation"])
+    p.add_argument("--input", required=True,
+                   help="sessions.tsv | a run's scores.parquet | table4.csv")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    p.add_argument("--out", required=True, help="output stem (no suffix)")
+    p.set_defaults(func=_figures)
+
+    p = actions.add_parser("human-eval-export", help="a rating sheet of sampled rationales")
+    p.add_argument("--predictions", nargs="+", required=True)
+    p.add_argument("--sessions", required=True, help="sessions.jsonl (the dialogues)")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.human_eval (JSON)")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--out", required=True, help=".xlsx")
+    p.set_defaults(func=_human_export)
+
+    p = actions.add_parser("human-eval-import", help="summarize filled rating sheets")
+    p.add_argument("--sheets", nargs="+", required=True, help="filled copies (.xlsx or .csv)")
+    p.add_argument("--key", required=True, help="the exported sheet (checks row ids)")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.human_eval (JSON)")
+    p.add_argument("--ratings", help="output: all ratings, long CSV")
+    p.add_argument("--out", required=True, help="summary CSV")
+    p.set_defaults(func=_human_import)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _dim_labels(instrument, language: str = "en") -> dict[str, str]:
+    return {d.id: d.label(language) for d in instrument.dimensions}
+
+
+def _read_tsv(path: str, columns: list[str]):
+    import pandas as pd
+
+    from care.errors import CareInputError
+
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype={"session_id": str, "client_id": str})
+    except (OSError, ValueError) as exc:
+        raise CareInputError(path, f"cannot read table: {exc}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CareInputError(path, "missing column", field=missing[0])
+    return frame
+
+
+def _read_scores(paths: list[str], runs: list[dict]):
+    import pandas as pd
+
+    from care.errors import CareInputError
+
+    if len(paths) != len(runs):
+        raise CareInputError("--runs", f"{len(runs)} runs but {len(paths)} score files")
+    scores = {}
+    for path, run in zip(paths, runs, strict=True):
+        frame = pd.read_parquet(path)
+        frame["session_id"] = frame["session_id"].astype(str)
+        scores[run["model"], run["variant"]] = frame
+    return scores
+
+
+def _resampler(args):
+    from care.evaluate import bootstrap as bs
+
+    folds = _read_tsv(args.folds, ["session_id", "client_id", "fold"])
+    return bs.Resampler(folds, bs.BootstrapSpec.from_config(args.bootstrap, args.seed))
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+def _metrics(args) -> None:
+    from care.evaluate import metrics
+    from care.instrument import load_instrument
+    from care.io import write_table
+
+    instrument = load_instrument(args.instrument)
+    pred = metrics.read_predictions(args.predictions)
+    scores = metrics.dimension_scores(pred, instrument)
+    per_fold = metrics.fold_metrics(scores)
+    write_table(args.scores, scores)
+    write_table(args.fold_metrics, per_fold.round(6))
+    log.info("%d session-dimension scores, %d fold metrics", len(scores), len(per_fold))
+
+
+def _text_metrics(args) -> None:
+    import pandas as pd
+
+    from care.errors import CareInputError
+    from care.evaluate import metrics, textmetrics
+    from care.instrument import load_instrument
+    from care.io import write_table
+
+    instrument = load_instrument(args.instrument)
+    pred = metrics.read_predictions(args.predictions)
+    pred = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
+    expert = pd.read_parquet(args.expert)
+    for column in ("session_id", "item_id", "final"):
+        if column not in expert.columns:
+            raise CareInputError(args.expert, "missing column", field=column)
+    sessions = _read_tsv(args.sessions_table, ["session_id", "language"])
+    languages = sessions.set_index("session_id")["language"]
+    spec = textmetrics.TextMetricSpec.from_config(args.spec)
+    pairs = textmetrics.pair_rationales(pred, expert, languages)
+    quality = textmetrics.rationale_quality(pairs, textmetrics.BertScore(spec), spec.zh_tokens)
+    write_table(args.out, quality.round(6))
+    log.info("%d generated/expert pairs scored", int(quality["n_pairs"].sum()))
+
+
+def _table2(args) -> None:
+    from care.evaluate import tables
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
+    frame = tables.table2(args.runs, _read_scores(args.scores, args.runs), dims,
+                          _resampler(args), args.selection)
+    labels = _dim_labels(instrument)
+    spec = _resampler_spec_text(args)
+    best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}"
+                     for d in dims)
+    notes = [
+        f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
+        f"* Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
+        f"{spec}. CSV: 95% intervals and p-values.",
+        f"Fine-tuned checkpoints selected by: {args.selection}.",
+    ]
+    kwargs = dict(dims=dims, dim_labels=labels, row_columns={"label": "Model"},
+                  p_column="{d}_pearson_p_vs_best")
+    tables.write_outputs(
+        args.out, frame, tables.alliance_display(frame, latex=False, **kwargs),
+        tables.alliance_display(frame, latex=True, **kwargs),
+        "Table 2: alliance prediction against client ratings", notes)
+
+
+def _resampler_spec_text(args) -> str:
+    from care.evaluate import bootstrap as bs
+
+    spec = bs.BootstrapSpec.from_config(args.bootstrap, args.seed)
+    return f"({spec.n_resamples} resamples of {spec.unit}s within folds)"
+
+
+def _table4(args) -> None:
+    from care.evaluate import tables
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
+    ref = args.reference_variant
+    frame = tables.table4(args.runs, _read_scores(args.scores, args.runs), dims,
+                          _resampler(args), ref)
+    labels = _dim_labels(instrument)
+    notes = [
+        f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
+        f"* Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
+        f"{_resampler_spec_text(args)}.",
+    ]
+    kwargs = dict(dims=dims, dim_labels=labels,
+                  row_columns={"model": "Backbone", "variant": "Variant"},
+                  p_column=f"{{d}}_pearson_p_vs_{ref}")
+    tables.write_outputs(
+        args.out, frame, tables.alliance_display(frame, latex=False, **kwargs),
+        tables.alliance_display(frame, latex=True, **kwargs),
+        "Table 4: rationale supervision across backbones (ablation)", notes)
+
+
+def _table3(args) -> None:
+    import pandas as pd
+
+    from care.errors import CareInputError
+    from care.evaluate import tables
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
+    if len(args.quality) != len(args.runs):
+        raise CareInputError("--runs", f"{len(args.runs)} runs but {len(args.quality)} files")
+    quality = pd.concat([pd.read_csv(p) for p in args.quality], ignore_index=True)
+    labels = {(r["model"], r["variant"]): r["label"] for r in args.runs}
+    human, human_model = None, None
+    if args.human_summary:
+        human = pd.read_csv(args.human_summary)
+        human_model = tuple(args.human_model.split("/", 1)) if args.human_model else None
+    frame = tables.table3(quality, dims, labels, human, human_model)
+    notes = [
+        "Generated vs expert rationales of the held-out folds; mean ± sd over folds.",
+        "BLEU: sacrebleu corpus BLEU / 100; ROUGE: rouge-score F1; BERTScore: F1.",
+    ]
+    if human is not None:
+        notes.append("Human: 1-5 ratings, mean ± sd over rated rationales; Krippendorff's "
+                     "alpha in the CSV and the human-evaluation summary.")
+    kwargs = dict(dims=dims, dim_labels=_dim_labels(instrument))
+    tables.write_outputs(
+        args.out, frame, tables.text_display(frame, latex=False, **kwargs),
+        tables.text_display(frame, latex=True, **kwargs),
+        "Table 3: rationale quality", notes)
+
+
+def _table5(args) -> None:
+    import pandas as pd
+
+    from care.errors import CareInputError
+    from care.evaluate import logodds, metrics, tables
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
+    if args.expert:
+        texts = pd.read_parquet(args.expert)
+        for column in ("item_id", "final"):
+            if column not in texts.columns:
+                raise CareInputError(args.expert, "missing column", field=column)
+        texts = texts.assign(text=texts["final"])
+        source = "expert"
+    else:
+        texts = metrics.read_predictions(args.predictions)
+        texts = texts[texts["parsed"].astype(bool)].assign(text=texts["rationale"])
+        source = "generated: " + ", ".join(sorted(set(texts["model"] + "/" + texts["variant"])))
+    texts = texts.dropna(subset=["text"])
+    texts = texts.assign(dimension=texts["item_id"].map(instrument.dimension_of))
+    sessions = _read_tsv(args.sessions_table, ["language"])
+    language = str(sessions["language"].mode().iloc[0]) if len(sessions) else "en"
+    by_dim = {d: list(texts.loc[texts["dimension"] == d, "text"]) for d in dims}
+    spec = args.spec
+    terms = logodds.top_terms(
+        by_dim, language, int(spec.get("top_k", 5)), min_count=int(spec.get("min_count", 1)),
+        stopwords=spec.get("stopwords", []), prior_size=spec.get("prior_size"),
+    )
+    lengths = texts.assign(n=texts["text"].str.len()).groupby("dimension")["n"].agg(
+        length_mean="mean", length_sd="std").reset_index()
+    frame = tables.table5(terms, lengths, source)
+    labels = _dim_labels(instrument)
+    notes = [
+        f"Rationales: {source}. Unigrams ({language}); log-odds ratio with an informative "
+        "Dirichlet prior (Monroe et al. 2008), each dimension against the other two; "
+        "z-scores in parentheses (|z| > 1.96: p < .05). Length: characters, mean ± sd.",
+    ]
+    tables.write_outputs(
+        args.out, frame, tables.terms_display(frame, labels, latex=False),
+        tables.terms_display(frame, labels, latex=True),
+        "Table 5: distinctive terms of each dimension's rationales", notes)
+
+
+def _figures(args) -> None:
+    import pandas as pd
+
+    from care.evaluate import figures, tables
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument)
+    dims, labels = instrument.dimension_ids, _dim_labels(instrument)
+    scale = (instrument.scale_min, instrument.scale_max)
+    if args.kind == "distribution":
+        sessions = _read_tsv(args.input, dims)
+        figures.score_distributions(sessions, dims, labels, scale, args.out, args.formats)
+    elif args.kind == "scatter":
+        scores = pd.read_parquet(args.input)
+        figures.prediction_scatter(scores, dims, labels, scale, args.title, args.out,
+                                   args.formats)
+    else:
+        figures.ablation_bars(tables.read_table(args.input), dims, labels, args.out,
+                              args.formats)
+
+
+def _human_export(args) -> None:
+    from care.evaluate import human_eval, metrics
+    from care.instrument import load_instrument
+    from care.sessions import load_sessions
+
+    instrument = load_instrument(args.instrument)
+    pred = metrics.read_predictions(args.predictions)
+    spec = args.spec
+    language = spec.get("language", "en")
+    sheet = human_eval.sample_rows(pred, instrument, int(spec.get("n_sessions", 10)),
+                                   int(spec.get("seed", args.seed)), language)
+    sessions = load_sessions(args.sessions, instrument)
+    dialogues = human_eval.dialogue_rows(sessions, set(sheet["session_id"]))
+    human_eval.export_sheet(args.out, sheet, dialogues, tuple(spec.get("scale", [1, 5])))
+    log.info("rating sheet: %d rationales of %d sessions", len(sheet),
+             sheet["session_id"].nunique())
+
+
+def _human_import(args) -> None:
+    import pandas as pd
+
+    from care.evaluate import human_eval
+    from care.instrument import load_instrument
+    from care.io import write_table
+
+    instrument = load_instrument(args.instrument)
+    key = pd.read_excel(args.key, sheet_name=human_eval.SHEET, dtype={"row_id": str})
+    scale = tuple(args.spec.get("scale", [1, 5]))
+    ratings = human_eval.import_sheets([Path(p) for p in args.sheets], key, scale)
+    summary = human_eval.summarize(ratings, instrument.dimension_ids,
+                                   args.spec.get("level", "ordinal"))
+    if args.ratings:
+        write_table(args.ratings, ratings)
+    write_table(args.out, summary.round(6))
+    log.info("%d ratings from %d raters", int(ratings["rating"].notna().sum()),
+             ratings["rater"].nunique())

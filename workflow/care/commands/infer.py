@@ -1,0 +1,155 @@
+"""``care infer``: score a fold with a model (fine-tuned or zero-shot) or the counselors.
+
+    care infer model --backend hf --model-path results/models/llama/rationale/fold1 \\
+        --name llama --variant rationale --fold 1 --settings '{...inference section...}' ...
+    care infer counselor --fold 1 --out results/predictions/counselor/human/fold1.parquet ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from care.commands import json_arg
+
+log = logging.getLogger("care.infer")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("infer", help="predict scores and rationales for a fold")
+    sub = parser.add_subparsers(dest="infer_command", required=True, metavar="WHAT")
+
+    model = sub.add_parser("model", help="score a fold's sessions with a model")
+    _common(model)
+    model.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf")
+    model.add_argument("--model-path", help="local model directory (hf, vllm backends)")
+    model.add_argument("--api", type=json_arg, default={},
+                       help="JSON: model, base_url, api_key_env, allow_remote, concurrency, ...")
+    model.add_argument("--name", required=True, help="model name in the predictions")
+    model.add_argument("--variant", required=True,
+                       help="variant in the predictions (rationale, score_only, zero_shot)")
+    model.add_argument("--prompt-variant", choices=["rationale", "score_only"],
+                       help="answer format asked for (default: --variant)")
+    model.add_argument("--granularity", choices=["item", "dimension", "session"],
+                       default="item")
+    model.add_argument("--max-length", type=int, required=True)
+    model.add_argument("--settings", type=json_arg, default={},
+                       help="JSON: the config's inference section")
+    model.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
+    model.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
+    model.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
+    model.set_defaults(func=run_model)
+
+    counselor = sub.add_parser("counselor", help="the human counselor baseline for a fold")
+    _common(counselor)
+    counselor.set_defaults(func=run_counselor)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions", required=True, help="sessions.jsonl")
+    parser.add_argument("--instrument", required=True, help="instrument YAML")
+    parser.add_argument("--folds", help="folds.tsv (omit to score every session)")
+    parser.add_argument("--fold", type=int, help="the held-out fold to score")
+    parser.add_argument("--out", required=True, help="predictions .parquet")
+
+
+def max_new_tokens(settings: dict, prompt_variant: str) -> int:
+    value = settings.get("max_new_tokens", 128)
+    return int(value[prompt_variant] if isinstance(value, dict) else value)
+
+
+def build_scorer(args, instrument):
+    """The scorer the arguments ask for (also used by ``care apply predict``)."""
+    settings = args.settings
+    prompt_variant = getattr(args, "prompt_variant", None) or args.variant
+    common = dict(
+        instrument=instrument, variant=prompt_variant, granularity=args.granularity,
+        max_length=args.max_length, max_new_tokens=max_new_tokens(settings, prompt_variant),
+        batch_size=int(settings.get("batch_size", 48)),
+        language=settings.get("language"), scoring=settings.get("scoring", "generated"),
+        cache=args.cache,
+    )
+    if args.backend == "hf":
+        from care.infer.hf import HFScorer
+
+        device = settings.get("device", "auto")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return HFScorer.from_pretrained(
+            _need(args.model_path, "--model-path"), device=device,
+            dtype=settings.get("dtype", "auto"),
+            prefix_sharing=bool(settings.get("prefix_sharing", True)), **common,
+        )
+    if args.backend == "vllm":
+        from care.infer.vllm_backend import VLLMScorer
+
+        return VLLMScorer(
+            _need(args.model_path, "--model-path"),
+            tensor_parallel_size=max(1, args.gpus), dtype=settings.get("dtype", "auto"),
+            top_logprobs=int(settings.get("top_logprobs", 20)),
+            gpu_memory_utilization=float(settings.get("gpu_memory_utilization", 0.85)),
+            **common,
+        )
+    from care.infer.api import APIScorer
+
+    api = dict(getattr(args, "api", None) or {})
+    return APIScorer(
+        _need(api.pop("model", None), "--api model"),
+        **{k: v for k, v in api.items()
+           if k in ("base_url", "api_key_env", "allow_remote", "concurrency", "max_retries",
+                    "timeout_s", "cache_dir")},
+        **common,
+    )
+
+
+def _need(value, name: str):
+    if not value:
+        raise SystemExit(f"care infer: {name} is required for this backend")
+    return value
+
+
+def run_model(args) -> int:
+    from care.infer.run import predict_fold
+    from care.instrument import load_instrument
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    instrument = load_instrument(args.instrument)
+    scorer = build_scorer(args, instrument)
+    predict_fold(
+        scorer, sessions_path=args.sessions, instrument=instrument, folds_path=args.folds,
+        fold=args.fold, model=args.name, variant=args.variant, out=args.out,
+    )
+    return 0
+
+
+def run_counselor(args) -> int:
+    from care.infer.counselor import counselor_rows
+    from care.infer.run import (
+        coverage,
+        coverage_path,
+        fold_sessions,
+        read_folds,
+        sort_rows,
+        write_predictions,
+    )
+    from care.instrument import load_instrument
+    from care.io import write_json
+
+    instrument = load_instrument(args.instrument)
+    folds = read_folds(args.folds) if args.folds else None
+    rows = sort_rows(
+        counselor_rows(fold_sessions(args.sessions, instrument, folds, args.fold), instrument,
+                       args.fold),
+        instrument,
+    )
+    write_predictions(args.out, rows)
+    write_json(coverage_path(args.out),
+               {"model": "counselor", "variant": "human", "fold": args.fold, **coverage(rows)})
+    log.info("counselor baseline, fold %s: %d rated items on %d sessions", args.fold,
+             len(rows), len({r["session_id"] for r in rows}))
+    return 0

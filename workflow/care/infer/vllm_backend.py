@@ -1,0 +1,179 @@
+"""The vLLM backend (GPU): greedy decoding with automatic prefix caching.
+
+The optional extra ``pip install care-alliance[vllm]``; vLLM is imported only when this
+backend runs. Prompts are rendered to token ids by the same code as the ``hf`` backend and
+handed to vLLM as token prompts, so both backends see identical inputs; vLLM's prefix cache
+reuses the KV blocks of a session's shared system message + dialogue across its items.
+Scale-label probabilities come from the top ``logprobs`` at each generated position (labels
+outside the top k count as probability 0 before renormalising).
+"""
+
+from __future__ import annotations
+
+import math
+
+from care.infer.engine import Generation, PromptBuilder, Scorer, label_token_ids
+from care.infer.hf import directory_fingerprint
+
+
+class VLLMScorer(Scorer):
+    """Score sessions with vLLM on ``tensor_parallel_size`` GPUs."""
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        instrument,
+        variant: str,
+        granularity: str,
+        max_length: int,
+        max_new_tokens: int,
+        batch_size: int = 256,
+        tensor_parallel_size: int = 1,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        top_logprobs: int = 20,
+        load_format: str = "auto",
+        seed: int = 0,
+        language: str | None = None,
+        scoring: str = "generated",
+        cache=None,
+        tokenizer=None,
+        llm=None,
+    ) -> None:
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.path = str(path)
+        self.tokenizer = tokenizer
+        self.tensor_parallel_size = int(tensor_parallel_size)
+        self.dtype = dtype
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.top_logprobs = int(top_logprobs)
+        self.load_format = load_format
+        self.seed = seed
+        langs = {language} if language else {"en", "zh"}
+        self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
+        self._llm = llm
+        super().__init__(
+            instrument=instrument, variant=variant, granularity=granularity,
+            max_length=max_length, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            language=language, scoring=scoring, cache=cache,
+            fingerprint=directory_fingerprint(path) if cache is not None else "",
+        )
+
+    # ------------------------------------------------------------------ engine
+    def engine_args(self) -> dict:
+        """Keyword arguments for ``vllm.LLM`` (inspectable without a GPU)."""
+        return {
+            "model": self.path,
+            "tokenizer": self.path,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "dtype": self.dtype,
+            "enable_prefix_caching": True,
+            "max_model_len": self.max_length,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_logprobs": max(self.top_logprobs, 1),
+            "load_format": self.load_format,
+            "seed": self.seed,
+        }
+
+    def sampling_args(self) -> dict:
+        """Keyword arguments for ``vllm.SamplingParams``: greedy, label logprobs, our stops."""
+        return {
+            "temperature": 0.0,
+            "max_tokens": self.max_new_tokens,
+            "logprobs": self.top_logprobs,
+            "stop_token_ids": _eos_ids(self.tokenizer),
+            "skip_special_tokens": True,
+            "seed": self.seed,
+        }
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            try:
+                from vllm import LLM
+            except ImportError as exc:
+                raise RuntimeError(
+                    "the vllm backend needs vLLM: pip install 'care-alliance[vllm]'"
+                ) from exc
+            self._llm = LLM(**self.engine_args())
+        return self._llm
+
+    # ------------------------------------------------------------------ prompts
+    def prompt_builder(self) -> PromptBuilder:
+        return PromptBuilder(
+            self.instrument, self.variant, self.granularity, self.max_length,
+            self.max_new_tokens, self.count_tokens, self.render, self.language,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def sessions_per_group(self) -> int:
+        # vLLM schedules its own batches; hand it many prompts at once
+        return max(1, self.batch_size // len(self.units))
+
+    # ------------------------------------------------------------------ generation
+    def generate_group(self, prompts):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        flat = [TokensPrompt(prompt_token_ids=p.ids) for session in prompts for p in session]
+        outputs = self.llm.generate(flat, SamplingParams(**self.sampling_args()), use_tqdm=False)
+        gens = [self._generation(out.outputs[0]) for out in outputs]
+        grouped, k = [], 0
+        for session in prompts:
+            grouped.append(gens[k:k + len(session)])
+            k += len(session)
+        return grouped
+
+    def _generation(self, completion) -> Generation:
+        tokens = list(completion.token_ids)
+        eos = set(_eos_ids(self.tokenizer))
+        if tokens and tokens[-1] in eos:
+            tokens = tokens[:-1]
+        steps = None
+        if completion.logprobs:
+            steps = [self._label_logprobs(step) for step in completion.logprobs[:len(tokens)]]
+
+        def char_end(j: int) -> int:
+            return len(self._decode(tokens[:j + 1]))
+
+        return Generation(
+            text=self._decode(tokens), n_generated=len(tokens),
+            hit_limit=completion.finish_reason == "length",
+            label_logprobs=steps, char_end=char_end,
+        )
+
+    def _label_logprobs(self, step: dict) -> list[float]:
+        out = []
+        for ids in self.label_ids:
+            values = [step[i].logprob for i in ids if i in step]
+            out.append(_logsumexp(values) if values else -math.inf)
+        return out
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(
+            tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _eos_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    return sorted(ids)

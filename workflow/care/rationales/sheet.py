@@ -1,0 +1,540 @@
+"""The expert sheet: export drafts to one .xlsx a reviewer edits, and import the edited sheet.
+
+Workbook layout (``workflow/schemas/expert_sheet.schema.yaml`` describes a row):
+
+- ``rationales``: one row per (session, item): ids, dimension, item wording, the client's
+  rating and its label, the draft, then the two editable columns ``final_rationale`` and
+  ``editor_id``, and a ``dialogue`` link to the session's transcript. The sheet is protected
+  (no password: it guards against slips, not against the reviewer) with only the editable
+  columns unlocked; filtering and resizing stay allowed. With a list of known editors the
+  ``editor_id`` cells offer it as a drop-down.
+- ``dialogues``: every session's numbered turns, each session headed by a link back to its
+  rows in ``rationales``. Fully locked.
+- ``instructions``: what to do, in a few lines.
+
+Import reads the edited workbook (or a CSV with the same columns), checks it against the
+drafts and writes the rationale table. A ``final_rationale`` left empty accepts the draft
+(``unedited``); ``allow_unedited: false`` turns that into an error. Known editors: when the
+config lists ``editors``, every ``editor_id`` must be one of them; with an empty list any
+non-empty id is accepted. An editor id is required on every row whose final rationale was
+written; a row that accepts the draft may leave it empty. Every problem names the file, the
+sheet, the row and the column, and no output is written while any remains.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from care.errors import CareInputError
+from care.instrument import Instrument
+from care.io import atomic_path
+from care.prompts import labels
+from care.sessions import Session
+
+log = logging.getLogger(__name__)
+
+SHEET = "rationales"
+DIALOGUES = "dialogues"
+INSTRUCTIONS = "instructions"
+# (header, width, wrapped, editable)
+COLUMNS = (
+    ("session_id", 16, False, False),
+    ("item_id", 8, False, False),
+    ("dimension", 11, False, False),
+    ("item", 40, True, False),
+    ("rating", 8, False, False),
+    ("rating_label", 14, False, False),
+    ("draft", 60, True, False),
+    ("final_rationale", 60, True, True),
+    ("editor_id", 14, False, True),
+    ("dialogue", 12, False, False),
+)
+REQUIRED = ("session_id", "item_id", "rating", "final_rationale", "editor_id")
+OUTPUT_COLUMNS = (
+    "session_id",
+    "item_id",
+    "dimension",
+    "rating",
+    "draft",
+    "final",
+    "editor_id",
+    "edited",
+    "unedited",
+    "edit_distance",
+    "n_chars",
+)
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+MAX_LOGGED = 20  # problems listed in the log besides the one raised
+
+INSTRUCTIONS_LINES = (
+    "Expert review of draft rationales",
+    'Each row of the sheet "rationales" is one questionnaire item of one session, with the '
+    "rating the client gave.",
+    'Read the dialogue (the link in the last column opens it on the sheet "dialogues"), then '
+    'write the final rationale in the column "final_rationale":',
+    "  - explain why the client gave this rating, combining the session as a whole with the "
+    "turns that mattered most, cited as (turn N);",
+    "  - keep what is right in the draft and correct what is not; leave the cell empty to "
+    "accept the draft as it is.",
+    'Put your editor id in the column "editor_id" on every row you write.',
+    "Only those two columns can be edited; the others are locked so that ids and ratings stay "
+    "exactly as exported.",
+    'Save the file as .xlsx (or export the sheet "rationales" as CSV) and hand it back for import.',
+)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_sheet(
+    drafts: Sequence[dict[str, Any]],
+    sessions: Sequence[Session],
+    instrument: Instrument,
+    out: str | Path,
+    *,
+    editors: Sequence[str] = (),
+) -> int:
+    """Write the expert workbook for ``drafts``; returns the number of rationale rows."""
+    from openpyxl import Workbook
+
+    by_id = {s.session_id: s for s in sessions}
+    wb = Workbook()
+    items_ws = wb.active
+    items_ws.title = SHEET
+    dialogue_ws = wb.create_sheet(DIALOGUES)
+    about_ws = wb.create_sheet(INSTRUCTIONS)
+
+    first_item_row: dict[str, int] = {}
+    for n, d in enumerate(drafts, start=2):
+        first_item_row.setdefault(d["session_id"], n)
+    unknown = sorted(set(first_item_row) - set(by_id))
+    if unknown:
+        raise CareInputError(
+            "drafts", f"session {unknown[0]!r} is not in the sessions file", field="session_id"
+        )
+    first_turn_row = _write_dialogues(
+        dialogue_ws, [by_id[s] for s in first_item_row], first_item_row
+    )
+    _write_items(items_ws, drafts, by_id, instrument, first_turn_row, editors)
+    for line in INSTRUCTIONS_LINES:
+        about_ws.append([line])
+    about_ws.column_dimensions["A"].width = 120
+    about_ws["A1"].font = _font(bold=True, size=13)
+    about_ws.protection.sheet = True
+    _save_reproducibly(wb, out)
+    return len(drafts)
+
+
+def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None:
+    from openpyxl.styles import Alignment, PatternFill, Protection
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+    from openpyxl.worksheet.hyperlink import Hyperlink
+
+    ws.append([c[0] for c in COLUMNS])
+    editable_fill = PatternFill("solid", fgColor="FFF4CC")
+    for col, (_, width, _, editable) in enumerate(COLUMNS, start=1):
+        letter = get_column_letter(col)
+        ws.column_dimensions[letter].width = width
+        head = ws.cell(row=1, column=col)
+        head.font = _font(bold=True)
+        if editable:
+            head.fill = editable_fill
+    link_col = len(COLUMNS)
+    for row, d in enumerate(drafts, start=2):
+        session = by_id[d["session_id"]]
+        lang = session.language
+        item = d["item_id"]
+        rating = d["rating"]
+        point = round(rating)
+        ws.append(
+            [
+                d["session_id"],
+                item,
+                instrument.dimension(d["dimension"]).label(lang),
+                instrument.items[item].wording(lang),
+                int(rating) if rating == point else rating,
+                instrument.scale_label(point, lang) if point in instrument.scale_points else "",
+                d["draft"],
+                None,
+                None,
+                "dialogue",
+            ]
+        )
+        for col, (_, _, wrap, editable) in enumerate(COLUMNS, start=1):
+            cell = ws.cell(row=row, column=col)
+            cell.alignment = Alignment(wrap_text=wrap, vertical="top")
+            if editable:
+                cell.protection = Protection(locked=False)
+                cell.fill = editable_fill
+        link = ws.cell(row=row, column=link_col)
+        link.hyperlink = Hyperlink(
+            ref=link.coordinate, location=f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
+        )
+        link.style = "Hyperlink"
+        link.protection = Protection(locked=True)
+    last = len(drafts) + 1
+    ws.freeze_panes = "C2"
+    ws.auto_filter.ref = f"A1:{get_column_letter(link_col)}{last}"
+    if editors:
+        col = get_column_letter(_col_index("editor_id"))
+        dv = DataValidation(
+            type="list",
+            formula1='"' + ",".join(editors) + '"',
+            allow_blank=True,
+            showErrorMessage=True,
+            errorTitle="Unknown editor",
+            error="Pick an id from the list.",
+        )
+        dv.add(f"{col}2:{col}{last}")
+        ws.add_data_validation(dv)
+    _protect(ws)
+
+
+def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int]) -> dict:
+    from openpyxl.styles import Alignment
+    from openpyxl.worksheet.hyperlink import Hyperlink
+
+    ws.append(["session_id", "turn", "speaker", "text", "strategy", "reaction"])
+    for col, width in zip("ABCDEF", (16, 6, 12, 100, 14, 10), strict=True):
+        ws.column_dimensions[col].width = width
+        ws[f"{col}1"].font = _font(bold=True)
+    first_turn_row: dict[str, int] = {}
+    for s in sessions:
+        ws.append([s.session_id, None, None, "back to this session's items"])
+        head = ws.max_row
+        first_turn_row[s.session_id] = head
+        ws.cell(row=head, column=1).font = _font(bold=True)
+        back = ws.cell(row=head, column=4)
+        back.hyperlink = Hyperlink(
+            ref=back.coordinate, location=f"'{SHEET}'!A{first_item_row[s.session_id]}"
+        )
+        back.style = "Hyperlink"
+        lab = labels(s.language)
+        for n, t in enumerate(s.turns, start=1):
+            ws.append(
+                [s.session_id, n, lab[t.speaker].rstrip(":："), t.text, t.strategy, t.reaction]
+            )
+            ws.cell(row=ws.max_row, column=4).alignment = Alignment(wrap_text=True, vertical="top")
+    ws.freeze_panes = "A2"
+    _protect(ws)
+    return first_turn_row
+
+
+def _protect(ws) -> None:
+    """Lock the sheet but keep reading aids: filters, column widths, row heights."""
+    p = ws.protection
+    p.sheet = True
+    p.autoFilter = False
+    p.formatColumns = False
+    p.formatRows = False
+
+
+def _font(**kwargs):
+    from openpyxl.styles import Font
+
+    return Font(**kwargs)
+
+
+def _col_index(header: str) -> int:
+    return [c[0] for c in COLUMNS].index(header) + 1
+
+
+def _save_reproducibly(wb, out: str | Path) -> None:
+    """Save with fixed timestamps, so the same drafts give a byte-identical file."""
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    buffer.seek(0)
+    stamp = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
+    with (
+        atomic_path(out) as tmp,
+        zipfile.ZipFile(buffer) as src,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                data = stamp.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
+            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(entry, data)
+
+
+# --------------------------------------------------------------------------- simulated edits
+
+
+def fill_sheet(
+    sheet: str | Path, finals: dict[tuple[str, str], str], editor: str, out: str | Path
+) -> int:
+    """Write ``finals`` into the sheet's editable columns as a reviewer would; returns rows filled.
+
+    The demo's stand-in for the expert: the corpus's reference rationales become the edits.
+    """
+    from openpyxl import load_workbook
+
+    wb = load_workbook(sheet)
+    ws = wb[SHEET]
+    cols = {c.value: c.column for c in ws[1]}
+    filled = 0
+    for row in range(2, ws.max_row + 1):
+        key = (
+            _text(ws.cell(row, cols["session_id"]).value),
+            _text(ws.cell(row, cols["item_id"]).value),
+        )
+        if key in finals:
+            ws.cell(row, cols["final_rationale"]).value = finals[key]
+            ws.cell(row, cols["editor_id"]).value = editor
+            filled += 1
+    _save_reproducibly(wb, out)
+    return filled
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    values: dict[str, Any]
+    row: int  # as the reviewer sees it: 1-based, the header is row 1
+
+
+@dataclass(frozen=True)
+class Sheet:
+    path: Path
+    name: str | None  # worksheet name; None for CSV
+    columns: dict[str, str]  # header -> column letter (CSV: the header itself)
+    rows: list[SheetRow]
+
+    def error(self, message: str, row: int | None = None, column: str | None = None):
+        field = None
+        if column is not None:
+            letter = self.columns.get(column)
+            field = f"{column} (column {letter})" if letter and letter != column else column
+        where = f"sheet '{self.name}'" if self.name else None
+        return CareInputError(self.path, message, line=row, field=field, where=where)
+
+
+def read_sheet(path: str | Path) -> Sheet:
+    """The ``rationales`` rows of an edited workbook, or of a CSV export of it."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    from openpyxl import load_workbook
+    from openpyxl.utils import get_column_letter
+
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise CareInputError(path, f"cannot read the workbook: {exc}") from None
+    if SHEET not in wb.sheetnames:
+        raise CareInputError(path, f"no sheet named '{SHEET}' (sheets: {wb.sheetnames})")
+    rows = wb[SHEET].iter_rows(values_only=True)
+    header = [_text(h) for h in next(rows, ())]
+    columns = {h: get_column_letter(n) for n, h in enumerate(header, start=1) if h}
+    data = [
+        SheetRow(dict(zip(header, values, strict=False)), n)
+        for n, values in enumerate(rows, start=2)
+        if any(v not in (None, "") for v in values)
+    ]
+    wb.close()
+    return _checked(Sheet(path, SHEET, columns, data))
+
+
+def _read_csv(path: Path) -> Sheet:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            data = [
+                SheetRow(dict(r), n)
+                for n, r in enumerate(reader, start=2)
+                if any((v or "").strip() for v in r.values())
+            ]
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CareInputError(path, f"cannot read the CSV: {exc}") from None
+    return _checked(Sheet(path, None, {h: h for h in header}, data))
+
+
+def _checked(sheet: Sheet) -> Sheet:
+    missing = [c for c in REQUIRED if c not in sheet.columns]
+    if missing:
+        raise sheet.error(
+            f"missing column(s) {missing} in the header row", row=1, column=missing[0]
+        )
+    return sheet
+
+
+def import_edits(
+    sheet: Sheet,
+    drafts: Sequence[dict[str, Any]],
+    instrument: Instrument,
+    *,
+    editors: Sequence[str] = (),
+    allow_unedited: bool = True,
+) -> pd.DataFrame:
+    """Validate the edited sheet against the drafts and build the rationale table.
+
+    Every problem is collected; the first is raised (the others are logged), so nothing is
+    written from a sheet with any problem.
+    """
+    expected = {(d["session_id"], d["item_id"]): d for d in drafts}
+    known_sessions = {d["session_id"] for d in drafts}
+    problems: list[CareInputError] = []
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for r in sheet.rows:
+        rec = _import_row(
+            sheet, r, expected, known_sessions, seen, editors, allow_unedited, instrument, problems
+        )
+        if rec is not None:
+            out.append(rec)
+    missing = [k for k in expected if k not in seen]
+    if missing:
+        s, i = missing[0]
+        problems.append(
+            sheet.error(
+                f"{len(missing)} (session, item) pair(s) of the drafts are missing from the sheet, "
+                f"first: session {s!r} item {i!r}",
+                column="session_id",
+            )
+        )
+    if problems:
+        for p in problems[1:MAX_LOGGED]:
+            log.error("%s", p)
+        if len(problems) > MAX_LOGGED:
+            log.error("... and %d more", len(problems) - MAX_LOGGED)
+        first = problems[0]
+        if len(problems) > 1:
+            first.message += f" (and {len(problems) - 1} more problem(s), see the log)"
+        raise first
+    return rationale_table(out, instrument)
+
+
+def _import_row(
+    sheet, r, expected, known_sessions, seen, editors, allow_unedited, instrument, problems
+) -> dict[str, Any] | None:
+    v = r.values
+    session_id, item_id = _text(v.get("session_id")), _text(v.get("item_id"))
+
+    def bad(message: str, column: str) -> None:
+        problems.append(sheet.error(message, row=r.row, column=column))
+
+    if session_id not in known_sessions:
+        bad(
+            f"unknown session id {session_id!r}" if session_id else "empty session id", "session_id"
+        )
+        return None
+    if (session_id, item_id) not in expected:
+        bad(
+            f"unknown item id {item_id!r} for session {session_id!r}"
+            if item_id
+            else "empty item id",
+            "item_id",
+        )
+        return None
+    key = (session_id, item_id)
+    if key in seen:
+        bad(
+            f"session {session_id!r} item {item_id!r} appears twice (first on row {seen[key]})",
+            "item_id",
+        )
+        return None
+    seen[key] = r.row
+    draft = expected[key]
+    rating = _number(v.get("rating"))
+    if rating is None or rating != draft["rating"]:
+        bad(
+            f"rating changed: exported {draft['rating']:g}, found {v.get('rating')!r} "
+            "(ratings are the client's and must stay untouched)",
+            "rating",
+        )
+    final = _text(v.get("final_rationale"))
+    editor = _text(v.get("editor_id"))
+    unedited = not final
+    if unedited:
+        if not allow_unedited:
+            bad(
+                "empty final rationale (allow_unedited is false: every draft must be reviewed)",
+                "final_rationale",
+            )
+        elif not draft["draft"].strip():
+            bad("empty final rationale and the draft is empty too", "final_rationale")
+        final = draft["draft"].strip()
+    elif not editor:
+        bad("a written final rationale needs an editor id", "editor_id")
+    if editor and editors and editor not in editors:
+        bad(f"unknown editor id {editor!r} (known: {list(editors)})", "editor_id")
+    return {
+        **{k: draft[k] for k in ("session_id", "item_id", "dimension", "rating", "draft")},
+        "final": final,
+        "editor_id": editor or None,
+        "unedited": unedited,
+    }
+
+
+def rationale_table(records: list[dict[str, Any]], instrument: Instrument) -> pd.DataFrame:
+    """The contract's ``rationales.parquet`` frame: fixed columns and dtypes, sorted rows."""
+    from rapidfuzz.distance import Levenshtein
+
+    frame = pd.DataFrame(records)
+    frame["edited"] = [
+        _norm(f) != _norm(d) for f, d in zip(frame["final"], frame["draft"], strict=True)
+    ]
+    frame["edit_distance"] = [
+        Levenshtein.normalized_distance(_norm(d), _norm(f))
+        for d, f in zip(frame["draft"], frame["final"], strict=True)
+    ]
+    frame["n_chars"] = frame["final"].str.len()
+    order = {i: n for n, i in enumerate(instrument.item_ids)}
+    frame = (
+        frame.assign(_order=frame["item_id"].map(order))
+        .sort_values(["session_id", "_order"], kind="stable")
+        .drop(columns="_order")
+    )
+    frame = frame[list(OUTPUT_COLUMNS)].reset_index(drop=True)
+    return frame.astype(
+        {
+            "session_id": "string",
+            "item_id": "string",
+            "dimension": "string",
+            "rating": "float64",
+            "draft": "string",
+            "final": "string",
+            "editor_id": "string",
+            "edited": "bool",
+            "unedited": "bool",
+            "edit_distance": "float64",
+            "n_chars": "int64",
+        }
+    )
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text or "").strip()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # an id Excel turned into a number
+    return str(value).strip()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(str(value).strip()) if value not in (None, "") else None
+    except ValueError:
+        return None

@@ -1,0 +1,250 @@
+"""Supervised fine-tuning examples: one per (session, unit), rendered with the chat template.
+
+A unit is one item, one dimension's items or the whole session (``granularity``; see
+:func:`care.prompts.units`). The prompt is :func:`care.prompts.build_messages` (system
+message, then the dialogue, then the item(s) and the instruction) and the target is
+:func:`care.prompts.format_target`: the rationale then the score (``rationale``) or the
+score alone (``score_only``), the same format inference parses.
+
+Rendering: the prompt is the chat template with the generation prompt (exactly what
+inference feeds the model); the answer is what the template adds for the assistant's turn.
+Both are tokenized separately and concatenated, so training sees the very prompt tokens
+inference will. Labels are -100 everywhere except the answer up to and including its
+end-of-turn token (``<|eot_id|>`` / ``<|im_end|>``); what a template writes after it (Qwen2's
+newline) carries no label.
+
+Truncation policy: the dialogue is cut once per session (every unit of a session shares it,
+as at inference) to the budget ``max_length`` leaves after the longest unit's prompt
+overhead and answer, dropping whole turns from the middle (keeping the opening and the
+closing; :func:`care.prompts.fit_dialogue`). Cut sessions and dropped turns are counted; an
+example that still does not fit is left out and counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from care import prompts
+from care.errors import CareInputError
+from care.instrument import Instrument
+from care.sessions import Session
+
+IGNORE = -100
+SELECTIONS = ("inner_split", "heldout_fold")
+
+
+@dataclass(frozen=True)
+class Example:
+    session_id: str
+    items: tuple[str, ...]
+    input_ids: list[int]
+    labels: list[int]
+    prompt_tokens: int
+
+    def to_record(self) -> dict:
+        return {"session_id": self.session_id, "items": list(self.items),
+                "input_ids": self.input_ids, "labels": self.labels}
+
+
+@dataclass
+class SFTStats:
+    """Counts of a built example set (reported in ``selection.json``)."""
+
+    sessions: int = 0
+    examples: int = 0
+    truncated_sessions: int = 0
+    dropped_turns: int = 0
+    dropped_examples: int = 0
+    tokens: int = 0
+    answer_tokens: int = 0
+    max_tokens: int = 0
+    lengths: list[int] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        mean = self.tokens / self.examples if self.examples else 0.0
+        return {
+            "sessions": self.sessions, "examples": self.examples,
+            "truncated_sessions": self.truncated_sessions, "dropped_turns": self.dropped_turns,
+            "dropped_examples": self.dropped_examples, "tokens": self.tokens,
+            "answer_tokens": self.answer_tokens, "mean_tokens": round(mean, 2),
+            "max_tokens": self.max_tokens,
+        }
+
+
+class ExampleBuilder:
+    """Renders a session's training examples for one tokenizer, variant and granularity."""
+
+    def __init__(self, tokenizer, instrument: Instrument, *, variant: str, granularity: str,
+                 max_length: int, end_of_turn: Sequence[int]) -> None:
+        if variant not in prompts.VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; expected one of {prompts.VARIANTS}")
+        self.tokenizer = tokenizer
+        self.instrument = instrument
+        self.variant = variant
+        self.units = prompts.units(instrument, granularity)
+        self.max_length = max_length
+        self.end_of_turn = set(end_of_turn)
+        if not self.end_of_turn:
+            raise ValueError("the tokenizer and model define no end-of-turn token")
+        self._overhead: dict[str, int] = {}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: list[dict], answer: str) -> tuple[list[int], list[int]]:
+        """(prompt ids, answer ids) of a conversation, as the chat template renders it."""
+        prompt = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True)
+        full = self.tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": answer}], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template renders the assistant's turn so that the "
+                             "conversation does not extend the generation prompt")
+        return self.encode(prompt), self.encode(full[len(prompt):])
+
+    def overhead(self, language: str) -> int:
+        """Prompt tokens besides the dialogue for the longest unit (as at inference)."""
+        if language not in self._overhead:
+            self._overhead[language] = max(
+                len(self.render(prompts.build_messages(
+                    self.instrument, unit, self.variant, language, ""), "")[0])
+                for unit in self.units)
+        return self._overhead[language]
+
+    def targets(self, session: Session, rationales: dict | None) -> list[str]:
+        scores = session.client_ratings or {}
+        out = []
+        for unit in self.units:
+            if self.variant == "rationale":
+                missing = [i for i in unit if (session.session_id, i) not in (rationales or {})]
+                if missing:
+                    raise CareInputError(
+                        "rationales", f"no rationale for session {session.session_id!r} "
+                        f"item {missing[0]!r}", field="final")
+            out.append(prompts.format_target(
+                unit, scores,
+                {i: rationales[(session.session_id, i)] for i in unit} if rationales else None,
+                self.variant, session.language))
+        return out
+
+    def session_examples(self, session: Session, rationales: dict | None,
+                         stats: SFTStats) -> list[Example]:
+        targets = self.targets(session, rationales)
+        # the answer's rendered length: its text plus the template's end-of-turn tokens
+        answer_max = max(self.count_tokens(t) for t in targets) + 4
+        budget = self.max_length - self.overhead(session.language) - answer_max
+        dialogue, dropped = prompts.session_dialogue(session, max(budget, 1), self.count_tokens)
+        stats.sessions += 1
+        stats.truncated_sessions += dropped > 0
+        stats.dropped_turns += dropped
+        out = []
+        for unit, target in zip(self.units, targets, strict=True):
+            messages = prompts.build_messages(
+                self.instrument, unit, self.variant, session.language, dialogue)
+            prompt_ids, answer_ids = self.render(messages, target)
+            labels = self.answer_labels(answer_ids)
+            ids = prompt_ids + answer_ids
+            if len(ids) > self.max_length:
+                stats.dropped_examples += 1
+                continue
+            out.append(Example(session.session_id, unit, ids,
+                               [IGNORE] * len(prompt_ids) + labels, len(prompt_ids)))
+            stats.examples += 1
+            stats.tokens += len(ids)
+            stats.answer_tokens += sum(1 for v in labels if v != IGNORE)
+            stats.max_tokens = max(stats.max_tokens, len(ids))
+        return out
+
+    def answer_labels(self, answer_ids: list[int]) -> list[int]:
+        """The answer's labels: its tokens through the first end-of-turn token, then -100."""
+        end = next((k for k, t in enumerate(answer_ids) if t in self.end_of_turn), None)
+        if end is None:
+            raise ValueError("the chat template does not end the assistant's turn with an "
+                             f"end-of-turn token (ids {sorted(self.end_of_turn)})")
+        return answer_ids[:end + 1] + [IGNORE] * (len(answer_ids) - end - 1)
+
+
+def build_examples(builder: ExampleBuilder, sessions: Iterable[Session],
+                   rationales: dict | None) -> tuple[list[Example], SFTStats]:
+    stats = SFTStats()
+    examples = []
+    for session in sessions:
+        examples.extend(builder.session_examples(session, rationales, stats))
+    return examples, stats
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_rationales(path: str | Path) -> dict[tuple[str, str], str]:
+    """(session_id, item_id) -> rationale, from ``rationales.parquet`` (column ``final``) or
+    a JSON-lines file of ``{session_id, item_id, rationale}`` records."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        column = "final"
+    else:
+        frame = pd.read_json(path, lines=True, dtype={"session_id": str, "item_id": str})
+        column = "rationale"
+    for name in ("session_id", "item_id", column):
+        if name not in frame.columns:
+            raise CareInputError(path, "required column is missing", field=name)
+    out = {}
+    for row, (sid, item, text) in enumerate(
+            zip(frame["session_id"], frame["item_id"], frame[column], strict=True), start=1):
+        if not isinstance(text, str) or not text.strip():
+            raise CareInputError(path, "empty rationale", line=row, field=column)
+        out[(str(sid), str(item))] = text
+    return out
+
+
+def load_folds(path: str | Path) -> dict[str, int]:
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep="\t", dtype={"session_id": str, "client_id": str})
+    for name in ("session_id", "fold"):
+        if name not in frame.columns:
+            raise CareInputError(path, "required column is missing", field=name)
+    return dict(zip(frame["session_id"], frame["fold"].astype(int), strict=True))
+
+
+def split_sessions(sessions: Sequence[Session], folds: dict[str, int], fold: int, *,
+                   selection: str, inner_val_fraction: float, seed: int,
+                   folds_path: str | Path = "folds.tsv") -> tuple[list, list]:
+    """(training sessions, validation sessions) of one fold.
+
+    ``inner_split``: validation is a client-grouped share of the training folds (the test
+    fold stays unseen); ``heldout_fold``: validation is the test fold itself (the paper's
+    public configs; selection then peeks at the test fold).
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; expected one of {SELECTIONS}")
+    missing = [s.session_id for s in sessions if s.session_id not in folds]
+    if missing:
+        raise CareInputError(folds_path, f"session {missing[0]!r} has no fold",
+                             field="session_id")
+    if fold not in set(folds.values()):
+        raise CareInputError(folds_path, f"fold {fold} does not exist", field="fold")
+    train = [s for s in sessions if folds[s.session_id] != fold]
+    test = [s for s in sessions if folds[s.session_id] == fold]
+    if selection == "heldout_fold":
+        return train, test
+    n_clients = len({s.client_id for s in train})
+    share = max(1, math.ceil(inner_val_fraction * n_clients))
+    if n_clients < 2:
+        raise CareInputError(folds_path, "an inner validation split needs at least two "
+                             "training clients", field="client_id")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=min(share, n_clients - 1),
+                                 random_state=seed)
+    fit_idx, val_idx = next(splitter.split(train, groups=[s.client_id for s in train]))
+    return [train[i] for i in sorted(fit_idx)], [train[i] for i in sorted(val_idx)]

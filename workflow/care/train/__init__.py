@@ -1,0 +1,7 @@
+"""Fine-tuning: DeepSpeed ZeRO full-parameter SFT per (backbone, variant, fold).
+
+:mod:`care.train.run` drives one fine-tune (examples, launch, selection, export),
+:mod:`care.train.launch` starts the ranks, :mod:`care.train.trainer` is the per-rank HF
+``Trainer``, :mod:`care.train.select` scores each epoch's checkpoint, and
+:mod:`care.train.bench` is ``care bench train``.
+"""

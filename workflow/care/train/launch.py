@@ -1,0 +1,84 @@
+"""Launching the training ranks: torchrun or the DeepSpeed launcher, or in-process for one.
+
+The number of ranks is the rule's GPU resource (one rank per GPU) or, without GPUs,
+``training.cpu_ranks`` CPU ranks on DeepSpeed's CPU accelerator (``DS_ACCELERATOR=cpu``,
+the gloo backend, ``TrainingArguments(use_cpu=True)``). The rule's threads are shared out
+among the ranks. A single rank needs no launcher: it runs in this process with the
+environment torchrun would give it, which saves a second interpreter start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("care.train")
+
+LAUNCHERS = ("torchrun", "deepspeed")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and how the ranks run."""
+
+    ranks: int
+    device: str  # "cuda" or "cpu"
+    threads_per_rank: int
+    launcher: str
+
+    @classmethod
+    def make(cls, gpus: int, cpu_ranks: int, threads: int, launcher: str) -> Plan:
+        if launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {launcher!r}; expected one of {LAUNCHERS}")
+        ranks = gpus if gpus > 0 else max(1, cpu_ranks)
+        return cls(ranks, "cuda" if gpus > 0 else "cpu", max(1, threads // ranks), launcher)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = str(self.threads_per_rank)
+        if self.device == "cpu":
+            env["DS_ACCELERATOR"] = "cpu"
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return env
+
+    def command(self, job_path: str | Path) -> list[str]:
+        module = ["care.train.trainer", "--job", str(job_path)]
+        if self.launcher == "deepspeed":
+            count = "--num_gpus" if self.device == "cuda" else "--num_accelerators"
+            return ["deepspeed", count, str(self.ranks), "--master_port", str(free_port()),
+                    "--module", *module]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nnodes", "1", "--nproc_per_node", str(self.ranks), "-m", *module]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(plan: Plan, job: dict, job_path: str | Path) -> None:
+    """Run the ranks to completion; a failed rank raises ``CalledProcessError``."""
+    if plan.ranks == 1:
+        run_in_process(plan, job)
+        return
+    command = plan.command(job_path)
+    log.info("launching %d %s ranks: %s", plan.ranks, plan.device, " ".join(command))
+    subprocess.run(command, env=plan.env(), check=True)
+
+
+def run_in_process(plan: Plan, job: dict) -> None:
+    """One rank in this process, with the environment a launcher would set."""
+    os.environ.update({k: v for k, v in plan.env().items() if k in (
+        "OMP_NUM_THREADS", "DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES")})
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    from care.train.trainer import run_worker
+
+    run_worker(job)

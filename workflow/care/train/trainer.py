@@ -1,0 +1,211 @@
+"""The training worker: HF ``Trainer`` + DeepSpeed ZeRO on the prepared SFT examples.
+
+Run once per rank (``python -m care.train.trainer --job JOB.json`` under torchrun or the
+DeepSpeed launcher; a one-rank run is called in-process by :mod:`care.train.launch`). The job
+file (written by :mod:`care.train.run`) names the backbone, the tokenized examples and the
+``training`` config section. A checkpoint is saved at every epoch end (ZeRO-3 weights
+gathered into an HF-format ``model.safetensors``, the tokenizer beside them), so each one can
+be scored and a killed run resumes from its last complete checkpoint: model, optimizer,
+scheduler, data order and RNG states are restored and the run ends where an uninterrupted
+one ends.
+
+Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
+``answer_logits_only`` the collator asks the model for logits only from the batch's first
+answer position on (``logits_to_keep``): the same loss without projecting every prompt
+token onto the vocabulary (most of the compute of a small model, most of the memory of a
+128k-vocabulary one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("care.train")
+
+IGNORE = -100
+LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second")
+
+
+class Collator:
+    """Right-pads a batch of examples; optionally trims the logits to the answer span."""
+
+    def __init__(self, pad_id: int, answer_logits_only: bool = True) -> None:
+        self.pad_id = pad_id
+        self.answer_logits_only = answer_logits_only
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for n, r in enumerate(rows):
+            k = len(r["input_ids"])
+            ids[n, :k] = torch.tensor(r["input_ids"])
+            mask[n, :k] = 1
+            labels[n, :k] = torch.tensor(r["labels"])
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.answer_logits_only:
+            labelled = (labels != IGNORE).any(dim=0).nonzero()
+            if len(labelled):
+                # logits at position t predict token t+1: keep from the first answer token - 1
+                keep = width - int(labelled[0]) + 1
+                batch["labels"] = labels[:, width - keep:]
+                batch["logits_to_keep"] = keep
+        return batch
+
+
+def resolve_bf16(setting: Any, use_cpu: bool) -> bool:
+    """``bf16: auto`` means bf16 where the device computes it natively (a recent GPU)."""
+    if setting != "auto":
+        return bool(setting)
+    if use_cpu:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def training_arguments(job: dict[str, Any]):
+    """``TrainingArguments`` from the job: every Table 7 hyperparameter comes from config."""
+    from transformers import TrainingArguments
+
+    hp = job["hp"]
+    use_cpu = job["device"] == "cpu"
+    deepspeed = None
+    if hp.get("deepspeed"):
+        deepspeed = json.loads(Path(hp["deepspeed"]).read_text(encoding="utf-8"))
+    return TrainingArguments(
+        output_dir=job["checkpoint_dir"],
+        learning_rate=hp["learning_rate"],
+        lr_scheduler_type=hp.get("lr_scheduler_type", "cosine"),
+        warmup_steps=float(hp.get("warmup_ratio", 0.0)),  # a float < 1 is a ratio
+        per_device_train_batch_size=hp["per_device_train_batch_size"],
+        gradient_accumulation_steps=hp.get("gradient_accumulation_steps", 1),
+        num_train_epochs=hp["num_train_epochs"],
+        optim=hp.get("optim", "adamw_torch"),
+        weight_decay=hp.get("weight_decay", 0.0),
+        max_grad_norm=hp.get("max_grad_norm", 1.0),
+        seed=hp.get("seed", 123),
+        data_seed=hp.get("seed", 123),
+        bf16=resolve_bf16(hp.get("bf16", "auto"), use_cpu),
+        gradient_checkpointing=hp.get("gradient_checkpointing", False),
+        deepspeed=deepspeed,
+        use_cpu=use_cpu,
+        save_strategy="epoch",
+        save_only_model=False,
+        logging_strategy="steps",
+        logging_steps=hp.get("logging_steps", 10),
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
+    from transformers import Trainer
+
+    class SFTTrainer(Trainer):
+        """Adds tokens/s (non-padding tokens per second since the last log) to each log."""
+
+        _last = None
+
+        def log(self, logs, start_time=None):
+            now = time.perf_counter()
+            seen = self.state.num_input_tokens_seen
+            if self._last is not None and "loss" in logs:
+                tokens, then = seen - self._last[0], self._last[1]
+                logs["tokens_per_second"] = round(tokens / max(now - then, 1e-9), 1)
+            self._last = (seen, now)
+            super().log(logs, start_time)
+
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    return SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        data_collator=Collator(pad_id, job["hp"].get("answer_logits_only", True)),
+    )
+
+
+def read_examples(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` with its trainer state written (a save finished)."""
+    done = [p for p in Path(checkpoint_dir).glob("checkpoint-*")
+            if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) one fine-tune on this rank; returns the final trainer state."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from care.backbone import check_causal_lm_dir, load_tokenizer
+
+    torch.set_num_threads(max(1, int(job.get("threads", 1))))
+    args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
+    check_causal_lm_dir(job["backbone"])
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(job["backbone"], dtype=dtype,
+                                                 local_files_only=True)
+    model.config.use_cache = False
+    tokenizer = load_tokenizer(job["backbone"])
+    trainer = make_trainer(job, args, model, tokenizer, read_examples(job["data"]))
+    resume = last_complete_checkpoint(job["checkpoint_dir"])
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    if trainer.is_world_process_zero():
+        write_train_log(Path(job["checkpoint_dir"]) / "train_log.csv", state.log_history)
+    del trainer, model
+    unset_hf_deepspeed_config()
+    return {"global_step": state.global_step, "epoch": state.epoch}
+
+
+def write_train_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """One row per logged training step (the loss entries of the Trainer's log history)."""
+    from care.io import atomic_open
+
+    with atomic_open(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        for entry in history:
+            if "loss" in entry:
+                writer.writerow({k: entry.get(k, "") for k in LOG_FIELDS})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one rank of a care fine-tune")
+    parser.add_argument("--job", required=True, help="job file written by care train")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s rank{os.environ.get('RANK', '0')} %(levelname)s "
+                               "%(name)s: %(message)s")
+    run_worker(json.loads(Path(args.job).read_text(encoding="utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

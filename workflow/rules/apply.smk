@@ -1,0 +1,149 @@
+# Application (the paper's section 7): score the unlabeled corpus with one fine-tuned model,
+# then counselor profiles (Figure 2), the interaction-pattern regression (Table 8),
+# per-counselor digests and per-session HTML reports.
+
+# Defined only when there is an unlabeled corpus (data.unlabeled) to apply the model to.
+if UNLABELED:
+
+    APP = config["application"]
+    APP_MODEL = APP["model"]
+    APP_MODEL_DIR = "results/models/{backbone}/{variant}/fold{fold}".format(**APP_MODEL)
+    # Decoding as in the inference section, with the application's overrides on top; the
+    # job keys (threads, gpus, mem_mb, runtime) shape the job, not the predictions.
+    APP_INFER = {**config.get("inference", {}), **APP.get("inference", {})}
+    APP_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
+    APP_SETTINGS = {k: v for k, v in APP_INFER.items() if k not in APP_JOB_KEYS}
+
+    rule predict_corpus:
+        input:
+            corpus=UNLABELED,
+            model=APP_MODEL_DIR,
+            instrument=INSTRUMENT,
+        output:
+            "results/application/predictions.parquet",
+        params:
+            name=APP_MODEL["backbone"],
+            variant=APP_MODEL["variant"],
+            fold=APP_MODEL["fold"],
+            granularity=config["granularity"],
+            max_length=config["max_length"],
+            backend=APP_INFER.get("backend", "hf"),
+            settings=as_json(APP_SETTINGS),
+            gpus=APP_INFER.get("gpus", 0),
+            # per-unit answers, outside the declared outputs: a failed job resumes
+            cache="results/cache/application/answers.sqlite",
+        log:
+            "logs/application/predict_corpus.log",
+        benchmark:
+            "benchmarks/application/predict_corpus.tsv"
+        threads: APP_INFER.get("threads", 1)
+        resources:
+            gpu=APP_INFER.get("gpus", 0),
+            cpus_per_task=APP_INFER.get("threads", 1),
+            mem_mb=APP_INFER.get("mem_mb", 4000),
+            runtime=APP_INFER.get("runtime", 60),
+        conda:
+            CARE_ENV
+        shell:
+            "care predict --backend {params.backend} --corpus {input.corpus} "
+            "--instrument {input.instrument} --model-path {input.model} "
+            "--name {params.name} --variant {params.variant} --gpus {params.gpus} "
+            "--fold {params.fold} --granularity {params.granularity} "
+            "--max-length {params.max_length} --settings {params.settings} "
+            "--threads {threads} --cache {params.cache} --out {output} 2> {log}"
+
+    rule figure2:
+        input:
+            predictions="results/application/predictions.parquet",
+            instrument=INSTRUMENT,
+        output:
+            png="results/figure2.png",
+            pdf="results/figure2.pdf",
+            table="results/application/profiles.csv",
+        params:
+            spec=as_json(
+                {k: APP[k] for k in ("min_sessions", "confidence", "anonymize_counselors")}
+            ),
+        log:
+            "logs/application/figure2.log",
+        conda:
+            CARE_ENV
+        shell:
+            "care figure2 --predictions {input.predictions} --instrument {input.instrument} "
+            "--spec {params.spec} --out {output.png} "
+            "--table {output.table} 2> {log}"
+
+
+    rule table8:
+        input:
+            predictions="results/application/predictions.parquet",
+            corpus=UNLABELED,
+            instrument=INSTRUMENT,
+        output:
+            csv="results/table8.csv",
+            md="results/table8.md",
+            tex="results/table8.tex",
+            rates="results/application/pattern_rates.csv",
+        params:
+            patterns=as_json(APP["patterns"]),
+            cov_type=APP["regression"]["cov_type"],
+        log:
+            "logs/application/table8.log",
+        conda:
+            CARE_ENV
+        shell:
+            "care table8 --predictions {input.predictions} --corpus {input.corpus} "
+            "--instrument {input.instrument} --patterns {params.patterns} "
+            "--cov-type {params.cov_type} --rates {output.rates} --out {output.csv} 2> {log}"
+
+
+    rule counselor_digests:
+        input:
+            predictions="results/application/predictions.parquet",
+            corpus=UNLABELED,
+            instrument=INSTRUMENT,
+        output:
+            directory("results/application/digests"),
+        params:
+            spec=as_json(
+                {
+                    **APP["digest"],
+                    "threshold": APP["low_alliance_threshold"],
+                    "min_sessions": APP["min_sessions"],
+                }
+            ),
+        log:
+            "logs/application/digests.log",
+        conda:
+            CARE_ENV
+        shell:
+            "care digest --predictions {input.predictions} --corpus {input.corpus} "
+            "--instrument {input.instrument} --spec {params.spec} --out-dir {output} 2> {log}"
+
+
+    rule session_reports:
+        input:
+            predictions="results/application/predictions.parquet",
+            corpus=UNLABELED,
+            instrument=INSTRUMENT,
+        output:
+            directory("results/application/sessions"),
+        params:
+            select=as_json(APP["report_sessions"]),
+        log:
+            "logs/application/session_reports.log",
+        conda:
+            CARE_ENV
+        shell:
+            "care report-session --predictions {input.predictions} --corpus {input.corpus} "
+            "--instrument {input.instrument} --select {params.select} --out-dir {output} 2> {log}"
+
+
+    ALL_TARGETS.extend(
+        [
+            "results/figure2.png",
+            "results/table8.csv",
+            "results/application/digests",
+            "results/application/sessions",
+        ]
+    )

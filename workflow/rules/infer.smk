@@ -1,0 +1,159 @@
+# Inference and baselines (the paper's sections 5.3-5.4): every fine-tuned model scores its
+# held-out fold; zero-shot models and the human counselors are scored on the same folds.
+# Predictions: results/predictions/{model}/{variant}/fold{k}.parquet (+ .coverage.json).
+# Per-unit answers are cached under results/cache/predictions/ (outside the declared
+# outputs), so an interrupted or failed job resumes where it stopped.
+
+import re
+
+INFER = config.get("inference", {})
+BASELINES = config.get("baselines", {})
+ZERO_SHOT = {b["name"]: b for b in BASELINES.get("zero_shot", [])}
+BACKBONE_NAMES = list(config.get("backbones", {}))
+# Job settings, not scorer settings (they shape the job, not its output).
+INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
+INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
+ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype")
+ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote", "concurrency",
+                      "max_retries", "timeout_s")
+PREDICTION_EXTS = {"parquet": ".parquet", "coverage": ".coverage.json"}
+INFER_INPUTS = {"sessions": SESSIONS, "folds": "results/folds.tsv", "instrument": INSTRUMENT}
+# Wildcard constraints that match exactly the configured names ("(?!)": nothing).
+BACKBONE_PATTERN = "|".join(map(re.escape, BACKBONE_NAMES)) or "(?!)"
+ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
+# Per zero-shot model: its inputs (a local model directory, none for an API), scorer
+# settings (the inference section with its overrides) and how the model is named.
+ZERO_SHOT_INPUTS = {
+    name: {**INFER_INPUTS, **({"model": b["path"]} if b["backend"] != "openai" else {})}
+    for name, b in ZERO_SHOT.items()
+}
+ZERO_SHOT_SETTINGS = {
+    name: as_json({**INFER_SETTINGS, **{k: b[k] for k in ZERO_SHOT_SCORER_KEYS if k in b}})
+    for name, b in ZERO_SHOT.items()
+}
+ZERO_SHOT_MODEL_ARG = {
+    name: (
+        f"--api {as_json({k: b[k] for k in ZERO_SHOT_API_KEYS if k in b})}"
+        if b["backend"] == "openai"
+        else f"--model-path {b['path']}"
+    )
+    for name, b in ZERO_SHOT.items()
+}
+
+
+rule infer_finetuned:
+    input:
+        model="results/models/{backbone}/{variant}/fold{fold}",
+        sessions=SESSIONS,
+        folds="results/folds.tsv",
+        instrument=INSTRUMENT,
+    output:
+        multiext("results/predictions/{backbone}/{variant}/fold{fold}", **PREDICTION_EXTS),
+    wildcard_constraints:
+        backbone=BACKBONE_PATTERN,
+        variant="rationale|score_only",
+        fold=r"\d+",
+    params:
+        name=lambda wc: wc.backbone,
+        variant=lambda wc: wc.variant,
+        fold=lambda wc: wc.fold,
+        backend=INFER.get("backend", "hf"),
+        settings=as_json(INFER_SETTINGS),
+        granularity=config["granularity"],
+        max_length=config["max_length"],
+        gpus=INFER.get("gpus", 0),
+        answers=lambda wc: f"results/cache/predictions/{wc.backbone}/{wc.variant}/fold{wc.fold}.sqlite",
+    threads: INFER.get("threads", 1)
+    resources:
+        gpu=INFER.get("gpus", 0),
+        cpus_per_task=INFER.get("threads", 1),
+        mem_mb=INFER.get("mem_mb", 4000),
+        runtime=INFER.get("runtime", 60),
+    cache: "omit-software"
+    log:
+        "logs/infer/{backbone}/{variant}/fold{fold}.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care infer model --backend {params.backend} --model-path {input.model} "
+        "--name {params.name} --variant {params.variant} --fold {params.fold} "
+        "--granularity {params.granularity} --max-length {params.max_length} "
+        "--settings {params.settings} --gpus {params.gpus} --threads {threads} "
+        "--sessions {input.sessions} --instrument {input.instrument} --folds {input.folds} "
+        "--cache {params.answers} --out {output.parquet} 2> {log}"
+
+
+rule infer_zero_shot:
+    input:
+        unpack(lambda wc: ZERO_SHOT_INPUTS[wc.baseline]),
+    output:
+        multiext("results/predictions/{baseline}/zero_shot/fold{fold}", **PREDICTION_EXTS),
+    wildcard_constraints:
+        baseline=ZERO_SHOT_PATTERN,
+        fold=r"\d+",
+    params:
+        name=lambda wc: wc.baseline,
+        fold=lambda wc: wc.fold,
+        backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
+        model=lambda wc: ZERO_SHOT_MODEL_ARG[wc.baseline],
+        prompt_variant=BASELINES.get("prompt_variant", "rationale"),
+        settings=lambda wc: ZERO_SHOT_SETTINGS[wc.baseline],
+        granularity=config["granularity"],
+        max_length=config["max_length"],
+        gpus=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        answers=lambda wc: f"results/cache/predictions/{wc.baseline}/zero_shot/fold{wc.fold}.sqlite",
+    threads: INFER.get("threads", 1)
+    resources:
+        gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        cpus_per_task=INFER.get("threads", 1),
+        mem_mb=INFER.get("mem_mb", 4000),
+        runtime=INFER.get("runtime", 60),
+    cache: "omit-software"
+    log:
+        "logs/infer/{baseline}/zero_shot/fold{fold}.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care infer model --backend {params.backend} {params.model} "
+        "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
+        "--fold {params.fold} --granularity {params.granularity} "
+        "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "
+        "--threads {threads} --sessions {input.sessions} --instrument {input.instrument} "
+        "--folds {input.folds} --cache {params.answers} --out {output.parquet} 2> {log}"
+
+
+rule counselor_baseline:
+    input:
+        sessions=SESSIONS,
+        folds="results/folds.tsv",
+        instrument=INSTRUMENT,
+    output:
+        multiext("results/predictions/counselor/human/fold{fold}", **PREDICTION_EXTS),
+    wildcard_constraints:
+        fold=r"\d+",
+    params:
+        fold=lambda wc: wc.fold,
+    cache: "omit-software"
+    log:
+        "logs/infer/counselor/human/fold{fold}.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care infer counselor --sessions {input.sessions} --instrument {input.instrument} "
+        "--folds {input.folds} --fold {params.fold} --out {output.parquet} 2> {log}"
+
+
+FINETUNED_PREDICTIONS = expand(
+    "results/predictions/{backbone}/{variant}/fold{fold}.parquet",
+    backbone=BACKBONE_NAMES, variant=config["variants"], fold=FOLDS,
+)
+ZERO_SHOT_PREDICTIONS = expand(
+    "results/predictions/{baseline}/zero_shot/fold{fold}.parquet",
+    baseline=list(ZERO_SHOT), fold=FOLDS,
+)
+COUNSELOR_PREDICTIONS = (
+    expand("results/predictions/counselor/human/fold{fold}.parquet", fold=FOLDS)
+    if BASELINES.get("counselor", True) else []
+)
+
+ALL_TARGETS.extend(FINETUNED_PREDICTIONS + ZERO_SHOT_PREDICTIONS + COUNSELOR_PREDICTIONS)

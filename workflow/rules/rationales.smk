@@ -1,0 +1,116 @@
+# Rationale augmentation (the paper's section 4.2): drafts from the configured backend, the
+# expert sheet, the edited sheet's import into results/rationales.parquet, and statistics.
+# Model answers are cached under rationales.cache_dir, outside every declared output, so a
+# failed or interrupted drafting job resumes without repeating a request.
+
+RAT = config["rationales"]
+RAT_BACKEND = RAT["backend"]
+RAT_DRAFTS = "results/rationales/drafts.jsonl"
+RAT_SHEET = "results/rationales/expert_sheet.xlsx"
+
+
+rule draft_rationales:
+    input:
+        sessions=SESSIONS,
+        instrument=INSTRUMENT,
+        prompts=expand(
+            "{base}/workflow/prompts/{name}.{lang}.txt", base=workflow.basedir,
+            name=["draft", "draft_system"], lang=["en", "zh"],
+        ),
+    output:
+        RAT_DRAFTS,
+    params:
+        backend=RAT_BACKEND,
+        spec=as_json(RAT.get(RAT_BACKEND, {})),
+        max_new_tokens=RAT.get("max_new_tokens", 256),
+        temperature=RAT.get("temperature", 0.0),
+        budget=as_json(RAT.get("dialogue_budget")),
+        cache=RAT["cache_dir"],
+    log:
+        "logs/rationales/draft.log",
+    benchmark:
+        "benchmarks/rationales/draft.tsv"
+    threads: 1
+    conda:
+        CARE_ENV
+    shell:
+        "care rationales draft --sessions {input.sessions} --instrument {input.instrument} "
+        "--backend {params.backend} --spec {params.spec} "
+        "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} "
+        "--dialogue-budget {params.budget} --cache-dir {params.cache} --out {output} 2> {log}"
+
+
+rule export_expert_sheet:
+    input:
+        drafts=RAT_DRAFTS,
+        sessions=SESSIONS,
+        instrument=INSTRUMENT,
+    output:
+        RAT_SHEET,
+    params:
+        editors=as_json(RAT.get("editors", [])),
+    log:
+        "logs/rationales/export.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care rationales export --drafts {input.drafts} --sessions {input.sessions} "
+        "--instrument {input.instrument} --editors {params.editors} --out {output} 2> {log}"
+
+
+# Demo only: reference rationales play the expert, written into a real filled-in sheet.
+if RAT.get("simulate_experts_from"):
+
+    rule simulate_expert_edits:
+        input:
+            sheet=RAT_SHEET,
+            references=RAT["simulate_experts_from"],
+        output:
+            RAT["edited_sheet"],
+        params:
+            editor=RAT.get("simulated_editor", "demo-expert"),
+        log:
+            "logs/rationales/simulate_edits.log",
+        conda:
+            CARE_ENV
+        shell:
+            "care rationales simulate-edits --sheet {input.sheet} "
+            "--references {input.references} --editor {params.editor} --out {output} 2> {log}"
+
+
+rule import_expert_edits:
+    input:
+        sheet=RAT["edited_sheet"],
+        drafts=RAT_DRAFTS,
+        instrument=INSTRUMENT,
+    output:
+        "results/rationales.parquet",
+    params:
+        editors=as_json(RAT.get("editors", [])),
+        allow_unedited=as_json(RAT["allow_unedited"]),
+    log:
+        "logs/rationales/import.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care rationales import --sheet {input.sheet} --drafts {input.drafts} "
+        "--instrument {input.instrument} --editors {params.editors} "
+        "--allow-unedited {params.allow_unedited} --out {output} 2> {log}"
+
+
+rule rationale_stats:
+    input:
+        rationales="results/rationales.parquet",
+        instrument=INSTRUMENT,
+    output:
+        "results/rationale_stats.csv",
+    log:
+        "logs/rationales/stats.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care rationales stats --rationales {input.rationales} "
+        "--instrument {input.instrument} --out {output} 2> {log}"
+
+
+ALL_TARGETS.extend(["results/rationales.parquet", "results/rationale_stats.csv"])

@@ -315,3 +315,39 @@ def test_cli_scores_a_fold_from_a_model_directory(model_dir, instrument, small_c
                  "--instrument", instrument.path, "--folds", str(folds_tsv), "--fold", "1",
                  "--out", str(tmp_path / "counselor.parquet")])
     assert code == 0
+
+
+def test_vllm_outputs_become_answers_with_label_probabilities(model_dir, instrument):
+    from types import SimpleNamespace
+
+    from care.infer.vllm_backend import VLLMScorer
+
+    sc = VLLMScorer(str(model_dir), instrument=instrument, variant="score_only",
+                    granularity="item", max_length=1024, max_new_tokens=8, llm=object())
+    tok = sc.tokenizer
+    ids = tok("Score: 4", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    digit = len(ids) - 2  # the step that produced "4"
+    four = next(i for i in sc.label_ids[3] if i == ids[digit])
+    two = sc.label_ids[1][0]
+    Logprob = SimpleNamespace  # noqa: N806 (vLLM's Logprob has a .logprob)
+    steps = [{t: Logprob(logprob=-0.1)} for t in ids]
+    steps[digit] = {four: Logprob(logprob=math.log(0.6)), two: Logprob(logprob=math.log(0.2))}
+    completion = SimpleNamespace(token_ids=ids, logprobs=steps, finish_reason="stop")
+    gen = sc._generation(completion)
+    assert gen.text == "Score: 4" and not gen.hit_limit
+    probs = read_probs(gen, ["1"])["1"]
+    assert probs == pytest.approx([0.0, 0.25, 0.0, 0.75, 0.0])
+
+
+def test_bench_runs_naive_and_shared_on_a_random_model(tmp_path, capsys):
+    from care.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "infer", "--random-model", "tiny", "--n-sessions", "2",
+                 "--max-new-tokens", "3", "--json", str(out)]) == 0
+    import json
+
+    figures = json.loads(out.read_text())
+    assert figures["identical_outputs"] is True
+    assert figures["ratios"]["prefill_tokens"] > 3
+    assert "naive / prefix-shared" in capsys.readouterr().out

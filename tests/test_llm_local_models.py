@@ -179,3 +179,26 @@ def test_openai_backend_against_transformers_serve(served, tiny_model, tmp_path,
     rerun = OpenAIChat(str(tiny_model), base_url=served, cache_dir=tmp_path / "cache")
     assert rerun.complete_many(msgs, max_tokens=6) == answers
     assert rerun.stats == {"calls": 0, "cache_hits": 3, "retries": 0}
+
+
+def test_hf_backend_drafts_rationales(tiny_model, tmp_path, instrument):
+    from care.corpus import CorpusSpec, generate
+    from care.io import write_jsonl
+    from care.rationales.draft import draft_rationales
+    from care.sessions import load_sessions
+
+    records, _ = generate(CorpusSpec(n_clients=1, sessions_per_client=(1, 1)), instrument)
+    write_jsonl(tmp_path / "s.jsonl", records)
+    sessions = load_sessions(tmp_path / "s.jsonl", instrument)
+    spec = {"path": str(tiny_model), "batch_size": 6}
+    drafts = draft_rationales(
+        sessions,
+        instrument,
+        "hf",
+        spec,
+        cache_dir=tmp_path / "c",
+        max_new_tokens=4,
+        dialogue_budget=120,
+    )
+    assert len(drafts) == 12 and {d["model"] for d in drafts} == {str(tiny_model)}
+    assert all(d["backend"] == "hf" and isinstance(d["draft"], str) for d in drafts)

@@ -198,3 +198,7 @@ def test_killed_run_resumes_with_only_the_missing_calls(instrument, tiny_corpus,
         *(p.read_text(encoding="utf-8") for p in cache.rglob("*.json")),
     ):
         assert KEY not in text
+
+
+def test_clean_draft_drops_control_characters():
+    assert clean_draft("G6\x14lient\x00 (turn 2)") == "G6lient (turn 2)"

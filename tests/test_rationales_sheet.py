@@ -261,3 +261,23 @@ def test_cli_import_error_leaves_no_output(exported, instrument, tmp_path):
     assert proc.returncode == 2
     assert f"(sheet '{SHEET}'):7: field 'rating (column E)': rating changed" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".rationales.parquet*"))
+
+
+def test_control_characters_do_not_break_the_workbook(exported, instrument, tmp_path):
+    drafts, sessions, _ = exported
+    odd = [dict(d) for d in drafts]
+    odd[0]["draft"] = "Bell\x07 and escape\x1b from a model (turn 1)."
+    path = tmp_path / "odd.xlsx"
+    export_sheet(odd, sessions, instrument, path)
+    assert load_workbook(path)[SHEET]["G2"].value == "Bell and escape from a model (turn 1)."
+
+
+def test_exported_rows_follow_the_sheet_schema(exported):
+    import jsonschema
+    import yaml
+    from care import WORKFLOW_DIR
+
+    schema = yaml.safe_load((WORKFLOW_DIR / "schemas/expert_sheet.schema.yaml").read_text())
+    rows = list(load_workbook(exported[2])[SHEET].iter_rows(values_only=True))
+    for values in rows[1:]:
+        jsonschema.validate(dict(zip(rows[0], values, strict=True)), schema)

@@ -36,13 +36,15 @@ BASELINE_RUNS = (
     for name, label in _entries(_BASELINES.get("zero_shot", []))
 ]
 CARE_RUNS = [
-    _run(b, CARE_VARIANT, f"CARE ({b}, {CARE_VARIANT})", "fine_tuned") for b in BACKBONES
+    _run(b, CARE_VARIANT, f"CARE ({b})" if CARE_VARIANT == "rationale" else
+         f"CARE ({b}, {CARE_VARIANT})", "fine_tuned")
+    for b in BACKBONES
 ]
 TABLE2_RUNS = BASELINE_RUNS + CARE_RUNS
 TABLE4_RUNS = [
     _run(b, v, f"{b} · {v}", "fine_tuned") for b in BACKBONES for v in config["variants"]
 ]
-RATIONALE_RUNS = [r for r in TABLE4_RUNS if r["variant"] == "rationale"]
+RATIONALE_RUNS = [r for r in CARE_RUNS if r["variant"] == "rationale"]
 SELECTION = str(config.get("training", {}).get("selection", "unspecified"))
 
 _HUMAN = EVAL.get("human_eval", {})
@@ -110,15 +112,16 @@ rule rationale_quality:
         "logs/evaluation/{model}/{variant}/text_metrics.log",
     benchmark:
         "benchmarks/evaluation/{model}/{variant}/text_metrics.tsv"
-    threads: 2
+    threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=3000,
     conda:
         CARE_ENV
     shell:
         "HF_HUB_OFFLINE=1 care evaluate text-metrics --predictions {input.predictions} "
         "--expert {input.expert} --sessions-table {input.sessions} "
-        "--instrument {input.instrument} --spec {params.spec} --out {output} 2> {log}"
+        "--instrument {input.instrument} --spec {params.spec} --threads {threads} "
+        "--out {output} 2> {log}"
 
 
 rule table2:

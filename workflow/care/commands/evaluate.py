@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--sessions-table", required=True, help="sessions.tsv (for languages)")
     p.add_argument("--instrument", required=True)
     p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for BERTScore")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_text_metrics)
 
@@ -168,9 +169,12 @@ def _metrics(args) -> None:
 
 def _text_metrics(args) -> None:
     import pandas as pd
+    import torch
 
     from care.errors import CareInputError
     from care.evaluate import metrics, textmetrics
+
+    torch.set_num_threads(max(args.threads, 1))  # small encoders: threads beyond 1 add little
     from care.instrument import load_instrument
     from care.io import write_table
 
@@ -204,7 +208,7 @@ def _table2(args) -> None:
                      for d in dims)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
-        f"* Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
+        f"(*) Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
         f"{spec}. CSV: 95% intervals and p-values.",
         f"Fine-tuned checkpoints selected by: {args.selection}.",
     ]
@@ -235,7 +239,7 @@ def _table4(args) -> None:
     labels = _dim_labels(instrument)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
-        f"* Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
+        f"(*) Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
         f"{_resampler_spec_text(args)}.",
     ]
     kwargs = dict(dims=dims, dim_labels=labels,
@@ -307,7 +311,8 @@ def _table5(args) -> None:
     spec = args.spec
     terms = logodds.top_terms(
         by_dim, language, int(spec.get("top_k", 5)), min_count=int(spec.get("min_count", 1)),
-        stopwords=spec.get("stopwords", []), prior_size=spec.get("prior_size"),
+        stopwords=logodds.stopword_list(spec.get("stopwords", [])),
+        prior_size=spec.get("prior_size"),
     )
     lengths = texts.assign(n=texts["text"].str.len()).groupby("dimension")["n"].agg(
         length_mean="mean", length_sd="std").reset_index()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,17 @@ import pandas as pd
 COLUMNS = ["group", "term", "log_odds", "z", "count"]
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
+
+
+def stopword_list(spec: str | Sequence[str]) -> list[str]:
+    """Stopwords from a list, or ``"english"`` for scikit-learn's English list."""
+    if isinstance(spec, str):
+        if spec != "english":
+            raise ValueError(f"unknown stopword list {spec!r} (a list of terms or 'english')")
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        return sorted(ENGLISH_STOP_WORDS)
+    return list(spec)
 
 
 def tokenize(text: str, language: str) -> list[str]:
@@ -43,7 +54,9 @@ def tokenize(text: str, language: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def count_terms(texts: Iterable[str], language: str, stopwords: set[str] = frozenset()) -> Counter:
+def count_terms(
+    texts: Iterable[str], language: str, stopwords: Collection[str] = frozenset()
+) -> Counter:
     counts: Counter = Counter()
     for text in texts:
         if isinstance(text, str):

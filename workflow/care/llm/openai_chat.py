@@ -78,6 +78,10 @@ class OpenAIChat:
     def __repr__(self) -> str:  # never shows the client (it holds the key)
         return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
 
+    @property
+    def model_name(self) -> str:
+        return self.model
+
     def count_tokens(self, text: str) -> int:
         """Characters: a conservative stand-in for an unknown remote tokenizer."""
         return len(text)

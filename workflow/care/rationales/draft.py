@@ -60,11 +60,13 @@ def drafting_messages(
 
 
 _LABEL = re.compile(r"^\s*\**\s*(?:rationale|理由|解释)\s*\**\s*[:：]\s*\**\s*", re.I)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # never valid in a draft
 _SCORE_LINE = re.compile(r"\n\s*(?:\*\*)?(?:score|rating|评分|得分)\s*[:：].*", re.I | re.S)
 
 
 def clean_draft(text: str) -> str:
-    """One paragraph: no echoed ``Rationale:`` label, no trailing score line, no line breaks."""
+    """One paragraph: no echoed ``Rationale:`` label, no score line, no control characters."""
+    text = _CONTROL.sub("", text)
     text = _SCORE_LINE.sub("", text.strip())
     text = _LABEL.sub("", text)
     return re.sub(r"\s+", " ", text).strip()
@@ -121,7 +123,7 @@ def draft_rationales(
         texts, model = _extractive(pairs, instrument, spec)
     else:
         chat = make_backend(backend, spec, cache_dir)
-        model = getattr(chat, "model", None) or getattr(chat, "model_path", "")
+        model = chat.model_name
         texts = _chat(
             chat, pairs, instrument, max_new_tokens, temperature, dialogue_budget, templates
         )

@@ -157,7 +157,8 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None
         item = d["item_id"]
         rating = d["rating"]
         point = round(rating)
-        ws.append(
+        _append(
+            ws,
             [
                 d["session_id"],
                 item,
@@ -169,7 +170,7 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None
                 None,
                 None,
                 "dialogue",
-            ]
+            ],
         )
         for col, (_, _, wrap, editable) in enumerate(COLUMNS, start=1):
             cell = ws.cell(row=row, column=col)
@@ -222,13 +223,20 @@ def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, 
         back.style = "Hyperlink"
         lab = labels(s.language)
         for n, t in enumerate(s.turns, start=1):
-            ws.append(
-                [s.session_id, n, lab[t.speaker].rstrip(":："), t.text, t.strategy, t.reaction]
+            _append(
+                ws, [s.session_id, n, lab[t.speaker].rstrip(":："), t.text, t.strategy, t.reaction]
             )
             ws.cell(row=ws.max_row, column=4).alignment = Alignment(wrap_text=True, vertical="top")
     ws.freeze_panes = "A2"
     _protect(ws)
     return first_turn_row
+
+
+def _append(ws, values: list) -> None:
+    """Append a row; characters XML forbids (model output can hold them) are dropped."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    ws.append([ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values])
 
 
 def _protect(ws) -> None:

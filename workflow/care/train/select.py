@@ -100,7 +100,8 @@ def export_model(checkpoint: Path, dest: Path) -> None:
     """Copy the HF model files of a checkpoint (weights, config, tokenizer) into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in sorted(checkpoint.iterdir()):
-        if f.is_dir() or f.name in TRAINING_STATE or f.name.startswith("rng_state"):
+        if (f.is_dir() or f.name in TRAINING_STATE or f.name.startswith("rng_state")
+                or f.suffix == ".py"):
             continue
         shutil.copy2(f, dest / f.name)
 

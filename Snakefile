@@ -25,10 +25,23 @@ ALL_TARGETS = []
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/rationales.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/apply.smk"
+
+
+# Under a cluster executor (profiles/slurm) these light rules run on the submitting node
+# instead of as jobs; stage files list their own light rules the same way.
+localrules:
+    all,
+    validate_sessions,
+    folds,
+    export_expert_sheet,
+    import_expert_edits,
+    rationale_stats,
+    counselor_baseline,
 
 
 rule all:

@@ -327,6 +327,7 @@ def test_table8_files_parse_back(tmp_path, instrument, corpus):
     md = (tmp_path / "table8.md").read_text()
     assert "| Pattern | Goal | Task | Bond |" in md and "Challenging - Negative" in md
     assert "\\toprule" in (tmp_path / "table8.tex").read_text()
+    assert "Challenging - Negative" in (tmp_path / "table8.html").read_text()
 
 
 def test_cli_table8_unknown_label_writes_nothing(tmp_path, corpus):
@@ -369,6 +370,7 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
     assert low_dim.terms[0]["term"] in md and low_dim.terms[0]["term"] in html
     assert "<script" not in html and "http" not in html
     assert (tmp_path / "index.md").exists()
+    assert f"{digest.safe_name(counselor)}.html" in (tmp_path / "index.html").read_text()
 
 
 def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):

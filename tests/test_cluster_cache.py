@@ -106,3 +106,25 @@ def test_workflow_refuses_world_readable_cache(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert mode_of(fresh) == PRIVATE_MODE
+    # --cache without a cache directory: a clear error, not a crash in every cached job
+    env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_OUTPUT_CACHE"}
+    proc = snakemake_without_cache_env(work, env)
+    assert proc.returncode != 0
+    assert "--cache needs SNAKEMAKE_OUTPUT_CACHE" in proc.stdout + proc.stderr
+
+
+def snakemake_without_cache_env(work, env):
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "results/folds.tsv",
+        "--configfile",
+        ".test/config.yaml",
+        "--cache",
+    ]
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)

@@ -66,8 +66,14 @@ def model_dir(tmp_path_factory, texts):
 def scorer(model, tok, instrument, **kw):
     from care.infer.hf import HFScorer
 
-    args = dict(instrument=instrument, variant="rationale", granularity="item",
-                max_length=1024, max_new_tokens=6, batch_size=12)
+    args = dict(
+        instrument=instrument,
+        variant="rationale",
+        granularity="item",
+        max_length=1024,
+        max_new_tokens=6,
+        batch_size=12,
+    )
     args.update(kw)
     return HFScorer(model, tok, **args)
 
@@ -75,14 +81,20 @@ def scorer(model, tok, instrument, **kw):
 # --------------------------------------------------------------------------- parser
 
 
-@pytest.mark.parametrize("text, score, rationale", [
-    ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
-    ("Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
-     5.0, "they agreed (turn 2)."),
-    ("**Score**: 3", 3.0, None),
-    ("Rationale: no score given", None, "no score given"),
-    ("Score: 9", None, None),
-])
+@pytest.mark.parametrize(
+    "text, score, rationale",
+    [
+        ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
+        (
+            "Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
+            5.0,
+            "they agreed (turn 2).",
+        ),
+        ("**Score**: 3", 3.0, None),
+        ("Rationale: no score given", None, "no score given"),
+        ("Score: 9", None, None),
+    ],
+)
 def test_parser_cases(instrument, text, score, rationale):
     got = parse_output(text, ["4"], instrument)["4"]
     assert got.score == score
@@ -148,15 +160,21 @@ def test_recorded_label_logprobs_match_a_forward_pass(tiny, instrument, sessions
 # --------------------------------------------------------------------------- prefix sharing
 
 
-@pytest.mark.parametrize("granularity, batch_size", [("item", 24), ("item", 5),
-                                                     ("dimension", 6)])
+@pytest.mark.parametrize("granularity, batch_size", [("item", 24), ("item", 5), ("dimension", 6)])
 def test_prefix_shared_output_equals_naive(tiny, instrument, sessions, granularity, batch_size):
     model, tok = tiny
     picked = sessions[:3] if batch_size > 12 else sessions[:2]
     out = {}
     for shared in (False, True):
-        sc = scorer(model, tok, instrument, granularity=granularity, batch_size=batch_size,
-                    max_new_tokens=10, prefix_sharing=shared)
+        sc = scorer(
+            model,
+            tok,
+            instrument,
+            granularity=granularity,
+            batch_size=batch_size,
+            max_new_tokens=10,
+            prefix_sharing=shared,
+        )
         out[shared] = sc.answer(picked)
         out[f"{shared}-prefill"] = sc.counters["prefill_tokens"]
     flat = {k: [a for session in out[k] for _, a in session] for k in (False, True)}
@@ -171,23 +189,31 @@ def test_prefix_shared_output_equals_naive(tiny, instrument, sessions, granulari
 @pytest.fixture(scope="module")
 def folds_tsv(tmp_path_factory, sessions):
     path = tmp_path_factory.mktemp("folds") / "folds.tsv"
-    pd.DataFrame({
-        "session_id": [s.session_id for s in sessions],
-        "client_id": [s.client_id for s in sessions],
-        "fold": [1 + n % 2 for n, _ in enumerate(sessions)],
-    }).to_csv(path, sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "session_id": [s.session_id for s in sessions],
+            "client_id": [s.client_id for s in sessions],
+            "fold": [1 + n % 2 for n, _ in enumerate(sessions)],
+        }
+    ).to_csv(path, sep="\t", index=False)
     return path
 
 
-def test_two_runs_give_identical_parquet_bytes(tiny, instrument, small_corpus, folds_tsv,
-                                               tmp_path):
+def test_two_runs_give_identical_parquet_bytes(tiny, instrument, small_corpus, folds_tsv, tmp_path):
     model, tok = tiny
     paths = []
     for run in range(2):
         out = tmp_path / f"run{run}" / "fold1.parquet"
-        predict_fold(scorer(model, tok, instrument), sessions_path=small_corpus[0],
-                     instrument=instrument, folds_path=folds_tsv, fold=1, model="m",
-                     variant="rationale", out=out)
+        predict_fold(
+            scorer(model, tok, instrument),
+            sessions_path=small_corpus[0],
+            instrument=instrument,
+            folds_path=folds_tsv,
+            fold=1,
+            model="m",
+            variant="rationale",
+            out=out,
+        )
         paths.append(out)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     frame = pd.read_parquet(paths[0])
@@ -204,8 +230,9 @@ class Interrupted(Exception):
     pass
 
 
-def test_killed_run_resumes_without_redoing_finished_items(tiny, instrument, small_corpus,
-                                                           folds_tsv, tmp_path):
+def test_killed_run_resumes_without_redoing_finished_items(
+    tiny, instrument, small_corpus, folds_tsv, tmp_path
+):
     model, tok = tiny
     cache = tmp_path / "cache.sqlite"
     out = tmp_path / "fold2.parquet"
@@ -221,19 +248,42 @@ def test_killed_run_resumes_without_redoing_finished_items(tiny, instrument, sma
 
     first.generate_group = dying
     with pytest.raises(Interrupted):
-        predict_fold(first, sessions_path=small_corpus[0], instrument=instrument,
-                     folds_path=folds_tsv, fold=2, model="m", variant="rationale", out=out)
+        predict_fold(
+            first,
+            sessions_path=small_corpus[0],
+            instrument=instrument,
+            folds_path=folds_tsv,
+            fold=2,
+            model="m",
+            variant="rationale",
+            out=out,
+        )
     assert not out.exists()
     done = calls[0]
     second = scorer(model, tok, instrument, cache=cache, fingerprint="fp")
-    summary = predict_fold(second, sessions_path=small_corpus[0], instrument=instrument,
-                           folds_path=folds_tsv, fold=2, model="m", variant="rationale", out=out)
+    summary = predict_fold(
+        second,
+        sessions_path=small_corpus[0],
+        instrument=instrument,
+        folds_path=folds_tsv,
+        fold=2,
+        model="m",
+        variant="rationale",
+        out=out,
+    )
     assert summary["answers"]["cached"] == done
     assert summary["answers"]["generated"] == summary["rows"] - done
     fresh = tmp_path / "fresh.parquet"
-    predict_fold(scorer(model, tok, instrument), sessions_path=small_corpus[0],
-                 instrument=instrument, folds_path=folds_tsv, fold=2, model="m",
-                 variant="rationale", out=fresh)
+    predict_fold(
+        scorer(model, tok, instrument),
+        sessions_path=small_corpus[0],
+        instrument=instrument,
+        folds_path=folds_tsv,
+        fold=2,
+        model="m",
+        variant="rationale",
+        out=fresh,
+    )
     assert fresh.read_bytes() == out.read_bytes()
 
 
@@ -249,12 +299,17 @@ def test_counselor_baseline_pearson_equals_scipy(instrument, sessions, tmp_path)
     frame = pd.read_parquet(out)
     assert tuple(frame.columns) == PREDICTION_COLUMNS
     for dim in instrument.dimension_ids:
-        per_session = frame[frame["dimension"] == dim].groupby("session_id")[
-            ["score", "client_score"]].mean()
+        per_session = (
+            frame[frame["dimension"] == dim].groupby("session_id")[["score", "client_score"]].mean()
+        )
         got = np.corrcoef(per_session["score"], per_session["client_score"])[0, 1]
         pairs = sorted(
-            (s.session_id, instrument.dimension_scores(s.counselor_ratings)[dim],
-             instrument.dimension_scores(s.client_ratings)[dim]) for s in both
+            (
+                s.session_id,
+                instrument.dimension_scores(s.counselor_ratings)[dim],
+                instrument.dimension_scores(s.client_ratings)[dim],
+            )
+            for s in both
         )
         want = stats.pearsonr([p[1] for p in pairs], [p[2] for p in pairs]).statistic
         assert got == pytest.approx(want, abs=1e-12)
@@ -266,9 +321,16 @@ def test_counselor_baseline_pearson_equals_scipy(instrument, sessions, tmp_path)
 def test_vllm_engine_arguments(model_dir, instrument):
     from care.infer.vllm_backend import VLLMScorer
 
-    sc = VLLMScorer(str(model_dir), instrument=instrument, variant="score_only",
-                    granularity="item", max_length=2048, max_new_tokens=8,
-                    tensor_parallel_size=2, llm=object())
+    sc = VLLMScorer(
+        str(model_dir),
+        instrument=instrument,
+        variant="score_only",
+        granularity="item",
+        max_length=2048,
+        max_new_tokens=8,
+        tensor_parallel_size=2,
+        llm=object(),
+    )
     args = sc.engine_args()
     assert args["enable_prefix_caching"] is True and args["tensor_parallel_size"] == 2
     assert args["max_model_len"] == 2048
@@ -285,35 +347,78 @@ def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
         return "Rationale: the client felt heard (turn 2).\nScore: 4"
 
     with StubServer(answer) as server:
-        sc = APIScorer("stub-model", instrument=instrument, variant="rationale",
-                       granularity="item", max_length=4096, max_new_tokens=64,
-                       base_url=server.base_url, api_key_env=None,
-                       cache_dir=str(tmp_path / "llm"))
+        sc = APIScorer(
+            "stub-model",
+            instrument=instrument,
+            variant="rationale",
+            granularity="item",
+            max_length=4096,
+            max_new_tokens=64,
+            base_url=server.base_url,
+            api_key_env=None,
+            cache_dir=str(tmp_path / "llm"),
+        )
         rows = list(sc.score(sessions[:2], model="stub", variant="zero_shot", fold=1))
     assert len(rows) == 24 and all(r["parsed"] and r["score"] == 4.0 for r in rows)
     assert all(r["probs"] is None and math.isnan(r["score_expected"]) for r in rows)
 
 
-def test_cli_scores_a_fold_from_a_model_directory(model_dir, instrument, small_corpus,
-                                                  folds_tsv, tmp_path):
+def test_cli_scores_a_fold_from_a_model_directory(
+    model_dir, instrument, small_corpus, folds_tsv, tmp_path
+):
     from care.cli import main
 
     out = tmp_path / "pred" / "fold1.parquet"
-    code = main([
-        "infer", "model", "--backend", "hf", "--model-path", str(model_dir),
-        "--name", "llama", "--variant", "score_only", "--max-length", "1024",
-        "--settings", '{"batch_size": 24, "max_new_tokens": {"score_only": 4}, '
-                      '"dtype": "float32", "scoring": "expected"}',
-        "--sessions", str(small_corpus[0]), "--instrument", instrument.path,
-        "--folds", str(folds_tsv), "--fold", "1", "--out", str(out),
-        "--cache", str(tmp_path / "cache.sqlite"),
-    ])
+    code = main(
+        [
+            "infer",
+            "model",
+            "--backend",
+            "hf",
+            "--model-path",
+            str(model_dir),
+            "--name",
+            "llama",
+            "--variant",
+            "score_only",
+            "--max-length",
+            "1024",
+            "--settings",
+            '{"batch_size": 24, "max_new_tokens": {"score_only": 4}, '
+            '"dtype": "float32", "scoring": "expected"}',
+            "--sessions",
+            str(small_corpus[0]),
+            "--instrument",
+            instrument.path,
+            "--folds",
+            str(folds_tsv),
+            "--fold",
+            "1",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+        ]
+    )
     assert code == 0
     frame = pd.read_parquet(out)
     assert frame["variant"].eq("score_only").all() and frame["rationale"].isna().all()
-    code = main(["infer", "counselor", "--sessions", str(small_corpus[0]),
-                 "--instrument", instrument.path, "--folds", str(folds_tsv), "--fold", "1",
-                 "--out", str(tmp_path / "counselor.parquet")])
+    code = main(
+        [
+            "infer",
+            "counselor",
+            "--sessions",
+            str(small_corpus[0]),
+            "--instrument",
+            instrument.path,
+            "--folds",
+            str(folds_tsv),
+            "--fold",
+            "1",
+            "--out",
+            str(tmp_path / "counselor.parquet"),
+        ]
+    )
     assert code == 0
 
 
@@ -322,8 +427,15 @@ def test_vllm_outputs_become_answers_with_label_probabilities(model_dir, instrum
 
     from care.infer.vllm_backend import VLLMScorer
 
-    sc = VLLMScorer(str(model_dir), instrument=instrument, variant="score_only",
-                    granularity="item", max_length=1024, max_new_tokens=8, llm=object())
+    sc = VLLMScorer(
+        str(model_dir),
+        instrument=instrument,
+        variant="score_only",
+        granularity="item",
+        max_length=1024,
+        max_new_tokens=8,
+        llm=object(),
+    )
     tok = sc.tokenizer
     ids = tok("Score: 4", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     digit = len(ids) - 2  # the step that produced "4"
@@ -343,11 +455,82 @@ def test_bench_runs_naive_and_shared_on_a_random_model(tmp_path, capsys):
     from care.cli import main
 
     out = tmp_path / "bench.json"
-    assert main(["bench", "infer", "--random-model", "tiny", "--n-sessions", "2",
-                 "--max-new-tokens", "3", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "infer",
+                "--random-model",
+                "tiny",
+                "--n-sessions",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import json
 
     figures = json.loads(out.read_text())
     assert figures["identical_outputs"] is True
     assert figures["ratios"]["prefill_tokens"] > 3
     assert "naive / prefix-shared" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def score_trained(texts, sessions, instrument):
+    """A tiny Llama trained for a few steps to answer "Score: N" (short, truncated prompts)."""
+    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+
+    tok = train_tokenizer(texts, "llama", vocab_size=600)
+    model = random_model("llama", "tiny", len(tok), seed=3)
+    set_special_ids(model, tok)
+    sc = scorer(model, tok, instrument, variant="score_only", max_length=480)
+    seqs = []
+    for s in sessions[:1]:
+        for p in sc.builder.prompts(s)[:6]:
+            target = format_target(p.items, s.client_ratings, None, "score_only", "en")
+            seqs.append((p.ids, tok(target, add_special_tokens=False)["input_ids"]))
+    width = max(len(a) + len(b) + 1 for a, b in seqs)
+    ids = torch.full((len(seqs), width), tok.pad_token_id)
+    labels = torch.full((len(seqs), width), -100)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for n, (prompt, target) in enumerate(seqs):
+        full = prompt + target + [tok.eos_token_id]
+        ids[n, : len(full)] = torch.tensor(full)
+        mask[n, : len(full)] = 1
+        labels[n, len(prompt) : len(full)] = torch.tensor(full[len(prompt) :])
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only contend on a busy machine
+    try:
+        for _ in range(40):
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), tok
+
+
+def test_scores_and_label_probabilities_of_a_model_that_answers(
+    score_trained, instrument, sessions
+):
+    model, tok = score_trained
+    sc = scorer(model, tok, instrument, variant="score_only", max_length=480, scoring="expected")
+    rows = list(sc.score(sessions[:2], model="m", fold=1))
+    assert all(r["truncated"] and r["prompt_tokens"] <= 480 - 6 for r in rows)
+    answered = [r for r in rows if r["parsed"]]
+    assert len(answered) >= len(rows) // 2
+    points = instrument.scale_points
+    for r in answered:
+        assert r["raw_text"].startswith("Score:") and r["probs"] is not None
+        assert sum(r["probs"]) == pytest.approx(1.0)
+        assert r["score"] == r["score_expected"]
+        assert r["score_expected"] == pytest.approx(float(np.dot(r["probs"], points)))
+        assert r["score_argmax"] == points[int(np.argmax(r["probs"]))]

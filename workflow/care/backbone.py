@@ -101,6 +101,7 @@ class TinySpec:
     tie_word_embeddings: bool = True
     vocab_size: int = 3000
     cross_word_merges: bool = True
+    tokenizer_texts: tuple[str, ...] = ()  # more files to train the tokenizer on
     seed: int = 0
 
     @classmethod
@@ -109,7 +110,7 @@ class TinySpec:
         unknown = sorted(set(section) - known)
         if unknown:
             raise ValueError(f"unknown tiny backbone settings: {unknown}")
-        spec = cls(**section)
+        spec = cls(**{**section, "tokenizer_texts": tuple(section.get("tokenizer_texts", ()))})
         if spec.arch not in FAMILIES:
             raise ValueError(f"unknown arch {spec.arch!r}; expected one of {sorted(FAMILIES)}")
         return spec

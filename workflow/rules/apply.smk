@@ -57,7 +57,12 @@ if UNLABELED:
             predictions="results/application/predictions.parquet",
             instrument=INSTRUMENT,
         output:
-            png="results/figure2.png",
+            png=report(
+                "results/figure2.png",
+                caption="../report/figure2.rst",
+                category="Application",
+                labels={"figure": "Figure 2"},
+            ),
             pdf="results/figure2.pdf",
             table="results/application/profiles.csv",
         params:
@@ -83,6 +88,12 @@ if UNLABELED:
             csv="results/table8.csv",
             md="results/table8.md",
             tex="results/table8.tex",
+            html=report(
+                "results/table8.html",
+                caption="../report/table8.rst",
+                category="Application",
+                labels={"table": "Table 8"},
+            ),
             rates="results/application/pattern_rates.csv",
         params:
             patterns=as_json(APP["patterns"]),
@@ -103,7 +114,13 @@ if UNLABELED:
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
-            directory("results/application/digests"),
+            report(
+                directory("results/application/digests"),
+                htmlindex="index.html",
+                caption="../report/digests.rst",
+                category="Application",
+                labels={"output": "Counselor digests"},
+            ),
         params:
             spec=as_json(
                 {
@@ -127,7 +144,13 @@ if UNLABELED:
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
-            directory("results/application/sessions"),
+            report(
+                directory("results/application/sessions"),
+                htmlindex="index.html",
+                caption="../report/session_reports.rst",
+                category="Application",
+                labels={"output": "Session reports"},
+            ),
         params:
             select=as_json(APP["report_sessions"]),
         log:

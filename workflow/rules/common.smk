@@ -22,16 +22,65 @@ def as_json(value):
 # sure that directory exists and grants nothing to "other" users; refuse to run otherwise.
 import os as _os
 
-if workflow.enable_cache and _os.environ.get("SNAKEMAKE_OUTPUT_CACHE"):
+
+class _CacheableRules(list):
+    """A bare `--cache` ("every rule with a cache: directive"), resolved when read.
+
+    Snakemake 9 drops an empty `--cache` from the command line of cluster jobs, which then
+    cache nothing; naming the rules (read after all rule files are parsed) passes it on.
+    """
+
+    def __init__(self, wf):
+        super().__init__()
+        self._workflow = wf
+
+    def _names(self):
+        return [r.name for r in self._workflow.rules if r.cache and r.cache.output]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+    def __bool__(self):
+        return True
+
+
+if workflow.enable_cache:
     from snakemake.exceptions import WorkflowError
     from snakemake.logging import logger
 
-    from care.cachedir import ensure_private_cache
+    from care.cachedir import CACHE_ENVVAR, ensure_private_cache
     from care.errors import CareInputError
 
+    if not _os.environ.get(CACHE_ENVVAR):
+        # Snakemake would warn and then fail every cached job ("Cache backend unavailable").
+        raise WorkflowError(
+            f"--cache needs {CACHE_ENVVAR}: export {CACHE_ENVVAR}=/a/private/shared/dir "
+            "(README: Running at scale)"
+        )
     try:
-        OUTPUT_CACHE = ensure_private_cache(_os.environ["SNAKEMAKE_OUTPUT_CACHE"])
+        OUTPUT_CACHE = ensure_private_cache(_os.environ[CACHE_ENVVAR])
     except CareInputError as exc:
         raise WorkflowError(f"refusing to use the output cache: {exc}") from None
     logger.info(OUTPUT_CACHE.describe())
+    if not list(workflow.workflow_settings.cache):
+        workflow.workflow_settings.cache = _CacheableRules(workflow)
+
+
+def model_input(path):
+    """A model directory as an input of a cached rule (train, infer_*).
+
+    The cache key hashes the content of every input no rule makes, and Snakemake cannot hash
+    a directory (IsADirectoryError under --cache). A checkpoint this workflow builds
+    (results/...) is keyed through the job that builds it; an external checkpoint directory
+    is represented by its config.json, and the rule passes the directory itself in params.
+    """
+    path = str(path)
+    if path.startswith("results/"):
+        return path
+    return _os.path.join(path, "config.json")
+
+
 # ---- end of the output cache guard --------------------------------------------------------

@@ -3,68 +3,16 @@
 # The runs come from the config: fine-tuned backbones x variants, zero-shot baselines and the
 # human counselor. Adding a backbone or a variant adds its jobs; the tables rebuild.
 
+from care.evaluate.runs import evaluation_runs
+
 EVAL = config.get("evaluation", {})
 EVAL_SEED = EVAL.get("seed", config["seed"])
-_BASELINES = config.get("baselines", {}) or {}
-
-
-def _entries(section):
-    """(name, label) of a config section given as a mapping or a list of {name, label}."""
-    if isinstance(section, dict):
-        return [(name, (spec or {}).get("label", name)) for name, spec in section.items()]
-    out = []
-    for entry in section or []:
-        if isinstance(entry, dict):
-            out.append((entry["name"], entry.get("label", entry["name"])))
-        else:
-            out.append((str(entry), str(entry)))
-    return out
-
-
-def _run(model, variant, label, kind):
-    return {"model": model, "variant": variant, "label": label, "kind": kind}
-
-
-BACKBONES = [name for name, _ in _entries(config.get("backbones", {}))]
-CARE_VARIANT = "rationale" if "rationale" in config["variants"] else config["variants"][0]
-BASELINE_RUNS = (
-    [_run("counselor", "human", "Human counselor", "counselor")]
-    if _BASELINES.get("counselor", False)
-    else []
-) + [
-    _run(name, "zero_shot", label, "zero_shot")
-    for name, label in _entries(_BASELINES.get("zero_shot", []))
-]
-CARE_RUNS = [
-    _run(b, CARE_VARIANT, f"CARE ({b})" if CARE_VARIANT == "rationale" else
-         f"CARE ({b}, {CARE_VARIANT})", "fine_tuned")
-    for b in BACKBONES
-]
-TABLE2_RUNS = BASELINE_RUNS + CARE_RUNS
-TABLE4_RUNS = [
-    _run(b, v, f"{b} · {v}", "fine_tuned") for b in BACKBONES for v in config["variants"]
-]
-RATIONALE_RUNS = [r for r in CARE_RUNS if r["variant"] == "rationale"]
-SELECTION = str(config.get("training", {}).get("selection", "unspecified"))
-
-_HUMAN = EVAL.get("human_eval", {})
-HUMAN_MODEL = _HUMAN.get("model") or (BACKBONES[0] if BACKBONES else None)
-HUMAN_SHEETS = list(_HUMAN.get("sheets", []))
-_LOG_ODDS = EVAL.get("log_odds", {})
-LOG_ODDS_SOURCE = _LOG_ODDS.get("source", "expert")
-
-
-def predictions_of(model, variant):
-    return expand(
-        "results/predictions/{model}/{variant}/fold{k}.parquet",
-        model=model,
-        variant=variant,
-        k=FOLDS,
-    )
-
-
-def scores_of(runs):
-    return [f"results/evaluation/{r['model']}/{r['variant']}/scores.parquet" for r in runs]
+RUNS = evaluation_runs(config)
+HUMAN_SHEETS = list(EVAL.get("human_eval", {}).get("sheets", []))
+LOG_ODDS_SOURCE = EVAL.get("log_odds", {}).get("source", "expert")
+PREDICTIONS = "results/predictions/{model}/{variant}/fold{k}.parquet"
+SCORES = "results/evaluation/{model}/{variant}/scores.parquet"
+TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
 
 
 wildcard_constraints:
@@ -83,7 +31,9 @@ localrules:
 
 rule evaluation_metrics:
     input:
-        predictions=lambda wc: predictions_of(wc.model, wc.variant),
+        predictions=lambda wc: expand(
+            PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
+        ),
         instrument=INSTRUMENT,
     output:
         scores="results/evaluation/{model}/{variant}/scores.parquet",
@@ -100,7 +50,9 @@ rule evaluation_metrics:
 
 rule rationale_quality:
     input:
-        predictions=lambda wc: predictions_of(wc.model, wc.variant),
+        predictions=lambda wc: expand(
+            PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
+        ),
         expert="results/rationales.parquet",
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
@@ -126,7 +78,7 @@ rule rationale_quality:
 
 rule table2:
     input:
-        scores=scores_of(TABLE2_RUNS),
+        scores=[SCORES.format(**r) for r in RUNS.table2],
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
@@ -145,10 +97,10 @@ rule table2:
             labels={"table": "Table 2", "format": "HTML"},
         ),
     params:
-        runs=as_json(TABLE2_RUNS),
+        runs=as_json(RUNS.table2),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
-        selection=shlex.quote(SELECTION),
+        selection=shlex.quote(RUNS.selection),
     log:
         "logs/evaluation/table2.log",
     benchmark:
@@ -164,7 +116,7 @@ rule table2:
 
 rule table4:
     input:
-        scores=scores_of(TABLE4_RUNS),
+        scores=[SCORES.format(**r) for r in RUNS.ablation],
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
@@ -183,7 +135,7 @@ rule table4:
             labels={"table": "Table 4", "format": "HTML"},
         ),
     params:
-        runs=as_json(TABLE4_RUNS),
+        runs=as_json(RUNS.ablation),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
     log:
@@ -200,10 +152,7 @@ rule table4:
 
 rule table3:
     input:
-        quality=[
-            f"results/evaluation/{r['model']}/{r['variant']}/text_metrics.csv"
-            for r in RATIONALE_RUNS
-        ],
+        quality=[TEXT_METRICS.format(**r) for r in RUNS.rationale],
         human=["results/human_eval/summary.csv"] if HUMAN_SHEETS else [],
         instrument=INSTRUMENT,
     output:
@@ -222,10 +171,10 @@ rule table3:
             labels={"table": "Table 3", "format": "HTML"},
         ),
     params:
-        runs=as_json(RATIONALE_RUNS),
+        runs=as_json(RUNS.rationale),
         human=(
             f"--human-summary results/human_eval/summary.csv "
-            f"--human-model {shlex.quote(str(HUMAN_MODEL))}/rationale"
+            f"--human-model {shlex.quote(str(RUNS.human_model))}/rationale"
             if HUMAN_SHEETS
             else ""
         ),
@@ -243,7 +192,7 @@ rule table5:
         texts=(
             "results/rationales.parquet"
             if LOG_ODDS_SOURCE == "expert"
-            else predictions_of(LOG_ODDS_SOURCE, "rationale")
+            else expand(PREDICTIONS, model=LOG_ODDS_SOURCE, variant="rationale", k=FOLDS)
         ),
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
@@ -264,7 +213,7 @@ rule table5:
         ),
     params:
         source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
-        spec=as_json(_LOG_ODDS),
+        spec=as_json(EVAL.get("log_odds", {})),
     log:
         "logs/evaluation/table5.log",
     conda:
@@ -277,13 +226,17 @@ rule table5:
 
 rule human_eval_export:
     input:
-        predictions=predictions_of(HUMAN_MODEL, "rationale") if HUMAN_MODEL else [],
+        predictions=(
+            expand(PREDICTIONS, model=RUNS.human_model, variant="rationale", k=FOLDS)
+            if RUNS.human_model
+            else []
+        ),
         sessions=SESSIONS,
         instrument=INSTRUMENT,
     output:
         "results/human_eval/rating_sheet.xlsx",
     params:
-        spec=as_json(_HUMAN),
+        spec=as_json(EVAL.get("human_eval", {})),
         seed=EVAL_SEED,
     log:
         "logs/evaluation/human_eval_export.log",
@@ -308,7 +261,7 @@ rule human_eval_import:
         ),
         ratings="results/human_eval/ratings.csv",
     params:
-        spec=as_json(_HUMAN),
+        spec=as_json(EVAL.get("human_eval", {})),
     log:
         "logs/evaluation/human_eval_import.log",
     conda:
@@ -319,12 +272,12 @@ rule human_eval_import:
         "--ratings {output.ratings} --out {output.summary} 2> {log}"
 
 
-if TABLE2_RUNS:
+if RUNS.table2:
     ALL_TARGETS.append("results/table2.csv")
-if TABLE4_RUNS:
+if RUNS.ablation:
     ALL_TARGETS.append("results/table4.csv")
-if RATIONALE_RUNS:
+if RUNS.rationale:
     ALL_TARGETS.extend(["results/table3.csv", "results/human_eval/rating_sheet.xlsx"])
 ALL_TARGETS.append("results/table5.csv")
-if HUMAN_SHEETS and RATIONALE_RUNS:
+if HUMAN_SHEETS and RUNS.rationale:
     ALL_TARGETS.append("results/human_eval/summary.csv")

@@ -1,20 +1,8 @@
 # Rendering: Figure 3, predicted-vs-client scatter per fine-tuned run, the ablation bars.
-# Tables are written by evaluate.smk; `snakemake --report results/report.html` bundles all.
+# Each figure is written as PNG (shown in the HTML report) and PDF (for papers). Tables are
+# written by evaluate.smk; `snakemake --report results/report.html` bundles everything.
 
-FIGURE_FORMATS = EVAL.get("figures", {}).get("formats", ["png", "pdf"])
-
-
-def figure_outputs(stem, caption, subcategory, labels):
-    """Every format of a figure; the first one goes into the HTML report."""
-    first, *rest = FIGURE_FORMATS
-    shown = report(
-        f"{stem}.{first}",
-        caption=caption,
-        category="Figures",
-        subcategory=subcategory,
-        labels=labels,
-    )
-    return [shown, *[f"{stem}.{fmt}" for fmt in rest]]
+import os
 
 
 localrules:
@@ -28,23 +16,23 @@ rule figure3:
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
-        figure_outputs(
-            "results/figures/figure3",
-            "../report/figure3.rst",
-            "Data",
-            {"figure": "Figure 3: client scores"},
+        png=report(
+            "results/figures/figure3.png",
+            caption="../report/figure3.rst",
+            category="Figures",
+            subcategory="Data",
+            labels={"figure": "Figure 3: client scores"},
         ),
+        pdf="results/figures/figure3.pdf",
     params:
-        stem="results/figures/figure3",
-        formats=" ".join(FIGURE_FORMATS),
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
     log:
         "logs/figures/figure3.log",
     conda:
         CARE_ENV
     shell:
         "care evaluate figures distribution --input {input.sessions} "
-        "--instrument {input.instrument} --formats {params.formats} "
-        "--out {params.stem} 2> {log}"
+        "--instrument {input.instrument} --out {params.stem} 2> {log}"
 
 
 rule scatter_figure:
@@ -52,15 +40,16 @@ rule scatter_figure:
         scores="results/evaluation/{model}/{variant}/scores.parquet",
         instrument=INSTRUMENT,
     output:
-        figure_outputs(
-            "results/figures/scatter/{model}/{variant}",
-            "../report/scatter.rst",
-            "Predicted vs client",
-            {"backbone": "{model}", "variant": "{variant}"},
+        png=report(
+            "results/figures/scatter/{model}/{variant}.png",
+            caption="../report/scatter.rst",
+            category="Figures",
+            subcategory="Predicted vs client",
+            labels={"backbone": "{model}", "variant": "{variant}"},
         ),
+        pdf="results/figures/scatter/{model}/{variant}.pdf",
     params:
-        stem="results/figures/scatter/{model}/{variant}",
-        formats=" ".join(FIGURE_FORMATS),
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
         title=lambda wc: shlex.quote(f"{wc.model} ({wc.variant}): held-out folds"),
     log:
         "logs/figures/scatter/{model}/{variant}.log",
@@ -69,7 +58,7 @@ rule scatter_figure:
     shell:
         "care evaluate figures scatter --input {input.scores} "
         "--instrument {input.instrument} --title {params.title} "
-        "--formats {params.formats} --out {params.stem} 2> {log}"
+        "--out {params.stem} 2> {log}"
 
 
 rule ablation_figure:
@@ -77,29 +66,28 @@ rule ablation_figure:
         table="results/table4.csv",
         instrument=INSTRUMENT,
     output:
-        figure_outputs(
-            "results/figures/ablation",
-            "../report/ablation.rst",
-            "Ablation",
-            {"figure": "Table 4 as bars"},
+        png=report(
+            "results/figures/ablation.png",
+            caption="../report/ablation.rst",
+            category="Figures",
+            subcategory="Ablation",
+            labels={"figure": "Table 4 as bars"},
         ),
+        pdf="results/figures/ablation.pdf",
     params:
-        stem="results/figures/ablation",
-        formats=" ".join(FIGURE_FORMATS),
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
     log:
         "logs/figures/ablation.log",
     conda:
         CARE_ENV
     shell:
         "care evaluate figures ablation --input {input.table} "
-        "--instrument {input.instrument} --formats {params.formats} "
-        "--out {params.stem} 2> {log}"
+        "--instrument {input.instrument} --out {params.stem} 2> {log}"
 
 
-ALL_TARGETS.append(f"results/figures/figure3.{FIGURE_FORMATS[0]}")
+ALL_TARGETS.append("results/figures/figure3.png")
 ALL_TARGETS.extend(
-    f"results/figures/scatter/{r['model']}/{r['variant']}.{FIGURE_FORMATS[0]}"
-    for r in TABLE4_RUNS
+    "results/figures/scatter/{model}/{variant}.png".format(**r) for r in RUNS.ablation
 )
-if TABLE4_RUNS:
-    ALL_TARGETS.append(f"results/figures/ablation.{FIGURE_FORMATS[0]}")
+if RUNS.ablation:
+    ALL_TARGETS.append("results/figures/ablation.png")

@@ -27,6 +27,16 @@ from care.sessions import Session
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+MIN_Z = 1.96  # a term counts as recurring when its log-odds z-score is significant at .05
+
+
+def stopwords(language: str) -> frozenset[str]:
+    """Function words left out of the terms (English: scikit-learn's list; others: none)."""
+    if language.split("-")[0] == "en":
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        return ENGLISH_STOP_WORDS
+    return frozenset()
 
 
 @dataclass
@@ -99,8 +109,8 @@ def dimension_digest(
         return digest
     if not rest.empty:
         terms = top_terms({"low": low["rationale"].tolist(), "rest": rest["rationale"].tolist()},
-                          language, top_k)
-        terms = terms[(terms["group"] == "low") & (terms["z"] > 0)]
+                          language, top_k, stopwords=stopwords(language))
+        terms = terms[(terms["group"] == "low") & (terms["z"] >= MIN_Z)]
         digest.terms = [
             {"term": str(r.term), "z": float(r.z), "log_odds": float(r.log_odds),
              "count": int(r.count)} for r in terms.head(top_k).itertuples()
@@ -116,9 +126,9 @@ def _examples(low, terms, sessions, instrument, n_examples, language) -> list[di
                   ascending=[False, True, True, True])
     examples, seen = [], set()
     for r in ranked.itertuples():
-        if r.rationale in seen:
-            continue
-        seen.add(r.rationale)
+        if r.rationale in seen or r.session_id in seen:
+            continue  # one example per session: items of a dimension often read alike
+        seen.update((r.rationale, r.session_id))
         session = sessions.get(r.session_id)
         examples.append({
             "session_id": r.session_id, "item_id": r.item_id,
@@ -159,7 +169,7 @@ def write_digests(
     threshold: float, contrast: str = "counselor", top_k: int = 10, n_examples: int = 3,
     language: str = "en",
 ) -> list[CounselorDigest]:
-    """Write ``{counselor}.md`` and ``.html`` per chosen counselor plus an ``index.md``."""
+    """Write ``{counselor}.md`` and ``.html`` per chosen counselor, and an index of each."""
     out_dir = Path(out_dir)
     by_id = {s.session_id: s for s in sessions}
     chosen = choose_counselors(scores, counselors, min_sessions)
@@ -183,6 +193,9 @@ def write_digests(
                  "/".join(str(d.n_low) for d in digest.dimensions))
     with atomic_open(out_dir / "index.md") as f:
         f.write(_index(digests, threshold))
+    with atomic_open(out_dir / "index.html") as f:
+        f.write(_environment().get_template("digest_index.html.j2").render(
+            digests=digests, threshold=threshold, safe_name=safe_name))
     return digests
 
 

@@ -220,16 +220,27 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
 
 
 CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
-           "pattern rates predicting session-level predicted alliance. "
-           "*** p < .001, ** p < .01, * p < .05.")
+           "pattern rates predicting session-level predicted alliance")
+NOTES = (
+    "*** p < .001, ** p < .01, * p < .05.",
+    "A pattern is a counselor turn (strategy category) answered directly by the client "
+    "(reaction polarity); its rate is its share of the session's labeled exchanges. "
+    "Patterns not listed and unlabeled exchanges form the baseline.",
+)
 
 
 def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
                  language: str = "en") -> None:
+    """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout)."""
+    from care.evaluate.tables import to_html
+
     csv = Path(csv)
     pretty = display_table(table, instrument, language)
+    caption = f"{CAPTION}. {' '.join(NOTES)}"
     with atomic_open(csv.with_suffix(".md")) as f:
-        f.write(to_markdown(pretty, CAPTION))
+        f.write(to_markdown(pretty, caption))
     with atomic_open(csv.with_suffix(".tex")) as f:
-        f.write(to_latex(pretty, CAPTION, f"tab:{csv.stem}"))
+        f.write(to_latex(pretty, caption, f"tab:{csv.stem}"))
+    with atomic_open(csv.with_suffix(".html")) as f:
+        f.write(to_html(pretty, CAPTION, NOTES))
     write_table(csv, table, float_format="%.6f")

@@ -118,12 +118,22 @@ def predict_corpus(
     sessions = load_corpus(corpus, instrument)
     scorer = make_scorer()
     log.info("scoring %d sessions with %s/%s fold %s", len(sessions), model, variant, fold)
-    frame = prediction_frame(
-        scorer.score(sessions), sessions, instrument, model=model, variant=variant, fold=fold
-    )
+    rows = _progress(scorer.score(sessions), len(sessions), instrument.item_ids[-1])
+    frame = prediction_frame(rows, sessions, instrument, model=model, variant=variant, fold=fold)
     log.info("%d predictions, parse coverage %.1f%%", len(frame), 100 * frame["parsed"].mean())
     write_table(out, frame)
     return frame
+
+
+def _progress(rows: Iterable[dict], n_sessions: int, last_item: str) -> Iterable[dict]:
+    """Pass rows through, logging every 10th finished session (a long job shows progress)."""
+    done = 0
+    for row in rows:
+        yield row
+        if row["item_id"] == last_item:
+            done += 1
+            if done % 10 == 0 or done == n_sessions:
+                log.info("%d/%d sessions scored", done, n_sessions)
 
 
 # --------------------------------------------------------------------------- reading back

@@ -38,7 +38,8 @@ def tiny(args) -> int:
         section["arch"] = args.arch
     spec = TinySpec.from_config(section)
     instrument = load_instrument(args.instrument)
-    texts = list(corpus_texts(args.sessions, instrument, args.extra_text))
+    texts = list(corpus_texts(args.sessions, instrument,
+                              [*spec.tokenizer_texts, *args.extra_text]))
     info = build_tiny(spec, texts, args.out)
     log.info("tiny backbone %s: %s", args.out, info)
     return 0

@@ -42,8 +42,12 @@ def register(subparsers) -> None:
 
     for name, helptext in [("table2", "main results vs baselines"), ("table4", "the ablation")]:
         p = actions.add_parser(name, help=helptext)
-        p.add_argument("--runs", type=json_arg, required=True,
-                       help="JSON list of {model, variant, label, kind}, in --scores order")
+        p.add_argument(
+            "--runs",
+            type=json_arg,
+            required=True,
+            help="JSON list of {model, variant, label, kind}, in --scores order",
+        )
         p.add_argument("--scores", nargs="+", required=True)
         p.add_argument("--folds", required=True, help="folds.tsv (session_id, client_id, fold)")
         p.add_argument("--instrument", required=True)
@@ -51,8 +55,11 @@ def register(subparsers) -> None:
         p.add_argument("--seed", type=int, default=123)
         p.add_argument("--out", required=True, help="table CSV; .md and .tex beside it")
         if name == "table2":
-            p.add_argument("--selection", default="unknown",
-                           help="checkpoint selection mode of the fine-tuned runs")
+            p.add_argument(
+                "--selection",
+                default="unknown",
+                help="checkpoint selection mode of the fine-tuned runs",
+            )
             p.set_defaults(func=_table2)
         else:
             p.add_argument("--reference-variant", default="score_only")
@@ -79,8 +86,9 @@ def register(subparsers) -> None:
 
     p = actions.add_parser("figures", help="Figure 3, prediction scatter, ablation bars")
     p.add_argument("kind", choices=["distribution", "scatter", "ablation"])
-    p.add_argument("--input", required=True,
-                   help="sessions.tsv | a run's scores.parquet | table4.csv")
+    p.add_argument(
+        "--input", required=True, help="sessions.tsv | a run's scores.parquet | table4.csv"
+    )
     p.add_argument("--instrument", required=True)
     p.add_argument("--title", default="")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
@@ -200,24 +208,32 @@ def _table2(args) -> None:
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
-    frame = tables.table2(args.runs, _read_scores(args.scores, args.runs), dims,
-                          _resampler(args), args.selection)
+    frame = tables.table2(
+        args.runs, _read_scores(args.scores, args.runs), dims, _resampler(args), args.selection
+    )
     labels = _dim_labels(instrument)
     spec = _resampler_spec_text(args)
-    best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}"
-                     for d in dims)
+    best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}" for d in dims)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
         f"(*) Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
         f"{spec}. CSV: 95% intervals and p-values.",
         f"Fine-tuned checkpoints selected by: {args.selection}.",
     ]
-    kwargs = dict(dims=dims, dim_labels=labels, row_columns={"label": "Model"},
-                  p_column="{d}_pearson_p_vs_best")
+    kwargs = dict(
+        dims=dims,
+        dim_labels=labels,
+        row_columns={"label": "Model"},
+        p_column="{d}_pearson_p_vs_best",
+    )
     tables.write_outputs(
-        args.out, frame, tables.alliance_display(frame, latex=False, **kwargs),
+        args.out,
+        frame,
+        tables.alliance_display(frame, latex=False, **kwargs),
         tables.alliance_display(frame, latex=True, **kwargs),
-        "Table 2: alliance prediction against client ratings", notes)
+        "Table 2: alliance prediction against client ratings",
+        notes,
+    )
 
 
 def _resampler_spec_text(args) -> str:
@@ -234,21 +250,29 @@ def _table4(args) -> None:
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
     ref = args.reference_variant
-    frame = tables.table4(args.runs, _read_scores(args.scores, args.runs), dims,
-                          _resampler(args), ref)
+    frame = tables.table4(
+        args.runs, _read_scores(args.scores, args.runs), dims, _resampler(args), ref
+    )
     labels = _dim_labels(instrument)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
         f"(*) Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
         f"{_resampler_spec_text(args)}.",
     ]
-    kwargs = dict(dims=dims, dim_labels=labels,
-                  row_columns={"model": "Backbone", "variant": "Variant"},
-                  p_column=f"{{d}}_pearson_p_vs_{ref}")
+    kwargs = dict(
+        dims=dims,
+        dim_labels=labels,
+        row_columns={"model": "Backbone", "variant": "Variant"},
+        p_column=f"{{d}}_pearson_p_vs_{ref}",
+    )
     tables.write_outputs(
-        args.out, frame, tables.alliance_display(frame, latex=False, **kwargs),
+        args.out,
+        frame,
+        tables.alliance_display(frame, latex=False, **kwargs),
         tables.alliance_display(frame, latex=True, **kwargs),
-        "Table 4: rationale supervision across backbones (ablation)", notes)
+        "Table 4: rationale supervision across backbones (ablation)",
+        notes,
+    )
 
 
 def _table3(args) -> None:
@@ -274,13 +298,19 @@ def _table3(args) -> None:
         "BLEU: sacrebleu corpus BLEU / 100; ROUGE: rouge-score F1; BERTScore: F1.",
     ]
     if human is not None:
-        notes.append("Human: 1-5 ratings, mean ± sd over rated rationales; Krippendorff's "
-                     "alpha in the CSV and the human-evaluation summary.")
+        notes.append(
+            "Human: 1-5 ratings, mean ± sd over rated rationales; Krippendorff's "
+            "alpha in the CSV and the human-evaluation summary."
+        )
     kwargs = dict(dims=dims, dim_labels=_dim_labels(instrument))
     tables.write_outputs(
-        args.out, frame, tables.text_display(frame, latex=False, **kwargs),
+        args.out,
+        frame,
+        tables.text_display(frame, latex=False, **kwargs),
         tables.text_display(frame, latex=True, **kwargs),
-        "Table 3: rationale quality", notes)
+        "Table 3: rationale quality",
+        notes,
+    )
 
 
 def _table5(args) -> None:
@@ -310,12 +340,19 @@ def _table5(args) -> None:
     by_dim = {d: list(texts.loc[texts["dimension"] == d, "text"]) for d in dims}
     spec = args.spec
     terms = logodds.top_terms(
-        by_dim, language, int(spec.get("top_k", 5)), min_count=int(spec.get("min_count", 1)),
+        by_dim,
+        language,
+        int(spec.get("top_k", 5)),
+        min_count=int(spec.get("min_count", 1)),
         stopwords=logodds.stopword_list(spec.get("stopwords", [])),
         prior_size=spec.get("prior_size"),
     )
-    lengths = texts.assign(n=texts["text"].str.len()).groupby("dimension")["n"].agg(
-        length_mean="mean", length_sd="std").reset_index()
+    lengths = (
+        texts.assign(n=texts["text"].str.len())
+        .groupby("dimension")["n"]
+        .agg(length_mean="mean", length_sd="std")
+        .reset_index()
+    )
     frame = tables.table5(terms, lengths, source)
     labels = _dim_labels(instrument)
     notes = [
@@ -324,9 +361,13 @@ def _table5(args) -> None:
         "z-scores in parentheses (|z| > 1.96: p < .05). Length: characters, mean ± sd.",
     ]
     tables.write_outputs(
-        args.out, frame, tables.terms_display(frame, labels, latex=False),
+        args.out,
+        frame,
+        tables.terms_display(frame, labels, latex=False),
         tables.terms_display(frame, labels, latex=True),
-        "Table 5: distinctive terms of each dimension's rationales", notes)
+        "Table 5: distinctive terms of each dimension's rationales",
+        notes,
+    )
 
 
 def _figures(args) -> None:
@@ -343,11 +384,9 @@ def _figures(args) -> None:
         figures.score_distributions(sessions, dims, labels, scale, args.out, args.formats)
     elif args.kind == "scatter":
         scores = pd.read_parquet(args.input)
-        figures.prediction_scatter(scores, dims, labels, scale, args.title, args.out,
-                                   args.formats)
+        figures.prediction_scatter(scores, dims, labels, scale, args.title, args.out, args.formats)
     else:
-        figures.ablation_bars(tables.read_table(args.input), dims, labels, args.out,
-                              args.formats)
+        figures.ablation_bars(tables.read_table(args.input), dims, labels, args.out, args.formats)
 
 
 def _human_export(args) -> None:
@@ -359,13 +398,19 @@ def _human_export(args) -> None:
     pred = metrics.read_predictions(args.predictions)
     spec = args.spec
     language = spec.get("language", "en")
-    sheet = human_eval.sample_rows(pred, instrument, int(spec.get("n_sessions", 10)),
-                                   int(spec.get("seed", args.seed)), language)
+    sheet = human_eval.sample_rows(
+        pred,
+        instrument,
+        int(spec.get("n_sessions", 10)),
+        int(spec.get("seed", args.seed)),
+        language,
+    )
     sessions = load_sessions(args.sessions, instrument)
     dialogues = human_eval.dialogue_rows(sessions, set(sheet["session_id"]))
     human_eval.export_sheet(args.out, sheet, dialogues, tuple(spec.get("scale", [1, 5])))
-    log.info("rating sheet: %d rationales of %d sessions", len(sheet),
-             sheet["session_id"].nunique())
+    log.info(
+        "rating sheet: %d rationales of %d sessions", len(sheet), sheet["session_id"].nunique()
+    )
 
 
 def _human_import(args) -> None:
@@ -379,10 +424,14 @@ def _human_import(args) -> None:
     key = pd.read_excel(args.key, sheet_name=human_eval.SHEET, dtype={"row_id": str})
     scale = tuple(args.spec.get("scale", [1, 5]))
     ratings = human_eval.import_sheets([Path(p) for p in args.sheets], key, scale)
-    summary = human_eval.summarize(ratings, instrument.dimension_ids,
-                                   args.spec.get("level", "ordinal"))
+    summary = human_eval.summarize(
+        ratings, instrument.dimension_ids, args.spec.get("level", "ordinal")
+    )
     if args.ratings:
         write_table(args.ratings, ratings)
     write_table(args.out, summary.round(6))
-    log.info("%d ratings from %d raters", int(ratings["rating"].notna().sum()),
-             ratings["rater"].nunique())
+    log.info(
+        "%d ratings from %d raters",
+        int(ratings["rating"].notna().sum()),
+        ratings["rater"].nunique(),
+    )

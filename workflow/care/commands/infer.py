@@ -23,18 +23,28 @@ def register(subparsers) -> None:
     _common(model)
     model.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf")
     model.add_argument("--model-path", help="local model directory (hf, vllm backends)")
-    model.add_argument("--api", type=json_arg, default={},
-                       help="JSON: model, base_url, api_key_env, allow_remote, concurrency, ...")
+    model.add_argument(
+        "--api",
+        type=json_arg,
+        default={},
+        help="JSON: model, base_url, api_key_env, allow_remote, concurrency, ...",
+    )
     model.add_argument("--name", required=True, help="model name in the predictions")
-    model.add_argument("--variant", required=True,
-                       help="variant in the predictions (rationale, score_only, zero_shot)")
-    model.add_argument("--prompt-variant", choices=["rationale", "score_only"],
-                       help="answer format asked for (default: --variant)")
-    model.add_argument("--granularity", choices=["item", "dimension", "session"],
-                       default="item")
+    model.add_argument(
+        "--variant",
+        required=True,
+        help="variant in the predictions (rationale, score_only, zero_shot)",
+    )
+    model.add_argument(
+        "--prompt-variant",
+        choices=["rationale", "score_only"],
+        help="answer format asked for (default: --variant)",
+    )
+    model.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     model.add_argument("--max-length", type=int, required=True)
-    model.add_argument("--settings", type=json_arg, default={},
-                       help="JSON: the config's inference section")
+    model.add_argument(
+        "--settings", type=json_arg, default={}, help="JSON: the config's inference section"
+    )
     model.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
     model.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     model.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
@@ -63,10 +73,14 @@ def build_scorer(args, instrument):
     settings = args.settings
     prompt_variant = getattr(args, "prompt_variant", None) or args.variant
     common = dict(
-        instrument=instrument, variant=prompt_variant, granularity=args.granularity,
-        max_length=args.max_length, max_new_tokens=max_new_tokens(settings, prompt_variant),
+        instrument=instrument,
+        variant=prompt_variant,
+        granularity=args.granularity,
+        max_length=args.max_length,
+        max_new_tokens=max_new_tokens(settings, prompt_variant),
         batch_size=int(settings.get("batch_size", 48)),
-        language=settings.get("language"), scoring=settings.get("scoring", "generated"),
+        language=settings.get("language"),
+        scoring=settings.get("scoring", "generated"),
         cache=args.cache,
     )
     if args.backend == "hf":
@@ -78,16 +92,19 @@ def build_scorer(args, instrument):
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return HFScorer.from_pretrained(
-            _need(args.model_path, "--model-path"), device=device,
+            _need(args.model_path, "--model-path"),
+            device=device,
             dtype=settings.get("dtype", "auto"),
-            prefix_sharing=bool(settings.get("prefix_sharing", True)), **common,
+            prefix_sharing=bool(settings.get("prefix_sharing", True)),
+            **common,
         )
     if args.backend == "vllm":
         from care.infer.vllm_backend import VLLMScorer
 
         return VLLMScorer(
             _need(args.model_path, "--model-path"),
-            tensor_parallel_size=max(1, args.gpus), dtype=settings.get("dtype", "auto"),
+            tensor_parallel_size=max(1, args.gpus),
+            dtype=settings.get("dtype", "auto"),
             top_logprobs=int(settings.get("top_logprobs", 20)),
             gpu_memory_utilization=float(settings.get("gpu_memory_utilization", 0.85)),
             **common,
@@ -97,9 +114,20 @@ def build_scorer(args, instrument):
     api = dict(getattr(args, "api", None) or {})
     return APIScorer(
         _need(api.pop("model", None), "--api model"),
-        **{k: v for k, v in api.items()
-           if k in ("base_url", "api_key_env", "allow_remote", "concurrency", "max_retries",
-                    "timeout_s", "cache_dir")},
+        **{
+            k: v
+            for k, v in api.items()
+            if k
+            in (
+                "base_url",
+                "api_key_env",
+                "allow_remote",
+                "concurrency",
+                "max_retries",
+                "timeout_s",
+                "cache_dir",
+            )
+        },
         **common,
     )
 
@@ -121,8 +149,14 @@ def run_model(args) -> int:
     instrument = load_instrument(args.instrument)
     scorer = build_scorer(args, instrument)
     predict_fold(
-        scorer, sessions_path=args.sessions, instrument=instrument, folds_path=args.folds,
-        fold=args.fold, model=args.name, variant=args.variant, out=args.out,
+        scorer,
+        sessions_path=args.sessions,
+        instrument=instrument,
+        folds_path=args.folds,
+        fold=args.fold,
+        model=args.name,
+        variant=args.variant,
+        out=args.out,
     )
     return 0
 
@@ -143,13 +177,20 @@ def run_counselor(args) -> int:
     instrument = load_instrument(args.instrument)
     folds = read_folds(args.folds) if args.folds else None
     rows = sort_rows(
-        counselor_rows(fold_sessions(args.sessions, instrument, folds, args.fold), instrument,
-                       args.fold),
+        counselor_rows(
+            fold_sessions(args.sessions, instrument, folds, args.fold), instrument, args.fold
+        ),
         instrument,
     )
     write_predictions(args.out, rows)
-    write_json(coverage_path(args.out),
-               {"model": "counselor", "variant": "human", "fold": args.fold, **coverage(rows)})
-    log.info("counselor baseline, fold %s: %d rated items on %d sessions", args.fold,
-             len(rows), len({r["session_id"] for r in rows}))
+    write_json(
+        coverage_path(args.out),
+        {"model": "counselor", "variant": "human", "fold": args.fold, **coverage(rows)},
+    )
+    log.info(
+        "counselor baseline, fold %s: %d rated items on %d sessions",
+        args.fold,
+        len(rows),
+        len({r["session_id"] for r in rows}),
+    )
     return 0

@@ -80,7 +80,8 @@ class Resampler:
         missing = ids.difference(unit_of.index)
         if len(missing):
             raise CareInputError(
-                "<folds>", f"sessions not in fold {fold} of the folds table: {list(missing[:5])}",
+                "<folds>",
+                f"sessions not in fold {fold} of the folds table: {list(missing[:5])}",
                 field="session_id",
             )
         return self._counts[int(fold)][:, unit_of.loc[ids].to_numpy()]
@@ -131,9 +132,7 @@ def weighted_mse(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 STATISTICS = {"pearson": weighted_pearson, "spearman": weighted_spearman, "mse": weighted_mse}
 
 
-def fold_mean_resamples(
-    scores: pd.DataFrame, resampler: Resampler, metric: str
-) -> np.ndarray:
+def fold_mean_resamples(scores: pd.DataFrame, resampler: Resampler, metric: str) -> np.ndarray:
     """The fold-mean ``metric`` in every resample, for one run and dimension's scored sessions.
 
     ``scores`` holds columns fold, session_id, predicted, client (scored sessions only).

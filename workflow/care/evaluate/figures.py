@@ -58,8 +58,12 @@ def save(fig, stem: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
 
 
 def score_distributions(
-    sessions: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
-    scale: tuple[int, int], stem: str | Path, formats: Sequence[str] = FORMATS,
+    sessions: pd.DataFrame,
+    dims: Sequence[str],
+    labels: Mapping[str, str],
+    scale: tuple[int, int],
+    stem: str | Path,
+    formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Histograms of the client's dimension scores (Figure 3), with the mean marked."""
     plt = _pyplot()
@@ -80,20 +84,32 @@ def score_distributions(
 
 
 def prediction_scatter(
-    scores: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
-    scale: tuple[int, int], title: str, stem: str | Path, formats: Sequence[str] = FORMATS,
+    scores: pd.DataFrame,
+    dims: Sequence[str],
+    labels: Mapping[str, str],
+    scale: tuple[int, int],
+    title: str,
+    stem: str | Path,
+    formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Predicted vs client dimension score per dimension (held-out folds pooled)."""
     plt = _pyplot()
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(dims), figsize=(3.0 * len(dims), 3.0),
-                                 sharex=True, sharey=True)
+        fig, axes = plt.subplots(
+            1, len(dims), figsize=(3.0 * len(dims), 3.0), sharex=True, sharey=True
+        )
         axes = np.atleast_1d(axes)
         for n, (ax, d) in enumerate(zip(axes, dims, strict=True)):
             part = scores[scores["dimension"] == d].dropna(subset=["predicted", "client"])
             ax.plot(scale, scale, color="grey", linewidth=0.8, linestyle=":")
-            ax.scatter(part["client"], part["predicted"], s=10, alpha=0.6,
-                       color=PALETTE[n % len(PALETTE)], edgecolors="none")
+            ax.scatter(
+                part["client"],
+                part["predicted"],
+                s=10,
+                alpha=0.6,
+                color=PALETTE[n % len(PALETTE)],
+                edgecolors="none",
+            )
             r = np.corrcoef(part["client"], part["predicted"])[0, 1] if len(part) > 2 else np.nan
             ax.set_title(f"{labels[d]} (pooled r = {r:.2f}, n={len(part)})")
             ax.set_xlabel("client score")
@@ -106,8 +122,11 @@ def prediction_scatter(
 
 
 def ablation_bars(
-    table: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
-    stem: str | Path, formats: Sequence[str] = FORMATS,
+    table: pd.DataFrame,
+    dims: Sequence[str],
+    labels: Mapping[str, str],
+    stem: str | Path,
+    formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Fold-mean Pearson r per dimension for each backbone x variant, error bars = sd."""
     plt = _pyplot()
@@ -122,10 +141,18 @@ def ablation_bars(
             means = [row[f"{d}_pearson_mean"] for d in dims]
             sds = np.nan_to_num([row[f"{d}_pearson_sd"] for d in dims])
             hatch = "" if variant == "rationale" else "//"
-            ax.bar(x + (n - (len(runs) - 1) / 2) * width, means, width, yerr=sds, capsize=3,
-                   label=f"{model} · {variant}", color=PALETTE[models.index(model) % len(PALETTE)],
-                   alpha=1.0 if variant == "rationale" else 0.55, hatch=hatch,
-                   edgecolor="white")
+            ax.bar(
+                x + (n - (len(runs) - 1) / 2) * width,
+                means,
+                width,
+                yerr=sds,
+                capsize=3,
+                label=f"{model} · {variant}",
+                color=PALETTE[models.index(model) % len(PALETTE)],
+                alpha=1.0 if variant == "rationale" else 0.55,
+                hatch=hatch,
+                edgecolor="white",
+            )
         ax.set_xticks(x, [labels[d] for d in dims])
         ax.set_ylabel("Pearson r (mean ± sd over folds)")
         ax.axhline(0, color="black", linewidth=0.6)

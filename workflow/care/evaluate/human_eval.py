@@ -29,19 +29,32 @@ from care.sessions import Session
 CRITERIA = ["faithfulness", "relevance", "informativeness"]
 SHEET = "ratings"
 KEY_COLUMNS = [
-    "row_id", "session_id", "dimension", "item_id", "item", "client_rating",
-    "predicted_score", "rationale",
+    "row_id",
+    "session_id",
+    "dimension",
+    "item_id",
+    "item",
+    "client_rating",
+    "predicted_score",
+    "rationale",
 ]
 SHEET_COLUMNS = [*KEY_COLUMNS, *CRITERIA, "comment"]
 SUMMARY_COLUMNS = [
-    "criterion", "dimension", "mean", "sd", "n_ratings", "n_units", "n_raters", "alpha",
+    "criterion",
+    "dimension",
+    "mean",
+    "sd",
+    "n_ratings",
+    "n_units",
+    "n_raters",
+    "alpha",
 ]
 DEFINITIONS = {
     "faithfulness": "How accurately the rationale reflects the dialogue content and the "
-                    "client's actual rating.",
+    "client's actual rating.",
     "relevance": "How directly the rationale addresses the aspect the item asks about.",
     "informativeness": "Whether the rationale gives context-specific evidence from this "
-                       "session rather than generic statements.",
+    "session rather than generic statements.",
 }
 FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 
@@ -59,15 +72,17 @@ def sample_rows(
     rows = rated[rated["session_id"].astype(str).isin(chosen)].copy()
     order = {item: n for n, item in enumerate(instrument.item_ids)}
     rows = rows.assign(_o=rows["item_id"].map(order)).sort_values(["session_id", "_o"])
-    sheet = pd.DataFrame({
-        "session_id": rows["session_id"].astype(str),
-        "dimension": rows["item_id"].map(instrument.dimension_of),
-        "item_id": rows["item_id"],
-        "item": rows["item_id"].map(lambda i: instrument.items[i].wording(language)),
-        "client_rating": rows["client_score"].astype(float),
-        "predicted_score": rows["score"].astype(float),
-        "rationale": rows["rationale"],
-    }).reset_index(drop=True)
+    sheet = pd.DataFrame(
+        {
+            "session_id": rows["session_id"].astype(str),
+            "dimension": rows["item_id"].map(instrument.dimension_of),
+            "item_id": rows["item_id"],
+            "item": rows["item_id"].map(lambda i: instrument.items[i].wording(language)),
+            "client_rating": rows["client_score"].astype(float),
+            "predicted_score": rows["score"].astype(float),
+            "rationale": rows["rationale"],
+        }
+    ).reset_index(drop=True)
     sheet.insert(0, "row_id", [f"r{n + 1:04d}" for n in range(len(sheet))])
     for column in [*CRITERIA, "comment"]:
         sheet[column] = None
@@ -77,14 +92,16 @@ def sample_rows(
 def dialogue_rows(sessions: Sequence[Session], session_ids: set[str]) -> pd.DataFrame:
     rows = [
         {"session_id": s.session_id, "turn": n, "speaker": t.speaker, "text": t.text}
-        for s in sessions if s.session_id in session_ids
+        for s in sessions
+        if s.session_id in session_ids
         for n, t in enumerate(s.turns, start=1)
     ]
     return pd.DataFrame(rows, columns=["session_id", "turn", "speaker", "text"])
 
 
-def export_sheet(path: str | Path, sheet: pd.DataFrame, dialogues: pd.DataFrame,
-                 scale: tuple[int, int] = (1, 5)) -> None:
+def export_sheet(
+    path: str | Path, sheet: pd.DataFrame, dialogues: pd.DataFrame, scale: tuple[int, int] = (1, 5)
+) -> None:
     """Write the rating workbook (instructions, ratings with 1-5 validation, dialogues)."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
@@ -118,9 +135,14 @@ def export_sheet(path: str | Path, sheet: pd.DataFrame, dialogues: pd.DataFrame,
         if column in ("rationale", "item"):
             for cell in ratings[letter][1:]:
                 cell.alignment = Alignment(wrap_text=True, vertical="top")
-    check = DataValidation(type="whole", operator="between", formula1=str(scale[0]),
-                           formula2=str(scale[1]), allow_blank=True,
-                           error=f"A whole number from {scale[0]} to {scale[1]}")
+    check = DataValidation(
+        type="whole",
+        operator="between",
+        formula1=str(scale[0]),
+        formula2=str(scale[1]),
+        allow_blank=True,
+        error=f"A whole number from {scale[0]} to {scale[1]}",
+    )
     ratings.add_data_validation(check)
     first = SHEET_COLUMNS.index(CRITERIA[0]) + 1
     start = ratings.cell(row=2, column=first).coordinate
@@ -155,8 +177,9 @@ def _save_reproducibly(book, path: str | Path) -> None:
             for info in src.infolist():
                 data = src.read(info.filename)
                 if info.filename == "docProps/core.xml":
-                    data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z",
-                                  data)
+                    data = re.sub(
+                        rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data
+                    )
                 entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
                 entry.compress_type = zipfile.ZIP_DEFLATED
                 dst.writestr(entry, data)
@@ -173,14 +196,17 @@ def read_sheet(path: str | Path) -> tuple[pd.DataFrame, str, int]:
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
             return pd.read_csv(path, sep=sep, dtype=object, keep_default_na=False), "", 2
     except ValueError as exc:  # pandas: missing sheet, unreadable workbook
-        raise CareInputError(path, f"cannot read rating sheet: {exc}", where=f"sheet '{SHEET}'")
+        raise CareInputError(
+            path, f"cannot read rating sheet: {exc}", where=f"sheet '{SHEET}'"
+        ) from None
     except OSError as exc:
         raise CareInputError(path, f"cannot read rating sheet: {exc}") from None
     raise CareInputError(path, "rating sheets must be .xlsx or .csv files")
 
 
-def parse_ratings(path: str | Path, key: pd.DataFrame | None = None,
-                  scale: tuple[int, int] = (1, 5)) -> pd.DataFrame:
+def parse_ratings(
+    path: str | Path, key: pd.DataFrame | None = None, scale: tuple[int, int] = (1, 5)
+) -> pd.DataFrame:
     """One rater's filled sheet as long rows (rater, row_id, criterion, rating); checked."""
     path = Path(path)
     frame, where, first_row = read_sheet(path)
@@ -193,24 +219,39 @@ def parse_ratings(path: str | Path, key: pd.DataFrame | None = None,
         line = first_row + n
         row_id = _text(record["row_id"])
         if not row_id:
-            raise CareInputError(path, "empty row id", line=line, field="row_id",
-                                 where=where or None)
+            raise CareInputError(
+                path, "empty row id", line=line, field="row_id", where=where or None
+            )
         if row_id in seen:
-            raise CareInputError(path, f"row id {row_id!r} appears twice", line=line,
-                                 field="row_id", where=where or None)
+            raise CareInputError(
+                path,
+                f"row id {row_id!r} appears twice",
+                line=line,
+                field="row_id",
+                where=where or None,
+            )
         seen.add(row_id)
         if key is not None and row_id not in set(key["row_id"]):
-            raise CareInputError(path, f"row id {row_id!r} is not in the exported sheet",
-                                 line=line, field="row_id", where=where or None)
+            raise CareInputError(
+                path,
+                f"row id {row_id!r} is not in the exported sheet",
+                line=line,
+                field="row_id",
+                where=where or None,
+            )
         for criterion in CRITERIA:
             value = _rating(record[criterion], scale)
             if value is _BAD:
                 raise CareInputError(
-                    path, f"{record[criterion]!r} is not a whole number from {scale[0]} to "
-                    f"{scale[1]}", line=line, field=criterion, where=where or None,
+                    path,
+                    f"{record[criterion]!r} is not a whole number from {scale[0]} to {scale[1]}",
+                    line=line,
+                    field=criterion,
+                    where=where or None,
                 )
-            rows.append({"rater": path.stem, "row_id": row_id, "criterion": criterion,
-                         "rating": value})
+            rows.append(
+                {"rater": path.stem, "row_id": row_id, "criterion": criterion, "rating": value}
+            )
     return pd.DataFrame(rows, columns=["rater", "row_id", "criterion", "rating"])
 
 
@@ -236,14 +277,17 @@ def _rating(value, scale: tuple[int, int]):
     return number
 
 
-def import_sheets(paths: Sequence[str | Path], key: pd.DataFrame | None = None,
-                  scale: tuple[int, int] = (1, 5)) -> pd.DataFrame:
+def import_sheets(
+    paths: Sequence[str | Path], key: pd.DataFrame | None = None, scale: tuple[int, int] = (1, 5)
+) -> pd.DataFrame:
     """All raters' ratings, long: rater, row_id, criterion, rating (+ dimension from the key)."""
     stems = [Path(p).stem for p in paths]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise CareInputError(paths[stems.index(duplicates[0])],
-                             f"two sheets name the same rater {duplicates[0]!r} (file stem)")
+        raise CareInputError(
+            paths[stems.index(duplicates[0])],
+            f"two sheets name the same rater {duplicates[0]!r} (file stem)",
+        )
     frames = [parse_ratings(p, key, scale) for p in paths]
     ratings = pd.concat(frames, ignore_index=True)
     if key is not None:
@@ -255,34 +299,43 @@ def krippendorff_alpha(ratings: pd.DataFrame, level: str = "ordinal") -> float:
     """Alpha across raters (units = rated rows); NaN with fewer than two raters or no spread."""
     import krippendorff
 
-    table = ratings.pivot_table(index="rater", columns="row_id", values="rating",
-                                aggfunc="first")
+    table = ratings.pivot_table(index="rater", columns="row_id", values="rating", aggfunc="first")
     if table.shape[0] < 2 or table.notna().sum().ge(2).sum() == 0:
         return np.nan
     try:
-        return float(krippendorff.alpha(reliability_data=table.to_numpy(dtype=float),
-                                        level_of_measurement=level))
+        return float(
+            krippendorff.alpha(
+                reliability_data=table.to_numpy(dtype=float), level_of_measurement=level
+            )
+        )
     except ValueError:  # a single value in the whole domain: agreement is undefined
         return np.nan
 
 
-def summarize(ratings: pd.DataFrame, dimensions: Sequence[str],
-              level: str = "ordinal") -> pd.DataFrame:
+def summarize(
+    ratings: pd.DataFrame, dimensions: Sequence[str], level: str = "ordinal"
+) -> pd.DataFrame:
     """Per criterion, per dimension and overall ('all'): mean, sd, counts and alpha."""
     rows = []
     for criterion in CRITERIA:
         of_criterion = ratings[ratings["criterion"] == criterion]
         for dimension in [*dimensions, "all"]:
-            part = of_criterion if dimension == "all" else of_criterion[
-                of_criterion["dimension"] == dimension]
+            part = (
+                of_criterion
+                if dimension == "all"
+                else of_criterion[of_criterion["dimension"] == dimension]
+            )
             values = part["rating"].dropna()
-            rows.append({
-                "criterion": criterion, "dimension": dimension,
-                "mean": float(values.mean()) if len(values) else np.nan,
-                "sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
-                "n_ratings": len(values),
-                "n_units": part.dropna(subset=["rating"])["row_id"].nunique(),
-                "n_raters": part.dropna(subset=["rating"])["rater"].nunique(),
-                "alpha": krippendorff_alpha(part, level),
-            })
+            rows.append(
+                {
+                    "criterion": criterion,
+                    "dimension": dimension,
+                    "mean": float(values.mean()) if len(values) else np.nan,
+                    "sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+                    "n_ratings": len(values),
+                    "n_units": part.dropna(subset=["rating"])["row_id"].nunique(),
+                    "n_raters": part.dropna(subset=["rating"])["rater"].nunique(),
+                    "alpha": krippendorff_alpha(part, level),
+                }
+            )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -94,9 +94,11 @@ def log_odds(
             (y_j + alpha) / (n_j + a0 - y_j - alpha)
         )
         z = delta / np.sqrt(1 / (y_i + alpha) + 1 / (y_j + alpha))
-        frames.append(pd.DataFrame(
-            {"group": group, "term": vocab, "log_odds": delta, "z": z, "count": y_i.astype(int)}
-        ))
+        frames.append(
+            pd.DataFrame(
+                {"group": group, "term": vocab, "log_odds": delta, "z": z, "count": y_i.astype(int)}
+            )
+        )
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 

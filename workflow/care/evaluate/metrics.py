@@ -24,17 +24,40 @@ from care.instrument import Instrument
 
 #: The predictions contract columns this stage reads (the rest are carried, not needed).
 PREDICTION_COLUMNS = [
-    "session_id", "client_id", "fold", "item_id", "dimension", "model", "variant",
-    "score", "rationale", "parsed", "client_score",
+    "session_id",
+    "client_id",
+    "fold",
+    "item_id",
+    "dimension",
+    "model",
+    "variant",
+    "score",
+    "rationale",
+    "parsed",
+    "client_score",
 ]
 METRICS = ["pearson", "spearman", "mse"]
 RUN_KEYS = ["model", "variant"]
 SCORE_COLUMNS = [
-    "model", "variant", "fold", "session_id", "client_id", "dimension",
-    "predicted", "client", "n_items", "n_scored",
+    "model",
+    "variant",
+    "fold",
+    "session_id",
+    "client_id",
+    "dimension",
+    "predicted",
+    "client",
+    "n_items",
+    "n_scored",
 ]
 FOLD_COLUMNS = [
-    "model", "variant", "fold", "dimension", "n_sessions", "n_scored", "coverage",
+    "model",
+    "variant",
+    "fold",
+    "dimension",
+    "n_sessions",
+    "n_scored",
+    "coverage",
     *METRICS,
 ]
 
@@ -68,7 +91,8 @@ def dimension_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame
     unknown = sorted(set(pred["item_id"]) - known)
     if unknown:
         raise CareInputError(
-            "<predictions>", f"items not in instrument {instrument.name}: {unknown}",
+            "<predictions>",
+            f"items not in instrument {instrument.name}: {unknown}",
             field="item_id",
         )
     frame = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
@@ -76,7 +100,8 @@ def dimension_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame
     keys = [*RUN_KEYS, "fold", "session_id", "client_id", "dimension"]
     grouped = frame.groupby(keys, sort=True, observed=True)
     out = grouped.agg(
-        predicted=("score", "mean"), client=("client_score", "mean"),
+        predicted=("score", "mean"),
+        client=("client_score", "mean"),
         n_scored=("score", "count"),
     ).reset_index()
     n_items = out["dimension"].map({d.id: len(d.items) for d in instrument.dimensions})

@@ -14,9 +14,25 @@ import pandas as pd
 from care.instrument import Instrument
 
 CONTRACT_COLUMNS = [
-    "session_id", "client_id", "fold", "item_id", "dimension", "model", "variant", "score",
-    "score_generated", "score_expected", "score_argmax", "probs", "rationale", "raw_text",
-    "parsed", "parse_error", "prompt_tokens", "truncated", "client_score",
+    "session_id",
+    "client_id",
+    "fold",
+    "item_id",
+    "dimension",
+    "model",
+    "variant",
+    "score",
+    "score_generated",
+    "score_expected",
+    "score_argmax",
+    "probs",
+    "rationale",
+    "raw_text",
+    "parsed",
+    "parse_error",
+    "prompt_tokens",
+    "truncated",
+    "client_score",
 ]
 
 
@@ -25,15 +41,30 @@ def simple_folds(sessions: list[dict], n_folds: int) -> pd.DataFrame:
     clients = sorted({s["client_id"] for s in sessions})
     fold_of = {c: n % n_folds + 1 for n, c in enumerate(clients)}
     return pd.DataFrame(
-        [{"session_id": s["session_id"], "client_id": s["client_id"],
-          "fold": fold_of[s["client_id"]]} for s in sessions]
+        [
+            {
+                "session_id": s["session_id"],
+                "client_id": s["client_id"],
+                "fold": fold_of[s["client_id"]],
+            }
+            for s in sessions
+        ]
     )
 
 
 def predictions(
-    sessions: list[dict], references: list[dict], folds: pd.DataFrame, instrument: Instrument,
-    model: str, variant: str, *, noise: float = 0.8, fail_rate: float = 0.02,
-    drop_words: float = 0.3, seed: int = 0, client_ratings: str = "client_ratings",
+    sessions: list[dict],
+    references: list[dict],
+    folds: pd.DataFrame,
+    instrument: Instrument,
+    model: str,
+    variant: str,
+    *,
+    noise: float = 0.8,
+    fail_rate: float = 0.02,
+    drop_words: float = 0.3,
+    seed: int = 0,
+    client_ratings: str = "client_ratings",
 ) -> dict[int, pd.DataFrame]:
     """One run's predictions per fold (fold -> frame in the contract's columns and order).
 
@@ -57,18 +88,29 @@ def predictions(
                 parsed = given is not None
             rationale = _perturb(refs.get((s["session_id"], item), ""), drop_words, rng)
             has_text = parsed and variant == "rationale"
-            rows.append({
-                "session_id": s["session_id"], "client_id": s["client_id"],
-                "fold": int(fold_of[s["session_id"]]), "item_id": item,
-                "dimension": instrument.dimension_of(item), "model": model, "variant": variant,
-                "score": value if parsed else np.nan,
-                "score_generated": value if parsed else np.nan,
-                "score_expected": np.nan, "score_argmax": np.nan, "probs": None,
-                "rationale": rationale if has_text else None,
-                "raw_text": None, "parsed": parsed,
-                "parse_error": None if parsed else "no score", "prompt_tokens": 100,
-                "truncated": False, "client_score": truth,
-            })
+            rows.append(
+                {
+                    "session_id": s["session_id"],
+                    "client_id": s["client_id"],
+                    "fold": int(fold_of[s["session_id"]]),
+                    "item_id": item,
+                    "dimension": instrument.dimension_of(item),
+                    "model": model,
+                    "variant": variant,
+                    "score": value if parsed else np.nan,
+                    "score_generated": value if parsed else np.nan,
+                    "score_expected": np.nan,
+                    "score_argmax": np.nan,
+                    "probs": None,
+                    "rationale": rationale if has_text else None,
+                    "raw_text": None,
+                    "parsed": parsed,
+                    "parse_error": None if parsed else "no score",
+                    "prompt_tokens": 100,
+                    "truncated": False,
+                    "client_score": truth,
+                }
+            )
     frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
     return {int(k): g.reset_index(drop=True) for k, g in frame.groupby("fold", sort=True)}
 

@@ -34,26 +34,35 @@ def run_metric_columns(
     """One run's statistics per dimension: mean, sd over folds, bootstrap CI, coverage."""
     summary = summarize_folds(fold_metrics(scores)).set_index("dimension")
     confidence = resampler.spec.confidence
-    row: dict[str, float] = {
-        "n_folds": int(summary["n_folds"].max()) if len(summary) else 0
-    }
+    row: dict[str, float] = {"n_folds": int(summary["n_folds"].max()) if len(summary) else 0}
     for d in dims:
         dim_scores = bs.scored(scores, d)
         for metric in METRICS:
             mean = summary.at[d, f"{metric}_mean"] if d in summary.index else np.nan
             sd = summary.at[d, f"{metric}_sd"] if d in summary.index else np.nan
-            low, high = bs.interval(bs.fold_mean_resamples(dim_scores, resampler, metric),
-                                    confidence)
-            row.update({f"{d}_{metric}_mean": mean, f"{d}_{metric}_sd": sd,
-                        f"{d}_{metric}_ci_low": low, f"{d}_{metric}_ci_high": high})
+            low, high = bs.interval(
+                bs.fold_mean_resamples(dim_scores, resampler, metric), confidence
+            )
+            row.update(
+                {
+                    f"{d}_{metric}_mean": mean,
+                    f"{d}_{metric}_sd": sd,
+                    f"{d}_{metric}_ci_low": low,
+                    f"{d}_{metric}_ci_high": high,
+                }
+            )
         row[f"{d}_coverage"] = summary.at[d, "coverage"] if d in summary.index else np.nan
         row[f"{d}_n_scored"] = int(summary.at[d, "n_scored"]) if d in summary.index else 0
     return row
 
 
 def paired_columns(
-    scores: pd.DataFrame, reference: pd.DataFrame, dims: Sequence[str],
-    resampler: bs.Resampler, suffix: str, only: Sequence[str] | None = None,
+    scores: pd.DataFrame,
+    reference: pd.DataFrame,
+    dims: Sequence[str],
+    resampler: bs.Resampler,
+    suffix: str,
+    only: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Pearson difference to a reference run and its paired bootstrap p-value, per dimension."""
     row = {}
@@ -68,8 +77,11 @@ def paired_columns(
 
 
 def table2(
-    runs: Sequence[Mapping], scores: Mapping[tuple[str, str], pd.DataFrame],
-    dims: Sequence[str], resampler: bs.Resampler, selection: str,
+    runs: Sequence[Mapping],
+    scores: Mapping[tuple[str, str], pd.DataFrame],
+    dims: Sequence[str],
+    resampler: bs.Resampler,
+    selection: str,
 ) -> pd.DataFrame:
     """Human counselor, zero-shot baselines and CARE per backbone; tests vs the best baseline.
 
@@ -104,8 +116,11 @@ def table2(
 
 
 def table4(
-    runs: Sequence[Mapping], scores: Mapping[tuple[str, str], pd.DataFrame],
-    dims: Sequence[str], resampler: bs.Resampler, reference_variant: str = "score_only",
+    runs: Sequence[Mapping],
+    scores: Mapping[tuple[str, str], pd.DataFrame],
+    dims: Sequence[str],
+    resampler: bs.Resampler,
+    reference_variant: str = "score_only",
 ) -> pd.DataFrame:
     """Backbone x variant (the ablation); each variant tested against the backbone's
     ``reference_variant`` on the same sessions."""
@@ -115,11 +130,23 @@ def table4(
         row.update(run_metric_columns(scores[run["model"], run["variant"]], dims, resampler))
         ref_key = (run["model"], reference_variant)
         if run["variant"] != reference_variant and ref_key in scores:
-            row.update(paired_columns(scores[run["model"], run["variant"]], scores[ref_key],
-                                      dims, resampler, reference_variant))
+            row.update(
+                paired_columns(
+                    scores[run["model"], run["variant"]],
+                    scores[ref_key],
+                    dims,
+                    resampler,
+                    reference_variant,
+                )
+            )
         else:
-            row.update({f"{d}_pearson_{s}_vs_{reference_variant}": np.nan
-                        for d in dims for s in ("diff", "p")})
+            row.update(
+                {
+                    f"{d}_pearson_{s}_vs_{reference_variant}": np.nan
+                    for d in dims
+                    for s in ("diff", "p")
+                }
+            )
         rows.append(row)
     return _round(pd.DataFrame(rows))
 
@@ -128,8 +155,11 @@ def table4(
 
 
 def table3(
-    quality: pd.DataFrame, dims: Sequence[str], labels: Mapping[tuple[str, str], str],
-    human: pd.DataFrame | None = None, human_model: tuple[str, str] | None = None,
+    quality: pd.DataFrame,
+    dims: Sequence[str],
+    labels: Mapping[tuple[str, str], str],
+    human: pd.DataFrame | None = None,
+    human_model: tuple[str, str] | None = None,
 ) -> pd.DataFrame:
     """Per fine-tuned run: BLEU/ROUGE-1/ROUGE-L/BERTScore per dimension, mean ± sd over folds.
 
@@ -152,8 +182,13 @@ def table3(
             for rec in human.to_dict("records"):
                 if rec["dimension"] in dims:
                     prefix = f"{rec['dimension']}_{rec['criterion']}"
-                    row.update({f"{prefix}_mean": rec["mean"], f"{prefix}_sd": rec["sd"],
-                                f"{prefix}_alpha": rec["alpha"]})
+                    row.update(
+                        {
+                            f"{prefix}_mean": rec["mean"],
+                            f"{prefix}_sd": rec["sd"],
+                            f"{prefix}_alpha": rec["alpha"],
+                        }
+                    )
         rows.append(row)
     return _round(pd.DataFrame(rows))
 
@@ -161,9 +196,7 @@ def table3(
 # ------------------------------------------------------------------------------ lexical table
 
 
-def table5(
-    terms: pd.DataFrame, lengths: pd.DataFrame, source: str
-) -> pd.DataFrame:
+def table5(terms: pd.DataFrame, lengths: pd.DataFrame, source: str) -> pd.DataFrame:
     """Top terms per dimension with rank; the dimension's rationale length (characters).
 
     ``terms``: :func:`care.evaluate.logodds.top_terms` output with group = dimension.
@@ -187,12 +220,17 @@ def _round(frame: pd.DataFrame) -> pd.DataFrame:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A table CSV as written by :func:`write_outputs` (exact round trip of its numbers)."""
-    return pd.read_csv(path, float_precision="round_trip", keep_default_na=False,
-                       na_values=[""])
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
-def write_outputs(csv_path: str | Path, frame: pd.DataFrame, display: pd.DataFrame,
-                  latex_display: pd.DataFrame, caption: str, notes: Sequence[str]) -> None:
+def write_outputs(
+    csv_path: str | Path,
+    frame: pd.DataFrame,
+    display: pd.DataFrame,
+    latex_display: pd.DataFrame,
+    caption: str,
+    notes: Sequence[str],
+) -> None:
     """``x.csv`` (the frame); ``x.md``, ``x.tex`` and ``x.html`` (the display) beside it."""
     csv_path = Path(csv_path)
     write_table(csv_path, frame)
@@ -206,10 +244,14 @@ def write_outputs(csv_path: str | Path, frame: pd.DataFrame, display: pd.DataFra
     label = f"tab:{csv_path.stem}"
     styler = latex_display.style.hide(axis="index")
     tex = styler.to_latex(
-        hrules=True, multicol_align="c", position="t", position_float="centering",
-        caption=latex_escape(caption), label=label,
-        column_format="l" * _label_columns(latex_display) + "c" * (
-            latex_display.shape[1] - _label_columns(latex_display)),
+        hrules=True,
+        multicol_align="c",
+        position="t",
+        position_float="centering",
+        caption=latex_escape(caption),
+        label=label,
+        column_format="l" * _label_columns(latex_display)
+        + "c" * (latex_display.shape[1] - _label_columns(latex_display)),
     )
     tex_notes = "".join(f"\\par\\footnotesize {latex_escape(n)}\n" for n in notes)
     tex = tex.replace("\\end{table}", tex_notes + "\\end{table}")
@@ -234,9 +276,11 @@ def to_html(display: pd.DataFrame, caption: str, notes: Sequence[str]) -> str:
 
     body = display.to_html(index=False, border=0, escape=True, na_rep="–")
     notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(caption)}'
-            f"</title><style>{HTML_STYLE}</style></head><body><h3>{html.escape(caption)}</h3>"
-            f"{body}{notes_html}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(caption)}'
+        f"</title><style>{HTML_STYLE}</style></head><body><h3>{html.escape(caption)}</h3>"
+        f"{body}{notes_html}</body></html>\n"
+    )
 
 
 def _label_columns(display: pd.DataFrame) -> int:
@@ -248,9 +292,21 @@ def _label_columns(display: pd.DataFrame) -> int:
     return max(n, 1)
 
 
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-          "^": r"\textasciicircum{}", "±": r"$\pm$", "ρ": r"$\rho$", "–": "--"}
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "ρ": r"$\rho$",
+    "–": "--",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -271,9 +327,14 @@ def marker(p: float, alpha: float = 0.05, latex: bool = False) -> str:
     return "$^{*}$" if latex else "*"
 
 
-def alliance_display(frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[str, str],
-                     row_columns: Mapping[str, str], p_column: str | None, latex: bool
-                     ) -> pd.DataFrame:
+def alliance_display(
+    frame: pd.DataFrame,
+    dims: Sequence[str],
+    dim_labels: Mapping[str, str],
+    row_columns: Mapping[str, str],
+    p_column: str | None,
+    latex: bool,
+) -> pd.DataFrame:
     """Display frame for Tables 2 and 4: label columns, then dimension x metric cells."""
     names = METRIC_LATEX if latex else METRIC_LABEL
     data = {}
@@ -294,8 +355,9 @@ def alliance_display(frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mappi
     return display
 
 
-def text_display(frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[str, str],
-                 latex: bool) -> pd.DataFrame:
+def text_display(
+    frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[str, str], latex: bool
+) -> pd.DataFrame:
     """Display frame for Table 3: rows (model, metric), columns the dimensions."""
     metrics = dict(TEXT_LABEL)
     for criterion in ("faithfulness", "relevance", "informativeness"):
@@ -305,28 +367,29 @@ def text_display(frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[s
     for rec in frame.to_dict("records"):
         for metric, title in metrics.items():
             if f"{dims[0]}_{metric}_mean" not in rec or not np.isfinite(
-                    rec.get(f"{dims[0]}_{metric}_mean", np.nan)):
+                rec.get(f"{dims[0]}_{metric}_mean", np.nan)
+            ):
                 continue
-            row = {"Model": latex_escape(rec["label"]) if latex else rec["label"],
-                   "Metric": title}
+            row = {"Model": latex_escape(rec["label"]) if latex else rec["label"], "Metric": title}
             for d in dims:
-                row[dim_labels[d]] = mean_sd(rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"],
-                                             latex=latex)
+                row[dim_labels[d]] = mean_sd(
+                    rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"], latex=latex
+                )
             rows.append(row)
     return pd.DataFrame(rows, columns=["Model", "Metric", *[dim_labels[d] for d in dims]])
 
 
-def terms_display(frame: pd.DataFrame, dim_labels: Mapping[str, str], latex: bool
-                  ) -> pd.DataFrame:
+def terms_display(frame: pd.DataFrame, dim_labels: Mapping[str, str], latex: bool) -> pd.DataFrame:
     """Display frame for Table 5: dimension, rationale length, top terms with z-scores."""
     rows = []
     for dimension, group in frame.groupby("dimension", sort=False):
         first = group.iloc[0]
-        terms = ", ".join(f"{t} ({z:.1f})" for t, z in zip(group["term"], group["z"],
-                                                              strict=True))
-        rows.append({
-            "Dimension": dim_labels.get(dimension, dimension),
-            "Length": mean_sd(first["length_mean"], first["length_sd"], digits=1, latex=latex),
-            "Lexical features (z)": latex_escape(terms) if latex else terms,
-        })
+        terms = ", ".join(f"{t} ({z:.1f})" for t, z in zip(group["term"], group["z"], strict=True))
+        rows.append(
+            {
+                "Dimension": dim_labels.get(dimension, dimension),
+                "Length": mean_sd(first["length_mean"], first["length_sd"], digits=1, latex=latex),
+                "Lexical features (z)": latex_escape(terms) if latex else terms,
+            }
+        )
     return pd.DataFrame(rows, columns=["Dimension", "Length", "Lexical features (z)"])

@@ -53,7 +53,7 @@ class TextMetricSpec:
 def resolve_encoder(spec: str) -> Path:
     """The local directory of the BERTScore encoder (a path, or ``package:<name>``)."""
     if spec.startswith(PACKAGE_PREFIX):
-        name = spec[len(PACKAGE_PREFIX):]
+        name = spec[len(PACKAGE_PREFIX) :]
         found = importlib.util.find_spec(name)
         if found is None or not found.submodule_search_locations:
             raise CareInputError(
@@ -70,7 +70,8 @@ def resolve_encoder(spec: str) -> Path:
     path = Path(spec)
     if not (path / "config.json").is_file():
         raise CareInputError(
-            path, "not a local Hugging Face model directory (no config.json)",
+            path,
+            "not a local Hugging Face model directory (no config.json)",
             field="bertscore_model",
         )
     return path
@@ -86,8 +87,11 @@ def encoder_layers(path: Path, layers: int | None) -> int:
     for key in ("num_hidden_layers", "n_layers", "num_layers"):
         if key in config:
             return int(config[key])
-    raise CareInputError(path / "config.json", "cannot tell the number of layers; set "
-                         "evaluation.text_metrics.bertscore_layers", field="num_hidden_layers")
+    raise CareInputError(
+        path / "config.json",
+        "cannot tell the number of layers; set evaluation.text_metrics.bertscore_layers",
+        field="num_hidden_layers",
+    )
 
 
 class ChineseTokenizer:
@@ -95,8 +99,9 @@ class ChineseTokenizer:
 
     def __init__(self, mode: str = "char"):
         if mode not in ("char", "jieba"):
-            raise CareInputError("<config>", f"unknown Chinese tokenization {mode!r}",
-                                 field="zh_tokens")
+            raise CareInputError(
+                "<config>", f"unknown Chinese tokenization {mode!r}", field="zh_tokens"
+            )
         self.mode = mode
 
     def tokenize(self, text: str) -> list[str]:
@@ -156,8 +161,10 @@ class BertScore:
 
             log.info("BERTScore encoder %s, layer %d", self.path, self.layers)
             self._scorer = BERTScorer(
-                model_type=str(self.path), num_layers=self.layers,
-                batch_size=self.batch_size, device="cpu" if not _cuda() else None,
+                model_type=str(self.path),
+                num_layers=self.layers,
+                batch_size=self.batch_size,
+                device="cpu" if not _cuda() else None,
             )
         _, _, f1 = self._scorer.score(list(hypotheses), list(references))
         return f1.numpy().astype(float)
@@ -169,9 +176,7 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def pair_rationales(
-    pred: pd.DataFrame, expert: pd.DataFrame, languages: pd.Series
-) -> pd.DataFrame:
+def pair_rationales(pred: pd.DataFrame, expert: pd.DataFrame, languages: pd.Series) -> pd.DataFrame:
     """Generated and expert rationales side by side, one row per prediction row.
 
     ``expert`` has session_id, item_id, final; ``languages`` maps session_id to language.
@@ -181,8 +186,11 @@ def pair_rationales(
     refs = expert[["session_id", "item_id", "final"]].rename(columns={"final": "reference"})
     if refs.duplicated(["session_id", "item_id"]).any():
         dup = refs[refs.duplicated(["session_id", "item_id"])].iloc[0]
-        raise CareInputError("<expert rationales>", f"duplicate rationale for session "
-                             f"{dup['session_id']} item {dup['item_id']}", field="item_id")
+        raise CareInputError(
+            "<expert rationales>",
+            f"duplicate rationale for session {dup['session_id']} item {dup['item_id']}",
+            field="item_id",
+        )
     pairs = pred.merge(refs, on=["session_id", "item_id"], how="left", validate="many_to_one")
     pairs["language"] = pairs["session_id"].map(languages).fillna("en")
     generated = pairs["rationale"].where(pairs["parsed"].astype(bool))
@@ -197,8 +205,9 @@ def rationale_quality(
     usable = pairs.dropna(subset=["hypothesis", "reference"]).reset_index(drop=True)
     per_pair = usable.assign(rouge1=np.nan, rougeL=np.nan)
     for language, idx in usable.groupby("language").groups.items():
-        scores = rouge(usable.loc[idx, "hypothesis"], usable.loc[idx, "reference"], language,
-                       zh_tokens)
+        scores = rouge(
+            usable.loc[idx, "hypothesis"], usable.loc[idx, "reference"], language, zh_tokens
+        )
         per_pair.loc[idx, "rouge1"] = scores["rouge1"].to_numpy()
         per_pair.loc[idx, "rougeL"] = scores["rougeL"].to_numpy()
     per_pair["bertscore"] = bertscore(list(usable["hypothesis"]), list(usable["reference"]))

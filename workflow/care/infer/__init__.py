@@ -16,8 +16,23 @@ counselor baseline.
 
 #: Columns of a predictions table, in order (the path contract in the README).
 PREDICTION_COLUMNS = (
-    "session_id", "client_id", "fold", "item_id", "dimension", "model", "variant",
-    "score", "score_generated", "score_expected", "score_argmax", "probs",
-    "rationale", "raw_text", "parsed", "parse_error", "prompt_tokens", "truncated",
+    "session_id",
+    "client_id",
+    "fold",
+    "item_id",
+    "dimension",
+    "model",
+    "variant",
+    "score",
+    "score_generated",
+    "score_expected",
+    "score_argmax",
+    "probs",
+    "rationale",
+    "raw_text",
+    "parsed",
+    "parse_error",
+    "prompt_tokens",
+    "truncated",
     "client_score",
 )

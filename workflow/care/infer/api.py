@@ -43,22 +43,40 @@ class APIScorer(Scorer):
             from care.llm.openai_chat import OpenAIChat
 
             client = OpenAIChat(
-                model, base_url, api_key_env, allow_remote, concurrency, max_retries,
-                timeout_s, cache_dir,
+                model,
+                base_url,
+                api_key_env,
+                allow_remote,
+                concurrency,
+                max_retries,
+                timeout_s,
+                cache_dir,
             )
         self.client = client
         self.model_name = model
         super().__init__(
-            instrument=instrument, variant=variant, granularity=granularity,
-            max_length=max_length, max_new_tokens=max_new_tokens, batch_size=batch_size,
-            language=language, scoring=scoring, cache=cache,
+            instrument=instrument,
+            variant=variant,
+            granularity=granularity,
+            max_length=max_length,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            language=language,
+            scoring=scoring,
+            cache=cache,
             fingerprint=f"{model}@{getattr(client, 'base_url', base_url)}",
         )
 
     def prompt_builder(self) -> PromptBuilder:
         return PromptBuilder(
-            self.instrument, self.variant, self.granularity, self.max_length,
-            self.max_new_tokens, approx_tokens, None, self.language,
+            self.instrument,
+            self.variant,
+            self.granularity,
+            self.max_length,
+            self.max_new_tokens,
+            approx_tokens,
+            None,
+            self.language,
         )
 
     def generate_group(self, prompts):
@@ -66,9 +84,11 @@ class APIScorer(Scorer):
         texts = self.client.complete_many(flat, max_tokens=self.max_new_tokens, temperature=0.0)
         grouped, k = [], 0
         for session in prompts:
-            grouped.append([
-                Generation(text=t, n_generated=approx_tokens(t), hit_limit=False)
-                for t in texts[k:k + len(session)]
-            ])
+            grouped.append(
+                [
+                    Generation(text=t, n_generated=approx_tokens(t), hit_limit=False)
+                    for t in texts[k : k + len(session)]
+                ]
+            )
             k += len(session)
         return grouped

@@ -25,17 +25,23 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--model", help="a local model directory (HF format, tokenizer included)")
-    src.add_argument("--random-model", metavar="SHAPE",
-                     help="random weights of a shape: tiny, small, llama-3-8b, qwen2.5-7b, "
-                          "or a JSON dict of config sizes (default: tiny)")
-    parser.add_argument("--arch", choices=["llama", "qwen2"], default="llama",
-                        help="architecture and chat template of --random-model")
+    src.add_argument(
+        "--random-model",
+        metavar="SHAPE",
+        help="random weights of a shape: tiny, small, llama-3-8b, qwen2.5-7b, "
+        "or a JSON dict of config sizes (default: tiny)",
+    )
+    parser.add_argument(
+        "--arch",
+        choices=["llama", "qwen2"],
+        default="llama",
+        help="architecture and chat template of --random-model",
+    )
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument("--sessions", help="sessions.jsonl (default: a generated demo corpus)")
     parser.add_argument("--instrument", help="instrument YAML (default: WAI-SR)")
     parser.add_argument("--n-sessions", type=int, default=8)
-    parser.add_argument("--granularity", choices=["item", "dimension", "session"],
-                        default="item")
+    parser.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     parser.add_argument("--variant", choices=["rationale", "score_only"], default="rationale")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -94,8 +100,10 @@ def _sessions(args, instrument):
     from care.sessions import _to_session
 
     records, _ = generate(CorpusSpec(n_clients=max(2, args.n_sessions)), instrument)
-    return [_to_session(Path("<generated>"), n, r, instrument)
-            for n, r in enumerate(records[:args.n_sessions], start=1)]
+    return [
+        _to_session(Path("<generated>"), n, r, instrument)
+        for n, r in enumerate(records[: args.n_sessions], start=1)
+    ]
 
 
 def _tokenizer_texts(sessions, instrument):
@@ -121,8 +129,9 @@ def _random(args, sessions):
     tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
     shape = args.random_model or "tiny"
     shape = json.loads(shape) if shape.startswith("{") else shape
-    model = random_model(args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype),
-                         device=args.device)
+    model = random_model(
+        args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype), device=args.device
+    )
     set_special_ids(model, tokenizer)
     return model, tokenizer
 
@@ -149,15 +158,21 @@ def _run_hf(args, instrument, model, tokenizer, sessions, shared: bool) -> dict:
     from care.infer.hf import HFScorer
 
     scorer = HFScorer(
-        model, tokenizer, instrument=instrument, variant=args.variant,
-        granularity=args.granularity, max_length=args.max_length,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, prefix_sharing=shared,
+        model,
+        tokenizer,
+        instrument=instrument,
+        variant=args.variant,
+        granularity=args.granularity,
+        max_length=args.max_length,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        prefix_sharing=shared,
     )
     _sync(args.device)
     start = time.perf_counter()
     answers = []
     for k in range(0, len(sessions), scorer.sessions_per_group()):
-        answers.extend(scorer.answer(sessions[k:k + scorer.sessions_per_group()]))
+        answers.extend(scorer.answer(sessions[k : k + scorer.sessions_per_group()]))
     _sync(args.device)
     wall = time.perf_counter() - start
     flat = [a for session in answers for _, a in session]
@@ -179,10 +194,16 @@ def _run_vllm(args, instrument, sessions) -> dict:
             tokenizer.save_pretrained(tmp)
             path, load_format = tmp, "dummy"
         scorer = VLLMScorer(
-            path, instrument=instrument, variant=args.variant, granularity=args.granularity,
-            max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+            path,
+            instrument=instrument,
+            variant=args.variant,
+            granularity=args.granularity,
+            max_length=args.max_length,
+            max_new_tokens=args.max_new_tokens,
             batch_size=max(args.batch_size, 12 * len(sessions)),
-            tensor_parallel_size=args.gpus, dtype=args.dtype, load_format=load_format,
+            tensor_parallel_size=args.gpus,
+            dtype=args.dtype,
+            load_format=load_format,
             tokenizer=tokenizer,
         )
         scorer.answer(sessions[:1])  # engine start-up and warm-up, not timed
@@ -206,8 +227,9 @@ def _random_config(args, sessions):
     tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
     shape = args.random_model or "tiny"
     shape = json.loads(shape) if shape.startswith("{") else shape
-    model = random_model(args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype),
-                         device="meta")
+    model = random_model(
+        args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype), device="meta"
+    )
     set_special_ids(model, tokenizer)
     return _ConfigOnly(model), tokenizer
 
@@ -226,7 +248,9 @@ class _ConfigOnly:
 def _figures(wall: float, prefill: int | None, prompt_tokens: int, answers) -> dict:
     generated = sum(a.n_generated for a in answers)
     out = {
-        "wall_s": wall, "prompts": len(answers), "prompt_tokens": prompt_tokens,
+        "wall_s": wall,
+        "prompts": len(answers),
+        "prompt_tokens": prompt_tokens,
         "generated_tokens": generated,
         "generated_tokens_per_s": generated / wall if wall else None,
         "prompts_per_s": len(answers) / wall if wall else None,
@@ -239,21 +263,29 @@ def _figures(wall: float, prefill: int | None, prompt_tokens: int, answers) -> d
 
 def _print(args, results: dict, n_sessions: int) -> None:
     model = args.model or f"random {args.arch} {args.random_model or 'tiny'}"
-    print(f"care bench infer: {model}, backend {args.backend}, {args.device}/{args.dtype}, "
-          f"{n_sessions} sessions, granularity {args.granularity}, variant {args.variant}, "
-          f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}")
-    header = f"{'run':<15}{'prompts':>8}{'prefill tok':>13}{'wall s':>9}{'gen tok':>9}" \
-             f"{'gen tok/s':>11}{'prompts/s':>11}"
+    print(
+        f"care bench infer: {model}, backend {args.backend}, {args.device}/{args.dtype}, "
+        f"{n_sessions} sessions, granularity {args.granularity}, variant {args.variant}, "
+        f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}"
+    )
+    header = (
+        f"{'run':<15}{'prompts':>8}{'prefill tok':>13}{'wall s':>9}{'gen tok':>9}"
+        f"{'gen tok/s':>11}{'prompts/s':>11}"
+    )
     print(header)
     for name, r in results.items():
         if not isinstance(r, dict) or "wall_s" not in r:
             continue
         prefill = r.get("prefill_tokens")
-        print(f"{name:<15}{r['prompts']:>8}{prefill if prefill is not None else '-':>13}"
-              f"{r['wall_s']:>9.2f}{r['generated_tokens']:>9}"
-              f"{r['generated_tokens_per_s']:>11.1f}{r['prompts_per_s']:>11.2f}")
+        print(
+            f"{name:<15}{r['prompts']:>8}{prefill if prefill is not None else '-':>13}"
+            f"{r['wall_s']:>9.2f}{r['generated_tokens']:>9}"
+            f"{r['generated_tokens_per_s']:>11.1f}{r['prompts_per_s']:>11.2f}"
+        )
     if "ratios" in results:
         ratios = results["ratios"]
-        print(f"naive / prefix-shared: prefill tokens {ratios['prefill_tokens']:.2f}x, "
-              f"wall time {ratios['wall_time']:.2f}x; identical outputs: "
-              f"{results['identical_outputs']}")
+        print(
+            f"naive / prefix-shared: prefill tokens {ratios['prefill_tokens']:.2f}x, "
+            f"wall time {ratios['wall_time']:.2f}x; identical outputs: "
+            f"{results['identical_outputs']}"
+        )

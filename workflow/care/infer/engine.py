@@ -181,6 +181,7 @@ class PromptBuilder:
         self.render = render
         self.language = language
         self._overhead: dict[str, int] = {}
+        self._warned: set[str] = set()
 
     def overhead(self, language: str) -> int:
         """Prompt tokens besides the dialogue, for the longest unit (same for every session)."""
@@ -189,14 +190,25 @@ class PromptBuilder:
             for unit in self.units:
                 messages = build_messages(self.instrument, unit, self.variant, language, "")
                 sizes.append(
-                    len(self.render(messages)) if self.render
+                    len(self.render(messages))
+                    if self.render
                     else sum(self.count_tokens(m["content"]) for m in messages)
                 )
             self._overhead[language] = max(sizes)
         return self._overhead[language]
 
     def dialogue_budget(self, language: str) -> int:
-        return max(1, self.max_length - self.max_new_tokens - self.overhead(language))
+        budget = self.max_length - self.max_new_tokens - self.overhead(language)
+        if budget < 1 and language not in self._warned:
+            self._warned.add(language)
+            log.warning(
+                "max_length %d leaves no room for the dialogue (%d prompt tokens besides it, "
+                "%d for the answer): prompts will exceed it",
+                self.max_length,
+                self.overhead(language),
+                self.max_new_tokens,
+            )
+        return max(1, budget)
 
     def prompts(self, session: Session) -> list[UnitPrompt]:
         language = self.language or session.language
@@ -207,11 +219,14 @@ class PromptBuilder:
         for unit in self.units:
             messages = build_messages(self.instrument, unit, self.variant, language, dialogue)
             ids = self.render(messages) if self.render else None
-            n_tokens = len(ids) if ids is not None else sum(
-                self.count_tokens(m["content"]) for m in messages
+            n_tokens = (
+                len(ids)
+                if ids is not None
+                else sum(self.count_tokens(m["content"]) for m in messages)
             )
-            out.append(UnitPrompt(session.session_id, language, unit, messages, ids,
-                                  n_tokens, dropped > 0))
+            out.append(
+                UnitPrompt(session.session_id, language, unit, messages, ids, n_tokens, dropped > 0)
+            )
         return out
 
 
@@ -240,7 +255,7 @@ class AnswerCache:
     def get_many(self, keys: Sequence[str]) -> dict[str, UnitAnswer]:
         out = {}
         for start in range(0, len(keys), 500):
-            chunk = list(keys[start:start + 500])
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for key, value in self.db.execute(
                 f"SELECT key, value FROM answers WHERE key IN ({marks})", chunk
@@ -317,8 +332,12 @@ class Scorer:
 
     def decoding_fingerprint(self) -> str:
         return json.dumps(
-            {"backend": self.backend, "model": self.fingerprint,
-             "max_new_tokens": self.max_new_tokens, "greedy": True},
+            {
+                "backend": self.backend,
+                "model": self.fingerprint,
+                "max_new_tokens": self.max_new_tokens,
+                "greedy": True,
+            },
             sort_keys=True,
         )
 
@@ -407,5 +426,13 @@ class Scorer:
 
 
 def _with_key(prompt: UnitPrompt, key: str) -> UnitPrompt:
-    return UnitPrompt(prompt.session_id, prompt.language, prompt.items, prompt.messages,
-                      prompt.ids, prompt.prompt_tokens, prompt.truncated, key)
+    return UnitPrompt(
+        prompt.session_id,
+        prompt.language,
+        prompt.items,
+        prompt.messages,
+        prompt.ids,
+        prompt.prompt_tokens,
+        prompt.truncated,
+        key,
+    )

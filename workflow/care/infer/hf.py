@@ -82,9 +82,15 @@ class HFScorer(Scorer):
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
         self.counters = {"prefill_tokens": 0, "generate_calls": 0, "rows": 0}
         super().__init__(
-            instrument=instrument, variant=variant, granularity=granularity,
-            max_length=max_length, max_new_tokens=max_new_tokens, batch_size=batch_size,
-            language=language, scoring=scoring, cache=cache,
+            instrument=instrument,
+            variant=variant,
+            granularity=granularity,
+            max_length=max_length,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            language=language,
+            scoring=scoring,
+            cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
         )
 
@@ -98,8 +104,14 @@ class HFScorer(Scorer):
     # ------------------------------------------------------------------ prompts
     def prompt_builder(self) -> PromptBuilder:
         return PromptBuilder(
-            self.instrument, self.variant, self.granularity, self.max_length,
-            self.max_new_tokens, self.count_tokens, self.render, self.language,
+            self.instrument,
+            self.variant,
+            self.granularity,
+            self.max_length,
+            self.max_new_tokens,
+            self.count_tokens,
+            self.render,
+            self.language,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -118,7 +130,7 @@ class HFScorer(Scorer):
         flat = [p.ids for session in prompts for p in session]
         gens: list[Generation] = []
         for start in range(0, len(flat), self.batch_size):
-            gens.extend(self._generate_naive(flat[start:start + self.batch_size]))
+            gens.extend(self._generate_naive(flat[start : start + self.batch_size]))
         return _regroup(gens, prompts)
 
     def _generate_naive(self, rows: list[list[int]]) -> list[Generation]:
@@ -128,8 +140,8 @@ class HFScorer(Scorer):
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for n, r in enumerate(rows):
-            ids[n, width - len(r):] = torch.tensor(r)
-            mask[n, width - len(r):] = 1
+            ids[n, width - len(r) :] = torch.tensor(r)
+            mask[n, width - len(r) :] = 1
         self.counters["prefill_tokens"] += sum(len(r) for r in rows)
         return self._generate(ids, mask, None)
 
@@ -142,20 +154,20 @@ class HFScorer(Scorer):
         cache, pwidth = self._prefill_prefixes(prefixes)
         gens: list[Generation] = []
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
+            chunk = rows[start : start + self.batch_size]
             owners = torch.tensor([s for s, _ in chunk])
             batch_cache = cache if len(rows) <= self.batch_size else copy.deepcopy(cache)
             batch_cache.batch_select_indices(owners.to(self.model.device))
-            suffixes = [ids[len(prefixes[s]):] for s, ids in chunk]
+            suffixes = [ids[len(prefixes[s]) :] for s, ids in chunk]
             swidth = max(len(x) for x in suffixes)
             ids = torch.full((len(chunk), pwidth + swidth), self.pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for n, ((s, _), suffix) in enumerate(zip(chunk, suffixes, strict=True)):
                 plen = len(prefixes[s])
-                ids[n, pwidth - plen:pwidth] = torch.tensor(prefixes[s])
-                mask[n, pwidth - plen:pwidth] = 1
-                ids[n, ids.shape[1] - len(suffix):] = torch.tensor(suffix)
-                mask[n, ids.shape[1] - len(suffix):] = 1
+                ids[n, pwidth - plen : pwidth] = torch.tensor(prefixes[s])
+                mask[n, pwidth - plen : pwidth] = 1
+                ids[n, ids.shape[1] - len(suffix) :] = torch.tensor(suffix)
+                mask[n, ids.shape[1] - len(suffix) :] = 1
             self.counters["prefill_tokens"] += sum(len(x) for x in suffixes)
             gens.extend(self._generate(ids, mask, batch_cache))
         return _regroup(gens, prompts)
@@ -169,15 +181,18 @@ class HFScorer(Scorer):
         ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for n, p in enumerate(prefixes):
-            ids[n, width - len(p):] = torch.tensor(p)
-            mask[n, width - len(p):] = 1
+            ids[n, width - len(p) :] = torch.tensor(p)
+            mask[n, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         device = self.model.device
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
             self.model(
-                input_ids=ids.to(device), attention_mask=mask.to(device),
-                position_ids=positions.to(device), past_key_values=cache, use_cache=True,
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=cache,
+                use_cache=True,
                 logits_to_keep=1,
             )
         self.counters["prefill_tokens"] += sum(len(p) for p in prefixes)
@@ -189,23 +204,31 @@ class HFScorer(Scorer):
 
         recorder = LabelRecorder(self.label_ids)
         config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-            eos_token_id=self.eos_ids, pad_token_id=self.pad_id, use_cache=True,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            use_cache=True,
         )
         device = self.model.device
         kwargs = {"past_key_values": cache} if cache is not None else {}
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device),
-                generation_config=config, logits_processor=LogitsProcessorList([recorder]),
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                generation_config=config,
+                logits_processor=LogitsProcessorList([recorder]),
                 **kwargs,
             )
         self.counters["generate_calls"] += 1
         self.counters["rows"] += ids.shape[0]
-        new = out[:, ids.shape[1]:].cpu()
+        new = out[:, ids.shape[1] :].cpu()
         steps = torch.stack(recorder.steps, dim=1) if recorder.steps else None
-        return [self._generation(new[n].tolist(), steps[n] if steps is not None else None)
-                for n in range(new.shape[0])]
+        return [
+            self._generation(new[n].tolist(), steps[n] if steps is not None else None)
+            for n in range(new.shape[0])
+        ]
 
     def _generation(self, tokens: list[int], steps) -> Generation:
         n = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
@@ -213,11 +236,13 @@ class HFScorer(Scorer):
         tokens = tokens if n is None else tokens[:n]
 
         def char_end(j: int) -> int:
-            return len(self._decode(tokens[:j + 1]))
+            return len(self._decode(tokens[: j + 1]))
 
         return Generation(
-            text=self._decode(tokens), n_generated=len(tokens), hit_limit=hit_limit,
-            label_logprobs=steps[:len(tokens)].tolist() if steps is not None else None,
+            text=self._decode(tokens),
+            n_generated=len(tokens),
+            hit_limit=hit_limit,
+            label_logprobs=steps[: len(tokens)].tolist() if steps is not None else None,
             char_end=char_end,
         )
 
@@ -233,7 +258,7 @@ class HFScorer(Scorer):
 def _regroup(gens: list[Generation], prompts) -> list[list[Generation]]:
     out, k = [], 0
     for session in prompts:
-        out.append(gens[k:k + len(session)])
+        out.append(gens[k : k + len(session)])
         k += len(session)
     return out
 
@@ -247,7 +272,7 @@ def _common_prefix(rows: list[list[int]]) -> list[int]:
         while k < n and r[k] == first[k]:
             k += 1
         n = k
-    return first[:max(n, 0)]
+    return first[: max(n, 0)]
 
 
 def _fingerprint(model, given: str | None, cache) -> str:
@@ -259,8 +284,7 @@ def _fingerprint(model, given: str | None, cache) -> str:
 
 def _eos_ids(model, tokenizer) -> list[int]:
     ids: set[int] = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None),
-                  tokenizer.eos_token_id):
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
         if isinstance(value, int):
             ids.add(value)
         elif value:

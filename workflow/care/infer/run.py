@@ -27,13 +27,25 @@ def prediction_schema():
     import pyarrow as pa
 
     types = {
-        "session_id": pa.string(), "client_id": pa.string(), "fold": pa.int64(),
-        "item_id": pa.string(), "dimension": pa.string(), "model": pa.string(),
-        "variant": pa.string(), "score": pa.float64(), "score_generated": pa.float64(),
-        "score_expected": pa.float64(), "score_argmax": pa.float64(),
-        "probs": pa.list_(pa.float64()), "rationale": pa.string(), "raw_text": pa.string(),
-        "parsed": pa.bool_(), "parse_error": pa.string(), "prompt_tokens": pa.int64(),
-        "truncated": pa.bool_(), "client_score": pa.float64(),
+        "session_id": pa.string(),
+        "client_id": pa.string(),
+        "fold": pa.int64(),
+        "item_id": pa.string(),
+        "dimension": pa.string(),
+        "model": pa.string(),
+        "variant": pa.string(),
+        "score": pa.float64(),
+        "score_generated": pa.float64(),
+        "score_expected": pa.float64(),
+        "score_argmax": pa.float64(),
+        "probs": pa.list_(pa.float64()),
+        "rationale": pa.string(),
+        "raw_text": pa.string(),
+        "parsed": pa.bool_(),
+        "parse_error": pa.string(),
+        "prompt_tokens": pa.int64(),
+        "truncated": pa.bool_(),
+        "client_score": pa.float64(),
     }
     return pa.schema([(name, types[name]) for name in PREDICTION_COLUMNS])
 
@@ -51,7 +63,10 @@ def read_folds(path: str | Path) -> dict[str, int]:
 
 
 def fold_sessions(
-    sessions_path: str | Path, instrument: Instrument, folds: dict[str, int] | None, fold: int | None
+    sessions_path: str | Path,
+    instrument: Instrument,
+    folds: dict[str, int] | None,
+    fold: int | None,
 ) -> Iterator[Session]:
     """Stream the sessions of ``fold`` (every session when ``fold`` is None)."""
     for session in iter_sessions(sessions_path, instrument):
@@ -89,8 +104,12 @@ def coverage(rows: list[dict]) -> dict:
             errors[reason] = errors.get(reason, 0) + 1
     sessions = len({r["session_id"] for r in rows})
     return {
-        "rows": n, "sessions": sessions, "parsed": parsed, "with_probs": with_probs,
-        "scored": scored, "coverage": parsed / n if n else None,
+        "rows": n,
+        "sessions": sessions,
+        "parsed": parsed,
+        "with_probs": with_probs,
+        "scored": scored,
+        "coverage": parsed / n if n else None,
         "truncated_prompts": sum(1 for r in rows if r["truncated"]),
         "parse_errors": dict(sorted(errors.items())),
     }
@@ -119,25 +138,47 @@ def predict_fold(
     done = 0
     for row in scorer.score(
         fold_sessions(sessions_path, instrument, folds, fold),
-        model=model, variant=variant, fold=fold,
+        model=model,
+        variant=variant,
+        fold=fold,
     ):
         rows.append(row)
         if row["item_id"] == instrument.item_ids[-1]:
             done += 1
             if done % 10 == 0 or done == expected:
-                log.info("%s/%s fold %s: %d/%s sessions", model, variant, fold, done,
-                         expected if expected is not None else "?")
+                log.info(
+                    "%s/%s fold %s: %d/%s sessions",
+                    model,
+                    variant,
+                    fold,
+                    done,
+                    expected if expected is not None else "?",
+                )
     if not rows:
-        raise CareInputError(folds_path or sessions_path, f"fold {fold} holds no sessions",
-                             field="fold")
+        raise CareInputError(
+            folds_path or sessions_path, f"fold {fold} holds no sessions", field="fold"
+        )
     rows = sort_rows(rows, instrument)
     write_predictions(out, rows)
-    summary = {"model": model, "variant": variant, "fold": fold, **coverage(rows),
-               "answers": dict(scorer.stats)}
+    summary = {
+        "model": model,
+        "variant": variant,
+        "fold": fold,
+        **coverage(rows),
+        "answers": dict(scorer.stats),
+    }
     write_json(coverage_path(out), summary)
-    log.info("%s/%s fold %s: %d/%d items parsed (%.1f%%), %d answers generated, %d cached",
-             model, variant, fold, summary["parsed"], summary["rows"],
-             100 * (summary["coverage"] or 0), scorer.stats["generated"], scorer.stats["cached"])
+    log.info(
+        "%s/%s fold %s: %d/%d items parsed (%.1f%%), %d answers generated, %d cached",
+        model,
+        variant,
+        fold,
+        summary["parsed"],
+        summary["rows"],
+        100 * (summary["coverage"] or 0),
+        scorer.stats["generated"],
+        scorer.stats["cached"],
+    )
     return summary
 
 

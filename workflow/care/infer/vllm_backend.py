@@ -57,11 +57,18 @@ class VLLMScorer(Scorer):
         self.seed = seed
         langs = {language} if language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
+        self.eos_ids = _eos_ids(tokenizer, self.path)
         self._llm = llm
         super().__init__(
-            instrument=instrument, variant=variant, granularity=granularity,
-            max_length=max_length, max_new_tokens=max_new_tokens, batch_size=batch_size,
-            language=language, scoring=scoring, cache=cache,
+            instrument=instrument,
+            variant=variant,
+            granularity=granularity,
+            max_length=max_length,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            language=language,
+            scoring=scoring,
+            cache=cache,
             fingerprint=directory_fingerprint(path) if cache is not None else "",
         )
 
@@ -87,7 +94,7 @@ class VLLMScorer(Scorer):
             "temperature": 0.0,
             "max_tokens": self.max_new_tokens,
             "logprobs": self.top_logprobs,
-            "stop_token_ids": _eos_ids(self.tokenizer),
+            "stop_token_ids": self.eos_ids,
             "skip_special_tokens": True,
             "seed": self.seed,
         }
@@ -107,8 +114,14 @@ class VLLMScorer(Scorer):
     # ------------------------------------------------------------------ prompts
     def prompt_builder(self) -> PromptBuilder:
         return PromptBuilder(
-            self.instrument, self.variant, self.granularity, self.max_length,
-            self.max_new_tokens, self.count_tokens, self.render, self.language,
+            self.instrument,
+            self.variant,
+            self.granularity,
+            self.max_length,
+            self.max_new_tokens,
+            self.count_tokens,
+            self.render,
+            self.language,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -134,26 +147,28 @@ class VLLMScorer(Scorer):
         gens = [self._generation(out.outputs[0]) for out in outputs]
         grouped, k = [], 0
         for session in prompts:
-            grouped.append(gens[k:k + len(session)])
+            grouped.append(gens[k : k + len(session)])
             k += len(session)
         return grouped
 
     def _generation(self, completion) -> Generation:
         tokens = list(completion.token_ids)
-        eos = set(_eos_ids(self.tokenizer))
+        eos = set(self.eos_ids)
         if tokens and tokens[-1] in eos:
             tokens = tokens[:-1]
         steps = None
         if completion.logprobs:
-            steps = [self._label_logprobs(step) for step in completion.logprobs[:len(tokens)]]
+            steps = [self._label_logprobs(step) for step in completion.logprobs[: len(tokens)]]
 
         def char_end(j: int) -> int:
-            return len(self._decode(tokens[:j + 1]))
+            return len(self._decode(tokens[: j + 1]))
 
         return Generation(
-            text=self._decode(tokens), n_generated=len(tokens),
+            text=self._decode(tokens),
+            n_generated=len(tokens),
             hit_limit=completion.finish_reason == "length",
-            label_logprobs=steps, char_end=char_end,
+            label_logprobs=steps,
+            char_end=char_end,
         )
 
     def _label_logprobs(self, step: dict) -> list[float]:
@@ -174,6 +189,15 @@ def _logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def _eos_ids(tokenizer) -> list[int]:
+def _eos_ids(tokenizer, path: str | None = None) -> list[int]:
+    """End-of-turn ids: the tokenizer's eos and the model's generation config eos ids."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    if path is not None:
+        from transformers import GenerationConfig
+
+        try:
+            value = GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
+        except OSError:  # no generation_config.json
+            value = None
+        ids.update([value] if isinstance(value, int) else value or [])
     return sorted(ids)

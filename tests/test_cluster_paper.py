@@ -1,0 +1,197 @@
+"""configs/paper.yaml: placeholders are rejected; with stand-in local paths it dry-runs under
+the SLURM profile with the paper's job counts and each job's requested resources."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+
+import pytest
+import yaml
+from care.io import write_jsonl
+from jsonschema import Draft202012Validator
+
+from .cluster_helpers import snakemake
+from .conftest import REPO, copy_workflow
+
+PAPER = REPO / "configs" / "paper.yaml"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+PLACEHOLDER = re.compile(r"^<.*>$")
+SLURM_ENV_VARS = ("CARE_SLURM_PARTITION", "CARE_SLURM_GPU_PARTITION", "CARE_SLURM_ACCOUNT")
+
+
+def load(path):
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def placeholders(node, where=()):
+    """(key path, value) of every "<...>" string in a config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from placeholders(value, (*where, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from placeholders(value, (*where, i))
+    elif isinstance(node, str) and PLACEHOLDER.match(node):
+        yield where, node
+
+
+def set_at(node, where, value):
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+
+
+def fake_checkpoint(path, name: str):
+    """A directory that looks like a Hugging Face causal-LM checkpoint."""
+    arch, model_type = (
+        ("Qwen2ForCausalLM", "qwen2") if "qwen" in name.lower() else ("LlamaForCausalLM", "llama")
+    )
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(
+        json.dumps({"architectures": [arch], "model_type": model_type}), encoding="utf-8"
+    )
+    (path / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+    return path
+
+
+def stand_in_config(work, small_corpus):
+    """paper.yaml with every placeholder replaced by a local stand-in under ``work``."""
+    config = load(PAPER)
+    corpus_path, records, _ = small_corpus
+    for where, value in placeholders(config):
+        key = str(where[-1])
+        label = re.sub(r"[^A-Za-z0-9.]+", "-", value.strip("<>")).strip("-")
+        target = work / "stand-in" / label
+        if key in ("sessions", "unlabeled"):
+            target = target.with_suffix(".jsonl")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(target, records)
+        elif key == "path" or "checkpoint" in value.lower() or "instruct" in value.lower():
+            fake_checkpoint(target, value)
+        else:  # a file the user provides (the edited sheet, ...)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"")
+        set_at(config, where, str(target))
+    return config
+
+
+def parse_dry_run(text: str):
+    """Jobs of a dry run: [(rule, local, {wildcards}, {resources})]."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n)", text):
+        head = re.search(r"^(local)?rule (\w+):", block, re.M)
+        if not head:
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        jobs.append((
+            head.group(2),
+            head.group(1) == "local",
+            dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {},
+            dict(kv.split("=", 1) for kv in resources.group(1).split(", ")) if resources else {},
+        ))
+    return jobs
+
+
+def test_paper_config_placeholders_are_rejected_until_set():
+    config = load(PAPER)
+    found = dict(placeholders(config))
+    assert any(w[:2] == ("data", "sessions") for w in found)
+    assert any(w[0] == "backbones" for w in found), "backbones must be local checkpoint paths"
+    validator = Draft202012Validator(load(SCHEMA))
+    errors = list(validator.iter_errors(config))
+    rejected = {tuple(e.absolute_path) for e in errors}
+    for where in found:
+        assert any(where[: len(r)] == r or r[: len(where)] == where for r in rejected), (
+            f"placeholder at {'.'.join(map(str, where))} is not rejected by the schema"
+        )
+
+
+def test_paper_config_is_valid_once_placeholders_are_set(tmp_path, small_corpus):
+    config = stand_in_config(tmp_path, small_corpus)
+    errors = list(Draft202012Validator(load(SCHEMA)).iter_errors(config))
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+
+
+def test_paper_config_matches_table7():
+    config = load(PAPER)
+    training = config["training"]
+    assert training["learning_rate"] == 5e-7
+    assert training["lr_scheduler_type"] == "cosine"
+    assert training["warmup_ratio"] == 0.1
+    assert training["per_device_train_batch_size"] == 1
+    assert training["gradient_accumulation_steps"] == 2
+    assert training["num_train_epochs"] == 10
+    assert training["seed"] == 123
+    assert "adamw" in training["optim"]
+    assert training["bf16"] is True
+    assert "zero3" in training["deepspeed"]
+    assert training["selection"] == "heldout_fold"
+    assert config["max_length"] == 8192
+    assert config["folds"]["n_folds"] == 5
+    assert set(config["variants"]) == {"rationale", "score_only"}
+    assert set(config["backbones"]) == {"llama", "qwen"}
+
+
+@pytest.mark.slow
+def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
+    for var in SLURM_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    work = copy_workflow(tmp_path)
+    config = stand_in_config(work, small_corpus)
+    (work / "stand_in.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc = snakemake(
+        work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    jobs = parse_dry_run(out)
+    counts = Counter(rule for rule, *_ in jobs)
+    print(job_table(jobs))
+
+    n_backbones, n_variants, n_folds = len(config["backbones"]), 2, 5
+    zero_shot = {b["name"]: b for b in config["baselines"]["zero_shot"]}
+    assert counts["train"] == n_backbones * n_variants * n_folds == 20
+    assert counts["infer_finetuned"] == counts["train"]
+    assert counts["infer_zero_shot"] == len(zero_shot) * n_folds
+    assert counts["counselor_baseline"] == n_folds
+
+    by_rule = defaultdict(list)
+    for rule, local, wildcards, resources in jobs:
+        by_rule[rule].append((local, wildcards, resources))
+    training, inference = config["training"], config["inference"]
+    for local, _, res in by_rule["train"]:
+        assert not local
+        assert int(res["gpu"]) == training["resources"]["gpus"]
+        assert int(res["mem_mb"]) == training["resources"]["mem_mb"]
+        assert int(res["runtime"]) == training["resources"]["runtime"]
+    for local, _, res in by_rule["infer_finetuned"]:
+        assert not local
+        assert int(res["gpu"]) == inference["gpus"]
+        assert int(res["cpus_per_task"]) == inference["threads"]
+        assert int(res["mem_mb"]) == inference["mem_mb"]
+    for local, wildcards, res in by_rule["infer_zero_shot"]:
+        assert not local
+        assert int(res["gpu"]) == zero_shot[wildcards["baseline"]]["gpus"]
+    # light rules stay on the submitting node
+    for rule in ("validate_sessions", "folds", "table2", "table4"):
+        assert by_rule[rule] and all(local for local, *_ in by_rule[rule]), rule
+
+
+def job_table(jobs) -> str:
+    """rule | count | gpus | cpus | mem_mb | runtime (distinct values per rule)."""
+    rows = defaultdict(lambda: {"n": 0, "gpu": set(), "cpus": set(), "mem": set(), "rt": set()})
+    for rule, local, _, res in jobs:
+        row = rows[("local " if local else "") + rule]
+        row["n"] += 1
+        row["gpu"].add(res.get("gpu", "0"))
+        row["cpus"].add(res.get("cpus_per_task", res.get("_cores", "-")))
+        row["mem"].add(res.get("mem_mb", "-"))
+        row["rt"].add(res.get("runtime", "-"))
+    lines = ["| rule | jobs | gpus | cpus | mem_mb | runtime (min) |", "|---|---|---|---|---|---|"]
+    for rule, r in sorted(rows.items()):
+        cells = ["/".join(sorted(r[k], key=str)) for k in ("gpu", "cpus", "mem", "rt")]
+        lines.append(f"| {rule} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""Evaluation metrics: dimension scores, per-fold metrics, the client bootstrap, log-odds."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from care.corpus import CorpusSpec, generate
+from care.evaluate import bootstrap as bs
+from care.evaluate import logodds, metrics, synthetic
+from scipy import stats
+
+
+@pytest.fixture(scope="module")
+def corpus(instrument):
+    sessions, refs = generate(
+        CorpusSpec(n_clients=12, sessions_per_client=(3, 5), seed=5), instrument
+    )
+    return sessions, refs, synthetic.simple_folds(sessions, 3)
+
+
+@pytest.fixture(scope="module")
+def predictions(corpus, instrument):
+    sessions, refs, folds = corpus
+    per_fold = synthetic.predictions(
+        sessions, refs, folds, instrument, "llama", "rationale", noise=0.8, fail_rate=0.05, seed=1
+    )
+    return pd.concat(per_fold.values(), ignore_index=True)
+
+
+def test_dimension_score_is_the_mean_of_items_and_unparsed_items_void_it(predictions, instrument):
+    scores = metrics.dimension_scores(predictions, instrument)
+    assert len(scores) == predictions["session_id"].nunique() * 3
+    for rec in scores.sample(20, random_state=0).to_dict("records"):
+        items = predictions[
+            (predictions["session_id"] == rec["session_id"])
+            & (predictions["dimension"] == rec["dimension"])
+        ]
+        assert rec["client"] == pytest.approx(items["client_score"].mean())
+        if items["parsed"].all():
+            assert rec["predicted"] == pytest.approx(items["score"].mean())
+        else:
+            assert math.isnan(rec["predicted"])
+
+
+def test_fold_metrics_equal_direct_scipy_and_sklearn(predictions, instrument):
+    scores = metrics.dimension_scores(predictions, instrument)
+    per_fold = metrics.fold_metrics(scores)
+    assert len(per_fold) == 3 * 3
+    for rec in per_fold.to_dict("records"):
+        part = scores[(scores["fold"] == rec["fold"]) & (scores["dimension"] == rec["dimension"])]
+        ok = part.dropna(subset=["predicted"])
+        x, y = ok["predicted"].to_numpy(), ok["client"].to_numpy()
+        assert rec["pearson"] == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+        assert rec["spearman"] == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+        assert rec["mse"] == pytest.approx(np.mean((x - y) ** 2), abs=1e-12)
+        assert rec["coverage"] == pytest.approx(len(ok) / len(part))
+    summary = metrics.summarize_folds(per_fold)
+    goal = per_fold[per_fold["dimension"] == "goal"]["pearson"]
+    row = summary[summary["dimension"] == "goal"].iloc[0]
+    assert row["pearson_mean"] == pytest.approx(goal.mean())
+    assert row["pearson_sd"] == pytest.approx(goal.std(ddof=1))
+
+
+def test_an_unparsed_item_removes_only_its_dimension(predictions, instrument):
+    pred = predictions.copy()
+    pred["parsed"] = True
+    pred["score"] = pred["score"].fillna(3.0)
+    first = pred["session_id"].iloc[0]
+    goal_item = instrument.dimension("goal").items[0]
+    hit = (pred["session_id"] == first) & (pred["item_id"] == goal_item)
+    pred.loc[hit, ["parsed", "score"]] = [False, np.nan]
+    scores = metrics.dimension_scores(pred, instrument).set_index(["session_id", "dimension"])
+    assert math.isnan(scores.loc[(first, "goal"), "predicted"])
+    assert not math.isnan(scores.loc[(first, "task"), "predicted"])
+    cov = metrics.fold_metrics(scores.reset_index())
+    assert (
+        cov.loc[cov["dimension"] == "goal", "n_scored"].sum()
+        == cov.loc[cov["dimension"] == "task", "n_scored"].sum() - 1
+    )
+
+
+def test_missing_contract_column_names_file_and_field(tmp_path, predictions):
+    from care.errors import CareInputError
+
+    path = tmp_path / "fold1.parquet"
+    predictions.drop(columns=["client_score"]).to_parquet(path)
+    with pytest.raises(CareInputError, match="client_score") as err:
+        metrics.read_predictions([path])
+    assert str(path) in str(err.value)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def test_weighted_statistics_equal_scipy_on_repeated_sessions():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 6, 30).astype(float)  # ties, as dimension scores have
+    y = x + rng.normal(0, 1, 30)
+    w = rng.integers(0, 4, size=(5, 30))
+    for b in range(5):
+        xr, yr = np.repeat(x, w[b]), np.repeat(y, w[b])
+        assert bs.weighted_pearson(x, y, w)[b] == pytest.approx(stats.pearsonr(xr, yr)[0])
+        assert bs.weighted_spearman(x, y, w)[b] == pytest.approx(stats.spearmanr(xr, yr)[0])
+        assert bs.weighted_mse(x, y, w)[b] == pytest.approx(np.mean((xr - yr) ** 2))
+
+
+def _clustered(n_clients=20, per_client=6, seed=0):
+    """Sessions whose client effect dominates: clients, not sessions, are the sample."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_clients):
+        effect = rng.normal(0, 1)
+        for s in range(per_client):
+            rows.append(
+                {
+                    "session_id": f"c{c}s{s}",
+                    "client_id": f"c{c}",
+                    "fold": 1,
+                    "predicted": effect + rng.normal(0, 0.1),
+                    "client": effect * 0.3 + rng.normal(0, 0.1),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_resampler_is_seeded_and_moves_a_clients_sessions_together():
+    data = _clustered()
+    folds = data[["session_id", "client_id", "fold"]]
+    a = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7))
+    b = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7))
+    c = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=8))
+    ids = data["session_id"].to_numpy()
+    wa = a.weights(1, ids)
+    assert np.array_equal(wa, b.weights(1, ids))
+    assert not np.array_equal(wa, c.weights(1, ids))
+    assert (wa.sum(axis=1) == len(data)).all()  # 20 clients x 6 sessions drawn each time
+    for _, group in data.groupby("client_id"):
+        cols = wa[:, group.index.to_numpy()]
+        assert (cols == cols[:, :1]).all()  # every session of a client shares its weight
+    by_session = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7, unit="session"))
+    ws = by_session.weights(1, ids)
+    first = data.index[data["client_id"] == "c0"].to_numpy()
+    assert not (ws[:, first] == ws[:, first[:1]]).all()
+
+
+def test_client_bootstrap_is_wider_than_session_bootstrap_on_clustered_data():
+    data = _clustered()
+    folds = data[["session_id", "client_id", "fold"]]
+    widths = {}
+    for unit in ("client", "session"):
+        res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=400, seed=3, unit=unit))
+        low, high = bs.interval(bs.fold_mean_resamples(data, res, "pearson"), 0.95)
+        widths[unit] = high - low
+    # 20 independent clients, not 120 independent sessions: the honest interval is wider
+    assert widths["client"] > 1.5 * widths["session"]
+
+
+def test_paired_test_detects_a_better_model_and_not_an_equal_one(corpus, instrument):
+    sessions, refs, folds = corpus
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=300, seed=1))
+
+    def scores(noise, seed):
+        per = synthetic.predictions(
+            sessions,
+            refs,
+            folds,
+            instrument,
+            f"m{noise}",
+            "rationale",
+            noise=noise,
+            fail_rate=0.0,
+            seed=seed,
+        )
+        return metrics.dimension_scores(pd.concat(per.values()), instrument)
+
+    good, bad = scores(0.3, 1), scores(2.5, 2)
+    better = bs.paired_test(bs.scored(good, "goal"), bs.scored(bad, "goal"), res)
+    assert better["difference"] > 0.2 and better["p_value"] < 0.05
+    same = bs.paired_test(bs.scored(good, "goal"), bs.scored(good, "goal"), res)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+
+
+def test_paired_p_value_never_zero():
+    assert bs.paired_p_value(np.full(99, 0.5)) == pytest.approx(2 / 100)
+    assert math.isnan(bs.paired_p_value(np.array([np.nan])))
+
+
+# ----------------------------------------------------------------------------- log-odds
+
+
+def test_log_odds_matches_a_hand_computed_example():
+    # group A: a a b (n=3), group B: b c (n=2); prior = pooled counts a=2 b=2 c=1 (a0=5)
+    counts = {"A": Counter({"a": 2, "b": 1}), "B": Counter({"b": 1, "c": 1})}
+    table = logodds.log_odds(counts).set_index(["group", "term"])
+    # A vs rest for "a": log((2+2)/(3+5-2-2)) - log((0+2)/(2+5-0-2)) = log(1) - log(0.4)
+    delta = math.log(4 / 4) - math.log(2 / 5)
+    assert table.loc[("A", "a"), "log_odds"] == pytest.approx(delta)
+    assert table.loc[("A", "a"), "z"] == pytest.approx(delta / math.sqrt(1 / 4 + 1 / 2))
+    # B vs rest for "b": log((1+2)/(2+5-1-2)) - log((1+2)/(3+5-1-2))
+    delta_b = math.log(3 / 4) - math.log(3 / 5)
+    assert table.loc[("B", "b"), "log_odds"] == pytest.approx(delta_b)
+    assert table.loc[("B", "b"), "count"] == 1
+
+
+def test_top_terms_contract_and_order():
+    texts = {
+        "goal": ["we agreed on a shared goal", "the goal was clear and agreed"],
+        "task": ["a concrete step and a method", "the method had a step"],
+        "bond": ["the client felt supported", "support and warmth were felt"],
+    }
+    top = logodds.top_terms(texts, "en", 2)
+    assert list(top.columns) == ["group", "term", "log_odds", "z", "count"]
+    assert list(top["group"]) == ["goal", "goal", "task", "task", "bond", "bond"]
+    assert set(top[top["group"] == "goal"]["term"]) == {"goal", "agreed"}
+    assert (top.groupby("group", sort=False)["z"].apply(lambda z: z.is_monotonic_decreasing)).all()
+    zh = logodds.top_terms({"a": ["咨询师支持来访者"], "b": ["我们制定了方法"]}, "zh", 3)
+    assert zh["term"].str.len().min() >= 1 and not zh["term"].str.contains(r"\s").any()
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def test_runs_follow_the_config():
+    from care.evaluate.runs import evaluation_runs
+
+    config = {
+        "variants": ["rationale", "score_only"],
+        "backbones": {"llama": {}, "qwen": {}},
+        "baselines": {"counselor": True, "zero_shot": [{"name": "gpt-4o", "label": "GPT-4o"}]},
+        "training": {"selection": "val_pearson"},
+    }
+    runs = evaluation_runs(config)
+    assert [r["label"] for r in runs.table2] == [
+        "Human counselor",
+        "GPT-4o",
+        "CARE (llama)",
+        "CARE (qwen)",
+    ]
+    assert [(r["model"], r["variant"]) for r in runs.ablation] == [
+        ("llama", "rationale"),
+        ("llama", "score_only"),
+        ("qwen", "rationale"),
+        ("qwen", "score_only"),
+    ]
+    assert runs.selection == "val_pearson" and runs.human_model == "llama"
+    # an ablation edit: one backbone, score-only; no baselines section at all
+    edited = evaluation_runs({"variants": ["score_only"], "backbones": {"qwen": {}}})
+    assert [(r["model"], r["variant"]) for r in edited.table2] == [("qwen", "score_only")]
+    assert edited.rationale == [] and edited.selection == "unspecified"

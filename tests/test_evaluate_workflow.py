@@ -1,0 +1,130 @@
+"""The evaluation rules through Snakemake on the test config, with synthetic predictions.
+
+Training and inference are other stages; here their outputs are stand-ins written in the
+predictions contract, and ``--allowed-rules`` keeps Snakemake from rebuilding them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from care.evaluate import synthetic
+from care.instrument import load_instrument
+
+from .conftest import copy_workflow, run_snakemake
+
+EVAL_RULES = [
+    "evaluation_metrics",
+    "rationale_quality",
+    "table2",
+    "table3",
+    "table4",
+    "table5",
+    "human_eval_export",
+    "figure3",
+    "scatter_figure",
+    "ablation_figure",
+]
+
+
+def _prepare(work):
+    """Config with two backbones (added if the training stage has not defined them)."""
+    config = yaml.safe_load((work / ".test/config.yaml").read_text(encoding="utf-8"))
+    extra = {}
+    if "backbones" not in config:
+        extra["backbones"] = {"llama": {}, "qwen": {}}
+        schema_path = work / "workflow/schemas/config.schema.yaml"
+        schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+        schema["properties"].setdefault("backbones", {"type": "object"})
+        schema_path.write_text(yaml.safe_dump(schema, sort_keys=False), encoding="utf-8")
+    (work / "extra.yaml").write_text(yaml.safe_dump(extra), encoding="utf-8")
+    config.update(extra)
+    return config
+
+
+def _stand_in_predictions(work, config):
+    instrument = load_instrument(work / config["instrument"])
+    sessions = [json.loads(line) for line in open(work / config["data"]["sessions"])]
+    refs = [json.loads(line) for line in open(work / "results/demo/reference_rationales.jsonl")]
+    folds = pd.read_csv(work / "results/folds.tsv", sep="\t", dtype=str).astype({"fold": int})
+    baselines = config.get("baselines", {})
+    runs = [(b, v, {"noise": 0.6}) for b in config["backbones"] for v in config["variants"]]
+    runs += [(z["name"], "zero_shot", {"noise": 2.0}) for z in baselines.get("zero_shot", [])]
+    if baselines.get("counselor"):
+        runs.append(("counselor", "human", {"client_ratings": "counselor_ratings"}))
+    for n, (model, variant, kw) in enumerate(runs):
+        per = synthetic.predictions(sessions, refs, folds, instrument, model, variant, seed=n, **kw)
+        for k, frame in per.items():
+            path = work / f"results/predictions/{model}/{variant}/fold{k}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(path, index=False)
+    expert = pd.DataFrame(refs).rename(columns={"rationale": "final"})
+    expert["dimension"] = expert["item_id"].map(instrument.dimension_of)
+    expert.to_parquet(work / "results/rationales.parquet", index=False)
+    return runs
+
+
+@pytest.mark.slow
+def test_tables_figures_report_from_predictions(tmp_path):
+    work = copy_workflow(tmp_path)
+    config = _prepare(work)
+    configs = ["--configfile", ".test/config.yaml", "extra.yaml"]
+    data = run_snakemake(work, "results/folds.tsv", "results/data/sessions.tsv", *configs)
+    assert data.returncode == 0, data.stderr[-3000:]
+    runs = _stand_in_predictions(work, config)
+
+    targets = [
+        "results/table2.csv",
+        "results/table3.csv",
+        "results/table4.csv",
+        "results/table5.csv",
+        "results/figures/figure3.png",
+        "results/figures/ablation.pdf",
+        "results/human_eval/rating_sheet.xlsx",
+        *[f"results/figures/scatter/{b}/rationale.png" for b in config["backbones"]],
+    ]
+    allowed = ["--allowed-rules", *EVAL_RULES]
+    proc = run_snakemake(work, *targets, *configs, *allowed)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+    table2 = pd.read_csv(work / "results/table2.csv")
+    n_baselines = sum(1 for _, v, _ in runs if v in ("zero_shot", "human"))
+    assert len(table2) == n_baselines + len(config["backbones"])
+    assert table2["goal_pearson_mean"].notna().all()
+    table4 = pd.read_csv(work / "results/table4.csv")
+    assert len(table4) == len(config["backbones"]) * len(config["variants"])
+    table3 = pd.read_csv(work / "results/table3.csv")
+    assert table3["goal_bertscore_mean"].between(0, 1).all()
+    assert set(pd.read_csv(work / "results/table5.csv")["dimension"]) == {"goal", "task", "bond"}
+    for target in targets:
+        assert (work / target).stat().st_size > 0
+
+    again = run_snakemake(work, *targets, *configs, *allowed)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    report = run_snakemake(work, "--report", "results/report.html", *targets, *configs)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (work / "results/report.html").read_text(encoding="utf-8")
+    assert "table2.html" in html and "figure3.png" in html
+
+    # an ablation edit (drop a variant) reruns Table 4, not the other runs' metrics
+    edit = run_snakemake(
+        work, "-n", *targets, *configs, *allowed, "--config", "variants=[rationale]"
+    )
+    assert edit.returncode == 0, edit.stderr[-3000:]
+    planned = _planned_rules(edit.stdout + edit.stderr)
+    assert "table4" in planned and "evaluation_metrics" not in planned
+
+
+def _planned_rules(output: str) -> set[str]:
+    """Rule names of a dry run's "Job stats" table."""
+    lines = output.split("Job stats:", 1)[1].splitlines()[3:]
+    rules = set()
+    for line in lines:
+        if not line.strip() or line.startswith("total"):
+            break
+        rules.add(line.split()[0])
+    return rules

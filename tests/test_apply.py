@@ -7,10 +7,11 @@ sessions with a real (tiny, random) HF causal LM through the inference engine.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -109,10 +110,14 @@ def test_session_without_counselor_turns_is_an_error(tmp_path, instrument, corpu
     assert "no counselor turns" in str(err.value) and str(path) in str(err.value)
 
 
-def care(*args, cwd=None):
-    """Run the ``care`` CLI in a subprocess from the repository root."""
-    return subprocess.run([sys.executable, "-m", "care.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or REPO)
+def care(*args):
+    """Run the ``care`` CLI in this process (no interpreter start-up); exit code and stderr."""
+    from care.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
 
 
 @pytest.mark.parametrize("config", [
@@ -312,6 +317,7 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     assert (bond["n_sessions"] == len(data)).all()
     assert patterns.stars(0.0009) == "***" and patterns.stars(0.009) == "**"
     assert patterns.stars(0.04) == "*" and patterns.stars(0.2) == ""
+    assert patterns._num(-5.712, 2) == "-5.71" and patterns._num(0.0012345, 2) == "0.0012"
 
 
 def test_table8_files_parse_back(tmp_path, instrument, corpus):
@@ -354,6 +360,7 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
     digests = digest.write_digests(
         corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
         counselors=[], min_sessions=1, threshold=3.0, top_k=5, n_examples=2)
+    assert all(d.rule == "at most 3" for d in digests)
     assert {d.counselor_id for d in digests} == set(scores["counselor_id"])
     mine = next(d for d in digests if d.counselor_id == counselor)
     for dim in mine.dimensions:
@@ -378,6 +385,20 @@ def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):
         digest.write_digests(corpus["predictions"], corpus["scores"], instrument,
                              corpus["sessions"], tmp_path, counselors=["nobody"],
                              min_sessions=1, threshold=2)
+
+
+def test_digest_quantile_threshold(tmp_path, instrument, corpus):
+    scores = corpus["scores"]
+    digests = digest.write_digests(
+        corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
+        counselors=[], min_sessions=1, quantile=0.25)
+    for dim in digests[0].dimensions:
+        assert dim.threshold == pytest.approx(scores[dim.dimension].quantile(0.25))
+    assert sum(d.dimensions[0].n_low for d in digests) == int(
+        (scores["goal"] <= scores["goal"].quantile(0.25)).sum())
+    assert "lowest 25%" in (tmp_path / "index.md").read_text()
+    with pytest.raises(CareInputError, match="exactly one"):
+        digest.low_thresholds(scores, ["goal"], threshold=2, quantile=0.2)
 
 
 # --------------------------------------------------------------------------- session report
@@ -443,3 +464,12 @@ def test_cli_report_one_session(tmp_path, corpus):
     missing = care(*args, "--session-id", "u-nope", "--out", tmp_path / "x.html")
     assert missing.returncode == 2 and "u-nope" in missing.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_constant_predictions_give_no_regression(instrument, corpus):
+    tax = patterns.Taxonomy.from_config(TAXONOMY)
+    flat = corpus["scores"].assign(goal=4.0, task=4.0, bond=4.0)
+    table = patterns.regress(patterns.pattern_rates(corpus["sessions"], tax), flat, instrument,
+                             tax)
+    assert table["coef"].isna().all()
+    assert (table["note"] == "predicted scores do not vary").all()

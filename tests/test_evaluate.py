@@ -251,3 +251,7 @@ def test_runs_follow_the_config():
     edited = evaluation_runs({"variants": ["score_only"], "backbones": {"qwen": {}}})
     assert [(r["model"], r["variant"]) for r in edited.table2] == [("qwen", "score_only")]
     assert edited.rationale == [] and edited.selection == "unspecified"
+    with pytest.raises(ValueError, match="human_eval.model"):
+        evaluation_runs({**config, "evaluation": {"human_eval": {"model": "mistral"}}})
+    with pytest.raises(ValueError, match="log_odds.source"):
+        evaluation_runs({**config, "evaluation": {"log_odds": {"source": "gemma"}}})

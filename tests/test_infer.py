@@ -28,6 +28,15 @@ torch = pytest.importorskip("torch")
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: extra torch threads only contend with each other on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sessions(small_corpus, instrument):
     return list(iter_sessions(small_corpus[0], instrument))
@@ -285,6 +294,7 @@ def test_killed_run_resumes_without_redoing_finished_items(
         out=fresh,
     )
     assert fresh.read_bytes() == out.read_bytes()
+    assert coverage_path(fresh).read_bytes() == coverage_path(out).read_bytes()
 
 
 # --------------------------------------------------------------------------- counselor
@@ -506,15 +516,10 @@ def score_trained(texts, sessions, instrument):
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only contend on a busy machine
-    try:
-        for _ in range(40):
-            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(40):
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
     return model.eval(), tok
 
 

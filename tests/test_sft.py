@@ -16,7 +16,11 @@ from care.sft import (
     split_sessions,
 )
 
-from tests.train_fixtures import tiny_backbones, train_corpus  # noqa: F401
+from tests import train_fixtures
+
+# shared fixtures (tests/train_fixtures.py)
+train_corpus = train_fixtures.train_corpus
+tiny_backbones = train_fixtures.tiny_backbones
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +30,20 @@ def sessions(train_corpus, instrument):
 
 def builder(path, instrument, variant="rationale", granularity="item", max_length=1024):
     tok = load_tokenizer(path)
-    return ExampleBuilder(tok, instrument, variant=variant, granularity=granularity,
-                          max_length=max_length, end_of_turn=load_end_of_turn_ids(path, tok))
+    return ExampleBuilder(
+        tok,
+        instrument,
+        variant=variant,
+        granularity=granularity,
+        max_length=max_length,
+        end_of_turn=load_end_of_turn_ids(path, tok),
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_only_assistant_tokens_carry_labels(tiny_backbones, instrument, sessions,
-                                            train_corpus, arch):
+def test_only_assistant_tokens_carry_labels(
+    tiny_backbones, instrument, sessions, train_corpus, arch
+):
     b = builder(tiny_backbones[arch], instrument)
     tok = b.tokenizer
     rationales = load_rationales(train_corpus["rationales"])
@@ -47,14 +58,22 @@ def test_only_assistant_tokens_carry_labels(tiny_backbones, instrument, sessions
         target = tok.decode([ex.labels[k] for k in labelled])
         item = ex.items[0]
         rating = int(session.client_ratings[item])
-        assert target == (f"Rationale: {rationales[(session.session_id, item)]}\n"
-                          f"Score: {rating}{eot}")
+        assert target == (
+            f"Rationale: {rationales[(session.session_id, item)]}\nScore: {rating}{eot}"
+        )
         # the prompt is exactly what inference renders (chat template + generation prompt)
         prompt = tok.apply_chat_template(
-            build_messages(instrument, ex.items, "rationale", "en",
-                           _dialogue(tok, ex.input_ids[:ex.prompt_tokens])),
-            tokenize=False, add_generation_prompt=True)
-        assert tok.decode(ex.input_ids[:ex.prompt_tokens]) == prompt
+            build_messages(
+                instrument,
+                ex.items,
+                "rationale",
+                "en",
+                _dialogue(tok, ex.input_ids[: ex.prompt_tokens]),
+            ),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        assert tok.decode(ex.input_ids[: ex.prompt_tokens]) == prompt
         if arch == "qwen2":  # the newline after <|im_end|> is in the ids but carries no label
             assert ex.labels[-1] == IGNORE and tok.decode(ex.input_ids[-1:]) == "\n"
 
@@ -66,12 +85,13 @@ def _dialogue(tok, prompt_ids):
     return text[start:end]
 
 
-@pytest.mark.parametrize("granularity,per_session", [("item", 12), ("dimension", 3),
-                                                      ("session", 1)])
+@pytest.mark.parametrize(
+    "granularity,per_session", [("item", 12), ("dimension", 3), ("session", 1)]
+)
 @pytest.mark.parametrize("variant", ["rationale", "score_only"])
-def test_granularities_build_parseable_examples(tiny_backbones, instrument, sessions,
-                                                train_corpus, granularity, per_session,
-                                                variant):
+def test_granularities_build_parseable_examples(
+    tiny_backbones, instrument, sessions, train_corpus, granularity, per_session, variant
+):
     b = builder(tiny_backbones["llama"], instrument, variant, granularity, max_length=4096)
     rationales = load_rationales(train_corpus["rationales"]) if variant == "rationale" else None
     examples, stats = build_examples(b, sessions[:3], rationales)
@@ -79,8 +99,7 @@ def test_granularities_build_parseable_examples(tiny_backbones, instrument, sess
     by_id = {s.session_id: s for s in sessions}
     covered = {}
     for ex in examples:
-        answer = b.tokenizer.decode([t for t in ex.labels if t != IGNORE],
-                                    skip_special_tokens=True)
+        answer = b.tokenizer.decode([t for t in ex.labels if t != IGNORE], skip_special_tokens=True)
         parsed = parse_output(answer, ex.items, instrument)
         for item in ex.items:
             assert parsed[item].ok
@@ -90,8 +109,7 @@ def test_granularities_build_parseable_examples(tiny_backbones, instrument, sess
     assert len(covered) == 3 * len(instrument.item_ids)
 
 
-def test_long_dialogues_lose_middle_turns_and_are_counted(tiny_backbones, instrument,
-                                                          sessions):
+def test_long_dialogues_lose_middle_turns_and_are_counted(tiny_backbones, instrument, sessions):
     full = builder(tiny_backbones["llama"], instrument, "score_only")
     _, free = build_examples(full, sessions[:4], None)
     assert free.truncated_sessions == 0
@@ -117,9 +135,13 @@ def test_rationales_from_parquet(tmp_path, train_corpus):
     import pandas as pd
 
     refs = train_corpus["refs"][:5]
-    frame = pd.DataFrame({"session_id": [r["session_id"] for r in refs],
-                          "item_id": [r["item_id"] for r in refs],
-                          "final": [r["rationale"] for r in refs]})
+    frame = pd.DataFrame(
+        {
+            "session_id": [r["session_id"] for r in refs],
+            "item_id": [r["item_id"] for r in refs],
+            "final": [r["rationale"] for r in refs],
+        }
+    )
     frame.to_parquet(tmp_path / "r.parquet")
     loaded = load_rationales(tmp_path / "r.parquet")
     assert loaded[(refs[0]["session_id"], refs[0]["item_id"])] == refs[0]["rationale"]
@@ -132,19 +154,21 @@ def test_rationales_from_parquet(tmp_path, train_corpus):
 
 def test_inner_split_is_client_grouped_and_leaves_the_test_fold_out(sessions, train_corpus):
     folds = load_folds(train_corpus["folds"])
-    fit, val = split_sessions(sessions, folds, 2, selection="inner_split",
-                              inner_val_fraction=0.2, seed=1)
+    fit, val = split_sessions(
+        sessions, folds, 2, selection="inner_split", inner_val_fraction=0.2, seed=1
+    )
     assert val and fit
     assert not {s.client_id for s in fit} & {s.client_id for s in val}
     assert all(folds[s.session_id] != 2 for s in fit + val)
     assert len(fit) + len(val) == sum(1 for s in sessions if folds[s.session_id] != 2)
-    again = split_sessions(sessions, folds, 2, selection="inner_split",
-                           inner_val_fraction=0.2, seed=1)
+    again = split_sessions(
+        sessions, folds, 2, selection="inner_split", inner_val_fraction=0.2, seed=1
+    )
     assert [s.session_id for s in again[1]] == [s.session_id for s in val]
-    train, test = split_sessions(sessions, folds, 2, selection="heldout_fold",
-                                 inner_val_fraction=0.2, seed=1)
+    train, test = split_sessions(
+        sessions, folds, 2, selection="heldout_fold", inner_val_fraction=0.2, seed=1
+    )
     assert {folds[s.session_id] for s in test} == {2}
     assert len(train) == len(fit) + len(val)
     with pytest.raises(CareInputError, match="fold 7"):
-        split_sessions(sessions, folds, 7, selection="heldout_fold", inner_val_fraction=0.2,
-                       seed=1)
+        split_sessions(sessions, folds, 7, selection="heldout_fold", inner_val_fraction=0.2, seed=1)

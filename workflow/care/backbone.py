@@ -70,16 +70,28 @@ class Family:
 FAMILIES = {
     "llama": Family(
         model_type="llama",
-        specials=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|eot_id|>", "<|finetune_right_pad_id|>"),
-        bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
-        stop=("<|end_of_text|>", "<|eot_id|>"), chat_template=LLAMA3_TEMPLATE,
+        specials=(
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|finetune_right_pad_id|>",
+        ),
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",
+        pad="<|finetune_right_pad_id|>",
+        stop=("<|end_of_text|>", "<|eot_id|>"),
+        chat_template=LLAMA3_TEMPLATE,
     ),
     "qwen2": Family(
         model_type="qwen2",
         specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
-        bos=None, eos="<|im_end|>", pad="<|endoftext|>",
-        stop=("<|im_end|>", "<|endoftext|>"), chat_template=QWEN2_TEMPLATE,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        stop=("<|im_end|>", "<|endoftext|>"),
+        chat_template=QWEN2_TEMPLATE,
     ),
 }
 ROLES = ("system", "user", "assistant")
@@ -119,8 +131,9 @@ class TinySpec:
 # --------------------------------------------------------------------------- tokenizer
 
 
-def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int,
-                    cross_word_merges: bool = True):
+def train_tokenizer(
+    texts: Iterable[str], family: Family, vocab_size: int, cross_word_merges: bool = True
+):
     """A byte-level BPE tokenizer trained on ``texts``, wrapped as ``PreTrainedTokenizerFast``."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -130,32 +143,42 @@ def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int,
         pre_tokenizers.Split(Regex(r"\r?\n+"), behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
     ]
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False,
-                                          use_regex=not cross_word_merges)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not cross_word_merges)
     tok.pre_tokenizer = pre_tokenizers.Sequence([*split, byte_level])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(family.specials),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=list(family.specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     if family.bos:  # like the real Llama 3 tokenizer: encode() prepends <|begin_of_text|>
         bos_id = tok.token_to_id(family.bos)
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{family.bos} $A", pair=f"{family.bos} $A {family.bos} $B",
+            single=f"{family.bos} $A",
+            pair=f"{family.bos} $A {family.bos} $B",
             special_tokens=[(family.bos, bos_id)],
         )
     extra = [t for t in family.specials if t not in (family.bos, family.eos, family.pad)]
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
-        pad_token=family.pad, additional_special_tokens=extra,
-        chat_template=family.chat_template, model_max_length=1_000_000,
+        tokenizer_object=tok,
+        bos_token=family.bos,
+        eos_token=family.eos,
+        pad_token=family.pad,
+        additional_special_tokens=extra,
+        chat_template=family.chat_template,
+        model_max_length=1_000_000,
         clean_up_tokenization_spaces=False,
     )
 
 
-def corpus_texts(sessions_path: str | Path, instrument, extra_files: Iterable[str | Path] = (),
-                 prompt_sessions: int = 40) -> Iterator[str]:
+def corpus_texts(
+    sessions_path: str | Path,
+    instrument,
+    extra_files: Iterable[str | Path] = (),
+    prompt_sessions: int = 40,
+) -> Iterator[str]:
     """Texts to train the tokenizer on: turns, rendered prompts and targets, extra files.
 
     Prompts are rendered for the first ``prompt_sessions`` sessions in every granularity and
@@ -178,8 +201,10 @@ def corpus_texts(sessions_path: str | Path, instrument, extra_files: Iterable[st
                         instrument, unit, variant, session.language, dialogue
                     ):
                         yield message["content"]
-                scores = {i: instrument.scale_points[(n + k) % len(instrument.scale_points)]
-                          for k, i in enumerate(unit)}
+                scores = {
+                    i: instrument.scale_points[(n + k) % len(instrument.scale_points)]
+                    for k, i in enumerate(unit)
+                }
                 yield prompts.format_target(unit, scores, None, "score_only", session.language)
     for path in extra_files:
         yield from _strings_of(Path(path))
@@ -202,36 +227,51 @@ def _strings_of(path: Path) -> Iterator[str]:
 def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dict[str, Any]:
     """Train the tokenizer, initialise the model, save both (and the generation config)."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config
-    from transformers import Qwen2ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     family = FAMILIES[spec.arch]
     tokenizer = train_tokenizer(texts, family, spec.vocab_size, spec.cross_word_merges)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.specials}
     config_cls, model_cls = {
-        "llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     }[spec.arch]
     config = config_cls(
-        vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_hidden_layers,
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
         num_attention_heads=spec.num_attention_heads,
         num_key_value_heads=spec.num_key_value_heads,
         max_position_embeddings=spec.max_position_embeddings,
-        rope_theta=spec.rope_theta, tie_word_embeddings=spec.tie_word_embeddings,
+        rope_theta=spec.rope_theta,
+        tie_word_embeddings=spec.tie_word_embeddings,
         bos_token_id=ids.get(family.bos) if family.bos else None,
-        eos_token_id=[ids[t] for t in family.stop], pad_token_id=ids[family.pad],
+        eos_token_id=[ids[t] for t in family.stop],
+        pad_token_id=ids[family.pad],
     )
     torch.manual_seed(spec.seed)
     model = model_cls(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id, eos_token_id=[ids[t] for t in family.stop],
-        pad_token_id=ids[family.pad], do_sample=False,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=[ids[t] for t in family.stop],
+        pad_token_id=ids[family.pad],
+        do_sample=False,
     )
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return {"arch": spec.arch, "parameters": sum(p.numel() for p in model.parameters()),
-            "vocab_size": len(tokenizer)}
+    return {
+        "arch": spec.arch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+    }
 
 
 @contextlib.contextmanager
@@ -261,8 +301,9 @@ def check_causal_lm_dir(path: str | Path):
     if not root.is_dir():
         raise CareInputError(root, "model directory not found (give a local Hugging Face dir)")
     if not (root / "config.json").is_file():
-        raise CareInputError(root / "config.json", "not a Hugging Face model directory: "
-                             "config.json is missing")
+        raise CareInputError(
+            root / "config.json", "not a Hugging Face model directory: config.json is missing"
+        )
     try:
         config = AutoConfig.from_pretrained(root, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
@@ -275,10 +316,15 @@ def check_causal_lm_dir(path: str | Path):
         raise CareInputError(
             root / "config.json",
             f"not a causal language model (model_type {config.model_type!r}, "
-            f"architectures {archs})", field="architectures",
+            f"architectures {archs})",
+            field="architectures",
         )
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-               "pytorch_model.bin.index.json")
+    weights = (
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    )
     if not any((root / w).is_file() for w in weights):
         raise CareInputError(root, "no model weights (model.safetensors or pytorch_model.bin)")
     return config
@@ -303,8 +349,11 @@ def load_tokenizer(path: str | Path):
     # A tokenizer saved as the generic fast backend (the tiny ones) loads as saved:
     # AutoTokenizer would swap in the family's class (Qwen2Tokenizer) and its own splitting.
     config_file = Path(path) / "tokenizer_config.json"
-    declared = (json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
-                if config_file.is_file() else None)
+    declared = (
+        json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
+        if config_file.is_file()
+        else None
+    )
     loader = PreTrainedTokenizerFast if declared in GENERIC_TOKENIZERS else AutoTokenizer
     try:
         tokenizer = loader.from_pretrained(path, local_files_only=True)
@@ -334,6 +383,5 @@ def load_end_of_turn_ids(path: str | Path, tokenizer) -> list[int]:
     if (root / "generation_config.json").is_file():
         eos = GenerationConfig.from_pretrained(root, local_files_only=True).eos_token_id
     else:
-        eos = getattr(AutoConfig.from_pretrained(root, local_files_only=True),
-                      "eos_token_id", None)
+        eos = getattr(AutoConfig.from_pretrained(root, local_files_only=True), "eos_token_id", None)
     return end_of_turn_ids(tokenizer, eos)

@@ -45,8 +45,12 @@ class Example:
     prompt_tokens: int
 
     def to_record(self) -> dict:
-        return {"session_id": self.session_id, "items": list(self.items),
-                "input_ids": self.input_ids, "labels": self.labels}
+        return {
+            "session_id": self.session_id,
+            "items": list(self.items),
+            "input_ids": self.input_ids,
+            "labels": self.labels,
+        }
 
 
 @dataclass
@@ -66,10 +70,14 @@ class SFTStats:
     def as_dict(self) -> dict:
         mean = self.tokens / self.examples if self.examples else 0.0
         return {
-            "sessions": self.sessions, "examples": self.examples,
-            "truncated_sessions": self.truncated_sessions, "dropped_turns": self.dropped_turns,
-            "dropped_examples": self.dropped_examples, "tokens": self.tokens,
-            "answer_tokens": self.answer_tokens, "mean_tokens": round(mean, 2),
+            "sessions": self.sessions,
+            "examples": self.examples,
+            "truncated_sessions": self.truncated_sessions,
+            "dropped_turns": self.dropped_turns,
+            "dropped_examples": self.dropped_examples,
+            "tokens": self.tokens,
+            "answer_tokens": self.answer_tokens,
+            "mean_tokens": round(mean, 2),
             "max_tokens": self.max_tokens,
         }
 
@@ -77,8 +85,16 @@ class SFTStats:
 class ExampleBuilder:
     """Renders a session's training examples for one tokenizer, variant and granularity."""
 
-    def __init__(self, tokenizer, instrument: Instrument, *, variant: str, granularity: str,
-                 max_length: int, end_of_turn: Sequence[int]) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        instrument: Instrument,
+        *,
+        variant: str,
+        granularity: str,
+        max_length: int,
+        end_of_turn: Sequence[int],
+    ) -> None:
         if variant not in prompts.VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {prompts.VARIANTS}")
         self.tokenizer = tokenizer
@@ -100,21 +116,30 @@ class ExampleBuilder:
     def render(self, messages: list[dict], answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, answer ids) of a conversation, as the chat template renders it."""
         prompt = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True)
+            messages, tokenize=False, add_generation_prompt=True
+        )
         full = self.tokenizer.apply_chat_template(
-            [*messages, {"role": "assistant", "content": answer}], tokenize=False)
+            [*messages, {"role": "assistant", "content": answer}], tokenize=False
+        )
         if not full.startswith(prompt):
-            raise ValueError("the chat template renders the assistant's turn so that the "
-                             "conversation does not extend the generation prompt")
-        return self.encode(prompt), self.encode(full[len(prompt):])
+            raise ValueError(
+                "the chat template renders the assistant's turn so that the "
+                "conversation does not extend the generation prompt"
+            )
+        return self.encode(prompt), self.encode(full[len(prompt) :])
 
     def overhead(self, language: str) -> int:
         """Prompt tokens besides the dialogue for the longest unit (as at inference)."""
         if language not in self._overhead:
             self._overhead[language] = max(
-                len(self.render(prompts.build_messages(
-                    self.instrument, unit, self.variant, language, ""), "")[0])
-                for unit in self.units)
+                len(
+                    self.render(
+                        prompts.build_messages(self.instrument, unit, self.variant, language, ""),
+                        "",
+                    )[0]
+                )
+                for unit in self.units
+            )
         return self._overhead[language]
 
     def targets(self, session: Session, rationales: dict | None) -> list[str]:
@@ -125,16 +150,24 @@ class ExampleBuilder:
                 missing = [i for i in unit if (session.session_id, i) not in (rationales or {})]
                 if missing:
                     raise CareInputError(
-                        "rationales", f"no rationale for session {session.session_id!r} "
-                        f"item {missing[0]!r}", field="final")
-            out.append(prompts.format_target(
-                unit, scores,
-                {i: rationales[(session.session_id, i)] for i in unit} if rationales else None,
-                self.variant, session.language))
+                        "rationales",
+                        f"no rationale for session {session.session_id!r} item {missing[0]!r}",
+                        field="final",
+                    )
+            out.append(
+                prompts.format_target(
+                    unit,
+                    scores,
+                    {i: rationales[(session.session_id, i)] for i in unit} if rationales else None,
+                    self.variant,
+                    session.language,
+                )
+            )
         return out
 
-    def session_examples(self, session: Session, rationales: dict | None,
-                         stats: SFTStats) -> list[Example]:
+    def session_examples(
+        self, session: Session, rationales: dict | None, stats: SFTStats
+    ) -> list[Example]:
         targets = self.targets(session, rationales)
         # the answer's rendered length: its text plus the template's end-of-turn tokens
         answer_max = max(self.count_tokens(t) for t in targets) + 4
@@ -146,15 +179,23 @@ class ExampleBuilder:
         out = []
         for unit, target in zip(self.units, targets, strict=True):
             messages = prompts.build_messages(
-                self.instrument, unit, self.variant, session.language, dialogue)
+                self.instrument, unit, self.variant, session.language, dialogue
+            )
             prompt_ids, answer_ids = self.render(messages, target)
             labels = self.answer_labels(answer_ids)
             ids = prompt_ids + answer_ids
             if len(ids) > self.max_length:
                 stats.dropped_examples += 1
                 continue
-            out.append(Example(session.session_id, unit, ids,
-                               [IGNORE] * len(prompt_ids) + labels, len(prompt_ids)))
+            out.append(
+                Example(
+                    session.session_id,
+                    unit,
+                    ids,
+                    [IGNORE] * len(prompt_ids) + labels,
+                    len(prompt_ids),
+                )
+            )
             stats.examples += 1
             stats.tokens += len(ids)
             stats.answer_tokens += sum(1 for v in labels if v != IGNORE)
@@ -165,13 +206,16 @@ class ExampleBuilder:
         """The answer's labels: its tokens through the first end-of-turn token, then -100."""
         end = next((k for k, t in enumerate(answer_ids) if t in self.end_of_turn), None)
         if end is None:
-            raise ValueError("the chat template does not end the assistant's turn with an "
-                             f"end-of-turn token (ids {sorted(self.end_of_turn)})")
-        return answer_ids[:end + 1] + [IGNORE] * (len(answer_ids) - end - 1)
+            raise ValueError(
+                "the chat template does not end the assistant's turn with an "
+                f"end-of-turn token (ids {sorted(self.end_of_turn)})"
+            )
+        return answer_ids[: end + 1] + [IGNORE] * (len(answer_ids) - end - 1)
 
 
-def build_examples(builder: ExampleBuilder, sessions: Iterable[Session],
-                   rationales: dict | None) -> tuple[list[Example], SFTStats]:
+def build_examples(
+    builder: ExampleBuilder, sessions: Iterable[Session], rationales: dict | None
+) -> tuple[list[Example], SFTStats]:
     stats = SFTStats()
     examples = []
     for session in sessions:
@@ -199,7 +243,8 @@ def load_rationales(path: str | Path) -> dict[tuple[str, str], str]:
             raise CareInputError(path, "required column is missing", field=name)
     out = {}
     for row, (sid, item, text) in enumerate(
-            zip(frame["session_id"], frame["item_id"], frame[column], strict=True), start=1):
+        zip(frame["session_id"], frame["item_id"], frame[column], strict=True), start=1
+    ):
         if not isinstance(text, str) or not text.strip():
             raise CareInputError(path, "empty rationale", line=row, field=column)
         out[(str(sid), str(item))] = text
@@ -216,9 +261,16 @@ def load_folds(path: str | Path) -> dict[str, int]:
     return dict(zip(frame["session_id"], frame["fold"].astype(int), strict=True))
 
 
-def split_sessions(sessions: Sequence[Session], folds: dict[str, int], fold: int, *,
-                   selection: str, inner_val_fraction: float, seed: int,
-                   folds_path: str | Path = "folds.tsv") -> tuple[list, list]:
+def split_sessions(
+    sessions: Sequence[Session],
+    folds: dict[str, int],
+    fold: int,
+    *,
+    selection: str,
+    inner_val_fraction: float,
+    seed: int,
+    folds_path: str | Path = "folds.tsv",
+) -> tuple[list, list]:
     """(training sessions, validation sessions) of one fold.
 
     ``inner_split``: validation is a client-grouped share of the training folds (the test
@@ -231,8 +283,7 @@ def split_sessions(sessions: Sequence[Session], folds: dict[str, int], fold: int
         raise ValueError(f"unknown selection {selection!r}; expected one of {SELECTIONS}")
     missing = [s.session_id for s in sessions if s.session_id not in folds]
     if missing:
-        raise CareInputError(folds_path, f"session {missing[0]!r} has no fold",
-                             field="session_id")
+        raise CareInputError(folds_path, f"session {missing[0]!r} has no fold", field="session_id")
     if fold not in set(folds.values()):
         raise CareInputError(folds_path, f"fold {fold} does not exist", field="fold")
     train = [s for s in sessions if folds[s.session_id] != fold]
@@ -242,9 +293,11 @@ def split_sessions(sessions: Sequence[Session], folds: dict[str, int], fold: int
     n_clients = len({s.client_id for s in train})
     share = max(1, math.ceil(inner_val_fraction * n_clients))
     if n_clients < 2:
-        raise CareInputError(folds_path, "an inner validation split needs at least two "
-                             "training clients", field="client_id")
-    splitter = GroupShuffleSplit(n_splits=1, test_size=min(share, n_clients - 1),
-                                 random_state=seed)
+        raise CareInputError(
+            folds_path,
+            "an inner validation split needs at least two training clients",
+            field="client_id",
+        )
+    splitter = GroupShuffleSplit(n_splits=1, test_size=min(share, n_clients - 1), random_state=seed)
     fit_idx, val_idx = next(splitter.split(train, groups=[s.client_id for s in train]))
     return [train[i] for i in sorted(fit_idx)], [train[i] for i in sorted(val_idx)]

@@ -125,7 +125,8 @@ if UNLABELED:
             spec=as_json(
                 {
                     **APP["digest"],
-                    "threshold": APP["low_alliance_threshold"],
+                    "threshold": APP.get("low_alliance_threshold"),
+                    "quantile": APP.get("low_alliance_quantile"),
                     "min_sessions": APP["min_sessions"],
                 }
             ),

@@ -1,14 +1,18 @@
 """Counselor digests: recurring problems in a counselor's low-alliance sessions.
 
 For each chosen counselor and each dimension, the sessions whose predicted dimension score is
-at most ``threshold`` are the counselor's *low-alliance* sessions on that dimension (the
-paper's section 7 used <= 2). The model's rationales for that dimension's items in those
-sessions are contrasted, by the log-odds ratio with an informative Dirichlet prior (the
-evaluation stage's :func:`care.evaluate.logodds.top_terms`), with the rationales of the
-counselor's other sessions (``contrast: counselor``) or of every other session in the corpus
-(``contrast: corpus``); the terms most over-represented in the low sessions name the recurring
-problems. The rationales that contain the most of those terms (weighted by z) are quoted as
-representative, with the turns they cite. Written as Markdown and HTML (one template each).
+at most a threshold are the counselor's *low-alliance* sessions on that dimension: a fixed
+score (the paper's section 7 used <= 2) or the corpus quantile of the dimension (``quantile:
+0.2``: the corpus' lowest fifth), for a model whose scores sit in a narrow band.
+
+The model's rationales for that dimension's items in those sessions are contrasted, by the
+log-odds ratio with an informative Dirichlet prior (the evaluation stage's
+:func:`care.evaluate.logodds.top_terms`), with the rationales of the counselor's other
+sessions (``contrast: counselor``) or of every other session in the corpus (``contrast:
+corpus``); the terms most over-represented in the low sessions (z >= 1.96; English function
+words left out) name the recurring problems. The rationales that contain the most of those
+terms (weighted by z; one per session) are quoted as representative, with the turns they
+cite. Written as Markdown and HTML (one template each), with an index of each.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from care.errors import CareInputError
 from care.instrument import Instrument
 from care.io import atomic_open
 from care.prompts import cited_turns, labels
@@ -43,6 +48,7 @@ def stopwords(language: str) -> frozenset[str]:
 class DimensionDigest:
     dimension: str
     label: str
+    threshold: float
     n_sessions: int
     n_low: int
     mean: float
@@ -56,8 +62,20 @@ class DimensionDigest:
 class CounselorDigest:
     counselor_id: str
     n_sessions: int
-    threshold: float
+    rule: str  # how low-alliance sessions were chosen, in words
     dimensions: list[DimensionDigest]
+
+
+def low_thresholds(scores: pd.DataFrame, dims: list[str], *, threshold: float | None = None,
+                   quantile: float | None = None) -> tuple[dict[str, float], str]:
+    """Per dimension, the score at or below which a session is low-alliance; and the rule."""
+    if (threshold is None) == (quantile is None):
+        raise CareInputError("config", "give exactly one of low_alliance_threshold and "
+                             "low_alliance_quantile", field="application.low_alliance_threshold")
+    if quantile is not None:
+        cuts = {d: float(scores[d].quantile(quantile)) for d in dims}
+        return cuts, f"in the corpus' lowest {100 * quantile:g}% on the dimension"
+    return {d: float(threshold) for d in dims}, f"at most {threshold:g}"
 
 
 def safe_name(text: str) -> str:
@@ -99,7 +117,7 @@ def dimension_digest(
     else:
         rest_ids = set(mine.loc[mine[dim] > threshold, "session_id"])
     digest = DimensionDigest(
-        dim, instrument.dimension(dim).label(language), int(mine[dim].notna().sum()),
+        dim, instrument.dimension(dim).label(language), threshold, int(mine[dim].notna().sum()),
         len(low_ids), float(mine[dim].mean()), float(scores[dim].mean()), contrast,
     )
     rows = predictions[(predictions["dimension"] == dim) & predictions["rationale"].notna()]
@@ -142,11 +160,13 @@ def _examples(low, terms, sessions, instrument, n_examples, language) -> list[di
     return examples
 
 
-def counselor_digest(counselor, predictions, scores, instrument, sessions, **options):
-    dims = [dimension_digest(counselor, d, predictions, scores, instrument, sessions, **options)
+def counselor_digest(counselor, predictions, scores, instrument, sessions, *, thresholds,
+                     rule, **options) -> CounselorDigest:
+    dims = [dimension_digest(counselor, d, predictions, scores, instrument, sessions,
+                             threshold=thresholds[d], **options)
             for d in instrument.dimension_ids]
     n = int(scores.loc[scores["counselor_id"] == counselor, "session_id"].nunique())
-    return CounselorDigest(counselor, n, options["threshold"], dims)
+    return CounselorDigest(counselor, n, rule, dims)
 
 
 def _environment():
@@ -166,51 +186,35 @@ def render(digest: CounselorDigest, fmt: str) -> str:
 def write_digests(
     predictions: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument,
     sessions: list[Session], out_dir: str | Path, *, counselors: list[str], min_sessions: int,
-    threshold: float, contrast: str = "counselor", top_k: int = 10, n_examples: int = 3,
-    language: str = "en",
+    threshold: float | None = None, quantile: float | None = None, contrast: str = "counselor",
+    top_k: int = 10, n_examples: int = 3, language: str = "en",
 ) -> list[CounselorDigest]:
     """Write ``{counselor}.md`` and ``.html`` per chosen counselor, and an index of each."""
     out_dir = Path(out_dir)
     by_id = {s.session_id: s for s in sessions}
+    thresholds, rule = low_thresholds(scores, instrument.dimension_ids, threshold=threshold,
+                                      quantile=quantile)
     chosen = choose_counselors(scores, counselors, min_sessions)
     unknown = sorted(set(chosen) - set(scores["counselor_id"]))
     if unknown:
-        from care.errors import CareInputError
-
         raise CareInputError("config", f"counselor {unknown[0]!r} has no predicted sessions",
                              field="application.digest.counselors")
     digests = []
     for counselor in chosen:
         digest = counselor_digest(
-            counselor, predictions, scores, instrument, by_id, threshold=threshold,
+            counselor, predictions, scores, instrument, by_id, thresholds=thresholds, rule=rule,
             contrast=contrast, top_k=top_k, n_examples=n_examples, language=language,
         )
         for fmt in ("md", "html"):
             with atomic_open(out_dir / f"{safe_name(counselor)}.{fmt}") as f:
                 f.write(render(digest, fmt))
         digests.append(digest)
-        log.info("digest for %s: %s low-alliance sessions (goal/task/bond)", counselor,
-                 "/".join(str(d.n_low) for d in digest.dimensions))
-    with atomic_open(out_dir / "index.md") as f:
-        f.write(_index(digests, threshold))
-    with atomic_open(out_dir / "index.html") as f:
-        f.write(_environment().get_template("digest_index.html.j2").render(
-            digests=digests, threshold=threshold, safe_name=safe_name))
+        log.info("digest for %s: %s low-alliance sessions (%s)", counselor,
+                 "/".join(str(d.n_low) for d in digest.dimensions),
+                 "/".join(d.dimension for d in digest.dimensions))
+    env = _environment()
+    for fmt in ("md", "html"):
+        with atomic_open(out_dir / f"index.{fmt}") as f:
+            f.write(env.get_template(f"digest_index.{fmt}.j2").render(
+                digests=digests, rule=rule, safe_name=safe_name))
     return digests
-
-
-def _index(digests: list[CounselorDigest], threshold: float) -> str:
-    lines = ["# Counselor digests", "",
-             f"Low-alliance sessions: predicted dimension score <= {threshold:g}.", "",
-             "| Counselor | Sessions | " + " | ".join(
-                 f"Low {d.label}" for d in digests[0].dimensions) + " | Digest |"
-             if digests else "No counselor chosen.",
-             ]
-    if digests:
-        lines.append("|---" * (len(digests[0].dimensions) + 3) + "|")
-        for d in digests:
-            lows = " | ".join(str(x.n_low) for x in d.dimensions)
-            name = safe_name(d.counselor_id)
-            lines.append(f"| {d.counselor_id} | {d.n_sessions} | {lows} | "
-                         f"[md]({name}.md), [html]({name}.html) |")
-    return "\n".join(lines) + "\n"

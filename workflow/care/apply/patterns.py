@@ -151,6 +151,9 @@ def fit_dimension(
     if n < len(usable) + 2:
         note = f"too few sessions ({n}) for {len(usable)} predictors"
         return [_nan_row(dim, t, n, note) for t in [INTERCEPT, *predictors]]
+    if data[dim].nunique() < 2:
+        note = "predicted scores do not vary"  # e.g. a model that always answers the same
+        return [_nan_row(dim, t, n, note) for t in [INTERCEPT, *predictors]]
     design = sm.add_constant(data[usable].astype(float), has_constant="add")
     fit = sm.OLS(data[dim].astype(float), design).fit(cov_type=cov_type)
     ci = fit.conf_int()
@@ -212,11 +215,18 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
         for term in terms:
             r = sub.loc[term]
             cells.append(r["note"] if pd.isna(r["coef"]) else
-                         f"{r['coef']:.{digits}f}{r['stars']} ({r['se']:.{digits}f})")
+                         f"{_num(r['coef'], digits)}{r['stars']} ({_num(r['se'], digits)})")
         r2 = sub["r2"].dropna()
         cells += [str(int(sub["n_sessions"].iloc[0])), f"{r2.iloc[0]:.3f}" if len(r2) else ""]
         out[instrument.dimension(dim).label(language)] = cells
     return pd.DataFrame(out)
+
+
+def _num(value: float, digits: int) -> str:
+    """``digits`` decimals, or as many significant digits where that would print 0.00."""
+    if value == 0 or abs(value) >= 10 ** -digits * 5:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}g}"
 
 
 CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "

@@ -89,34 +89,43 @@ def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
 
 
 def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en"):
-    """Grouped bars per dimension (one per counselor) with 95% intervals; corpus mean as a line."""
+    """Per dimension, each counselor's mean with its 95% interval beside the corpus mean.
+
+    Points with error bars (not bars from the scale's floor), so the y-axis can zoom to the
+    data: a model's predictions may sit in a narrow band of the scale.
+    """
     from care.evaluate.figures import PALETTE, STYLE, _pyplot
 
     plt = _pyplot()
     dims = instrument.dimension_ids
     counselors = profiles.loc[profiles["counselor_id"] != CORPUS, "label"].drop_duplicates()
     n = len(counselors)
-    width = 0.8 / max(n, 1)
-    with plt.rc_context({**STYLE, "axes.grid": False}):
-        fig, ax = plt.subplots(figsize=(2.2 + 1.4 * len(dims) + 0.25 * n * len(dims), 3.2))
-        for k, label in enumerate(counselors):
-            sub = profiles[profiles["label"] == label].set_index("dimension").loc[dims]
-            x = np.arange(len(dims)) - 0.4 + width * (k + 0.5)
-            err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
-            ax.bar(x, sub["mean"], width * 0.9, yerr=np.nan_to_num(err), capsize=3,
-                   color=PALETTE[k % len(PALETTE)],
-                   label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
+    step = 0.7 / max(n, 1)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(dims) + 0.15 * n * len(dims), 3.2))
         corpus = profiles[profiles["counselor_id"] == CORPUS].set_index("dimension").loc[dims]
         for j, dim in enumerate(dims):
             row = corpus.loc[dim]
-            label = f"corpus mean, shaded 95% CI (n={int(row['n_sessions'])})"
-            ax.hlines(row["mean"], j - 0.45, j + 0.45, colors="black", linestyles="--",
-                      linewidth=1.2, label=label if j == 0 else None)
-            ax.fill_between([j - 0.45, j + 0.45], row["ci_low"], row["ci_high"], color="grey",
+            label = f"corpus mean, 95% CI (n={int(row['n_sessions'])})"
+            ax.fill_between([j - 0.42, j + 0.42], row["ci_low"], row["ci_high"], color="grey",
                             alpha=0.25, linewidth=0)
+            ax.hlines(row["mean"], j - 0.42, j + 0.42, colors="black", linestyles="--",
+                      linewidth=1.1, label=label if j == 0 else None)
+        for k, label in enumerate(counselors):
+            sub = profiles[profiles["label"] == label].set_index("dimension").loc[dims]
+            x = np.arange(len(dims)) - 0.35 + step * (k + 0.5)
+            err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
+            ax.errorbar(x, sub["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3,
+                        markersize=5, color=PALETTE[k % len(PALETTE)],
+                        label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
         ax.set_xticks(range(len(dims)), [instrument.dimension(d).label(language) for d in dims])
-        ax.set_ylim(instrument.scale_min, instrument.scale_max)
+        ax.set_xlim(-0.5, len(dims) - 0.5)
+        low = np.nanmin(profiles[["ci_low", "mean"]].to_numpy())
+        high = np.nanmax(profiles[["ci_high", "mean"]].to_numpy())
+        pad = max((high - low) * 0.15, 1e-3)
+        ax.set_ylim(max(instrument.scale_min, low - pad), min(instrument.scale_max, high + pad))
         ax.set_ylabel("mean predicted score (95% CI)")
+        ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         fig.tight_layout()
     return fig

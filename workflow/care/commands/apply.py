@@ -62,7 +62,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("digest", help="per-counselor digests of low-alliance sessions")
     _common(p)
     p.add_argument("--spec", type=json_arg, required=True,
-                   help="JSON: threshold, counselors, min_sessions, contrast, top_terms, examples")
+                   help="JSON: threshold or quantile, counselors, min_sessions, contrast, "
+                        "top_terms, examples")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=run_digest)
 
@@ -159,7 +160,8 @@ def run_digest(args) -> int:
     digests = write_digests(
         predictions, scores, instrument, sessions, args.out_dir,
         counselors=list(spec.get("counselors") or []),
-        min_sessions=int(spec.get("min_sessions", 1)), threshold=float(spec["threshold"]),
+        min_sessions=int(spec.get("min_sessions", 1)), threshold=spec.get("threshold"),
+        quantile=spec.get("quantile"),
         contrast=spec.get("contrast", "counselor"), top_k=int(spec.get("top_terms", 10)),
         n_examples=int(spec.get("examples", 3)), language=_language(sessions),
     )

@@ -19,8 +19,12 @@ def register(subparsers) -> None:
     p.add_argument("--spec", type=json_arg, default={}, help="config backbones.<name>.tiny")
     p.add_argument("--sessions", required=True, help="corpus (jsonl) to train the tokenizer on")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--extra-text", nargs="*", default=[],
-                   help="more tokenizer training text: jsonl (every string field) or text")
+    p.add_argument(
+        "--extra-text",
+        nargs="*",
+        default=[],
+        help="more tokenizer training text: jsonl (every string field) or text",
+    )
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=tiny)
 
@@ -38,8 +42,7 @@ def tiny(args) -> int:
         section["arch"] = args.arch
     spec = TinySpec.from_config(section)
     instrument = load_instrument(args.instrument)
-    texts = list(corpus_texts(args.sessions, instrument,
-                              [*spec.tokenizer_texts, *args.extra_text]))
+    texts = list(corpus_texts(args.sessions, instrument, [*spec.tokenizer_texts, *args.extra_text]))
     info = build_tiny(spec, texts, args.out)
     log.info("tiny backbone %s: %s", args.out, info)
     return 0
@@ -50,7 +53,16 @@ def check(args) -> int:
 
     config = check_causal_lm_dir(args.path)
     tokenizer = load_tokenizer(args.path)
-    print(json.dumps({"path": args.path, "model_type": config.model_type,
-                      "architectures": config.architectures, "vocab_size": len(tokenizer),
-                      "eos_token": tokenizer.eos_token}, indent=2))
+    print(
+        json.dumps(
+            {
+                "path": args.path,
+                "model_type": config.model_type,
+                "architectures": config.architectures,
+                "vocab_size": len(tokenizer),
+                "eos_token": tokenizer.eos_token,
+            },
+            indent=2,
+        )
+    )
     return 0

@@ -22,8 +22,11 @@ def _data_args(p) -> None:
     p.add_argument("--sessions", required=True, help="labeled corpus (jsonl)")
     p.add_argument("--folds", required=True, help="folds.tsv")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--rationales", help="rationales.parquet (column final) or jsonl "
-                   "(rationale); needed by the rationale variant")
+    p.add_argument(
+        "--rationales",
+        help="rationales.parquet (column final) or jsonl "
+        "(rationale); needed by the rationale variant",
+    )
     p.add_argument("--fold", type=int, required=True, help="the held-out (test) fold")
     p.add_argument("--variant", choices=["rationale", "score_only"], required=True)
     p.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
@@ -32,11 +35,15 @@ def _data_args(p) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="fine-tune a backbone on a fold and select the "
-                              "best epoch")
+    p = subparsers.add_parser(
+        "train", help="fine-tune a backbone on a fold and select the best epoch"
+    )
     _data_args(p)
-    p.add_argument("--checkpoints", required=True,
-                   help="Trainer checkpoint dir (kept outside the outputs: resumable)")
+    p.add_argument(
+        "--checkpoints",
+        required=True,
+        help="Trainer checkpoint dir (kept outside the outputs: resumable)",
+    )
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--gpus", type=int, default=0, help="GPUs = ranks; 0: CPU ranks")
     p.add_argument("--threads", type=int, default=1, help="CPU threads shared by the ranks")
@@ -54,10 +61,18 @@ def _finetune(args, **extra):
     from care.train.run import FineTune
 
     return FineTune(
-        backbone=Path(args.backbone), sessions=Path(args.sessions), folds=Path(args.folds),
-        instrument=Path(args.instrument), fold=args.fold, variant=args.variant,
-        granularity=args.granularity, max_length=args.max_length, hp=args.hp,
-        rationales=Path(args.rationales) if args.rationales else None, **extra)
+        backbone=Path(args.backbone),
+        sessions=Path(args.sessions),
+        folds=Path(args.folds),
+        instrument=Path(args.instrument),
+        fold=args.fold,
+        variant=args.variant,
+        granularity=args.granularity,
+        max_length=args.max_length,
+        hp=args.hp,
+        rationales=Path(args.rationales) if args.rationales else None,
+        **extra,
+    )
 
 
 def train(args) -> int:
@@ -65,10 +80,21 @@ def train(args) -> int:
 
     from care.train.run import finetune
 
-    record = finetune(_finetune(args, checkpoint_dir=Path(args.checkpoints), out=Path(args.out),
-                                gpus=args.gpus, threads=args.threads))
-    log.info("chosen epoch %s (validation mean r %s); timing %s", record["chosen"]["epoch"],
-             record["chosen"]["mean_pearson"], record["timing_s"])
+    record = finetune(
+        _finetune(
+            args,
+            checkpoint_dir=Path(args.checkpoints),
+            out=Path(args.out),
+            gpus=args.gpus,
+            threads=args.threads,
+        )
+    )
+    log.info(
+        "chosen epoch %s (validation mean r %s); timing %s",
+        record["chosen"]["epoch"],
+        record["chosen"]["mean_pearson"],
+        record["timing_s"],
+    )
     return 0
 
 
@@ -82,9 +108,25 @@ def sft_data(args) -> int:
     run = _finetune(args, checkpoint_dir=Path("."), out=Path(args.out))
     _, train_sessions, val, examples, stats = prepare(run)
     tokenizer = load_tokenizer(args.backbone)
-    write_jsonl(args.out, (
-        {**e.to_record(), "text": tokenizer.decode(e.input_ids),
-         "target": tokenizer.decode([t for t in e.labels if t != -100])} for e in examples))
-    print(json.dumps({"training_sessions": len(train_sessions), "validation_sessions": len(val),
-                      **stats.as_dict()}, indent=2))
+    write_jsonl(
+        args.out,
+        (
+            {
+                **e.to_record(),
+                "text": tokenizer.decode(e.input_ids),
+                "target": tokenizer.decode([t for t in e.labels if t != -100]),
+            }
+            for e in examples
+        ),
+    )
+    print(
+        json.dumps(
+            {
+                "training_sessions": len(train_sessions),
+                "validation_sessions": len(val),
+                **stats.as_dict(),
+            },
+            indent=2,
+        )
+    )
     return 0

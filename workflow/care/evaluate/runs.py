@@ -80,7 +80,12 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         for b in backbones
     ]
     ablation = [run(b, v, f"{b} · {v}", "fine_tuned") for b in backbones for v in variants]
-    human = (config.get("evaluation", {}) or {}).get("human_eval", {}) or {}
+    evaluation = config.get("evaluation", {}) or {}
+    human = evaluation.get("human_eval", {}) or {}
+    _check_backbone(human.get("model"), backbones, "evaluation.human_eval.model", variants)
+    source = (evaluation.get("log_odds", {}) or {}).get("source", "expert")
+    if source != "expert":
+        _check_backbone(source, backbones, "evaluation.log_odds.source", variants)
     return EvaluationRuns(
         backbones=backbones,
         care_variant=care_variant,
@@ -90,3 +95,13 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         selection=str((config.get("training", {}) or {}).get("selection", "unspecified")),
         human_model=human.get("model") or (backbones[0] if backbones else None),
     )
+
+
+def _check_backbone(name: str | None, backbones: list[str], key: str, variants: list[str]):
+    """A config value naming a backbone's generated rationales must name a configured one."""
+    if name is None:
+        return
+    if name not in backbones:
+        raise ValueError(f"{key}: {name!r} is not a configured backbone {backbones}")
+    if "rationale" not in variants:
+        raise ValueError(f"{key}: {name!r} needs the 'rationale' variant to have rationales")

@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", help="sessions.jsonl (default: a generated demo corpus)")
     parser.add_argument("--instrument", help="instrument YAML (default: WAI-SR)")
     parser.add_argument("--n-sessions", type=int, default=8)
+    parser.add_argument(
+        "--turns",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=(14, 22),
+        help="turns per generated session (long dialogues: e.g. 120 160)",
+    )
     parser.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     parser.add_argument("--variant", choices=["rationale", "score_only"], default="rationale")
     parser.add_argument("--max-length", type=int, default=1024)
@@ -99,7 +107,8 @@ def _sessions(args, instrument):
     from care.corpus import CorpusSpec, generate
     from care.sessions import _to_session
 
-    records, _ = generate(CorpusSpec(n_clients=max(2, args.n_sessions)), instrument)
+    spec = CorpusSpec(n_clients=max(2, args.n_sessions), turns_per_session=tuple(args.turns))
+    records, _ = generate(spec, instrument)
     return [
         _to_session(Path("<generated>"), n, r, instrument)
         for n, r in enumerate(records[: args.n_sessions], start=1)
@@ -241,6 +250,7 @@ class _ConfigOnly:
         self.model = model
 
     def save_pretrained(self, path) -> None:
+        self.model.config.architectures = [type(self.model).__name__]
         self.model.config.save_pretrained(path)
         self.model.generation_config.save_pretrained(path)
 

@@ -47,12 +47,18 @@ class LabelRecorder:
         for k in range(self.n_labels):
             cols = logp[:, self.owner.to(scores.device) == k]
             out[:, k] = torch.logsumexp(cols, dim=-1)
-        self.steps.append(out.cpu())
+        self.steps.append(out)  # stays on the device: no sync per step
         return scores
 
 
 class HFScorer(Scorer):
-    """Score sessions with a loaded transformers causal LM and its tokenizer."""
+    """Score sessions with a loaded transformers causal LM and its tokenizer.
+
+    ``scorer.score(sessions, model=..., variant=..., fold=...)`` yields one prediction row per
+    (session, item) (the predictions contract's columns). The model is put in eval mode;
+    ``cache`` (an SQLite path) keeps every answer so a rerun resumes, keyed by
+    ``fingerprint`` (by default a hash of the weights, computed only when caching).
+    """
 
     backend = "hf"
 
@@ -224,7 +230,7 @@ class HFScorer(Scorer):
         self.counters["generate_calls"] += 1
         self.counters["rows"] += ids.shape[0]
         new = out[:, ids.shape[1] :].cpu()
-        steps = torch.stack(recorder.steps, dim=1) if recorder.steps else None
+        steps = torch.stack(recorder.steps, dim=1).cpu() if recorder.steps else None
         return [
             self._generation(new[n].tolist(), steps[n] if steps is not None else None)
             for n in range(new.shape[0])

@@ -160,14 +160,9 @@ def predict_fold(
         )
     rows = sort_rows(rows, instrument)
     write_predictions(out, rows)
-    summary = {
-        "model": model,
-        "variant": variant,
-        "fold": fold,
-        **coverage(rows),
-        "answers": dict(scorer.stats),
-    }
-    write_json(coverage_path(out), summary)
+    summary = {"model": model, "variant": variant, "fold": fold, **coverage(rows)}
+    write_json(coverage_path(out), summary)  # no run history in it: same inputs, same bytes
+    summary["answers"] = dict(scorer.stats)
     log.info(
         "%s/%s fold %s: %d/%d items parsed (%.1f%%), %d answers generated, %d cached",
         model,

@@ -50,10 +50,27 @@ class Plan:
         module = ["care.train.trainer", "--job", str(job_path)]
         if self.launcher == "deepspeed":
             count = "--num_gpus" if self.device == "cuda" else "--num_accelerators"
-            return ["deepspeed", count, str(self.ranks), "--master_port", str(free_port()),
-                    "--module", *module]
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nnodes", "1", "--nproc_per_node", str(self.ranks), "-m", *module]
+            return [
+                "deepspeed",
+                count,
+                str(self.ranks),
+                "--master_port",
+                str(free_port()),
+                "--module",
+                *module,
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            str(self.ranks),
+            "-m",
+            *module,
+        ]
 
 
 def free_port() -> int:
@@ -73,12 +90,29 @@ def launch(plan: Plan, job: dict, job_path: str | Path) -> None:
 
 
 def run_in_process(plan: Plan, job: dict) -> None:
-    """One rank in this process, with the environment a launcher would set."""
-    os.environ.update({k: v for k, v in plan.env().items() if k in (
-        "OMP_NUM_THREADS", "DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES")})
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    """One rank in this process, with the environment a launcher would set (then restored)."""
     from care.train.trainer import run_worker
 
-    run_worker(job)
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            k: v
+            for k, v in plan.env().items()
+            if k in ("OMP_NUM_THREADS", "DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES")
+        }
+    )
+    os.environ.update(
+        {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+        }
+    )
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    try:
+        run_worker(job)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

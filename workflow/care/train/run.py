@@ -53,8 +53,12 @@ class FineTune:
 
 
 def validation_settings(hp: dict[str, Any]) -> dict[str, Any]:
-    return {"max_new_tokens": 64, "batch_size": 48, "scoring": "generated",
-            **hp.get("validation", {})}
+    return {
+        "max_new_tokens": 64,
+        "batch_size": 48,
+        "scoring": "generated",
+        **hp.get("validation", {}),
+    }
 
 
 def prepare(run: FineTune):
@@ -62,21 +66,29 @@ def prepare(run: FineTune):
     from care.backbone import check_causal_lm_dir, load_end_of_turn_ids, load_tokenizer
     from care.instrument import load_instrument
     from care.sessions import load_sessions
-    from care.sft import ExampleBuilder, build_examples, load_folds, load_rationales
-    from care.sft import split_sessions
+    from care.sft import ExampleBuilder, build_examples, load_folds, load_rationales, split_sessions
 
     check_causal_lm_dir(run.backbone)
     instrument = load_instrument(run.instrument)
     sessions = load_sessions(run.sessions, instrument)
     train, val = split_sessions(
-        sessions, load_folds(run.folds), run.fold, selection=run.hp.get("selection",
-                                                                        "inner_split"),
+        sessions,
+        load_folds(run.folds),
+        run.fold,
+        selection=run.hp.get("selection", "inner_split"),
         inner_val_fraction=run.hp.get("inner_val_fraction", 0.15),
-        seed=run.hp.get("seed", 123), folds_path=run.folds)
+        seed=run.hp.get("seed", 123),
+        folds_path=run.folds,
+    )
     tokenizer = load_tokenizer(run.backbone)
     builder = ExampleBuilder(
-        tokenizer, instrument, variant=run.variant, granularity=run.granularity,
-        max_length=run.max_length, end_of_turn=load_end_of_turn_ids(run.backbone, tokenizer))
+        tokenizer,
+        instrument,
+        variant=run.variant,
+        granularity=run.granularity,
+        max_length=run.max_length,
+        end_of_turn=load_end_of_turn_ids(run.backbone, tokenizer),
+    )
     rationales = None
     if run.variant == "rationale":
         if run.rationales is None:
@@ -92,12 +104,20 @@ def fingerprint(run: FineTune, examples_blob: bytes) -> str:
 
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
-    digest.update(json.dumps({
-        "hp": {k: v for k, v in run.hp.items() if k not in ("validation", "gpus", "cpu_ranks",
-                                                             "launcher", "threads")},
-        "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-        "backbone": directory_fingerprint(run.backbone),
-    }, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {
+                "hp": {
+                    k: v
+                    for k, v in run.hp.items()
+                    if k not in ("validation", "gpus", "cpu_ranks", "launcher", "threads")
+                },
+                "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
+                "backbone": directory_fingerprint(run.backbone),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return digest.hexdigest()
 
 
@@ -111,17 +131,22 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     if job_file.is_file():
         old = json.loads(job_file.read_text(encoding="utf-8")).get("fingerprint")
         if old != key:
-            log.info("checkpoints in %s belong to another configuration: starting afresh",
-                     run.checkpoint_dir)
+            log.info(
+                "checkpoints in %s belong to another configuration: starting afresh",
+                run.checkpoint_dir,
+            )
             shutil.rmtree(run.checkpoint_dir)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run.checkpoint_dir / "train.jsonl") as handle:
         handle.write(blob)
     job = {
-        "fingerprint": key, "backbone": str(run.backbone),
+        "fingerprint": key,
+        "backbone": str(run.backbone),
         "checkpoint_dir": str(run.checkpoint_dir),
-        "data": str(run.checkpoint_dir / "train.jsonl"), "hp": run.hp,
-        "device": plan.device, "threads": plan.threads_per_rank,
+        "data": str(run.checkpoint_dir / "train.jsonl"),
+        "hp": run.hp,
+        "device": plan.device,
+        "threads": plan.threads_per_rank,
     }
     write_json(job_file, job)
     return job
@@ -132,18 +157,24 @@ def finetune(run: FineTune) -> dict[str, Any]:
     from care.backbone import atomic_directory
 
     hp = run.hp
-    plan = Plan.make(run.gpus, hp.get("cpu_ranks", 1), run.threads,
-                     hp.get("launcher", "torchrun"))
+    plan = Plan.make(run.gpus, hp.get("cpu_ranks", 1), run.threads, hp.get("launcher", "torchrun"))
     started = time.perf_counter()
     instrument, train, val, examples, stats = prepare(run)
-    log.info("fold %d: %d training sessions, %d validation sessions, examples %s",
-             run.fold, len(train), len(val), stats.as_dict())
+    log.info(
+        "fold %d: %d training sessions, %d validation sessions, examples %s",
+        run.fold,
+        len(train),
+        len(val),
+        stats.as_dict(),
+    )
     job = stage_checkpoint_dir(run, examples, plan)
     launch(plan, job, run.checkpoint_dir / "job.json")
     trained = time.perf_counter()
     record = select_and_export(run, plan, instrument, val, stats, atomic_directory)
-    record["timing_s"] = {"prepare_and_train": round(trained - started, 1),
-                          "selection": round(time.perf_counter() - trained, 1)}
+    record["timing_s"] = {
+        "prepare_and_train": round(trained - started, 1),
+        "selection": round(time.perf_counter() - trained, 1),
+    }
     return record
 
 
@@ -155,35 +186,56 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
         raise RuntimeError(f"training wrote no checkpoint under {run.checkpoint_dir}")
     settings = validation_settings(run.hp)
     dtype = "bfloat16" if _bf16(run.hp, plan) else "float32"
-    scorer_args = {"variant": run.variant, "granularity": run.granularity,
-                   "max_length": run.max_length, "max_new_tokens": settings["max_new_tokens"],
-                   "batch_size": settings["batch_size"], "scoring": settings["scoring"]}
+    scorer_args = {
+        "variant": run.variant,
+        "granularity": run.granularity,
+        "max_length": run.max_length,
+        "max_new_tokens": settings["max_new_tokens"],
+        "batch_size": settings["batch_size"],
+        "scoring": settings["scoring"],
+    }
     scored = []
     for c in checkpoints:
-        metrics = select.score_checkpoint(c["path"], val, instrument, scorer_args,
-                                          plan.device, dtype)
-        log.info("epoch %s (step %d): validation r %s", c["epoch"], c["step"],
-                 {k: round(v, 3) for k, v in metrics["pearson"].items()})
+        metrics = select.score_checkpoint(
+            c["path"], val, instrument, scorer_args, plan.device, dtype
+        )
+        log.info(
+            "epoch %s (step %d): validation r %s",
+            c["epoch"],
+            c["step"],
+            {k: round(v, 3) for k, v in metrics["pearson"].items()},
+        )
         scored.append({"epoch": c["epoch"], "step": c["step"], **metrics})
     best = select.choose(scored)
     record = {
         "selection": run.hp.get("selection", "inner_split"),
         "validation_sessions": len(val),
-        "chosen": {"epoch": scored[best]["epoch"], "step": scored[best]["step"],
-                   "mean_pearson": select.to_json_number(scored[best]["mean_pearson"])},
-        "epochs": [{"epoch": s["epoch"], "step": s["step"],
-                    "pearson": {d: select.to_json_number(r) for d, r in s["pearson"].items()},
-                    "mean_pearson": select.to_json_number(s["mean_pearson"]),
-                    "parse_rate": select.to_json_number(s["parse_rate"])} for s in scored],
+        "chosen": {
+            "epoch": scored[best]["epoch"],
+            "step": scored[best]["step"],
+            "mean_pearson": select.to_json_number(scored[best]["mean_pearson"]),
+        },
+        "epochs": [
+            {
+                "epoch": s["epoch"],
+                "step": s["step"],
+                "pearson": {d: select.to_json_number(r) for d, r in s["pearson"].items()},
+                "mean_pearson": select.to_json_number(s["mean_pearson"]),
+                "parse_rate": select.to_json_number(s["parse_rate"]),
+            }
+            for s in scored
+        ],
         "sft": stats.as_dict(),
-        "ranks": plan.ranks, "device": plan.device,
+        "ranks": plan.ranks,
+        "device": plan.device,
     }
     chosen = checkpoints[best]["path"]
     with atomic_directory(run.out) as tmp:
         select.export_model(chosen, tmp)
         shutil.copy2(run.checkpoint_dir / "train_log.csv", tmp / "train_log.csv")
         (tmp / "selection.json").write_text(
-            json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
     select.prune(checkpoints, chosen)
     return record
 

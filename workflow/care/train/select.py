@@ -23,8 +23,14 @@ from typing import Any
 log = logging.getLogger("care.train")
 
 #: Files of a Trainer checkpoint that are training state, not part of the HF model dir.
-TRAINING_STATE = {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt",
-                  "latest", "zero_to_fp32.py"}
+TRAINING_STATE = {
+    "trainer_state.json",
+    "training_args.bin",
+    "optimizer.pt",
+    "scheduler.pt",
+    "latest",
+    "zero_to_fp32.py",
+}
 
 
 def epoch_checkpoints(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
@@ -35,13 +41,19 @@ def epoch_checkpoints(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
         if not state_file.is_file():
             continue
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        out.append({"path": path, "step": int(state["global_step"]),
-                    "epoch": round(float(state["epoch"]), 4)})
+        out.append(
+            {
+                "path": path,
+                "step": int(state["global_step"]),
+                "epoch": round(float(state["epoch"]), 4),
+            }
+        )
     return sorted(out, key=lambda c: c["step"])
 
 
-def pearson_by_dimension(rows: Iterable[dict], instrument,
-                         client_scores: dict[str, dict[str, float]]) -> dict[str, float]:
+def pearson_by_dimension(
+    rows: Iterable[dict], instrument, client_scores: dict[str, dict[str, float]]
+) -> dict[str, float]:
     """Pearson r per dimension of predicted vs client dimension scores over sessions."""
     import numpy as np
     from scipy.stats import pearsonr
@@ -53,8 +65,11 @@ def pearson_by_dimension(rows: Iterable[dict], instrument,
             items.setdefault((row["session_id"], row["dimension"]), []).append(float(score))
     out = {}
     for dim in instrument.dimension_ids:
-        pairs = [(float(np.mean(items[(sid, dim)])), truth[dim])
-                 for sid, truth in client_scores.items() if (sid, dim) in items]
+        pairs = [
+            (float(np.mean(items[(sid, dim)])), truth[dim])
+            for sid, truth in client_scores.items()
+            if (sid, dim) in items
+        ]
         if len(pairs) < 3 or len({p for p, _ in pairs}) < 2:
             out[dim] = math.nan
             continue
@@ -68,31 +83,38 @@ def mean_r(per_dim: dict[str, float]) -> float:
     return math.nan if any(math.isnan(v) for v in values) else sum(values) / len(values)
 
 
-def score_checkpoint(path: Path, sessions: Sequence, instrument, scorer_args: dict[str, Any],
-                     device: str, dtype: str) -> dict[str, Any]:
+def score_checkpoint(
+    path: Path, sessions: Sequence, instrument, scorer_args: dict[str, Any], device: str, dtype: str
+) -> dict[str, Any]:
     """Validation metrics of one checkpoint (parse rate and Pearson per dimension)."""
     from care.backbone import load_causal_lm, load_tokenizer
     from care.infer.hf import HFScorer
 
     model = load_causal_lm(path, dtype=dtype, device=device)
     tokenizer = load_tokenizer(path)
-    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True,
-                      **scorer_args)
+    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **scorer_args)
     rows = list(scorer.score(sessions))
     client = {s.session_id: instrument.dimension_scores(s.client_ratings) for s in sessions}
     per_dim = pearson_by_dimension(rows, instrument, client)
     parsed = sum(bool(r["parsed"]) for r in rows)
-    return {"pearson": per_dim, "mean_pearson": mean_r(per_dim),
-            "parse_rate": parsed / len(rows) if rows else math.nan}
+    return {
+        "pearson": per_dim,
+        "mean_pearson": mean_r(per_dim),
+        "parse_rate": parsed / len(rows) if rows else math.nan,
+    }
 
 
 def choose(scored: list[dict[str, Any]]) -> int:
     """Index of the best checkpoint by mean r (NaN lowest; ties: earliest; all NaN: last)."""
     if all(math.isnan(s["mean_pearson"]) for s in scored):
         return len(scored) - 1
-    best = max(range(len(scored)),
-               key=lambda k: (-math.inf if math.isnan(scored[k]["mean_pearson"])
-                              else scored[k]["mean_pearson"], -k))
+    best = max(
+        range(len(scored)),
+        key=lambda k: (
+            -math.inf if math.isnan(scored[k]["mean_pearson"]) else scored[k]["mean_pearson"],
+            -k,
+        ),
+    )
     return best
 
 
@@ -100,8 +122,12 @@ def export_model(checkpoint: Path, dest: Path) -> None:
     """Copy the HF model files of a checkpoint (weights, config, tokenizer) into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in sorted(checkpoint.iterdir()):
-        if (f.is_dir() or f.name in TRAINING_STATE or f.name.startswith("rng_state")
-                or f.suffix == ".py"):
+        if (
+            f.is_dir()
+            or f.name in TRAINING_STATE
+            or f.name.startswith("rng_state")
+            or f.suffix == ".py"
+        ):
             continue
         shutil.copy2(f, dest / f.name)
 

@@ -59,7 +59,7 @@ class Collator:
             if len(labelled):
                 # logits at position t predict token t+1: keep from the first answer token - 1
                 keep = width - int(labelled[0]) + 1
-                batch["labels"] = labels[:, width - keep:]
+                batch["labels"] = labels[:, width - keep :]
                 batch["logits_to_keep"] = keep
         return batch
 
@@ -77,7 +77,17 @@ def resolve_bf16(setting: Any, use_cpu: bool) -> bool:
 
 def training_arguments(job: dict[str, Any]):
     """``TrainingArguments`` from the job: every Table 7 hyperparameter comes from config."""
+    import dataclasses
+
     from transformers import TrainingArguments
+
+    # transformers 5.x renamed gradient_checkpointing (a deprecated alias until v6)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
 
     hp = job["hp"]
     use_cpu = job["device"] == "cpu"
@@ -98,7 +108,7 @@ def training_arguments(job: dict[str, Any]):
         seed=hp.get("seed", 123),
         data_seed=hp.get("seed", 123),
         bf16=resolve_bf16(hp.get("bf16", "auto"), use_cpu),
-        gradient_checkpointing=hp.get("gradient_checkpointing", False),
+        **{checkpointing: hp.get("gradient_checkpointing", False)},
         deepspeed=deepspeed,
         use_cpu=use_cpu,
         save_strategy="epoch",
@@ -135,7 +145,10 @@ def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
     return SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
         data_collator=Collator(pad_id, job["hp"].get("answer_logits_only", True)),
     )
 
@@ -147,8 +160,11 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
 
 def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
     """The newest ``checkpoint-N`` with its trainer state written (a save finished)."""
-    done = [p for p in Path(checkpoint_dir).glob("checkpoint-*")
-            if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()]
+    done = [
+        p
+        for p in Path(checkpoint_dir).glob("checkpoint-*")
+        if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()
+    ]
     if not done:
         return None
     return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
@@ -164,22 +180,29 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
     args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
+    _ = args.device  # sets up the process group ...
+    if args.deepspeed:  # ... and DeepSpeed's view of it, so ZeRO-3's init sees every rank
+        import deepspeed
+
+        deepspeed.init_distributed()
     check_causal_lm_dir(job["backbone"])
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(job["backbone"], dtype=dtype,
-                                                 local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        job["backbone"], dtype=dtype, local_files_only=True
+    )
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])
     trainer = make_trainer(job, args, model, tokenizer, read_examples(job["data"]))
     resume = last_complete_checkpoint(job["checkpoint_dir"])
     if resume:
         log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:  # the global ZeRO-3 config would make later model loads in this process shard
+        unset_hf_deepspeed_config()
     state = trainer.state
     if trainer.is_world_process_zero():
         write_train_log(Path(job["checkpoint_dir"]) / "train_log.csv", state.log_history)
-    del trainer, model
-    unset_hf_deepspeed_config()
     return {"global_step": state.global_step, "epoch": state.epoch}
 
 
@@ -188,8 +211,9 @@ def write_train_log(path: Path, history: list[dict[str, Any]]) -> None:
     from care.io import atomic_open
 
     with atomic_open(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, extrasaction="ignore",
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            handle, fieldnames=LOG_FIELDS, extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for entry in history:
             if "loss" in entry:
@@ -200,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one rank of a care fine-tune")
     parser.add_argument("--job", required=True, help="job file written by care train")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s rank{os.environ.get('RANK', '0')} %(levelname)s "
-                               "%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s rank{os.environ.get('RANK', '0')} %(levelname)s %(name)s: %(message)s",
+    )
     run_worker(json.loads(Path(args.job).read_text(encoding="utf-8")))
     return 0
 

@@ -1,0 +1,299 @@
+"""Fine-tuning: loss on answers only, launch plans, resume, determinism, selection, ZeRO-3."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from care.train.launch import Plan, launch
+from care.train.run import FineTune, finetune, prepare, stage_checkpoint_dir
+
+from tests import train_fixtures
+
+# shared fixtures (tests/train_fixtures.py)
+train_corpus = train_fixtures.train_corpus
+tiny_backbones = train_fixtures.tiny_backbones
+
+HP = {
+    "learning_rate": 5e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.1,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "num_train_epochs": 2,
+    "optim": "adamw_torch",
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "seed": 123,
+    "bf16": "auto",
+    "gradient_checkpointing": False,
+    "deepspeed": "workflow/deepspeed/zero2.json",
+    "answer_logits_only": True,
+    "logging_steps": 2,
+    "selection": "inner_split",
+    "inner_val_fraction": 0.3,
+    "validation": {"max_new_tokens": 12, "batch_size": 48, "scoring": "expected"},
+    "cpu_ranks": 1,
+    "launcher": "torchrun",
+}
+
+
+def make_run(tmp_path, corpus, backbone, instrument, variant="score_only", **hp) -> FineTune:
+    from care import WORKFLOW_DIR
+
+    merged = {**HP, **hp}
+    if merged.get("deepspeed"):
+        merged["deepspeed"] = str(WORKFLOW_DIR / "deepspeed" / merged["deepspeed"].split("/")[-1])
+    return FineTune(
+        backbone=backbone,
+        sessions=corpus["sessions"],
+        folds=corpus["folds"],
+        instrument=instrument.path,
+        fold=1,
+        variant=variant,
+        granularity="item",
+        max_length=512,
+        hp=merged,
+        checkpoint_dir=tmp_path / "ckpt",
+        out=tmp_path / "model",
+        rationales=corpus["rationales"],
+    )
+
+
+def train_only(run: FineTune) -> None:
+    """Prepare and train (no selection): every epoch's checkpoint stays."""
+    *_, examples, _ = prepare(run)
+    plan = Plan.make(0, run.hp["cpu_ranks"], 1, run.hp["launcher"])
+    job = stage_checkpoint_dir(run, examples, plan)
+    launch(plan, job, run.checkpoint_dir / "job.json")
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def same_weights(a, b) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_answer_logits_only_gives_the_same_loss(tiny_backbones, train_corpus, instrument, tmp_path):
+    import torch
+    from care.backbone import load_causal_lm
+    from care.train.trainer import Collator
+
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument, "rationale")
+    *_, examples, _ = prepare(run)
+    rows = [e.to_record() for e in examples[:6]]
+    model = load_causal_lm(run.backbone, dtype="float32")
+    tok_pad = 0
+    full = Collator(tok_pad, answer_logits_only=False)(rows)
+    trimmed = Collator(tok_pad, answer_logits_only=True)(rows)
+    assert trimmed["logits_to_keep"] < full["input_ids"].shape[1]
+    losses, grads = [], []
+    for batch in (full, trimmed):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model.model.embed_tokens.weight.grad.clone())
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_launch_plans():
+    cpu = Plan.make(gpus=0, cpu_ranks=2, threads=4, launcher="torchrun")
+    assert (cpu.ranks, cpu.device, cpu.threads_per_rank) == (2, "cpu", 2)
+    assert cpu.env()["DS_ACCELERATOR"] == "cpu" and cpu.env()["OMP_NUM_THREADS"] == "2"
+    cmd = cpu.command("job.json")
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "2"
+    assert cmd[-4:] == ["-m", "care.train.trainer", "--job", "job.json"]
+    gpu = Plan.make(gpus=8, cpu_ranks=2, threads=16, launcher="deepspeed")
+    assert (gpu.ranks, gpu.device) == (8, "cuda")
+    assert gpu.command("j")[:3] == ["deepspeed", "--num_gpus", "8"]
+    assert "DS_ACCELERATOR" not in gpu.env() or gpu.env()["DS_ACCELERATOR"] != "cpu"
+    with pytest.raises(ValueError, match="launcher"):
+        Plan.make(0, 1, 1, "mpirun")
+
+
+def test_selection_metric_and_choice(instrument):
+    from care.train.select import choose, pearson_by_dimension
+    from scipy.stats import pearsonr
+
+    rows, client = [], {}
+    preds = {"goal": [1, 2, 3, 5], "task": [2, 2, 4, 4], "bond": [3, 3, 3, 3]}
+    for n in range(4):
+        sid = f"s{n}"
+        client[sid] = {"goal": n + 1.0, "task": 4.0 - n, "bond": 2.0 + n % 2}
+        for dim in instrument.dimensions:
+            for _item in dim.items:
+                rows.append(
+                    {
+                        "session_id": sid,
+                        "dimension": dim.id,
+                        "parsed": True,
+                        "score": float(preds[dim.id][n]),
+                    }
+                )
+    rows.append({"session_id": "s0", "dimension": "goal", "parsed": False, "score": math.nan})
+    r = pearson_by_dimension(rows, instrument, client)
+    assert r["goal"] == pytest.approx(pearsonr(preds["goal"], [1, 2, 3, 4]).statistic)
+    assert r["task"] == pytest.approx(pearsonr(preds["task"], [4, 3, 2, 1]).statistic)
+    assert math.isnan(r["bond"])  # constant predictions: undefined
+    assert choose([{"mean_pearson": 0.2}, {"mean_pearson": math.nan}, {"mean_pearson": 0.2}]) == 0
+    assert choose([{"mean_pearson": math.nan}, {"mean_pearson": math.nan}]) == 1
+
+
+def test_a_changed_configuration_starts_afresh(tiny_backbones, train_corpus, instrument, tmp_path):
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)
+    *_, examples, _ = prepare(run)
+    plan = Plan.make(0, 1, 1, "torchrun")
+    stage_checkpoint_dir(run, examples, plan)
+    marker = run.checkpoint_dir / "checkpoint-3"
+    marker.mkdir()
+    stage_checkpoint_dir(run, examples, plan)
+    assert marker.exists()  # same run: checkpoints kept for resuming
+    changed = make_run(
+        tmp_path, train_corpus, tiny_backbones["llama"], instrument, learning_rate=1e-3
+    )
+    stage_checkpoint_dir(changed, examples, plan)
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_backbones, train_corpus, instrument):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run = make_run(root, train_corpus, tiny_backbones["llama"], instrument)
+    train_only(run)
+    return run
+
+
+def test_same_seed_same_weights(uninterrupted, tmp_path, tiny_backbones, train_corpus, instrument):
+    again = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)
+    train_only(again)
+    names = sorted(p.name for p in uninterrupted.checkpoint_dir.glob("checkpoint-*"))
+    assert len(names) == 2  # one per epoch
+    for name in names:
+        assert same_weights(
+            weights(uninterrupted.checkpoint_dir / name), weights(again.checkpoint_dir / name)
+        )
+
+
+def test_killed_run_resumes_to_the_same_weights(
+    uninterrupted, tmp_path, tiny_backbones, train_corpus, instrument, monkeypatch
+):
+    from care.train import trainer as trainer_module
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("killed after the first checkpoint")
+
+    make = trainer_module.make_trainer
+
+    def crashing(*args, **kwargs):
+        t = make(*args, **kwargs)
+        t.add_callback(Crash())
+        return t
+
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)
+    monkeypatch.setattr(trainer_module, "make_trainer", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train_only(run)
+    assert [p.name for p in run.checkpoint_dir.glob("checkpoint-*")] != []
+    monkeypatch.setattr(trainer_module, "make_trainer", make)
+    train_only(run)  # resumes from the epoch-1 checkpoint
+    last = max(run.checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert same_weights(weights(last), weights(uninterrupted.checkpoint_dir / last.name))
+    with open(run.checkpoint_dir / "train_log.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == sorted(set(steps)) and steps[-1] == int(last.name.split("-")[1])
+
+
+def test_finetune_selects_exports_and_prunes(tmp_path, tiny_backbones, train_corpus, instrument):
+    from care.backbone import check_causal_lm_dir, load_tokenizer
+
+    run = make_run(tmp_path, train_corpus, tiny_backbones["qwen2"], instrument, "rationale")
+    record = finetune(run)
+    out = run.out
+    assert check_causal_lm_dir(out).model_type == "qwen2"
+    assert load_tokenizer(out).chat_template
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["selection"] == "inner_split" and len(selection["epochs"]) == 2
+    assert selection["chosen"]["epoch"] in (1.0, 2.0)
+    assert set(selection["epochs"][0]["pearson"]) == {"goal", "task", "bond"}
+    assert selection["sft"]["examples"] > 0 and "truncated_sessions" in selection["sft"]
+    assert record["chosen"] == selection["chosen"]
+    with open(out / "train_log.csv") as handle:
+        log_rows = list(csv.DictReader(handle))
+    assert log_rows and set(log_rows[0]) >= {"step", "loss", "learning_rate", "tokens_per_second"}
+    assert not any(
+        p.suffix == ".py" or p.name.startswith(("optimizer", "rng_state")) for p in out.iterdir()
+    )
+    left = list(run.checkpoint_dir.glob("checkpoint-*"))
+    assert [p.name for p in left] == [f"checkpoint-{selection['chosen']['step']}"]
+
+
+@pytest.mark.slow
+def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, instrument):
+    """torchrun with 2 CPU ranks, ZeRO-3 shards the model; gathered weights load back."""
+    run = make_run(
+        tmp_path,
+        train_corpus,
+        tiny_backbones["llama"],
+        instrument,
+        deepspeed="workflow/deepspeed/zero3.json",
+        cpu_ranks=2,
+        num_train_epochs=1,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "care.cli",
+        "train",
+        "--backbone",
+        str(run.backbone),
+        "--sessions",
+        str(run.sessions),
+        "--folds",
+        str(run.folds),
+        "--instrument",
+        str(run.instrument),
+        "--fold",
+        "1",
+        "--variant",
+        "score_only",
+        "--max-length",
+        "512",
+        "--hp",
+        json.dumps(run.hp),
+        "--checkpoints",
+        str(run.checkpoint_dir),
+        "--out",
+        str(run.out),
+        "--threads",
+        "2",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "launching 2 cpu ranks" in done.stderr
+    selection = json.loads((run.out / "selection.json").read_text())
+    assert selection["ranks"] == 2
+    w = weights(run.out)
+    assert all(t.numel() > 0 for t in w.values())  # gathered, not ZeRO-3 placeholders
+    base = weights(run.backbone)
+    assert not all(same_weights({k: w[k]}, {k: base[k]}) for k in base)  # it trained

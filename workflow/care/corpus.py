@@ -16,7 +16,8 @@ ratings in the paper's Appendix A). The dialogue carries ``A``: after an opening
 exchange is a counselor turn on one dimension (goal, task or bond) and the client's reply.
 The counselor turn is *good* (agreed goals, actionable tasks, empathic responses) with
 probability ``p = (A[d] - 1) / 4`` sharpened by ``p**2 / (p**2 + (1-p)**2)``, else *poor*
-(drifting goals, vague tasks, mechanical responses); the client reacts positively to good
+(drifting goals, vague tasks, mechanical responses: a poor bond turn is often supportive in
+form, rote reassurance or reflection, so Supporting-Negative patterns occur); the client reacts positively to good
 turns (80%) and negatively to poor ones (70%), otherwise neutrally, and the reply's wording
 follows the reaction. Counselor turns carry a strategy label (reflection, affirmation,
 restatement, inquiry, suggestion, information, challenge, self_disclosure) and client turns a
@@ -56,7 +57,8 @@ STRATEGY = {
     ("task", "good"): ["suggestion", "challenge", "information"],
     ("task", "poor"): ["suggestion", "information"],
     ("bond", "good"): ["reflection", "affirmation", "self_disclosure"],
-    ("bond", "poor"): ["inquiry", "challenge", "information"],
+    # mechanical reassurance and rote reflection are supportive in form, not in effect
+    ("bond", "poor"): ["affirmation", "reflection", "inquiry", "information"],
 }
 OPEN_STRATEGY = "inquiry"
 CLOSE_STRATEGY = "information"

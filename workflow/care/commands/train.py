@@ -108,17 +108,7 @@ def sft_data(args) -> int:
     run = _finetune(args, checkpoint_dir=Path("."), out=Path(args.out))
     _, train_sessions, val, examples, stats = prepare(run)
     tokenizer = load_tokenizer(args.backbone)
-    write_jsonl(
-        args.out,
-        (
-            {
-                **e.to_record(),
-                "text": tokenizer.decode(e.input_ids),
-                "target": tokenizer.decode([t for t in e.labels if t != -100]),
-            }
-            for e in examples
-        ),
-    )
+    write_jsonl(args.out, (sft_record(e, tokenizer) for e in examples))
     print(
         json.dumps(
             {
@@ -130,3 +120,15 @@ def sft_data(args) -> int:
         )
     )
     return 0
+
+
+def sft_record(example, tokenizer) -> dict:
+    """One example for reading: rendered text and target first, then ids and labels."""
+    return {
+        "session_id": example.session_id,
+        "items": list(example.items),
+        "text": tokenizer.decode(example.input_ids),
+        "target": tokenizer.decode([t for t in example.labels if t != -100]),
+        "input_ids": example.input_ids,
+        "labels": example.labels,
+    }

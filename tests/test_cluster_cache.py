@@ -128,3 +128,25 @@ def snakemake_without_cache_env(work, env):
         "--cache",
     ]
     return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_directory_digest_by_content_through_symlinks(tmp_path):
+    from care.cachedir import directory_digest
+
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "sub" / "weights.bin").write_bytes(b"\x00\x01" * 1000)
+    first = directory_digest(model)
+    # a fetched copy: a directory of symlinks plus Snakemake's timestamp marker
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    for entry in model.iterdir():
+        (fetched / entry.name).symlink_to(entry)
+    (fetched / ".snakemake_timestamp").touch()
+    assert directory_digest(fetched) == first
+    (model / "sub" / "weights.bin").write_bytes(b"\x00\x02" * 1000)
+    assert directory_digest(model) != first
+    changed = directory_digest(model)
+    (model / "sub" / "weights.bin").rename(model / "weights.bin")  # names count too
+    assert directory_digest(model) != changed

@@ -86,15 +86,15 @@ def parse_dry_run(text: str):
         head = re.search(r"^(local)?rule (\w+):", block, re.M)
         if not head:
             continue
-        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
-        jobs.append((
-            head.group(2),
-            head.group(1) == "local",
-            dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {},
-            dict(kv.split("=", 1) for kv in resources.group(1).split(", ")) if resources else {},
-        ))
+        wildcards = _pairs(re.search(r"^\s+wildcards: (.*)$", block, re.M))
+        resources = _pairs(re.search(r"^\s+resources: (.*)$", block, re.M))
+        jobs.append((head.group(2), head.group(1) == "local", wildcards, resources))
     return jobs
+
+
+def _pairs(match) -> dict[str, str]:
+    """'a=1, b=x' (a dry run's wildcards or resources line) as a dict."""
+    return dict(kv.split("=", 1) for kv in match.group(1).split(", ")) if match else {}
 
 
 def test_paper_config_placeholders_are_rejected_until_set():
@@ -185,11 +185,21 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     for local, wildcards, res in by_rule["infer_zero_shot"]:
         assert not local
         assert int(res["gpu"]) == zero_shot[wildcards["baseline"]]["gpus"]
+    # every job that asks for GPUs is routed to the GPU partition by profiles/slurm
+    gpu_rules = {rule for rule, _, _, res in jobs if int(res.get("gpu", 0)) > 0}
+    assert gpu_rules and gpu_rules <= profile_gpu_rules(), gpu_rules - profile_gpu_rules()
     # light rules stay on the submitting node (a dry run prints every job as "rule")
     local_rules = declared_localrules()
     for rule in ("validate_sessions", "folds", "counselor_baseline", "table2", "table4"):
         assert by_rule[rule] and rule in local_rules, rule
     assert not {"train", "infer_finetuned", "infer_zero_shot"} & local_rules
+
+
+def profile_gpu_rules() -> set[str]:
+    """Rules that profiles/slurm sends to $CARE_SLURM_GPU_PARTITION."""
+    text = (REPO / "profiles/slurm/config.yaml").read_text(encoding="utf-8")
+    block = text.split("set-resources:", 1)[1]
+    return set(re.findall(r"^    (\w+):$", block, re.M))
 
 
 def declared_localrules() -> set[str]:

@@ -57,8 +57,17 @@ def test_tiny_dag_through_slurm_matches_local_run(cluster, tmp_path):
     ran_local = snakemake(local, "--configfile", ".test/config.yaml", timeout=3000)
     assert ran_local.returncode == 0, ran_local.stdout[-4000:] + ran_local.stderr[-4000:]
 
+    # The cluster run also fills a between-workflow cache: cached rules run inside SLURM jobs.
+    cache = tmp_path / "cache"
     ran_slurm = snakemake(
-        slurm, *SLURM_ARGS, "--configfile", ".test/config.yaml", cores=None, timeout=3000
+        slurm,
+        *SLURM_ARGS,
+        "--cache",
+        "--configfile",
+        ".test/config.yaml",
+        env={"SNAKEMAKE_OUTPUT_CACHE": str(cache)},
+        cores=None,
+        timeout=3000,
     )
     log = ran_slurm.stdout + ran_slurm.stderr
     assert ran_slurm.returncode == 0, log[-8000:] + _slurm_logs(slurm)
@@ -66,8 +75,13 @@ def test_tiny_dag_through_slurm_matches_local_run(cluster, tmp_path):
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
     assert submitted, "no job went through sbatch"
     remote_rules = set(re.findall(r"^rule (\w+):", log, re.M))
-    assert remote_rules, "no rule ran as a cluster job"
+    assert {"train", "infer_finetuned", "infer_zero_shot"} <= remote_rules, remote_rules
+    local_rules = set(re.findall(r"^localrule (\w+):", log, re.M))
+    assert {"folds", "table2"} <= local_rules, local_rules  # light rules on the submit node
     print(f"{len(submitted)} SLURM jobs; cluster rules: {sorted(remote_rules)}")
+
+    assert (slurm / "results/models/llama/rationale/fold1").is_symlink(), "train was not cached"
+    assert any(cache.glob("*.parquet")), "no predictions in the cache"
 
     local_tables, slurm_tables = table_files(local), table_files(slurm)
     assert "table1.csv" in local_tables

@@ -8,6 +8,13 @@ entries. So before anything is cached the workflow calls :func:`ensure_private_c
 which creates DIR with mode 0o2770 (owner and group; setgid so entries keep DIR's group)
 or checks that an existing DIR grants nothing to "other", and refuses otherwise.
 
+:func:`directory_digest` hashes a directory's files by content. Snakemake's cache key
+(``snakemake/caching/hash.py``) checksums every input that no job of the current DAG makes,
+and cannot checksum a directory (``IsADirectoryError``). Under a cluster executor each job's
+own Snakemake process computes the key with only that job in its DAG, so a model directory
+made upstream (a backbone, a fine-tuned model) is such an input there; the workflow lets
+the cache hash it with this function (``workflow/rules/common.smk``).
+
 :func:`code_fingerprint` hashes source files, for rules that want code changes of the
 ``care`` package to change their cache key (Snakemake hashes a rule's shell command, its
 params and its input files, not the code the command runs).
@@ -106,6 +113,34 @@ def ensure_private_cache(location: str | os.PathLike[str]) -> CacheDir:
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise _fail(path, "the cache directory is not readable and writable by this user")
     return CacheDir(path=path, mode=mode, group=_group_name(info.st_gid), created=created)
+
+
+# Snakemake's own marker in directory outputs; its presence differs between copies.
+IGNORED_NAMES = frozenset({".snakemake_timestamp"})
+
+
+def directory_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 over a directory's files: relative names and contents, in sorted order.
+
+    Symlinks are followed (a directory fetched from the cache is a directory of symlinks),
+    so a copy, a cached copy and the original give the same digest.
+    """
+    root = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(
+        Path(folder, name)
+        for folder, dirs, names in os.walk(root, followlinks=True)
+        for name in names
+        if name not in IGNORED_NAMES and "__pycache__" not in Path(folder).parts
+    )
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        with open(f, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def code_fingerprint(

@@ -68,6 +68,24 @@ if workflow.enable_cache:
     if not list(workflow.workflow_settings.cache):
         workflow.workflow_settings.cache = _CacheableRules(workflow)
 
+    # Under a cluster executor each job's own Snakemake computes the cache key with only
+    # that job in its DAG, so an upstream model directory is hashed as a plain input, and
+    # Snakemake cannot checksum a directory (IsADirectoryError). Hash directories by content.
+    import snakemake.io as _smk_io
+
+    from care.cachedir import directory_digest
+
+    if not getattr(_smk_io._IOFile.checksum, "care_directories", False):
+        _file_checksum = _smk_io._IOFile.checksum
+
+        async def _checksum_with_directories(self, threshold=None, force=False, algorithm=None):
+            if force and _os.path.isdir(self.file):
+                return f"sha256:{directory_digest(self.file)}"
+            return await _file_checksum(self, threshold, force=force, algorithm=algorithm)
+
+        _checksum_with_directories.care_directories = True
+        _smk_io._IOFile.checksum = _checksum_with_directories
+
 
 def model_input(path):
     """A model directory as an input of a cached rule (train, infer_*).

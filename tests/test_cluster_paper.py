@@ -183,11 +183,31 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
         assert int(res["cpus_per_task"]) == inference["threads"]
         assert int(res["mem_mb"]) == inference["mem_mb"]
     for local, wildcards, res in by_rule["infer_zero_shot"]:
+        model = zero_shot[wildcards["baseline"]]
         assert not local
-        assert int(res["gpu"]) == zero_shot[wildcards["baseline"]]["gpus"]
+        assert int(res["gpu"]) == model["gpus"]  # the vLLM tensor-parallel size
+        assert int(res["mem_mb"]) == model.get("mem_mb", inference["mem_mb"])
+        assert int(res["runtime"]) == model.get("runtime", inference["runtime"])
+    assert max(int(res["gpu"]) for *_, res in by_rule["infer_zero_shot"]) == 4  # 70B/72B
     # every job that asks for GPUs is routed to the GPU partition by profiles/slurm
     gpu_rules = {rule for rule, _, _, res in jobs if int(res.get("gpu", 0)) > 0}
     assert gpu_rules and gpu_rules <= profile_gpu_rules(), gpu_rules - profile_gpu_rules()
+    # the cache can key every cached job (external checkpoints are directories)
+    cached = snakemake(
+        work,
+        "-n",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "stand_in.yaml",
+        "--cache",
+        env={"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")},
+        cores=None,
+    )
+    cached_out = cached.stdout + cached.stderr
+    assert cached.returncode == 0, cached_out[-6000:]
+    to_cache = re.findall(r"Output file (\S+) will be written to global", cached_out)
+    assert len([f for f in to_cache if f.startswith("results/models/")]) == 20
     # light rules stay on the submitting node (a dry run prints every job as "rule")
     local_rules = declared_localrules()
     for rule in ("validate_sessions", "folds", "counselor_baseline", "table2", "table4"):

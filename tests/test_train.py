@@ -33,6 +33,7 @@ HP = {
     "gradient_checkpointing": False,
     "deepspeed": "workflow/deepspeed/zero2.json",
     "answer_logits_only": True,
+    "sampling": "group_by_length",
     "logging_steps": 2,
     "selection": "inner_split",
     "inner_val_fraction": 0.3,

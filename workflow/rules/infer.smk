@@ -24,7 +24,7 @@ ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
 ZERO_SHOT_INPUTS = {
-    name: {**INFER_INPUTS, **({"model": b["path"]} if b["backend"] != "openai" else {})}
+    name: {**INFER_INPUTS, **({"model": model_input(b["path"])} if b["backend"] != "openai" else {})}
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_SETTINGS = {
@@ -106,8 +106,8 @@ rule infer_zero_shot:
     resources:
         gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
         cpus_per_task=INFER.get("threads", 1),
-        mem_mb=INFER.get("mem_mb", 4000),
-        runtime=INFER.get("runtime", 60),
+        mem_mb=lambda wc: ZERO_SHOT[wc.baseline].get("mem_mb", INFER.get("mem_mb", 4000)),
+        runtime=lambda wc: ZERO_SHOT[wc.baseline].get("runtime", INFER.get("runtime", 60)),
     cache: "omit-software"
     log:
         "logs/infer/{baseline}/zero_shot/fold{fold}.log",

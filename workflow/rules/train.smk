@@ -8,7 +8,10 @@ import re
 
 TRAIN_BACKBONES = config.get("backbones", {})
 TRAINING = config.get("training", {})
-TRAIN_TINY = [name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec]
+# A `path` wins over `tiny` (configs/paper.yaml is merged over the demo config.yaml).
+TRAIN_TINY = [
+    name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
+]
 TRAIN_TINY_PATTERN = "|".join(map(re.escape, TRAIN_TINY)) or "(?!)"
 TRAIN_BACKBONE_PATTERN = "|".join(map(re.escape, TRAIN_BACKBONES)) or "(?!)"
 # Job settings (they shape the job, not the model), kept out of the hyperparameters.
@@ -23,7 +26,7 @@ backbone_dir = lambda name: TRAIN_BACKBONES[name].get("path", f"results/backbone
 model_dir = lambda backbone, variant, fold: f"results/models/{backbone}/{variant}/fold{fold}"
 # The training job's inputs; rationales only for the rationale variant.
 train_inputs = lambda wc: {
-    "backbone": backbone_dir(wc.backbone),
+    "backbone": model_input(backbone_dir(wc.backbone)),  # cacheable (common.smk)
     "sessions": SESSIONS,
     "folds": "results/folds.tsv",
     "instrument": INSTRUMENT,
@@ -65,6 +68,7 @@ rule train:
         variant="rationale|score_only",
         fold=r"\d+",
     params:
+        backbone=lambda wc: backbone_dir(wc.backbone),
         fold=lambda wc: wc.fold,
         variant=lambda wc: wc.variant,
         hp=as_json(TRAIN_HP),
@@ -87,7 +91,7 @@ rule train:
     conda:
         CARE_ENV
     shell:
-        "care train --backbone {input.backbone} --sessions {input.sessions} "
+        "care train --backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
         "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "

@@ -219,6 +219,7 @@ def _table2(args) -> None:
         f"(*) Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
         f"{spec}. CSV: 95% intervals and p-values.",
         f"Fine-tuned checkpoints selected by: {args.selection}.",
+        tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
     ]
     kwargs = dict(
         dims=dims,
@@ -258,6 +259,7 @@ def _table4(args) -> None:
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
         f"(*) Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
         f"{_resampler_spec_text(args)}.",
+        tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
     ]
     kwargs = dict(
         dims=dims,

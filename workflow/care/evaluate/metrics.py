@@ -148,8 +148,9 @@ def summarize_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
             values = group[metric].dropna()
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+            row[f"{metric}_n_folds"] = len(values)  # folds where the metric is defined
         row["coverage"] = group["n_scored"].sum() / max(int(group["n_sessions"].sum()), 1)
         row["n_scored"] = int(group["n_scored"].sum())
-        row["n_folds"] = int(group[METRICS[0]].notna().sum())
+        row["n_folds"] = int(group["fold"].nunique())
         rows.append(row)
     return pd.DataFrame(rows)

@@ -34,7 +34,7 @@ def run_metric_columns(
     """One run's statistics per dimension: mean, sd over folds, bootstrap CI, coverage."""
     summary = summarize_folds(fold_metrics(scores)).set_index("dimension")
     confidence = resampler.spec.confidence
-    row: dict[str, float] = {"n_folds": int(summary["n_folds"].max()) if len(summary) else 0}
+    row: dict[str, float] = {"n_folds": int(scores["fold"].nunique())}
     for d in dims:
         dim_scores = bs.scored(scores, d)
         for metric in METRICS:
@@ -49,6 +49,9 @@ def run_metric_columns(
                     f"{d}_{metric}_sd": sd,
                     f"{d}_{metric}_ci_low": low,
                     f"{d}_{metric}_ci_high": high,
+                    f"{d}_{metric}_n_folds": (
+                        int(summary.at[d, f"{metric}_n_folds"]) if d in summary.index else 0
+                    ),
                 }
             )
         row[f"{d}_coverage"] = summary.at[d, "coverage"] if d in summary.index else np.nan
@@ -306,6 +309,7 @@ _LATEX = {
     "±": r"$\pm$",
     "ρ": r"$\rho$",
     "–": "--",
+    "†": r"$^{\dagger}$",
 }
 
 
@@ -348,11 +352,35 @@ def alliance_display(
                 text = mean_sd(rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"], latex=latex)
                 if metric == "pearson" and p_column:
                     text += marker(rec.get(p_column.format(d=d)), latex=latex)
+                if 0 < rec.get(f"{d}_{metric}_n_folds", rec["n_folds"]) < rec["n_folds"]:
+                    text += r"$^{\dagger}$" if latex else "†"
                 cells.append(text)
             data[(dim_labels[d], names[metric])] = cells
+    coverage = frame[[f"{d}_coverage" for d in dims]].mean(axis=1)
+    percent, missing = (r"\%", "--") if latex else ("%", "–")
+    data[("Scored", "")] = [
+        f"{c * 100:.0f}{percent}" if np.isfinite(c) else missing for c in coverage
+    ]
     display = pd.DataFrame(data)
     display.columns = pd.MultiIndex.from_tuples(display.columns)
     return display
+
+
+def partial_folds(frame: pd.DataFrame, dims: Sequence[str]) -> bool:
+    """Whether some mean covers fewer folds than the run has (the † mark of the display)."""
+    return any(
+        ((frame[f"{d}_{m}_n_folds"] > 0) & (frame[f"{d}_{m}_n_folds"] < frame["n_folds"])).any()
+        for d in dims
+        for m in METRICS
+        if f"{d}_{m}_n_folds" in frame.columns
+    )
+
+
+PARTIAL_NOTE = (
+    "† Mean over fewer folds: a correlation is undefined in a fold where the predictions "
+    "are constant. Scored: share of sessions whose items all parsed (mean over dimensions)."
+)
+SCORED_NOTE = "Scored: share of sessions whose items all parsed (mean over dimensions)."
 
 
 def text_display(

@@ -111,6 +111,7 @@ def training_arguments(job: dict[str, Any]):
         **{checkpointing: hp.get("gradient_checkpointing", False)},
         deepspeed=deepspeed,
         use_cpu=use_cpu,
+        train_sampling_strategy=hp.get("sampling", "random"),
         save_strategy="epoch",
         save_only_model=False,
         logging_strategy="steps",

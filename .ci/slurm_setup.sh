@@ -60,6 +60,8 @@ munge -n | unmunge >/dev/null || die "munge does not work (see /var/log/munge/mu
 
 # --- slurm.conf for this host -------------------------------------------------------------
 HOST="$(hostname -s)"
+# Containers often have a hostname that does not resolve: daemons talk over loopback.
+getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >> /etc/hosts
 CPUS="$(nproc --all)"
 # slurmd refuses a node whose configured memory exceeds what it sees: leave 10% headroom.
 MEM_MB="$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)"
@@ -75,7 +77,7 @@ log "writing /etc/slurm/slurm.conf (node $HOST: $CPUS CPUs, $MEM_MB MB)"
 cat > /etc/slurm/slurm.conf <<EOF
 # Single-node cluster written by care-alliance .ci/slurm_setup.sh
 ClusterName=care
-SlurmctldHost=${HOST}
+SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=${SLURM_USER}
 AuthType=auth/munge
 CryptoType=crypto/munge
@@ -98,7 +100,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
 SchedulerType=sched/backfill
-NodeName=${HOST} CPUs=${CPUS} RealMemory=${MEM_MB} State=UNKNOWN
+NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEM_MB} State=UNKNOWN
 PartitionName=${PARTITION} Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP
 EOF
 

@@ -184,6 +184,23 @@ def test_paired_test_detects_a_better_model_and_not_an_equal_one(corpus, instrum
     assert same["difference"] == 0 and same["p_value"] == 1.0
 
 
+def test_paired_test_compares_only_folds_where_both_are_defined():
+    data = _clustered(n_clients=12, per_client=3)
+    data["fold"] = np.where(data["client_id"].str[1:].astype(int) < 6, 1, 2)
+    folds = data[["session_id", "client_id", "fold"]]
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=100, seed=2))
+    a = data.copy()
+    b = data.assign(predicted=data["predicted"] * 0.5 + np.arange(len(data)) % 2)
+    b.loc[b["fold"] == 2, "predicted"] = 4.0  # constant: r undefined in fold 2
+    result = bs.paired_test(a, b, res)
+    one_a, one_b = a[a["fold"] == 1], b[b["fold"] == 1]
+    expected = (
+        stats.pearsonr(one_a["predicted"], one_a["client"])[0]
+        - stats.pearsonr(one_b["predicted"], one_b["client"])[0]
+    )
+    assert result["difference"] == pytest.approx(expected)
+
+
 def test_paired_p_value_never_zero():
     assert bs.paired_p_value(np.full(99, 0.5)) == pytest.approx(2 / 100)
     assert math.isnan(bs.paired_p_value(np.array([np.nan])))

@@ -17,9 +17,9 @@ exchange is a counselor turn on one dimension (goal, task or bond) and the clien
 The counselor turn is *good* (agreed goals, actionable tasks, empathic responses) with
 probability ``p = (A[d] - 1) / 4`` sharpened by ``p**2 / (p**2 + (1-p)**2)``, else *poor*
 (drifting goals, vague tasks, mechanical responses: a poor bond turn is often supportive in
-form, rote reassurance or reflection, so Supporting-Negative patterns occur); the client reacts positively to good
-turns (80%) and negatively to poor ones (70%), otherwise neutrally, and the reply's wording
-follows the reaction. Counselor turns carry a strategy label (reflection, affirmation,
+form, rote reassurance or reflection, so Supporting-Negative patterns occur); the client
+reacts positively to good turns (80%) and negatively to poor ones (70%), otherwise
+neutrally, and the reply's wording follows the reaction. Counselor turns carry a strategy label (reflection, affirmation,
 restatement, inquiry, suggestion, information, challenge, self_disclosure) and client turns a
 reaction label (positive, neutral, negative).
 

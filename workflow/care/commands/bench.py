@@ -9,6 +9,7 @@ import importlib
 BENCHMARKS = {
     "train": ("care.train.bench", "fine-tuning throughput, peak memory, MFU on a GPU"),
     "infer": ("care.infer.bench", "naive vs prefix-shared inference: prefill tokens, wall time"),
+    "evaluate": ("care.evaluate.bench", "evaluation stage timings"),
 }
 
 

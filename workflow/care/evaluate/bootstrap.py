@@ -132,26 +132,43 @@ def weighted_mse(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 STATISTICS = {"pearson": weighted_pearson, "spearman": weighted_spearman, "mse": weighted_mse}
 
 
+def fold_resamples(
+    scores: pd.DataFrame, resampler: Resampler, metric: str, resampled: bool = True
+) -> dict[int, np.ndarray]:
+    """Per fold, ``metric`` in every resample (or once, unweighted, if not ``resampled``).
+
+    ``scores`` holds columns fold, session_id, predicted, client (scored sessions only).
+    """
+    statistic = STATISTICS[metric]
+    out = {}
+    for fold, group in scores.groupby("fold", sort=True):
+        if resampled:
+            w = resampler.weights(int(fold), group["session_id"].to_numpy())
+        else:
+            w = np.ones((1, len(group)), dtype=np.int64)
+        x = group["predicted"].to_numpy(dtype=float)
+        y = group["client"].to_numpy(dtype=float)
+        out[int(fold)] = statistic(x, y, w)
+    return out
+
+
+def _mean_over_folds(per_fold: list[np.ndarray], width: int) -> np.ndarray:
+    """Mean over folds per resample, skipping folds where the value is undefined."""
+    if not per_fold:
+        return np.full(width, np.nan)
+    stacked = np.vstack(per_fold)
+    counts = np.isfinite(stacked).sum(axis=0)
+    sums = np.where(np.isfinite(stacked), stacked, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def fold_mean_resamples(scores: pd.DataFrame, resampler: Resampler, metric: str) -> np.ndarray:
     """The fold-mean ``metric`` in every resample, for one run and dimension's scored sessions.
 
-    ``scores`` holds columns fold, session_id, predicted, client (scored sessions only).
     Folds where a resample leaves the metric undefined are skipped in that resample's mean.
     """
-    statistic = STATISTICS[metric]
-    per_fold = []
-    for fold, group in scores.groupby("fold", sort=True):
-        w = resampler.weights(int(fold), group["session_id"].to_numpy())
-        x = group["predicted"].to_numpy(dtype=float)
-        y = group["client"].to_numpy(dtype=float)
-        per_fold.append(statistic(x, y, w))
-    if not per_fold:
-        return np.full(resampler.spec.n_resamples, np.nan)
-    stacked = np.vstack(per_fold)
-    with np.errstate(invalid="ignore"):
-        counts = np.isfinite(stacked).sum(axis=0)
-        means = np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
-    return means
+    per_fold = fold_resamples(scores, resampler, metric)
+    return _mean_over_folds(list(per_fold.values()), resampler.spec.n_resamples)
 
 
 def interval(resamples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -198,27 +215,27 @@ def paired_sessions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 def paired_test(
     a: pd.DataFrame, b: pd.DataFrame, resampler: Resampler, metric: str = "pearson"
 ) -> dict[str, float]:
-    """Difference a - b of the fold-mean metric on shared sessions, its interval and p-value."""
+    """Difference a - b of the fold-mean metric on shared sessions, and its p-value.
+
+    Per fold, both runs are evaluated on the sessions both scored and the same resampled
+    clients; the difference is averaged over the folds where both metrics are defined.
+    """
     a_common, b_common = paired_sessions(a, b)
     if a_common.empty:
         return {"difference": np.nan, "p_value": np.nan, "n_common": 0}
-    diffs = fold_mean_resamples(a_common, resampler, metric) - fold_mean_resamples(
-        b_common, resampler, metric
-    )
-    observed = _fold_mean(a_common, metric) - _fold_mean(b_common, metric)
+    diffs = _paired_differences(a_common, b_common, resampler, metric, resampled=True)
+    observed = _paired_differences(a_common, b_common, resampler, metric, resampled=False)
     return {
-        "difference": observed,
+        "difference": float(observed[0]),
         "p_value": paired_p_value(diffs),
         "n_common": len(a_common),
     }
 
 
-def _fold_mean(scores: pd.DataFrame, metric: str) -> float:
-    values = []
-    for _, group in scores.groupby("fold", sort=True):
-        w = np.ones((1, len(group)), dtype=np.int64)
-        x = group["predicted"].to_numpy(dtype=float)
-        y = group["client"].to_numpy(dtype=float)
-        values.append(STATISTICS[metric](x, y, w)[0])
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else np.nan
+def _paired_differences(
+    a: pd.DataFrame, b: pd.DataFrame, resampler: Resampler, metric: str, resampled: bool
+) -> np.ndarray:
+    per_a = fold_resamples(a, resampler, metric, resampled)
+    per_b = fold_resamples(b, resampler, metric, resampled)
+    diffs = [per_a[k] - per_b[k] for k in sorted(per_a) if k in per_b]
+    return _mean_over_folds(diffs, resampler.spec.n_resamples if resampled else 1)

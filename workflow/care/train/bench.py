@@ -159,7 +159,7 @@ def device_peak(name: str) -> float | None:
     return next((peak for key, peak in BF16_PEAK if key.lower() in name.lower()), None)
 
 
-def deepspeed_config(stage: int, args, world: int) -> dict:
+def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
     from care import WORKFLOW_DIR
 
     config = json.loads((WORKFLOW_DIR / "deepspeed" / f"zero{stage}.json").read_text())
@@ -171,10 +171,16 @@ def deepspeed_config(stage: int, args, world: int) -> dict:
     )
     config["bf16"] = {"enabled": bool(args.bf16)}
     config["fp16"] = {"enabled": False}
+    # the values transformers fills in for "auto" (integrations/deepspeed.py)
+    auto = {
+        "reduce_bucket_size": hidden * hidden,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+        "stage3_param_persistence_threshold": 10 * hidden,
+    }
     zero = config["zero_optimization"]
     for key, value in list(zero.items()):
         if value == "auto":
-            zero[key] = 50_000_000  # bucket sizes: a fixed, moderate value
+            zero[key] = auto[key]
     config["zero_allow_untested_optimizer"] = True
     return config
 
@@ -282,7 +288,9 @@ def make_step(model, args, world: int, device, dtype):
     deepspeed.init_distributed()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     engine, *_ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=deepspeed_config(args.zero, args, world)
+        model=model,
+        optimizer=optimizer,
+        config=deepspeed_config(args.zero, args, world, model.config.hidden_size),
     )
 
     def ds_step(batch):

@@ -10,10 +10,10 @@ scheduler, data order and RNG states are restored and the run ends where an unin
 one ends.
 
 Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
-``answer_logits_only`` the collator asks the model for logits only from the batch's first
-answer position on (``logits_to_keep``): the same loss without projecting every prompt
-token onto the vocabulary (most of the compute of a small model, most of the memory of a
-128k-vocabulary one).
+``answer_logits_only`` the collator left-pads and asks the model for logits only over the
+answers at the end of the rows (``logits_to_keep``): the same loss without projecting every
+prompt token onto the vocabulary (most of the compute of a small model, most of the memory
+of a 128k-vocabulary one).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per
 
 
 class Collator:
-    """Right-pads a batch of examples; optionally trims the logits to the answer span."""
+    """Pads a batch of examples; with ``answer_logits_only``, trims the logits to the answers.
+
+    Trimming pads on the left, so every row's answer ends at the last position and the
+    logits needed are only the last ``longest answer + 1`` positions; explicit position ids
+    (counted from each row's first real token) keep the computation that of right padding.
+    """
 
     def __init__(self, pad_id: int, answer_logits_only: bool = True) -> None:
         self.pad_id = pad_id
@@ -44,23 +49,27 @@ class Collator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
+        left = self.answer_logits_only
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
         for n, r in enumerate(rows):
             k = len(r["input_ids"])
-            ids[n, :k] = torch.tensor(r["input_ids"])
-            mask[n, :k] = 1
-            labels[n, :k] = torch.tensor(r["labels"])
+            span = slice(width - k, width) if left else slice(0, k)
+            ids[n, span] = torch.tensor(r["input_ids"])
+            mask[n, span] = 1
+            labels[n, span] = torch.tensor(r["labels"])
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        if self.answer_logits_only:
-            labelled = (labels != IGNORE).any(dim=0).nonzero()
-            if len(labelled):
-                # logits at position t predict token t+1: keep from the first answer token - 1
-                keep = width - int(labelled[0]) + 1
-                batch["labels"] = labels[:, width - keep :]
-                batch["logits_to_keep"] = keep
+        if not left:
+            return batch
+        batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        labelled = (labels != IGNORE).any(dim=0).nonzero()
+        if len(labelled):
+            # logits at position t predict token t+1: keep from the first answer token - 1
+            keep = width - int(labelled[0]) + 1
+            batch["labels"] = labels[:, width - keep :]
+            batch["logits_to_keep"] = keep
         return batch
 
 

@@ -19,9 +19,9 @@ probability ``p = (A[d] - 1) / 4`` sharpened by ``p**2 / (p**2 + (1-p)**2)``, el
 (drifting goals, vague tasks, mechanical responses: a poor bond turn is often supportive in
 form, rote reassurance or reflection, so Supporting-Negative patterns occur); the client
 reacts positively to good turns (80%) and negatively to poor ones (70%), otherwise
-neutrally, and the reply's wording follows the reaction. Counselor turns carry a strategy label (reflection, affirmation,
-restatement, inquiry, suggestion, information, challenge, self_disclosure) and client turns a
-reaction label (positive, neutral, negative).
+neutrally, and the reply's wording follows the reaction. Counselor turns carry a strategy
+label (reflection, affirmation, restatement, inquiry, suggestion, information, challenge,
+self_disclosure) and client turns a reaction label (positive, neutral, negative).
 
 Ratings: client item ratings are ``round(A[d] + b[item] + N(0, 0.55))`` clipped to the scale,
 with a small item bias ``b``. Counselor ratings follow the counselor's own, mostly separate

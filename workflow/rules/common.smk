@@ -24,7 +24,7 @@ import os as _os
 
 
 class _CacheableRules(list):
-    """A bare `--cache` ("every rule with a cache: directive"), resolved when read.
+    """A bare `--cache` (all rules that have a `cache` directive), resolved when read.
 
     Snakemake 9 drops an empty `--cache` from the command line of cluster jobs, which then
     cache nothing; naming the rules (read after all rule files are parsed) passes it on.

@@ -66,6 +66,11 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     assert "index.html" in reports and len(reports) == 3  # lowest 1, highest 1, index
     digests = list(Path(tmp_path / "results/application/digests").glob("*.html"))
     assert digests
+    # single-file pages for the HTML report: all digests, and the lowest session's page
+    combined = (tmp_path / "results/application/digests.html").read_text(encoding="utf-8")
+    assert combined.count("<body>") == 1 and "counselor" in combined.lower()
+    example = (tmp_path / "results/application/session_report.html").read_text(encoding="utf-8")
+    assert example.startswith("<!DOCTYPE html>") and "<script src" not in example
     log = (tmp_path / "logs" / "application" / "table8.log").read_text()
     assert "Table 8 written" in log
     # a second run has nothing to do

@@ -114,9 +114,10 @@ if UNLABELED:
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
-            report(
-                directory("results/application/digests"),
-                htmlindex="index.html",
+            pages=directory("results/application/digests"),
+            # one page for the HTML report (it embeds single files, not directories)
+            combined=report(
+                "results/application/digests.html",
                 caption="../report/digests.rst",
                 category="Application",
                 labels={"output": "Counselor digests"},
@@ -136,7 +137,8 @@ if UNLABELED:
             CARE_ENV
         shell:
             "care digest --predictions {input.predictions} --corpus {input.corpus} "
-            "--instrument {input.instrument} --spec {params.spec} --out-dir {output} 2> {log}"
+            "--instrument {input.instrument} --spec {params.spec} --out-dir {output.pages} "
+                "--combined {output.combined} 2> {log}"
 
 
     rule session_reports:
@@ -145,12 +147,13 @@ if UNLABELED:
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
-            report(
-                directory("results/application/sessions"),
-                htmlindex="index.html",
+            pages=directory("results/application/sessions"),
+            # the lowest-alliance session's page, for the HTML report
+            example=report(
+                "results/application/session_report.html",
                 caption="../report/session_reports.rst",
                 category="Application",
-                labels={"output": "Session reports"},
+                labels={"output": "Session report (lowest alliance)"},
             ),
         params:
             select=as_json(APP["report_sessions"]),
@@ -160,7 +163,8 @@ if UNLABELED:
             CARE_ENV
         shell:
             "care report-session --predictions {input.predictions} --corpus {input.corpus} "
-            "--instrument {input.instrument} --select {params.select} --out-dir {output} 2> {log}"
+            "--instrument {input.instrument} --select {params.select} --out-dir {output.pages} "
+                "--example {output.example} 2> {log}"
 
 
     ALL_TARGETS.extend(

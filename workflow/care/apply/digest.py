@@ -218,3 +218,16 @@ def write_digests(
             f.write(env.get_template(f"digest_index.{fmt}.j2").render(
                 digests=digests, rule=rule, safe_name=safe_name))
     return digests
+
+
+def write_combined(digests: list[CounselorDigest], path: str | Path) -> None:
+    """Every digest on one self-contained page (the HTML report embeds single files only)."""
+    pages = [render(d, "html") for d in digests]
+    if not pages:
+        body, head = "<p>No counselor has enough sessions for a digest.</p>", "<head></head>"
+    else:
+        head = pages[0].split("<body>", 1)[0]
+        body = "\n<hr>\n".join(p.split("<body>", 1)[1].rsplit("</body>", 1)[0] for p in pages)
+    with atomic_open(path) as f:
+        f.write(f"{head}<body>\n{body}\n</body>\n</html>\n")
+

@@ -65,6 +65,7 @@ def register(subparsers) -> None:
                    help="JSON: threshold or quantile, counselors, min_sessions, contrast, "
                         "top_terms, examples")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--combined", help="also write every digest on this one HTML page")
     p.set_defaults(func=run_digest)
 
     p = subparsers.add_parser("report-session", help="one session as a self-contained HTML page")
@@ -75,6 +76,7 @@ def register(subparsers) -> None:
                    help='JSON {"lowest": n, "highest": n, "ids": [...]} (with --out-dir)')
     p.add_argument("--out-dir", help="directory for the selected sessions' pages")
     p.add_argument("--screenshot", help="also render the (first) page to this PNG (Chromium)")
+    p.add_argument("--example", help="also copy the first page here (for the HTML report)")
     p.set_defaults(func=run_report_session)
 
 
@@ -153,7 +155,7 @@ def run_table8(args) -> int:
 
 
 def run_digest(args) -> int:
-    from care.apply.digest import write_digests
+    from care.apply.digest import write_combined, write_digests
 
     instrument, predictions, scores, sessions = _load(args)
     spec = args.spec
@@ -165,6 +167,8 @@ def run_digest(args) -> int:
         contrast=spec.get("contrast", "counselor"), top_k=int(spec.get("top_terms", 10)),
         n_examples=int(spec.get("examples", 3)), language=_language(sessions),
     )
+    if args.combined:
+        write_combined(digests, args.combined)
     log.info("%d counselor digests in %s", len(digests), args.out_dir)
     return 0
 
@@ -190,6 +194,11 @@ def run_report_session(args) -> int:
     else:
         raise SystemExit("care report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))
+    if args.example and pages:
+        from care.io import atomic_open
+
+        with atomic_open(args.example) as f:
+            f.write(Path(pages[0]).read_text(encoding="utf-8"))
     if args.screenshot and pages:
         log.info("screenshot: %s", screenshot(pages[0], args.screenshot))
     return 0

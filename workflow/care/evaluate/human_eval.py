@@ -13,6 +13,7 @@ alpha across raters.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import zipfile
 from collections.abc import Sequence
@@ -57,18 +58,26 @@ DEFINITIONS = {
     "session rather than generic statements.",
 }
 FIXED_TIME = (2000, 1, 1, 0, 0, 0)
+log = logging.getLogger("care.evaluate")
 
 
 def sample_rows(
     pred: pd.DataFrame, instrument: Instrument, n_sessions: int, seed: int, language: str = "en"
 ) -> pd.DataFrame:
-    """A seeded sample of sessions with generated rationales; one row per rated item."""
-    rated = pred[pred["parsed"].astype(bool) & pred["rationale"].notna()]
+    """A seeded sample of sessions with generated rationales; one row per rated item.
+
+    A rater judges the rationale, so an item whose score did not parse is still rated. A
+    model that wrote no rationale at all gives an empty sheet (and a warning), not an error:
+    the rest of the DAG does not depend on the rating sheet.
+    """
+    text = pred["rationale"].astype("string").str.strip()
+    rated = pred[text.notna() & (text != "")]
     sessions = np.array(sorted(rated["session_id"].astype(str).unique()))
     if len(sessions) == 0:
-        raise CareInputError("<predictions>", "no parsed rationales to sample", field="rationale")
+        log.warning("no generated rationales to sample: the rating sheet is empty")
     rng = np.random.default_rng(seed)
-    chosen = set(rng.choice(sessions, size=min(n_sessions, len(sessions)), replace=False))
+    size = min(n_sessions, len(sessions))
+    chosen = set(rng.choice(sessions, size=size, replace=False)) if size else set()
     rows = rated[rated["session_id"].astype(str).isin(chosen)].copy()
     order = {item: n for n, item in enumerate(instrument.item_ids)}
     rows = rows.assign(_o=rows["item_id"].map(order)).sort_values(["session_id", "_o"])

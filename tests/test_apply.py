@@ -301,6 +301,8 @@ def test_bad_predictor_in_config_is_an_error():
 def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     tax = patterns.Taxonomy.from_config(TAXONOMY)
     rates = patterns.pattern_rates(corpus["sessions"], tax)
+    # a pattern no session shows is flagged, not fitted
+    rates["Supporting-Negative"] = 0.0
     table = patterns.regress(rates, corpus["scores"], instrument, tax)
     data = rates.merge(corpus["scores"], on="session_id").dropna(subset=["bond"])
     names = [p for p in ("Supporting-Positive", "Challenging-Positive", "Challenging-Negative",
@@ -311,7 +313,6 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     assert bond.loc["(Intercept)", "coef"] == pytest.approx(beta[0])
     for name, b in zip(names, beta[1:], strict=True):
         assert bond.loc[name.replace("-", " - "), "coef"] == pytest.approx(b)
-    # the demo generator gives supporting strategies only to good turns
     assert bond.loc["Supporting - Negative", "note"] == "never observed"
     assert math.isnan(bond.loc["Supporting - Negative", "coef"])
     assert (bond["n_sessions"] == len(data)).all()

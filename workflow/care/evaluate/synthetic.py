@@ -11,29 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from care.infer import PREDICTION_COLUMNS
 from care.instrument import Instrument
 
-CONTRACT_COLUMNS = [
-    "session_id",
-    "client_id",
-    "fold",
-    "item_id",
-    "dimension",
-    "model",
-    "variant",
-    "score",
-    "score_generated",
-    "score_expected",
-    "score_argmax",
-    "probs",
-    "rationale",
-    "raw_text",
-    "parsed",
-    "parse_error",
-    "prompt_tokens",
-    "truncated",
-    "client_score",
-]
+CONTRACT_COLUMNS = list(PREDICTION_COLUMNS)
 
 
 def simple_folds(sessions: list[dict], n_folds: int) -> pd.DataFrame:

@@ -9,7 +9,7 @@ dialogue budget and ``prompt_tokens`` use an estimate of 4 characters per token.
 
 from __future__ import annotations
 
-from care.infer.engine import Generation, PromptBuilder, Scorer, approx_tokens
+from care.infer.engine import Generation, Scorer, approx_tokens
 
 
 class APIScorer(Scorer):
@@ -67,17 +67,11 @@ class APIScorer(Scorer):
             fingerprint=f"{model}@{getattr(client, 'base_url', base_url)}",
         )
 
-    def prompt_builder(self) -> PromptBuilder:
-        return PromptBuilder(
-            self.instrument,
-            self.variant,
-            self.granularity,
-            self.max_length,
-            self.max_new_tokens,
-            approx_tokens,
-            None,
-            self.language,
-        )
+    # no tokenizer: token counts are approximate and prompts go out as messages
+    render = None
+
+    def count_tokens(self, text: str) -> int:
+        return approx_tokens(text)
 
     def generate_group(self, prompts):
         flat = [p.messages for session in prompts for p in session]

@@ -319,9 +319,30 @@ class Scorer:
         self.builder = self.prompt_builder()
         self.stats = {"units": 0, "cached": 0, "generated": 0}
 
-    # backends override these two
     def prompt_builder(self) -> PromptBuilder:
-        raise NotImplementedError
+        return PromptBuilder(
+            self.instrument,
+            self.variant,
+            self.granularity,
+            self.max_length,
+            self.max_new_tokens,
+            self.count_tokens,
+            self.render,
+            self.language,
+        )
+
+    # Backends with a local tokenizer (``self.tokenizer``) share these two; the API backend
+    # overrides them (it has no tokenizer and sends messages, not token ids).
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # backends override this
 
     def generate_group(self, prompts: list[list[UnitPrompt]]) -> list[list[Generation]]:
         """Answer the unit prompts of a group of sessions (one list per session)."""

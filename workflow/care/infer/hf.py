@@ -22,7 +22,7 @@ import json
 import logging
 from pathlib import Path
 
-from care.infer.engine import Generation, PromptBuilder, Scorer, label_token_ids
+from care.infer.engine import Generation, Scorer, label_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +106,6 @@ class HFScorer(Scorer):
         model, tokenizer = load_model(path, device=device, dtype=dtype)
         kw.setdefault("fingerprint", directory_fingerprint(path))
         return cls(model, tokenizer, **kw)
-
-    # ------------------------------------------------------------------ prompts
-    def prompt_builder(self) -> PromptBuilder:
-        return PromptBuilder(
-            self.instrument,
-            self.variant,
-            self.granularity,
-            self.max_length,
-            self.max_new_tokens,
-            self.count_tokens,
-            self.render,
-            self.language,
-        )
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------ generation
     def generate_group(self, prompts):

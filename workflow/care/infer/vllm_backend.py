@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from care.infer.engine import Generation, PromptBuilder, Scorer, label_token_ids
+from care.infer.engine import Generation, Scorer, label_token_ids
 from care.infer.hf import directory_fingerprint
 
 
@@ -110,32 +110,6 @@ class VLLMScorer(Scorer):
                 ) from exc
             self._llm = LLM(**self.engine_args())
         return self._llm
-
-    # ------------------------------------------------------------------ prompts
-    def prompt_builder(self) -> PromptBuilder:
-        return PromptBuilder(
-            self.instrument,
-            self.variant,
-            self.granularity,
-            self.max_length,
-            self.max_new_tokens,
-            self.count_tokens,
-            self.render,
-            self.language,
-        )
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def render(self, messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def sessions_per_group(self) -> int:
-        # vLLM schedules its own batches; hand it many prompts at once
-        return max(1, self.batch_size // len(self.units))
 
     # ------------------------------------------------------------------ generation
     def generate_group(self, prompts):

@@ -154,6 +154,12 @@ def test_selection_metric_and_choice(instrument):
     assert math.isnan(r["bond"])  # constant predictions: undefined
     assert choose([{"mean_pearson": 0.2}, {"mean_pearson": math.nan}, {"mean_pearson": 0.2}]) == 0
     assert choose([{"mean_pearson": math.nan}, {"mean_pearson": math.nan}]) == 1
+    # a high r on the few items that parsed does not win over a checkpoint that answers
+    few = {"mean_pearson": 0.9, "parse_rate": 0.1}
+    most = {"mean_pearson": 0.4, "parse_rate": 0.95}
+    assert choose([few, most], min_parse_rate=0.5) == 1
+    assert choose([few, most]) == 0
+    assert choose([few, {"mean_pearson": 0.4, "parse_rate": 0.2}], min_parse_rate=0.5) == 1
 
 
 def test_a_changed_configuration_starts_afresh(tiny_backbones, train_corpus, instrument, tmp_path):

@@ -206,7 +206,7 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
             {k: round(v, 3) for k, v in metrics["pearson"].items()},
         )
         scored.append({"epoch": c["epoch"], "step": c["step"], **metrics})
-    best = select.choose(scored)
+    best = select.choose(scored, float(settings.get("min_parse_rate", 0.0)))
     record = {
         "selection": run.hp.get("selection", "inner_split"),
         "validation_sessions": len(val),

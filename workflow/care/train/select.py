@@ -7,7 +7,9 @@ engine (:class:`care.infer.hf.HFScorer`, the code path of the inference stage). 
 the paper's: per dimension, Pearson's r between the session's predicted dimension score (the
 mean of its items' predicted scores; unparsed items left out) and the client's; the
 checkpoint with the best mean r over dimensions is kept (ties: the earlier epoch; an
-undefined r, e.g. constant predictions, ranks lowest).
+undefined r, e.g. constant predictions, ranks lowest). A checkpoint whose answers parse for
+fewer than ``min_parse_rate`` of the validation items is eligible only when none reaches it:
+an r over the few sessions that parsed says little about the model.
 """
 
 from __future__ import annotations
@@ -104,18 +106,25 @@ def score_checkpoint(
     }
 
 
-def choose(scored: list[dict[str, Any]]) -> int:
-    """Index of the best checkpoint by mean r (NaN lowest; ties: earliest; all NaN: last)."""
-    if all(math.isnan(s["mean_pearson"]) for s in scored):
-        return len(scored) - 1
-    best = max(
-        range(len(scored)),
+def choose(scored: list[dict[str, Any]], min_parse_rate: float = 0.0) -> int:
+    """Index of the best checkpoint by mean r (NaN lowest; ties: earliest; all NaN: last).
+
+    Only checkpoints parsing at least ``min_parse_rate`` of the items compete, unless none
+    does; then the best-parsing ones do.
+    """
+    rates = [s.get("parse_rate", 1.0) for s in scored]
+    rates = [0.0 if math.isnan(r) else r for r in rates]
+    floor = min_parse_rate if max(rates) >= min_parse_rate else max(rates)
+    eligible = [k for k in range(len(scored)) if rates[k] >= floor]
+    if all(math.isnan(scored[k]["mean_pearson"]) for k in eligible):
+        return eligible[-1]
+    return max(
+        eligible,
         key=lambda k: (
             -math.inf if math.isnan(scored[k]["mean_pearson"]) else scored[k]["mean_pearson"],
             -k,
         ),
     )
-    return best
 
 
 def export_model(checkpoint: Path, dest: Path) -> None:

@@ -98,6 +98,7 @@ if UNLABELED:
         params:
             patterns=as_json(APP["patterns"]),
             cov_type=APP["regression"]["cov_type"],
+            cluster=APP["regression"]["cluster"],
         log:
             "logs/application/table8.log",
         conda:
@@ -105,7 +106,7 @@ if UNLABELED:
         shell:
             "care table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
-            "--cov-type {params.cov_type} --rates {output.rates} --out {output.csv} 2> {log}"
+            "--cluster {params.cluster} --cov-type {params.cov_type} --rates {output.rates} --out {output.csv} 2> {log}"
 
 
     rule counselor_digests:

@@ -272,3 +272,68 @@ def test_runs_follow_the_config():
         evaluation_runs({**config, "evaluation": {"human_eval": {"model": "mistral"}}})
     with pytest.raises(ValueError, match="log_odds.source"):
         evaluation_runs({**config, "evaluation": {"log_odds": {"source": "gemma"}}})
+
+
+def _skewed(n_clients=25, seed=4):
+    """One session per client (the unclustered case), a skewed relation: r's bootstrap
+    distribution is asymmetric, so BCa and percentile intervals differ."""
+    rng = np.random.default_rng(seed)
+    x = rng.exponential(1.0, n_clients)
+    y = x + rng.exponential(1.5, n_clients)
+    ids = [f"c{c}" for c in range(n_clients)]
+    return pd.DataFrame(
+        {"session_id": ids, "client_id": ids, "fold": 1, "predicted": x, "client": y}
+    )
+
+
+@pytest.mark.parametrize("metric", ["pearson", "mse"])
+def test_bca_interval_equals_scipy_bca_on_the_same_resamples(metric):
+    """One session per client: our BCa (jackknife over clients) is scipy's BCa, given the
+    same bootstrap distribution; and close to scipy drawing its own resamples."""
+    data = _skewed()
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=4000, seed=11, interval="bca"))
+    ours = bs.estimate(data, res, metric)
+    x, y = data["predicted"].to_numpy(), data["client"].to_numpy()
+
+    def statistic(a, b, axis=-1):
+        if metric == "mse":
+            return np.mean((a - b) ** 2, axis=axis)
+        return stats.pearsonr(a, b, axis=axis).statistic
+
+    replicates = bs.fold_mean_resamples(data, res, metric)
+    given = type("Given", (), {"bootstrap_distribution": replicates})()
+    ref = stats.bootstrap(
+        (x, y), statistic, paired=True, vectorized=True, n_resamples=0,
+        bootstrap_result=given, method="BCa", confidence_level=0.95,
+    ).confidence_interval
+    assert ours["value"] == pytest.approx(statistic(x, y))
+    assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    fresh = stats.bootstrap(
+        (x, y), statistic, paired=True, vectorized=True, n_resamples=4000,
+        method="BCa", rng=np.random.default_rng(0),
+    ).confidence_interval
+    width = fresh.high - fresh.low
+    assert abs(ours["ci_low"] - fresh.low) < 0.1 * width
+    assert abs(ours["ci_high"] - fresh.high) < 0.1 * width
+    percentile = bs.interval(replicates, 0.95)
+    assert abs(percentile[0] - ours["ci_low"]) > 1e-3  # the correction does something
+
+
+def test_pooled_r_is_over_all_folds_sessions_and_shows_fold_offsets():
+    """Within each fold the predictions track the client; between folds the offsets run the
+    other way: the fold mean is high, the pooled out-of-fold r is not."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in (1, 2, 3):
+        for c in range(10):
+            truth = rng.normal(0, 1)
+            rows.append({"session_id": f"f{fold}c{c}", "client_id": f"f{fold}c{c}",
+                         "fold": fold, "client": truth + 2 * fold,
+                         "predicted": truth + rng.normal(0, 0.3) - 4 * fold})
+    data = pd.DataFrame(rows)
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=300, seed=1))
+    fold_mean = bs.estimate(data, res, "pearson", "fold_mean")
+    pooled = bs.estimate(data, res, "pearson", "pooled")
+    assert pooled["value"] == pytest.approx(stats.pearsonr(data["predicted"], data["client"])[0])
+    assert fold_mean["value"] > 0.8 and pooled["value"] < 0
+    assert pooled["ci_low"] <= pooled["value"] <= pooled["ci_high"]

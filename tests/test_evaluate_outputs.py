@@ -100,7 +100,13 @@ def runs_and_scores(instrument):
         per = synthetic.predictions(
             sessions, refs, folds, instrument, model, variant, seed=n, **extra
         )
-        scores[model, variant] = metrics.dimension_scores(pd.concat(per.values()), instrument)
+        pred = pd.concat(per.values(), ignore_index=True)
+        if kind == "counselor":  # unrated sessions have no rows (as care.infer.counselor)
+            pred = pred[~pred["session_id"].isin(sorted(pred["session_id"].unique())[:5])]
+        if kind == "fine_tuned":  # a model with label probabilities: an expected score too
+            noise = np.random.default_rng(n).normal(0, 0.5, len(pred))
+            pred["score_expected"] = (pred["client_score"] + noise).clip(1, 5)
+        scores[model, variant] = metrics.run_scores(pred, instrument)
         runs.append({"model": model, "variant": variant, "label": label, "kind": kind})
     return runs, scores, folds, sessions, refs
 
@@ -120,14 +126,36 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
         "goal_pearson_p_vs_best",
     ):
         assert col in frame.columns
-    assert list(frame["selection"]) == ["n/a", "n/a", "val_pearson"]
+    assert list(frame["selection"]) == ["n/a", "n/a", "val_pearson", "val_pearson"]
+    # the fine-tuned run has label probabilities: both scorings, the headline first
+    assert list(frame["scoring"]) == ["generated", "generated", "generated", "expected"]
+    assert list(frame["headline"]) == [True, True, True, False]
     best = frame["goal_best_baseline"].iloc[0]
-    assert best in ("Human counselor", "zs")
-    assert np.isnan(frame.loc[frame["label"] == best, "goal_pearson_p_vs_best"]).all()
+    assert best in ("Human counselor (generated)", "zs (generated)")
+    best_label = best.split(" (")[0]
+    assert np.isnan(frame.loc[frame["label"] == best_label, "goal_pearson_p_vs_best"]).all()
     care = frame[frame["label"] == "CARE (llama)"].iloc[0]
+    # coverage is over the folds' sessions; sessions a counselor did not rate count against it
+    n_sessions = len(folds)
+    counselor = frame[frame["label"] == "Human counselor"].iloc[0]
+    assert counselor["goal_coverage"] == pytest.approx(counselor["goal_n_scored"] / n_sessions)
+    assert counselor["goal_n_scored"] <= n_sessions - 5
+    # the common sessions: those every row scored, so at most the least-covered row's
+    assert (frame["goal_n_common"] == frame["goal_n_common"].iloc[0]).all()
+    assert frame["goal_n_common"].iloc[0] <= frame["goal_n_scored"].min()
+    shared = frame["goal_n_common"].iloc[0]
+    assert shared > 0 and np.isfinite(care["goal_pearson_common_mean"])
+    # pooled out-of-fold r over all scored sessions
+    llama = scores["llama", "rationale"]
+    gen = bs.scored(llama[llama["scoring"] == "generated"], "goal")
+    assert care["goal_pearson_pooled"] == pytest.approx(
+        np.corrcoef(gen["predicted"], gen["client"])[0, 1], abs=1e-6
+    )
+    assert care["goal_pearson_pooled_ci_low"] <= care["goal_pearson_pooled"]
     assert care["goal_pearson_ci_low"] <= care["goal_pearson_mean"] <= care["goal_pearson_ci_high"]
     # the point estimate is the fold mean of scipy's Pearson
     per_fold = metrics.fold_metrics(scores["llama", "rationale"])
+    per_fold = per_fold[per_fold["scoring"] == "generated"]
     expected = per_fold[per_fold["dimension"] == "goal"]["pearson"].mean()
     assert care["goal_pearson_mean"] == pytest.approx(expected, abs=1e-6)
 
@@ -151,7 +179,7 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     tex = out.with_suffix(".tex").read_text(encoding="utf-8")
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert "\\multicolumn{3}{c}{Goal}" in tex and "$\\pm$" in tex
+    assert "\\multicolumn{5}{c}{Goal}" in tex and "$\\pm$" in tex
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert f"{care['goal_pearson_mean']:.2f} ± {care['goal_pearson_sd']:.2f}" in md
     assert "<table" in out.with_suffix(".html").read_text(encoding="utf-8")
@@ -161,6 +189,11 @@ def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
     runs, scores, folds, _, _ = runs_and_scores
     res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
     frame = tables.table4(runs[2:], scores, instrument.dimension_ids, res)
+    assert sorted(zip(frame["variant"], frame["scoring"], strict=True)) == [
+        ("rationale", "expected"), ("rationale", "generated"),
+        ("score_only", "expected"), ("score_only", "generated"),
+    ]
+    frame = frame[frame["scoring"] == "generated"]
     rationale = frame[frame["variant"] == "rationale"].iloc[0]
     assert rationale["goal_pearson_diff_vs_score_only"] == pytest.approx(
         rationale["goal_pearson_mean"]

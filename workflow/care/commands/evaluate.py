@@ -53,13 +53,19 @@ def register(subparsers) -> None:
         p.add_argument("--instrument", required=True)
         p.add_argument("--bootstrap", type=json_arg, default={}, help="evaluation.bootstrap")
         p.add_argument("--seed", type=int, default=123)
+        p.add_argument(
+            "--headline-scoring",
+            default="generated",
+            choices=["generated", "expected"],
+            help="the scoring of the headline rows (inference.scoring); others are shown too",
+        )
         p.add_argument("--out", required=True, help="table CSV; .md and .tex beside it")
+        p.add_argument(
+            "--selection",
+            default="unknown",
+            help="checkpoint selection mode of the fine-tuned runs (a run's own wins)",
+        )
         if name == "table2":
-            p.add_argument(
-                "--selection",
-                default="unknown",
-                help="checkpoint selection mode of the fine-tuned runs",
-            )
             p.set_defaults(func=_table2)
         else:
             p.add_argument("--reference-variant", default="score_only")
@@ -91,6 +97,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--instrument", required=True)
     p.add_argument("--title", default="")
+    p.add_argument(
+        "--scoring",
+        default="generated",
+        help="scatter: the scoring to plot (a run without it: its first one)",
+    )
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     p.add_argument("--out", required=True, help="output stem (no suffix)")
     p.set_defaults(func=_figures)
@@ -168,7 +179,7 @@ def _metrics(args) -> None:
 
     instrument = load_instrument(args.instrument)
     pred = metrics.read_predictions(args.predictions)
-    scores = metrics.dimension_scores(pred, instrument)
+    scores = metrics.run_scores(pred, instrument)
     per_fold = metrics.fold_metrics(scores)
     write_table(args.scores, scores)
     write_table(args.fold_metrics, per_fold.round(6))
@@ -208,23 +219,28 @@ def _table2(args) -> None:
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
+    resampler = _resampler(args)
     frame = tables.table2(
-        args.runs, _read_scores(args.scores, args.runs), dims, _resampler(args), args.selection
+        args.runs,
+        _read_scores(args.scores, args.runs),
+        dims,
+        resampler,
+        args.selection,
+        args.headline_scoring,
     )
     labels = _dim_labels(instrument)
-    spec = _resampler_spec_text(args)
     best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}" for d in dims)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
+        _protocol_note(frame, args),
         f"(*) Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
-        f"{spec}. CSV: 95% intervals and p-values.",
-        f"Fine-tuned checkpoints selected by: {args.selection}.",
+        f"on the sessions both scored. CSV: {resampler.spec.describe()}, p-values.",
         tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
     ]
     kwargs = dict(
         dims=dims,
         dim_labels=labels,
-        row_columns={"label": "Model"},
+        row_columns={"label": "Model", "scoring": "Scoring"},
         p_column="{d}_pearson_p_vs_best",
     )
     tables.write_outputs(
@@ -237,11 +253,23 @@ def _table2(args) -> None:
     )
 
 
-def _resampler_spec_text(args) -> str:
-    from care.evaluate import bootstrap as bs
-
-    spec = bs.BootstrapSpec.from_config(args.bootstrap, args.seed)
-    return f"({spec.n_resamples} resamples of {spec.unit}s within folds)"
+def _protocol_note(frame, args) -> str:
+    """Which checkpoint selection and which scoring each number is (the table's protocol)."""
+    tuned = frame[frame["kind"] == "fine_tuned"] if "kind" in frame else frame
+    selections = sorted(set(tuned["selection"])) if "selection" in tuned else []
+    selection = (
+        f"Fine-tuned checkpoints selected by validation Pearson r on: {', '.join(selections)} "
+        "(inner_split: a client-grouped share of the training folds; heldout_fold: the test "
+        "fold itself, optimistic). "
+        if selections
+        else ""
+    )
+    return (
+        f"{selection}Scoring: generated = the parsed integer the model wrote; expected = the "
+        "mean over the scale labels weighted by their probabilities (models with label "
+        f"probabilities only). Headline scoring: {args.headline_scoring} (each run's first row; "
+        "runs without it show generated)."
+    )
 
 
 def _table4(args) -> None:
@@ -251,20 +279,29 @@ def _table4(args) -> None:
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
     ref = args.reference_variant
+    resampler = _resampler(args)
     frame = tables.table4(
-        args.runs, _read_scores(args.scores, args.runs), dims, _resampler(args), ref
+        args.runs,
+        _read_scores(args.scores, args.runs),
+        dims,
+        resampler,
+        ref,
+        args.headline_scoring,
     )
+    frame.insert(3, "selection", args.selection)
     labels = _dim_labels(instrument)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
-        f"(*) Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
-        f"{_resampler_spec_text(args)}.",
+        _protocol_note(frame, args),
+        f"(*) Pearson r differs from the same backbone's {ref} run under the same scoring at "
+        f"p < .05, paired bootstrap on the sessions both scored. CSV: "
+        f"{resampler.spec.describe()}, p-values.",
         tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
     ]
     kwargs = dict(
         dims=dims,
         dim_labels=labels,
-        row_columns={"model": "Backbone", "variant": "Variant"},
+        row_columns={"model": "Backbone", "variant": "Variant", "scoring": "Scoring"},
         p_column=f"{{d}}_pearson_p_vs_{ref}",
     )
     tables.write_outputs(
@@ -385,10 +422,19 @@ def _figures(args) -> None:
         sessions = _read_tsv(args.input, dims)
         figures.score_distributions(sessions, dims, labels, scale, args.out, args.formats)
     elif args.kind == "scatter":
+        title = args.title
         scores = pd.read_parquet(args.input)
-        figures.prediction_scatter(scores, dims, labels, scale, args.title, args.out, args.formats)
+        if "scoring" in scores:
+            available = list(dict.fromkeys(scores["scoring"]))
+            scoring = args.scoring if args.scoring in available else available[0]
+            scores = scores[scores["scoring"] == scoring]
+            title = f"{args.title} ({scoring} score)"
+        figures.prediction_scatter(scores, dims, labels, scale, title, args.out, args.formats)
     else:
-        figures.ablation_bars(tables.read_table(args.input), dims, labels, args.out, args.formats)
+        table = tables.read_table(args.input)
+        if "headline" in table:
+            table = table[table["headline"].astype(bool)]
+        figures.ablation_bars(table, dims, labels, args.out, args.formats)
 
 
 def _human_export(args) -> None:

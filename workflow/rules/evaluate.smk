@@ -15,6 +15,12 @@ SCORES = "results/evaluation/{model}/{variant}/scores.parquet"
 TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
 # The headline rows of Tables 2 and 4 use the inference stage's scoring (both are shown).
 HEADLINE_SCORING = config.get("inference", {}).get("scoring", "generated")
+# A table's score files: each run's, a fine-tuned run's seed replicates in order.
+table_scores = lambda runs: [
+    SCORES.format(model=r["model"], variant=v)
+    for r in runs
+    for v in r.get("replicates", [r["variant"]])
+]
 
 
 wildcard_constraints:
@@ -80,7 +86,7 @@ rule rationale_quality:
 
 rule table2:
     input:
-        scores=[SCORES.format(**r) for r in RUNS.table2],
+        scores=table_scores(RUNS.table2),
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
@@ -120,7 +126,7 @@ rule table2:
 
 rule table4:
     input:
-        scores=[SCORES.format(**r) for r in RUNS.ablation],
+        scores=table_scores(RUNS.ablation),
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:

@@ -149,17 +149,22 @@ def _read_tsv(path: str, columns: list[str]):
 
 
 def _read_scores(paths: list[str], runs: list[dict]):
+    """Score files in --runs order: one per run, or one per seed replicate (``replicates``)."""
     import pandas as pd
 
     from care.errors import CareInputError
 
-    if len(paths) != len(runs):
-        raise CareInputError("--runs", f"{len(runs)} runs but {len(paths)} score files")
+    keys = [(r["model"], v) for r in runs for v in r.get("replicates", [r["variant"]])]
+    if len(paths) != len(keys):
+        raise CareInputError("--runs", f"{len(keys)} runs and replicates but {len(paths)} files")
     scores = {}
-    for path, run in zip(paths, runs, strict=True):
+    for path, key in zip(paths, keys, strict=True):
         frame = pd.read_parquet(path)
         frame["session_id"] = frame["session_id"].astype(str)
-        scores[run["model"], run["variant"]] = frame
+        if "scoring" not in frame:
+            raise CareInputError(path, "no scoring column (rerun care evaluate metrics)",
+                                 field="scoring")
+        scores[key] = frame
     return scores
 
 

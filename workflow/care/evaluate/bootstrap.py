@@ -25,6 +25,7 @@ together), which shows whether a fold mean is signal or fold offsets.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,20 +193,6 @@ def _ones(scores: pd.DataFrame) -> dict[int, np.ndarray]:
     return {k: np.ones((1, len(g)), dtype=np.int64) for k, g in _folds(scores)}
 
 
-def _jackknife_weights(scores: pd.DataFrame, resampler: Resampler) -> dict[int, np.ndarray]:
-    """One row per resampling unit with scored sessions (all folds): that unit left out."""
-    units = {k: resampler.units(k, g["session_id"].to_numpy()) for k, g in _folds(scores)}
-    total = sum(len(np.unique(u)) for u in units.values())
-    out, row = {}, 0
-    for k, unit in units.items():
-        w = np.ones((total, len(unit)), dtype=np.int64)
-        for u in np.unique(unit):
-            w[row, unit == u] = 0
-            row += 1
-        out[k] = w
-    return out
-
-
 def _per_fold(scores: pd.DataFrame, weights: dict[int, np.ndarray], metric: str):
     statistic = STATISTICS[metric]
     return {
@@ -235,20 +222,67 @@ def _statistic(
 
 
 def estimate(
-    scores: pd.DataFrame, resampler: Resampler, metric: str, kind: str = "fold_mean"
+    scores: pd.DataFrame | list[pd.DataFrame],
+    resampler: Resampler,
+    metric: str,
+    kind: str = "fold_mean",
 ) -> dict[str, float]:
-    """Observed value and interval (BCa or percentile, per the spec) of one run's statistic."""
+    """Observed value and interval (BCa or percentile, per the spec) of one run's statistic.
+
+    ``scores``: the run's scored sessions, or a list of them (seed replicates of the run):
+    the statistic is then the mean over replicates, each resample drawing the same clients
+    for every replicate (the seeds are the run's, not resampled).
+    """
+    replicates_of = as_list(scores)
     spec = resampler.spec
-    observed = float(_statistic(scores, _ones(scores), metric, kind)[0])
-    if scores.empty or not np.isfinite(observed):
-        return {"value": observed, "ci_low": np.nan, "ci_high": np.nan}
-    replicates = _statistic(scores, _weights(scores, resampler), metric, kind)
-    if spec.interval == "percentile":
-        low, high = interval(replicates, spec.confidence)
-    else:
-        jack = _statistic(scores, _jackknife_weights(scores, resampler), metric, kind)
-        low, high = bca_interval(observed, replicates, jack, spec.confidence)
+
+    def over_replicates(weights_of) -> np.ndarray:
+        values = [_statistic(s, weights_of(s), metric, kind) for s in replicates_of]
+        return np.nanmean(np.vstack(values), axis=0) if values else np.full(1, np.nan)
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, as intended
+        observed = float(over_replicates(_ones)[0])
+        if all(s.empty for s in replicates_of) or not np.isfinite(observed):
+            return {"value": observed, "ci_low": np.nan, "ci_high": np.nan}
+        draws = over_replicates(lambda s: _weights(s, resampler))
+        if spec.interval == "percentile":
+            low, high = interval(draws, spec.confidence)
+        else:
+            jack = _jackknife(replicates_of, resampler, metric, kind)
+            low, high = bca_interval(observed, draws, jack, spec.confidence)
     return {"value": observed, "ci_low": low, "ci_high": high}
+
+
+def as_list(scores) -> list[pd.DataFrame]:
+    return list(scores) if isinstance(scores, list | tuple) else [scores]
+
+
+def _jackknife(
+    replicates_of: list[pd.DataFrame], resampler: Resampler, metric: str, kind: str
+) -> np.ndarray:
+    """Leave-one-unit-out values of the replicate-mean statistic (units of any replicate)."""
+    keys = sorted(
+        {
+            (k, u)
+            for s in replicates_of
+            for k, g in _folds(s)
+            for u in resampler.units(k, g["session_id"].to_numpy())
+        }
+    )
+    values = []
+    for s in replicates_of:
+        weights = {}
+        for k, g in _folds(s):
+            unit = resampler.units(k, g["session_id"].to_numpy())
+            w = np.ones((len(keys), len(unit)), dtype=np.int64)
+            for row, (fold, u) in enumerate(keys):
+                if fold == k:
+                    w[row, unit == u] = 0
+            weights[k] = w
+        value = _statistic(s, weights, metric, kind) if weights else np.full(len(keys), np.nan)
+        values.append(value)
+    return np.nanmean(np.vstack(values), axis=0)
 
 
 def bca_interval(
@@ -342,22 +376,46 @@ def paired_sessions(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 
 
 def paired_test(
-    a: pd.DataFrame, b: pd.DataFrame, resampler: Resampler, metric: str = "pearson"
+    a: pd.DataFrame | list[pd.DataFrame],
+    b: pd.DataFrame | list[pd.DataFrame],
+    resampler: Resampler,
+    metric: str = "pearson",
 ) -> dict[str, float]:
     """Difference a - b of the fold-mean metric on shared sessions, and its p-value.
 
     Per fold, both runs are evaluated on the sessions both scored and the same resampled
-    clients; the difference is averaged over the folds where both metrics are defined.
+    clients; the difference is averaged over the folds where both metrics are defined. With
+    seed replicates (lists, paired by position), the difference is averaged over seeds and
+    each resample also redraws the seeds with replacement: a paired comparison over seeds and
+    clients.
     """
-    a_common, b_common = paired_sessions(a, b)
-    if a_common.empty:
+    pairs = list(zip(as_list(a), as_list(b), strict=False))
+    observed, draws, n_common = [], [], 0
+    for one, other in pairs:
+        a_common, b_common = paired_sessions(one, other)
+        if a_common.empty:
+            continue
+        draws.append(_paired_differences(a_common, b_common, resampler, metric, resampled=True))
+        observed.append(
+            _paired_differences(a_common, b_common, resampler, metric, resampled=False)[0]
+        )
+        n_common += len(a_common)
+    if not draws:
         return {"difference": np.nan, "p_value": np.nan, "n_common": 0}
-    diffs = _paired_differences(a_common, b_common, resampler, metric, resampled=True)
-    observed = _paired_differences(a_common, b_common, resampler, metric, resampled=False)
+    stacked = np.vstack(draws)  # (seeds, resamples)
+    if len(draws) > 1:
+        rng = np.random.default_rng([resampler.spec.seed, len(draws), 7])
+        picks = rng.integers(0, len(draws), size=(stacked.shape[1], len(draws)))
+        stacked = stacked[picks.T, np.arange(stacked.shape[1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        differences = np.nanmean(stacked, axis=0)
+        difference = float(np.nanmean(observed))
     return {
-        "difference": float(observed[0]),
-        "p_value": paired_p_value(diffs),
-        "n_common": len(a_common),
+        "difference": difference,
+        "p_value": paired_p_value(differences),
+        "n_common": n_common,
+        "n_seeds": len(draws),
     }
 
 

@@ -39,40 +39,58 @@ def scoring_rows(
     runs: Sequence[Mapping], scores: Mapping[tuple[str, str], pd.DataFrame], headline: str
 ) -> list[dict]:
     """One entry per (run, scoring), the run's headline scoring first: run fields, scoring,
-    headline (bool) and the scores of that scoring."""
+    headline (bool) and ``scores``, a list of frames (one per seed replicate of the run)."""
     out = []
     for run in runs:
-        frame = scores[run["model"], run["variant"]]
-        available = list(dict.fromkeys(frame["scoring"]))
+        frames = [scores[run["model"], v] for v in run.get("replicates", [run["variant"]])]
+        available = [
+            x
+            for x in dict.fromkeys(frames[0]["scoring"])
+            if all((f["scoring"] == x).any() for f in frames)
+        ]
         main = headline if headline in available else available[0]
         for scoring in sorted(available, key=lambda x: (x != main, x)):
-            part = frame[frame["scoring"] == scoring]
-            out.append({**run, "scoring": scoring, "headline": scoring == main, "scores": part})
+            parts = [f[f["scoring"] == scoring] for f in frames]
+            out.append({**run, "scoring": scoring, "headline": scoring == main, "scores": parts})
     return out
 
 
 def common_sessions(rows: Sequence[Mapping], dim: str) -> pd.DataFrame:
-    """(fold, session_id) pairs of ``dim`` that every row scored."""
+    """(fold, session_id) pairs of ``dim`` that every row (and every replicate) scored."""
     keys = ["fold", "session_id"]
     common = None
     for row in rows:
-        scored = bs.scored(row["scores"], dim)[keys].drop_duplicates()
-        common = scored if common is None else common.merge(scored, on=keys)
+        for part in row["scores"]:
+            scored = bs.scored(part, dim)[keys].drop_duplicates()
+            common = scored if common is None else common.merge(scored, on=keys)
     return common if common is not None else pd.DataFrame(columns=keys)
 
 
+def _fold_summary(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per-fold metrics averaged over replicates, then mean and sd over folds per dimension."""
+    per_fold = pd.concat([fold_metrics(p) for p in parts], ignore_index=True)
+    keys = ["fold", "dimension"]
+    averaged = per_fold.groupby(keys, sort=True).agg(
+        {**{m: "mean" for m in METRICS}, "n_sessions": "mean", "n_scored": "mean"}
+    )
+    averaged = averaged.reset_index().assign(model="", variant="", scoring="")
+    return summarize_folds(averaged).set_index("dimension")
+
+
 def run_metric_columns(
-    scores: pd.DataFrame,
+    scores: pd.DataFrame | Sequence[pd.DataFrame],
     dims: Sequence[str],
     resampler: bs.Resampler,
     common: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict[str, float]:
-    """One row's statistics per dimension: fold mean, sd, interval, pooled r, the metrics on
-    the common sessions, coverage."""
-    summary = summarize_folds(fold_metrics(scores)).set_index("dimension")
-    row: dict[str, float] = {"n_folds": len(resampler.folds)}
+    """One row's statistics per dimension: fold mean, sd over folds, interval, pooled r, sd
+    over seeds, the metrics on the common sessions, coverage. ``scores``: one frame, or one
+    per seed replicate (statistics are then averaged over replicates)."""
+    parts = list(scores) if isinstance(scores, list | tuple) else [scores]
+    summary = _fold_summary(parts)
+    row: dict[str, float] = {"n_folds": len(resampler.folds), "n_seeds": len(parts)}
     for d in dims:
-        dim_scores = bs.scored(scores, d)
+        dim_scores = [bs.scored(p, d) for p in parts]
         for metric in METRICS:
             mean = summary.at[d, f"{metric}_mean"] if d in summary.index else np.nan
             sd = summary.at[d, f"{metric}_sd"] if d in summary.index else np.nan
@@ -88,19 +106,25 @@ def run_metric_columns(
                     ),
                 }
             )
+        by_seed = [bs.estimate(x, resampler, "pearson", "fold_mean")["value"] for x in dim_scores]
+        finite = [v for v in by_seed if np.isfinite(v)]
+        row[f"{d}_pearson_seed_sd"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else np.nan
         pooled = bs.estimate(dim_scores, resampler, "pearson", "pooled")
         row[f"{d}_pearson_pooled"] = pooled["value"]
         row[f"{d}_pearson_pooled_ci_low"] = pooled["ci_low"]
         row[f"{d}_pearson_pooled_ci_high"] = pooled["ci_high"]
         if common is not None:
-            shared = dim_scores.merge(common[d], on=["fold", "session_id"])
-            per_fold = fold_metrics(shared) if len(shared) else pd.DataFrame()
+            shared = [x.merge(common[d], on=["fold", "session_id"]) for x in dim_scores]
+            shared_summary = _fold_summary(shared) if any(len(x) for x in shared) else None
             for metric in METRICS:
-                values = per_fold[metric].dropna() if len(per_fold) else pd.Series(dtype=float)
-                row[f"{d}_{metric}_common_mean"] = values.mean() if len(values) else np.nan
-            row[f"{d}_n_common"] = len(shared)
-        row[f"{d}_n_scored"] = len(dim_scores)
-        row[f"{d}_coverage"] = len(dim_scores) / max(resampler.n_sessions, 1)
+                row[f"{d}_{metric}_common_mean"] = (
+                    shared_summary.at[d, f"{metric}_mean"]
+                    if shared_summary is not None and d in shared_summary.index
+                    else np.nan
+                )
+            row[f"{d}_n_common"] = len(shared[0])
+        row[f"{d}_n_scored"] = float(np.mean([len(x) for x in dim_scores]))
+        row[f"{d}_coverage"] = row[f"{d}_n_scored"] / max(resampler.n_sessions, 1)
     return row
 
 
@@ -118,7 +142,11 @@ def paired_columns(
         if only is not None and d not in only:
             result = {"difference": np.nan, "p_value": np.nan}
         else:
-            result = bs.paired_test(bs.scored(scores, d), bs.scored(reference, d), resampler)
+            result = bs.paired_test(
+                [bs.scored(x, d) for x in bs.as_list(scores)],
+                [bs.scored(x, d) for x in bs.as_list(reference)],
+                resampler,
+            )
         row[f"{d}_pearson_diff_vs_{suffix}"] = result["difference"]
         row[f"{d}_pearson_p_vs_{suffix}"] = result["p_value"]
     return row

@@ -94,6 +94,7 @@ class ExampleBuilder:
         granularity: str,
         max_length: int,
         end_of_turn: Sequence[int],
+        answer_tokens: int | None = None,
     ) -> None:
         if variant not in prompts.VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {prompts.VARIANTS}")
@@ -102,6 +103,9 @@ class ExampleBuilder:
         self.variant = variant
         self.units = prompts.units(instrument, granularity)
         self.max_length = max_length
+        # the inference answer budget (max_new_tokens of the variant): the dialogue is cut as
+        # at inference; None: the longest target of the session (older behaviour)
+        self.answer_tokens = answer_tokens
         self.end_of_turn = set(end_of_turn)
         if not self.end_of_turn:
             raise ValueError("the tokenizer and model define no end-of-turn token")
@@ -171,8 +175,9 @@ class ExampleBuilder:
         targets = self.targets(session, rationales)
         # the answer's rendered length: its text plus the template's end-of-turn tokens
         answer_max = max(self.count_tokens(t) for t in targets) + 4
-        budget = self.max_length - self.overhead(session.language) - answer_max
-        dialogue, dropped = prompts.session_dialogue(session, max(budget, 1), self.count_tokens)
+        reserve = answer_max if self.answer_tokens is None else self.answer_tokens
+        budget = prompts.dialogue_budget(self.max_length, self.overhead(session.language), reserve)
+        dialogue, dropped = prompts.session_dialogue(session, budget, self.count_tokens)
         stats.sessions += 1
         stats.truncated_sessions += dropped > 0
         stats.dropped_turns += dropped

@@ -6,6 +6,7 @@
 
 import re
 
+from care.commands.infer import max_new_tokens
 from care.evaluate.runs import VARIANT_PATTERN, evaluation_runs, split_variant, training_overrides
 
 TRAIN_BACKBONES = config.get("backbones", {})
@@ -23,6 +24,8 @@ TRAIN_HP = {k: v for k, v in TRAINING.items() if k not in (*TRAIN_JOB_KEYS, "see
 # A variant directory: rationale | score_only, optionally tagged -seed<N> | -testsel.
 train_hp = lambda variant: as_json({**TRAIN_HP, **training_overrides(variant, TRAINING)})
 base_variant = lambda variant: split_variant(variant)[0]
+# The inference answer budget of a variant: training cuts dialogues to leave room for it.
+answer_tokens = lambda variant: max_new_tokens(config.get("inference", {}), base_variant(variant))
 
 
 # Helpers other rule files may call (lambdas: `snakemake --lint` wants no defs beside rules).
@@ -82,6 +85,7 @@ rule train:
         fold=lambda wc: wc.fold,
         variant=lambda wc: base_variant(wc.variant),
         hp=lambda wc: train_hp(wc.variant),
+        answer_tokens=lambda wc: answer_tokens(wc.variant),
         granularity=config["granularity"],
         max_length=config["max_length"],
         gpus=TRAINING.get("gpus", 0),
@@ -104,7 +108,8 @@ rule train:
         "care train --backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
-        "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "
+        "--max-length {params.max_length} --hp {params.hp} "
+        "--answer-tokens {params.answer_tokens} --checkpoints {params.checkpoints} "
         "--out {output} --gpus {params.gpus} --threads {threads} > {log} 2>&1"
 
 

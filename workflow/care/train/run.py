@@ -50,6 +50,7 @@ class FineTune:
     rationales: Path | None = None
     gpus: int = 0
     threads: int = 1
+    answer_tokens: int | None = None  # inference max_new_tokens: the dialogue's answer budget
 
 
 def validation_settings(hp: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +89,7 @@ def prepare(run: FineTune):
         granularity=run.granularity,
         max_length=run.max_length,
         end_of_turn=load_end_of_turn_ids(run.backbone, tokenizer),
+        answer_tokens=run.answer_tokens,
     )
     rationales = None
     if run.variant == "rationale":
@@ -197,7 +199,7 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
     scored = []
     for c in checkpoints:
         metrics = select.score_checkpoint(
-            c["path"], val, instrument, scorer_args, plan.device, dtype
+            c["path"], val, instrument, scorer_args, plan.device, dtype, run.answer_tokens
         )
         log.info(
             "epoch %s (step %d): validation r %s",

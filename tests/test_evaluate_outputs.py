@@ -320,6 +320,8 @@ def test_human_eval_export_import_summary(tmp_path, runs_and_scores, instrument)
     sheet = human_eval.sample_rows(pred, instrument, n_sessions=3, seed=5)
     assert sheet["session_id"].nunique() == 3
     assert sheet.equals(human_eval.sample_rows(pred, instrument, n_sessions=3, seed=5))
+    # raters judge the rationale without seeing the model's score
+    assert not any("score" in c or "predict" in c for c in sheet.columns)
     corpus = tmp_path / "sessions.jsonl"
     write_jsonl(corpus, sessions)
     dialogues = human_eval.dialogue_rows(

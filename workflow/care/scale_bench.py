@@ -12,7 +12,10 @@ Per stage and size it prints wall time, CPU time (the stage process's own, from
 memory (the process's peak resident set above what it inherited), then the growth factor
 per 4x the corpus. Linear stages grow by about 4 (less while fixed costs dominate); the
 target is at most ``--max-growth`` (4.5). The expert sheet's round trip at the largest size
-is checked against ``--round-trip-s`` (60 s). ``--check`` makes a missed target exit 1.
+(export and import: the reviewer's editing in between is the demo's simulated edits, shown
+on their own line) is checked against ``--round-trip-s`` (60 s) in CPU seconds, which do not
+depend on what else the machine runs; wall seconds are printed beside them. ``--check``
+makes a missed target exit 1.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ PRELOAD = (
     "care.evaluate.logodds",
     "care.evaluate.synthetic",
 )
-ROUND_TRIP = ("sheet export", "simulated edits", "sheet import")
+# What the workflow does around the reviewer; the demo's simulated reviewer is timed apart.
+ROUND_TRIP = ("sheet export", "sheet import")
 # Synthetic runs for metrics and Table 2: (model, kind, noise); the counselor run scores
 # with the counselors' own ratings.
 RUNS = (
@@ -304,11 +308,10 @@ def report(measures: list[Measure], max_growth: float, round_trip_s: float) -> l
     wall = sum(at[s, largest].wall_s for s in ROUND_TRIP if (s, largest) in at)
     cpu = sum(at[s, largest].cpu_s for s in ROUND_TRIP if (s, largest) in at)
     print(
-        f"\nexpert sheet round trip at {largest}x ({sessions[largest]} sessions: export, "
-        f"simulated edits, import): {wall:.1f} s wall, {cpu:.1f} s CPU "
-        f"(target < {round_trip_s:g} s)"
+        f"\nexpert sheet round trip at {largest}x ({sessions[largest]} sessions; export + "
+        f"import): {cpu:.1f} s CPU (target < {round_trip_s:g} s), {wall:.1f} s wall"
     )
-    if wall >= round_trip_s:
-        failures.append(f"sheet round trip at {largest}x: {wall:.1f} s (target < {round_trip_s:g})")
+    if cpu >= round_trip_s:
+        failures.append(f"sheet round trip at {largest}x: {cpu:.1f} s CPU (> {round_trip_s:g})")
     print("targets met" if not failures else "targets missed:\n  " + "\n  ".join(failures))
     return failures

@@ -221,6 +221,21 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
     assert "<table" in out.with_suffix(".html").read_text(encoding="utf-8")
 
 
+def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrument):
+    """Test-fold selection rows (the paper's protocol) sit beside the headline, labelled."""
+    runs, scores, folds, _, _ = runs_and_scores
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    care = runs[2]
+    sensitivity = {**care, "label": f"{care['label']}, test-fold selection (optimistic)",
+                   "selection": "heldout_fold"}
+    frame = tables.table2([runs[0], care, sensitivity], scores, ["goal"], res, "inner_split")
+    rows = frame[frame["headline"]].set_index("label")
+    assert rows.at["CARE (llama)", "selection"] == "inner_split"
+    assert rows.at["CARE (llama), test-fold selection (optimistic)", "selection"] == (
+        "heldout_fold"
+    )
+
+
 def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
     runs, scores, folds, _, _ = runs_and_scores
     res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))

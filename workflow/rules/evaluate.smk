@@ -15,6 +15,10 @@ SCORES = "results/evaluation/{model}/{variant}/scores.parquet"
 TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
 # The headline rows of Tables 2 and 4 use the inference stage's scoring (both are shown).
 HEADLINE_SCORING = config.get("inference", {}).get("scoring", "generated")
+# The scoring checkpoint selection maximised (the notes say if it is not the headline's).
+SELECTION_SCORING = (
+    config.get("training", {}).get("validation", {}).get("scoring", "generated")
+)
 # A table's score files: each run's, a fine-tuned run's seed replicates in order.
 table_scores = lambda runs: [
     SCORES.format(model=r["model"], variant=v)
@@ -110,6 +114,7 @@ rule table2:
         seed=EVAL_SEED,
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
+        selection_scoring=SELECTION_SCORING,
     log:
         "logs/evaluation/table2.log",
     benchmark:
@@ -121,6 +126,7 @@ rule table2:
         "--folds {input.folds} --instrument {input.instrument} "
         "--bootstrap {params.bootstrap} --seed {params.seed} "
         "--selection {params.selection} --headline-scoring {params.scoring} "
+        "--selection-scoring {params.selection_scoring} "
         "--out {output.csv} 2> {log}"
 
 
@@ -150,6 +156,7 @@ rule table4:
         seed=EVAL_SEED,
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
+        selection_scoring=SELECTION_SCORING,
     log:
         "logs/evaluation/table4.log",
     benchmark:
@@ -161,6 +168,7 @@ rule table4:
         "--folds {input.folds} --instrument {input.instrument} "
         "--bootstrap {params.bootstrap} --seed {params.seed} "
         "--selection {params.selection} --headline-scoring {params.scoring} "
+        "--selection-scoring {params.selection_scoring} "
         "--out {output.csv} 2> {log}"
 
 

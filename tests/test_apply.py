@@ -365,6 +365,8 @@ def test_table8_errors_are_clustered_by_client(instrument, corpus):
     assert any("Reference category" in n and "Supporting - Negative" not in n for n in notes)
     assert any("cluster-robust by client" in n for n in notes)
     assert any("model's predicted" in n for n in notes)
+    named = patterns.table_notes(tax, patterns.Regression(), "llama/rationale fold 1", "expected")
+    assert any("(model llama/rationale fold 1, expected scoring)" in n for n in named)
 
 
 def test_table8_files_parse_back(tmp_path, instrument, corpus):

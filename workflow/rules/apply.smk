@@ -99,6 +99,8 @@ if UNLABELED:
             patterns=as_json(APP["patterns"]),
             cov_type=APP["regression"]["cov_type"],
             cluster=APP["regression"]["cluster"],
+            scoring=APP_INFER.get("scoring", "generated"),
+            model=shlex.quote("{backbone}/{variant} fold {fold}".format(**APP["model"])),
         log:
             "logs/application/table8.log",
         conda:
@@ -106,7 +108,8 @@ if UNLABELED:
         shell:
             "care table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
-            "--cluster {params.cluster} --cov-type {params.cov_type} --rates {output.rates} --out {output.csv} 2> {log}"
+            "--cluster {params.cluster} --cov-type {params.cov_type} "
+            "--outcome-scoring {params.scoring} --outcome-model {params.model} --rates {output.rates} --out {output.csv} 2> {log}"
 
 
     rule counselor_digests:

@@ -201,6 +201,7 @@ rule table3:
             else ""
         ),
         spec=as_json(EVAL.get("text_metrics", {})),
+        selection=shlex.quote(RUNS.selection),
     log:
         "logs/evaluation/table3.log",
     conda:
@@ -208,7 +209,7 @@ rule table3:
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
         "--instrument {input.instrument} {params.human} --spec {params.spec} "
-        "--out {output.csv} 2> {log}"
+        "--selection {params.selection} --out {output.csv} 2> {log}"
 
 
 rule table5:

@@ -273,12 +273,22 @@ NOTES = (
 )
 
 
-def table_notes(taxonomy: Taxonomy, regression: Regression) -> list[str]:
-    """The notes under Table 8: significance, the reference category, the standard errors."""
+def table_notes(
+    taxonomy: Taxonomy,
+    regression: Regression,
+    model: str | None = None,
+    scoring: str | None = None,
+) -> list[str]:
+    """The notes under Table 8: significance, the outcome, the reference category, the
+    standard errors."""
     entered = set(taxonomy.predictors)
     reference = [display_name(*p) for p in taxonomy.patterns if p not in entered]
+    source = ", ".join(
+        x for x in (model and f"model {model}", scoring and f"{scoring} scoring") if x
+    )
     return [
-        *NOTES,
+        *NOTES[:-1],
+        NOTES[-1][:-1] + (f" ({source})." if source else "."),
         "Reference category (rates left out; a session's rates sum to 1): "
         + (", ".join(reference) or "none") + ".",
         f"Standard errors: {regression.describe()}.",

@@ -58,6 +58,8 @@ def register(subparsers) -> None:
                    help="cluster-robust standard errors by this grouping (none: --cov-type)")
     p.add_argument("--cov-type", default="nonrobust",
                    help="statsmodels covariance without clustering (nonrobust, HC3, ...)")
+    p.add_argument("--outcome-scoring", help="the predictions' scoring (for the table note)")
+    p.add_argument("--outcome-model", help="the model that made the predictions (note)")
     p.add_argument("--rates", help="also write the per-session pattern rates (CSV)")
     p.add_argument("--out", required=True, help="table8.csv (.md and .tex beside it)")
     p.set_defaults(func=run_table8)
@@ -160,7 +162,7 @@ def run_table8(args) -> int:
     table = regress(rates, scores, instrument, taxonomy, regression)
     if args.rates:
         write_table(args.rates, rates, float_format="%.6f")
-    notes = table_notes(taxonomy, regression)
+    notes = table_notes(taxonomy, regression, args.outcome_model, args.outcome_scoring)
     write_table8(table, instrument, args.out, _language(sessions), notes)
     log.info("Table 8 written: %s", Path(args.out).with_suffix(".md"))
     return 0

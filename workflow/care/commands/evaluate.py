@@ -83,6 +83,7 @@ def register(subparsers) -> None:
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
     p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    p.add_argument("--selection", default="unknown", help="checkpoint selection of the runs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table3)
 
@@ -352,7 +353,8 @@ def _table3(args) -> None:
     from care.evaluate.textmetrics import TextMetricSpec
 
     notes = [
-        "Generated vs expert rationales of the held-out folds; mean ± sd over folds; 0-1.",
+        "Generated vs expert rationales of the held-out folds; mean ± sd over folds; 0-1. "
+        f"Fine-tuned checkpoints selected on: {args.selection}.",
         *TextMetricSpec.from_config(args.spec).describe(),
     ]
     if human is not None:

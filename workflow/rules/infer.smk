@@ -66,6 +66,7 @@ rule infer_finetuned:
     threads: INFER.get("threads", 1)
     resources:
         gpu=INFER.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
         cpus_per_task=INFER.get("threads", 1),
         mem_mb=INFER.get("mem_mb", 4000),
         runtime=INFER.get("runtime", 60),
@@ -105,6 +106,7 @@ rule infer_zero_shot:
     threads: INFER.get("threads", 1)
     resources:
         gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
         cpus_per_task=INFER.get("threads", 1),
         mem_mb=lambda wc: ZERO_SHOT[wc.baseline].get("mem_mb", INFER.get("mem_mb", 4000)),
         runtime=lambda wc: ZERO_SHOT[wc.baseline].get("runtime", INFER.get("runtime", 60)),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from care.infer.decoding import Decoding
 from care.instrument import Instrument
 from care.prompts import (
     build_messages,
@@ -310,6 +311,7 @@ class Scorer:
         self.granularity = granularity
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        self.decoding = Decoding(max_new_tokens)
         self.batch_size = max(1, batch_size)
         self.language = language
         self.scoring = scoring
@@ -356,8 +358,7 @@ class Scorer:
             {
                 "backend": self.backend,
                 "model": self.fingerprint,
-                "max_new_tokens": self.max_new_tokens,
-                "greedy": True,
+                "decoding": self.decoding.record(),
             },
             sort_keys=True,
         )

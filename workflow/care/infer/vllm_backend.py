@@ -20,6 +20,10 @@ class VLLMScorer(Scorer):
     """Score sessions with vLLM on ``tensor_parallel_size`` GPUs."""
 
     backend = "vllm"
+    # Prompts handed to vLLM per generate call: a whole fold (~1,900 prompts) at once, so
+    # its scheduler batches and prefix-caches across sessions; the answer cache is written
+    # after each call. (``batch_size`` is the hf backend's forward batch, not used here.)
+    prompts_per_call = 4096
 
     def __init__(
         self,
@@ -89,15 +93,8 @@ class VLLMScorer(Scorer):
         }
 
     def sampling_args(self) -> dict:
-        """Keyword arguments for ``vllm.SamplingParams``: greedy, label logprobs, our stops."""
-        return {
-            "temperature": 0.0,
-            "max_tokens": self.max_new_tokens,
-            "logprobs": self.top_logprobs,
-            "stop_token_ids": self.eos_ids,
-            "skip_special_tokens": True,
-            "seed": self.seed,
-        }
+        """Keyword arguments for ``vllm.SamplingParams``: the decoding settings in full."""
+        return self.decoding.sampling_args(self.eos_ids, self.top_logprobs, self.seed)
 
     @property
     def llm(self):
@@ -110,6 +107,9 @@ class VLLMScorer(Scorer):
                 ) from exc
             self._llm = LLM(**self.engine_args())
         return self._llm
+
+    def sessions_per_group(self) -> int:
+        return max(1, self.prompts_per_call // len(self.units))
 
     # ------------------------------------------------------------------ generation
     def generate_group(self, prompts):

@@ -17,7 +17,10 @@ from care.infer.decoding import Decoding
 from care.infer.hf import HFScorer
 from care.infer.vllm_backend import VLLMScorer
 
-from tests.test_infer import model_dir, sessions, texts  # noqa: F401 (fixtures)
+from tests import test_infer
+
+# fixtures shared with tests/test_infer.py
+model_dir, sessions, texts = test_infer.model_dir, test_infer.sessions, test_infer.texts
 
 # A checkpoint's own generation defaults, the kind Qwen2.5 and others ship.
 CHECKPOINT_DEFAULTS = {

@@ -16,6 +16,7 @@ import sys
 
 from care import __version__, commands
 from care.errors import CareInputError
+from care.versions import VersionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except CareInputError as exc:
         print(f"care {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except VersionError as exc:
+        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ if UNLABELED:
             mem_mb=APP_INFER.get("mem_mb", 4000),
             runtime=APP_INFER.get("runtime", 60),
         conda:
-            CARE_ENV
+            infer_env(APP_INFER.get("backend", "hf"))
         shell:
             "care predict --backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "

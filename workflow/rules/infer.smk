@@ -74,7 +74,7 @@ rule infer_finetuned:
     log:
         "logs/infer/{backbone}/{variant}/fold{fold}.log",
     conda:
-        CARE_ENV
+        infer_env(INFER.get("backend", "hf"))
     shell:
         "care infer model --backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} --fold {params.fold} "
@@ -114,7 +114,7 @@ rule infer_zero_shot:
     log:
         "logs/infer/{baseline}/zero_shot/fold{fold}.log",
     conda:
-        CARE_ENV
+        lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
     shell:
         "care infer model --backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "

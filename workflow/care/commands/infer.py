@@ -70,6 +70,10 @@ def max_new_tokens(settings: dict, prompt_variant: str) -> int:
 
 def build_scorer(args, instrument):
     """The scorer the arguments ask for (also used by ``care apply predict``)."""
+    from care.versions import require
+
+    if args.backend in ("hf", "vllm"):
+        require(args.backend)  # before the model loads
     settings = args.settings
     prompt_variant = getattr(args, "prompt_variant", None) or args.variant
     common = dict(

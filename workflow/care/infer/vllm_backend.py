@@ -1,11 +1,12 @@
 """The vLLM backend (GPU): greedy decoding with automatic prefix caching.
 
-The optional extra ``pip install care-alliance[vllm]``; vLLM is imported only when this
-backend runs. Prompts are rendered to token ids by the same code as the ``hf`` backend and
-handed to vLLM as token prompts, so both backends see identical inputs; vLLM's prefix cache
-reuses the KV blocks of a session's shared system message + dialogue across its items.
-Scale-label probabilities come from the top ``logprobs`` at each generated position (labels
-outside the top k count as probability 0 before renormalising).
+vLLM runs in its own environment (``envs/vllm.yaml``: it pins its own torch and
+transformers); it is imported only when this backend runs. Prompts are rendered to token
+ids by the same code as the ``hf`` backend and handed to vLLM as token prompts, so both
+backends see identical inputs; vLLM's prefix cache reuses the KV blocks of a session's
+shared system message + dialogue across its items. Scale-label probabilities come from the
+top ``logprobs`` at each generated position (labels outside the top k count as
+probability 0 before renormalising).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class VLLMScorer(Scorer):
                 from vllm import LLM
             except ImportError as exc:
                 raise RuntimeError(
-                    "the vllm backend needs vLLM: pip install 'care-alliance[vllm]'"
+                    "the vllm backend needs vLLM: use its environment, envs/vllm.yaml"
                 ) from exc
             self._llm = LLM(**self.engine_args())
         return self._llm

@@ -160,9 +160,9 @@ def device_peak(name: str) -> float | None:
 
 
 def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
-    from care import WORKFLOW_DIR
+    from care.resources import resource_path
 
-    config = json.loads((WORKFLOW_DIR / "deepspeed" / f"zero{stage}.json").read_text())
+    config = json.loads(resource_path("deepspeed", f"zero{stage}.json").read_text())
     config.update(
         train_micro_batch_size_per_gpu=args.batch_size,
         gradient_accumulation_steps=1,

@@ -23,8 +23,22 @@ BACKBONE_PATTERN = "|".join(map(re.escape, BACKBONE_NAMES)) or "(?!)"
 ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
+ZERO_SHOT_PROMPT = BASELINES.get("prompt_variant", "rationale")
+# max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
+# which for the rationale format needs the rationales.
+_zs_budget = lambda b: b.get("max_new_tokens", INFER.get("max_new_tokens", "auto"))
+ZERO_SHOT_MEASURES = {
+    name: ZERO_SHOT_PROMPT == "rationale"
+    and (_zs_budget(b).get(ZERO_SHOT_PROMPT, "auto") if isinstance(_zs_budget(b), dict)
+         else _zs_budget(b)) == "auto"
+    for name, b in ZERO_SHOT.items()
+}
 ZERO_SHOT_INPUTS = {
-    name: {**INFER_INPUTS, **({"model": model_input(b["path"])} if b["backend"] != "openai" else {})}
+    name: {
+        **INFER_INPUTS,
+        **({"model": model_input(b["path"])} if b["backend"] != "openai" else {}),
+        **({"rationales": "results/rationales.parquet"} if ZERO_SHOT_MEASURES[name] else {}),
+    }
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_SETTINGS = {
@@ -97,7 +111,10 @@ rule infer_zero_shot:
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
         model=lambda wc: ZERO_SHOT_MODEL_ARG[wc.baseline],
-        prompt_variant=BASELINES.get("prompt_variant", "rationale"),
+        prompt_variant=ZERO_SHOT_PROMPT,
+        rationales=lambda wc, input: (
+            f"--rationales {input.rationales}" if ZERO_SHOT_MEASURES[wc.baseline] else ""
+        ),
         settings=lambda wc: ZERO_SHOT_SETTINGS[wc.baseline],
         granularity=config["granularity"],
         max_length=config["max_length"],
@@ -121,7 +138,8 @@ rule infer_zero_shot:
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "
         "--threads {threads} --sessions {input.sessions} --instrument {input.instrument} "
-        "--folds {input.folds} --cache {params.answers} --out {output.parquet} 2> {log}"
+        "--folds {input.folds} {params.rationales} --cache {params.answers} "
+        "--out {output.parquet} 2> {log}"
 
 
 rule counselor_baseline:

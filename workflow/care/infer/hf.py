@@ -104,6 +104,11 @@ class HFScorer(Scorer):
         self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
         neutral_model_defaults(model, self.generation_config)
 
+    def set_max_new_tokens(self, value: int) -> None:
+        super().set_max_new_tokens(value)
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(self.model, self.generation_config)
+
     @classmethod
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
         """Load a model directory (HF format, tokenizer included) and build a scorer on it."""

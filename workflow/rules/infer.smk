@@ -27,17 +27,20 @@ ZERO_SHOT_PROMPT = BASELINES.get("prompt_variant", "rationale")
 # max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
 # which for the rationale format needs the rationales.
 _zs_budget = lambda b: b.get("max_new_tokens", INFER.get("max_new_tokens", "auto"))
+_zs_pick = lambda v: v.get(ZERO_SHOT_PROMPT, "auto") if isinstance(v, dict) else v
 ZERO_SHOT_MEASURES = {
-    name: ZERO_SHOT_PROMPT == "rationale"
-    and (_zs_budget(b).get(ZERO_SHOT_PROMPT, "auto") if isinstance(_zs_budget(b), dict)
-         else _zs_budget(b)) == "auto"
+    name: ZERO_SHOT_PROMPT == "rationale" and _zs_pick(_zs_budget(b)) == "auto"
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_INPUTS = {
     name: {
         **INFER_INPUTS,
         **({"model": model_input(b["path"])} if b["backend"] != "openai" else {}),
-        **({"rationales": "results/rationales.parquet"} if ZERO_SHOT_MEASURES[name] else {}),
+        **(
+            {"rationales": "results/rationales.parquet"}
+            if ZERO_SHOT_MEASURES[name]
+            else {}
+        ),
     }
     for name, b in ZERO_SHOT.items()
 }

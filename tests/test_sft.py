@@ -203,3 +203,18 @@ def test_training_and_inference_cut_a_dialogue_alike(tiny_backbones, instrument,
         o.input_ids[: o.prompt_tokens] != list(prompts[(o.session_id, tuple(o.items))].ids)
         for o in old
     )
+
+
+def test_auto_answer_budget_is_the_limit_inference_reads(tiny_backbones, instrument, sessions):
+    """answer_tokens="auto" reserves answer_token_limit of the training answers: the number
+    selection.json records and inference's max_new_tokens: auto reads."""
+    from care.sft import answer_token_limit
+
+    full = builder(tiny_backbones["llama"], instrument, "score_only")
+    auto = ExampleBuilder(
+        full.tokenizer, instrument, variant="score_only", granularity="item", max_length=1024,
+        end_of_turn=full.end_of_turn, answer_tokens="auto",
+    )
+    _, stats = build_examples(auto, sessions[:3], None)
+    assert auto.answer_tokens == stats.as_dict()["answer_token_limit"]
+    assert auto.answer_tokens == answer_token_limit([stats.max_answer_tokens])

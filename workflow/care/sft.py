@@ -34,6 +34,36 @@ from care.sessions import Session
 
 IGNORE = -100
 SELECTIONS = ("inner_split", "heldout_fold")
+#: ``max_new_tokens: auto``: the longest training answer times this, plus this many tokens.
+ANSWER_MARGIN = (1.25, 8)
+#: Above this share of cut answers (or of sessions whose dialogue lost turns) the log warns.
+TRUNCATION_WARN_SHARE = 0.01
+
+
+def answer_token_limit(answer_tokens: Iterable[int]) -> int:
+    """The answer budget (``max_new_tokens``) that fits every training answer with a margin.
+
+    ``answer_tokens`` are the training answers' lengths in the model's tokens (labelled
+    tokens: the answer and its end-of-turn token), so a fine-tuned model that answers as
+    it was taught is never cut; the margin covers a somewhat longer rationale.
+    """
+    factor, extra = ANSWER_MARGIN
+    longest = max(answer_tokens, default=0)
+    return math.ceil(longest * factor) + extra
+
+
+def target_token_lengths(count_tokens, instrument, sessions, rationales, variant, granularity):
+    """The training answers' lengths (:func:`care.prompts.format_target`, + end of turn) in a
+    model's tokens, for a model not fine-tuned here (a zero-shot baseline's ``auto``)."""
+    out = []
+    for s in sessions:
+        if not s.client_ratings:
+            continue
+        for unit in prompts.units(instrument, granularity):
+            texts = {i: rationales[(s.session_id, i)] for i in unit} if rationales else None
+            target = prompts.format_target(unit, s.client_ratings, texts, variant, s.language)
+            out.append(count_tokens(target) + 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -65,6 +95,7 @@ class SFTStats:
     tokens: int = 0
     answer_tokens: int = 0
     max_tokens: int = 0
+    max_answer_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -79,7 +110,23 @@ class SFTStats:
             "answer_tokens": self.answer_tokens,
             "mean_tokens": round(mean, 2),
             "max_tokens": self.max_tokens,
+            "max_answer_tokens": self.max_answer_tokens,
+            "answer_token_limit": answer_token_limit([self.max_answer_tokens]),
         }
+
+    def warn_truncation(self, log, what: str) -> None:
+        """Warn when more than a small share of sessions or examples lost something."""
+        share = self.truncated_sessions / self.sessions if self.sessions else 0.0
+        if share > TRUNCATION_WARN_SHARE:
+            log.warning(
+                "%s: %d of %d sessions (%.0f%%) lost %d dialogue turns to max_length",
+                what, self.truncated_sessions, self.sessions, 100 * share, self.dropped_turns,
+            )
+        if self.dropped_examples:
+            log.warning(
+                "%s: %d examples do not fit max_length even with the dialogue cut: left out",
+                what, self.dropped_examples,
+            )
 
 
 class ExampleBuilder:
@@ -94,7 +141,7 @@ class ExampleBuilder:
         granularity: str,
         max_length: int,
         end_of_turn: Sequence[int],
-        answer_tokens: int | None = None,
+        answer_tokens: int | str | None = None,
     ) -> None:
         if variant not in prompts.VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {prompts.VARIANTS}")
@@ -104,7 +151,9 @@ class ExampleBuilder:
         self.units = prompts.units(instrument, granularity)
         self.max_length = max_length
         # the inference answer budget (max_new_tokens of the variant): the dialogue is cut as
-        # at inference; None: the longest target of the session (older behaviour)
+        # at inference. "auto": the budget inference derives from these training answers
+        # (answer_token_limit), resolved by build_examples; None: the longest target of the
+        # session (older behaviour)
         self.answer_tokens = answer_tokens
         self.end_of_turn = set(end_of_turn)
         if not self.end_of_turn:
@@ -203,8 +252,22 @@ class ExampleBuilder:
             )
             stats.examples += 1
             stats.tokens += len(ids)
-            stats.answer_tokens += sum(1 for v in labels if v != IGNORE)
+            answer_tokens = sum(1 for v in labels if v != IGNORE)
+            stats.answer_tokens += answer_tokens
+            stats.max_answer_tokens = max(stats.max_answer_tokens, answer_tokens)
             stats.max_tokens = max(stats.max_tokens, len(ids))
+        return out
+
+    def answer_lengths(self, sessions: Iterable[Session], rationales: dict | None) -> list[int]:
+        """Every training answer's labelled length (answer and end of turn), in tokens."""
+        out = []
+        for session in sessions:
+            for unit, target in zip(self.units, self.targets(session, rationales), strict=True):
+                messages = prompts.build_messages(
+                    self.instrument, unit, self.variant, session.language, ""
+                )
+                labels = self.answer_labels(self.render(messages, target)[1])
+                out.append(sum(1 for v in labels if v != IGNORE))
         return out
 
     def answer_labels(self, answer_ids: list[int]) -> list[int]:
@@ -223,6 +286,9 @@ def build_examples(
 ) -> tuple[list[Example], SFTStats]:
     stats = SFTStats()
     examples = []
+    sessions = list(sessions)
+    if builder.answer_tokens == "auto":  # the budget inference will read from selection.json
+        builder.answer_tokens = answer_token_limit(builder.answer_lengths(sessions, rationales))
     for session in sessions:
         examples.extend(builder.session_examples(session, rationales, stats))
     return examples, stats

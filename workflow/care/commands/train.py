@@ -34,9 +34,9 @@ def _data_args(p) -> None:
     p.add_argument("--hp", type=json_arg, required=True, help="JSON: the training section")
     p.add_argument(
         "--answer-tokens",
-        type=int,
-        help="the inference answer budget (max_new_tokens of the variant): dialogues are cut "
-        "to leave room for it, as at inference",
+        type=lambda v: v if v == "auto" else int(v),
+        help="the inference answer budget (max_new_tokens of the variant, or auto): dialogues "
+        "are cut to leave room for it, as at inference",
     )
 
 
@@ -85,6 +85,9 @@ def _finetune(args, **extra):
 def train(args) -> int:
     from pathlib import Path
 
+    from care.versions import require
+
+    require("train")  # before any work: an untested library fails hours later otherwise
     from care.train.run import finetune
 
     record = finetune(

@@ -50,16 +50,21 @@ class FineTune:
     rationales: Path | None = None
     gpus: int = 0
     threads: int = 1
-    answer_tokens: int | None = None  # inference max_new_tokens: the dialogue's answer budget
+    answer_tokens: int | str | None = None  # inference max_new_tokens (or auto): the answer budget
 
 
-def validation_settings(hp: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "max_new_tokens": 64,
+def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
+    """The ``training.validation`` settings; ``max_new_tokens: auto`` (the default) is what
+    the training answers need (:func:`care.sft.answer_token_limit`, from ``stats``)."""
+    settings = {
+        "max_new_tokens": "auto",
         "batch_size": 48,
         "scoring": "generated",
         **hp.get("validation", {}),
     }
+    if settings["max_new_tokens"] == "auto" and stats is not None:
+        settings["max_new_tokens"] = stats.as_dict()["answer_token_limit"]
+    return settings
 
 
 def prepare(run: FineTune):
@@ -169,6 +174,7 @@ def finetune(run: FineTune) -> dict[str, Any]:
         len(val),
         stats.as_dict(),
     )
+    stats.warn_truncation(log, f"fold {run.fold} training examples")
     job = stage_checkpoint_dir(run, examples, plan)
     launch(plan, job, run.checkpoint_dir / "job.json")
     trained = time.perf_counter()
@@ -181,12 +187,13 @@ def finetune(run: FineTune) -> dict[str, Any]:
 
 
 def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_directory):
+    from care.infer.decoding import Decoding
     from care.train import select
 
     checkpoints = select.epoch_checkpoints(run.checkpoint_dir)
     if not checkpoints:
         raise RuntimeError(f"training wrote no checkpoint under {run.checkpoint_dir}")
-    settings = validation_settings(run.hp)
+    settings = validation_settings(run.hp, stats)
     dtype = "bfloat16" if _bf16(run.hp, plan) else "float32"
     scorer_args = {
         "variant": run.variant,
@@ -196,10 +203,15 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
         "batch_size": settings["batch_size"],
         "scoring": settings["scoring"],
     }
+    # the dialogue leaves room for the inference answer budget (auto: what inference reads
+    # from selection.json), as the training examples did
+    reserve = run.answer_tokens
+    if reserve == "auto":
+        reserve = stats.as_dict()["answer_token_limit"]
     scored = []
     for c in checkpoints:
         metrics = select.score_checkpoint(
-            c["path"], val, instrument, scorer_args, plan.device, dtype, run.answer_tokens
+            c["path"], val, instrument, scorer_args, plan.device, dtype, reserve
         )
         log.info(
             "epoch %s (step %d): validation r %s",
@@ -228,6 +240,7 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
             for s in scored
         ],
         "sft": stats.as_dict(),
+        "validation_decoding": Decoding(settings["max_new_tokens"]).record(),
         "ranks": plan.ranks,
         "device": plan.device,
     }

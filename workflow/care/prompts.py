@@ -111,8 +111,18 @@ class PromptTemplates:
             path = self.directory / f"{name}.en.txt"
         return Template(path.read_text(encoding="utf-8").rstrip("\n"))
 
-    def system(self, language: str) -> str:
-        return self.load("system", language).template
+    def system(self, language: str, instrument: Instrument) -> str:
+        """The system message, naming what the instrument measures and its title."""
+        return self.load("system", language).safe_substitute(instrument_slots(instrument, language))
+
+
+def instrument_slots(instrument: Instrument, language: str) -> dict[str, str]:
+    """The instrument's texts for a template's ``${title}``, ``${construct}``, ..."""
+    return {
+        "title": instrument.display_title(language),
+        "construct": instrument.construct_text(language),
+        "rating_meaning": instrument.rating_text(language),
+    }
 
 
 def scale_text(instrument: Instrument, language: str) -> str:
@@ -175,7 +185,7 @@ def build_messages(
         answer_format=answer_format(instrument, item_ids, variant, language),
     )
     return [
-        {"role": "system", "content": templates.system(language)},
+        {"role": "system", "content": templates.system(language, instrument)},
         {"role": "user", "content": user},
     ]
 

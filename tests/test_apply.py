@@ -19,8 +19,8 @@ import pytest
 from care.apply import digest, patterns, predict, profiles, session_report
 from care.corpus import CorpusSpec, generate
 from care.errors import CareInputError
-from care.names import file_stem
 from care.io import write_jsonl
+from care.names import file_stem
 from scipy import stats
 
 from .conftest import REPO

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CareInputError as exc:
-        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"care {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

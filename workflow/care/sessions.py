@@ -61,6 +61,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 ID_FIELDS = ("session_id", "client_id", "counselor_id")
+RATING_FIELDS = ("client_ratings.", "counselor_ratings.")
 
 
 def _schema_error(path: Path, line: int, record: object) -> CareInputError | None:
@@ -82,7 +83,7 @@ def _schema_error(path: Path, line: int, record: object) -> CareInputError | Non
         msg = f"unknown speaker {err.instance!r} (expected one of {list(SPEAKERS)})"
     elif err.validator == "minItems" and field_path == "turns":
         msg = "a session needs at least one turn"
-    elif err.validator == "type" and field_path.startswith(("client_ratings.", "counselor_ratings.")):
+    elif err.validator == "type" and field_path.startswith(RATING_FIELDS):
         msg = (
             f"rating {err.instance!r} is not a number: write it without quotes; ratings are "
             "never read from text, which may hide a label, a typo or a decimal comma "
@@ -127,7 +128,8 @@ def _check_record(path: Path, line: int, rec: dict) -> None:
     for name in ID_FIELDS:
         problem = id_problem(rec[name])
         if problem:
-            raise CareInputError(path, f"{problem}: {rec[name]!r}", line=line, field=name)
+            shown = rec[name] if len(rec[name]) <= 40 else rec[name][:40] + "..."
+            raise CareInputError(path, f"{problem}: {shown!r}", line=line, field=name)
     for n, turn in enumerate(rec["turns"]):
         if not turn["text"].strip():
             raise CareInputError(path, "a turn's text is blank", line=line,

@@ -54,6 +54,7 @@ rule infer_finetuned:
         variant="rationale|score_only",
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.backbone,
         variant=lambda wc: wc.variant,
         fold=lambda wc: wc.fold,
@@ -75,7 +76,8 @@ rule infer_finetuned:
     conda:
         CARE_ENV
     shell:
-        "care infer model --backend {params.backend} --model-path {input.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} --fold {params.fold} "
         "--granularity {params.granularity} --max-length {params.max_length} "
         "--settings {params.settings} --gpus {params.gpus} --threads {threads} "
@@ -92,6 +94,7 @@ rule infer_zero_shot:
         baseline=ZERO_SHOT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.baseline,
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
@@ -114,7 +117,8 @@ rule infer_zero_shot:
     conda:
         CARE_ENV
     shell:
-        "care infer model --backend {params.backend} {params.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "

@@ -26,7 +26,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="session table (tsv) to write when the corpus is valid")
     p.add_argument("--max-errors", type=int, default=20,
                    help="report up to this many errors before stopping (default 20)")
-    p.add_argument("--prompts", help="prompt directory: warn about languages it lacks")
     p.add_argument("--summary", action="store_true",
                    help="print counts: sessions, ratings per item, labels, dialogue lengths")
     p.add_argument("--tokenizer", help="--summary: dialogue length in this tokenizer's tokens")
@@ -90,7 +89,7 @@ def validate(args) -> int:
     instrument = load_instrument(args.instrument)
     check = check_corpus(
         args.sessions, instrument, labeled=not args.unlabeled, max_errors=args.max_errors,
-        languages=_prompt_languages(args.prompts) if args.prompts else None,
+        languages=_prompt_languages(),
     )
     for warning in check.warnings:
         log.warning("%s: %s", args.sessions, warning)
@@ -113,10 +112,11 @@ def validate(args) -> int:
     return 0
 
 
-def _prompt_languages(directory: str) -> set[str]:
-    from pathlib import Path
+def _prompt_languages() -> set[str]:
+    """Languages the scoring prompts exist in (`care --prompts DIR`, else the shipped ones)."""
+    from care.prompts import prompt_dir
 
-    return {p.suffixes[0][1:] for p in Path(directory).glob("score.*.txt")}
+    return {p.suffixes[0][1:] for p in prompt_dir().glob("score.*.txt")}
 
 
 def _summary(sessions, instrument, tokenizer: str | None) -> str:

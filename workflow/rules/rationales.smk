@@ -17,7 +17,7 @@ rule draft_rationales:
     output:
         RAT_DRAFTS,
     params:
-        prompts=PROMPTS,
+        prompts=lambda wc, input: PROMPTS,  # the inputs' directory
         backend=RAT_BACKEND,
         spec=as_json(RAT.get(RAT_BACKEND, {})),
         max_new_tokens=RAT.get("max_new_tokens", 256),

@@ -40,11 +40,14 @@ def file_stem(value: str) -> str:
     """A file name stem for an id: safe in any directory, on any OS, unique per id.
 
     ``[A-Za-z0-9._-]`` characters are kept (others become ``_``), leading dots are dropped,
-    the result is cut to 60 characters; when any of that changed the id, or the id is a
-    Windows device name, ``-`` and 8 hex digits of its SHA-256 are appended.
+    the result is cut to 60 characters, and a Windows device name (``con``, ``nul.txt``) gets
+    a leading ``_``; when any of that changed the id, ``-`` and 8 hex digits of its SHA-256
+    are appended.
     """
     stem = _UNSAFE.sub("_", value).lstrip(".")[:_STEM_CHARS]
-    if stem == value and stem.split(".")[0].lower() not in _RESERVED:
+    if stem.split(".")[0].lower() in _RESERVED:
+        stem = "_" + stem  # Windows ignores what follows the first dot: "nul.txt" is NUL
+    if stem == value:
         return stem
     digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:8]
     return f"{stem or 'id'}-{digest}"

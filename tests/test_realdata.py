@@ -350,10 +350,13 @@ def test_a_user_config_stands_alone(tmp_path, small_corpus):
     """No demo rule, file or key in a run with a user's config (--configfile, or a profile)."""
     work = copy_workflow(tmp_path)
     path, _, _ = small_corpus
+    checkpoint = tmp_path / "checkpoint"  # a local model directory (only its config is read)
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     (work / "my.yaml").write_text(yaml.safe_dump({
         "data": {"sessions": str(path), "unlabeled": None},
         "variants": ["score_only"],
-        "backbones": {"m": {"path": "/models/some-checkpoint"}},
+        "backbones": {"m": {"path": str(checkpoint)}},
         "rationales": {"edited_sheet": "edited.xlsx"},
     }))
     for args in (["results/table2.csv", "--configfile", "my.yaml"],

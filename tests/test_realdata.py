@@ -174,7 +174,7 @@ def test_validate_reports_every_error_with_line_and_field(tmp_path, small_corpus
     want = [(1, "client_ratings.3", "is not a number: write it without quotes"),
             (2, "client_ratings.4", "not an integer"),
             (3, "turns.1.text", "blank"),
-            (4, "turns", "no counselor turn"),
+            (4, "turns", "no counselor turns"),
             (5, "session_id", "control characters")]
     assert len(lines) == len(want), done.stderr
     for line, (n, field, text) in zip(lines, want, strict=True):

@@ -136,7 +136,7 @@ def _check_record(path: Path, line: int, rec: dict) -> None:
                                  field=f"turns.{n}.text")
     if not any(t["speaker"] == "counselor" for t in rec["turns"]):
         raise CareInputError(
-            path, "the session has no counselor turn: there is no alliance to rate",
+            path, "the session has no counselor turns: there is no alliance to rate",
             line=line, field="turns",
         )
 

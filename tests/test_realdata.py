@@ -371,3 +371,86 @@ def test_a_user_config_stands_alone(tmp_path, small_corpus):
     (profile / "config.yaml").write_text("configfile: my.yaml\n")
     dry = run_snakemake(work, "-n", "--profile", "myprofile", "results/table2.csv")
     assert dry.returncode == 0 and "results/demo" not in dry.stdout + dry.stderr
+
+
+# --------------------------------------------------------------------------- degenerate cases
+
+
+def one_dimension_instrument(tmp_path) -> Path:
+    inst = yaml.safe_load((REPO / "workflow/instruments/wai_sr.yaml").read_text())
+    items = [i["id"] for i in inst["items"]]
+    inst["dimensions"] = [{"id": "overall", "name": {"en": "Overall"}, "items": items}]
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(inst, allow_unicode=True))
+    return path
+
+
+def test_table5_with_one_dimension_says_why_it_is_empty(tmp_path, small_corpus):
+    path, records, refs = small_corpus
+    inst = one_dimension_instrument(tmp_path)
+    table = tmp_path / "sessions.tsv"
+    assert care("validate", "--sessions", path, "--instrument", inst, "--out", table
+                ).returncode == 0
+    pd.DataFrame({"session_id": [r["session_id"] for r in refs],
+                  "item_id": [r["item_id"] for r in refs],
+                  "final": [r["rationale"] for r in refs]}).to_parquet(tmp_path / "r.parquet")
+    done = care("evaluate", "table5", "--expert", tmp_path / "r.parquet", "--sessions-table",
+                table, "--instrument", inst, "--out", tmp_path / "table5.csv")
+    assert done.returncode == 0, done.stderr
+    md = (tmp_path / "table5.md").read_text()
+    assert "has a single dimension" in md and "other two" not in md
+
+
+def test_figure2_with_one_counselor_says_so(tmp_path, instrument, hostile_corpus, caplog):
+    from care.apply.profiles import figure2
+
+    scores = hostile_corpus["scores"].assign(counselor_id="unknown")
+    with caplog.at_level("WARNING"):
+        profiles = figure2(scores, instrument, stem=tmp_path / "figure2", table=None,
+                           min_sessions=1)
+    assert "one counselor" in caplog.text and (tmp_path / "figure2.png").stat().st_size > 0
+    assert profiles["counselor_id"].nunique() == 2  # the corpus and its one counselor
+
+
+def test_table8_without_reaction_labels_is_a_note_not_an_error(tmp_path, instrument,
+                                                              hostile_corpus):
+    from care.apply.patterns import Taxonomy, pattern_rates, regress, write_table8
+
+    from .test_apply import TAXONOMY
+
+    records = json.loads(json.dumps(hostile_corpus["records"]))
+    for r in records:
+        for t in r["turns"]:
+            t.pop("reaction", None)
+    path = tmp_path / "c.jsonl"
+    write_jsonl(path, records)
+    sessions = predict.load_corpus(path, instrument)
+    taxonomy = Taxonomy.from_config(TAXONOMY)
+    table = regress(pattern_rates(sessions, taxonomy, path), hostile_corpus["scores"],
+                    instrument, taxonomy)
+    assert table["coef"].isna().all() and (table["n_sessions"] == 0).all()
+    write_table8(table, instrument, tmp_path / "table8.csv")
+    assert "no labeled exchanges" in (tmp_path / "table8.md").read_text()
+
+
+def test_locked_sheet_column_edits_are_logged(tmp_path, hostile_corpus, caplog):
+    c = hostile_corpus
+    inst = REPO / "workflow/instruments/wai_sr.yaml"
+    assert care("rationales", "draft", "--sessions", c["path"], "--instrument", inst,
+                "--backend", "extractive", "--cache-dir", tmp_path / "cache",
+                "--out", tmp_path / "d.jsonl").returncode == 0
+    assert care("rationales", "export", "--drafts", tmp_path / "d.jsonl", "--sessions",
+                c["path"], "--instrument", inst, "--out", tmp_path / "s.xlsx").returncode == 0
+    from openpyxl import load_workbook
+
+    wb = load_workbook(tmp_path / "s.xlsx")
+    ws = wb["rationales"]
+    head = [cell.value for cell in ws[1]]
+    ws.cell(row=3, column=head.index("draft") + 1, value="my edit, in the wrong column")
+    wb.save(tmp_path / "edited.xlsx")
+    with caplog.at_level("WARNING"):
+        done = care("rationales", "import", "--sheet", tmp_path / "edited.xlsx", "--drafts",
+                    tmp_path / "d.jsonl", "--instrument", inst, "--out", tmp_path / "r.parquet")
+    assert done.returncode == 0, done.stderr
+    assert "row 3" in caplog.text or ":3" in caplog.text
+    assert "locked column 'draft' was edited" in caplog.text

@@ -195,3 +195,18 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
     for k in (1, 2):
         preds = pd.read_parquet(work / f"results/predictions/mini/rationale/fold{k}.parquet")
         assert set(preds["item_id"]) == set(ITEMS)
+        # one epoch on 4 sessions teaches a random-init model no answer format: Table 2 then
+        # shows dashes and "Scored 0%", which is what the coverage files say
+        coverage = json.loads((work / f"results/predictions/mini/rationale/fold{k}.coverage.json"
+                               ).read_text())
+        assert coverage["rows"] == len(preds) and coverage["sessions"] == 6
+
+    # the same corpus under a one-dimension instrument: another instrument is a config edit
+    inst = yaml.safe_load((work / "data/instrument.yaml").read_text(encoding="utf-8"))
+    inst["dimensions"] = [{"id": "overall", "items": list(ITEMS)}]
+    (work / "data/one.yaml").write_text(yaml.safe_dump(inst), encoding="utf-8")
+    one = {**user_config(work), "instrument": "data/one.yaml"}
+    (work / "one.yaml").write_text(yaml.safe_dump(one), encoding="utf-8")
+    step = run_snakemake(work, "--configfile", "one.yaml", "--", "results/table1.csv")
+    assert step.returncode == 0, (step.stdout + step.stderr)[-4000:]
+    assert "overall" in (work / "results/table1.md").read_text(encoding="utf-8")

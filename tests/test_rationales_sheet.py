@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from care.errors import CareInputError
@@ -134,7 +135,15 @@ def test_simulated_expert_fills_every_row(exported, instrument, tmp_path):
     }
     out = tmp_path / "filled.xlsx"
     assert fill_sheet(path, finals, "e1", out) == len(drafts)
-    assert load_workbook(out)[SHEET].protection.sheet  # still protected
+    filled, exported = load_workbook(out), load_workbook(path)
+    ws = filled[SHEET]
+    assert ws.protection.sheet and not ws["H2"].protection.locked  # still protected, editable
+    assert ws["H2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
+    assert ws["I2"].value == "e1" and ws["H2"].fill.fgColor.rgb == "00FFF4CC"
+    assert ws["J2"].hyperlink.location == exported[SHEET]["J2"].hyperlink.location
+    with zipfile.ZipFile(path) as before, zipfile.ZipFile(out) as after:  # the rest as it was
+        for name in ("xl/worksheets/sheet2.xml", "xl/styles.xml"):
+            assert before.read(name) == after.read(name)
     frame = import_edits(read_sheet(out), drafts, instrument, editors=["e1"], allow_unedited=False)
     assert frame["edited"].all() and set(frame["editor_id"]) == {"e1"}
 

@@ -18,6 +18,7 @@ import sys
 from care import __version__, commands
 from care.errors import CareInputError
 from care.io import UMASK_ENVVAR, restrict_umask
+from care.versions import VersionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"care {args.command}: error: {line}", file=sys.stderr)
         return 2
+    except VersionError as exc:
+        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

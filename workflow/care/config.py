@@ -15,10 +15,10 @@ import jsonschema
 import yaml
 from jsonschema import validators
 
-from care import WORKFLOW_DIR
 from care.errors import CareInputError
+from care.resources import resource_path
 
-SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
+SCHEMA = resource_path("schemas", "config.schema.yaml")
 
 
 def _with_defaults(validator_class):

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from care import WORKFLOW_DIR
 from care.instrument import Instrument
+from care.resources import resource_path
 from care.sessions import Session, Turn
 
-PROMPT_DIR = WORKFLOW_DIR / "prompts"
+PROMPT_DIR = resource_path("prompts")
 # The directory templates are read from unless one is given: the config's `prompts`, which
 # every `care` command takes as `care --prompts DIR ...` (set_prompt_dir).
 _prompt_dir = PROMPT_DIR

@@ -151,6 +151,8 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
         "epochs_scored": len(record["epochs"]),
         "chosen_epoch": record["chosen"]["epoch"],
         "timing_s": record.get("timing_s"),
+        "validation_max_new_tokens": record["validation_decoding"]["max_new_tokens"],
+        "answer_token_limit": record["sft"]["answer_token_limit"],
         "gpu_bytes_allocated_before_training": before,
         "gpu_bytes_still_allocated_at_selection": seen.get("allocated_at_selection"),
         "model_written": (run.out / "selection.json").is_file(),

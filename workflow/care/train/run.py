@@ -185,6 +185,7 @@ def finetune(run: FineTune) -> dict[str, Any]:
 
 
 def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_directory):
+    from care.infer.decoding import Decoding
     from care.train import select
 
     checkpoints = select.epoch_checkpoints(run.checkpoint_dir)
@@ -232,7 +233,7 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
             for s in scored
         ],
         "sft": stats.as_dict(),
-        "validation_max_new_tokens": settings["max_new_tokens"],
+        "validation_decoding": Decoding(settings["max_new_tokens"]).record(),
         "ranks": plan.ranks,
         "device": plan.device,
     }

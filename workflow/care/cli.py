@@ -18,6 +18,7 @@ import sys
 from care import __version__, commands
 from care.errors import CareInputError
 from care.io import UMASK_ENVVAR, restrict_umask
+from care.versions import VersionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except CareInputError as exc:
         print(f"care {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except VersionError as exc:
+        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from care import WORKFLOW_DIR
 from care.errors import CareInputError
+from care.resources import resource_path
 
-SCHEMA = WORKFLOW_DIR / "schemas" / "instrument.schema.yaml"
-DEFAULT = WORKFLOW_DIR / "instruments" / "wai_sr.yaml"
+SCHEMA = resource_path("schemas", "instrument.schema.yaml")
+DEFAULT = resource_path("instruments", "wai_sr.yaml")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ import json
 import shlex
 
 CARE_ENV = "../../envs/care.yaml"
+# vLLM pins its own torch and transformers: its jobs get their own environment.
+VLLM_ENV = "../../envs/vllm.yaml"
+# The conda environment of an inference job with this backend.
+infer_env = lambda backend: VLLM_ENV if backend == "vllm" else CARE_ENV
 INSTRUMENT = config["instrument"]
 SESSIONS = config["data"]["sessions"]
 UNLABELED = config["data"].get("unlabeled")

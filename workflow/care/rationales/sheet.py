@@ -637,6 +637,12 @@ def _import_row(
             "(ratings are the client's and must stay untouched)",
             "rating",
         )
+    if "draft" in v and _norm(_text(v.get("draft"))) != _norm(draft["draft"]):
+        # a locked column (sheet protection has no password): the edit would be lost unseen
+        log.warning(
+            "%s", sheet.error("the locked column 'draft' was edited; the edit is ignored "
+                              "(write the rationale in final_rationale)", row=r.row, column="draft")
+        )
     final = _text(v.get("final_rationale"))
     editor = _text(v.get("editor_id"))
     unedited = not final

@@ -476,3 +476,21 @@ def test_prompts_name_only_the_instrument_they_are_given(tmp_path):
         for word in ("WAI", "Working Alliance", "Goal", "Task", "Bond", "工作同盟", "目标"):
             assert word not in joined, (lang, word)
         assert "SRS" in joined
+
+
+def test_summary_counts_dialogue_tokens_of_a_model_tokenizer(tmp_path, small_corpus):
+    from care.backbone import FAMILIES, train_tokenizer
+
+    path, records, _ = small_corpus
+    texts = [t["text"] for r in records for t in r["turns"]]
+    tok = train_tokenizer(texts, FAMILIES["llama"], 400)
+    tok.chat_template = FAMILIES["llama"].chat_template
+    tok.save_pretrained(tmp_path / "tok")
+    done = care("validate", "--sessions", path, "--instrument",
+                REPO / "workflow/instruments/wai_sr.yaml", "--summary", "--tokenizer",
+                tmp_path / "tok")
+    assert done.returncode == 0, done.stderr
+    lengths = [len(tok("\n".join(t["text"] for t in r["turns"]),
+                       add_special_tokens=False)["input_ids"]) for r in records]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("dialogue length (tokens"))
+    assert f"max {max(lengths)}" in line and f"min {min(lengths)}" in line

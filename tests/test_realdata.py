@@ -454,3 +454,43 @@ def test_locked_sheet_column_edits_are_logged(tmp_path, hostile_corpus, caplog):
     assert done.returncode == 0, done.stderr
     assert "row 3" in caplog.text or ":3" in caplog.text
     assert "locked column 'draft' was edited" in caplog.text
+
+
+def test_prompts_name_only_the_instrument_they_are_given(tmp_path):
+    from care.prompts import build_messages
+    from care.rationales.draft import drafting_messages
+    from care.sessions import Session, Turn
+
+    inst = {"name": "SRS", "scale": {"min": 0, "max": 10, "labels": {
+                p: {"en": f"level {p}", "zh": f"{p}级"} for p in range(11)}},
+            "dimensions": [{"id": "fit", "items": ["a", "b"]}],
+            "items": [{"id": i, "text": {"en": f"item {i}", "zh": f"条目{i}"}} for i in "ab"]}
+    (tmp_path / "i.yaml").write_text(yaml.safe_dump(inst, allow_unicode=True))
+    inst = load_instrument(tmp_path / "i.yaml")
+    for lang in ("en", "zh"):
+        session = Session("s", "c", "t", lang, (Turn("counselor", "hi"), Turn("client", "ok")),
+                          {"a": 7.0, "b": 3.0})
+        texts = [m["content"] for m in build_messages(inst, ["a", "b"], "rationale", lang, "x")]
+        texts += [m["content"] for m in drafting_messages(inst, session, "a", "x")]
+        joined = " ".join(texts)
+        for word in ("WAI", "Working Alliance", "Goal", "Task", "Bond", "工作同盟", "目标"):
+            assert word not in joined, (lang, word)
+        assert "SRS" in joined
+
+
+def test_summary_counts_dialogue_tokens_of_a_model_tokenizer(tmp_path, small_corpus):
+    from care.backbone import FAMILIES, train_tokenizer
+
+    path, records, _ = small_corpus
+    texts = [t["text"] for r in records for t in r["turns"]]
+    tok = train_tokenizer(texts, FAMILIES["llama"], 400)
+    tok.chat_template = FAMILIES["llama"].chat_template
+    tok.save_pretrained(tmp_path / "tok")
+    done = care("validate", "--sessions", path, "--instrument",
+                REPO / "workflow/instruments/wai_sr.yaml", "--summary", "--tokenizer",
+                tmp_path / "tok")
+    assert done.returncode == 0, done.stderr
+    lengths = [len(tok("\n".join(t["text"] for t in r["turns"]),
+                       add_special_tokens=False)["input_ids"]) for r in records]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("dialogue length (tokens"))
+    assert f"max {max(lengths)}" in line and f"min {min(lengths)}" in line

@@ -75,8 +75,8 @@ def summarize(
 
 
 def tokenizer_counter(path: str) -> Callable[[str], int]:
-    """Token counts of a Hugging Face tokenizer directory (loaded offline)."""
-    from transformers import AutoTokenizer
+    """Token counts of a model directory's tokenizer, loaded as training loads it."""
+    from care.backbone import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tok = load_tokenizer(path)
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

@@ -137,10 +137,14 @@ class PromptTemplates:
 
 def instrument_slots(instrument: Instrument, language: str) -> dict[str, str]:
     """The instrument's texts for a template's ``${title}``, ``${construct}``, ..."""
+    meaning = instrument.rating_text(language)
+    zh = language.startswith("zh")
+    note = (f"；评分表示{meaning}" if zh else f"; a rating is {meaning}") if meaning else ""
     return {
         "title": instrument.display_title(language),
         "construct": instrument.construct_text(language),
-        "rating_meaning": instrument.rating_text(language),
+        "rating_meaning": meaning,
+        "rating_note": note,  # the meaning as a clause after the scale, or nothing
     }
 
 

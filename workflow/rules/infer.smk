@@ -71,6 +71,7 @@ rule infer_finetuned:
         variant=VARIANT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.backbone,
         variant=lambda wc: wc.variant,
         prompt_variant=lambda wc: base_variant(wc.variant),
@@ -94,7 +95,8 @@ rule infer_finetuned:
     conda:
         infer_env(INFER.get("backend", "hf"))
     shell:
-        "care infer model --backend {params.backend} --model-path {input.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} "
         "--prompt-variant {params.prompt_variant} --fold {params.fold} "
         "--granularity {params.granularity} --max-length {params.max_length} "
@@ -112,6 +114,7 @@ rule infer_zero_shot:
         baseline=ZERO_SHOT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.baseline,
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
@@ -138,7 +141,8 @@ rule infer_zero_shot:
     conda:
         lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
     shell:
-        "care infer model --backend {params.backend} {params.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "

@@ -112,7 +112,8 @@ if UNLABELED:
             "care table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
             "--cluster {params.cluster} --cov-type {params.cov_type} "
-            "--outcome-scoring {params.scoring} --outcome-model {params.model} --rates {output.rates} --out {output.csv} 2> {log}"
+            "--outcome-scoring {params.scoring} --outcome-model {params.model} "
+            "--rates {output.rates} --out {output.csv} 2> {log}"
 
 
     rule counselor_digests:

@@ -488,3 +488,39 @@ def test_cli_metrics_then_figures_and_bad_input_exit_code(tmp_path, runs_and_sco
         == 2
     )
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
+    tmp_path, runs_and_scores, instrument
+):
+    """The notes under Tables 2 and 4 say how checkpoints were selected, which scoring each
+    row is (the headline first) and how the intervals were made."""
+    import json
+
+    runs, scores, folds, _, _ = runs_and_scores
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    paths = []
+    for run in runs:
+        path = tmp_path / f"{run['model']}-{run['variant']}.parquet"
+        scores[run["model"], run["variant"]].to_parquet(path, index=False)
+        paths.append(str(path))
+    common = [
+        "--folds", str(tmp_path / "folds.tsv"), "--instrument", instrument.path,
+        "--bootstrap", json.dumps({"n_resamples": 50}), "--selection", "inner_split",
+        "--selection-scoring", "expected", "--headline-scoring", "expected",
+    ]
+    out2 = tmp_path / "table2.csv"
+    assert main(["evaluate", "table2", "--runs", json.dumps(runs[:3]), "--scores", *paths[:3],
+                 *common, "--out", str(out2)]) == 0
+    md = out2.with_suffix(".md").read_text(encoding="utf-8")
+    assert "inner_split" in md and "Headline scoring: expected" in md
+    assert "BCa (acceleration from a jackknife over clients)" in md
+    assert "r pooled" in md and "r common" in md
+    frame = tables.read_table(out2)
+    care = frame[frame["label"] == "CARE (llama)"]
+    assert list(care["scoring"]) == ["expected", "generated"]  # the headline first
+    out4 = tmp_path / "table4.csv"
+    assert main(["evaluate", "table4", "--runs", json.dumps(runs[2:]), "--scores", *paths[2:],
+                 *common, "--out", str(out4)]) == 0
+    md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
+    assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4

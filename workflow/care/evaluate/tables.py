@@ -327,7 +327,7 @@ def write_outputs(
         md.columns = [" ".join(str(p) for p in c if p) for c in md.columns]
     with atomic_open(csv_path.with_suffix(".md")) as out:
         out.write(f"**{caption}**\n\n")
-        out.write(md.to_markdown(index=False) + "\n\n")
+        out.write(md.to_markdown(index=False, disable_numparse=True) + "\n\n")
         out.write("\n\n".join(notes) + "\n")
     label = f"tab:{csv_path.stem}"
     styler = latex_display.style.hide(axis="index")

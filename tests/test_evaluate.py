@@ -413,3 +413,15 @@ def test_seed_replicates_average_and_pair_over_seeds_and_clients(corpus, instrum
     assert paired["n_seeds"] == 2
     assert paired["difference"] == pytest.approx(np.mean(per_seed))
     assert paired["p_value"] < 0.05
+
+
+def test_fold_coverage_counts_the_folds_sessions_a_run_has_no_rows_for(predictions, instrument):
+    scores = metrics.dimension_scores(predictions, instrument)
+    fold1 = scores[scores["fold"] == 1]
+    rated = fold1[~fold1["session_id"].isin(sorted(fold1["session_id"].unique())[:2])]
+    n_fold = fold1["session_id"].nunique()
+    own = metrics.fold_metrics(rated)
+    over_folds = metrics.fold_metrics(rated, {1: n_fold})
+    assert (own["n_sessions"] == n_fold - 2).all()
+    assert (over_folds["n_sessions"] == n_fold).all()
+    assert (over_folds["coverage"] <= (n_fold - 2) / n_fold + 1e-12).all()

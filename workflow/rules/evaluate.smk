@@ -47,6 +47,7 @@ rule evaluation_metrics:
             PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
         ),
         instrument=INSTRUMENT,
+        folds="results/folds.tsv",
     output:
         scores="results/evaluation/{model}/{variant}/scores.parquet",
         folds="results/evaluation/{model}/{variant}/fold_metrics.csv",
@@ -56,7 +57,7 @@ rule evaluation_metrics:
         CARE_ENV
     shell:
         "care evaluate metrics --predictions {input.predictions} "
-        "--instrument {input.instrument} --scores {output.scores} "
+        "--instrument {input.instrument} --folds {input.folds} --scores {output.scores} "
         "--fold-metrics {output.folds} 2> {log}"
 
 

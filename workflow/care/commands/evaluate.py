@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--instrument", required=True)
     p.add_argument("--scores", required=True, help="output: per-session dimension scores")
     p.add_argument("--fold-metrics", required=True, help="output: per-fold metrics CSV")
+    p.add_argument("--folds", help="folds.tsv: coverage over the folds' sessions")
     p.set_defaults(func=_metrics)
 
     p = actions.add_parser("text-metrics", help="rationale quality of one run per fold")
@@ -192,7 +193,11 @@ def _metrics(args) -> None:
     instrument = load_instrument(args.instrument)
     pred = metrics.read_predictions(args.predictions)
     scores = metrics.run_scores(pred, instrument)
-    per_fold = metrics.fold_metrics(scores)
+    sizes = None
+    if args.folds:
+        folds = _read_tsv(args.folds, ["session_id", "fold"])
+        sizes = {int(k): int(n) for k, n in folds.groupby("fold").size().items()}
+    per_fold = metrics.fold_metrics(scores, sizes)
     write_table(args.scores, scores)
     write_table(args.fold_metrics, per_fold.round(6))
     log.info("%d session-dimension scores, %d fold metrics", len(scores), len(per_fold))

@@ -164,14 +164,19 @@ def correlations(predicted: np.ndarray, client: np.ndarray) -> dict[str, float]:
     return {"pearson": float(pearson), "spearman": float(spearman), "mse": mse}
 
 
-def fold_metrics(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics."""
+def fold_metrics(scores: pd.DataFrame, fold_sizes: dict[int, int] | None = None) -> pd.DataFrame:
+    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics.
+
+    ``fold_sizes`` (fold -> sessions in folds.tsv) makes coverage count the fold's sessions a
+    run has no rows for (a counselor's unrated sessions); else the run's own sessions.
+    """
     rows = []
     for key, group in scores.groupby([*RUN_KEYS, "fold", "dimension"], sort=True):
         scored = group.dropna(subset=["predicted", "client"])
         row = dict(zip([*RUN_KEYS, "fold", "dimension"], key, strict=True))
-        row.update(n_sessions=len(group), n_scored=len(scored))
-        row["coverage"] = len(scored) / len(group) if len(group) else np.nan
+        n = len(group) if fold_sizes is None else max(fold_sizes.get(int(row["fold"]), 0), 1)
+        row.update(n_sessions=n, n_scored=len(scored))
+        row["coverage"] = len(scored) / n if n else np.nan
         row.update(correlations(scored["predicted"].to_numpy(), scored["client"].to_numpy()))
         rows.append(row)
     return pd.DataFrame(rows, columns=FOLD_COLUMNS)

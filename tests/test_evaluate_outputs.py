@@ -524,3 +524,21 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
                  *common, "--out", str(out4)]) == 0
     md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4
+
+
+def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_scores, instrument):
+    """An untrained zero-shot model may parse no answer at all: its row reads 0% scored and
+    it is left out of the common-session comparison."""
+    runs, scores, folds, sessions, refs = runs_and_scores
+    per = synthetic.predictions(sessions, refs, folds, instrument, "mute", "zero_shot",
+                                fail_rate=1.0, seed=9)
+    mute = metrics.run_scores(pd.concat(per.values()), instrument)
+    assert set(mute["scoring"]) == {"generated"} and mute["predicted"].isna().all()
+    run = {"model": "mute", "variant": "zero_shot", "label": "mute", "kind": "zero_shot"}
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=30, seed=1))
+    frame = tables.table2([runs[1], run, runs[2]], {**scores, ("mute", "zero_shot"): mute},
+                          ["goal"], res, "inner_split")
+    row = frame.set_index("label").loc["mute"]
+    assert row["goal_coverage"] == 0 and np.isnan(row["goal_pearson_mean"])
+    care = frame[frame["label"] == "CARE (llama)"].iloc[0]
+    assert care["goal_n_common"] > 0 and np.isfinite(care["goal_pearson_common_mean"])

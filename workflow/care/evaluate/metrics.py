@@ -99,11 +99,10 @@ def scorings(pred: pd.DataFrame) -> list[str]:
 
 def run_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
     """:func:`dimension_scores` under every scoring the predictions hold (column ``scoring``)."""
-    names = scorings(pred)
-    if not names:
-        raise CareInputError(
-            "<predictions>", "no parsed score_generated or score_expected", field="score"
-        )
+    # a run that parsed nothing still has its (empty) generated scores: coverage 0, not an error
+    names = scorings(pred) or ["generated" if "score_generated" in pred.columns else "score"]
+    if names == ["score"]:
+        return dimension_scores(pred, instrument, "score", scoring="generated")
     frames = [dimension_scores(pred, instrument, SCORINGS[n], scoring=n) for n in names]
     return pd.concat(frames, ignore_index=True)
 

@@ -56,12 +56,15 @@ def scoring_rows(
 
 
 def common_sessions(rows: Sequence[Mapping], dim: str) -> pd.DataFrame:
-    """(fold, session_id) pairs of ``dim`` that every row (and every replicate) scored."""
+    """(fold, session_id) pairs of ``dim`` that every row (and every replicate) scored; a row
+    that scored no session of ``dim`` (e.g. no parsed answer) is left out of the comparison."""
     keys = ["fold", "session_id"]
     common = None
     for row in rows:
         for part in row["scores"]:
             scored = bs.scored(part, dim)[keys].drop_duplicates()
+            if scored.empty:
+                continue
             common = scored if common is None else common.merge(scored, on=keys)
     return common if common is not None else pd.DataFrame(columns=keys)
 
@@ -469,7 +472,8 @@ SCORED_NOTE = (
     "Scored: share of the test folds' sessions with a dimension score (every item parsed; "
     "for the counselor baseline, rated by the counselor), mean over dimensions. "
     "r pooled: Pearson r over all test folds' sessions together (fold offsets lower it); "
-    "r common: fold-mean r on the sessions every row of the table scored."
+    "r common: fold-mean r on the sessions every row of the table scored (rows that scored "
+    "none left out)."
 )
 PARTIAL_NOTE = (
     "† Mean over fewer folds: a correlation is undefined in a fold where the predictions "

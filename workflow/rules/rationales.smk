@@ -13,9 +13,9 @@ rule draft_rationales:
     input:
         sessions=SESSIONS,
         instrument=INSTRUMENT,
+        # relative, as every path of a rule: a moved or copied workdir stays up to date
         prompts=expand(
-            "{base}/workflow/prompts/{name}.{lang}.txt", base=workflow.basedir,
-            name=["draft", "draft_system"], lang=["en", "zh"],
+            "workflow/prompts/{name}.{lang}.txt", name=["draft", "draft_system"], lang=["en", "zh"]
         ),
     output:
         RAT_DRAFTS,
@@ -103,7 +103,12 @@ rule rationale_stats:
         rationales="results/rationales.parquet",
         instrument=INSTRUMENT,
     output:
-        "results/rationale_stats.csv",
+        report(
+            "results/rationale_stats.csv",
+            caption="../report/rationale_stats.rst",
+            category="Data",
+            labels={"table": "Rationale statistics"},
+        ),
     log:
         "logs/rationales/stats.log",
     conda:

@@ -30,6 +30,7 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/apply.smk"
+include: "workflow/rules/report.smk"
 
 
 # Under a cluster executor (profiles/slurm) these light rules run on the submitting node

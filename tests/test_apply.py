@@ -318,7 +318,11 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     assert (bond["n_sessions"] == len(data)).all()
     assert patterns.stars(0.0009) == "***" and patterns.stars(0.009) == "**"
     assert patterns.stars(0.04) == "*" and patterns.stars(0.2) == ""
-    assert patterns._num(-5.712, 2) == "-5.71" and patterns._num(0.0012345, 2) == "0.0012"
+    from care.evaluate.tables import number
+
+    # fixed decimals and a true minus sign, in a row as in a table (no .05 beside .047)
+    assert number(-5.712) == "−5.71" and number(0.0472) == "0.05" and number(-0.001) == "0.00"
+    assert number(-5.712, latex=True) == "$-$5.71"
 
 
 def test_table8_files_parse_back(tmp_path, instrument, corpus):
@@ -332,7 +336,9 @@ def test_table8_files_parse_back(tmp_path, instrument, corpus):
     assert np.allclose(back["coef"].to_numpy(float), table["coef"].to_numpy(float),
                        equal_nan=True, atol=1e-6)
     md = (tmp_path / "table8.md").read_text()
-    assert "| Pattern | Goal | Task | Bond |" in md and "Challenging - Negative" in md
+    header = next(line for line in md.splitlines() if line.startswith("| Pattern"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Pattern", "Goal", "Task", "Bond"]
+    assert "Challenging - Negative" in md and "results/provenance.json" in md
     assert "\\toprule" in (tmp_path / "table8.tex").read_text()
     assert "Challenging - Negative" in (tmp_path / "table8.html").read_text()
 

@@ -48,6 +48,12 @@ rule folds:
         table1="results/table1.csv",
         table1_md="results/table1.md",
         table1_tex="results/table1.tex",
+        table1_html=report(
+            "results/table1.html",
+            caption="../report/table1.rst",
+            category="Data",
+            labels={"table": "Table 1"},
+        ),
     params:
         spec=as_json(config["folds"]),
     log:

@@ -5,7 +5,14 @@
 import os
 
 
+# Every fine-tune of the config (backbones x variants x folds), for the training curves.
+FINETUNED_MODELS = [
+    model_dir(b, v, k) for b in TRAIN_BACKBONES for v in config["variants"] for k in FOLDS
+]
+
+
 localrules:
+    training_curves,
     figure3,
     scatter_figure,
     ablation_figure,
@@ -85,7 +92,31 @@ rule ablation_figure:
         "--instrument {input.instrument} --out {params.stem} 2> {log}"
 
 
+rule training_curves:
+    input:
+        models=FINETUNED_MODELS,
+    output:
+        png=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+            subcategory="Fine-tuning",
+            labels={"figure": "Training and validation curves"},
+        ),
+        pdf="results/figures/training_curves.pdf",
+    params:
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
+    log:
+        "logs/figures/training_curves.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care training-curves --models {input.models} --out {params.stem} 2> {log}"
+
+
 ALL_TARGETS.append("results/figures/figure3.png")
+if FINETUNED_MODELS:
+    ALL_TARGETS.append("results/figures/training_curves.png")
 ALL_TARGETS.extend(
     "results/figures/scatter/{model}/{variant}.png".format(**r) for r in RUNS.ablation
 )

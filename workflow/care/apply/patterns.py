@@ -26,9 +26,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_open, write_table
 from care.sessions import Session
-from care.tables import to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
@@ -205,28 +203,27 @@ def regress(
 
 
 def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "en",
-                  digits: int = 2) -> pd.DataFrame:
-    """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells."""
+                  digits: int = 2, latex: bool = False) -> pd.DataFrame:
+    """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells,
+    every number with ``digits`` decimals and a true minus sign."""
+    from care.evaluate.tables import latex_escape, number
+
     terms = [t for t in table["term"].drop_duplicates() if t != INTERCEPT] + [INTERCEPT]
-    out = {"Pattern": [*terms, "N sessions", "R²"]}
+    text = latex_escape if latex else str
+    out = {"Pattern": [text(t) for t in [*terms, "N sessions", "R²"]]}
     for dim in instrument.dimension_ids:
         sub = table[table["dimension"] == dim].set_index("term")
         cells = []
         for term in terms:
             r = sub.loc[term]
-            cells.append(r["note"] if pd.isna(r["coef"]) else
-                         f"{_num(r['coef'], digits)}{r['stars']} ({_num(r['se'], digits)})")
+            cells.append(text(r["note"]) if pd.isna(r["coef"]) else
+                         f"{number(r['coef'], digits, latex)}{r['stars']} "
+                         f"({number(r['se'], digits, latex)})")
         r2 = sub["r2"].dropna()
-        cells += [str(int(sub["n_sessions"].iloc[0])), f"{r2.iloc[0]:.3f}" if len(r2) else ""]
-        out[instrument.dimension(dim).label(language)] = cells
+        cells += [str(int(sub["n_sessions"].iloc[0])),
+                  number(r2.iloc[0], digits, latex) if len(r2) else ""]
+        out[text(instrument.dimension(dim).label(language))] = cells
     return pd.DataFrame(out)
-
-
-def _num(value: float, digits: int) -> str:
-    """``digits`` decimals, or as many significant digits where that would print 0.00."""
-    if value == 0 or abs(value) >= 10 ** -digits * 5:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}g}"
 
 
 CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
@@ -242,15 +239,7 @@ NOTES = (
 def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
                  language: str = "en") -> None:
     """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout)."""
-    from care.evaluate.tables import to_html
+    from care.evaluate.tables import write_outputs
 
-    csv = Path(csv)
-    pretty = display_table(table, instrument, language)
-    caption = f"{CAPTION}. {' '.join(NOTES)}"
-    with atomic_open(csv.with_suffix(".md")) as f:
-        f.write(to_markdown(pretty, caption))
-    with atomic_open(csv.with_suffix(".tex")) as f:
-        f.write(to_latex(pretty, caption, f"tab:{csv.stem}"))
-    with atomic_open(csv.with_suffix(".html")) as f:
-        f.write(to_html(pretty, CAPTION, NOTES))
-    write_table(csv, table, float_format="%.6f")
+    write_outputs(csv, table, display_table(table, instrument, language),
+                  display_table(table, instrument, language, latex=True), CAPTION, NOTES)

@@ -80,19 +80,25 @@ def validate(args) -> int:
 def folds(args) -> int:
     import pandas as pd
 
-    from care.folds import make_folds, table1
+    from care.evaluate.tables import write_outputs
+    from care.folds import make_folds, table1, table1_display
     from care.instrument import load_instrument
     from care.io import write_table
-    from care.tables import write_table_formats
 
-    dims = load_instrument(args.instrument).dimension_ids
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
     table = pd.read_csv(args.sessions_table, sep="\t", dtype={"session_id": str, "client_id": str})
     spec = args.spec
     folds = make_folds(table, dims, spec["n_folds"], spec.get("n_strata", 3), spec.get("seed", 0))
     summary = table1(table, folds, dims)
-    write_table_formats(
-        summary, args.table1,
-        caption="Table 1: client-grouped folds (sessions, clients, client-rated alliance)",
+    labels = {d: instrument.dimension(d).label("en") for d in dims}
+    write_outputs(
+        args.table1, summary,
+        table1_display(summary, labels), table1_display(summary, labels, latex=True),
+        "Table 1: client-grouped folds (clients, sessions, client-rated alliance)",
+        [f"{', '.join(labels.values())}: the client's dimension score (mean of its items on the "
+         f"{instrument.scale_min}–{instrument.scale_max} scale), mean ± sd over the fold's "
+         "sessions. No client is in two folds."],
     )
     write_table(args.folds, folds)
     log.info("folds:\n%s", summary.round(2).to_string(index=False))

@@ -235,7 +235,10 @@ def write_outputs(
     notes: Sequence[str],
 ) -> None:
     """``x.csv`` (the frame); ``x.md``, ``x.tex`` and ``x.html`` (the display) beside it."""
+    from care.provenance import NOTE
+
     csv_path = Path(csv_path)
+    notes = [*notes, NOTE]
     write_table(csv_path, frame)
     md = display.copy()
     if isinstance(md.columns, pd.MultiIndex):
@@ -310,7 +313,15 @@ _LATEX = {
     "ρ": r"$\rho$",
     "–": "--",
     "†": r"$^{\dagger}$",
+    "−": r"$-$",
+    "²": r"$^{2}$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "…": r"\ldots{}",
 }
+MINUS = "−"  # U+2212: a true minus sign, not the hyphen
 
 
 def latex_escape(text: str) -> str:
@@ -321,8 +332,18 @@ def mean_sd(mean: float, sd: float, digits: int = 2, latex: bool = False) -> str
     if mean is None or not np.isfinite(mean):
         return "--" if latex else "–"
     pm = r" $\pm$ " if latex else " ± "
-    text = f"{mean:.{digits}f}"
+    text = number(mean, digits, latex)
     return text + (f"{pm}{sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
+
+
+def number(value: float, digits: int = 2, latex: bool = False) -> str:
+    """Fixed ``digits`` decimals with a true minus sign (``$-$`` in LaTeX); no ``-0.00``."""
+    if value is None or not np.isfinite(value):
+        return "--" if latex else "–"
+    text = f"{abs(value):.{digits}f}"
+    if value < 0 and text.strip("0.") != "":
+        return ("$-$" if latex else MINUS) + text
+    return text
 
 
 def marker(p: float, alpha: float = 0.05, latex: bool = False) -> str:

@@ -1,0 +1,58 @@
+# The run's record: results/provenance.json (config as resolved, git commit, package versions,
+# input checksums, hardware, seeds, times), written after every other output of `all`, and
+# its summary for the HTML report's first page; the end-of-run summary on the console.
+
+import sys
+from datetime import datetime, timezone
+
+from care.provenance import COMMAND_ENV, STARTED_ENV
+
+# Jobs inherit these: the provenance job records when and how this run was started.
+_os.environ.setdefault(STARTED_ENV, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+_os.environ.setdefault(COMMAND_ENV, shlex.join(["snakemake", *sys.argv[1:]]))
+
+# The run's inputs (the corpora, instrument, expert sheet, prompts, DeepSpeed config, external
+# checkpoints): their checksums go into the record, with those of the tables.
+PROVENANCE_SOURCES = sorted(
+    {
+        INSTRUMENT,
+        SESSIONS,
+        *([UNLABELED] if UNLABELED else []),
+        config["rationales"]["edited_sheet"],
+        *([TRAINING["deepspeed"]] if TRAINING.get("deepspeed") else []),
+        *(model_input(b["path"]) for b in TRAIN_BACKBONES.values() if "path" in b),
+        *expand("workflow/prompts/{name}.{lang}.txt", name=["draft", "draft_system", "system", "score"], lang=["en", "zh"]),
+    }
+)
+PROVENANCE_OUTPUTS = list(ALL_TARGETS)  # a copy: `all` gets the record below
+
+
+rule provenance:
+    input:
+        sources=PROVENANCE_SOURCES,
+        outputs=PROVENANCE_OUTPUTS,
+    output:
+        record=report(
+            "results/provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"record": "provenance.json"},
+        ),
+        summary="results/provenance.rst",
+    params:
+        config=as_json(config),
+        tables=lambda wc, input: " ".join(p for p in input.outputs if p.endswith(".csv")),
+    log:
+        "logs/provenance.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care provenance --config {params.config} --inputs {input.sources} {params.tables} "
+        "--outputs {input.outputs} --out {output.record} --rst {output.summary} 2> {log}"
+
+
+localrules:
+    provenance,
+
+
+ALL_TARGETS.append("results/provenance.json")

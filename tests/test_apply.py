@@ -367,7 +367,7 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
     digests = digest.write_digests(
         corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
         counselors=[], min_sessions=1, threshold=3.0, top_k=5, n_examples=2)
-    assert all(d.rule == "at most 3" for d in digests)
+    assert all(d.rule == "at most 3 on the 1–5 scale" for d in digests)
     assert {d.counselor_id for d in digests} == set(scores["counselor_id"])
     mine = next(d for d in digests if d.counselor_id == counselor)
     for dim in mine.dimensions:
@@ -394,18 +394,60 @@ def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):
                              min_sessions=1, threshold=2)
 
 
-def test_digest_quantile_threshold(tmp_path, instrument, corpus):
-    scores = corpus["scores"]
+def test_low_alliance_is_a_point_of_the_scale_shown_in_the_distribution(tmp_path, instrument,
+                                                                          corpus):
+    for bad in (None, 0.5, 7):
+        with pytest.raises(CareInputError, match="1-5 scale"):
+            digest.low_thresholds(["goal"], instrument, bad)
     digests = digest.write_digests(
-        corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
-        counselors=[], min_sessions=1, quantile=0.25)
-    for dim in digests[0].dimensions:
-        assert dim.threshold == pytest.approx(scores[dim.dimension].quantile(0.25))
-    assert sum(d.dimensions[0].n_low for d in digests) == int(
-        (scores["goal"] <= scores["goal"].quantile(0.25)).sum())
-    assert "lowest 25%" in (tmp_path / "index.md").read_text()
-    with pytest.raises(CareInputError, match="exactly one"):
-        digest.low_thresholds(scores, ["goal"], threshold=2, quantile=0.2)
+        corpus["predictions"], corpus["scores"], instrument, corpus["sessions"], tmp_path,
+        counselors=[], min_sessions=1, threshold=2.5)
+    dim = digests[0].dimensions[0]
+    assert dim.threshold == 2.5
+    bins = dim.histogram
+    assert bins[0]["low"] == 1 and bins[-1]["high"] == 5  # the whole scale
+    assert sum(b["counselor"] for b in bins) == pytest.approx(1.0)
+    html = (tmp_path / f"{digest.safe_name(digests[0].counselor_id)}.html").read_text()
+    assert html.count("low-alliance region") == len(instrument.dimension_ids)
+    assert 'class="low"' not in html  # no red for being under the corpus mean
+
+
+def test_counselor_comparison_needs_an_interval_that_excludes_the_corpus_mean():
+    x = digest.DimensionDigest("goal", "Goal", 2.0, 20, 0, 4.03, 4.10, "counselor",
+                               ci=(3.90, 4.16))
+    assert digest.compare(x) == "no clear difference"
+    x.ci = (3.95, 4.08)
+    assert digest.compare(x).startswith("lower")
+    x.ci = (float("nan"), float("nan"))
+    assert digest.compare(x).startswith("too few")
+
+
+def test_every_page_states_model_validity_predictions_and_demo(tmp_path, instrument, corpus):
+    """Digests (and their index), session pages and Figure 2 carry the notice."""
+    from care.apply.notice import DEMO_NOTE, PREDICTIONS_NOTE, model_validity
+
+    heldout = tmp_path / "fold1.parquet"
+    noise = np.random.default_rng(0).normal(0, 0.8, len(corpus["predictions"]))
+    labeled = corpus["predictions"].assign(
+        client_score=(corpus["predictions"]["score"].fillna(3) + noise).clip(1, 5))
+    labeled.to_parquet(heldout)
+    notice = model_validity(heldout, instrument, model="llama · rationale · fold 1",
+                            synthetic=True)
+    assert all(10 < d["n"] <= len(corpus["sessions"]) for d in notice.dimensions)  # scored
+    assert all(d["low"] <= d["r"] <= d["high"] for d in notice.dimensions)
+    digest.write_digests(corpus["predictions"], corpus["scores"], instrument,
+                         corpus["sessions"], tmp_path / "d", counselors=[], min_sessions=1,
+                         threshold=2, notice=notice)
+    page = session_report.write_session_report(corpus["sessions"][0], corpus["predictions"],
+                                               instrument, tmp_path / "s.html", notice)
+    pages = [*(tmp_path / "d").glob("*.html"), *(tmp_path / "d").glob("*.md"), page]
+    for path in pages:
+        text = path.read_text(encoding="utf-8").replace("&#39;", "'")
+        assert "llama · rationale · fold 1" in text, path
+        assert "Pearson r, 95% CI" in text and PREDICTIONS_NOTE in text, path
+        assert DEMO_NOTE in text, path
+    real = model_validity(heldout, instrument, model="m", synthetic=False)
+    assert DEMO_NOTE not in real.html()
 
 
 # --------------------------------------------------------------------------- session report

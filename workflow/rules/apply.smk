@@ -13,6 +13,12 @@ if UNLABELED:
     APP_INFER = {**config.get("inference", {}), **APP.get("inference", {})}
     APP_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
     APP_SETTINGS = {k: v for k, v in APP_INFER.items() if k not in APP_JOB_KEYS}
+    # Every page states the model's agreement with clients on its held-out fold, and that a
+    # synthetic corpus is a demonstration.
+    APP_HELDOUT = "results/predictions/{backbone}/{variant}/fold{fold}.parquet".format(**APP_MODEL)
+    APP_NOTICE = "--heldout {input.heldout}" + (
+        " --synthetic" if config["demo_corpus"]["enabled"] else ""
+    )
 
     rule predict_corpus:
         input:
@@ -55,6 +61,7 @@ if UNLABELED:
     rule figure2:
         input:
             predictions="results/application/predictions.parquet",
+            heldout=APP_HELDOUT,
             instrument=INSTRUMENT,
         output:
             png=report(
@@ -75,6 +82,7 @@ if UNLABELED:
             CARE_ENV
         shell:
             "care figure2 --predictions {input.predictions} --instrument {input.instrument} "
+            f"{APP_NOTICE} "
             "--spec {params.spec} --out {output.png} "
             "--table {output.table} 2> {log}"
 
@@ -111,6 +119,7 @@ if UNLABELED:
     rule counselor_digests:
         input:
             predictions="results/application/predictions.parquet",
+            heldout=APP_HELDOUT,
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
@@ -126,8 +135,7 @@ if UNLABELED:
             spec=as_json(
                 {
                     **APP["digest"],
-                    "threshold": APP.get("low_alliance_threshold"),
-                    "quantile": APP.get("low_alliance_quantile"),
+                    "threshold": APP["low_alliance_threshold"],
                     "min_sessions": APP["min_sessions"],
                 }
             ),
@@ -137,6 +145,7 @@ if UNLABELED:
             CARE_ENV
         shell:
             "care digest --predictions {input.predictions} --corpus {input.corpus} "
+            f"{APP_NOTICE} "
             "--instrument {input.instrument} --spec {params.spec} --out-dir {output.pages} "
                 "--combined {output.combined} 2> {log}"
 
@@ -144,6 +153,7 @@ if UNLABELED:
     rule session_reports:
         input:
             predictions="results/application/predictions.parquet",
+            heldout=APP_HELDOUT,
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
@@ -163,6 +173,7 @@ if UNLABELED:
             CARE_ENV
         shell:
             "care report-session --predictions {input.predictions} --corpus {input.corpus} "
+            f"{APP_NOTICE} "
             "--instrument {input.instrument} --select {params.select} --out-dir {output.pages} "
                 "--example {output.example} 2> {log}"
 

@@ -30,7 +30,13 @@ STYLE = {
     "legend.frameon": False,
     "svg.hashsalt": "care",
 }
-PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]  # models, people
+# One colour per dimension (by its position in the instrument), in every figure and page.
+DIMENSION_COLORS = ["#2b6cb0", "#2f855a", "#c05621", "#6b46c1", "#b83280", "#2c7a7b"]
+
+
+def dimension_color(index: int) -> str:
+    return DIMENSION_COLORS[index % len(DIMENSION_COLORS)]
 FORMATS = ("png", "pdf")
 
 
@@ -73,7 +79,7 @@ def score_distributions(
         bins = np.arange(scale[0] - 0.125, scale[1] + 0.25, 0.25)
         for n, (ax, d) in enumerate(zip(axes, dims, strict=True)):
             values = sessions[d].dropna().to_numpy(dtype=float)
-            ax.hist(values, bins=bins, color=PALETTE[n % len(PALETTE)], edgecolor="white")
+            ax.hist(values, bins=bins, color=dimension_color(n), edgecolor="white")
             ax.axvline(values.mean(), color="black", linestyle="--", linewidth=1)
             ax.set_title(f"{labels[d]} (mean {values.mean():.2f}, n={len(values)})")
             ax.set_xlabel("client score")
@@ -107,7 +113,7 @@ def prediction_scatter(
                 part["predicted"],
                 s=10,
                 alpha=0.6,
-                color=PALETTE[n % len(PALETTE)],
+                color=dimension_color(n),
                 edgecolors="none",
             )
             r = np.corrcoef(part["client"], part["predicted"])[0, 1] if len(part) > 2 else np.nan

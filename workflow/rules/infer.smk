@@ -75,7 +75,8 @@ rule infer_finetuned:
     conda:
         CARE_ENV
     shell:
-        "care infer model --backend {params.backend} --model-path {input.model} "
+        "care --benchmark benchmarks/infer/{wildcards.backbone}/{wildcards.variant}/"
+        "fold{wildcards.fold}.tsv infer model --backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} --fold {params.fold} "
         "--granularity {params.granularity} --max-length {params.max_length} "
         "--settings {params.settings} --gpus {params.gpus} --threads {threads} "
@@ -114,7 +115,8 @@ rule infer_zero_shot:
     conda:
         CARE_ENV
     shell:
-        "care infer model --backend {params.backend} {params.model} "
+        "care --benchmark benchmarks/infer/{wildcards.baseline}/zero_shot/fold{wildcards.fold}.tsv "
+        "infer model --backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "

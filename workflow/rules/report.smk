@@ -56,3 +56,10 @@ localrules:
 
 
 ALL_TARGETS.append("results/provenance.json")
+
+
+# The end of a run: what was built and where, Table 2, the provenance record.
+onsuccess:
+    from care.summary import run_summary
+
+    print(run_summary(ALL_TARGETS, _os.environ.get(STARTED_ENV)))

@@ -54,7 +54,7 @@ rule build_backbone:
     conda:
         CARE_ENV
     shell:
-        "care backbone tiny --spec {params.spec} --sessions {input.sessions} "
+        "care --benchmark benchmarks/backbones/{wildcards.backbone}.tsv backbone tiny --spec {params.spec} --sessions {input.sessions} "
         "--instrument {input.instrument} --out {output} > {log} 2>&1"
 
 
@@ -91,7 +91,8 @@ rule train:
     conda:
         CARE_ENV
     shell:
-        "care train --backbone {params.backbone} --sessions {input.sessions} "
+        "care --benchmark benchmarks/train/{wildcards.backbone}/{wildcards.variant}/"
+        "fold{wildcards.fold}.tsv train --backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
         "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "

@@ -22,6 +22,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=provenance)
 
     p = subparsers.add_parser(
+        "status", help="one line per running job: its progress bar, rate and ETA (from logs/)"
+    )
+    p.add_argument("--logs", default="logs", help="the workflow's log directory")
+    p.add_argument("--within", type=float, default=600, help="logs written in these seconds")
+    p.set_defaults(func=status)
+
+    p = subparsers.add_parser(
         "training-curves",
         help="training loss and validation Pearson by epoch of fine-tuned models (a figure)",
     )
@@ -68,4 +75,13 @@ def training_curves(args) -> int:
         runs.append((label, int(match[1]), pd.read_csv(path / "train_log.csv"), selection))
     plot(runs, args.out, args.formats)
     log.info("training curves of %d runs -> %s", len(runs), args.out)
+    return 0
+
+
+def status(args) -> int:
+    from care.summary import status_lines
+
+    lines = status_lines(args.logs, args.within)
+    print("\n".join(lines) if lines else f"no job wrote progress to {args.logs}/ in the last "
+          f"{args.within:g} s")
     return 0

@@ -397,14 +397,21 @@ class Scorer:
         fold: int | None = None,
     ) -> Iterator[dict]:
         """One prediction row per (session, item), in session order then item order."""
+        from care.progress import bar
+
+        sessions = list(sessions)
         group: list[Session] = []
-        for session in sessions:
-            group.append(session)
-            if len(group) == self.sessions_per_group():
+        with bar(total=len(sessions), desc=f"scoring {model or ''}".strip(),
+                 unit="session") as shown:
+            for session in sessions:
+                group.append(session)
+                if len(group) == self.sessions_per_group():
+                    yield from self._rows(group, model, variant, fold)
+                    shown.update(len(group))
+                    group = []
+            if group:
                 yield from self._rows(group, model, variant, fold)
-                group = []
-        if group:
-            yield from self._rows(group, model, variant, fold)
+                shown.update(len(group))
 
     def _rows(self, sessions, model, variant, fold) -> Iterator[dict]:
         for session, answered in zip(sessions, self.answer(sessions), strict=True):

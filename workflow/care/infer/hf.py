@@ -175,9 +175,9 @@ class HFScorer(Scorer):
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{cache_kwarg(self.model): cache},
             )
         self.counters["prefill_tokens"] += sum(len(p) for p in prefixes)
         return cache, width
@@ -196,7 +196,7 @@ class HFScorer(Scorer):
             use_cache=True,
         )
         device = self.model.device
-        kwargs = {"past_key_values": cache} if cache is not None else {}
+        kwargs = {cache_kwarg(self.model): cache} if cache is not None else {}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(device),
@@ -331,3 +331,13 @@ def directory_fingerprint(path) -> str:
         else:
             digest.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
     return digest.hexdigest()
+
+
+def cache_kwarg(model) -> str:
+    """The KV-cache argument of ``forward`` and ``generate``: ``cache`` where transformers
+    renamed ``past_key_values`` (it then warns on the old name in every job log)."""
+    import inspect
+
+    new = "cache" in inspect.signature(model.forward).parameters
+    return "cache" if new else "past_key_values"
+

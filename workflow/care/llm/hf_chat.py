@@ -153,8 +153,6 @@ class HFChat:
 
 
 def _progress(iterable):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, desc="generate", unit="batch", disable=None)
+    from care.progress import bar
+
+    return bar(iterable, desc="generate", unit="batch")

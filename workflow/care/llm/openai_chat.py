@@ -109,10 +109,15 @@ class OpenAIChat:
                 self.base_url,
                 len(answers) - len(todo),
             )
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool:
+            from care.progress import bar
+
+            with (ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool,
+                  bar(total=len(todo), desc=f"{self.model} requests", unit="request") as shown):
                 futures = {
                     pool.submit(self._answer, message_lists[n], keys[n], params): n for n in todo
                 }
+                for fut in futures:
+                    fut.add_done_callback(lambda _: shown.update())
                 done, pending = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in pending:
                     fut.cancel()

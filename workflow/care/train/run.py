@@ -194,8 +194,10 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
         "batch_size": settings["batch_size"],
         "scoring": settings["scoring"],
     }
+    from care.progress import bar
+
     scored = []
-    for c in checkpoints:
+    for c in bar(checkpoints, desc="selection", unit="checkpoint"):
         metrics = select.score_checkpoint(
             c["path"], val, instrument, scorer_args, plan.device, dtype
         )

@@ -160,7 +160,34 @@ def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
         train_dataset=dataset,
         processing_class=tokenizer,
         data_collator=Collator(pad_id, job["hp"].get("answer_logits_only", True)),
+        callbacks=[progress_callback()],
     )
+
+
+def progress_callback():
+    """Optimizer steps with rate, ETA and epoch in the job log (the first rank only)."""
+    from transformers import TrainerCallback
+
+    from care.progress import bar
+
+    class Progress(TrainerCallback):
+        steps = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.steps = bar(total=state.max_steps, initial=state.global_step,
+                                 desc="training", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.steps is not None:
+                self.steps.set_postfix_str(f"epoch {state.epoch:.2f}", refresh=False)
+                self.steps.update(state.global_step - self.steps.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.steps is not None:
+                self.steps.close()
+
+    return Progress()
 
 
 def read_examples(path: str | Path) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from care.io import write_jsonl
 from scipy import stats
 
 from .conftest import REPO
+from .latex import ENGINE, assert_compiles
 
 INSTRUMENT = REPO / "workflow" / "instruments" / "wai_sr.yaml"
 
@@ -341,6 +342,8 @@ def test_table8_files_parse_back(tmp_path, instrument, corpus):
     assert "Challenging - Negative" in md and "results/provenance.json" in md
     assert "\\toprule" in (tmp_path / "table8.tex").read_text()
     assert "Challenging - Negative" in (tmp_path / "table8.html").read_text()
+    if ENGINE:
+        assert_compiles(tmp_path / "table8.tex", tmp_path)
 
 
 def test_cli_table8_unknown_label_writes_nothing(tmp_path, corpus):

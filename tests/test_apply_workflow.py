@@ -20,6 +20,7 @@ from care.corpus import CorpusSpec, generate
 from care.io import write_jsonl
 
 from .conftest import REPO
+from .latex import ENGINE, assert_compiles
 from .test_apply import fake_rows
 
 TARGETS = ["results/figure2.png", "results/table8.csv", "results/application/digests",
@@ -62,6 +63,8 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     assert set(table["dimension"]) == {"goal", "task", "bond"}
     assert "Challenging - Negative" in (tmp_path / "results" / "table8.md").read_text()
     assert (tmp_path / "results" / "figure2.pdf").stat().st_size > 0
+    if ENGINE:
+        assert_compiles(tmp_path / "results" / "table8.tex", tmp_path)
     reports = sorted(p.name for p in (tmp_path / "results/application/sessions").glob("*.html"))
     assert "index.html" in reports and len(reports) == 3  # lowest 1, highest 1, index
     digests = list(Path(tmp_path / "results/application/digests").glob("*.html"))

@@ -14,6 +14,8 @@ from care.evaluate import bootstrap as bs
 from care.evaluate import figures, human_eval, metrics, synthetic, tables, textmetrics
 from care.io import write_jsonl, write_table
 
+from .latex import assert_compiles, needs_latex
+
 EN_HYP = [
     "The counselor agreed on a clear goal with the client (turn 3).",
     "The client felt heard and supported.",
@@ -155,6 +157,27 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert f"{care['goal_pearson_mean']:.2f} ± {care['goal_pearson_sd']:.2f}" in md
     assert "<table" in out.with_suffix(".html").read_text(encoding="utf-8")
+
+
+@needs_latex
+def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scores, instrument):
+    """All four runs (10 columns): scaled to the text width, caption without "Table 2:",
+    true minus signs; typeset by a real engine."""
+    runs, scores, folds, _, _ = runs_and_scores
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    frame = tables.table2(runs, scores, instrument.dimension_ids, res, "val_pearson")
+    frame.loc[0, "goal_pearson_mean"] = -0.123  # a negative mean: a true minus sign
+    kw = dict(dims=instrument.dimension_ids, dim_labels={d.id: d.label("en") for d in
+              instrument.dimensions}, row_columns={"label": "Model"},
+              p_column="{d}_pearson_p_vs_best")
+    out = tmp_path / "table2.csv"
+    tables.write_outputs(out, frame, tables.alliance_display(frame, latex=False, **kw),
+                         tables.alliance_display(frame, latex=True, **kw),
+                         "Table 2: alliance prediction", ["± is sd over folds; * p < .05."])
+    tex = out.with_suffix(".tex").read_text(encoding="utf-8")
+    assert "\\caption{alliance prediction}" in tex and "$-$0.12" in tex
+    assert "−0.12" in out.with_suffix(".md").read_text(encoding="utf-8")
+    assert_compiles(out.with_suffix(".tex"), tmp_path)
 
 
 def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):

@@ -15,6 +15,7 @@ from care.evaluate import synthetic
 from care.instrument import load_instrument
 
 from .conftest import copy_workflow, run_snakemake
+from .latex import ENGINE, assert_compiles
 
 EVAL_RULES = [
     "evaluation_metrics",
@@ -101,6 +102,11 @@ def test_tables_figures_report_from_predictions(tmp_path):
     assert set(pd.read_csv(work / "results/table5.csv")["dimension"]) == {"goal", "task", "bond"}
     for target in targets:
         assert (work / target).stat().st_size > 0
+    if ENGINE:  # every table a real LaTeX engine typesets, without overflow
+        texs = sorted((work / "results").glob("*.tex"))
+        assert {t.stem for t in texs} >= {"table1", "table2", "table3", "table4", "table5"}
+        for tex in texs:
+            assert_compiles(tex, tmp_path)
 
     again = run_snakemake(work, *targets, *configs, *allowed)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -9,6 +9,7 @@ with a note under the table (what ± means, significance marks, checkpoint selec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -254,18 +255,24 @@ def write_outputs(
         multicol_align="c",
         position="t",
         position_float="centering",
-        caption=latex_escape(caption),
+        caption=latex_escape(re.sub(r"^Table \d+:\s*", "", caption)),  # LaTeX numbers it
         label=label,
         column_format="l" * _label_columns(latex_display)
         + "c" * (latex_display.shape[1] - _label_columns(latex_display)),
     )
     tex_notes = "".join(f"\\par\\footnotesize {latex_escape(n)}\n" for n in notes)
     tex = tex.replace("\\end{table}", tex_notes + "\\end{table}")
+    # a table wider than the text is scaled down to it (never up), instead of overflowing
+    tex = tex.replace("\\begin{tabular}", FIT_WIDTH + "\\begin{tabular}", 1)
+    tex = tex.replace("\\end{tabular}\n", "\\end{tabular}}\n", 1)
     with atomic_open(csv_path.with_suffix(".tex")) as out:
-        out.write("% requires \\usepackage{booktabs}\n" + tex)
+        out.write(f"% requires {TEX_PACKAGES}\n" + tex)
     with atomic_open(csv_path.with_suffix(".html")) as out:
         out.write(to_html(display, caption, notes))
 
+
+TEX_PACKAGES = r"\usepackage{booktabs,graphicx}"
+FIT_WIDTH = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n"
 
 HTML_STYLE = (
     "body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}"

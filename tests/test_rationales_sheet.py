@@ -281,3 +281,34 @@ def test_exported_rows_follow_the_sheet_schema(exported):
     rows = list(load_workbook(exported[2])[SHEET].iter_rows(values_only=True))
     for values in rows[1:]:
         jsonschema.validate(dict(zip(rows[0], values, strict=True)), schema)
+
+
+
+def _export_work(exported, instrument, tmp_path, monkeypatch, scale: int) -> tuple[int, int]:
+    """(Python calls, reads of a sheet's size) to export the corpus with rows and turns x scale.
+
+    A sheet's ``max_row`` scans all its cells (in C, so a profiler does not see it): read per
+    row, it made the export quadratic.
+    """
+    import cProfile
+    import dataclasses
+    import pstats
+
+    from openpyxl.worksheet.worksheet import Worksheet
+
+    reads = []
+    size = Worksheet.max_row
+    monkeypatch.setattr(Worksheet, "max_row", property(lambda ws: reads.append(1) or size.fget(ws)))
+    drafts, sessions, _ = exported
+    longer = [dataclasses.replace(s, turns=s.turns * scale) for s in sessions]
+    profile = cProfile.Profile()
+    profile.runcall(export_sheet, drafts * scale, longer, instrument, tmp_path / "x.xlsx")
+    return pstats.Stats(profile).total_calls, len(reads)
+
+
+def test_export_work_grows_linearly(exported, instrument, tmp_path, monkeypatch):
+    """Counted, not timed: 4x the rows and turns costs at most 4x the calls, and the number
+    of times a sheet is asked for its size does not grow at all."""
+    calls, reads = _export_work(exported, instrument, tmp_path, monkeypatch, 1)
+    calls4, reads4 = _export_work(exported, instrument, tmp_path, monkeypatch, 4)
+    assert calls4 / calls <= 4 and reads4 == reads

@@ -16,6 +16,16 @@ def as_json(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+# ---- outputs are not for other users (care.io.restrict_umask; config output_umask) ----------
+# Snakemake creates output directories and logs itself; `care` commands apply $CARE_UMASK.
+import os as _os
+
+from care.io import UMASK_ENVVAR, restrict_umask
+
+_os.environ[UMASK_ENVVAR] = config["output_umask"]
+restrict_umask(config["output_umask"])
+
+
 # ---- between-workflow output cache guard (issue 7; README "Running at scale") --------------
 # `snakemake --cache` moves outputs of `cache:` rules (models, predictions: derived from
 # transcripts) into $SNAKEMAKE_OUTPUT_CACHE, world-readable. Before anything is cached, make

@@ -14,8 +14,8 @@ BACKBONE_NAMES = list(config.get("backbones", {}))
 INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
 INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
 ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype")
-ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote", "concurrency",
-                      "max_retries", "timeout_s")
+ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote_transcripts",
+                      "concurrency", "max_retries", "timeout_s")
 PREDICTION_EXTS = {"parquet": ".parquet", "coverage": ".coverage.json"}
 INFER_INPUTS = {"sessions": SESSIONS, "folds": "results/folds.tsv", "instrument": INSTRUMENT}
 # Wildcard constraints that match exactly the configured names ("(?!)": nothing).

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         "--api",
         type=json_arg,
         default={},
-        help="JSON: model, base_url, api_key_env, allow_remote, concurrency, ...",
+        help="JSON: model, base_url, api_key_env, allow_remote_transcripts, concurrency, ...",
     )
     model.add_argument("--name", required=True, help="model name in the predictions")
     model.add_argument(
@@ -110,8 +110,11 @@ def build_scorer(args, instrument):
             **common,
         )
     from care.infer.api import APIScorer
+    from care.llm.remote import OPT_IN, opt_in
 
     api = dict(getattr(args, "api", None) or {})
+    entry = f"baselines.zero_shot (name: {getattr(args, 'name', None) or api.get('model')})"
+    api[OPT_IN] = opt_in(api, entry)
     return APIScorer(
         _need(api.pop("model", None), "--api model"),
         **{
@@ -121,13 +124,14 @@ def build_scorer(args, instrument):
             in (
                 "base_url",
                 "api_key_env",
-                "allow_remote",
+                OPT_IN,
                 "concurrency",
                 "max_retries",
                 "timeout_s",
                 "cache_dir",
             )
         },
+        opt_in_section=entry,
         **common,
     )
 

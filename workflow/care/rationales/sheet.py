@@ -104,16 +104,16 @@ def export_sheet(
     *,
     editors: Sequence[str] = (),
 ) -> int:
-    """Write the expert workbook for ``drafts``; returns the number of rationale rows."""
+    """Write the expert workbook for ``drafts``; returns the number of rationale rows.
+
+    The workbook is streamed (openpyxl's write-only mode): every row is written once and
+    nothing asks a sheet for its size, so time and memory grow linearly with the corpus.
+    Both sheets' row numbers are computed up front, which is what lets each link point
+    forward to a row not yet written.
+    """
     from openpyxl import Workbook
 
     by_id = {s.session_id: s for s in sessions}
-    wb = Workbook()
-    items_ws = wb.active
-    items_ws.title = SHEET
-    dialogue_ws = wb.create_sheet(DIALOGUES)
-    about_ws = wb.create_sheet(INSTRUCTIONS)
-
     first_item_row: dict[str, int] = {}
     for n, d in enumerate(drafts, start=2):
         first_item_row.setdefault(d["session_id"], n)
@@ -122,70 +122,111 @@ def export_sheet(
         raise CareInputError(
             "drafts", f"session {unknown[0]!r} is not in the sessions file", field="session_id"
         )
-    first_turn_row = _write_dialogues(
-        dialogue_ws, [by_id[s] for s in first_item_row], first_item_row
+    reviewed = [by_id[s] for s in first_item_row]
+    first_turn_row = _dialogue_head_rows(reviewed)
+    wb = Workbook(write_only=True)
+    style = _Styles(wb)
+    _write_items(
+        wb.create_sheet(SHEET), drafts, by_id, instrument, first_turn_row, editors, style
     )
-    _write_items(items_ws, drafts, by_id, instrument, first_turn_row, editors)
-    for line in INSTRUCTIONS_LINES:
-        about_ws.append([line])
-    about_ws.column_dimensions["A"].width = 120
-    about_ws["A1"].font = _font(bold=True, size=13)
-    about_ws.protection.sheet = True
+    _write_dialogues(wb.create_sheet(DIALOGUES), reviewed, first_item_row, style)
+    _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
     _save_reproducibly(wb, out)
     return len(drafts)
 
 
-def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None:
-    from openpyxl.styles import Alignment, PatternFill, Protection
-    from openpyxl.utils import get_column_letter
-    from openpyxl.worksheet.datavalidation import DataValidation
+class _Styles:
+    """The sheet's cell styles, registered once as named styles of the workbook.
+
+    A cell then takes its whole style by name (a copy of a prepared style record); setting
+    font, fill, alignment and protection one by one would hash each of them for every cell,
+    which costs more than writing the cell.
+    """
+
+    def __init__(self, wb) -> None:
+        from openpyxl.styles import Alignment, Font, NamedStyle, PatternFill, Protection
+
+        fill = PatternFill("solid", fgColor="FFF4CC")
+        top = Alignment(vertical="top")
+        wrapped = Alignment(wrap_text=True, vertical="top")
+        link_font = Font(color="0563C1", underline="single")
+        unlocked = Protection(locked=False)
+        specs = {
+            "header": {"font": Font(bold=True)},
+            "header editable": {"font": Font(bold=True), "fill": fill},
+            "title": {"font": Font(bold=True, size=13)},
+            "locked": {"alignment": top},
+            "locked wrapped": {"alignment": wrapped},
+            "editable": {"alignment": top, "fill": fill, "protection": unlocked},
+            "editable wrapped": {"alignment": wrapped, "fill": fill, "protection": unlocked},
+            "link": {"alignment": top, "font": link_font},
+        }
+        self.names = {}
+        for key, attrs in specs.items():
+            name = f"care {key}"
+            wb.add_named_style(NamedStyle(name=name, **attrs))
+            self.names[key] = name
+
+    def column(self, wrap: bool, editable: bool) -> str:
+        return self.names[("editable" if editable else "locked") + (" wrapped" if wrap else "")]
+
+
+def _dialogue_head_rows(sessions: Sequence[Session]) -> dict[str, int]:
+    """Row of each session's header on the dialogues sheet: header row, then head + turns."""
+    rows, row = {}, 2
+    for s in sessions:
+        rows[s.session_id] = row
+        row += 1 + len(s.turns)
+    return rows
+
+
+def _cell(ws, value, style: str, link: str | None = None):
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.worksheet.hyperlink import Hyperlink
 
-    ws.append([c[0] for c in COLUMNS])
-    editable_fill = PatternFill("solid", fgColor="FFF4CC")
-    for col, (_, width, _, editable) in enumerate(COLUMNS, start=1):
-        letter = get_column_letter(col)
-        ws.column_dimensions[letter].width = width
-        head = ws.cell(row=1, column=col)
-        head.font = _font(bold=True)
-        if editable:
-            head.fill = editable_fill
+    cell = WriteOnlyCell(ws, value=_clean(value))
+    cell.style = style
+    if link is not None:
+        cell.hyperlink = Hyperlink(ref="A1", location=link)  # ref is set when written
+    return cell
+
+
+def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) -> None:
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
     link_col = len(COLUMNS)
-    for row, d in enumerate(drafts, start=2):
-        session = by_id[d["session_id"]]
-        lang = session.language
+    last = len(drafts) + 1
+    for col, (_, width, _, _) in enumerate(COLUMNS, start=1):
+        ws.column_dimensions[get_column_letter(col)].width = width
+    ws.freeze_panes = "C2"  # layout before the first row: a streamed sheet writes it first
+    ws.append(
+        [
+            _cell(ws, name, style.names["header editable" if editable else "header"])
+            for name, _, _, editable in COLUMNS
+        ]
+    )
+    column_styles = [style.column(wrap, editable) for _, _, wrap, editable in COLUMNS]
+    for d in drafts:
+        lang = by_id[d["session_id"]].language
         item = d["item_id"]
         rating = d["rating"]
         point = round(rating)
-        _append(
-            ws,
-            [
-                d["session_id"],
-                item,
-                instrument.dimension(d["dimension"]).label(lang),
-                instrument.items[item].wording(lang),
-                int(rating) if rating == point else rating,
-                instrument.scale_label(point, lang) if point in instrument.scale_points else "",
-                d["draft"],
-                None,
-                None,
-                "dialogue",
-            ],
-        )
-        for col, (_, _, wrap, editable) in enumerate(COLUMNS, start=1):
-            cell = ws.cell(row=row, column=col)
-            cell.alignment = Alignment(wrap_text=wrap, vertical="top")
-            if editable:
-                cell.protection = Protection(locked=False)
-                cell.fill = editable_fill
-        link = ws.cell(row=row, column=link_col)
-        link.hyperlink = Hyperlink(
-            ref=link.coordinate, location=f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
-        )
-        link.style = "Hyperlink"
-        link.protection = Protection(locked=True)
-    last = len(drafts) + 1
-    ws.freeze_panes = "C2"
+        values = [
+            d["session_id"],
+            item,
+            instrument.dimension(d["dimension"]).label(lang),
+            instrument.items[item].wording(lang),
+            int(rating) if rating == point else rating,
+            instrument.scale_label(point, lang) if point in instrument.scale_points else "",
+            d["draft"],
+            None,
+            None,
+        ]
+        row = [_cell(ws, v, s) for v, s in zip(values, column_styles, strict=False)]
+        target = f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
+        row.append(_cell(ws, "dialogue", style.names["link"], link=target))
+        ws.append(row)
     ws.auto_filter.ref = f"A1:{get_column_letter(link_col)}{last}"
     if editors:
         col = get_column_letter(_col_index("editor_id"))
@@ -198,45 +239,46 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None
             error="Pick an id from the list.",
         )
         dv.add(f"{col}2:{col}{last}")
-        ws.add_data_validation(dv)
+        ws.data_validations.append(dv)
     _protect(ws)
 
 
-def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int]) -> dict:
-    from openpyxl.styles import Alignment
-    from openpyxl.worksheet.hyperlink import Hyperlink
-
-    ws.append(["session_id", "turn", "speaker", "text", "strategy", "reaction"])
+def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int], style):
     for col, width in zip("ABCDEF", (16, 6, 12, 100, 14, 10), strict=True):
         ws.column_dimensions[col].width = width
-        ws[f"{col}1"].font = _font(bold=True)
-    first_turn_row: dict[str, int] = {}
+    ws.freeze_panes = "A2"
+    header = ["session_id", "turn", "speaker", "text", "strategy", "reaction"]
+    ws.append([_cell(ws, h, style.names["header"]) for h in header])
     for s in sessions:
-        ws.append([s.session_id, None, None, "back to this session's items"])
-        head = ws.max_row
-        first_turn_row[s.session_id] = head
-        ws.cell(row=head, column=1).font = _font(bold=True)
-        back = ws.cell(row=head, column=4)
-        back.hyperlink = Hyperlink(
-            ref=back.coordinate, location=f"'{SHEET}'!A{first_item_row[s.session_id]}"
+        back = f"'{SHEET}'!A{first_item_row[s.session_id]}"
+        ws.append(
+            [
+                _cell(ws, s.session_id, style.names["header"]),
+                None,
+                None,
+                _cell(ws, "back to this session's items", style.names["link"], link=back),
+            ]
         )
-        back.style = "Hyperlink"
         lab = labels(s.language)
         for n, t in enumerate(s.turns, start=1):
-            _append(
-                ws, [s.session_id, n, lab[t.speaker].rstrip(":："), t.text, t.strategy, t.reaction]
-            )
-            ws.cell(row=ws.max_row, column=4).alignment = Alignment(wrap_text=True, vertical="top")
-    ws.freeze_panes = "A2"
+            text = _cell(ws, t.text, style.names["locked wrapped"])
+            speaker = lab[t.speaker].rstrip(":：")
+            ws.append([_clean(v) for v in (s.session_id, n, speaker, text, t.strategy, t.reaction)])
     _protect(ws)
-    return first_turn_row
 
 
-def _append(ws, values: list) -> None:
-    """Append a row; characters XML forbids (model output can hold them) are dropped."""
+def _write_instructions(ws, style) -> None:
+    ws.column_dimensions["A"].width = 120
+    for n, line in enumerate(INSTRUCTIONS_LINES):
+        ws.append([_cell(ws, line, style.names["title"]) if n == 0 else line])
+    ws.protection.sheet = True
+
+
+def _clean(value):
+    """Characters XML forbids (model output can hold them) are dropped."""
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-    ws.append([ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values])
+    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
 
 
 def _protect(ws) -> None:
@@ -246,12 +288,6 @@ def _protect(ws) -> None:
     p.autoFilter = False
     p.formatColumns = False
     p.formatRows = False
-
-
-def _font(**kwargs):
-    from openpyxl.styles import Font
-
-    return Font(**kwargs)
 
 
 def _col_index(header: str) -> int:

@@ -87,8 +87,8 @@ def sample_rows(
             "dimension": rows["item_id"].map(instrument.dimension_of),
             "item_id": rows["item_id"],
             "item": rows["item_id"].map(lambda i: instrument.items[i].wording(language)),
-            "client_rating": rows["client_score"].astype(float),
-            "predicted_score": rows["score"].astype(float),
+            "client_rating": rows["client_score"].astype(float).round(2),
+            "predicted_score": rows["score"].astype(float).round(2),
             "rationale": rows["rationale"],
         }
     ).reset_index(drop=True)
@@ -113,7 +113,7 @@ def export_sheet(
 ) -> None:
     """Write the rating workbook (instructions, ratings with 1-5 validation, dialogues)."""
     from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
+    from openpyxl.styles import Alignment, Font, PatternFill, Protection
     from openpyxl.worksheet.datavalidation import DataValidation
 
     book = Workbook()
@@ -135,15 +135,28 @@ def export_sheet(
     ratings.append(SHEET_COLUMNS)
     for record in sheet.itertuples(index=False):
         ratings.append([_cell(v) for v in record])
+    editable = {*CRITERIA, "comment"}
+    fill = PatternFill("solid", fgColor="FFF4CC")
     for cell in ratings[1]:
         cell.font = Font(bold=True)
-    widths = {"rationale": 80, "item": 40, "comment": 30}
+        if cell.value in editable:
+            cell.fill = fill
+    widths = {"rationale": 80, "item": 40, "comment": 30, "row_id": 8}
     for n, column in enumerate(SHEET_COLUMNS, start=1):
         letter = ratings.cell(row=1, column=n).column_letter
         ratings.column_dimensions[letter].width = widths.get(column, 14)
-        if column in ("rationale", "item"):
-            for cell in ratings[letter][1:]:
-                cell.alignment = Alignment(wrap_text=True, vertical="top")
+        for cell in ratings[letter][1:]:
+            # long text wraps, every cell reads from the top, scores show two decimals
+            cell.alignment = Alignment(wrap_text=column in ("rationale", "item", "comment"),
+                                       vertical="top")
+            if column in ("client_rating", "predicted_score"):
+                cell.number_format = "0.00"
+            if column in editable:  # only the raters' columns can be typed into
+                cell.protection = Protection(locked=False)
+                cell.fill = fill
+    protect = ratings.protection
+    protect.sheet, protect.autoFilter, protect.formatColumns, protect.formatRows = (
+        True, False, False, False)
     check = DataValidation(
         type="whole",
         operator="between",
@@ -164,6 +177,9 @@ def export_sheet(
     for record in dialogues.itertuples(index=False):
         talk.append([_cell(v) for v in record])
     talk.column_dimensions["D"].width = 100
+    for cell in talk["D"][1:]:
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    talk.protection.sheet = about.protection.sheet = True
     _save_reproducibly(book, path)
 
 

@@ -3,8 +3,10 @@
 Workbook layout (``workflow/schemas/expert_sheet.schema.yaml`` describes a row):
 
 - ``rationales``: one row per (session, item): ids, dimension, item wording, the client's
-  rating and its label, the draft, then the two editable columns ``final_rationale`` and
-  ``editor_id``, and a ``dialogue`` link to the session's transcript. The sheet is protected
+  rating and its label, the draft, the turns the draft cites (their text, so the evidence
+  sits beside the claim), then the two editable columns ``final_rationale`` (prefilled with
+  the draft: an expert edits it in place) and ``editor_id``, and a ``dialogue`` link to the
+  session's transcript. The sheet is protected
   (no password: it guards against slips, not against the reviewer) with only the editable
   columns unlocked; filtering and resizing stay allowed. With a list of known editors the
   ``editor_id`` cells offer it as a drop-down.
@@ -13,12 +15,13 @@ Workbook layout (``workflow/schemas/expert_sheet.schema.yaml`` describes a row):
 - ``instructions``: what to do, in a few lines.
 
 Import reads the edited workbook (or a CSV with the same columns), checks it against the
-drafts and writes the rationale table. A ``final_rationale`` left empty accepts the draft
-(``unedited``); ``allow_unedited: false`` turns that into an error. Known editors: when the
-config lists ``editors``, every ``editor_id`` must be one of them; with an empty list any
-non-empty id is accepted. An editor id is required on every row whose final rationale was
-written; a row that accepts the draft may leave it empty. Every problem names the file, the
-sheet, the row and the column, and no output is written while any remains.
+drafts and writes the rationale table. A row left untouched (``final_rationale`` still the
+draft, or emptied, and no editor id) accepts the draft (``unedited``); ``allow_unedited:
+false`` turns that into an error. A reviewer who accepts a draft as it is puts their id.
+Known editors: when the config lists ``editors``, every ``editor_id`` must be one of them;
+with an empty list any non-empty id is accepted. An editor id is required on every row whose
+final rationale was changed; a row that accepts the draft may leave it empty. Every problem
+names the file, the sheet, the row and the column, and no output is written while any remains.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ COLUMNS = (
     ("item", 40, True, False),
     ("rating", 8, False, False),
     ("rating_label", 14, False, False),
-    ("draft", 60, True, False),
+    ("draft", 50, True, False),
+    ("cited_turns", 50, True, False),
     ("final_rationale", 60, True, True),
     ("editor_id", 14, False, True),
     ("dialogue", 12, False, False),
@@ -80,13 +84,15 @@ INSTRUCTIONS_LINES = (
     "Expert review of draft rationales",
     'Each row of the sheet "rationales" is one questionnaire item of one session, with the '
     "rating the client gave.",
-    'Read the dialogue (the link in the last column opens it on the sheet "dialogues"), then '
-    'write the final rationale in the column "final_rationale":',
+    'The column "cited_turns" shows the turns the draft cites; the link in the last column '
+    'opens the whole dialogue on the sheet "dialogues".',
+    '"final_rationale" starts as a copy of the draft: edit it in place.',
     "  - explain why the client gave this rating, combining the session as a whole with the "
     "turns that mattered most, cited as (turn N);",
-    "  - keep what is right in the draft and correct what is not; leave the cell empty to "
-    "accept the draft as it is.",
-    'Put your editor id in the column "editor_id" on every row you write.',
+    "  - keep what is right in the draft and correct what is not; a row you leave untouched "
+    "accepts the draft as it is.",
+    'Put your editor id in the column "editor_id" on every row you edit, and on a row whose '
+    "draft you accept after reading it (it then counts as reviewed).",
     "Only those two columns can be edited; the others are locked so that ids and ratings stay "
     "exactly as exported.",
     'Save the file as .xlsx (or export the sheet "rationales" as CSV) and hand it back for import.',
@@ -171,6 +177,20 @@ class _Styles:
         return self.names[("editable" if editable else "locked") + (" wrapped" if wrap else "")]
 
 
+def cited_text(session: Session, rationale: str, width: int = 300) -> str:
+    """The turns a rationale cites, numbered as in the dialogue, one per line."""
+    from care.prompts import cited_turns
+
+    names = labels(session.language)
+    lines = []
+    for n in cited_turns(rationale or ""):
+        if 1 <= n <= len(session.turns):
+            turn = session.turns[n - 1]
+            text = turn.text if len(turn.text) <= width else turn.text[: width - 1] + "…"
+            lines.append(f"({n}) {names[turn.speaker]} {text}")
+    return "\n".join(lines)
+
+
 def _dialogue_head_rows(sessions: Sequence[Session]) -> dict[str, int]:
     """Row of each session's header on the dialogues sheet: header row, then head + turns."""
     rows, row = {}, 2
@@ -220,7 +240,8 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
             int(rating) if rating == point else rating,
             instrument.scale_label(point, lang) if point in instrument.scale_points else "",
             d["draft"],
-            None,
+            cited_text(by_id[d["session_id"]], d["draft"]),
+            d["draft"],  # prefilled: edited in place; untouched = accepted
             None,
         ]
         row = [_cell(ws, v, s) for v, s in zip(values, column_styles, strict=False)]
@@ -504,11 +525,13 @@ def _import_row(
         )
     final = _text(v.get("final_rationale"))
     editor = _text(v.get("editor_id"))
-    unedited = not final
+    # untouched: still the prefilled draft (or emptied) and nobody signed it
+    unedited = not final or (_norm(final) == _norm(draft["draft"]) and not editor)
     if unedited:
         if not allow_unedited:
             bad(
-                "empty final rationale (allow_unedited is false: every draft must be reviewed)",
+                "draft left untouched (allow_unedited is false: edit it, or put your editor id "
+                "on the row to accept it as reviewed)",
                 "final_rationale",
             )
         elif not draft["draft"].strip():

@@ -51,8 +51,34 @@ rule provenance:
         "--outputs {input.outputs} --out {output.record} --rst {output.summary} 2> {log}"
 
 
+# Maintainers: `snakemake --cores all readme` after the demo rewrites the README's generated
+# results block (Table 2, provenance) and its screenshot from this run's outputs;
+# `care readme --check` (and tests/test_readme.py) fail when the README and a run disagree.
+rule readme:
+    input:
+        table2="results/table2.csv",
+        provenance="results/provenance.json",
+        instrument=INSTRUMENT,
+        page=["results/application/session_report.html"] if UNLABELED else [],
+    output:
+        "results/readme_block.md",
+    params:
+        screenshot=lambda wc, input: (
+            f"--page {input.page} --image docs/img/session_report.png" if input.page else ""
+        ),
+    log:
+        "logs/readme.log",
+    conda:
+        CARE_ENV
+    shell:
+        "care readme --write --table2 {input.table2} --instrument {input.instrument} "
+        "--provenance {input.provenance} {params.screenshot} --readme README.md "
+        "--out {output} 2> {log}"
+
+
 localrules:
     provenance,
+    readme,
 
 
 ALL_TARGETS.append("results/provenance.json")

@@ -22,6 +22,23 @@ def register(subparsers) -> None:
     p.set_defaults(func=provenance)
 
     p = subparsers.add_parser(
+        "readme",
+        help="write (--write) or check (--check) the README's generated demo-results block",
+    )
+    p.add_argument("--table2", required=True, help="a run's results/table2.csv")
+    p.add_argument("--instrument", required=True)
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--provenance", help="the run's provenance.json (commit, time)")
+    p.add_argument("--page", help="a session page to screenshot (results/application/...html)")
+    p.add_argument("--image", help="where the screenshot goes (e.g. docs/img/session_report.png)")
+    p.add_argument("--out", help="also write the block here")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="rewrite the block in the README")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 when the README's block differs from the run's Table 2")
+    p.set_defaults(func=readme)
+
+    p = subparsers.add_parser(
         "status", help="one line per running job: its progress bar, rate and ETA (from logs/)"
     )
     p.add_argument("--logs", default="logs", help="the workflow's log directory")
@@ -84,4 +101,40 @@ def status(args) -> int:
     lines = status_lines(args.logs, args.within)
     print("\n".join(lines) if lines else f"no job wrote progress to {args.logs}/ in the last "
           f"{args.within:g} s")
+    return 0
+
+
+def readme(args) -> int:
+    from pathlib import Path
+
+    from care.evaluate.tables import read_table
+    from care.instrument import load_instrument
+    from care.io import atomic_open
+    from care.readme import check, read_provenance, relative_image, render_block, splice
+
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
+    table2 = read_table(args.table2)
+    text = Path(args.readme).read_text(encoding="utf-8")
+    if args.check:
+        problems = check(text, table2, dims, args.readme)
+        for line in problems:
+            print(line)
+        if not problems:
+            print(f"{args.readme}: the demo results agree with {args.table2}")
+        return 1 if problems else 0
+    image = None
+    if args.page and args.image:
+        from care.apply.session_report import screenshot
+
+        screenshot(args.page, args.image)
+        image = relative_image(args.image, args.readme)
+    labels = {d.id: d.label("en") for d in instrument.dimensions}
+    block = render_block(table2, dims, labels, read_provenance(args.provenance), image)
+    with atomic_open(args.readme) as f:
+        f.write(splice(text, block, args.readme))
+    if args.out:
+        with atomic_open(args.out) as f:
+            f.write(block)
+    log.info("%s: demo results block rewritten from %s", args.readme, args.table2)
     return 0

@@ -189,6 +189,16 @@ def run_digest(args) -> int:
     return 0
 
 
+def _no_pages(notice) -> str:
+    """The report's example page when no session has a complete predicted score."""
+    log.warning("no session has a complete predicted score: no session page to show")
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Session '
+            f"reports</title></head>\n<body><h1>Session reports</h1>\n{notice.html()}\n"
+            "<p>No session of the corpus has a complete predicted score (every item of a "
+            "dimension parsed), so there is no session page to show. The predictions' parse "
+            "coverage is in the log of predict_corpus.</p>\n</body></html>\n")
+
+
 def run_report_session(args) -> int:
     from care.apply.session_report import screenshot, write_reports, write_session_report
     from care.errors import CareInputError
@@ -211,11 +221,11 @@ def run_report_session(args) -> int:
     else:
         raise SystemExit("care report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))
-    if args.example and pages:
+    if args.example:
         from care.io import atomic_open
 
         with atomic_open(args.example) as f:
-            f.write(Path(pages[0]).read_text(encoding="utf-8"))
+            f.write(Path(pages[0]).read_text(encoding="utf-8") if pages else _no_pages(notice))
     if args.screenshot and pages:
         log.info("screenshot: %s", screenshot(pages[0], args.screenshot))
     return 0

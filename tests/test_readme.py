@@ -59,3 +59,4 @@ def test_the_readme_has_a_generated_block():
     assert rows and all(len(cells) == 3 for cells in rows.values())
     with pytest.raises(CareInputError, match="no generated block"):
         parse_block("no markers here")
+

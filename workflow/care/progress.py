@@ -41,4 +41,4 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
         "file": _Lines(stream), "mininterval": LOG_INTERVAL, "ncols": 100, "ascii": True,
     }
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=tty,
-                **options, **kwargs)
+                **{**options, **kwargs})

@@ -63,8 +63,9 @@ def run_summary(targets: Iterable[str], started: str | None = None, root: str | 
 
 
 def status_lines(logs: str | Path = "logs", within_s: float = 600.0,
-                 now: float | None = None) -> list[str]:
-    """``job: last progress line`` for every log with a bar written in the last minutes."""
+                 now: float | None = None, finished: bool = False) -> list[str]:
+    """``job: last progress line`` for every log with a bar written in the last minutes
+    (bars at 100% only with ``finished``)."""
     now = time.time() if now is None else now
     out = []
     for path in sorted(Path(logs).rglob("*.log")):
@@ -72,7 +73,7 @@ def status_lines(logs: str | Path = "logs", within_s: float = 600.0,
         if age > within_s:
             continue
         last = _last_progress(path)
-        if last is not None:
+        if last is not None and (finished or "100%|" not in last):
             job = os.path.relpath(path.with_suffix(""), logs)
             out.append(f"{job}: {last} ({age:.0f} s ago)")
     return out

@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--logs", default="logs", help="the workflow's log directory")
     p.add_argument("--within", type=float, default=600, help="logs written in these seconds")
+    p.add_argument("--finished", action="store_true", help="also bars that reached 100%%")
     p.set_defaults(func=status)
 
     p = subparsers.add_parser(
@@ -98,7 +99,7 @@ def training_curves(args) -> int:
 def status(args) -> int:
     from care.summary import status_lines
 
-    lines = status_lines(args.logs, args.within)
+    lines = status_lines(args.logs, args.within, finished=args.finished)
     print("\n".join(lines) if lines else f"no job wrote progress to {args.logs}/ in the last "
           f"{args.within:g} s")
     return 0

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="care", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"care {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--benchmark", metavar="TSV",
+    parser.add_argument("--benchmark", metavar="TSV", dest="timing_file",
                         help="write the command's wall time, CPU time and peak memory here "
                         "(Snakemake's benchmark format; for rules that cannot have benchmark:)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"care {args.command}: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        if args.benchmark:
-            write_benchmark(args.benchmark, time.perf_counter() - started)
+        if args.timing_file:
+            write_benchmark(args.timing_file, time.perf_counter() - started)
 
 
 def write_benchmark(path: str, seconds: float) -> None:

@@ -305,6 +305,7 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
         "-m",
         "care.cli",
         "train",
+        "run",
         "--backbone",
         str(run.backbone),
         "--sessions",

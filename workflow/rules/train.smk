@@ -92,7 +92,7 @@ rule train:
         CARE_ENV
     shell:
         "care --benchmark benchmarks/train/{wildcards.backbone}/{wildcards.variant}/"
-        "fold{wildcards.fold}.tsv train --backbone {params.backbone} --sessions {input.sessions} "
+        "fold{wildcards.fold}.tsv train run --backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
         "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "

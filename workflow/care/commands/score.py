@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--config", default="config.yaml",
                    help="config whose inference section and instrument apply "
                    "(default: config.yaml, if present)")
-    p.add_argument("--instrument", help="instrument file (default: the config's, else WAI-SR)")
+    p.add_argument("--instrument", default=None,
+                   help="instrument file (default: the config's, else the packaged WAI-SR)")
     p.add_argument("--variant", choices=["rationale", "score_only"],
                    help="answer format the model was trained on (default: from the model's "
                    "path .../<variant>/fold<k>, else rationale)")

@@ -1,6 +1,6 @@
 """One fine-tune end to end: examples, training ranks, checkpoint selection, the model dir.
 
-Steps (``care train``):
+Steps (``care train run``):
 
 1. Split the fold's sessions: training folds (minus an inner client-grouped validation share
    with ``selection: inner_split``) and the validation sessions.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from care.errors import CareInputError
@@ -93,6 +94,12 @@ def test_export_layout_protection_and_links(exported, instrument):
     # the known editors are offered as a drop-down on the editor column
     (validation,) = ws.data_validations.dataValidation
     assert validation.formula1 == '"e1,e2"' and "J2" in str(validation.sqref)
+    # each sheet states its size, so a reader need not parse it to learn it
+    with zipfile.ZipFile(path) as z:
+        head = z.read("xl/worksheets/sheet1.xml")[:2000]
+    assert f'<dimension ref="A1:K{len(drafts) + 1}"/>'.encode() in head
+    lazy = load_workbook(path, read_only=True)
+    assert lazy[DIALOGUES].max_row == 1 + sum(1 + len(s.turns) for s in sessions)
 
 
 def test_export_is_byte_identical(exported, instrument, tmp_path):
@@ -144,7 +151,15 @@ def test_simulated_expert_fills_every_row(exported, instrument, tmp_path):
     }
     out = tmp_path / "filled.xlsx"
     assert fill_sheet(path, finals, "e1", out) == len(drafts)
-    assert load_workbook(out)[SHEET].protection.sheet  # still protected
+    filled, exported = load_workbook(out), load_workbook(path)
+    ws = filled[SHEET]
+    assert ws.protection.sheet and not ws["H2"].protection.locked  # still protected, editable
+    assert ws["H2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
+    assert ws["I2"].value == "e1" and ws["H2"].fill.fgColor.rgb == "00FFF4CC"
+    assert ws["J2"].hyperlink.location == exported[SHEET]["J2"].hyperlink.location
+    with zipfile.ZipFile(path) as before, zipfile.ZipFile(out) as after:  # the rest as it was
+        for name in ("xl/worksheets/sheet2.xml", "xl/styles.xml"):
+            assert before.read(name) == after.read(name)
     frame = import_edits(read_sheet(out), drafts, instrument, editors=["e1"], allow_unedited=False)
     assert frame["edited"].all() and set(frame["editor_id"]) == {"e1"}
 

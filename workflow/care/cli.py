@@ -22,6 +22,7 @@ import time
 from care import __version__, commands
 from care.errors import CareInputError
 from care.io import UMASK_ENVVAR, restrict_umask
+from care.versions import VersionError
 
 HELP = """\
 care: predict and explain the client-perceived therapeutic alliance from counseling
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", metavar="TSV", dest="timing_file",
                         help="write the command's wall time, CPU time and peak memory here "
                         "(Snakemake's benchmark format; for rules that cannot have benchmark:)")
+    parser.add_argument("--prompts", metavar="DIR",
+                        help="prompt template directory (the config's `prompts`)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_DefaultingParser)
     stages = Stages(sub)
@@ -136,10 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     try:
+        if args.prompts:
+            from care.prompts import set_prompt_dir
+
+            set_prompt_dir(args.prompts)
         return int(args.func(args) or 0)
     except CareInputError as exc:
-        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"care {args.command}: error: {line}", file=sys.stderr)
         return 2
+    except VersionError as exc:
+        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        return 3
     finally:
         if args.timing_file:
             write_benchmark(args.timing_file, time.perf_counter() - started)

@@ -21,7 +21,7 @@ PROVENANCE_SOURCES = sorted(
         config["rationales"]["edited_sheet"],
         *([TRAINING["deepspeed"]] if TRAINING.get("deepspeed") else []),
         *(model_input(b["path"]) for b in TRAIN_BACKBONES.values() if "path" in b),
-        *expand("workflow/prompts/{name}.{lang}.txt", name=["draft", "draft_system", "system", "score"], lang=["en", "zh"]),
+        *PROMPT_FILES,
     }
 )
 PROVENANCE_OUTPUTS = list(ALL_TARGETS)  # a copy: `all` gets the record below

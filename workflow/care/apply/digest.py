@@ -21,7 +21,6 @@ cite. Written as Markdown and HTML (one template each), with an index of each.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pandas as pd
 from care.errors import CareInputError
 from care.instrument import Instrument
 from care.io import atomic_open
+from care.names import file_stem
 from care.prompts import cited_turns, labels
 from care.sessions import Session
 
@@ -100,10 +100,6 @@ def histogram(mine: pd.Series, corpus: pd.Series, instrument: Instrument, thresh
         rows.append({"low": float(low), "high": float(high), "counselor": share(mine),
                      "corpus": share(corpus), "below": high <= threshold + 1e-9})
     return rows
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(text)) or "_"
 
 
 def choose_counselors(scores: pd.DataFrame, counselors: list[str], min_sessions: int) -> list[str]:
@@ -251,7 +247,7 @@ def write_digests(
             notice=notice,
         )
         for fmt in ("md", "html"):
-            with atomic_open(out_dir / f"{safe_name(counselor)}.{fmt}") as f:
+            with atomic_open(out_dir / f"{file_stem(str(counselor))}.{fmt}") as f:
                 f.write(render(digest, fmt))
         digests.append(digest)
         log.info("digest for %s: %s low-alliance sessions (%s)", counselor,
@@ -261,7 +257,8 @@ def write_digests(
     for fmt in ("md", "html"):
         with atomic_open(out_dir / f"index.{fmt}") as f:
             f.write(env.get_template(f"digest_index.{fmt}.j2").render(
-                digests=digests, rule=rule, safe_name=safe_name, notice=notice))
+                digests=digests, rule=rule, safe_name=lambda c: file_stem(str(c)),
+                notice=notice))
     return digests
 
 

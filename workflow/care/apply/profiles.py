@@ -1,7 +1,7 @@
 """Counselor alliance profiles (the paper's Figure 2).
 
-For every counselor with at least ``min_sessions`` scored sessions: the mean predicted Goal,
-Task and Bond score with a 95% t-interval over sessions, against the corpus mean (all
+For every counselor with at least ``min_sessions`` scored sessions: the mean predicted score
+of each dimension with a 95% t-interval over sessions, against the corpus mean (all
 sessions). The table behind the figure is written too (``profiles.csv``), so the numbers can
 be checked without reading bars. Counselors may be shown anonymised (``Counselor A`` for the
 one with the most sessions, then B, ...); the CSV keeps the mapping.
@@ -9,6 +9,7 @@ one with the most sessions, then B, ...); the CSV keeps the mapping.
 
 from __future__ import annotations
 
+import logging
 import string
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from care.instrument import Instrument
 from care.io import write_table
 
 CORPUS = "all sessions"
+log = logging.getLogger(__name__)
 
 
 def mean_interval(values: pd.Series, confidence: float) -> tuple[float, float, float]:
@@ -89,7 +91,7 @@ def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
 
 
 def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en",
-                  notice=None):
+                  note: str | None = None, notice=None):
     """Per dimension, each counselor's mean with its 95% interval beside the corpus mean.
 
     The y-axis spans the instrument's whole scale, so a difference of a few hundredths does
@@ -133,6 +135,8 @@ def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str 
             fig.text(0.01, -0.02, text, fontsize=6, va="top", ha="left", color="#333333")
         ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        if note:
+            ax.set_title(note, fontsize=8, loc="left", wrap=True)
         fig.tight_layout()
     return fig
 
@@ -147,7 +151,12 @@ def figure2(
 
     profiles = counselor_profiles(scores, instrument, min_sessions=min_sessions,
                                   confidence=confidence, anonymize=anonymize, source=source)
-    save(plot_profiles(profiles, instrument, language, notice), stem)
+    note = None
+    if scores["counselor_id"].nunique() < 2:
+        note = ("The corpus has one counselor: the profile is the corpus mean itself, "
+                "so there is nothing to compare.")
+        log.warning("Figure 2: %s", note)
+    save(plot_profiles(profiles, instrument, language, note, notice), stem)
     if table is not None:
         write_table(table, profiles, float_format="%.4f")
     return profiles

@@ -22,6 +22,7 @@ import json
 import logging
 from pathlib import Path
 
+from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Generation, Scorer, label_token_ids
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,14 @@ class HFScorer(Scorer):
             cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
         )
+        # every field explicit, and none left for the checkpoint's generation_config.json
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(model, self.generation_config)
+
+    def set_max_new_tokens(self, value: int) -> None:
+        super().set_max_new_tokens(value)
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(self.model, self.generation_config)
 
     @classmethod
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
@@ -175,33 +184,25 @@ class HFScorer(Scorer):
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **{cache_kwarg(self.model): cache},
             )
         self.counters["prefill_tokens"] += sum(len(p) for p in prefixes)
         return cache, width
 
     def _generate(self, ids, mask, cache) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
 
         recorder = LabelRecorder(self.label_ids)
-        config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
-            use_cache=True,
-        )
         device = self.model.device
-        kwargs = {cache_kwarg(self.model): cache} if cache is not None else {}
+        kwargs = {"cache": cache} if cache is not None else {}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                generation_config=config,
+                generation_config=self.generation_config,
                 logits_processor=LogitsProcessorList([recorder]),
                 **kwargs,
             )
@@ -331,13 +332,3 @@ def directory_fingerprint(path) -> str:
         else:
             digest.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
     return digest.hexdigest()
-
-
-def cache_kwarg(model) -> str:
-    """The KV-cache argument of ``forward`` and ``generate``: ``cache`` where transformers
-    renamed ``past_key_values`` (it then warns on the old name in every job log)."""
-    import inspect
-
-    new = "cache" in inspect.signature(model.forward).parameters
-    return "cache" if new else "past_key_values"
-

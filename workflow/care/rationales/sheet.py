@@ -173,8 +173,12 @@ class _Styles:
             wb.add_named_style(NamedStyle(name=name, **attrs))
             self.names[key] = name
 
-    def column(self, wrap: bool, editable: bool) -> str:
-        return self.names[("editable" if editable else "locked") + (" wrapped" if wrap else "")]
+    def apply(self, cell, key: str) -> None:
+        cell.style = self.names[key]
+
+    @staticmethod
+    def column(wrap: bool, editable: bool) -> str:
+        return ("editable" if editable else "locked") + (" wrapped" if wrap else "")
 
 
 def cited_text(session: Session, rationale: str, width: int = 300) -> str:
@@ -200,12 +204,12 @@ def _dialogue_head_rows(sessions: Sequence[Session]) -> dict[str, int]:
     return rows
 
 
-def _cell(ws, value, style: str, link: str | None = None):
+def _cell(ws, styles: _Styles, value, key: str, link: str | None = None):
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.worksheet.hyperlink import Hyperlink
 
     cell = WriteOnlyCell(ws, value=_clean(value))
-    cell.style = style
+    styles.apply(cell, key)
     if link is not None:
         cell.hyperlink = Hyperlink(ref="A1", location=link)  # ref is set when written
     return cell
@@ -217,12 +221,13 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
 
     link_col = len(COLUMNS)
     last = len(drafts) + 1
+    _declare_size(ws, last, link_col)
     for col, (_, width, _, _) in enumerate(COLUMNS, start=1):
         ws.column_dimensions[get_column_letter(col)].width = width
     ws.freeze_panes = "C2"  # layout before the first row: a streamed sheet writes it first
     ws.append(
         [
-            _cell(ws, name, style.names["header editable" if editable else "header"])
+            _cell(ws, style, name, "header editable" if editable else "header")
             for name, _, _, editable in COLUMNS
         ]
     )
@@ -244,9 +249,9 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
             d["draft"],  # prefilled: edited in place; untouched = accepted
             None,
         ]
-        row = [_cell(ws, v, s) for v, s in zip(values, column_styles, strict=False)]
+        row = [_cell(ws, style, v, s) for v, s in zip(values, column_styles, strict=False)]
         target = f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
-        row.append(_cell(ws, "dialogue", style.names["link"], link=target))
+        row.append(_cell(ws, style, "dialogue", "link", link=target))
         ws.append(row)
     ws.auto_filter.ref = f"A1:{get_column_letter(link_col)}{last}"
     if editors:
@@ -265,34 +270,49 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
 
 
 def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int], style):
+    _declare_size(ws, 1 + sum(1 + len(s.turns) for s in sessions), 6)
     for col, width in zip("ABCDEF", (16, 6, 12, 100, 14, 10), strict=True):
         ws.column_dimensions[col].width = width
     ws.freeze_panes = "A2"
     header = ["session_id", "turn", "speaker", "text", "strategy", "reaction"]
-    ws.append([_cell(ws, h, style.names["header"]) for h in header])
+    ws.append([_cell(ws, style, h, "header") for h in header])
     for s in sessions:
         back = f"'{SHEET}'!A{first_item_row[s.session_id]}"
         ws.append(
             [
-                _cell(ws, s.session_id, style.names["header"]),
+                _cell(ws, style, s.session_id, "header"),
                 None,
                 None,
-                _cell(ws, "back to this session's items", style.names["link"], link=back),
+                _cell(ws, style, "back to this session's items", "link", link=back),
             ]
         )
         lab = labels(s.language)
         for n, t in enumerate(s.turns, start=1):
-            text = _cell(ws, t.text, style.names["locked wrapped"])
+            text = _cell(ws, style, t.text, "locked wrapped")
             speaker = lab[t.speaker].rstrip(":：")
             ws.append([_clean(v) for v in (s.session_id, n, speaker, text, t.strategy, t.reaction)])
     _protect(ws)
 
 
 def _write_instructions(ws, style) -> None:
+    _declare_size(ws, len(INSTRUCTIONS_LINES), 1)
     ws.column_dimensions["A"].width = 120
     for n, line in enumerate(INSTRUCTIONS_LINES):
-        ws.append([_cell(ws, line, style.names["title"]) if n == 0 else line])
+        ws.append([_cell(ws, style, line, "title") if n == 0 else line])
     ws.protection.sheet = True
+
+
+def _declare_size(ws, rows: int, columns: int) -> None:
+    """Have a streamed sheet state its size (``<dimension>``) like a saved one does.
+
+    Without it a reader has to parse the whole sheet to learn its size: openpyxl's read-only
+    mode does, for every sheet of the workbook, before the first row is read. The writer
+    takes it from ``calculate_dimension``, as for a normal sheet; set before the first row.
+    """
+    from openpyxl.utils import get_column_letter
+
+    ref = f"A1:{get_column_letter(columns)}{max(rows, 1)}"
+    ws.calculate_dimension = lambda: ref
 
 
 def _clean(value):
@@ -320,18 +340,32 @@ def _save_reproducibly(wb, out: str | Path) -> None:
     buffer = io.BytesIO()
     wb.save(buffer)
     buffer.seek(0)
+    _copy_workbook(buffer, out)
+
+
+def _copy_workbook(source, out: str | Path, rewrite: dict | None = None) -> None:
+    """Copy a workbook's zip parts with fixed timestamps, atomically.
+
+    ``rewrite`` maps a part's name to ``function(source_stream, output_stream)`` that writes
+    the part anew.
+    """
+    rewrite = rewrite or {}
     stamp = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
     with (
         atomic_path(out) as tmp,
-        zipfile.ZipFile(buffer) as src,
+        zipfile.ZipFile(source) as src,
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst,
     ):
         for info in src.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            if info.filename in rewrite:
+                with src.open(info) as part_in, dst.open(entry, "w") as part_out:
+                    rewrite[info.filename](part_in, part_out)
+                continue
             data = src.read(info.filename)
             if info.filename == "docProps/core.xml":
                 data = stamp.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
-            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
             dst.writestr(entry, data)
 
 
@@ -344,24 +378,125 @@ def fill_sheet(
     """Write ``finals`` into the sheet's editable columns as a reviewer would; returns rows filled.
 
     The demo's stand-in for the expert: the corpus's reference rationales become the edits.
+    Only the ``rationales`` sheet changes, so it is edited as a stream of rows (lxml) and
+    every other part of the workbook is copied as it is: time and memory grow linearly, where
+    loading and saving the whole workbook with openpyxl holds every cell of both sheets.
     """
-    from openpyxl import load_workbook
+    sheet = Path(sheet)
+    try:
+        with zipfile.ZipFile(sheet) as z:
+            part, strings = _sheet_part(z, SHEET), _shared_strings(z)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise CareInputError(sheet, f"cannot read the workbook: {exc}") from None
+    filled = []
 
-    wb = load_workbook(sheet)
-    ws = wb[SHEET]
-    cols = {c.value: c.column for c in ws[1]}
+    def fill(part_in, part_out) -> None:
+        filled.append(_fill_rows(sheet, part_in, part_out, finals, editor, strings))
+
+    _copy_workbook(sheet, out, {part: fill})
+    return filled[0]
+
+
+_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_CELL_REF = re.compile(r"([A-Z]+)(\d+)")
+
+
+def _sheet_part(z: zipfile.ZipFile, name: str) -> str:
+    """The zip part of the worksheet called ``name`` (workbook.xml and its relationships)."""
+    from lxml import etree
+
+    book = etree.fromstring(z.read("xl/workbook.xml"))
+    rels = etree.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+    targets = {r.get("Id"): r.get("Target") for r in rels}
+    for sheet in book.iter(f"{_NS}sheet"):
+        if sheet.get("name") == name:
+            target = targets[sheet.get(f"{_REL_NS}id")]
+            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    raise KeyError(f"no sheet named '{name}'")
+
+
+def _shared_strings(z: zipfile.ZipFile) -> list[str]:
+    from lxml import etree
+
+    if "xl/sharedStrings.xml" not in z.namelist():
+        return []
+    table = etree.fromstring(z.read("xl/sharedStrings.xml"), etree.XMLParser(huge_tree=True))
+    return ["".join(si.itertext()) for si in table.iter(f"{_NS}si")]
+
+
+def _fill_rows(path, part_in, part_out, finals, editor, strings) -> int:
+    """Copy the sheet part row by row, writing final rationale and editor where ``finals`` has
+    the row's (session, item); returns the number of rows filled."""
+    from lxml import etree
+
+    data = part_in.read()
+    start, end = data.find(b"<sheetData>"), data.rfind(b"</sheetData>")
+    if start < 0 or end < 0:
+        raise CareInputError(path, "no rows", where=f"sheet '{SHEET}'")
+    part_out.write(data[: start + len(b"<sheetData>")])
+    rows = etree.iterparse(
+        io.BytesIO(data), events=("end",), tag=f"{_NS}row", huge_tree=True,
+        resolve_entities=False, no_network=True,
+    )  # fmt: skip
+    columns: dict[str, str] = {}
     filled = 0
-    for row in range(2, ws.max_row + 1):
-        key = (
-            _text(ws.cell(row, cols["session_id"]).value),
-            _text(ws.cell(row, cols["item_id"]).value),
-        )
-        if key in finals:
-            ws.cell(row, cols["final_rationale"]).value = finals[key]
-            ws.cell(row, cols["editor_id"]).value = editor
-            filled += 1
-    _save_reproducibly(wb, out)
+    for _, row in rows:
+        cells = {_column_of(path, c): c for c in row.iter(f"{_NS}c")}
+        values = {col: _cell_value(c, strings) for col, c in cells.items()}
+        if not columns:  # the header row
+            columns = {v: col for col, v in values.items()}
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:
+                raise CareInputError(path, f"missing column(s) {missing}", line=1)
+        else:
+            key = (_text(values.get(columns["session_id"])), _text(values.get(columns["item_id"])))
+            if key in finals:
+                _set_text(row, cells, columns["final_rationale"], finals[key])
+                _set_text(row, cells, columns["editor_id"], editor)
+                filled += 1
+        part_out.write(etree.tostring(row))
+        row.clear()
+        while row.getprevious() is not None:  # rows already written: free them
+            del row.getparent()[0]
+    part_out.write(data[end:])
     return filled
+
+
+def _column_of(path, cell) -> str:
+    match = _CELL_REF.fullmatch(cell.get("r", ""))
+    if match is None:
+        raise CareInputError(path, f"a cell without a reference: {cell.get('r')!r}")
+    return match.group(1)
+
+
+def _cell_value(cell, strings: list[str]) -> str:
+    kind = cell.get("t")
+    if kind == "inlineStr":
+        return "".join(cell.find(f"{_NS}is").itertext())
+    value = cell.findtext(f"{_NS}v") or ""
+    return strings[int(value)] if kind == "s" and value else value
+
+
+def _set_text(row, cells: dict, column: str, text: str) -> None:
+    """Make the row's cell in ``column`` an inline string (keeping its style)."""
+    from lxml import etree
+
+    cell = cells.get(column)
+    if cell is None:
+        cell = etree.Element(f"{_NS}c", r=f"{column}{row.get('r')}")
+        later = [c for col, c in cells.items() if (len(col), col) > (len(column), column)]
+        if later:
+            later[0].addprevious(cell)
+        else:
+            row.append(cell)
+        cells[column] = cell
+    for child in list(cell):
+        cell.remove(child)
+    cell.set("t", "inlineStr")
+    t = etree.SubElement(etree.SubElement(cell, f"{_NS}is"), f"{_NS}t")
+    t.text = _clean(text)
+    t.set("{http://www.w3.org/XML/1998/namespace}space", "preserve")
 
 
 # --------------------------------------------------------------------------- import
@@ -522,6 +657,12 @@ def _import_row(
             f"rating changed: exported {draft['rating']:g}, found {v.get('rating')!r} "
             "(ratings are the client's and must stay untouched)",
             "rating",
+        )
+    if "draft" in v and _norm(_text(v.get("draft"))) != _norm(draft["draft"]):
+        # a locked column (sheet protection has no password): the edit would be lost unseen
+        log.warning(
+            "%s", sheet.error("the locked column 'draft' was edited; the edit is ignored "
+                              "(write the rationale in final_rationale)", row=r.row, column="draft")
         )
     final = _text(v.get("final_rationale"))
     editor = _text(v.get("editor_id"))

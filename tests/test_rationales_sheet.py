@@ -153,10 +153,10 @@ def test_simulated_expert_fills_every_row(exported, instrument, tmp_path):
     assert fill_sheet(path, finals, "e1", out) == len(drafts)
     filled, exported = load_workbook(out), load_workbook(path)
     ws = filled[SHEET]
-    assert ws.protection.sheet and not ws["H2"].protection.locked  # still protected, editable
-    assert ws["H2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
-    assert ws["I2"].value == "e1" and ws["H2"].fill.fgColor.rgb == "00FFF4CC"
-    assert ws["J2"].hyperlink.location == exported[SHEET]["J2"].hyperlink.location
+    assert ws.protection.sheet and not ws["I2"].protection.locked  # still protected, editable
+    assert ws["I2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
+    assert ws["J2"].value == "e1" and ws["I2"].fill.fgColor.rgb == "00FFF4CC"
+    assert ws["K2"].hyperlink.location == exported[SHEET]["K2"].hyperlink.location
     with zipfile.ZipFile(path) as before, zipfile.ZipFile(out) as after:  # the rest as it was
         for name in ("xl/worksheets/sheet2.xml", "xl/styles.xml"):
             assert before.read(name) == after.read(name)

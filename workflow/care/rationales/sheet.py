@@ -245,7 +245,7 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
             int(rating) if rating == point else rating,
             instrument.scale_label(point, lang) if point in instrument.scale_points else "",
             d["draft"],
-            cited_text(by_id[d["session_id"]], d["draft"]),
+            cited_text(by_id[d["session_id"]], d["draft"]) or None,
             d["draft"],  # prefilled: edited in place; untouched = accepted
             None,
         ]
@@ -473,7 +473,8 @@ def _column_of(path, cell) -> str:
 def _cell_value(cell, strings: list[str]) -> str:
     kind = cell.get("t")
     if kind == "inlineStr":
-        return "".join(cell.find(f"{_NS}is").itertext())
+        text = cell.find(f"{_NS}is")  # absent for an empty string
+        return "" if text is None else "".join(text.itertext())
     value = cell.findtext(f"{_NS}v") or ""
     return strings[int(value)] if kind == "s" and value else value
 

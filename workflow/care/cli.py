@@ -30,7 +30,8 @@ transcripts (the CARE workflow). The Snakemake rules call these commands; people
 `care score` and `care status`.
 
 commands, by stage (rule names in brackets):
-  care data        demo-corpus [demo_corpus], validate [validate_sessions], folds [folds]
+  care data        demo-corpus [demo_corpus], import (your data into the contract),
+                   validate [validate_sessions], folds [folds]
   care rationales  draft, export, simulate-edits, import, stats [*_rationales, rationale_stats]
   care train       backbone tiny|check [build_backbone], run [train], sft-data
   care infer       model [infer_finetuned, infer_zero_shot], counselor [counselor_baseline]
@@ -46,13 +47,14 @@ commands, by stage (rule names in brackets):
 """
 # Stage groups that no module creates, and where the earlier top-level commands now live.
 GROUPS = {
-    "data": "the corpus: demo corpus, validation, folds and Table 1",
+    "data": "the corpus: demo corpus, import, validation, folds and Table 1",
     "train": "tiny backbones, SFT examples, fine-tuning",
     "apply": "score an unlabeled corpus: Figure 2, Table 8, digests, session pages",
 }
 MOVED = {  # old top-level name -> (stage, new name)
     "demo-corpus": ("data", "demo-corpus"),
     "validate": ("data", "validate"),
+    "import": ("data", "import"),
     "folds": ("data", "folds"),
     "backbone": ("train", "backbone"),
     "train": ("train", "run"),

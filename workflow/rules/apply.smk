@@ -53,7 +53,7 @@ if UNLABELED:
         conda:
             infer_env(APP_INFER.get("backend", "hf"))
         shell:
-            "care --prompts {params.prompts} predict "
+            "care --prompts {params.prompts} apply predict "
             "--backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "
             "--name {params.name} --variant {params.variant} --gpus {params.gpus} "
@@ -84,7 +84,7 @@ if UNLABELED:
         conda:
             CARE_ENV
         shell:
-            "care figure2 --predictions {input.predictions} --instrument {input.instrument} "
+            "care apply figure2 --predictions {input.predictions} --instrument {input.instrument} "
             f"{APP_NOTICE} "
             "--spec {params.spec} --out {output.png} "
             "--table {output.table} 2> {log}"
@@ -114,7 +114,7 @@ if UNLABELED:
         conda:
             CARE_ENV
         shell:
-            "care table8 --predictions {input.predictions} --corpus {input.corpus} "
+            "care apply table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
             "--cov-type {params.cov_type} --rates {output.rates} --out {output.csv} 2> {log}"
 
@@ -147,7 +147,7 @@ if UNLABELED:
         conda:
             CARE_ENV
         shell:
-            "care digest --predictions {input.predictions} --corpus {input.corpus} "
+            "care apply digest --predictions {input.predictions} --corpus {input.corpus} "
             f"{APP_NOTICE} "
             "--instrument {input.instrument} --spec {params.spec} --out-dir {output.pages} "
                 "--combined {output.combined} 2> {log}"
@@ -175,7 +175,7 @@ if UNLABELED:
         conda:
             CARE_ENV
         shell:
-            "care report-session --predictions {input.predictions} --corpus {input.corpus} "
+            "care apply report-session --predictions {input.predictions} --corpus {input.corpus} "
             f"{APP_NOTICE} "
             "--instrument {input.instrument} --select {params.select} --out-dir {output.pages} "
                 "--example {output.example} 2> {log}"

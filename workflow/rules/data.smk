@@ -17,7 +17,7 @@ if config["demo_corpus"]["enabled"]:
         conda:
             CARE_ENV
         shell:
-            "care demo-corpus --spec {params.spec} --instrument {input.instrument} "
+            "care data demo-corpus --spec {params.spec} --instrument {input.instrument} "
             "--sessions {output.sessions} --references {output.references} "
             "--unlabeled {output.unlabeled} 2> {log}"
 
@@ -36,7 +36,7 @@ rule validate_sessions:
     conda:
         CARE_ENV
     shell:
-        "care --prompts {params.prompts} validate "
+        "care --prompts {params.prompts} data validate "
         "--sessions {input.sessions} --instrument {input.instrument} "
         "--min-clients {params.n_folds} --out {output} 2> {log}"
 
@@ -65,7 +65,7 @@ rule folds:
     conda:
         CARE_ENV
     shell:
-        "care folds --sessions-table {input.sessions} --instrument {input.instrument} "
+        "care data folds --sessions-table {input.sessions} --instrument {input.instrument} "
         "--spec {params.spec} --folds {output.folds} --table1 {output.table1} 2> {log}"
 
 

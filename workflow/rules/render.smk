@@ -111,7 +111,7 @@ rule training_curves:
     conda:
         CARE_ENV
     shell:
-        "care training-curves --models {input.models} --out {params.stem} 2> {log}"
+        "care evaluate training-curves --models {input.models} --out {params.stem} 2> {log}"
 
 
 ALL_TARGETS.append("results/figures/figure3.png")

@@ -85,3 +85,13 @@ def test_score_names_what_is_missing(missing, tmp_path):
     args = {"--model": tmp_path / "nowhere", "--sessions": tmp_path / "none.jsonl"}
     done = care("score", *[x for k, v in args.items() if k != missing for x in (k, v)])
     assert done.returncode == 2 and missing in done.stderr
+
+
+def test_config_sections_come_as_json_or_as_a_yaml_file(tmp_path):
+    from care.commands import json_arg
+
+    (tmp_path / "hp.yaml").write_text("learning_rate: 5.0e-3\nnum_train_epochs: 2\n")
+    assert json_arg(str(tmp_path / "hp.yaml")) == {"learning_rate": 0.005, "num_train_epochs": 2}
+    assert json_arg('{"a": 1}') == {"a": 1}
+    with pytest.raises(Exception, match="neither valid JSON"):
+        json_arg("learning_rate=1")

@@ -37,7 +37,8 @@ def cell(mean: float, sd: float) -> str:
 
 
 def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
-                 provenance: Mapping | None = None, image: str | None = None) -> str:
+                 provenance: Mapping | None = None, image: str | None = None,
+                 digest_image: str | None = None) -> str:
     """The generated README block: Table 2's Pearson r, where it came from, the screenshot."""
     n_folds = ""
     col = f"{dims[0]}_pearson_n_folds"
@@ -58,6 +59,8 @@ def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str,
                   f"{commit}, finished {provenance.get('finished', 'unknown')}."]
     if image:
         lines += ["", f"![The demo's lowest-alliance session report (headless Chromium)]({image})"]
+    if digest_image:
+        lines += ["", f"![The demo's counselor digests (headless Chromium)]({digest_image})"]
     lines += ["", END]
     return "\n".join(lines) + "\n"
 

@@ -60,11 +60,15 @@ rule readme:
         provenance="results/provenance.json",
         instrument=INSTRUMENT,
         page=["results/application/session_report.html"] if UNLABELED else [],
+        digests=["results/application/digests.html"] if UNLABELED else [],
     output:
         "results/readme_block.md",
     params:
         screenshot=lambda wc, input: (
-            f"--page {input.page} --image docs/img/session_report.png" if input.page else ""
+            f"--page {input.page} --image docs/img/session_report.png "
+            f"--digest-page {input.digests} --digest-image docs/img/digest.png"
+            if input.page
+            else ""
         ),
     log:
         "logs/readme.log",

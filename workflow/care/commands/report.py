@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--provenance", help="the run's provenance.json (commit, time)")
     p.add_argument("--page", help="a session page to screenshot (results/application/...html)")
     p.add_argument("--image", help="where the screenshot goes (e.g. docs/img/session_report.png)")
+    p.add_argument("--digest-page", help="the counselor digests page to screenshot")
+    p.add_argument("--digest-image", help="where that screenshot goes (docs/img/digest.png)")
     p.add_argument("--out", help="also write the block here")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="rewrite the block in the README")
@@ -130,8 +132,15 @@ def readme(args) -> int:
 
         screenshot(args.page, args.image)
         image = relative_image(args.image, args.readme)
+    digest_image = None
+    if args.digest_page and args.digest_image:
+        from care.apply.session_report import screenshot
+
+        screenshot(args.digest_page, args.digest_image, height=1600)
+        digest_image = relative_image(args.digest_image, args.readme)
     labels = {d.id: d.label("en") for d in instrument.dimensions}
-    block = render_block(table2, dims, labels, read_provenance(args.provenance), image)
+    block = render_block(table2, dims, labels, read_provenance(args.provenance), image,
+                         digest_image)
     with atomic_open(args.readme) as f:
         f.write(splice(text, block, args.readme))
     if args.out:

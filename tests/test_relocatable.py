@@ -21,6 +21,7 @@ CONFIG = ["--configfile", ".test/config.yaml"]
 
 @pytest.mark.slow
 def test_copied_and_moved_workdir_has_nothing_to_do(tmp_path):
+    (tmp_path / "first").mkdir()
     work = copy_workflow(tmp_path / "first")
     done = run_snakemake(work, *TARGETS, *CONFIG)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -58,6 +58,7 @@ def test_every_rule_calls_a_current_command_name():
             assert second in group.choices, f"care {first} {second}"
 
 
+@pytest.mark.slow
 def test_score_prints_a_table_and_writes_predictions(tmp_path, small_corpus):
     from care.infer.tiny import random_model, set_special_ids, train_tokenizer
 

@@ -163,11 +163,12 @@ def _resampler(args):
 
 def _metrics(args) -> None:
     from care.evaluate import metrics
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
     from care.io import write_table
 
     instrument = load_instrument(args.instrument)
-    pred = metrics.read_predictions(args.predictions)
+    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     scores = metrics.dimension_scores(pred, instrument)
     per_fold = metrics.fold_metrics(scores)
     write_table(args.scores, scores)
@@ -181,13 +182,14 @@ def _text_metrics(args) -> None:
 
     from care.errors import CareInputError
     from care.evaluate import metrics, textmetrics
+    from care.infer.run import read_predictions
 
     torch.set_num_threads(max(args.threads, 1))  # small encoders: threads beyond 1 add little
     from care.instrument import load_instrument
     from care.io import write_table
 
     instrument = load_instrument(args.instrument)
-    pred = metrics.read_predictions(args.predictions)
+    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     pred = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
     expert = pd.read_parquet(args.expert)
     for column in ("session_id", "item_id", "final"):
@@ -320,6 +322,7 @@ def _table5(args) -> None:
 
     from care.errors import CareInputError
     from care.evaluate import logodds, metrics, tables
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument)
@@ -332,7 +335,7 @@ def _table5(args) -> None:
         texts = texts.assign(text=texts["final"])
         source = "expert"
     else:
-        texts = metrics.read_predictions(args.predictions)
+        texts = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
         texts = texts[texts["parsed"].astype(bool)].assign(text=texts["rationale"])
         source = "generated: " + ", ".join(sorted(set(texts["model"] + "/" + texts["variant"])))
     texts = texts.dropna(subset=["text"])
@@ -393,11 +396,12 @@ def _figures(args) -> None:
 
 def _human_export(args) -> None:
     from care.evaluate import human_eval, metrics
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
     from care.sessions import load_sessions
 
     instrument = load_instrument(args.instrument)
-    pred = metrics.read_predictions(args.predictions)
+    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     spec = args.spec
     language = spec.get("language", "en")
     sheet = human_eval.sample_rows(

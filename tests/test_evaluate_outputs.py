@@ -402,3 +402,26 @@ def test_cli_metrics_then_figures_and_bad_input_exit_code(tmp_path, runs_and_sco
         == 2
     )
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_human_eval_sheet_takes_model_output_with_control_characters(tmp_path):
+    # The rating sheet and the expert sheet share one writer (care.io.save_workbook):
+    # characters XML forbids are dropped instead of failing the export.
+    import zipfile
+
+    from care.io import XLSX_ZIP_TIME
+    from openpyxl import load_workbook
+
+    row = {c: None for c in human_eval.SHEET_COLUMNS}
+    row.update(session_id="s1", item_id="1", rationale="turn 3\x01 shows it")
+    sheet = pd.DataFrame([row], columns=human_eval.SHEET_COLUMNS)
+    dialogues = pd.DataFrame(
+        [["s1", 1, "client", "hi\x02"]], columns=["session_id", "turn", "speaker", "text"]
+    )
+    path = tmp_path / "rating_sheet.xlsx"
+    human_eval.export_sheet(path, sheet, dialogues)
+    ws = load_workbook(path)[human_eval.SHEET]
+    column = human_eval.SHEET_COLUMNS.index("rationale") + 1
+    assert ws.cell(row=2, column=column).value == "turn 3 shows it"
+    with zipfile.ZipFile(path) as z:
+        assert {i.date_time for i in z.infolist()} == {XLSX_ZIP_TIME}

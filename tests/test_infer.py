@@ -349,16 +349,19 @@ def test_vllm_engine_arguments(model_dir, instrument):
     assert sampling["logprobs"] >= 1 and sampling["stop_token_ids"]
 
 
-def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
+def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path, monkeypatch):
     from care.infer.api import APIScorer
 
     from tests.stub_server import StubServer
 
+    requests = []
+
     def answer(request):
+        requests.append(request)
         return "Rationale: the client felt heard (turn 2).\nScore: 4"
 
-    with StubServer(answer) as server:
-        sc = APIScorer(
+    def scorer(server):
+        return APIScorer(
             "stub-model",
             instrument=instrument,
             variant="rationale",
@@ -367,11 +370,19 @@ def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
             max_new_tokens=64,
             base_url=server.base_url,
             api_key_env=None,
-            cache_dir=str(tmp_path / "llm"),
+            cache=tmp_path / "answers.sqlite",
         )
-        rows = list(sc.score(sessions[:2], model="stub", variant="zero_shot", fold=1))
+
+    monkeypatch.chdir(tmp_path)
+    with StubServer(answer) as server:
+        rows = list(scorer(server).score(sessions[:2], model="stub", variant="zero_shot", fold=1))
+        again = list(scorer(server).score(sessions[:2], model="stub", variant="zero_shot", fold=1))
     assert len(rows) == 24 and all(r["parsed"] and r["score"] == 4.0 for r in rows)
     assert all(r["probs"] is None and math.isnan(r["score_expected"]) for r in rows)
+    # one cache: the rerun is answered from the engine's answer cache, and the client keeps
+    # no second copy of the answers (no response-cache directory)
+    assert len(requests) == 24 and again == rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.sqlite"]
 
 
 def test_cli_scores_a_fold_from_a_model_directory(

@@ -52,21 +52,16 @@ def texts(small_corpus):
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def tiny(request, texts):
     """(model, tokenizer) of a randomly initialised tiny model, float32 on CPU."""
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
-    tok = train_tokenizer(texts, request.param, vocab_size=600)
-    model = random_model(request.param, "tiny", len(tok), seed=3)
-    set_special_ids(model, tok)
-    return model, tok
+    return random_backbone("tiny", texts, arch=request.param, vocab_size=600, seed=3)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, texts):
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
-    tok = train_tokenizer(texts, "llama", vocab_size=600)
-    model = random_model("llama", "tiny", len(tok), seed=5)
-    set_special_ids(model, tok)
+    model, tok = random_backbone("tiny", texts, arch="llama", vocab_size=600, seed=5)
     path = tmp_path_factory.mktemp("model") / "llama"
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -517,11 +512,11 @@ def test_bench_runs_naive_and_shared_on_a_random_model(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def score_trained(texts, sessions, instrument):
     """A tiny Llama trained for a few steps to answer "Score: N" (short, truncated prompts)."""
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
-    tok = train_tokenizer(texts, "llama", vocab_size=600)
-    model = random_model("llama", "tiny", len(tok), seed=3)
-    set_special_ids(model, tok)
+    # the answer format is in the tokenizer's texts, as in care.backbone.corpus_texts
+    answers = texts + ["Score: 1 2 3 4 5 Rationale:"] * 50
+    model, tok = random_backbone("tiny", answers, arch="llama", vocab_size=600, seed=3)
     sc = scorer(model, tok, instrument, variant="score_only", max_length=480)
     seqs = []
     for s in sessions[:1]:

@@ -83,6 +83,12 @@ def test_an_unparsed_item_removes_only_its_dimension(predictions, instrument):
     )
 
 
+def test_evaluated_columns_are_contract_columns():
+    from care.infer import PREDICTION_COLUMNS
+
+    assert set(metrics.EVALUATED_COLUMNS) < set(PREDICTION_COLUMNS)
+
+
 def test_missing_contract_column_names_file_and_field(tmp_path, predictions):
     from care.errors import CareInputError
     from care.infer.run import read_predictions

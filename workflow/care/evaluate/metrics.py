@@ -20,21 +20,10 @@ from sklearn.metrics import mean_squared_error
 from care.errors import CareInputError
 from care.instrument import Instrument, dimension_mean
 
-#: The predictions contract's columns this stage reads (the rest are carried, not needed);
-#: read with :func:`care.infer.run.read_predictions`.
-EVALUATED_COLUMNS = [
-    "session_id",
-    "client_id",
-    "fold",
-    "item_id",
-    "dimension",
-    "model",
-    "variant",
-    "score",
-    "rationale",
-    "parsed",
-    "client_score",
-]
+#: The columns of the predictions contract (care.infer.PREDICTION_COLUMNS) this stage needs
+#: in every file (the rest are carried); read with :func:`care.infer.run.read_predictions`.
+EVALUATED_COLUMNS = ("session_id", "client_id", "fold", "item_id", "dimension", "model")
+EVALUATED_COLUMNS += ("variant", "score", "rationale", "parsed", "client_score")
 METRICS = ["pearson", "spearman", "mse"]
 RUN_KEYS = ["model", "variant", "scoring"]
 #: The item-score columns of the predictions contract, by the scoring they hold: the parsed

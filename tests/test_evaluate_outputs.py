@@ -255,6 +255,29 @@ def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
     assert np.isnan(frame[frame["variant"] == "score_only"]["goal_pearson_p_vs_score_only"]).all()
 
 
+def test_table5_from_expert_rationales(tmp_path, instrument):
+    # Table 5's analysis is the stage module's (logodds.table5); the command only calls it
+    from care.evaluate import logodds
+
+    rows = [
+        {"item_id": item, "final": text}
+        for item, text in [
+            ("4", "they agreed on the goal"),
+            ("6", "a shared goal for therapy"),
+            ("1", "the step plan of the task"),
+            ("3", "the client felt warm trust"),
+        ]
+    ]
+    path = tmp_path / "rationales.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    texts, source = logodds.rationale_texts(instrument, expert=path)
+    frame, notes = logodds.table5(texts, source, instrument, "en", {"top_k": 2})
+    assert source == "expert" and notes[0].startswith("Rationales: expert.")
+    assert set(frame["dimension"]) == {"goal", "task", "bond"}
+    goal = frame[frame["dimension"] == "goal"]
+    assert "goal" in set(goal["term"]) and goal["length_mean"].iloc[0] == pytest.approx(24)
+
+
 def test_table5_and_table3_round_trip(tmp_path, instrument):
     from care.evaluate import logodds
 

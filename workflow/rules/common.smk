@@ -42,6 +42,19 @@ def as_json(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+def table_files(n):
+    """Table n's files: the CSV and HTML shown in the report (caption report/table<n>.rst),
+    and the Markdown and LaTeX copies (care.evaluate.tables.write_outputs writes all four)."""
+    stem, caption = f"results/table{n}", f"../report/table{n}.rst"
+    shown = lambda fmt: report(
+        f"{stem}.{fmt.lower()}",
+        caption=caption,
+        category="Tables",
+        labels={"table": f"Table {n}", "format": fmt},
+    )
+    return {"csv": shown("CSV"), "md": f"{stem}.md", "tex": f"{stem}.tex", "html": shown("HTML")}
+
+
 # ---- outputs are not for other users (care.io.restrict_umask; config output_umask) ----------
 # Snakemake creates output directories and logs itself; `care` commands apply $CARE_UMASK.
 import os as _os

@@ -32,15 +32,6 @@ wildcard_constraints:
     variant=r"[^/]+",
 
 
-localrules:
-    table2,
-    table3,
-    table4,
-    table5,
-    human_eval_export,
-    human_eval_import,
-
-
 rule evaluation_metrics:
     input:
         predictions=lambda wc: expand(
@@ -95,20 +86,7 @@ rule table2:
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table2.csv",
-            caption="../report/table2.rst",
-            category="Tables",
-            labels={"table": "Table 2", "format": "CSV"},
-        ),
-        md="results/table2.md",
-        tex="results/table2.tex",
-        html=report(
-            "results/table2.html",
-            caption="../report/table2.rst",
-            category="Tables",
-            labels={"table": "Table 2", "format": "HTML"},
-        ),
+        **table_files(2),
     params:
         runs=as_json(RUNS.table2),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
@@ -137,20 +115,7 @@ rule table4:
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table4.csv",
-            caption="../report/table4.rst",
-            category="Tables",
-            labels={"table": "Table 4", "format": "CSV"},
-        ),
-        md="results/table4.md",
-        tex="results/table4.tex",
-        html=report(
-            "results/table4.html",
-            caption="../report/table4.rst",
-            category="Tables",
-            labels={"table": "Table 4", "format": "HTML"},
-        ),
+        **table_files(4),
     params:
         runs=as_json(RUNS.ablation),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
@@ -179,20 +144,7 @@ rule table3:
         human=["results/human_eval/summary.csv"] if HUMAN_SHEETS else [],
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table3.csv",
-            caption="../report/table3.rst",
-            category="Tables",
-            labels={"table": "Table 3", "format": "CSV"},
-        ),
-        md="results/table3.md",
-        tex="results/table3.tex",
-        html=report(
-            "results/table3.html",
-            caption="../report/table3.rst",
-            category="Tables",
-            labels={"table": "Table 3", "format": "HTML"},
-        ),
+        **table_files(3),
     params:
         runs=as_json(RUNS.rationale),
         human=(
@@ -223,20 +175,7 @@ rule table5:
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table5.csv",
-            caption="../report/table5.rst",
-            category="Tables",
-            labels={"table": "Table 5", "format": "CSV"},
-        ),
-        md="results/table5.md",
-        tex="results/table5.tex",
-        html=report(
-            "results/table5.html",
-            caption="../report/table5.rst",
-            category="Tables",
-            labels={"table": "Table 5", "format": "HTML"},
-        ),
+        **table_files(5),
     params:
         source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
         spec=as_json(EVAL.get("log_odds", {})),

@@ -1,6 +1,6 @@
 """``care evaluate ...``: metrics, Tables 2-5, figures and the human-evaluation sheets.
 
-Actions (one per rule of workflow/rules/evaluate.smk and render.smk):
+Actions (one per rule of workflow/rules/evaluate.smk and figures.smk):
 
 - ``metrics``: one run's predictions -> per-session dimension scores and per-fold metrics.
 - ``text-metrics``: one run's generated vs expert rationales -> BLEU/ROUGE/BERTScore per fold.

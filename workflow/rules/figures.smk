@@ -1,14 +1,8 @@
-# Rendering: Figure 3, predicted-vs-client scatter per fine-tuned run, the ablation bars.
+# Figures: Figure 3, predicted-vs-client scatter per fine-tuned run, the ablation bars.
 # Each figure is written as PNG (shown in the HTML report) and PDF (for papers). Tables are
 # written by evaluate.smk; `snakemake --report results/report.html` bundles everything.
 
 import os
-
-
-localrules:
-    figure3,
-    scatter_figure,
-    ablation_figure,
 
 
 rule figure3:

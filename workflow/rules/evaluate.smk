@@ -52,7 +52,7 @@ rule evaluation_metrics:
         "--fold-metrics {output.folds} 2> {log}"
 
 
-rule rationale_quality:
+rule text_metrics:
     input:
         predictions=lambda wc: expand(
             PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS

@@ -50,6 +50,7 @@ rule folds:
         table1="results/table1.csv",
         table1_md="results/table1.md",
         table1_tex="results/table1.tex",
+        table1_html="results/table1.html",
     params:
         spec=as_json(config["folds"]),
     log:

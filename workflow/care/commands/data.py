@@ -167,7 +167,7 @@ def folds(args) -> int:
         args.table1, summary, display, latex_display(display),
         "Table 1: client-grouped folds (sessions, clients, client-rated alliance)",
         ["Alliance: the client's dimension scores (mean of the items), mean ± sd over the "
-         "fold's sessions; 'all': every session."],
+         "row's sessions."],
     )
     write_table(args.folds, folds)
     log.info("folds:\n%s", summary.round(2).to_string(index=False))

@@ -24,8 +24,10 @@ if not workflow.config_settings.configfiles:
 # Fills the schema's defaults; an error names the config file(s).
 validate_config(config, workflow, "workflow/schemas/config.schema.yaml")
 
+
 # The HTML report: snakemake --report results/report.html (tables, figures, captions).
 report: "workflow/report/workflow.rst"
+
 
 # Each stage file appends its final outputs to ALL_TARGETS.
 ALL_TARGETS = []

@@ -89,5 +89,4 @@ def model_input(path):
         return path
     return _os.path.join(path, "config.json")
 
-
 # ---- end of the output cache guard --------------------------------------------------------

@@ -16,9 +16,7 @@ TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
 # The headline rows of Tables 2 and 4 use the inference stage's scoring (both are shown).
 HEADLINE_SCORING = config.get("inference", {}).get("scoring", "generated")
 # The scoring checkpoint selection maximised (the notes say if it is not the headline's).
-SELECTION_SCORING = (
-    config.get("training", {}).get("validation", {}).get("scoring", "generated")
-)
+SELECTION_SCORING = config.get("training", {}).get("validation", {}).get("scoring", "generated")
 # A table's score files: each run's, a fine-tuned run's seed replicates in order.
 table_scores = lambda runs: [
     SCORES.format(model=r["model"], variant=v)
@@ -34,9 +32,7 @@ wildcard_constraints:
 
 rule evaluation_metrics:
     input:
-        predictions=lambda wc: expand(
-            PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
-        ),
+        predictions=lambda wc: expand(PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS),
         instrument=INSTRUMENT,
         folds="results/folds.tsv",
     output:
@@ -54,25 +50,23 @@ rule evaluation_metrics:
 
 rule text_metrics:
     input:
-        predictions=lambda wc: expand(
-            PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
-        ),
+        predictions=lambda wc: expand(PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS),
         expert="results/rationales.parquet",
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
         "results/evaluation/{model}/{variant}/text_metrics.csv",
-    params:
-        spec=as_json(EVAL.get("text_metrics", {})),
     log:
         "logs/evaluation/{model}/{variant}/text_metrics.log",
     benchmark:
         "benchmarks/evaluation/{model}/{variant}/text_metrics.tsv"
+    conda:
+        CARE_ENV
     threads: 1
     resources:
         mem_mb=3000,
-    conda:
-        CARE_ENV
+    params:
+        spec=as_json(EVAL.get("text_metrics", {})),
     shell:
         "HF_HUB_OFFLINE=1 care evaluate text-metrics --predictions {input.predictions} "
         "--expert {input.expert} --sessions-table {input.sessions} "
@@ -87,6 +81,12 @@ rule table2:
         instrument=INSTRUMENT,
     output:
         **table_files(2),
+    log:
+        "logs/evaluation/table2.log",
+    benchmark:
+        "benchmarks/evaluation/table2.tsv"
+    conda:
+        CARE_ENV
     params:
         runs=as_json(RUNS.table2),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
@@ -94,12 +94,6 @@ rule table2:
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
         selection_scoring=SELECTION_SCORING,
-    log:
-        "logs/evaluation/table2.log",
-    benchmark:
-        "benchmarks/evaluation/table2.tsv"
-    conda:
-        CARE_ENV
     shell:
         "care evaluate table2 --runs {params.runs} --scores {input.scores} "
         "--folds {input.folds} --instrument {input.instrument} "
@@ -116,6 +110,12 @@ rule table4:
         instrument=INSTRUMENT,
     output:
         **table_files(4),
+    log:
+        "logs/evaluation/table4.log",
+    benchmark:
+        "benchmarks/evaluation/table4.tsv"
+    conda:
+        CARE_ENV
     params:
         runs=as_json(RUNS.ablation),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
@@ -123,12 +123,6 @@ rule table4:
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
         selection_scoring=SELECTION_SCORING,
-    log:
-        "logs/evaluation/table4.log",
-    benchmark:
-        "benchmarks/evaluation/table4.tsv"
-    conda:
-        CARE_ENV
     shell:
         "care evaluate table4 --runs {params.runs} --scores {input.scores} "
         "--folds {input.folds} --instrument {input.instrument} "
@@ -145,6 +139,10 @@ rule table3:
         instrument=INSTRUMENT,
     output:
         **table_files(3),
+    log:
+        "logs/evaluation/table3.log",
+    conda:
+        CARE_ENV
     params:
         runs=as_json(RUNS.rationale),
         human=(
@@ -155,10 +153,6 @@ rule table3:
         ),
         spec=as_json(EVAL.get("text_metrics", {})),
         selection=shlex.quote(RUNS.selection),
-    log:
-        "logs/evaluation/table3.log",
-    conda:
-        CARE_ENV
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
         "--instrument {input.instrument} {params.human} --spec {params.spec} "
@@ -176,13 +170,13 @@ rule table5:
         instrument=INSTRUMENT,
     output:
         **table_files(5),
-    params:
-        source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
-        spec=as_json(EVAL.get("log_odds", {})),
     log:
         "logs/evaluation/table5.log",
     conda:
         CARE_ENV
+    params:
+        source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
+        spec=as_json(EVAL.get("log_odds", {})),
     shell:
         "care evaluate table5 {params.source} {input.texts} "
         "--sessions-table {input.sessions} --instrument {input.instrument} "
@@ -200,13 +194,13 @@ rule human_eval_export:
         instrument=INSTRUMENT,
     output:
         "results/human_eval/rating_sheet.xlsx",
-    params:
-        spec=as_json(EVAL.get("human_eval", {})),
-        seed=EVAL_SEED,
     log:
         "logs/evaluation/human_eval_export.log",
     conda:
         CARE_ENV
+    params:
+        spec=as_json(EVAL.get("human_eval", {})),
+        seed=EVAL_SEED,
     shell:
         "care evaluate human-eval-export --predictions {input.predictions} "
         "--sessions {input.sessions} --instrument {input.instrument} "
@@ -225,12 +219,12 @@ rule human_eval_import:
             category="Human evaluation",
         ),
         ratings="results/human_eval/ratings.csv",
-    params:
-        spec=as_json(EVAL.get("human_eval", {})),
     log:
         "logs/evaluation/human_eval_import.log",
     conda:
         CARE_ENV
+    params:
+        spec=as_json(EVAL.get("human_eval", {})),
     shell:
         "care evaluate human-eval-import --sheets {input.sheets} --key {input.key} "
         "--instrument {input.instrument} --spec {params.spec} "

@@ -19,7 +19,7 @@ from .latex import ENGINE, assert_compiles
 
 EVAL_RULES = [
     "evaluation_metrics",
-    "rationale_quality",
+    "text_metrics",
     "table2",
     "table3",
     "table4",

@@ -72,8 +72,7 @@ def _summary(name: str, part: pd.DataFrame, dimensions: list[str]) -> dict:
     return row
 
 
-def table1_display(summary: pd.DataFrame, labels: dict[str, str], latex: bool = False
-                   ) -> pd.DataFrame:
+def table1_display(summary: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     """Table 1 for reading: human headers, ``mean ± sd`` cells (two decimals)."""
     from care.evaluate.tables import mean_sd
 
@@ -83,6 +82,6 @@ def table1_display(summary: pd.DataFrame, labels: dict[str, str], latex: bool = 
         "Sessions": summary["n_sessions"].astype(int).astype(str),
     })
     for dim, label in labels.items():
-        out[label] = [mean_sd(m, s, latex=latex)
+        out[label] = [mean_sd(m, s)
                       for m, s in zip(summary[f"{dim}_mean"], summary[f"{dim}_sd"], strict=True)]
     return out

@@ -88,6 +88,13 @@ def turn_lines(turns: Sequence[Turn], language: str) -> list[str]:
     return [f"[{n}] {lab[t.speaker]}: {t.text}" for n, t in enumerate(turns, start=1)]
 
 
+def dialogue_budget(max_length: int, overhead: int, answer_tokens: int) -> int:
+    """Tokens left for the dialogue: ``max_length`` less the prompt around it and the answer
+    budget (the inference ``max_new_tokens`` of the variant). Training examples, validation
+    and inference reserve the same answer budget, so a session is cut the same way in each."""
+    return max(1, max_length - overhead - answer_tokens)
+
+
 def fit_dialogue(
     lines: Sequence[str], budget: int | None, count_tokens: Callable[[str], int], language: str
 ) -> tuple[str, int]:

@@ -10,12 +10,12 @@ if config["demo_corpus"]["enabled"]:
             sessions=SESSIONS,
             references="results/demo/reference_rationales.jsonl",
             unlabeled=UNLABELED or "results/demo/unlabeled.jsonl",
-        params:
-            spec=as_json(config["demo_corpus"]),
         log:
             "logs/demo_corpus.log",
         conda:
             CARE_ENV
+        params:
+            spec=as_json(config["demo_corpus"]),
         shell:
             "care data demo-corpus --spec {params.spec} --instrument {input.instrument} "
             "--sessions {output.sessions} --references {output.references} "
@@ -28,13 +28,13 @@ rule validate_sessions:
         instrument=INSTRUMENT,
     output:
         "results/data/sessions.tsv",
-    params:
-        prompts=PROMPTS,
-        n_folds=N_FOLDS,
     log:
         "logs/validate_sessions.log",
     conda:
         CARE_ENV
+    params:
+        prompts=PROMPTS,
+        n_folds=N_FOLDS,
     shell:
         "care --prompts {params.prompts} data validate "
         "--sessions {input.sessions} --instrument {input.instrument} "
@@ -56,14 +56,14 @@ rule folds:
             category="Data",
             labels={"table": "Table 1"},
         ),
-    params:
-        spec=as_json(config["folds"]),
     log:
         "logs/folds.log",
     benchmark:
         "benchmarks/folds.tsv"
     conda:
         CARE_ENV
+    params:
+        spec=as_json(config["folds"]),
     shell:
         "care data folds --sessions-table {input.sessions} --instrument {input.instrument} "
         "--spec {params.spec} --folds {output.folds} --table1 {output.table1} 2> {log}"

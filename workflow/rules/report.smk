@@ -80,9 +80,6 @@ rule readme:
         "--out {output} 2> {log}"
 
 
-localrules:
-    provenance,
-    readme,
 
 
 ALL_TARGETS.append("results/provenance.json")

@@ -152,7 +152,7 @@ def import_corpus(args) -> int:
 def folds(args) -> int:
     import pandas as pd
 
-    from care.evaluate.tables import write_outputs
+    from care.evaluate.tables import latex_display, write_outputs
     from care.folds import make_folds, table1, table1_display
     from care.instrument import load_instrument
     from care.io import write_table
@@ -164,12 +164,12 @@ def folds(args) -> int:
     folds = make_folds(table, dims, spec["n_folds"], spec.get("n_strata", 3), spec.get("seed", 0))
     summary = table1(table, folds, dims)
     labels = {d: instrument.dimension(d).label("en") for d in dims}
+    display = table1_display(summary, labels)
     write_outputs(
-        args.table1, summary,
-        table1_display(summary, labels), table1_display(summary, labels, latex=True),
+        args.table1, summary, display, latex_display(display),
         "Table 1: client-grouped folds (clients, sessions, client-rated alliance)",
         [f"{', '.join(labels.values())}: the client's dimension score (mean of its items on the "
-         f"{instrument.scale_min}–{instrument.scale_max} scale), mean ± sd over the fold's "
+         f"{instrument.scale_min}–{instrument.scale_max} scale), mean ± sd over the row's "
          "sessions. No client is in two folds."],
     )
     write_table(args.folds, folds)

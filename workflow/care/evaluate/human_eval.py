@@ -12,10 +12,7 @@ alpha across raters.
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_path
+from care.io import save_workbook, xlsx_value
 from care.sessions import Session
 
 CRITERIA = ["faithfulness", "relevance", "informativeness"]
@@ -36,9 +33,8 @@ KEY_COLUMNS = [
     "item_id",
     "item",
     "client_rating",
-    "predicted_score",
     "rationale",
-]
+]  # no model score: a rater who saw it would judge the rationale against it (anchoring)
 SHEET_COLUMNS = [*KEY_COLUMNS, *CRITERIA, "comment"]
 SUMMARY_COLUMNS = [
     "criterion",
@@ -57,7 +53,6 @@ DEFINITIONS = {
     "informativeness": "Whether the rationale gives context-specific evidence from this "
     "session rather than generic statements.",
 }
-FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 log = logging.getLogger("care.evaluate")
 
 
@@ -88,7 +83,6 @@ def sample_rows(
             "item_id": rows["item_id"],
             "item": rows["item_id"].map(lambda i: instrument.items[i].wording(language)),
             "client_rating": rows["client_score"].astype(float).round(2),
-            "predicted_score": rows["score"].astype(float).round(2),
             "rationale": rows["rationale"],
         }
     ).reset_index(drop=True)
@@ -134,7 +128,7 @@ def export_sheet(
     ratings = book.create_sheet(SHEET)
     ratings.append(SHEET_COLUMNS)
     for record in sheet.itertuples(index=False):
-        ratings.append([_cell(v) for v in record])
+        ratings.append([xlsx_value(v) for v in record])
     editable = {*CRITERIA, "comment"}
     fill = PatternFill("solid", fgColor="FFF4CC")
     for cell in ratings[1]:
@@ -149,7 +143,7 @@ def export_sheet(
             # long text wraps, every cell reads from the top, scores show two decimals
             cell.alignment = Alignment(wrap_text=column in ("rationale", "item", "comment"),
                                        vertical="top")
-            if column in ("client_rating", "predicted_score"):
+            if column == "client_rating":
                 cell.number_format = "0.00"
             if column in editable:  # only the raters' columns can be typed into
                 cell.protection = Protection(locked=False)
@@ -175,39 +169,12 @@ def export_sheet(
     talk = book.create_sheet("dialogues")
     talk.append(list(dialogues.columns))
     for record in dialogues.itertuples(index=False):
-        talk.append([_cell(v) for v in record])
+        talk.append([xlsx_value(v) for v in record])
     talk.column_dimensions["D"].width = 100
     for cell in talk["D"][1:]:
         cell.alignment = Alignment(wrap_text=True, vertical="top")
     talk.protection.sheet = about.protection.sheet = True
-    _save_reproducibly(book, path)
-
-
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _save_reproducibly(book, path: str | Path) -> None:
-    """Save with fixed zip timestamps and document dates, so the same sheet is the same bytes."""
-    import datetime
-
-    stamp = datetime.datetime(*FIXED_TIME)
-    book.properties.created = stamp
-    buffer = io.BytesIO()
-    book.save(buffer)
-    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-            for info in src.infolist():
-                data = src.read(info.filename)
-                if info.filename == "docProps/core.xml":
-                    data = re.sub(
-                        rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data
-                    )
-                entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                dst.writestr(entry, data)
+    save_workbook(book, path)
 
 
 def read_sheet(path: str | Path) -> tuple[pd.DataFrame, str, int]:

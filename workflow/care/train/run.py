@@ -50,6 +50,7 @@ class FineTune:
     rationales: Path | None = None
     gpus: int = 0
     threads: int = 1
+    answer_tokens: int | str | None = None  # inference max_new_tokens (or auto): the answer budget
 
 
 def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
@@ -93,6 +94,7 @@ def prepare(run: FineTune):
         granularity=run.granularity,
         max_length=run.max_length,
         end_of_turn=load_end_of_turn_ids(run.backbone, tokenizer),
+        answer_tokens=run.answer_tokens,
     )
     rationales = None
     if run.variant == "rationale":
@@ -105,7 +107,7 @@ def prepare(run: FineTune):
 
 def fingerprint(run: FineTune, examples_blob: bytes) -> str:
     """Everything that determines the trained weights (checkpoints of another run differ)."""
-    from care.infer.hf import directory_fingerprint
+    from care.fingerprint import model_fingerprint
 
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
@@ -118,7 +120,7 @@ def fingerprint(run: FineTune, examples_blob: bytes) -> str:
                     if k not in ("validation", "gpus", "cpu_ranks", "launcher", "threads")
                 },
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-                "backbone": directory_fingerprint(run.backbone),
+                "backbone": model_fingerprint(run.backbone),
             },
             sort_keys=True,
         ).encode()
@@ -203,10 +205,15 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
     }
     from care.progress import bar
 
+    # the dialogue leaves room for the inference answer budget (auto: what inference reads
+    # from selection.json), as the training examples did
+    reserve = run.answer_tokens
+    if reserve == "auto":
+        reserve = stats.as_dict()["answer_token_limit"]
     scored = []
     for c in bar(checkpoints, desc="selection", unit="checkpoint"):
         metrics = select.score_checkpoint(
-            c["path"], val, instrument, scorer_args, plan.device, dtype
+            c["path"], val, instrument, scorer_args, plan.device, dtype, reserve
         )
         log.info(
             "epoch %s (step %d): validation r %s",

@@ -402,11 +402,11 @@ def test_human_eval_export_import_summary(tmp_path, runs_and_scores, instrument)
     # protected: only the raters' columns unlocked; scores rounded and shown so; text wraps
     assert ws.protection.sheet
     col = {name: n + 1 for n, name in enumerate(header)}
-    for name in ("rationale", "predicted_score", "session_id"):
+    for name in ("rationale", "client_rating", "session_id"):
         assert ws.cell(2, col[name]).protection.locked
     for name in (*human_eval.CRITERIA, "comment"):
         assert not ws.cell(2, col[name]).protection.locked
-    score = ws.cell(2, col["predicted_score"])
+    score = ws.cell(2, col["client_rating"])
     assert score.number_format == "0.00" and score.value == round(score.value, 2)
     assert ws.cell(2, col["rationale"]).alignment.wrap_text
     r1 = _fill(sheet, rng)

@@ -87,7 +87,8 @@ def fisher_interval(r: float, n: int, confidence: float = 0.95) -> tuple[float, 
 def model_validity(heldout: str | Path | None, instrument: Instrument, *, model: str,
                    synthetic: bool, language: str = "en") -> Validity:
     """Per dimension, the model's Pearson r with the client on its held-out fold."""
-    from care.evaluate.metrics import correlations, dimension_scores, read_predictions
+    from care.evaluate.metrics import EVALUATED_COLUMNS, correlations, dimension_scores
+    from care.infer.run import read_predictions
 
     scale = (f"{instrument.scale_min}–{instrument.scale_max} "
              f"({instrument.name}; dimension score = mean of its items)")
@@ -96,7 +97,7 @@ def model_validity(heldout: str | Path | None, instrument: Instrument, *, model:
         validity.dimensions = [{"label": d.label(language), "r": None, "n": 0}
                                for d in instrument.dimensions]
         return validity
-    scores = dimension_scores(read_predictions([heldout]), instrument)
+    scores = dimension_scores(read_predictions([heldout], EVALUATED_COLUMNS), instrument)
     for dim in instrument.dimensions:
         part = scores[scores["dimension"] == dim.id].dropna(subset=["predicted", "client"])
         r = correlations(part["predicted"].to_numpy(), part["client"].to_numpy())["pearson"]

@@ -11,7 +11,6 @@ A reStructuredText summary of it opens the HTML report; every table's note point
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -146,9 +145,9 @@ def collect(config: Mapping, inputs: Iterable[str], outputs: Iterable[str] = (),
 
 
 def summary_rst(record: Mapping[str, Any]) -> str:
-    """The record as reStructuredText: a field list, then the full JSON."""
+    """The record's summary as reStructuredText (a field list), for the report's first page."""
     git = record["git"]
-    commit = git.get("commit") or git.get("note", "unknown")
+    commit = f"git commit {git['commit']}" if git.get("commit") else git.get("note", "unknown")
     if git.get("dirty"):
         commit += " (uncommitted changes)"
     packages = ", ".join(f"{k} {v}" for k, v in record["packages"].items())
@@ -159,7 +158,7 @@ def summary_rst(record: Mapping[str, Any]) -> str:
     seed_text = ", ".join(f"{k}={v}" for k, v in record["seeds"].items()) or "none"
     lines = [
         f":Run: started {record['started'] or 'unknown'}, record written {record['finished']}",
-        f":Code: git commit {commit}",
+        f":Code: {commit}",
         f":Packages: {packages}",
         f":Machine: {machine}",
         f":Seeds: {seed_text}",
@@ -168,10 +167,8 @@ def summary_rst(record: Mapping[str, Any]) -> str:
     ]
     lines += [f"   - ``{path}``: ``{digest.split(':', 1)[-1][:16]}…``"
               for path, digest in record["inputs"].items()]
-    lines += ["", "The full record (``results/provenance.json``), the configuration as resolved "
-              "included:", "", ".. code-block:: json", ""]
-    lines += ["   " + line for line in json.dumps(record, indent=2, sort_keys=True,
-                                                 ensure_ascii=False).splitlines()]
+    lines += ["", "The full record, the configuration as resolved included, is "
+              "``results/provenance.json`` (under Provenance in this report)."]
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,7 @@ class Validity:
                 if self.synthetic else "")
         return Markup(
             '<aside class="notice" style="border:1px solid #d9a400;background:#fffbea;'
-            'padding:.5rem .9rem;margin:1rem 0;font-size:.9rem">'
+            'color:#1f2933;padding:.5rem .9rem;margin:1rem 0;font-size:.9rem">'
             f"{demo}<p><strong>Model:</strong> {escape(self.model)}. "
             "<strong>Held-out agreement with clients' ratings</strong> (Pearson r, 95% CI, "
             f"sessions): {escape(self.r_text())}. Scale: {escape(self.scale)}.</p>"

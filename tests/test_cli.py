@@ -60,13 +60,11 @@ def test_every_rule_calls_a_current_command_name():
 
 @pytest.mark.slow
 def test_score_prints_a_table_and_writes_predictions(tmp_path, small_corpus):
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
     path, records, refs = small_corpus
     texts = [t["text"] for r in records for t in r["turns"]] + [x["rationale"] for x in refs]
-    tok = train_tokenizer(texts, "llama", vocab_size=600)
-    model = random_model("llama", "tiny", len(tok), seed=5)
-    set_special_ids(model, tok)
+    model, tok = random_backbone("tiny", texts, arch="llama", vocab_size=600, seed=5)
     model_dir = tmp_path / "models" / "llama" / "score_only" / "fold1"
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)

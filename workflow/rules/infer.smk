@@ -13,7 +13,7 @@ BACKBONE_NAMES = list(config.get("backbones", {}))
 # Job settings, not scorer settings (they shape the job, not its output).
 INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
 INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
-ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype")
+ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype", "mode", "scoring")
 ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote", "concurrency",
                       "max_retries", "timeout_s")
 PREDICTION_EXTS = {"parquet": ".parquet", "coverage": ".coverage.json"}
@@ -24,7 +24,10 @@ ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
 ZERO_SHOT_INPUTS = {
-    name: {**INFER_INPUTS, **({"model": model_input(b["path"])} if b["backend"] != "openai" else {})}
+    name: {
+        **INFER_INPUTS,
+        **({"model": model_input(model_path(name, b["path"]))} if b["backend"] != "openai" else {}),
+    }
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_SETTINGS = {
@@ -35,7 +38,7 @@ ZERO_SHOT_MODEL_ARG = {
     name: (
         f"--api {as_json({k: b[k] for k in ZERO_SHOT_API_KEYS if k in b})}"
         if b["backend"] == "openai"
-        else f"--model-path {b['path']}"
+        else f"--model-path {model_path(name, b['path'])}"
     )
     for name, b in ZERO_SHOT.items()
 }
@@ -96,7 +99,9 @@ rule infer_zero_shot:
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
         model=lambda wc: ZERO_SHOT_MODEL_ARG[wc.baseline],
-        prompt_variant=BASELINES.get("prompt_variant", "rationale"),
+        prompt_variant=lambda wc: ZERO_SHOT[wc.baseline].get(
+            "prompt_variant", BASELINES.get("prompt_variant", "rationale")
+        ),
         settings=lambda wc: ZERO_SHOT_SETTINGS[wc.baseline],
         granularity=config["granularity"],
         max_length=config["max_length"],

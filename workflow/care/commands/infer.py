@@ -83,6 +83,7 @@ def build_scorer(args, instrument):
         scoring=settings.get("scoring", "generated"),
         cache=args.cache,
     )
+    mode = settings.get("mode", "generate")
     if args.backend == "hf":
         from care.infer.hf import HFScorer
 
@@ -96,6 +97,7 @@ def build_scorer(args, instrument):
             device=device,
             dtype=settings.get("dtype", "auto"),
             prefix_sharing=bool(settings.get("prefix_sharing", True)),
+            mode=mode,
             **common,
         )
     if args.backend == "vllm":
@@ -107,10 +109,13 @@ def build_scorer(args, instrument):
             dtype=settings.get("dtype", "auto"),
             top_logprobs=int(settings.get("top_logprobs", 20)),
             gpu_memory_utilization=float(settings.get("gpu_memory_utilization", 0.85)),
+            mode=mode,
             **common,
         )
     from care.infer.api import APIScorer
 
+    if mode != "generate":
+        raise SystemExit(f"care infer: mode {mode} needs label probabilities (backend hf or vllm)")
     api = dict(getattr(args, "api", None) or {})
     return APIScorer(
         _need(api.pop("model", None), "--api model"),

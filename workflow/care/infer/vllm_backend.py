@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from care.backbone import load_end_of_turn_ids
 from care.infer.engine import Generation, Scorer, label_token_ids
 from care.infer.hf import directory_fingerprint
 
@@ -42,6 +43,7 @@ class VLLMScorer(Scorer):
         cache=None,
         tokenizer=None,
         llm=None,
+        mode: str = "generate",
     ) -> None:
         if tokenizer is None:
             from transformers import AutoTokenizer
@@ -57,7 +59,7 @@ class VLLMScorer(Scorer):
         self.seed = seed
         langs = {language} if language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
-        self.eos_ids = _eos_ids(tokenizer, self.path)
+        self.eos_ids = load_end_of_turn_ids(self.path, tokenizer)
         self._llm = llm
         super().__init__(
             instrument=instrument,
@@ -70,6 +72,7 @@ class VLLMScorer(Scorer):
             scoring=scoring,
             cache=cache,
             fingerprint=directory_fingerprint(path) if cache is not None else "",
+            mode=mode,
         )
 
     # ------------------------------------------------------------------ engine
@@ -132,7 +135,8 @@ class VLLMScorer(Scorer):
             tokens = tokens[:-1]
         steps = None
         if completion.logprobs:
-            steps = [self._label_logprobs(step) for step in completion.logprobs[: len(tokens)]]
+            # through the stop token's step (a forced position whose argmax is the stop)
+            steps = [self._label_logprobs(step) for step in completion.logprobs[: len(tokens) + 1]]
 
         def char_end(j: int) -> int:
             return len(self._decode(tokens[: j + 1]))
@@ -161,17 +165,3 @@ class VLLMScorer(Scorer):
 def _logsumexp(values: list[float]) -> float:
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def _eos_ids(tokenizer, path: str | None = None) -> list[int]:
-    """End-of-turn ids: the tokenizer's eos and the model's generation config eos ids."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    if path is not None:
-        from transformers import GenerationConfig
-
-        try:
-            value = GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
-        except OSError:  # no generation_config.json
-            value = None
-        ids.update([value] if isinstance(value, int) else value or [])
-    return sorted(ids)

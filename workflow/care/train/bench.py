@@ -1,7 +1,8 @@
 """``care bench train``: fine-tuning throughput, peak memory and (on a GPU) MFU.
 
-Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download),
-wraps it with DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
+Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download), or
+loads a local model directory (``--model results/backbones/smollm2-135m``), wraps it with
+DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
 times full forward/backward/optimizer steps on random token sequences::
 
     care bench train --shape qwen2.5-1.5b --seq-len 4096 --batch-size 1 --steps 200 \\
@@ -107,6 +108,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--shape", default="tiny", help=f"one of {sorted(SHAPES)}, or a JSON config (with 'arch')"
     )
+    parser.add_argument(
+        "--model", help="a local model directory (HF format) instead of a random --shape"
+    )
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=1, help="sequences per rank per step")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -205,8 +209,14 @@ def run(args) -> int:
     device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    arch, config = resolve_shape(args.shape)
-    model = build_model(arch, config, args.seq_len)
+    if args.model:
+        from care.backbone import load_causal_lm
+
+        model = load_causal_lm(args.model, dtype="float32")
+        arch = model.config.model_type
+    else:
+        arch, config = resolve_shape(args.shape)
+        model = build_model(arch, config, args.seq_len)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -230,7 +240,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     tokens_per_s = args.batch_size * args.seq_len * world * args.steps / elapsed
     figures = {
-        "shape": args.shape,
+        "shape": args.model or args.shape,
         "arch": arch,
         "parameters": n_params,
         "zero": args.zero,

@@ -170,7 +170,7 @@ def test_prefix_shared_and_naive_agree(smollm2_loaded, short_sessions, instrumen
         with_probs = [(a["probs"], b["probs"]) for a, b in zip(out[True], out[False], strict=True)]
         assert all((a is None) == (b is None) for a, b in with_probs)
         pairs = [(a, b) for a, b in with_probs if a is not None]
-        assert pairs, mode
+        assert pairs or mode == "generate"  # free answers need not write a score
         np.testing.assert_allclose([a for a, _ in pairs], [b for _, b in pairs], atol=1e-5)
 
 

@@ -7,19 +7,19 @@ format loads the same way. A dimension's score is the mean of its items (CARE pa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from care import WORKFLOW_DIR
 from care.errors import CareInputError
+from care.resources import resource_path
 
-SCHEMA = WORKFLOW_DIR / "schemas" / "instrument.schema.yaml"
-DEFAULT = WORKFLOW_DIR / "instruments" / "wai_sr.yaml"
+SCHEMA = resource_path("schemas", "instrument.schema.yaml")
+DEFAULT = resource_path("instruments", "wai_sr.yaml")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,31 @@ class Instrument:
     dimensions: tuple[Dimension, ...]
     items: Mapping[str, Item]
     path: str
+    integer: bool = True  # ratings are whole scale points (scale.integer)
+    # Texts the prompts, captions and tables use, per language (defaults: neutral wording).
+    title: Mapping[str, str] = field(default_factory=dict)
+    construct: Mapping[str, str] = field(default_factory=dict)
+    rating_meaning: Mapping[str, str] = field(default_factory=dict)
+
+    def display_title(self, language: str) -> str:
+        """The instrument's full name (``title``), else its short ``name``."""
+        return _pick(self.title, language) if self.title else self.name
+
+    def construct_text(self, language: str) -> str:
+        """What the instrument measures, as a noun phrase (``construct``)."""
+        if self.construct:
+            return _pick(self.construct, language)
+        return "所测的体验" if language.startswith("zh") else "the client's experience"
+
+    def rating_text(self, language: str) -> str:
+        """What a rating means (``rating``): shown with the scale."""
+        return _pick(self.rating_meaning, language) if self.rating_meaning else ""
+
+    @property
+    def languages(self) -> set[str]:
+        """Languages every item is worded in."""
+        langs = [set(i.text) for i in self.items.values()]
+        return set.intersection(*langs) if langs else set()
 
     @property
     def scale_points(self) -> list[int]:
@@ -82,16 +107,22 @@ class Instrument:
         return self.scale_min <= value <= self.scale_max
 
     def dimension_scores(self, ratings: Mapping[str, float | None]) -> dict[str, float]:
-        """Mean of each dimension's items; NaN where an item is missing or unscored."""
-        scores = {}
-        for d in self.dimensions:
-            vals = [ratings.get(i) for i in d.items]
-            ok = [float(v) for v in vals if v is not None and not _isnan(v)]
-            scores[d.id] = sum(ok) / len(ok) if len(ok) == len(vals) else math.nan
-        return scores
+        """Each dimension's score (:func:`dimension_mean`) from a mapping item -> rating."""
+        return {
+            d.id: dimension_mean([ratings.get(i) for i in d.items], len(d.items))
+            for d in self.dimensions
+        }
 
 
-def _isnan(v: float) -> bool:
+def dimension_mean(ratings: Iterable[float | None], n_items: int) -> float:
+    """THE dimension score (paper §3): the mean of its items' ratings, NaN unless every one of
+    its ``n_items`` items is rated. Client ratings, counselor ratings, checkpoint selection and
+    every table use this one rule, so selection optimises exactly what the tables report."""
+    ok = [float(v) for v in ratings if v is not None and not _isnan(v)]
+    return sum(ok) / len(ok) if n_items and len(ok) == n_items else math.nan
+
+
+def _isnan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
@@ -160,4 +191,8 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
         raise CareInputError(path, f"items in no dimension: {orphans}", field="items")
 
     items = {i: Item(i, owner[i], item_text[i]) for i in item_text}
-    return Instrument(raw["name"], smin, smax, labels, tuple(dims), items, str(path))
+    return Instrument(
+        raw["name"], smin, smax, labels, tuple(dims), items, str(path),
+        integer=raw["scale"].get("integer", True), title=raw.get("title", {}),
+        construct=raw.get("construct", {}), rating_meaning=raw.get("rating", {}),
+    )

@@ -3,11 +3,22 @@
 import json
 import re
 import shlex
+from pathlib import Path
 
 CARE_ENV = "../../envs/care.yaml"
+# vLLM pins its own torch and transformers: its jobs get their own environment.
+VLLM_ENV = "../../envs/vllm.yaml"
+# The conda environment of an inference job with this backend.
+infer_env = lambda backend: VLLM_ENV if backend == "vllm" else CARE_ENV
 INSTRUMENT = config["instrument"]
 SESSIONS = config["data"]["sessions"]
 UNLABELED = config["data"].get("unlabeled")
+# Prompt templates (config `prompts`): inputs of the jobs that render them, so an edited
+# template reruns exactly those; `care --prompts DIR` makes a command read them there.
+PROMPTS = config["prompts"]
+PROMPT_FILES = sorted(str(p) for p in Path(PROMPTS).glob("*.txt"))
+# prompt_files(name, ...): the templates of those names, in every language there is
+prompt_files = lambda *names: [f for f in PROMPT_FILES if Path(f).name.split(".")[0] in names]
 N_FOLDS = config["folds"]["n_folds"]
 FOLDS = list(range(1, N_FOLDS + 1))
 
@@ -44,6 +55,16 @@ model_path = lambda name, path: f"results/backbones/{name}" if is_gguf_source(pa
 def as_json(value):
     """A config section as one shell-quoted JSON argument for a `care` subcommand."""
     return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+# ---- outputs are not for other users (care.io.restrict_umask; config output_umask) ----------
+# Snakemake creates output directories and logs itself; `care` commands apply $CARE_UMASK.
+import os as _os
+
+from care.io import UMASK_ENVVAR, restrict_umask
+
+_os.environ[UMASK_ENVVAR] = config["output_umask"]
+restrict_umask(config["output_umask"])
 
 
 # ---- between-workflow output cache guard (issue 7; README "Running at scale") --------------

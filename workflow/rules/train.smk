@@ -8,7 +8,7 @@ import re
 
 TRAIN_BACKBONES = config.get("backbones", {})
 TRAINING = config.get("training", {})
-# A `path` wins over `tiny` (configs/paper.yaml is merged over the demo config.yaml).
+# A `path` wins over `tiny` (a config may give both).
 TRAIN_TINY = [
     name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
 ]
@@ -38,8 +38,7 @@ train_inputs = lambda wc: {
     "sessions": SESSIONS,
     "folds": "results/folds.tsv",
     "instrument": INSTRUMENT,
-    "prompts": expand("workflow/prompts/{name}.{lang}.txt", name=["system", "score"],
-                      lang=["en", "zh"]),
+    "prompts": prompt_files("system", "score"),
     **({"deepspeed": TRAINING["deepspeed"]} if TRAINING.get("deepspeed") else {}),
     **({"rationales": "results/rationales.parquet"} if wc.variant == "rationale" else {}),
 }
@@ -56,6 +55,7 @@ rule build_backbone:
     wildcard_constraints:
         backbone=TRAIN_TINY_PATTERN,
     params:
+        prompts=PROMPTS,
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["tiny"]),
     cache: "omit-software"
     log:
@@ -63,7 +63,8 @@ rule build_backbone:
     conda:
         CARE_ENV
     shell:
-        "care backbone tiny --spec {params.spec} --sessions {input.sessions} "
+        "care --prompts {params.prompts} backbone tiny "
+        "--spec {params.spec} --sessions {input.sessions} "
         "--instrument {input.instrument} --out {output} > {log} 2>&1"
 
 
@@ -97,6 +98,7 @@ rule train:
         variant="rationale|score_only",
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         backbone=lambda wc: backbone_dir(wc.backbone),
         fold=lambda wc: wc.fold,
         variant=lambda wc: wc.variant,
@@ -111,6 +113,7 @@ rule train:
     threads: TRAINING.get("threads", 1)
     resources:
         gpu=TRAINING.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
         cpus_per_task=TRAINING.get("threads", 1),
         mem_mb=TRAINING.get("mem_mb", 8000),
         runtime=TRAINING.get("runtime", 60),
@@ -120,7 +123,8 @@ rule train:
     conda:
         CARE_ENV
     shell:
-        "care train --backbone {params.backbone} --sessions {input.sessions} "
+        "care --prompts {params.prompts} train "
+        "--backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
         "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from care.instrument import Instrument
-from care.prompts import PromptTemplates, items_text, scale_text, session_dialogue
+from care.prompts import (
+    PromptTemplates,
+    instrument_slots,
+    items_text,
+    scale_text,
+    session_dialogue,
+)
 from care.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,8 @@ def drafting_messages(
     rating = session.client_ratings[item_id]
     point = round(rating)
     label = instrument.scale_label(point, lang) if point in instrument.scale_points else ""
-    user = templates.load("draft", lang).substitute(
+    user = templates.load("draft", lang).safe_substitute(
+        instrument_slots(instrument, lang),
         dialogue=dialogue,
         instrument=instrument.name,
         scale=scale_text(instrument, lang),
@@ -55,7 +62,9 @@ def drafting_messages(
         rating=format_rating(rating),
         rating_label=label,
     )
-    system = templates.load("draft_system", lang).template
+    system = templates.load("draft_system", lang).safe_substitute(
+        instrument_slots(instrument, lang)
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -76,12 +85,14 @@ def make_backend(name: str, spec: dict[str, Any], cache_dir: str | Path) -> Any:
     """The chat backend ``name`` built from its config section (None for ``extractive``)."""
     if name == "openai":
         from care.llm.openai_chat import OpenAIChat
+        from care.llm.remote import opt_in
 
         return OpenAIChat(
             spec["model"],
             base_url=spec.get("base_url"),
             api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
-            allow_remote=bool(spec.get("allow_remote_transcripts", False)),
+            allow_remote_transcripts=opt_in(spec, "rationales.openai"),
+            opt_in_section="rationales.openai",
             concurrency=spec.get("concurrency", 4),
             max_retries=spec.get("max_retries", 5),
             timeout_s=spec.get("timeout_s", 120),

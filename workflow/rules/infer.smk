@@ -48,11 +48,7 @@ ZERO_SHOT_MEASURES = {
 ZERO_SHOT_INPUTS = {
     name: {
         **INFER_INPUTS,
-        **(
-            {"model": model_input(model_path(name, b["path"]))}
-            if b["backend"] != "openai"
-            else {}
-        ),
+        **({"model": model_input(model_path(name, b["path"]))} if b["backend"] != "openai" else {}),
         **({"rationales": "results/rationales.parquet"} if ZERO_SHOT_MEASURES[name] else {}),
     }
     for name, b in ZERO_SHOT.items()

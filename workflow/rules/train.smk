@@ -17,8 +17,10 @@ TRAIN_TINY = [
 ]
 TRAIN_TINY_PATTERN = "|".join(map(re.escape, TRAIN_TINY)) or "(?!)"
 if set(TRAIN_TINY) & set(IMPORTED):
-    raise ValueError(f"{sorted(set(TRAIN_TINY) & set(IMPORTED))}: a tiny backbone and an "
-                     "imported model share a name (both would be results/backbones/<name>)")
+    raise ValueError(
+        f"{sorted(set(TRAIN_TINY) & set(IMPORTED))}: a tiny backbone and an "
+        "imported model share a name (both would be results/backbones/<name>)"
+    )
 TRAIN_BACKBONE_PATTERN = "|".join(map(re.escape, TRAIN_BACKBONES)) or "(?!)"
 # Job settings (they shape the job, not the model), kept out of the hyperparameters.
 TRAIN_JOB_KEYS = ("threads", "mem_mb", "runtime")
@@ -86,16 +88,16 @@ rule import_backbone:
         lambda wc: str(resolve_gguf(IMPORTED[wc.backbone]["source"])),
     output:
         directory("results/backbones/{backbone}"),
+    log:
+        "logs/backbones/{backbone}.log",
     wildcard_constraints:
         backbone=IMPORT_PATTERN,
+    cache: "omit-software"
+    conda:
+        CARE_ENV
     params:
         source=lambda wc: IMPORTED[wc.backbone]["source"],
         dtype=lambda wc: IMPORTED[wc.backbone]["dtype"],
-    cache: "omit-software"
-    log:
-        "logs/backbones/{backbone}.log",
-    conda:
-        CARE_ENV
     shell:
         "care backbone import --source {params.source} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"

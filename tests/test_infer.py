@@ -351,7 +351,8 @@ def test_vllm_engine_arguments(model_dir, instrument):
 
 def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
     from care.infer.api import APIScorer
-    from care.llm.stub_server import StubServer
+
+    from tests.stub_server import StubServer
 
     def answer(request):
         return "Rationale: the client felt heard (turn 2).\nScore: 4"

@@ -218,7 +218,8 @@ def test_scoring_over_two_ranks_matches_one(finished, tmp_path):
     one, two = sorted(one, key=key), sorted(two, key=key)
     assert [key(r) for r in one] == [key(r) for r in two]
     assert all(a["parsed"] == b["parsed"] for a, b in zip(one, two, strict=True))
-    assert [a["score"] for a in one] == pytest.approx([b["score"] for b in two], abs=1e-4, nan_ok=True)
+    scores = [b["score"] for b in two]
+    assert [a["score"] for a in one] == pytest.approx(scores, abs=1e-4, nan_ok=True)
     # a retried job reuses a rank's finished answers
     (tmp_path / "two" / "rank-0-of-2.jsonl").write_text("")
     again = select.score_epoch(vjob, job_path, weights, tmp_path / "two", 2)

@@ -22,6 +22,7 @@ import json
 import logging
 from pathlib import Path
 
+from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Generation, Scorer, label_token_ids
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,14 @@ class HFScorer(Scorer):
             cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
         )
+        # every field explicit, and none left for the checkpoint's generation_config.json
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(model, self.generation_config)
+
+    def set_max_new_tokens(self, value: int) -> None:
+        super().set_max_new_tokens(value)
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(self.model, self.generation_config)
 
     @classmethod
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
@@ -175,7 +184,7 @@ class HFScorer(Scorer):
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -184,24 +193,16 @@ class HFScorer(Scorer):
 
     def _generate(self, ids, mask, cache) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
 
         recorder = LabelRecorder(self.label_ids)
-        config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
-            use_cache=True,
-        )
         device = self.model.device
-        kwargs = {"past_key_values": cache} if cache is not None else {}
+        kwargs = {"cache": cache} if cache is not None else {}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                generation_config=config,
+                generation_config=self.generation_config,
                 logits_processor=LogitsProcessorList([recorder]),
                 **kwargs,
             )

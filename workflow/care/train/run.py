@@ -59,15 +59,20 @@ class FineTune:
     threads: int = 1
 
 
-def validation_settings(hp: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "max_new_tokens": 64,
+def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
+    """The ``training.validation`` settings; ``max_new_tokens: auto`` (the default) is what
+    the training answers need (:func:`care.sft.answer_token_limit`, from ``stats``)."""
+    settings = {
+        "max_new_tokens": "auto",
         "batch_size": 48,
         "scoring": "generated",
         "min_parse_rate": 0.0,
         "max_cut_rate": 0.0,
         **hp.get("validation", {}),
     }
+    if settings["max_new_tokens"] == "auto" and stats is not None:
+        settings["max_new_tokens"] = stats.as_dict()["answer_token_limit"]
+    return settings
 
 
 def prepare(run: FineTune):
@@ -195,9 +200,8 @@ def restart_reason(old_job: dict[str, Any], hp: dict[str, Any], ranks: int) -> s
     return "its checkpoints belong to another configuration: starting afresh"
 
 
-def validation_job(run: FineTune, plan: Plan, instrument, val) -> select.ValidationJob:
+def validation_job(run: FineTune, plan: Plan, val, settings) -> select.ValidationJob:
     """What scoring needs; its key covers every setting and session that changes the scores."""
-    settings = validation_settings(run.hp)
     scorer = {
         "variant": run.variant,
         "granularity": run.granularity,
@@ -245,7 +249,10 @@ def finetune(run: FineTune) -> dict[str, Any]:
             len(val),
             stats.as_dict(),
         )
-        loop = EpochLoop(run, plan, examples, validation_job(run, plan, instrument, val), lock)
+        stats.warn_truncation(log, f"fold {run.fold} training examples")
+        settings = validation_settings(run.hp, stats)  # max_new_tokens auto: resolved
+        vjob = validation_job(run, plan, val, settings)
+        loop = EpochLoop(run, plan, examples, vjob, settings, lock)
         loop.run()
         record = loop.select_and_export(instrument, val, stats)
     record["timing_s"] = {
@@ -264,10 +271,10 @@ class EpochLoop:
     epochs not yet scored, then train the next epoch (the ranks pause after its save).
     """
 
-    def __init__(self, run: FineTune, plan: Plan, examples, vjob, lock: int | None = None):
+    def __init__(self, run: FineTune, plan: Plan, examples, vjob, settings, lock=None):
         self.run_, self.plan, self.examples, self.vjob, self.lock = run, plan, examples, vjob, lock
         self.dir = run.checkpoint_dir
-        self.settings = validation_settings(run.hp)
+        self.settings = settings
         self.epochs = int(run.hp["num_train_epochs"])
         self.seconds = {"training": 0.0, "selection": 0.0}
         self.stage()
@@ -363,8 +370,8 @@ class EpochLoop:
         rows = select.score_epoch(
             self.vjob, self.dir / "validation.json", weights, work, self.plan.ranks, self.plan.env()
         )
-        instrument, sessions = self.vjob.load()
-        metrics = select.epoch_metrics(rows, instrument, sessions)
+        instrument, _ = self.vjob.load()
+        metrics = select.epoch_metrics(rows, instrument)
         record = {"validation_key": self.vjob.key, "epoch": epoch, "step": step, **metrics}
         record["seconds"] = round(time.perf_counter() - started, 1)
         select.append_score(self.dir, record)
@@ -437,6 +444,7 @@ class EpochLoop:
             "chosen": {k: scored[best][k] for k in ("epoch", "step", "mean_pearson")},
             "epochs": [{k: r.get(k) for k in fields} for r in epochs],
             "sft": stats.as_dict(),
+            "validation_max_new_tokens": self.settings["max_new_tokens"],
             "ranks": self.plan.ranks,
             "effective_batch": effective_batch(self.run_.hp, self.plan.ranks),
             "device": self.plan.device,

@@ -11,9 +11,10 @@ is appended to ``scores.jsonl`` as soon as it is computed (:func:`append_score`)
 the validation settings: a job killed during selection resumes where it stopped, and every
 epoch's scores are kept.
 
-The metric is the paper's: per dimension, Pearson's r between the session's predicted
-dimension score (the mean of its items' predicted scores; unparsed items left out) and the
-client's; the checkpoint with the best mean r over dimensions is kept (ties: the earlier
+The metric is the tables' own: per dimension, Pearson's r between the session's predicted
+dimension score and the client's, both from :func:`care.evaluate.metrics.dimension_scores`
+(a session whose items did not all parse has no score), with the inference ``scoring`` the
+tables report; the checkpoint with the best mean r over dimensions is kept (ties: the earlier
 epoch; an undefined r, e.g. constant predictions, ranks lowest). Two guards (:func:`choose`):
 an epoch whose answers were cut at ``max_new_tokens`` more often than ``max_cut_rate`` is never
 chosen (its scores judge answers the model did not finish: raise the limit); an epoch whose
@@ -38,7 +39,17 @@ from typing import Any
 log = logging.getLogger("care.train")
 
 SCORES = "scores.jsonl"
-ROW_FIELDS = ("session_id", "item_id", "dimension", "score", "parsed", "answer_cut")
+#: The prediction-row fields selection reads (the tables' dimension score needs the client's).
+ROW_FIELDS = (
+    "session_id",
+    "client_id",
+    "item_id",
+    "dimension",
+    "score",
+    "parsed",
+    "client_score",
+    "answer_cut",
+)
 
 
 @dataclass(frozen=True)
@@ -177,31 +188,20 @@ def rank_main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- metrics
 
 
-def pearson_by_dimension(
-    rows: Iterable[dict], instrument, client_scores: dict[str, dict[str, float]]
-) -> dict[str, float]:
-    """Pearson r per dimension of predicted vs client dimension scores over sessions."""
-    import numpy as np
-    from scipy.stats import pearsonr
+def pearson_by_dimension(rows: Iterable[dict], instrument) -> dict[str, float]:
+    """Pearson r per dimension over the validation sessions, computed exactly as the tables
+    compute a fold's r: :func:`care.evaluate.metrics.dimension_scores` (every item parsed, else
+    the session has no score) and :func:`care.evaluate.metrics.correlations`."""
+    import pandas as pd
 
-    items: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        score = row["score"]
-        if row.get("parsed") and score is not None and not math.isnan(score):
-            items.setdefault((row["session_id"], row["dimension"]), []).append(float(score))
-    out = {}
-    for dim in instrument.dimension_ids:
-        pairs = [
-            (float(np.mean(items[(sid, dim)])), truth[dim])
-            for sid, truth in client_scores.items()
-            if (sid, dim) in items
-        ]
-        if len(pairs) < 3 or len({p for p, _ in pairs}) < 2:
-            out[dim] = math.nan
-            continue
-        pred, gold = zip(*pairs, strict=True)
-        out[dim] = float(pearsonr(pred, gold).statistic)
-    return out
+    from care.evaluate import metrics
+
+    frame = pd.DataFrame(list(rows)).assign(model="", variant="", fold=0)
+    if "client_id" not in frame:
+        frame["client_id"] = frame["session_id"]
+    per_fold = metrics.fold_metrics(metrics.dimension_scores(frame, instrument))
+    found = dict(zip(per_fold["dimension"], per_fold["pearson"], strict=True))
+    return {d: float(found.get(d, math.nan)) for d in instrument.dimension_ids}
 
 
 def mean_r(per_dim: dict[str, float]) -> float:
@@ -209,10 +209,9 @@ def mean_r(per_dim: dict[str, float]) -> float:
     return math.nan if any(math.isnan(v) for v in values) else sum(values) / len(values)
 
 
-def epoch_metrics(rows: list[dict], instrument, sessions: Sequence) -> dict[str, Any]:
+def epoch_metrics(rows: list[dict], instrument) -> dict[str, Any]:
     """Validation metrics of one epoch: Pearson per dimension, parse rate, cut answers."""
-    client = {s.session_id: instrument.dimension_scores(s.client_ratings) for s in sessions}
-    per_dim = pearson_by_dimension(rows, instrument, client)
+    per_dim = pearson_by_dimension(rows, instrument)
     n = len(rows)
     cut = sum(bool(r.get("answer_cut")) for r in rows)
     return {

@@ -359,6 +359,8 @@ class EpochLoop:
 
     def score(self, epoch: int) -> None:
         """Score one epoch, record it, and keep only the weights selection still needs."""
+        from care.instrument import load_instrument
+
         started = time.perf_counter()
         state = next(
             (s for s in checkpoints.full_states(self.dir) if s.epoch_end == epoch), None
@@ -370,8 +372,7 @@ class EpochLoop:
         rows = select.score_epoch(
             self.vjob, self.dir / "validation.json", weights, work, self.plan.ranks, self.plan.env()
         )
-        instrument, _ = self.vjob.load()
-        metrics = select.epoch_metrics(rows, instrument)
+        metrics = select.epoch_metrics(rows, load_instrument(self.vjob.instrument))
         record = {"validation_key": self.vjob.key, "epoch": epoch, "step": step, **metrics}
         record["seconds"] = round(time.perf_counter() - started, 1)
         select.append_score(self.dir, record)

@@ -20,6 +20,7 @@ from care.apply import digest, patterns, predict, profiles, session_report
 from care.corpus import CorpusSpec, generate
 from care.errors import CareInputError
 from care.io import write_jsonl
+from care.names import file_stem
 from scipy import stats
 
 from .conftest import REPO
@@ -373,12 +374,12 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
                          & (scores[low_dim.dimension] <= 3.0)]["session_id"])
     assert {e["session_id"] for e in low_dim.examples} <= low_ids
     assert all(t["z"] > 0 for t in low_dim.terms)
-    md = (tmp_path / f"{digest.safe_name(counselor)}.md").read_text()
-    html = (tmp_path / f"{digest.safe_name(counselor)}.html").read_text()
+    md = (tmp_path / f"{file_stem(counselor)}.md").read_text()
+    html = (tmp_path / f"{file_stem(counselor)}.html").read_text()
     assert low_dim.terms[0]["term"] in md and low_dim.terms[0]["term"] in html
     assert "<script" not in html and "http" not in html
     assert (tmp_path / "index.md").exists()
-    assert f"{digest.safe_name(counselor)}.html" in (tmp_path / "index.html").read_text()
+    assert f"{file_stem(counselor)}.html" in (tmp_path / "index.html").read_text()
 
 
 def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):

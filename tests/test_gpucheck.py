@@ -26,5 +26,8 @@ def test_gpu_check_runs_its_cpu_path(tmp_path):
     assert set(steps) == {"environment", "bench_train", "train_and_select", "bench_infer"}
     assert steps["bench_train"]["tokens_per_second"] > 0
     assert steps["train_and_select"]["epochs_scored"] == 2
+    # validation decoded with the budget the training answers need (max_new_tokens auto)
+    train = steps["train_and_select"]
+    assert train["validation_max_new_tokens"] == train["answer_token_limit"] > 20
     assert steps["bench_infer"]["identical_outputs"] is True
     assert steps["environment"]["versions"]["transformers"]

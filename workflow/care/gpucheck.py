@@ -133,7 +133,7 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
 
     run = _stand_in_run(work, gpus=1 if cuda else 0)
     seen = {}
-    score = select.score_checkpoint
+    score = select.score_rows
 
     def watched(*a, **kw):
         if "allocated_at_selection" not in seen:
@@ -141,16 +141,18 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
         return score(*a, **kw)
 
     before = _allocated(cuda)
-    select.score_checkpoint = watched
+    select.score_rows = watched
     try:
         record = train_run.finetune(run)
     finally:
-        select.score_checkpoint = score
+        select.score_rows = score
     leaked = seen.get("allocated_at_selection", 0) - before
     out = {
         "epochs_scored": len(record["epochs"]),
         "chosen_epoch": record["chosen"]["epoch"],
         "timing_s": record.get("timing_s"),
+        "validation_max_new_tokens": record["validation_decoding"]["max_new_tokens"],
+        "answer_token_limit": record["sft"]["answer_token_limit"],
         "gpu_bytes_allocated_before_training": before,
         "gpu_bytes_still_allocated_at_selection": seen.get("allocated_at_selection"),
         "model_written": (run.out / "selection.json").is_file(),

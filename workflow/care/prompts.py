@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -27,6 +27,25 @@ from care.resources import resource_path
 from care.sessions import Session, Turn
 
 PROMPT_DIR = resource_path("prompts")
+# The directory templates are read from unless one is given: the config's `prompts`, which
+# every `care` command takes as `care --prompts DIR ...` (set_prompt_dir).
+_prompt_dir = PROMPT_DIR
+
+
+def set_prompt_dir(directory: str | Path) -> None:
+    """Read templates from ``directory`` (the config's ``prompts``) in this process."""
+    global _prompt_dir
+    directory = Path(directory)
+    if not (directory / "score.en.txt").is_file():
+        from care.errors import CareInputError
+
+        raise CareInputError(directory, "not a prompt directory (no score.en.txt in it)",
+                             field="prompts")
+    _prompt_dir = directory
+
+
+def prompt_dir() -> Path:
+    return _prompt_dir
 GRANULARITIES = ("item", "dimension", "session")
 VARIANTS = ("rationale", "score_only")
 
@@ -102,7 +121,7 @@ def fit_dialogue(
 class PromptTemplates:
     """The plain-text templates (``workflow/prompts/{name}.{lang}.txt``) with ``${slot}``s."""
 
-    directory: Path = PROMPT_DIR
+    directory: Path = field(default_factory=prompt_dir)
 
     def load(self, name: str, language: str) -> Template:
         lang = language.split("-")[0]
@@ -111,8 +130,22 @@ class PromptTemplates:
             path = self.directory / f"{name}.en.txt"
         return Template(path.read_text(encoding="utf-8").rstrip("\n"))
 
-    def system(self, language: str) -> str:
-        return self.load("system", language).template
+    def system(self, language: str, instrument: Instrument) -> str:
+        """The system message, naming what the instrument measures and its title."""
+        return self.load("system", language).safe_substitute(instrument_slots(instrument, language))
+
+
+def instrument_slots(instrument: Instrument, language: str) -> dict[str, str]:
+    """The instrument's texts for a template's ``${title}``, ``${construct}``, ..."""
+    meaning = instrument.rating_text(language)
+    zh = language.startswith("zh")
+    note = (f"；评分表示{meaning}" if zh else f"; a rating is {meaning}") if meaning else ""
+    return {
+        "title": instrument.display_title(language),
+        "construct": instrument.construct_text(language),
+        "rating_meaning": meaning,
+        "rating_note": note,  # the meaning as a clause after the scale, or nothing
+    }
 
 
 def scale_text(instrument: Instrument, language: str) -> str:
@@ -160,11 +193,12 @@ def build_messages(
     variant: str,
     language: str,
     dialogue: str,
-    templates: PromptTemplates = PromptTemplates(),
+    templates: PromptTemplates | None = None,
 ) -> list[dict[str, str]]:
     """System + user messages for scoring ``item_ids`` of a session (dialogue first)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    templates = templates or PromptTemplates()
     gran = "item" if len(item_ids) == 1 else "session"
     user = templates.load("score", language).substitute(
         dialogue=dialogue,
@@ -175,7 +209,7 @@ def build_messages(
         answer_format=answer_format(instrument, item_ids, variant, language),
     )
     return [
-        {"role": "system", "content": templates.system(language)},
+        {"role": "system", "content": templates.system(language, instrument)},
         {"role": "user", "content": user},
     ]
 

@@ -22,6 +22,7 @@ if UNLABELED:
         output:
             "results/application/predictions.parquet",
         params:
+            prompts=PROMPTS,
             name=APP_MODEL["backbone"],
             variant=APP_MODEL["variant"],
             fold=APP_MODEL["fold"],
@@ -46,7 +47,8 @@ if UNLABELED:
         conda:
             infer_env(APP_INFER.get("backend", "hf"))
         shell:
-            "care predict --backend {params.backend} --corpus {input.corpus} "
+            "care --prompts {params.prompts} predict "
+            "--backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "
             "--name {params.name} --variant {params.variant} --gpus {params.gpus} "
             "--fold {params.fold} --granularity {params.granularity} "

@@ -2,6 +2,7 @@
 
 import json
 import shlex
+from pathlib import Path
 
 CARE_ENV = "../../envs/care.yaml"
 # vLLM pins its own torch and transformers: its jobs get their own environment.
@@ -11,6 +12,12 @@ infer_env = lambda backend: VLLM_ENV if backend == "vllm" else CARE_ENV
 INSTRUMENT = config["instrument"]
 SESSIONS = config["data"]["sessions"]
 UNLABELED = config["data"].get("unlabeled")
+# Prompt templates (config `prompts`): inputs of the jobs that render them, so an edited
+# template reruns exactly those; `care --prompts DIR` makes a command read them there.
+PROMPTS = config["prompts"]
+PROMPT_FILES = sorted(str(p) for p in Path(PROMPTS).glob("*.txt"))
+# prompt_files(name, ...): the templates of those names, in every language there is
+prompt_files = lambda *names: [f for f in PROMPT_FILES if Path(f).name.split(".")[0] in names]
 N_FOLDS = config["folds"]["n_folds"]
 FOLDS = list(range(1, N_FOLDS + 1))
 

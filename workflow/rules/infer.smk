@@ -71,6 +71,7 @@ rule infer_finetuned:
         variant="rationale|score_only",
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.backbone,
         variant=lambda wc: wc.variant,
         fold=lambda wc: wc.fold,
@@ -93,7 +94,8 @@ rule infer_finetuned:
     conda:
         infer_env(INFER.get("backend", "hf"))
     shell:
-        "care infer model --backend {params.backend} --model-path {input.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} --fold {params.fold} "
         "--granularity {params.granularity} --max-length {params.max_length} "
         "--settings {params.settings} --gpus {params.gpus} --threads {threads} "
@@ -110,6 +112,7 @@ rule infer_zero_shot:
         baseline=ZERO_SHOT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.baseline,
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
@@ -136,7 +139,8 @@ rule infer_zero_shot:
     conda:
         lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
     shell:
-        "care infer model --backend {params.backend} {params.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "

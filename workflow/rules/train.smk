@@ -8,7 +8,7 @@ import re
 
 TRAIN_BACKBONES = config.get("backbones", {})
 TRAINING = config.get("training", {})
-# A `path` wins over `tiny` (configs/paper.yaml is merged over the demo config.yaml).
+# A `path` wins over `tiny` (a config may give both).
 TRAIN_TINY = [
     name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
 ]
@@ -30,8 +30,7 @@ train_inputs = lambda wc: {
     "sessions": SESSIONS,
     "folds": "results/folds.tsv",
     "instrument": INSTRUMENT,
-    "prompts": expand("workflow/prompts/{name}.{lang}.txt", name=["system", "score"],
-                      lang=["en", "zh"]),
+    "prompts": prompt_files("system", "score"),
     **({"deepspeed": TRAINING["deepspeed"]} if TRAINING.get("deepspeed") else {}),
     **({"rationales": "results/rationales.parquet"} if wc.variant == "rationale" else {}),
 }
@@ -47,6 +46,7 @@ rule build_backbone:
     wildcard_constraints:
         backbone=TRAIN_TINY_PATTERN,
     params:
+        prompts=PROMPTS,
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["tiny"]),
     cache: "omit-software"
     log:
@@ -54,7 +54,8 @@ rule build_backbone:
     conda:
         CARE_ENV
     shell:
-        "care backbone tiny --spec {params.spec} --sessions {input.sessions} "
+        "care --prompts {params.prompts} backbone tiny "
+        "--spec {params.spec} --sessions {input.sessions} "
         "--instrument {input.instrument} --out {output} > {log} 2>&1"
 
 
@@ -68,6 +69,7 @@ rule train:
         variant="rationale|score_only",
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         backbone=lambda wc: backbone_dir(wc.backbone),
         fold=lambda wc: wc.fold,
         variant=lambda wc: wc.variant,
@@ -92,7 +94,8 @@ rule train:
     conda:
         CARE_ENV
     shell:
-        "care train --backbone {params.backbone} --sessions {input.sessions} "
+        "care --prompts {params.prompts} train "
+        "--backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
         "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "

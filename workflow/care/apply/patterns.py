@@ -188,14 +188,15 @@ def regress(
     dropped = len(rates) - int((rates["n_exchanges"] > 0).sum())
     if dropped:
         log.info("%d sessions without labeled exchanges left out of the regression", dropped)
-    if data.empty:
-        raise CareInputError(
-            "corpus", "no session has a labeled counselor-client exchange (strategy and "
-            "reaction labels) and a prediction", field="turns",
-        )
     predictors = [pattern_name(*p) for p in taxonomy.predictors]
     rows = []
-    for dim in instrument.dimension_ids:
+    if data.empty:
+        # e.g. a corpus without reaction labels: the table says why it holds no estimates
+        note = "no labeled exchanges (counselor strategy and client reaction labels)"
+        log.warning("Table 8: no session has %s; the table holds no estimates", note[3:])
+        for dim in instrument.dimension_ids:
+            rows += [_nan_row(dim, t, 0, note) for t in [INTERCEPT, *predictors]]
+    for dim in instrument.dimension_ids if not data.empty else ():
         rows += fit_dimension(data, dim, predictors, cov_type)
     table = pd.DataFrame(rows, columns=STAT_COLUMNS)
     table["term"] = table["term"].map(

@@ -341,14 +341,19 @@ def _table5(args) -> None:
     language = str(sessions["language"].mode().iloc[0]) if len(sessions) else "en"
     by_dim = {d: list(texts.loc[texts["dimension"] == d, "text"]) for d in dims}
     spec = args.spec
-    terms = logodds.top_terms(
-        by_dim,
-        language,
-        int(spec.get("top_k", 5)),
-        min_count=int(spec.get("min_count", 1)),
-        stopwords=logodds.stopword_list(spec.get("stopwords", [])),
-        prior_size=spec.get("prior_size"),
-    )
+    if len(dims) < 2:
+        # log-odds contrast a dimension with the others: with one there is nothing to rank
+        log.warning("Table 5: the instrument has one dimension; no distinctive terms")
+        terms = pd.DataFrame(columns=logodds.COLUMNS)
+    else:
+        terms = logodds.top_terms(
+            by_dim,
+            language,
+            int(spec.get("top_k", 5)),
+            min_count=int(spec.get("min_count", 1)),
+            stopwords=logodds.stopword_list(spec.get("stopwords", [])),
+            prior_size=spec.get("prior_size"),
+        )
     lengths = (
         texts.assign(n=texts["text"].str.len())
         .groupby("dimension")["n"]
@@ -359,9 +364,14 @@ def _table5(args) -> None:
     labels = _dim_labels(instrument)
     notes = [
         f"Rationales: {source}. Unigrams ({language}); log-odds ratio with an informative "
-        "Dirichlet prior (Monroe et al. 2008), each dimension against the other two; "
+        "Dirichlet prior (Monroe et al. 2008), each dimension against the other dimensions; "
         "z-scores in parentheses (|z| > 1.96: p < .05). Length: characters, mean ± sd.",
     ]
+    if len(dims) < 2:
+        notes.append(
+            f"The instrument ({instrument.name}) has a single dimension: distinctive terms "
+            "need another dimension to contrast with, so none are listed."
+        )
     tables.write_outputs(
         args.out,
         frame,

@@ -431,6 +431,8 @@ class EpochLoop:
         return record
 
     def selection_record(self, scored, best: int, val, stats) -> dict[str, Any]:
+        from care.infer.decoding import Decoding
+
         epochs = [scored[e] for e in sorted(scored)]
         fields = ("epoch", "step", "pearson", "mean_pearson", "parse_rate")
         fields += ("items", "answers_cut", "cut_rate")
@@ -445,7 +447,7 @@ class EpochLoop:
             "chosen": {k: scored[best][k] for k in ("epoch", "step", "mean_pearson")},
             "epochs": [{k: r.get(k) for k in fields} for r in epochs],
             "sft": stats.as_dict(),
-            "validation_max_new_tokens": self.settings["max_new_tokens"],
+            "validation_decoding": Decoding(self.settings["max_new_tokens"]).record(),
             "ranks": self.plan.ranks,
             "effective_batch": effective_batch(self.run_.hp, self.plan.ranks),
             "device": self.plan.device,

@@ -494,3 +494,25 @@ def test_summary_counts_dialogue_tokens_of_a_model_tokenizer(tmp_path, small_cor
                        add_special_tokens=False)["input_ids"]) for r in records]
     line = next(x for x in done.stdout.splitlines() if x.startswith("dialogue length (tokens"))
     assert f"max {max(lengths)}" in line and f"min {min(lengths)}" in line
+
+
+def test_long_dialogues_are_cut_with_few_tokenizations():
+    """A 2,000-turn dialogue: the fewest dropped middle turns that fit, in O(log n) counts."""
+    from care.prompts import fit_dialogue
+
+    lines = [f"[{n}] Client: " + "word " * (1 + n % 7) for n in range(1, 2001)]
+    calls = []
+
+    def count(text):
+        calls.append(1)
+        return len(text.split())
+
+    text, dropped = fit_dialogue(lines, 500, count, "en")
+    assert count(text) <= 500 and len(calls) < 20
+    longer = fit_dialogue(lines, 500, lambda t: len(t.split()), "en")
+    assert longer == (text, dropped)
+    middle = len(lines) // 2
+    k = dropped - 1  # one turn fewer dropped no longer fits
+    fewer = "\n".join([*lines[:middle - k // 2], f"[... {k} turns omitted ...]",
+                       *lines[middle + (k + 1) // 2:]])
+    assert len(fewer.split()) > 500

@@ -88,6 +88,13 @@ def turn_lines(turns: Sequence[Turn], language: str) -> list[str]:
     return [f"[{n}] {lab[t.speaker]}: {t.text}" for n, t in enumerate(turns, start=1)]
 
 
+def dialogue_budget(max_length: int, overhead: int, answer_tokens: int) -> int:
+    """Tokens left for the dialogue: ``max_length`` less the prompt around it and the answer
+    budget (the inference ``max_new_tokens`` of the variant). Training examples, validation
+    and inference reserve the same answer budget, so a session is cut the same way in each."""
+    return max(1, max_length - overhead - answer_tokens)
+
+
 def fit_dialogue(
     lines: Sequence[str], budget: int | None, count_tokens: Callable[[str], int], language: str
 ) -> tuple[str, int]:
@@ -98,20 +105,29 @@ def fit_dialogue(
     text and the number of turns dropped.
     """
     text = "\n".join(lines)
-    if budget is None or count_tokens(text) <= budget:
+    if budget is None or count_tokens(text) <= budget or len(lines) < 3:
         return text, 0
     lab = labels(language)
-    lo, hi = len(lines) // 2, len(lines) // 2  # drop lines[lo:hi], growing around the middle
-    while hi - lo < len(lines) - 2:
-        if (hi - lo) % 2 == 0:
-            hi += 1
+    middle = len(lines) // 2
+
+    def cut(k: int) -> str:
+        """Without ``k`` lines around the middle (one more after it when ``k`` is odd)."""
+        lo, hi = middle - k // 2, middle + (k + 1) // 2
+        return "\n".join([*lines[:lo], f"[... {k} {lab['omitted']} ...]", *lines[hi:]])
+
+    # The fewest dropped turns that fit. Dropping a turn always removes more tokens than the
+    # marker's count can add, so the token count falls with k: a binary search finds it
+    # with O(log n) tokenizations instead of one per dropped turn.
+    low, high = 1, len(lines) - 2
+    if count_tokens(cut(high)) > budget:
+        return cut(high), high
+    while low < high:
+        k = (low + high) // 2
+        if count_tokens(cut(k)) <= budget:
+            high = k
         else:
-            lo -= 1
-        marker = f"[... {hi - lo} {lab['omitted']} ...]"
-        text = "\n".join([*lines[:lo], marker, *lines[hi:]])
-        if count_tokens(text) <= budget:
-            return text, hi - lo
-    return text, hi - lo
+            low = k + 1
+    return cut(low), low
 
 
 # --------------------------------------------------------------------------- prompts

@@ -57,6 +57,7 @@ class FineTune:
     rationales: Path | None = None
     gpus: int = 0
     threads: int = 1
+    answer_tokens: int | str | None = None  # inference max_new_tokens (or auto): the answer budget
 
 
 def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
@@ -102,6 +103,7 @@ def prepare(run: FineTune):
         granularity=run.granularity,
         max_length=run.max_length,
         end_of_turn=load_end_of_turn_ids(run.backbone, tokenizer),
+        answer_tokens=run.answer_tokens,
     )
     rationales = None
     if run.variant == "rationale":
@@ -200,8 +202,13 @@ def restart_reason(old_job: dict[str, Any], hp: dict[str, Any], ranks: int) -> s
     return "its checkpoints belong to another configuration: starting afresh"
 
 
-def validation_job(run: FineTune, plan: Plan, val, settings) -> select.ValidationJob:
+def validation_job(run: FineTune, plan: Plan, val, settings, stats) -> select.ValidationJob:
     """What scoring needs; its key covers every setting and session that changes the scores."""
+    # the dialogue leaves room for the inference answer budget (auto: what inference reads
+    # from selection.json), as the training examples did
+    reserve = run.answer_tokens
+    if reserve == "auto":
+        reserve = stats.as_dict()["answer_token_limit"]
     scorer = {
         "variant": run.variant,
         "granularity": run.granularity,
@@ -220,6 +227,7 @@ def validation_job(run: FineTune, plan: Plan, val, settings) -> select.Validatio
         "settings": {k: v for k, v in settings.items() if k not in CHOICE_KEYS},
         "scorer": scorer,
         "dtype": dtype,
+        "answer_tokens": reserve,
         "instrument": Path(run.instrument).read_text(encoding="utf-8"),
         "sessions": digest.hexdigest(),
     }
@@ -232,6 +240,7 @@ def validation_job(run: FineTune, plan: Plan, val, settings) -> select.Validatio
         device=plan.device,
         dtype=dtype,
         threads=plan.threads_per_rank,
+        answer_tokens=reserve,
     )
 
 
@@ -251,7 +260,7 @@ def finetune(run: FineTune) -> dict[str, Any]:
         )
         stats.warn_truncation(log, f"fold {run.fold} training examples")
         settings = validation_settings(run.hp, stats)  # max_new_tokens auto: resolved
-        vjob = validation_job(run, plan, val, settings)
+        vjob = validation_job(run, plan, val, settings, stats)
         loop = EpochLoop(run, plan, examples, vjob, settings, lock)
         loop.run()
         record = loop.select_and_export(instrument, val, stats)

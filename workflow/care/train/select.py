@@ -64,6 +64,7 @@ class ValidationJob:
     device: str
     dtype: str
     threads: int
+    answer_tokens: int | None = None  # the dialogue leaves room for this answer budget
 
     def write(self, path: Path) -> None:
         from care.io import write_json
@@ -101,16 +102,20 @@ def shard(sessions: Sequence, rank: int, ranks: int) -> list:
     return [sessions[k] for n, k in enumerate(order) if n % ranks == rank]
 
 
-def score_rows(
-    weights: Path, sessions: Sequence, instrument, scorer_args: dict, device: str, dtype: str
-) -> list[dict[str, Any]]:
-    """One row per (session, item) of a checkpoint's validation answers (fields selection uses)."""
+def score_rows(weights: Path, sessions: Sequence, instrument, job: ValidationJob) -> list[dict]:
+    """One row per (session, item) of a checkpoint's validation answers (fields selection uses).
+
+    The dialogue leaves room for ``job.answer_tokens`` (the inference answer budget, as in
+    training and inference) even where validation generates fewer tokens.
+    """
     from care.backbone import load_causal_lm, load_tokenizer
     from care.infer.hf import HFScorer
 
-    model = load_causal_lm(weights, dtype=dtype, device=device)
+    model = load_causal_lm(weights, dtype=job.dtype, device=job.device)
     tokenizer = load_tokenizer(weights)
-    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **scorer_args)
+    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **job.scorer)
+    if job.answer_tokens is not None:
+        scorer.builder.reserve_tokens = job.answer_tokens
     return [{k: row.get(k) for k in ROW_FIELDS} for row in scorer.score(sessions)]
 
 
@@ -133,7 +138,7 @@ def score_epoch(
     todo = [r for r in range(ranks) if not files[r].is_file()]
     if ranks == 1 and todo:
         instrument, sessions = job.load()
-        rows = score_rows(weights, sessions, instrument, job.scorer, job.device, job.dtype)
+        rows = score_rows(weights, sessions, instrument, job)
         write_jsonl(files[0], rows)
     elif todo:
         run_ranks(job_path, weights, files, todo, env or dict(os.environ), job.device)
@@ -180,7 +185,7 @@ def rank_main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, job.threads))
     instrument, sessions = job.load()
     mine = shard(sessions, args.rank, args.ranks)
-    rows = score_rows(Path(args.weights), mine, instrument, job.scorer, job.device, job.dtype)
+    rows = score_rows(Path(args.weights), mine, instrument, job)
     write_jsonl(args.out, rows)
     return 0
 

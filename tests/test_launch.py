@@ -7,9 +7,9 @@ The DeepSpeed launcher passes ``--local_rank=N`` to the script unless told not t
 from __future__ import annotations
 
 import pytest
+from care.train.checkpoints import full_states
 from care.train.launch import Plan, launch
 from care.train.run import prepare, stage_checkpoint_dir
-from care.train.checkpoints import full_states
 from care.train.trainer import main as trainer_main
 
 from tests import train_fixtures

@@ -359,8 +359,12 @@ class EpochLoop:
 
     def train(self) -> None:
         started = time.perf_counter()
+        before = checkpoints.latest_full_state(self.dir)
         launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds())
         free_accelerator_memory()
+        after = checkpoints.latest_full_state(self.dir)
+        if after is None or (before is not None and after.step <= before.step):
+            raise RuntimeError(f"training saved no new checkpoint under {self.dir}")
         self.seconds["training"] += time.perf_counter() - started
 
     def keep_fds(self) -> tuple[int, ...]:

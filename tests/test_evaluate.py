@@ -83,13 +83,20 @@ def test_an_unparsed_item_removes_only_its_dimension(predictions, instrument):
     )
 
 
+def test_evaluated_columns_are_contract_columns():
+    from care.infer import PREDICTION_COLUMNS
+
+    assert set(metrics.EVALUATED_COLUMNS) < set(PREDICTION_COLUMNS)
+
+
 def test_missing_contract_column_names_file_and_field(tmp_path, predictions):
     from care.errors import CareInputError
+    from care.infer.run import read_predictions
 
     path = tmp_path / "fold1.parquet"
     predictions.drop(columns=["client_score"]).to_parquet(path)
     with pytest.raises(CareInputError, match="client_score") as err:
-        metrics.read_predictions([path])
+        read_predictions([path], metrics.EVALUATED_COLUMNS)
     assert str(path) in str(err.value)
 
 
@@ -413,3 +420,15 @@ def test_seed_replicates_average_and_pair_over_seeds_and_clients(corpus, instrum
     assert paired["n_seeds"] == 2
     assert paired["difference"] == pytest.approx(np.mean(per_seed))
     assert paired["p_value"] < 0.05
+
+
+def test_fold_coverage_counts_the_folds_sessions_a_run_has_no_rows_for(predictions, instrument):
+    scores = metrics.dimension_scores(predictions, instrument)
+    fold1 = scores[scores["fold"] == 1]
+    rated = fold1[~fold1["session_id"].isin(sorted(fold1["session_id"].unique())[:2])]
+    n_fold = fold1["session_id"].nunique()
+    own = metrics.fold_metrics(rated)
+    over_folds = metrics.fold_metrics(rated, {1: n_fold})
+    assert (own["n_sessions"] == n_fold - 2).all()
+    assert (over_folds["n_sessions"] == n_fold).all()
+    assert (over_folds["coverage"] <= (n_fold - 2) / n_fold + 1e-12).all()

@@ -11,8 +11,6 @@ coverage (scored sessions / sessions in the fold).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,20 +20,10 @@ from sklearn.metrics import mean_squared_error
 from care.errors import CareInputError
 from care.instrument import Instrument, dimension_mean
 
-#: The predictions contract columns this stage reads (the rest are carried, not needed).
-PREDICTION_COLUMNS = [
-    "session_id",
-    "client_id",
-    "fold",
-    "item_id",
-    "dimension",
-    "model",
-    "variant",
-    "score",
-    "rationale",
-    "parsed",
-    "client_score",
-]
+#: The columns of the predictions contract (care.infer.PREDICTION_COLUMNS) this stage needs
+#: in every file (the rest are carried); read with :func:`care.infer.run.read_predictions`.
+EVALUATED_COLUMNS = ("session_id", "client_id", "fold", "item_id", "dimension", "model")
+EVALUATED_COLUMNS += ("variant", "score", "rationale", "parsed", "client_score")
 METRICS = ["pearson", "spearman", "mse"]
 RUN_KEYS = ["model", "variant", "scoring"]
 #: The item-score columns of the predictions contract, by the scoring they hold: the parsed
@@ -65,25 +53,6 @@ FOLD_COLUMNS = [
     "coverage",
     *METRICS,
 ]
-
-
-def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate prediction files, checking the contract columns each one must carry."""
-    frames = []
-    for path in paths:
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise CareInputError(path, f"cannot read predictions: {exc}") from None
-        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-        if missing:
-            raise CareInputError(path, f"missing columns {missing}", field=missing[0])
-        if frame.empty:
-            raise CareInputError(path, "no predictions")
-        frames.append(frame)
-    if not frames:
-        raise CareInputError("<predictions>", "no prediction files given")
-    return pd.concat(frames, ignore_index=True)
 
 
 def scorings(pred: pd.DataFrame) -> list[str]:
@@ -164,14 +133,19 @@ def correlations(predicted: np.ndarray, client: np.ndarray) -> dict[str, float]:
     return {"pearson": float(pearson), "spearman": float(spearman), "mse": mse}
 
 
-def fold_metrics(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics."""
+def fold_metrics(scores: pd.DataFrame, fold_sizes: dict[int, int] | None = None) -> pd.DataFrame:
+    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics.
+
+    ``fold_sizes`` (fold -> sessions in folds.tsv) makes coverage count the fold's sessions a
+    run has no rows for (a counselor's unrated sessions); else the run's own sessions.
+    """
     rows = []
     for key, group in scores.groupby([*RUN_KEYS, "fold", "dimension"], sort=True):
         scored = group.dropna(subset=["predicted", "client"])
         row = dict(zip([*RUN_KEYS, "fold", "dimension"], key, strict=True))
-        row.update(n_sessions=len(group), n_scored=len(scored))
-        row["coverage"] = len(scored) / len(group) if len(group) else np.nan
+        n = len(group) if fold_sizes is None else max(fold_sizes.get(int(row["fold"]), 0), 1)
+        row.update(n_sessions=n, n_scored=len(scored))
+        row["coverage"] = len(scored) / n if n else np.nan
         row.update(correlations(scored["predicted"].to_numpy(), scored["client"].to_numpy()))
         rows.append(row)
     return pd.DataFrame(rows, columns=FOLD_COLUMNS)

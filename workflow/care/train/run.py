@@ -138,7 +138,7 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
     The world size is part of it: ZeRO state saved on n ranks does not load on m, and the
     effective batch (per-device batch x accumulation x ranks) changes the training itself.
     """
-    from care.infer.hf import directory_fingerprint
+    from care.fingerprint import model_fingerprint
 
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
@@ -147,7 +147,7 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
             {
                 "hp": {k: v for k, v in run.hp.items() if k not in JOB_KEYS},
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-                "backbone": directory_fingerprint(run.backbone),
+                "backbone": model_fingerprint(run.backbone),
                 "world_size": ranks,
                 "effective_batch": effective_batch(run.hp, ranks),
             },

@@ -8,7 +8,7 @@ import pytest
 from care.backbone import load_end_of_turn_ids, load_tokenizer
 from care.sessions import load_sessions
 from care.sft import IGNORE, ExampleBuilder, SFTStats, build_examples, training_rows
-from care.train.packing import PackedCollator, attention_inputs
+from care.train.packing import SPLIT, PackedCollator, attention_inputs, register
 from care.train.trainer import Collator
 
 from tests import train_fixtures
@@ -66,6 +66,7 @@ def assert_same(model, examples, rows, implementation, logits_only, rtol):
     n_packed = packed["shift_labels"].ne(IGNORE).sum()
     assert int(n_unpacked) == int(n_packed) > 0
     assert packed["input_ids"].numel() <= unpacked["input_ids"].numel()
+    register()
     model.set_attn_implementation(implementation)
     inputs = attention_inputs(packed, implementation, model.dtype)
     for num_items in (None, n_unpacked):
@@ -107,7 +108,7 @@ def test_a_packed_row_holds_the_prefix_once(tiny_backbones, instrument, sessions
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("implementation", [SPLIT, "sdpa", "eager"])
 @pytest.mark.parametrize("logits_only", [True, False])
 def test_packed_loss_and_gradients_equal_unpacked(
     tiny_backbones, instrument, sessions, train_corpus, arch, implementation, logits_only
@@ -148,7 +149,7 @@ def test_other_granularities_pack(tiny_backbones, instrument, sessions, train_co
     if granularity == "session":  # one unit: the packed row is the example itself
         assert rows[0].input_ids == examples[0].input_ids
     model = load_causal_lm(path, dtype=torch.float64)
-    assert_same(model, examples, rows, "sdpa", True, rtol=RTOL)
+    assert_same(model, examples, rows, SPLIT, True, rtol=RTOL)
 
 
 def test_flash_attention_is_refused():
@@ -195,4 +196,4 @@ def test_packing_on_the_real_smollm2_checkpoint(smollm2, instrument, sessions, t
     examples = examples[:2]
     rows = training_rows(examples, stats, "shared_prefix")
     assert rows[0].prefix_len > 50
-    assert_same(model, examples, rows, "sdpa", True, rtol=1e-4)
+    assert_same(model, examples, rows, SPLIT, True, rtol=1e-4)

@@ -10,15 +10,21 @@ in the optimizer step) and its gradients are those of the unpacked examples.
 
 The collator builds ``branch_ids`` (0 prefix, ``j`` branch ``j``, -1 padding) and a plain
 2-D ``attention_mask`` (the Trainer counts non-padding tokens with it);
-:func:`attention_inputs` turns them into the mask the model's attention implementation
-takes, on the model's device:
+:func:`attention_inputs` turns them into what the model's attention implementation
+(``training.attn_implementation``) takes, on the model's device:
 
-- ``sdpa``: a 4-D boolean mask ``(batch, 1, L, L)``. On a GPU, PyTorch's SDPA runs a masked
-  batch with its memory-efficient kernel (no flash kernel with an explicit mask): correct
-  in bf16, memory linear in L, but the compute of a full causal square.
-- ``flex_attention``: a ``BlockMask`` from the same rule; blocks where a branch meets another
-  branch are skipped, so compute follows the mask (the efficient choice for long packed
-  rows on a GPU; it needs ``torch.compile``, i.e. a GPU toolchain).
+- ``shared_prefix_sdpa`` (default; registered with transformers by :func:`register`): the
+  rule computed in two exact parts (:func:`shared_prefix_attention`): the prefix causally
+  (SDPA's causal kernels, flash on a GPU), then each row's branches as one batch over the
+  prefix's keys and values and their own (SDPA with a small mask: the memory-efficient
+  kernel on a GPU). Its cost is that of the unpacked examples' attention, with the prefix's
+  projections and MLPs computed once. Unpacked batches (packing: none) get plain SDPA.
+- ``sdpa``: one 4-D boolean block mask ``(batch, 1, L, L)``. On a GPU, SDPA runs an explicit
+  mask with its memory-efficient kernel (no flash kernel): correct in bf16, memory linear
+  in L, but it computes the full causal square, branch-to-branch blocks included, which
+  costs more than it saves on a tiny model whose cost is attention.
+- ``flex_attention``: a ``BlockMask`` from the same rule; fully masked blocks are skipped
+  (needs ``torch.compile``, i.e. a GPU toolchain).
 - ``eager``: the 4-D mask as additive floats.
 
 Flash-attention implementations take no arbitrary mask and are refused.
@@ -29,7 +35,9 @@ from __future__ import annotations
 from typing import Any
 
 IGNORE = -100
+SPLIT = "shared_prefix_sdpa"
 MASKED_IMPLEMENTATIONS = ("sdpa", "flex_attention", "eager")
+IMPLEMENTATIONS = (SPLIT, *MASKED_IMPLEMENTATIONS)
 
 
 class PackedCollator:
@@ -116,18 +124,21 @@ def block_mask(branch_ids):
 
 
 def attention_inputs(inputs: dict[str, Any], implementation: str, dtype) -> dict[str, Any]:
-    """The model inputs with ``branch_ids`` replaced by the packed attention mask."""
+    """The model inputs with ``branch_ids`` replaced by the packed attention mask or plan."""
     import torch
 
-    if implementation not in MASKED_IMPLEMENTATIONS:
+    if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"training.packing shared_prefix needs an attention implementation that takes "
-            f"a custom mask ({', '.join(MASKED_IMPLEMENTATIONS)}), not {implementation!r}: "
+            f"a custom mask ({', '.join(IMPLEMENTATIONS)}), not {implementation!r}: "
             "set training.attn_implementation"
         )
     inputs = dict(inputs)
     branch_ids = inputs.pop("branch_ids")
-    if implementation == "flex_attention":
+    if implementation == SPLIT:
+        inputs["attention_mask"] = None
+        inputs["packed_plan"] = SharedPrefixPlan.make(branch_ids)
+    elif implementation == "flex_attention":
         inputs["attention_mask"] = block_mask(branch_ids)
     elif implementation == "sdpa":
         inputs["attention_mask"] = allowed(branch_ids)
@@ -137,3 +148,106 @@ def attention_inputs(inputs: dict[str, Any], implementation: str, dtype) -> dict
             ~ok, torch.finfo(dtype).min
         )
     return inputs
+
+
+# --------------------------------------------------------------------------- split attention
+
+
+class SharedPrefixPlan:
+    """Per packed row: the prefix length, each branch's token positions, the branch mask.
+
+    Built once per batch (the structure is the same in every layer)."""
+
+    def __init__(self, rows: list[tuple[int, int, Any, Any]], width: int) -> None:
+        # (prefix length, end of the last branch, branch index, branch mask, valid positions)
+        self.rows = rows
+        self.width = width
+
+    @classmethod
+    def make(cls, branch_ids) -> SharedPrefixPlan:
+        import torch
+
+        device = branch_ids.device
+        rows = []
+        for ids in branch_ids.tolist():
+            prefix = sum(1 for b in ids if b == 0)
+            sizes = [ids.count(j) for j in range(1, max(ids, default=0) + 1)]
+            longest = max(sizes, default=0)
+            index = torch.zeros((len(sizes), longest), dtype=torch.long)
+            valid = torch.zeros((len(sizes), longest), dtype=torch.bool)
+            start = prefix
+            for j, size in enumerate(sizes):
+                index[j, :size] = torch.arange(start, start + size)
+                valid[j, :size] = True
+                start += size
+            causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+            # a branch token sees the whole prefix, then its own branch causally
+            mask = torch.cat(
+                [
+                    torch.ones((len(sizes), longest, prefix), dtype=torch.bool),
+                    causal[None] & valid[:, None, :],
+                ],
+                dim=2,
+            )[:, None]
+            rows.append((prefix, start, index.to(device), mask.to(device), valid.to(device)))
+        return cls(rows, branch_ids.shape[1])
+
+
+def shared_prefix_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
+):
+    """Attention of packed rows in two exact parts, each sized to what it needs.
+
+    The prefix attends to itself causally (SDPA's causal kernels: flash on a GPU); the
+    branches of a row form a batch that attends to the prefix's keys and values and to their
+    own, causally. The compute is that of the unpacked examples' attention, without the
+    branch-to-branch square a single block mask spends. Without a plan (not a packed batch)
+    this is plain SDPA.
+    """
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    plan = kwargs.pop("packed_plan", None)
+    if plan is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    p = dropout if module.training else 0.0
+    out = []
+    for b, (prefix, end, index, mask, valid) in enumerate(plan.rows):
+        q, k, v = query[b], key[b], value[b]  # (heads, L, dim)
+        parts = []
+        if prefix:
+            parts.append(
+                sdpa(q[None, :, :prefix], k[None, :, :prefix], v[None, :, :prefix],
+                     is_causal=True, dropout_p=p, scale=scaling)[0]
+            )
+        if len(index):
+            n = index.shape[0]
+
+            def branches(x, n=n, index=index):  # (heads, L, dim) -> (n, heads, longest, dim)
+                return x[:, index].transpose(0, 1)
+
+            def with_prefix(x, n=n, prefix=prefix):
+                shared = x[None, :, :prefix].expand(n, -1, -1, -1)
+                return torch.cat([shared, branches(x)], dim=2)
+
+            o = sdpa(branches(q), with_prefix(k), with_prefix(v), attn_mask=mask,
+                     dropout_p=p, scale=scaling)
+            parts.append(o.transpose(0, 1)[:, valid])  # (heads, branch tokens, dim)
+        if end < plan.width:
+            parts.append(q.new_zeros((q.shape[0], plan.width - end, q.shape[-1])))
+        out.append(torch.cat(parts, dim=1))
+    return torch.stack(out).transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Make ``shared_prefix_sdpa`` a transformers attention implementation (SDPA's masks)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SPLIT, shared_prefix_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SPLIT, sdpa_mask)

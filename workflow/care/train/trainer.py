@@ -202,6 +202,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from care.backbone import check_causal_lm_dir, load_tokenizer
+    from care.train import packing
 
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
     args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
@@ -211,12 +212,13 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
 
         deepspeed.init_distributed()
     check_causal_lm_dir(job["backbone"])
+    packing.register()  # the shared_prefix_sdpa attention implementation
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         job["backbone"],
         dtype=dtype,
         local_files_only=True,
-        attn_implementation=job["hp"].get("attn_implementation", "sdpa"),
+        attn_implementation=job["hp"].get("attn_implementation", packing.SPLIT),
     )
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])

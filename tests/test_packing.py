@@ -197,3 +197,44 @@ def test_packing_on_the_real_smollm2_checkpoint(smollm2, instrument, sessions, t
     rows = training_rows(examples, stats, "shared_prefix")
     assert rows[0].prefix_len > 50
     assert_same(model, examples, rows, SPLIT, True, rtol=1e-4)
+
+
+def test_packed_training_follows_the_unpacked_run(
+    tmp_path, tiny_backbones, train_corpus, instrument
+):
+    """Trainer + ZeRO-3 + gradient checkpointing: one packed session per step takes the
+    steps of its 12 unpacked examples per step (same data order, same losses and weights)."""
+    import csv
+
+    import torch
+    from care.train.run import prepare
+
+    from tests.test_train import make_run, train_only, weights
+
+    common = {
+        "sampling": "sequential",
+        "logging_steps": 1,
+        "num_train_epochs": 1,
+        "deepspeed": "workflow/deepspeed/zero3.json",
+        "gradient_checkpointing": True,
+    }
+    runs = {
+        "none": {"per_device_train_batch_size": 12, "packing": "none"},
+        "shared_prefix": {"per_device_train_batch_size": 1, "packing": "shared_prefix"},
+    }
+    losses, final = {}, {}
+    for mode, hp in runs.items():
+        run = make_run(
+            tmp_path / mode, train_corpus, tiny_backbones["llama"], instrument, **common, **hp
+        )
+        *_, rows, stats = prepare(run)
+        assert stats.examples == 12 * stats.sessions  # a step of 12 examples is one session
+        train_only(run)
+        with open(run.checkpoint_dir / "train_log.csv") as handle:
+            losses[mode] = [float(r["loss"]) for r in csv.DictReader(handle)]
+        last = max(run.checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+        final[mode] = weights(last)
+    assert len(losses["none"]) == len(losses["shared_prefix"]) > 3
+    assert losses["shared_prefix"] == pytest.approx(losses["none"], rel=1e-4)
+    for name, tensor in final["none"].items():
+        assert torch.allclose(final["shared_prefix"][name], tensor, atol=1e-5), name

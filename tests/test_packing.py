@@ -152,6 +152,28 @@ def test_other_granularities_pack(tiny_backbones, instrument, sessions, train_co
     assert_same(model, examples, rows, SPLIT, True, rtol=RTOL)
 
 
+def test_packing_in_bf16(tiny_backbones, instrument, sessions, train_corpus):
+    """bf16 weights (the GPU setting): the same loss to bf16 precision, finite gradients."""
+    import torch
+    from care.backbone import load_causal_lm
+
+    path = tiny_backbones["llama"]
+    tok = load_tokenizer(path)
+    examples, stats = make_examples(
+        tok, load_end_of_turn_ids(path, tok), instrument, sessions[:2], rationales_of(train_corpus)
+    )
+    rows = training_rows(examples, stats, "shared_prefix")
+    model = load_causal_lm(path, dtype=torch.bfloat16)
+    register()
+    model.set_attn_implementation(SPLIT)
+    unpacked = Collator(0)([e.to_record() for e in examples])
+    packed = attention_inputs(PackedCollator(0)([r.to_record() for r in rows]), SPLIT, model.dtype)
+    loss_u, _ = loss_and_grads(model, unpacked)
+    loss_p, grads = loss_and_grads(model, packed)
+    assert float(loss_p) == pytest.approx(float(loss_u), rel=2e-2)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
 def test_flash_attention_is_refused():
     import torch
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -88,6 +89,9 @@ def parse_dry_run(text: str):
             continue
         wildcards = _pairs(re.search(r"^\s+wildcards: (.*)$", block, re.M))
         resources = _pairs(re.search(r"^\s+resources: (.*)$", block, re.M))
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        if threads:
+            resources["threads"] = threads.group(1)
         jobs.append((head.group(2), head.group(1) == "local", wildcards, resources))
     return jobs
 
@@ -151,14 +155,18 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     work = copy_workflow(tmp_path)
     config = stand_in_config(work, small_corpus)
     (work / "stand_in.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    started = time.perf_counter()
     proc = snakemake(
         work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None
     )
+    seconds = time.perf_counter() - started
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     jobs = parse_dry_run(out)
     counts = Counter(rule for rule, *_ in jobs)
     print(job_table(jobs))
+    assert len(jobs) == 110, counts
+    assert seconds < 10, f"the paper dry run took {seconds:.1f} s"
 
     n_backbones, n_variants, n_folds = len(config["backbones"]), 2, 5
     zero_shot = {b["name"]: b for b in config["baselines"]["zero_shot"]}
@@ -177,6 +185,7 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
         assert int(res["mem_mb"]) == training["mem_mb"]
         assert int(res["runtime"]) == training["runtime"]
         assert int(res["cpus_per_task"]) == training["threads"]
+        assert int(res["threads"]) == training["threads"]  # not capped by the submitting node
     for local, _, res in by_rule["infer_finetuned"]:
         assert not local
         assert int(res["gpu"]) == inference["gpus"]
@@ -189,7 +198,11 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
         assert int(res["mem_mb"]) == model.get("mem_mb", inference["mem_mb"])
         assert int(res["runtime"]) == model.get("runtime", inference["runtime"])
     assert max(int(res["gpu"]) for *_, res in by_rule["infer_zero_shot"]) == 4  # 70B/72B
-    # every job that asks for GPUs is routed to the GPU partition by profiles/slurm
+    # every job that asks for GPUs asks for one node (a launch never spans nodes) ...
+    for rule, _, _, res in jobs:
+        if int(res.get("gpu", 0)) > 0:
+            assert res.get("nodes") == "1", (rule, res)
+    # ... and is routed to the GPU partition by profiles/slurm
     gpu_rules = {rule for rule, _, _, res in jobs if int(res.get("gpu", 0)) > 0}
     assert gpu_rules and gpu_rules <= profile_gpu_rules(), gpu_rules - profile_gpu_rules()
     # the cache can key every cached job (external checkpoints are directories)

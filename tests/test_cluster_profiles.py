@@ -32,7 +32,8 @@ def test_default_profile_is_local_only():
     profile = parse_profile("default")
     assert not CLUSTER_KEYS & profile.keys()
     assert not any(key.startswith("slurm") for key in profile)
-    assert profile["cores"] == "all"
+    # it applies under profiles/slurm too: a `cores` here would cap every cluster job's threads
+    assert "cores" not in profile
     assert profile["rerun-incomplete"] in (True, "True", "true")
 
 
@@ -47,6 +48,8 @@ def test_slurm_profile_without_environment(monkeypatch):
     assert "slurm_partition" not in resources and "slurm_account" not in resources
     assert "cpus_per_task" not in resources  # a job without one gets its rule's threads
     assert "set-resources" not in profile
+    paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text(encoding="utf-8"))
+    assert int(profile["cores"]) >= paper["training"]["threads"]  # never caps a job's threads
 
 
 def test_slurm_profile_takes_partitions_and_account_from_environment(monkeypatch):

@@ -351,7 +351,8 @@ def test_vllm_engine_arguments(model_dir, instrument):
 
 def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
     from care.infer.api import APIScorer
-    from care.llm.stub_server import StubServer
+
+    from tests.stub_server import StubServer
 
     def answer(request):
         return "Rationale: the client felt heard (turn 2).\nScore: 4"
@@ -541,16 +542,24 @@ def test_scores_and_label_probabilities_of_a_model_that_answers(
         assert r["score_argmax"] == points[int(np.argmax(r["probs"]))]
 
 
+@pytest.mark.parametrize("penalty, least", [(1.0, 0), (1.3, 3)])
 def test_shared_decoding_gives_the_naive_tokens_and_label_probabilities(
-    score_trained, instrument, sessions
+    score_trained, instrument, sessions, penalty, least
 ):
+    from care.infer.decoding import Decoding
+
     model, tok = score_trained
     out = {}
     for shared in (False, True):
         sc = scorer(
             model, tok, instrument, variant="score_only", max_length=480, prefix_sharing=shared
         )
+        # logits processing (repetition penalty, a minimum length) applies per branch too
+        sc.decoding = Decoding(6, repetition_penalty=penalty, min_new_tokens=least)
+        sc.generation_config = sc.decoding.generation_config(sc.eos_ids, sc.pad_id)
         out[shared] = [a for session in sc.answer(sessions[:2]) for _, a in session]
+    if least:
+        assert all(a.n_generated >= least for a in out[True])
     assert [a.text for a in out[True]] == [a.text for a in out[False]]
     with_probs = [(a, b) for a, b in zip(out[False], out[True], strict=True) if a.probs]
     assert len(with_probs) >= len(out[False]) // 2

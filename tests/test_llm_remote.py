@@ -26,7 +26,7 @@ from care.llm.remote import (
 )
 def test_loopback_endpoints_need_no_opt_in(url):
     assert is_loopback(url)
-    assert require_remote_opt_in(url, allow_remote=False) == url
+    assert require_remote_opt_in(url, allow_remote_transcripts=False) == url
 
 
 @pytest.mark.parametrize(
@@ -42,16 +42,16 @@ def test_loopback_endpoints_need_no_opt_in(url):
 def test_other_hosts_are_refused_without_opt_in(url):
     assert not is_loopback(url)
     with pytest.raises(RemoteNotAllowedError, match="allow_remote_transcripts: true"):
-        require_remote_opt_in(url, allow_remote=False)
-    assert require_remote_opt_in(url, allow_remote=True) == url
+        require_remote_opt_in(url, allow_remote_transcripts=False)
+    assert require_remote_opt_in(url, allow_remote_transcripts=True) == url
 
 
 def test_default_endpoint_is_remote(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(RemoteNotAllowedError):
-        require_remote_opt_in(None, allow_remote=False)
+        require_remote_opt_in(None, allow_remote_transcripts=False)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # what the client would use
-    assert require_remote_opt_in(None, allow_remote=False) == "http://127.0.0.1:9/v1"
+    assert require_remote_opt_in(None, allow_remote_transcripts=False) == "http://127.0.0.1:9/v1"
 
 
 def test_refused_before_any_client_exists(tmp_path, monkeypatch):
@@ -73,3 +73,33 @@ def test_api_key_from_the_named_variable(monkeypatch):
     assert read_api_key("MY_KEY", "http://127.0.0.1:8000/v1") == NO_KEY
     with pytest.raises(CareInputError, match="MY_KEY"):
         read_api_key("MY_KEY", "https://api.openai.com/v1")
+
+
+def test_the_former_opt_in_name_is_refused_with_the_new_one():
+    from care.llm.remote import opt_in
+
+    assert opt_in({"allow_remote_transcripts": True}, "rationales.openai") is True
+    assert opt_in({}, "rationales.openai") is False
+    with pytest.raises(CareInputError, match="write `allow_remote_transcripts: true` in") as err:
+        opt_in({"allow_remote": True}, "baselines.zero_shot (name: gpt-4o)")
+    assert err.value.field == "baselines.zero_shot (name: gpt-4o).allow_remote"
+
+
+def test_config_schema_takes_one_name_for_the_opt_in():
+    import copy
+
+    import yaml
+    from snakemake.utils import validate
+
+    from tests.conftest import REPO
+
+    schema = str(REPO / "workflow/schemas/config.schema.yaml")
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    entry = {"name": "gpt-4o", "backend": "openai", "model": "gpt-4o"}
+    ok = copy.deepcopy(config)
+    ok["baselines"]["zero_shot"].append({**entry, "allow_remote_transcripts": True})
+    validate(ok, schema)
+    old = copy.deepcopy(config)
+    old["baselines"]["zero_shot"].append({**entry, "allow_remote": True})
+    with pytest.raises(Exception, match="renamed: write allow_remote_transcripts instead"):
+        validate(old, schema)

@@ -11,9 +11,10 @@ import sys
 import pytest
 from care.corpus import CorpusSpec, generate
 from care.io import write_jsonl
-from care.llm.stub_server import StubServer, echo_responder
 from care.rationales.draft import clean_draft, draft_rationales, drafting_messages
 from care.sessions import load_sessions
+
+from tests.stub_server import StubServer, echo_responder
 
 KEY = "sk-draft-SECRET-0042"
 
@@ -151,6 +152,38 @@ def test_remote_endpoint_refused_without_opt_in(instrument, tiny_corpus, tmp_pat
     assert "allow_remote_transcripts: true" in stderr and "api.example.com" in stderr
     assert KEY not in stderr + stdout
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("wrong key", ["HTTP 401", "CARE_KEY", "api_key_env"]),
+        ("unreachable", ["cannot connect", "base_url", "after 2 attempt"]),
+        ("no choices", ["no 'choices'", "base_url", "after 2 attempt"]),
+    ],
+)
+def test_endpoint_faults_end_in_one_line(instrument, tiny_corpus, tmp_path, fault, says):
+    """No traceback: one line naming the endpoint and what to fix; no drafts written."""
+    out = tmp_path / "drafts.jsonl"
+    key = "sk-wrong-0000" if fault == "wrong key" else KEY
+    env = {**os.environ, "CARE_KEY": key}
+    with StubServer(api_key=KEY, fail_first=["no_choices"] * 50) as server:
+        url = server.base_url
+        if fault == "unreachable":
+            server.stop()
+        elif fault == "wrong key":
+            server.fail_first = []
+        spec = {"model": "stub", "base_url": url, "api_key_env": "CARE_KEY", "max_retries": 1,
+                "backoff_s": 0.01}  # fmt: skip
+        proc = care(*draft_args(tiny_corpus, instrument, spec, out, tmp_path / "c"), env=env)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    # every other line is a timestamped log record (retries, progress)
+    errors = [line for line in stderr.splitlines() if not line[:4].isdigit()]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert errors[0].startswith(f"care rationales: error: {url}")
+    assert all(s in errors[0] for s in says), errors[0]
+    assert key not in stderr + stdout and not out.exists()
 
 
 @pytest.mark.slow

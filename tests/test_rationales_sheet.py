@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from care.errors import CareInputError
@@ -134,7 +135,15 @@ def test_simulated_expert_fills_every_row(exported, instrument, tmp_path):
     }
     out = tmp_path / "filled.xlsx"
     assert fill_sheet(path, finals, "e1", out) == len(drafts)
-    assert load_workbook(out)[SHEET].protection.sheet  # still protected
+    filled, exported = load_workbook(out), load_workbook(path)
+    ws = filled[SHEET]
+    assert ws.protection.sheet and not ws["H2"].protection.locked  # still protected, editable
+    assert ws["H2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
+    assert ws["I2"].value == "e1" and ws["H2"].fill.fgColor.rgb == "00FFF4CC"
+    assert ws["J2"].hyperlink.location == exported[SHEET]["J2"].hyperlink.location
+    with zipfile.ZipFile(path) as before, zipfile.ZipFile(out) as after:  # the rest as it was
+        for name in ("xl/worksheets/sheet2.xml", "xl/styles.xml"):
+            assert before.read(name) == after.read(name)
     frame = import_edits(read_sheet(out), drafts, instrument, editors=["e1"], allow_unedited=False)
     assert frame["edited"].all() and set(frame["editor_id"]) == {"e1"}
 
@@ -281,3 +290,34 @@ def test_exported_rows_follow_the_sheet_schema(exported):
     rows = list(load_workbook(exported[2])[SHEET].iter_rows(values_only=True))
     for values in rows[1:]:
         jsonschema.validate(dict(zip(rows[0], values, strict=True)), schema)
+
+
+
+def _export_work(exported, instrument, tmp_path, monkeypatch, scale: int) -> tuple[int, int]:
+    """(Python calls, reads of a sheet's size) to export the corpus with rows and turns x scale.
+
+    A sheet's ``max_row`` scans all its cells (in C, so a profiler does not see it): read per
+    row, it made the export quadratic.
+    """
+    import cProfile
+    import dataclasses
+    import pstats
+
+    from openpyxl.worksheet.worksheet import Worksheet
+
+    reads = []
+    size = Worksheet.max_row
+    monkeypatch.setattr(Worksheet, "max_row", property(lambda ws: reads.append(1) or size.fget(ws)))
+    drafts, sessions, _ = exported
+    longer = [dataclasses.replace(s, turns=s.turns * scale) for s in sessions]
+    profile = cProfile.Profile()
+    profile.runcall(export_sheet, drafts * scale, longer, instrument, tmp_path / "x.xlsx")
+    return pstats.Stats(profile).total_calls, len(reads)
+
+
+def test_export_work_grows_linearly(exported, instrument, tmp_path, monkeypatch):
+    """Counted, not timed: 4x the rows and turns costs at most 4x the calls, and the number
+    of times a sheet is asked for its size does not grow at all."""
+    calls, reads = _export_work(exported, instrument, tmp_path, monkeypatch, 1)
+    calls4, reads4 = _export_work(exported, instrument, tmp_path, monkeypatch, 4)
+    assert calls4 / calls <= 4 and reads4 == reads

@@ -122,7 +122,7 @@ def test_launch_plans():
     assert cmd[-4:] == ["-m", "care.train.trainer", "--job", "job.json"]
     gpu = Plan.make(gpus=8, cpu_ranks=2, threads=16, launcher="deepspeed")
     assert (gpu.ranks, gpu.device) == (8, "cuda")
-    assert gpu.command("j")[:3] == ["deepspeed", "--num_gpus", "8"]
+    assert gpu.command("j")[1:3] == ["-m", "deepspeed.launcher.runner"]  # tests/test_launch.py
     assert "DS_ACCELERATOR" not in gpu.env() or gpu.env()["DS_ACCELERATOR"] != "cpu"
     with pytest.raises(ValueError, match="launcher"):
         Plan.make(0, 1, 1, "mpirun")
@@ -132,25 +132,24 @@ def test_selection_metric_and_choice(instrument):
     from care.train.select import choose, pearson_by_dimension
     from scipy.stats import pearsonr
 
-    rows, client = [], {}
+    rows = []
     preds = {"goal": [1, 2, 3, 5], "task": [2, 2, 4, 4], "bond": [3, 3, 3, 3]}
+    client = {"goal": [1, 2, 3, 4], "task": [4, 3, 2, 1], "bond": [2, 3, 2, 3]}
     for n in range(4):
-        sid = f"s{n}"
-        client[sid] = {"goal": n + 1.0, "task": 4.0 - n, "bond": 2.0 + n % 2}
         for dim in instrument.dimensions:
-            for _item in dim.items:
+            for item in dim.items:
                 rows.append(
                     {
-                        "session_id": sid,
-                        "dimension": dim.id,
+                        "session_id": f"s{n}",
+                        "item_id": item,
                         "parsed": True,
                         "score": float(preds[dim.id][n]),
+                        "client_score": float(client[dim.id][n]),
                     }
                 )
-    rows.append({"session_id": "s0", "dimension": "goal", "parsed": False, "score": math.nan})
-    r = pearson_by_dimension(rows, instrument, client)
-    assert r["goal"] == pytest.approx(pearsonr(preds["goal"], [1, 2, 3, 4]).statistic)
-    assert r["task"] == pytest.approx(pearsonr(preds["task"], [4, 3, 2, 1]).statistic)
+    r = pearson_by_dimension(rows, instrument)
+    assert r["goal"] == pytest.approx(pearsonr(preds["goal"], client["goal"]).statistic)
+    assert r["task"] == pytest.approx(pearsonr(preds["task"], client["task"]).statistic)
     assert math.isnan(r["bond"])  # constant predictions: undefined
     assert choose([{"mean_pearson": 0.2}, {"mean_pearson": math.nan}, {"mean_pearson": 0.2}]) == 0
     assert choose([{"mean_pearson": math.nan}, {"mean_pearson": math.nan}]) == 1
@@ -160,6 +159,40 @@ def test_selection_metric_and_choice(instrument):
     assert choose([few, most], min_parse_rate=0.5) == 1
     assert choose([few, most]) == 0
     assert choose([few, {"mean_pearson": 0.4, "parse_rate": 0.2}], min_parse_rate=0.5) == 1
+
+
+def test_selection_optimises_what_the_tables_report(instrument):
+    """A session with one unparsed item has no dimension score in the tables, so selection
+    must drop it too (it used to average the items that parsed)."""
+    import numpy as np
+    import pandas as pd
+    from care.evaluate import metrics
+    from care.train.select import pearson_by_dimension
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(12):
+        for item in instrument.item_ids:
+            rows.append(
+                {
+                    "session_id": f"s{n}",
+                    "client_id": f"c{n // 2}",
+                    "item_id": item,
+                    "parsed": True,
+                    "score": float(rng.integers(1, 6)),
+                    "client_score": float(rng.integers(1, 6)),
+                }
+            )
+    goal_item = instrument.dimension("goal").items[0]
+    for row in rows:  # one wildly wrong answer, unparsed: it must not count
+        if row["session_id"] == "s0" and row["item_id"] == goal_item:
+            row.update(parsed=False, score=99.0)
+    frame = pd.DataFrame(rows).assign(model="m", variant="v", fold=1)
+    table = metrics.fold_metrics(metrics.dimension_scores(frame, instrument))
+    selected = pearson_by_dimension(rows, instrument)
+    for dim, r in zip(table["dimension"], table["pearson"], strict=True):
+        assert selected[dim] == pytest.approx(r, abs=1e-12)
+    assert table.set_index("dimension").at["goal", "n_scored"] == 11
 
 
 def test_a_changed_configuration_starts_afresh(tiny_backbones, train_corpus, instrument, tmp_path):

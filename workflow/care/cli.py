@@ -3,7 +3,8 @@
 Subcommands are registered by the modules of :mod:`care.commands` (each defines
 ``register(subparsers)``); they import their heavy dependencies (torch, transformers) only
 when run, so ``care --help`` and light stages start fast. Input errors print one line naming
-file, record and field, and exit with status 2.
+file, record and field, and exit with status 2. Every command runs under the restricted
+umask of :func:`care.io.restrict_umask`, so what it writes is not readable by other users.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 
 from care import __version__, commands
 from care.errors import CareInputError
+from care.io import UMASK_ENVVAR, restrict_umask
+from care.versions import VersionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # outputs are derived from transcripts: not for other users (care.io)
+        restrict_umask()
+    except ValueError as exc:
+        print(f"care: error: ${UMASK_ENVVAR}: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -40,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except CareInputError as exc:
         print(f"care {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except VersionError as exc:
+        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ format loads the same way. A dimension's score is the mean of its items (CARE pa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,11 +15,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from care import WORKFLOW_DIR
 from care.errors import CareInputError
+from care.resources import resource_path
 
-SCHEMA = WORKFLOW_DIR / "schemas" / "instrument.schema.yaml"
-DEFAULT = WORKFLOW_DIR / "instruments" / "wai_sr.yaml"
+SCHEMA = resource_path("schemas", "instrument.schema.yaml")
+DEFAULT = resource_path("instruments", "wai_sr.yaml")
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,22 @@ class Instrument:
         return self.scale_min <= value <= self.scale_max
 
     def dimension_scores(self, ratings: Mapping[str, float | None]) -> dict[str, float]:
-        """Mean of each dimension's items; NaN where an item is missing or unscored."""
-        scores = {}
-        for d in self.dimensions:
-            vals = [ratings.get(i) for i in d.items]
-            ok = [float(v) for v in vals if v is not None and not _isnan(v)]
-            scores[d.id] = sum(ok) / len(ok) if len(ok) == len(vals) else math.nan
-        return scores
+        """Each dimension's score (:func:`dimension_mean`) from a mapping item -> rating."""
+        return {
+            d.id: dimension_mean([ratings.get(i) for i in d.items], len(d.items))
+            for d in self.dimensions
+        }
 
 
-def _isnan(v: float) -> bool:
+def dimension_mean(ratings: Iterable[float | None], n_items: int) -> float:
+    """THE dimension score (paper §3): the mean of its items' ratings, NaN unless every one of
+    its ``n_items`` items is rated. Client ratings, counselor ratings, checkpoint selection and
+    every table use this one rule, so selection optimises exactly what the tables report."""
+    ok = [float(v) for v in ratings if v is not None and not _isnan(v)]
+    return sum(ok) / len(ok) if n_items and len(ok) == n_items else math.nan
+
+
+def _isnan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 

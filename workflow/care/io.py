@@ -1,7 +1,15 @@
-"""Atomic file output and small readers shared by every stage.
+"""Atomic file output, who may read it, and small readers shared by every stage.
 
 Every output goes to a temporary file beside its destination and is renamed into place
 only when complete, so a failed or interrupted job never leaves a partial file behind.
+
+Every output is derived from counseling transcripts, so it is not for other users of the
+machine: :func:`restrict_umask` adds the configured umask (``output_umask``, default
+``0027``: files 0640, directories 0750) to the process's own. The ``care`` command applies
+it before any stage runs (``$CARE_UMASK``, which the workflow sets from its config), and
+the workflow applies it to Snakemake itself, so the files and directories that anything
+creates under ``results/`` (atomic writes, model saves, caches, figures, logs) follow it.
+It only takes permissions away: a stricter umask of the user's stays.
 """
 
 from __future__ import annotations
@@ -16,9 +24,35 @@ from typing import Any
 
 import yaml
 
+UMASK_ENVVAR = "CARE_UMASK"
+DEFAULT_UMASK = "0027"
+
 
 def _umask() -> int:
     mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def parse_umask(value: str | int) -> int:
+    """An octal umask given as text ("0027", "027") or as the number itself."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        mask = value
+    else:
+        text = str(value).strip()
+        if not text or not set(text) <= set("01234567") or len(text) > 4:
+            raise ValueError(f"not an octal umask: {value!r} (e.g. 0027)")
+        mask = int(text, 8)
+    if not 0 <= mask <= 0o777:
+        raise ValueError(f"not an octal umask: {value!r} (e.g. 0027)")
+    return mask
+
+
+def restrict_umask(extra: str | int | None = None) -> int:
+    """Add ``extra`` (default: ``$CARE_UMASK``, else 0027) to the umask; return the new umask."""
+    if extra is None:
+        extra = os.environ.get(UMASK_ENVVAR) or DEFAULT_UMASK
+    mask = _umask() | parse_umask(extra)
     os.umask(mask)
     return mask
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from care import WORKFLOW_DIR
 from care.instrument import Instrument
+from care.resources import resource_path
 from care.sessions import Session, Turn
 
-PROMPT_DIR = WORKFLOW_DIR / "prompts"
+PROMPT_DIR = resource_path("prompts")
 GRANULARITIES = ("item", "dimension", "session")
 VARIANTS = ("rationale", "score_only")
 

@@ -20,11 +20,11 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from care import WORKFLOW_DIR
 from care.errors import CareInputError
 from care.instrument import Instrument
+from care.resources import resource_path
 
-SCHEMA = WORKFLOW_DIR / "schemas" / "session.schema.yaml"
+SCHEMA = resource_path("schemas", "session.schema.yaml")
 SPEAKERS = ("counselor", "client")
 
 

@@ -43,6 +43,36 @@ from care.sessions import Session
 IGNORE = -100
 SELECTIONS = ("inner_split", "heldout_fold")
 PACKINGS = ("none", "shared_prefix")
+#: ``max_new_tokens: auto``: the longest training answer times this, plus this many tokens.
+ANSWER_MARGIN = (1.25, 8)
+#: Above this share of cut answers (or of sessions whose dialogue lost turns) the log warns.
+TRUNCATION_WARN_SHARE = 0.01
+
+
+def answer_token_limit(answer_tokens: Iterable[int]) -> int:
+    """The answer budget (``max_new_tokens``) that fits every training answer with a margin.
+
+    ``answer_tokens`` are the training answers' lengths in the model's tokens (labelled
+    tokens: the answer and its end-of-turn token), so a fine-tuned model that answers as
+    it was taught is never cut; the margin covers a somewhat longer rationale.
+    """
+    factor, extra = ANSWER_MARGIN
+    longest = max(answer_tokens, default=0)
+    return math.ceil(longest * factor) + extra
+
+
+def target_token_lengths(count_tokens, instrument, sessions, rationales, variant, granularity):
+    """The training answers' lengths (:func:`care.prompts.format_target`, + end of turn) in a
+    model's tokens, for a model not fine-tuned here (a zero-shot baseline's ``auto``)."""
+    out = []
+    for s in sessions:
+        if not s.client_ratings:
+            continue
+        for unit in prompts.units(instrument, granularity):
+            texts = {i: rationales[(s.session_id, i)] for i in unit} if rationales else None
+            target = prompts.format_target(unit, s.client_ratings, texts, variant, s.language)
+            out.append(count_tokens(target) + 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -77,6 +107,7 @@ class SFTStats:
     packed_rows: int = 0
     packed_tokens: int = 0
     packed_max_tokens: int = 0
+    max_answer_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -95,7 +126,23 @@ class SFTStats:
             "rows": self.packed_rows or self.examples,
             "row_tokens": self.packed_tokens or self.tokens,
             "max_row_tokens": self.packed_max_tokens or self.max_tokens,
+            "max_answer_tokens": self.max_answer_tokens,
+            "answer_token_limit": answer_token_limit([self.max_answer_tokens]),
         }
+
+    def warn_truncation(self, log, what: str) -> None:
+        """Warn when more than a small share of sessions or examples lost something."""
+        share = self.truncated_sessions / self.sessions if self.sessions else 0.0
+        if share > TRUNCATION_WARN_SHARE:
+            log.warning(
+                "%s: %d of %d sessions (%.0f%%) lost %d dialogue turns to max_length",
+                what, self.truncated_sessions, self.sessions, 100 * share, self.dropped_turns,
+            )
+        if self.dropped_examples:
+            log.warning(
+                "%s: %d examples do not fit max_length even with the dialogue cut: left out",
+                what, self.dropped_examples,
+            )
 
 
 class ExampleBuilder:
@@ -214,7 +261,9 @@ class ExampleBuilder:
             )
             stats.examples += 1
             stats.tokens += len(ids)
-            stats.answer_tokens += sum(1 for v in labels if v != IGNORE)
+            answer_tokens = sum(1 for v in labels if v != IGNORE)
+            stats.answer_tokens += answer_tokens
+            stats.max_answer_tokens = max(stats.max_answer_tokens, answer_tokens)
             stats.max_tokens = max(stats.max_tokens, len(ids))
         return out
 

@@ -39,11 +39,12 @@ if UNLABELED:
         threads: APP_INFER.get("threads", 1)
         resources:
             gpu=APP_INFER.get("gpus", 0),
+            nodes=1,  # all of a job's GPUs on one node (one launch)
             cpus_per_task=APP_INFER.get("threads", 1),
             mem_mb=APP_INFER.get("mem_mb", 4000),
             runtime=APP_INFER.get("runtime", 60),
         conda:
-            CARE_ENV
+            infer_env(APP_INFER.get("backend", "hf"))
         shell:
             "care predict --backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "

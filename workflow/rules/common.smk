@@ -4,6 +4,10 @@ import json
 import shlex
 
 CARE_ENV = "../../envs/care.yaml"
+# vLLM pins its own torch and transformers: its jobs get their own environment.
+VLLM_ENV = "../../envs/vllm.yaml"
+# The conda environment of an inference job with this backend.
+infer_env = lambda backend: VLLM_ENV if backend == "vllm" else CARE_ENV
 INSTRUMENT = config["instrument"]
 SESSIONS = config["data"]["sessions"]
 UNLABELED = config["data"].get("unlabeled")
@@ -14,6 +18,16 @@ FOLDS = list(range(1, N_FOLDS + 1))
 def as_json(value):
     """A config section as one shell-quoted JSON argument for a `care` subcommand."""
     return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+# ---- outputs are not for other users (care.io.restrict_umask; config output_umask) ----------
+# Snakemake creates output directories and logs itself; `care` commands apply $CARE_UMASK.
+import os as _os
+
+from care.io import UMASK_ENVVAR, restrict_umask
+
+_os.environ[UMASK_ENVVAR] = config["output_umask"]
+restrict_umask(config["output_umask"])
 
 
 # ---- between-workflow output cache guard (issue 7; README "Running at scale") --------------

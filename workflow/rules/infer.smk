@@ -14,8 +14,8 @@ BACKBONE_NAMES = list(config.get("backbones", {}))
 INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
 INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
 ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype")
-ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote", "concurrency",
-                      "max_retries", "timeout_s")
+ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote_transcripts",
+                      "concurrency", "max_retries", "timeout_s")
 PREDICTION_EXTS = {"parquet": ".parquet", "coverage": ".coverage.json"}
 INFER_INPUTS = {"sessions": SESSIONS, "folds": "results/folds.tsv", "instrument": INSTRUMENT}
 # Wildcard constraints that match exactly the configured names ("(?!)": nothing).
@@ -23,8 +23,25 @@ BACKBONE_PATTERN = "|".join(map(re.escape, BACKBONE_NAMES)) or "(?!)"
 ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
+ZERO_SHOT_PROMPT = BASELINES.get("prompt_variant", "rationale")
+# max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
+# which for the rationale format needs the rationales.
+_zs_budget = lambda b: b.get("max_new_tokens", INFER.get("max_new_tokens", "auto"))
+_zs_pick = lambda v: v.get(ZERO_SHOT_PROMPT, "auto") if isinstance(v, dict) else v
+ZERO_SHOT_MEASURES = {
+    name: ZERO_SHOT_PROMPT == "rationale" and _zs_pick(_zs_budget(b)) == "auto"
+    for name, b in ZERO_SHOT.items()
+}
 ZERO_SHOT_INPUTS = {
-    name: {**INFER_INPUTS, **({"model": model_input(b["path"])} if b["backend"] != "openai" else {})}
+    name: {
+        **INFER_INPUTS,
+        **({"model": model_input(b["path"])} if b["backend"] != "openai" else {}),
+        **(
+            {"rationales": "results/rationales.parquet"}
+            if ZERO_SHOT_MEASURES[name]
+            else {}
+        ),
+    }
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_SETTINGS = {
@@ -66,6 +83,7 @@ rule infer_finetuned:
     threads: INFER.get("threads", 1)
     resources:
         gpu=INFER.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
         cpus_per_task=INFER.get("threads", 1),
         mem_mb=INFER.get("mem_mb", 4000),
         runtime=INFER.get("runtime", 60),
@@ -73,7 +91,7 @@ rule infer_finetuned:
     log:
         "logs/infer/{backbone}/{variant}/fold{fold}.log",
     conda:
-        CARE_ENV
+        infer_env(INFER.get("backend", "hf"))
     shell:
         "care infer model --backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} --fold {params.fold} "
@@ -96,7 +114,10 @@ rule infer_zero_shot:
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
         model=lambda wc: ZERO_SHOT_MODEL_ARG[wc.baseline],
-        prompt_variant=BASELINES.get("prompt_variant", "rationale"),
+        prompt_variant=ZERO_SHOT_PROMPT,
+        rationales=lambda wc, input: (
+            f"--rationales {input.rationales}" if ZERO_SHOT_MEASURES[wc.baseline] else ""
+        ),
         settings=lambda wc: ZERO_SHOT_SETTINGS[wc.baseline],
         granularity=config["granularity"],
         max_length=config["max_length"],
@@ -105,6 +126,7 @@ rule infer_zero_shot:
     threads: INFER.get("threads", 1)
     resources:
         gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
         cpus_per_task=INFER.get("threads", 1),
         mem_mb=lambda wc: ZERO_SHOT[wc.baseline].get("mem_mb", INFER.get("mem_mb", 4000)),
         runtime=lambda wc: ZERO_SHOT[wc.baseline].get("runtime", INFER.get("runtime", 60)),
@@ -112,14 +134,15 @@ rule infer_zero_shot:
     log:
         "logs/infer/{baseline}/zero_shot/fold{fold}.log",
     conda:
-        CARE_ENV
+        lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
     shell:
         "care infer model --backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "
         "--threads {threads} --sessions {input.sessions} --instrument {input.instrument} "
-        "--folds {input.folds} --cache {params.answers} --out {output.parquet} 2> {log}"
+        "--folds {input.folds} {params.rationales} --cache {params.answers} "
+        "--out {output.parquet} 2> {log}"
 
 
 rule counselor_baseline:

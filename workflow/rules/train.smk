@@ -82,6 +82,7 @@ rule train:
     threads: TRAINING.get("threads", 1)
     resources:
         gpu=TRAINING.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
         cpus_per_task=TRAINING.get("threads", 1),
         mem_mb=TRAINING.get("mem_mb", 8000),
         runtime=TRAINING.get("runtime", 60),

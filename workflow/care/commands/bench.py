@@ -1,4 +1,4 @@
-"""``care bench train|infer``: benchmarks that print speed and memory figures.
+"""``care bench train|infer|evaluate|scale``: benchmarks that print speed and memory figures.
 
 Targets live here, never in timed tests. Each benchmark module defines
 ``add_arguments(parser)`` (light) and ``run(args)`` (imports torch when called).
@@ -10,6 +10,8 @@ BENCHMARKS = {
     "train": ("care.train.bench", "fine-tuning throughput, peak memory, MFU on a GPU"),
     "infer": ("care.infer.bench", "naive vs prefix-shared inference: prefill tokens, wall time"),
     "evaluate": ("care.evaluate.bench", "evaluation stage timings"),
+    "gpu-check": ("care.gpucheck", "the GPU path on one GPU (.ci/gpu_check.sh); CPU: tiny"),
+    "scale": ("care.scale_bench", "CPU stages at 1x/4x/16x the demo corpus: time, memory, growth"),
 }
 
 

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         "--api",
         type=json_arg,
         default={},
-        help="JSON: model, base_url, api_key_env, allow_remote, concurrency, ...",
+        help="JSON: model, base_url, api_key_env, allow_remote_transcripts, concurrency, ...",
     )
     model.add_argument("--name", required=True, help="model name in the predictions")
     model.add_argument(
@@ -48,6 +48,10 @@ def register(subparsers) -> None:
     model.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
     model.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     model.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
+    model.add_argument(
+        "--rationales",
+        help="training rationales: max_new_tokens auto for a model not fine-tuned here",
+    )
     model.set_defaults(func=run_model)
 
     counselor = sub.add_parser("counselor", help="the human counselor baseline for a fold")
@@ -63,13 +67,64 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="predictions .parquet")
 
 
-def max_new_tokens(settings: dict, prompt_variant: str) -> int:
-    value = settings.get("max_new_tokens", 128)
-    return int(value[prompt_variant] if isinstance(value, dict) else value)
+def max_new_tokens(settings: dict, prompt_variant: str) -> int | str:
+    """The answer budget for this answer format: tokens, or ``auto`` (the default)."""
+    value = settings.get("max_new_tokens", "auto")
+    value = value.get(prompt_variant, "auto") if isinstance(value, dict) else value
+    return value if value == "auto" else int(value)
+
+
+def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
+    """``auto``: what the training answers need (:func:`care.sft.answer_token_limit`).
+
+    A model fine-tuned here carries the number its training measured (``selection.json``);
+    another model's tokenizer measures the training folds' answers (``--rationales``).
+    """
+    import json
+    from pathlib import Path
+
+    from care.sft import answer_token_limit, load_rationales, target_token_lengths
+
+    selection = Path(args.model_path or "") / "selection.json"
+    if args.model_path and selection.is_file():
+        limit = json.loads(selection.read_text(encoding="utf-8")).get("sft", {})
+        if "answer_token_limit" in limit:
+            return int(limit["answer_token_limit"])
+    rationales = None
+    if prompt_variant == "rationale":
+        rationales = load_rationales(_need(getattr(args, "rationales", None), "--rationales"))
+    from care.infer.run import fold_sessions, read_folds
+
+    _need(getattr(args, "sessions", None), "max_new_tokens (auto needs the training sessions)")
+    folds = read_folds(args.folds) if getattr(args, "folds", None) else {}
+    held_out = getattr(args, "fold", None)
+    training = [
+        s for s in fold_sessions(args.sessions, instrument, None, None)
+        if folds.get(s.session_id) != held_out or held_out is None
+    ]
+    lengths = target_token_lengths(
+        scorer.count_tokens, instrument, training, rationales, prompt_variant, args.granularity
+    )
+    return answer_token_limit(lengths)
 
 
 def build_scorer(args, instrument):
     """The scorer the arguments ask for (also used by ``care apply predict``)."""
+    prompt_variant = getattr(args, "prompt_variant", None) or args.variant
+    limit = max_new_tokens(args.settings, prompt_variant)
+    scorer = _scorer(args, instrument, 1 if limit == "auto" else limit)
+    if limit == "auto":
+        limit = auto_max_new_tokens(args, scorer, instrument, prompt_variant)
+        scorer.set_max_new_tokens(limit)
+        log.info("max_new_tokens auto: %d (the training answers need, with a margin)", limit)
+    return scorer
+
+
+def _scorer(args, instrument, max_new_tokens: int):
+    from care.versions import require
+
+    if args.backend in ("hf", "vllm"):
+        require(args.backend)  # before the model loads
     settings = args.settings
     prompt_variant = getattr(args, "prompt_variant", None) or args.variant
     common = dict(
@@ -77,7 +132,7 @@ def build_scorer(args, instrument):
         variant=prompt_variant,
         granularity=args.granularity,
         max_length=args.max_length,
-        max_new_tokens=max_new_tokens(settings, prompt_variant),
+        max_new_tokens=max_new_tokens,
         batch_size=int(settings.get("batch_size", 48)),
         language=settings.get("language"),
         scoring=settings.get("scoring", "generated"),
@@ -110,8 +165,11 @@ def build_scorer(args, instrument):
             **common,
         )
     from care.infer.api import APIScorer
+    from care.llm.remote import OPT_IN, opt_in
 
     api = dict(getattr(args, "api", None) or {})
+    entry = f"baselines.zero_shot (name: {getattr(args, 'name', None) or api.get('model')})"
+    api[OPT_IN] = opt_in(api, entry)
     return APIScorer(
         _need(api.pop("model", None), "--api model"),
         **{
@@ -121,13 +179,14 @@ def build_scorer(args, instrument):
             in (
                 "base_url",
                 "api_key_env",
-                "allow_remote",
+                OPT_IN,
                 "concurrency",
                 "max_retries",
                 "timeout_s",
                 "cache_dir",
             )
         },
+        opt_in_section=entry,
         **common,
     )
 

@@ -78,6 +78,9 @@ def _finetune(args, **extra):
 def train(args) -> int:
     from pathlib import Path
 
+    from care.versions import require
+
+    require("train")  # before any work: an untested library fails hours later otherwise
     from care.train.run import finetune
 
     record = finetune(

@@ -20,7 +20,7 @@ from scipy import stats
 from sklearn.metrics import mean_squared_error
 
 from care.errors import CareInputError
-from care.instrument import Instrument
+from care.instrument import Instrument, dimension_mean
 
 #: The predictions contract columns this stage reads (the rest are carried, not needed).
 PREDICTION_COLUMNS = [
@@ -81,11 +81,14 @@ def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def dimension_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
+def dimension_scores(
+    pred: pd.DataFrame, instrument: Instrument, score_column: str = "score"
+) -> pd.DataFrame:
     """One row per (run, fold, session, dimension): predicted and client dimension scores.
 
-    ``predicted`` is NaN unless every item of the dimension has a (parsed) score; ``client`` is
-    the mean of the client's ratings of the dimension's items.
+    Both are :func:`care.instrument.dimension_mean` of the dimension's items: ``predicted``
+    over the parsed ``score_column`` values, ``client`` over ``client_score``; NaN unless
+    every item of the dimension has one. Checkpoint selection calls this same function.
     """
     known = set(instrument.item_ids)
     unknown = sorted(set(pred["item_id"]) - known)
@@ -95,20 +98,21 @@ def dimension_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame
             f"items not in instrument {instrument.name}: {unknown}",
             field="item_id",
         )
+    if score_column not in pred.columns:
+        raise CareInputError("<predictions>", "no such score column", field=score_column)
     frame = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
-    frame = frame.assign(score=frame["score"].where(frame["parsed"].astype(bool)))
+    frame = frame.assign(score=frame[score_column].where(frame["parsed"].astype(bool)))
     keys = [*RUN_KEYS, "fold", "session_id", "client_id", "dimension"]
     grouped = frame.groupby(keys, sort=True, observed=True)
     out = grouped.agg(
-        predicted=("score", "mean"),
-        client=("client_score", "mean"),
-        n_scored=("score", "count"),
+        scores=("score", list), clients=("client_score", list), n_scored=("score", "count")
     ).reset_index()
     n_items = out["dimension"].map({d.id: len(d.items) for d in instrument.dimensions})
+    out["predicted"] = [dimension_mean(v, n) for v, n in zip(out["scores"], n_items, strict=True)]
+    out["client"] = [dimension_mean(v, n) for v, n in zip(out["clients"], n_items, strict=True)]
     out["n_items"] = n_items.astype("int64")
     out["n_scored"] = out["n_scored"].astype("int64")
     out["fold"] = out["fold"].astype("int64")
-    out.loc[out["n_scored"] < out["n_items"], "predicted"] = np.nan
     return out[SCORE_COLUMNS].reset_index(drop=True)
 
 

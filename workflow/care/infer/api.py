@@ -1,10 +1,11 @@
 """The chat-API backend: any OpenAI-compatible endpoint (GPT-4o, DeepSeek, a local server).
 
 Requests go through :class:`care.llm.openai_chat.OpenAIChat` (its response cache, retries
-and the remote opt-in: transcripts leave the machine only when the config says
-``allow_remote: true``). The client returns text only, so the API backend stores no label
-probabilities (``probs`` is null, ``score_expected`` NaN). Without a tokenizer, the
-dialogue budget and ``prompt_tokens`` use an estimate of 4 characters per token.
+and the remote opt-in: transcripts leave the machine only when the model's config entry
+says ``allow_remote_transcripts: true``). The client returns text only, so the API backend
+stores no label probabilities (``probs`` is null, ``score_expected`` NaN). Without a
+tokenizer, the dialogue budget and ``prompt_tokens`` use an estimate of 4 characters per
+token.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class APIScorer(Scorer):
         batch_size: int = 48,
         base_url: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
-        allow_remote: bool = False,
+        allow_remote_transcripts: bool = False,
         concurrency: int = 4,
         max_retries: int = 5,
         timeout_s: float = 120,
@@ -38,6 +39,7 @@ class APIScorer(Scorer):
         scoring: str = "generated",
         cache=None,
         client=None,
+        opt_in_section: str = "the model's config entry",
     ) -> None:
         if client is None:
             from care.llm.openai_chat import OpenAIChat
@@ -46,11 +48,12 @@ class APIScorer(Scorer):
                 model,
                 base_url,
                 api_key_env,
-                allow_remote,
+                allow_remote_transcripts,
                 concurrency,
                 max_retries,
                 timeout_s,
                 cache_dir,
+                opt_in_section=opt_in_section,
             )
         self.client = client
         self.model_name = model

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from care.infer.decoding import Decoding
 from care.instrument import Instrument
 from care.prompts import (
     build_messages,
@@ -310,6 +311,7 @@ class Scorer:
         self.granularity = granularity
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        self.decoding = Decoding(max_new_tokens)
         self.batch_size = max(1, batch_size)
         self.language = language
         self.scoring = scoring
@@ -317,7 +319,20 @@ class Scorer:
         self.fingerprint = fingerprint
         self.units = units(instrument, granularity)
         self.builder = self.prompt_builder()
-        self.stats = {"units": 0, "cached": 0, "generated": 0}
+        self.stats = {
+            "units": 0,
+            "cached": 0,
+            "generated": 0,
+            "sessions": 0,
+            "answers_cut": 0,  # stopped at max_new_tokens (cached answers included)
+            "truncated_sessions": 0,  # dialogue cut to fit max_length
+        }
+
+    def set_max_new_tokens(self, value: int) -> None:
+        """Change the answer budget (``auto`` is resolved once the tokenizer is loaded)."""
+        self.max_new_tokens = int(value)
+        self.decoding = Decoding(self.max_new_tokens)
+        self.builder = self.prompt_builder()
 
     def prompt_builder(self) -> PromptBuilder:
         return PromptBuilder(
@@ -356,8 +371,7 @@ class Scorer:
             {
                 "backend": self.backend,
                 "model": self.fingerprint,
-                "max_new_tokens": self.max_new_tokens,
-                "greedy": True,
+                "decoding": self.decoding.record(),
             },
             sort_keys=True,
         )
@@ -386,7 +400,29 @@ class Scorer:
         self.stats["cached"] += len(keys) - len(fresh)
         self.stats["generated"] += len(fresh)
         answers = {**found, **fresh}
+        self.stats["sessions"] += len(prompts)
+        self.stats["answers_cut"] += sum(answers[k].hit_limit for k in keys)
+        self.stats["truncated_sessions"] += sum(any(p.truncated for p in s) for s in prompts)
         return [[(p, answers[p.key]) for p in session] for session in prompts]
+
+    def warn_truncation(self) -> None:
+        """Warn when more than a small share of answers or dialogues were cut."""
+        from care.sft import TRUNCATION_WARN_SHARE
+
+        units, sessions = self.stats["units"], self.stats["sessions"]
+        if units and self.stats["answers_cut"] / units > TRUNCATION_WARN_SHARE:
+            log.warning(
+                "%d of %d answers (%.0f%%) stopped at max_new_tokens %d: raise it (or use "
+                "auto, what the training answers need)",
+                self.stats["answers_cut"], units, 100 * self.stats["answers_cut"] / units,
+                self.max_new_tokens,
+            )
+        if sessions and self.stats["truncated_sessions"] / sessions > TRUNCATION_WARN_SHARE:
+            log.warning(
+                "%d of %d sessions (%.0f%%) lost dialogue turns to max_length %d",
+                self.stats["truncated_sessions"], sessions,
+                100 * self.stats["truncated_sessions"] / sessions, self.max_length,
+            )
 
     def score(
         self,
@@ -405,6 +441,7 @@ class Scorer:
                 group = []
         if group:
             yield from self._rows(group, model, variant, fold)
+        self.warn_truncation()
 
     def _rows(self, sessions, model, variant, fold) -> Iterator[dict]:
         for session, answered in zip(sessions, self.answer(sessions), strict=True):

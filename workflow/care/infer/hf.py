@@ -18,6 +18,7 @@ import json
 import logging
 from pathlib import Path
 
+from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Generation, Scorer, label_token_ids
 from care.infer.shared_decode import decode, length_groups, row_length
 
@@ -105,6 +106,14 @@ class HFScorer(Scorer):
             cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
         )
+        # every field explicit, and none left for the checkpoint's generation_config.json
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(model, self.generation_config)
+
+    def set_max_new_tokens(self, value: int) -> None:
+        super().set_max_new_tokens(value)
+        self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
+        neutral_model_defaults(self.model, self.generation_config)
 
     @classmethod
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
@@ -148,6 +157,7 @@ class HFScorer(Scorer):
                 eos_ids=self.eos_ids,
                 pad_id=self.pad_id,
                 labels=self.recorder.log_probs,
+                process=self._branch_processor(),
             )
             for k, session in zip(group, answers, strict=True):
                 gens[k] = [self._generation(tokens, steps) for tokens, steps in session]
@@ -156,25 +166,45 @@ class HFScorer(Scorer):
             self.counters["rows"] += len(group)
         return gens
 
+    def _branch_processor(self):
+        """The logits processing ``generate`` applies under :attr:`generation_config`, for one
+        branch at a time; ``None`` when it changes nothing (greedy, no penalties)."""
+        from transformers import (
+            LogitsProcessorList,
+            MinNewTokensLengthLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
+        )
+
+        config = self.generation_config
+        penalty, least = config.repetition_penalty, config.min_new_tokens or 0
+        if penalty == 1.0 and least == 0:
+            return None
+
+        def process(ids, scores, prompt_length):
+            chain = LogitsProcessorList()
+            if penalty != 1.0:  # generate's order: the penalty, then the minimum length
+                chain.append(RepetitionPenaltyLogitsProcessor(penalty))
+            if least:
+                chain.append(
+                    MinNewTokensLengthLogitsProcessor(
+                        prompt_length, least, self.eos_ids, scores.device
+                    )
+                )
+            return chain(ids, scores)
+
+        return process
+
     def _generate(self, ids, mask) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
 
         recorder = LabelRecorder(self.label_ids)
-        config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
-            use_cache=True,
-        )
         device = self.model.device
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                generation_config=config,
+                generation_config=self.generation_config,
                 logits_processor=LogitsProcessorList([recorder]),
             )
         self.counters["generate_calls"] += 1

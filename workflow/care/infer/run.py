@@ -161,6 +161,10 @@ def predict_fold(
     rows = sort_rows(rows, instrument)
     write_predictions(out, rows)
     summary = {"model": model, "variant": variant, "fold": fold, **coverage(rows)}
+    summary["backend"] = scorer.backend
+    summary["answers_cut"] = scorer.stats["answers_cut"]  # stopped at max_new_tokens
+    summary["truncated_sessions"] = scorer.stats["truncated_sessions"]
+    summary["decoding"] = scorer.decoding.record()  # every parameter, as the backend got it
     write_json(coverage_path(out), summary)  # no run history in it: same inputs, same bytes
     summary["answers"] = dict(scorer.stats)
     log.info(

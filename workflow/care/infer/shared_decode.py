@@ -28,6 +28,7 @@ class Branch:
     row: int
     unit: int
     next_position: int
+    prompt: list[int]
     tokens: list[int]
     steps: list[Any]
     done: bool = False
@@ -55,10 +56,22 @@ def row_length(units: list[list[int]]) -> int:
     return n + sum(len(u) - n for u in units)
 
 
-def decode(model, sessions: list[list[list[int]]], *, max_new_tokens, eos_ids, pad_id, labels):
+def decode(
+    model,
+    sessions: list[list[list[int]]],
+    *,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    labels,
+    process=None,
+):
     """Greedy answers of each session's unit prompts (ids), one row per session.
 
-    ``labels(scores)`` maps logits ``(n, vocab)`` to label log-probabilities ``(n, labels)``.
+    ``labels(scores)`` maps logits ``(n, vocab)`` to label log-probabilities ``(n, labels)``;
+    ``process(ids, scores, prompt_length)``, when given, reshapes one branch's logits
+    ``(1, vocab)`` from its prompt and generated ids ``(1, length)`` (the logits processors
+    ``generate`` runs).
     Returns, per session and unit, (generated tokens through the first eos, label
     log-probabilities per generated token).
     """
@@ -77,7 +90,7 @@ def decode(model, sessions: list[list[list[int]]], *, max_new_tokens, eos_ids, p
             ids.extend(u[n:])
             owner.extend([j] * (len(u) - n))
             positions.extend(range(n, len(u)))
-            branches.append(Branch(r, j, len(u), [], []))
+            branches.append(Branch(r, j, len(u), u, [], []))
         rows.append((ids, positions))
         owners.append(owner)
     width = max(len(ids) for ids, _ in rows)
@@ -106,13 +119,13 @@ def decode(model, sessions: list[list[list[int]]], *, max_new_tokens, eos_ids, p
         rows_of = torch.tensor([b.row for b in branches])
         cols = torch.tensor([at[int(p)] for p in last])
         logits = out.logits[rows_of.to(device), cols.to(device)]
-        _advance(branches, logits, labels, eos, max_new_tokens)
+        _advance(branches, logits, labels, eos, max_new_tokens, process)
         while True:
             active = [b for b in branches if not b.done]
             if not active:
                 break
             owner, logits_at = _step(model, cache, owner, active, len(rows), pad_id, device)
-            _advance(active, logits_at, labels, eos, max_new_tokens)
+            _advance(active, logits_at, labels, eos, max_new_tokens, process)
     result: list[list[tuple[list[int], Any]]] = [[] for _ in sessions]
     for b in branches:
         result[b.row].append((b.tokens, torch.stack(b.steps) if b.steps else None))
@@ -123,9 +136,22 @@ def _last_index(owner: list[int], unit: int) -> int:
     return len(owner) - 1 - owner[::-1].index(unit)
 
 
-def _advance(branches: list[Branch], logits, labels, eos: set[int], max_new_tokens: int) -> None:
+def _advance(branches: list[Branch], logits, labels, eos, max_new_tokens, process) -> None:
     """Append each branch's greedy token and its label log-probabilities."""
+    import torch
+
     scores = logits.float()
+    if process is not None:
+        scores = torch.cat(
+            [
+                process(
+                    torch.tensor([b.prompt + b.tokens], device=scores.device),
+                    row[None],
+                    len(b.prompt),
+                )
+                for b, row in zip(branches, scores, strict=True)
+            ]
+        )
     tokens = scores.argmax(dim=-1).tolist()
     steps = labels(scores).cpu()
     for b, token, step in zip(branches, tokens, steps, strict=True):

@@ -1,11 +1,12 @@
 """The vLLM backend (GPU): greedy decoding with automatic prefix caching.
 
-The optional extra ``pip install care-alliance[vllm]``; vLLM is imported only when this
-backend runs. Prompts are rendered to token ids by the same code as the ``hf`` backend and
-handed to vLLM as token prompts, so both backends see identical inputs; vLLM's prefix cache
-reuses the KV blocks of a session's shared system message + dialogue across its items.
-Scale-label probabilities come from the top ``logprobs`` at each generated position (labels
-outside the top k count as probability 0 before renormalising).
+vLLM runs in its own environment (``envs/vllm.yaml``: it pins its own torch and
+transformers); it is imported only when this backend runs. Prompts are rendered to token
+ids by the same code as the ``hf`` backend and handed to vLLM as token prompts, so both
+backends see identical inputs; vLLM's prefix cache reuses the KV blocks of a session's
+shared system message + dialogue across its items. Scale-label probabilities come from the
+top ``logprobs`` at each generated position (labels outside the top k count as
+probability 0 before renormalising).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ class VLLMScorer(Scorer):
     """Score sessions with vLLM on ``tensor_parallel_size`` GPUs."""
 
     backend = "vllm"
+    # Prompts handed to vLLM per generate call: a whole fold (~1,900 prompts) at once, so
+    # its scheduler batches and prefix-caches across sessions; the answer cache is written
+    # after each call. (``batch_size`` is the hf backend's forward batch, not used here.)
+    prompts_per_call = 4096
 
     def __init__(
         self,
@@ -89,15 +94,8 @@ class VLLMScorer(Scorer):
         }
 
     def sampling_args(self) -> dict:
-        """Keyword arguments for ``vllm.SamplingParams``: greedy, label logprobs, our stops."""
-        return {
-            "temperature": 0.0,
-            "max_tokens": self.max_new_tokens,
-            "logprobs": self.top_logprobs,
-            "stop_token_ids": self.eos_ids,
-            "skip_special_tokens": True,
-            "seed": self.seed,
-        }
+        """Keyword arguments for ``vllm.SamplingParams``: the decoding settings in full."""
+        return self.decoding.sampling_args(self.eos_ids, self.top_logprobs, self.seed)
 
     @property
     def llm(self):
@@ -106,10 +104,13 @@ class VLLMScorer(Scorer):
                 from vllm import LLM
             except ImportError as exc:
                 raise RuntimeError(
-                    "the vllm backend needs vLLM: pip install 'care-alliance[vllm]'"
+                    "the vllm backend needs vLLM: use its environment, envs/vllm.yaml"
                 ) from exc
             self._llm = LLM(**self.engine_args())
         return self._llm
+
+    def sessions_per_group(self) -> int:
+        return max(1, self.prompts_per_call // len(self.units))
 
     # ------------------------------------------------------------------ generation
     def generate_group(self, prompts):

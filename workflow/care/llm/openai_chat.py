@@ -1,17 +1,22 @@
 """Chat completions from any OpenAI-compatible endpoint, cached, concurrent and retried.
 
 The official ``openai`` client does the HTTP; its own retries are off (``max_retries=0``) so
-the policy is ours and counted: 429, 5xx, timeouts and connection errors are retried with
-exponential backoff plus jitter (honouring a server's ``Retry-After`` when it sends one, up
-to the cap); any other error (400, 401, 404, ...) fails at once. Every answer goes to the
-:class:`~care.llm.cache.ResponseCache` as soon as it arrives, so an interrupted run resumes
-where it stopped.
+the policy is ours and counted: 429, 5xx, timeouts, connection errors and a 200 that carries
+no completion (a body that is not JSON or not UTF-8, no ``choices``, empty ``choices``: a
+proxy's error page, a server mid-restart) are retried with exponential backoff plus jitter
+(honouring a server's ``Retry-After`` when it sends one, up to the cap); any other error
+(400, 401, 403, 404, ...) fails at once. Either way the failure ends in one
+:class:`EndpointError` line that names the endpoint and the setting to fix (the key's
+variable, ``base_url``, ``model``, ``timeout_s``), never a key or a response body (which may
+echo a transcript). Every answer goes to the :class:`~care.llm.cache.ResponseCache` as soon
+as it arrives, so a failed or interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -19,8 +24,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from care.errors import CareInputError
 from care.llm.cache import ResponseCache, cache_key
-from care.llm.remote import read_api_key, require_remote_opt_in
+from care.llm.remote import display_url, read_api_key, require_remote_opt_in
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,19 @@ RETRY_STATUS = {408, 409, 429}
 DEFAULT_CACHE = Path("results/cache/llm")
 # Their DEBUG records carry request bodies (transcripts) and per-request noise.
 CHATTY_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class EndpointError(CareInputError):
+    """The endpoint refused the requests, or kept failing: one line saying what to fix."""
+
+
+class MalformedResponse(Exception):
+    """An HTTP 200 without a usable chat completion; ``reason`` says what was wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class OpenAIChat:
@@ -41,7 +60,7 @@ class OpenAIChat:
         model: str,
         base_url: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
-        allow_remote: bool = False,
+        allow_remote_transcripts: bool = False,
         concurrency: int = 4,
         max_retries: int = 5,
         timeout_s: float = 120,
@@ -51,11 +70,16 @@ class OpenAIChat:
         max_backoff_s: float = 60.0,
         max_tokens_field: str = "max_tokens",
         seed: int | None = None,
+        opt_in_section: str = "its config section",
     ) -> None:
         import openai  # light enough, but keep `care --help` free of it
 
-        self.base_url = require_remote_opt_in(base_url, allow_remote)
+        self.base_url = require_remote_opt_in(
+            base_url, allow_remote_transcripts, section=opt_in_section
+        )
         self.model = model
+        self.api_key_env = api_key_env
+        self.timeout_s = timeout_s
         self.concurrency = max(1, int(concurrency))
         self.max_retries = int(max_retries)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
@@ -145,13 +169,12 @@ class OpenAIChat:
         for attempt in range(self.max_retries + 1):
             try:
                 self._count("calls")
-                response = self._client.chat.completions.create(
-                    model=self.model, messages=list(messages), **params
-                )
-                return response.choices[0].message.content or ""
-            except self._openai.APIError as exc:
-                if attempt >= self.max_retries or not self._retryable(exc):
-                    raise
+                return completion_text(self._create(messages, params))
+            except (self._openai.APIError, MalformedResponse) as exc:
+                if not self._retryable(exc):
+                    raise self._refusal(exc) from None
+                if attempt >= self.max_retries:
+                    raise self._gave_up(exc, attempt + 1) from None
                 delay = self._delay(attempt, exc)
                 log.warning(
                     "%s: %s; retry %d/%d in %.2fs",
@@ -165,11 +188,21 @@ class OpenAIChat:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
+    def _create(self, messages: Messages, params: dict[str, Any]) -> Any:
+        try:
+            return self._client.chat.completions.create(
+                model=self.model, messages=list(messages), **params
+            )
+        except UnicodeDecodeError:  # the client decodes a 200's body as JSON
+            raise MalformedResponse("a body that is not valid UTF-8") from None
+        except ValueError:
+            raise MalformedResponse("a body that is not JSON") from None
+
     def _retryable(self, exc: Exception) -> bool:
         o = self._openai
         if isinstance(exc, o.APIStatusError):
             return exc.status_code in RETRY_STATUS or exc.status_code >= 500
-        return isinstance(exc, o.APITimeoutError | o.APIConnectionError)
+        return isinstance(exc, o.APITimeoutError | o.APIConnectionError | MalformedResponse)
 
     def _delay(self, attempt: int, exc: Exception) -> float:
         with self._lock:
@@ -179,6 +212,83 @@ class OpenAIChat:
         if retry_after is not None:
             delay = max(delay, retry_after)
         return min(delay, self.max_backoff_s)
+
+    # ------------------------------------------------------------------ what to tell the user
+
+    def _error(self, message: str, field: str | None) -> EndpointError:
+        return EndpointError(display_url(self.base_url), message, field=field)
+
+    def _refusal(self, exc: Exception) -> EndpointError:
+        """A failure a retry would not fix: say which setting to change."""
+        status = getattr(exc, "status_code", None)
+        key = f"${self.api_key_env}" if self.api_key_env else "no key (api_key_env is unset)"
+        if status == 401:
+            return self._error(
+                f"HTTP 401: the endpoint refused the API key ({key}); set "
+                f"{self.api_key_env or 'api_key_env'} to a valid key for this endpoint",
+                "api_key_env",
+            )
+        if status == 403:
+            return self._error(
+                f"HTTP 403: the API key ({key}) may not use model {self.model!r} here; "
+                "check the key's permissions, the model or base_url",
+                "api_key_env",
+            )
+        if status == 404:
+            return self._error(
+                f"HTTP 404: no model {self.model!r} or no chat completions at this URL; "
+                "check model and base_url",
+                "model",
+            )
+        return self._error(
+            f"{_describe(exc)}: the endpoint rejected the request (not retried)", None
+        )
+
+    def _gave_up(self, exc: Exception, attempts: int) -> EndpointError:
+        """A transient failure that outlasted the retries."""
+        tail = f"after {attempts} attempt(s); answers received so far are cached, rerun to resume"
+        o = self._openai
+        if isinstance(exc, o.APITimeoutError):
+            return self._error(
+                f"no answer within {self.timeout_s:g} s {tail} (or raise timeout_s)", "timeout_s"
+            )
+        if isinstance(exc, o.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            why = f" ({_oneline(cause)})" if cause is not None else ""
+            return self._error(
+                f"cannot connect{why} {tail}; is the server running and base_url right?",
+                "base_url",
+            )
+        if isinstance(exc, MalformedResponse):
+            return self._error(
+                f"HTTP 200 without a chat completion ({exc.reason}) {tail}; is base_url an "
+                "OpenAI-compatible endpoint (ending in /v1)?",
+                "base_url",
+            )
+        return self._error(f"{_describe(exc)} {tail}", "max_retries")
+
+
+def completion_text(response: Any) -> str:
+    """The first choice's text, or :class:`MalformedResponse` saying what is missing."""
+    if isinstance(response, str | bytes):  # the client's answer to a non-JSON content type
+        raise MalformedResponse("a body that is not JSON")
+    choices = getattr(response, "choices", None)
+    if choices is None:
+        raise MalformedResponse("no 'choices'")
+    if not choices:
+        raise MalformedResponse("empty 'choices'")
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        raise MalformedResponse("no 'message' in the first choice")
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise MalformedResponse("a 'content' that is not text")
+    return content or ""
+
+
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -191,6 +301,10 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 def _describe(exc: Exception) -> str:
-    """Status and class only: error bodies may echo the request (transcript text)."""
+    """Status, class and error code only: error bodies may echo the request (transcripts)."""
+    if isinstance(exc, MalformedResponse):
+        return f"HTTP 200 without a chat completion ({exc.reason})"
     status = getattr(exc, "status_code", None)
-    return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+    code = getattr(exc, "code", None)
+    code = f", {code}" if isinstance(code, str) and _IDENTIFIER.fullmatch(code) else ""
+    return f"{type(exc).__name__}" + (f" (HTTP {status}{code})" if status else "")

@@ -2,7 +2,9 @@
 
 Transcripts stay on the machine unless the config opts in: a loopback endpoint (a local vLLM
 or ``transformers serve`` at localhost, 127.0.0.0/8 or ::1) is always allowed; any other
-host needs ``allow_remote_transcripts: true``. API keys are read from the environment
+host needs ``allow_remote_transcripts: true`` (:data:`OPT_IN`, the one name of this setting
+in every config section that names an endpoint; the zero-shot entries' former
+``allow_remote`` is refused with the new name). API keys are read from the environment
 variable the config names; their value is never logged, stored or put in an error message.
 """
 
@@ -10,11 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from care.errors import CareInputError
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+OPT_IN = "allow_remote_transcripts"
+RENAMED = {"allow_remote": OPT_IN}  # former name -> current name
 #: The key sent to a loopback server that needs none (the openai client insists on one).
 NO_KEY = "EMPTY"
 
@@ -38,18 +44,32 @@ def is_loopback(base_url: str) -> bool:
         return False
 
 
+def opt_in(spec: Mapping[str, Any], section: str) -> bool:
+    """The opt-in of a config section; a former name is refused with the current one."""
+    for old, new in RENAMED.items():
+        if old in spec:
+            raise CareInputError(
+                "config",
+                f"`{old}` was renamed `{new}` (one name for the opt-in everywhere): "
+                f"write `{new}: {str(bool(spec[old])).lower()}` in {section}",
+                field=f"{section}.{old}",
+            )
+    return bool(spec.get(OPT_IN, False))
+
+
 def require_remote_opt_in(
-    base_url: str | None, allow_remote: bool, *, setting: str = "allow_remote_transcripts"
+    base_url: str | None, allow_remote_transcripts: bool, *, section: str = "its config section"
 ) -> str:
-    """Return the resolved base URL; raise unless it is loopback or ``allow_remote`` is set."""
+    """Return the resolved base URL; raise unless it is loopback or the opt-in is set."""
     url = resolve_base_url(base_url)
-    if not is_loopback(url) and not allow_remote:
+    if not is_loopback(url) and not allow_remote_transcripts:
         host = urlsplit(url).hostname or url
         raise RemoteNotAllowedError(
             "config",
             f"endpoint {host!r} is not on this machine: sending counseling transcripts to it "
-            f"needs the explicit opt-in `{setting}: true` (loopback servers need none)",
-            field=setting,
+            f"needs the explicit opt-in `{OPT_IN}: true` in {section} (loopback servers "
+            "need none)",
+            field=OPT_IN,
         )
     return url
 
@@ -67,3 +87,13 @@ def read_api_key(env_name: str | None, base_url: str) -> str:
         f"for {urlsplit(base_url).hostname}",
         field="api_key_env",
     )
+
+
+def display_url(url: str) -> str:
+    """The URL without user info, query or fragment: safe to print."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

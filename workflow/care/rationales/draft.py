@@ -76,12 +76,14 @@ def make_backend(name: str, spec: dict[str, Any], cache_dir: str | Path) -> Any:
     """The chat backend ``name`` built from its config section (None for ``extractive``)."""
     if name == "openai":
         from care.llm.openai_chat import OpenAIChat
+        from care.llm.remote import opt_in
 
         return OpenAIChat(
             spec["model"],
             base_url=spec.get("base_url"),
             api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
-            allow_remote=bool(spec.get("allow_remote_transcripts", False)),
+            allow_remote_transcripts=opt_in(spec, "rationales.openai"),
+            opt_in_section="rationales.openai",
             concurrency=spec.get("concurrency", 4),
             max_retries=spec.get("max_retries", 5),
             timeout_s=spec.get("timeout_s", 120),

@@ -104,16 +104,16 @@ def export_sheet(
     *,
     editors: Sequence[str] = (),
 ) -> int:
-    """Write the expert workbook for ``drafts``; returns the number of rationale rows."""
+    """Write the expert workbook for ``drafts``; returns the number of rationale rows.
+
+    The workbook is streamed (openpyxl's write-only mode): every row is written once and
+    nothing asks a sheet for its size, so time and memory grow linearly with the corpus.
+    Both sheets' row numbers are computed up front, which is what lets each link point
+    forward to a row not yet written.
+    """
     from openpyxl import Workbook
 
     by_id = {s.session_id: s for s in sessions}
-    wb = Workbook()
-    items_ws = wb.active
-    items_ws.title = SHEET
-    dialogue_ws = wb.create_sheet(DIALOGUES)
-    about_ws = wb.create_sheet(INSTRUCTIONS)
-
     first_item_row: dict[str, int] = {}
     for n, d in enumerate(drafts, start=2):
         first_item_row.setdefault(d["session_id"], n)
@@ -122,70 +122,115 @@ def export_sheet(
         raise CareInputError(
             "drafts", f"session {unknown[0]!r} is not in the sessions file", field="session_id"
         )
-    first_turn_row = _write_dialogues(
-        dialogue_ws, [by_id[s] for s in first_item_row], first_item_row
+    reviewed = [by_id[s] for s in first_item_row]
+    first_turn_row = _dialogue_head_rows(reviewed)
+    wb = Workbook(write_only=True)
+    style = _Styles(wb)
+    _write_items(
+        wb.create_sheet(SHEET), drafts, by_id, instrument, first_turn_row, editors, style
     )
-    _write_items(items_ws, drafts, by_id, instrument, first_turn_row, editors)
-    for line in INSTRUCTIONS_LINES:
-        about_ws.append([line])
-    about_ws.column_dimensions["A"].width = 120
-    about_ws["A1"].font = _font(bold=True, size=13)
-    about_ws.protection.sheet = True
+    _write_dialogues(wb.create_sheet(DIALOGUES), reviewed, first_item_row, style)
+    _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
     _save_reproducibly(wb, out)
     return len(drafts)
 
 
-def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None:
-    from openpyxl.styles import Alignment, PatternFill, Protection
-    from openpyxl.utils import get_column_letter
-    from openpyxl.worksheet.datavalidation import DataValidation
+class _Styles:
+    """The sheet's cell styles, registered once as named styles of the workbook.
+
+    A cell then takes its whole style by name (a copy of a prepared style record); setting
+    font, fill, alignment and protection one by one would hash each of them for every cell,
+    which costs more than writing the cell.
+    """
+
+    def __init__(self, wb) -> None:
+        from openpyxl.styles import Alignment, Font, NamedStyle, PatternFill, Protection
+
+        fill = PatternFill("solid", fgColor="FFF4CC")
+        top = Alignment(vertical="top")
+        wrapped = Alignment(wrap_text=True, vertical="top")
+        link_font = Font(color="0563C1", underline="single")
+        unlocked = Protection(locked=False)
+        specs = {
+            "header": {"font": Font(bold=True)},
+            "header editable": {"font": Font(bold=True), "fill": fill},
+            "title": {"font": Font(bold=True, size=13)},
+            "locked": {"alignment": top},
+            "locked wrapped": {"alignment": wrapped},
+            "editable": {"alignment": top, "fill": fill, "protection": unlocked},
+            "editable wrapped": {"alignment": wrapped, "fill": fill, "protection": unlocked},
+            "link": {"alignment": top, "font": link_font},
+        }
+        self.names = {}
+        for key, attrs in specs.items():
+            name = f"care {key}"
+            wb.add_named_style(NamedStyle(name=name, **attrs))
+            self.names[key] = name
+
+    def apply(self, cell, key: str) -> None:
+        cell.style = self.names[key]
+
+    @staticmethod
+    def column(wrap: bool, editable: bool) -> str:
+        return ("editable" if editable else "locked") + (" wrapped" if wrap else "")
+
+
+def _dialogue_head_rows(sessions: Sequence[Session]) -> dict[str, int]:
+    """Row of each session's header on the dialogues sheet: header row, then head + turns."""
+    rows, row = {}, 2
+    for s in sessions:
+        rows[s.session_id] = row
+        row += 1 + len(s.turns)
+    return rows
+
+
+def _cell(ws, styles: _Styles, value, key: str, link: str | None = None):
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.worksheet.hyperlink import Hyperlink
 
-    ws.append([c[0] for c in COLUMNS])
-    editable_fill = PatternFill("solid", fgColor="FFF4CC")
-    for col, (_, width, _, editable) in enumerate(COLUMNS, start=1):
-        letter = get_column_letter(col)
-        ws.column_dimensions[letter].width = width
-        head = ws.cell(row=1, column=col)
-        head.font = _font(bold=True)
-        if editable:
-            head.fill = editable_fill
+    cell = WriteOnlyCell(ws, value=_clean(value))
+    styles.apply(cell, key)
+    if link is not None:
+        cell.hyperlink = Hyperlink(ref="A1", location=link)  # ref is set when written
+    return cell
+
+
+def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) -> None:
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
     link_col = len(COLUMNS)
-    for row, d in enumerate(drafts, start=2):
-        session = by_id[d["session_id"]]
-        lang = session.language
+    last = len(drafts) + 1
+    for col, (_, width, _, _) in enumerate(COLUMNS, start=1):
+        ws.column_dimensions[get_column_letter(col)].width = width
+    ws.freeze_panes = "C2"  # layout before the first row: a streamed sheet writes it first
+    ws.append(
+        [
+            _cell(ws, style, name, "header editable" if editable else "header")
+            for name, _, _, editable in COLUMNS
+        ]
+    )
+    column_styles = [style.column(wrap, editable) for _, _, wrap, editable in COLUMNS]
+    for d in drafts:
+        lang = by_id[d["session_id"]].language
         item = d["item_id"]
         rating = d["rating"]
         point = round(rating)
-        _append(
-            ws,
-            [
-                d["session_id"],
-                item,
-                instrument.dimension(d["dimension"]).label(lang),
-                instrument.items[item].wording(lang),
-                int(rating) if rating == point else rating,
-                instrument.scale_label(point, lang) if point in instrument.scale_points else "",
-                d["draft"],
-                None,
-                None,
-                "dialogue",
-            ],
-        )
-        for col, (_, _, wrap, editable) in enumerate(COLUMNS, start=1):
-            cell = ws.cell(row=row, column=col)
-            cell.alignment = Alignment(wrap_text=wrap, vertical="top")
-            if editable:
-                cell.protection = Protection(locked=False)
-                cell.fill = editable_fill
-        link = ws.cell(row=row, column=link_col)
-        link.hyperlink = Hyperlink(
-            ref=link.coordinate, location=f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
-        )
-        link.style = "Hyperlink"
-        link.protection = Protection(locked=True)
-    last = len(drafts) + 1
-    ws.freeze_panes = "C2"
+        values = [
+            d["session_id"],
+            item,
+            instrument.dimension(d["dimension"]).label(lang),
+            instrument.items[item].wording(lang),
+            int(rating) if rating == point else rating,
+            instrument.scale_label(point, lang) if point in instrument.scale_points else "",
+            d["draft"],
+            None,
+            None,
+        ]
+        row = [_cell(ws, style, v, s) for v, s in zip(values, column_styles, strict=False)]
+        target = f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
+        row.append(_cell(ws, style, "dialogue", "link", link=target))
+        ws.append(row)
     ws.auto_filter.ref = f"A1:{get_column_letter(link_col)}{last}"
     if editors:
         col = get_column_letter(_col_index("editor_id"))
@@ -198,45 +243,46 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors) -> None
             error="Pick an id from the list.",
         )
         dv.add(f"{col}2:{col}{last}")
-        ws.add_data_validation(dv)
+        ws.data_validations.append(dv)
     _protect(ws)
 
 
-def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int]) -> dict:
-    from openpyxl.styles import Alignment
-    from openpyxl.worksheet.hyperlink import Hyperlink
-
-    ws.append(["session_id", "turn", "speaker", "text", "strategy", "reaction"])
+def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int], style):
     for col, width in zip("ABCDEF", (16, 6, 12, 100, 14, 10), strict=True):
         ws.column_dimensions[col].width = width
-        ws[f"{col}1"].font = _font(bold=True)
-    first_turn_row: dict[str, int] = {}
+    ws.freeze_panes = "A2"
+    header = ["session_id", "turn", "speaker", "text", "strategy", "reaction"]
+    ws.append([_cell(ws, style, h, "header") for h in header])
     for s in sessions:
-        ws.append([s.session_id, None, None, "back to this session's items"])
-        head = ws.max_row
-        first_turn_row[s.session_id] = head
-        ws.cell(row=head, column=1).font = _font(bold=True)
-        back = ws.cell(row=head, column=4)
-        back.hyperlink = Hyperlink(
-            ref=back.coordinate, location=f"'{SHEET}'!A{first_item_row[s.session_id]}"
+        back = f"'{SHEET}'!A{first_item_row[s.session_id]}"
+        ws.append(
+            [
+                _cell(ws, style, s.session_id, "header"),
+                None,
+                None,
+                _cell(ws, style, "back to this session's items", "link", link=back),
+            ]
         )
-        back.style = "Hyperlink"
         lab = labels(s.language)
         for n, t in enumerate(s.turns, start=1):
-            _append(
-                ws, [s.session_id, n, lab[t.speaker].rstrip(":："), t.text, t.strategy, t.reaction]
-            )
-            ws.cell(row=ws.max_row, column=4).alignment = Alignment(wrap_text=True, vertical="top")
-    ws.freeze_panes = "A2"
+            text = _cell(ws, style, t.text, "locked wrapped")
+            speaker = lab[t.speaker].rstrip(":：")
+            ws.append([_clean(v) for v in (s.session_id, n, speaker, text, t.strategy, t.reaction)])
     _protect(ws)
-    return first_turn_row
 
 
-def _append(ws, values: list) -> None:
-    """Append a row; characters XML forbids (model output can hold them) are dropped."""
+def _write_instructions(ws, style) -> None:
+    ws.column_dimensions["A"].width = 120
+    for n, line in enumerate(INSTRUCTIONS_LINES):
+        ws.append([_cell(ws, style, line, "title") if n == 0 else line])
+    ws.protection.sheet = True
+
+
+def _clean(value):
+    """Characters XML forbids (model output can hold them) are dropped."""
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-    ws.append([ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values])
+    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
 
 
 def _protect(ws) -> None:
@@ -248,12 +294,6 @@ def _protect(ws) -> None:
     p.formatRows = False
 
 
-def _font(**kwargs):
-    from openpyxl.styles import Font
-
-    return Font(**kwargs)
-
-
 def _col_index(header: str) -> int:
     return [c[0] for c in COLUMNS].index(header) + 1
 
@@ -263,18 +303,32 @@ def _save_reproducibly(wb, out: str | Path) -> None:
     buffer = io.BytesIO()
     wb.save(buffer)
     buffer.seek(0)
+    _copy_workbook(buffer, out)
+
+
+def _copy_workbook(source, out: str | Path, rewrite: dict | None = None) -> None:
+    """Copy a workbook's zip parts with fixed timestamps, atomically.
+
+    ``rewrite`` maps a part's name to ``function(source_stream, output_stream)`` that writes
+    the part anew.
+    """
+    rewrite = rewrite or {}
     stamp = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
     with (
         atomic_path(out) as tmp,
-        zipfile.ZipFile(buffer) as src,
+        zipfile.ZipFile(source) as src,
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst,
     ):
         for info in src.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            if info.filename in rewrite:
+                with src.open(info) as part_in, dst.open(entry, "w") as part_out:
+                    rewrite[info.filename](part_in, part_out)
+                continue
             data = src.read(info.filename)
             if info.filename == "docProps/core.xml":
                 data = stamp.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
-            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
             dst.writestr(entry, data)
 
 
@@ -287,24 +341,125 @@ def fill_sheet(
     """Write ``finals`` into the sheet's editable columns as a reviewer would; returns rows filled.
 
     The demo's stand-in for the expert: the corpus's reference rationales become the edits.
+    Only the ``rationales`` sheet changes, so it is edited as a stream of rows (lxml) and
+    every other part of the workbook is copied as it is: time and memory grow linearly, where
+    loading and saving the whole workbook with openpyxl holds every cell of both sheets.
     """
-    from openpyxl import load_workbook
+    sheet = Path(sheet)
+    try:
+        with zipfile.ZipFile(sheet) as z:
+            part, strings = _sheet_part(z, SHEET), _shared_strings(z)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise CareInputError(sheet, f"cannot read the workbook: {exc}") from None
+    filled = []
 
-    wb = load_workbook(sheet)
-    ws = wb[SHEET]
-    cols = {c.value: c.column for c in ws[1]}
+    def fill(part_in, part_out) -> None:
+        filled.append(_fill_rows(sheet, part_in, part_out, finals, editor, strings))
+
+    _copy_workbook(sheet, out, {part: fill})
+    return filled[0]
+
+
+_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_CELL_REF = re.compile(r"([A-Z]+)(\d+)")
+
+
+def _sheet_part(z: zipfile.ZipFile, name: str) -> str:
+    """The zip part of the worksheet called ``name`` (workbook.xml and its relationships)."""
+    from lxml import etree
+
+    book = etree.fromstring(z.read("xl/workbook.xml"))
+    rels = etree.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+    targets = {r.get("Id"): r.get("Target") for r in rels}
+    for sheet in book.iter(f"{_NS}sheet"):
+        if sheet.get("name") == name:
+            target = targets[sheet.get(f"{_REL_NS}id")]
+            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    raise KeyError(f"no sheet named '{name}'")
+
+
+def _shared_strings(z: zipfile.ZipFile) -> list[str]:
+    from lxml import etree
+
+    if "xl/sharedStrings.xml" not in z.namelist():
+        return []
+    table = etree.fromstring(z.read("xl/sharedStrings.xml"), etree.XMLParser(huge_tree=True))
+    return ["".join(si.itertext()) for si in table.iter(f"{_NS}si")]
+
+
+def _fill_rows(path, part_in, part_out, finals, editor, strings) -> int:
+    """Copy the sheet part row by row, writing final rationale and editor where ``finals`` has
+    the row's (session, item); returns the number of rows filled."""
+    from lxml import etree
+
+    data = part_in.read()
+    start, end = data.find(b"<sheetData>"), data.rfind(b"</sheetData>")
+    if start < 0 or end < 0:
+        raise CareInputError(path, "no rows", where=f"sheet '{SHEET}'")
+    part_out.write(data[: start + len(b"<sheetData>")])
+    rows = etree.iterparse(
+        io.BytesIO(data), events=("end",), tag=f"{_NS}row", huge_tree=True,
+        resolve_entities=False, no_network=True,
+    )  # fmt: skip
+    columns: dict[str, str] = {}
     filled = 0
-    for row in range(2, ws.max_row + 1):
-        key = (
-            _text(ws.cell(row, cols["session_id"]).value),
-            _text(ws.cell(row, cols["item_id"]).value),
-        )
-        if key in finals:
-            ws.cell(row, cols["final_rationale"]).value = finals[key]
-            ws.cell(row, cols["editor_id"]).value = editor
-            filled += 1
-    _save_reproducibly(wb, out)
+    for _, row in rows:
+        cells = {_column_of(path, c): c for c in row.iter(f"{_NS}c")}
+        values = {col: _cell_value(c, strings) for col, c in cells.items()}
+        if not columns:  # the header row
+            columns = {v: col for col, v in values.items()}
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:
+                raise CareInputError(path, f"missing column(s) {missing}", line=1)
+        else:
+            key = (_text(values.get(columns["session_id"])), _text(values.get(columns["item_id"])))
+            if key in finals:
+                _set_text(row, cells, columns["final_rationale"], finals[key])
+                _set_text(row, cells, columns["editor_id"], editor)
+                filled += 1
+        part_out.write(etree.tostring(row))
+        row.clear()
+        while row.getprevious() is not None:  # rows already written: free them
+            del row.getparent()[0]
+    part_out.write(data[end:])
     return filled
+
+
+def _column_of(path, cell) -> str:
+    match = _CELL_REF.fullmatch(cell.get("r", ""))
+    if match is None:
+        raise CareInputError(path, f"a cell without a reference: {cell.get('r')!r}")
+    return match.group(1)
+
+
+def _cell_value(cell, strings: list[str]) -> str:
+    kind = cell.get("t")
+    if kind == "inlineStr":
+        return "".join(cell.find(f"{_NS}is").itertext())
+    value = cell.findtext(f"{_NS}v") or ""
+    return strings[int(value)] if kind == "s" and value else value
+
+
+def _set_text(row, cells: dict, column: str, text: str) -> None:
+    """Make the row's cell in ``column`` an inline string (keeping its style)."""
+    from lxml import etree
+
+    cell = cells.get(column)
+    if cell is None:
+        cell = etree.Element(f"{_NS}c", r=f"{column}{row.get('r')}")
+        later = [c for col, c in cells.items() if (len(col), col) > (len(column), column)]
+        if later:
+            later[0].addprevious(cell)
+        else:
+            row.append(cell)
+        cells[column] = cell
+    for child in list(cell):
+        cell.remove(child)
+    cell.set("t", "inlineStr")
+    t = etree.SubElement(etree.SubElement(cell, f"{_NS}is"), f"{_NS}t")
+    t.text = _clean(text)
+    t.set("{http://www.w3.org/XML/1998/namespace}space", "preserve")
 
 
 # --------------------------------------------------------------------------- import

@@ -110,6 +110,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--shape", default="tiny", help=f"one of {sorted(SHAPES)}, or a JSON config (with 'arch')"
     )
+    parser.add_argument(
+        "--layers", type=int, default=0, help="decoder layers (0: the shape's own number)"
+    )
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=1, help="sequences per rank per step")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -171,9 +174,9 @@ def device_peak(name: str) -> float | None:
 
 
 def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
-    from care import WORKFLOW_DIR
+    from care.resources import resource_path
 
-    config = json.loads((WORKFLOW_DIR / "deepspeed" / f"zero{stage}.json").read_text())
+    config = json.loads(resource_path("deepspeed", f"zero{stage}.json").read_text())
     config.update(
         train_micro_batch_size_per_gpu=args.batch_size,
         gradient_accumulation_steps=1,
@@ -221,6 +224,8 @@ def run(args) -> int:
     if cuda:
         torch.cuda.set_device(device)
     arch, config = resolve_shape(args.shape)
+    if args.layers:  # the real layer shape, fewer layers: fits one GPU
+        config["num_hidden_layers"] = args.layers
     model = build_model(arch, config, args.seq_len)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -246,6 +251,7 @@ def run(args) -> int:
     tokens_per_s = args.batch_size * args.seq_len * world * args.steps / elapsed
     figures = {
         "shape": args.shape,
+        "layers": model.config.num_hidden_layers,
         "arch": arch,
         "parameters": n_params,
         "zero": args.zero,

@@ -44,18 +44,23 @@ class Plan:
         if self.device == "cpu":
             env["DS_ACCELERATOR"] = "cpu"
             env["CUDA_VISIBLE_DEVICES"] = ""
+            if self.launcher == "deepspeed":
+                # DeepSpeed's CPU accelerator counts NUMA nodes as devices unless told
+                env["LOCAL_SIZE"] = str(self.ranks)
         return env
 
     def command(self, job_path: str | Path) -> list[str]:
         module = ["care.train.trainer", "--job", str(job_path)]
         if self.launcher == "deepspeed":
-            count = "--num_gpus" if self.device == "cuda" else "--num_accelerators"
+            # --no_local_rank: the ranks read LOCAL_RANK from the environment, as under torchrun
             return [
-                "deepspeed",
-                count,
-                str(self.ranks),
+                sys.executable,  # the `deepspeed` script of this interpreter
+                "-m",
+                "deepspeed.launcher.runner",
+                *self.deepspeed_devices(),
                 "--master_port",
                 str(free_port()),
+                "--no_local_rank",
                 "--module",
                 *module,
             ]
@@ -71,6 +76,23 @@ class Plan:
             "-m",
             *module,
         ]
+
+    def deepspeed_devices(self) -> list[str]:
+        """The DeepSpeed launcher's device selection: the job's GPUs, not GPUs 0..N-1.
+
+        ``--num_gpus N`` makes the launcher ignore ``CUDA_VISIBLE_DEVICES`` (which SLURM
+        sets to the job's GPUs) and use devices 0..N-1, so the visible ones are named.
+        """
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        if self.device == "cpu" or not visible:
+            return ["--num_gpus", str(self.ranks)]
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+        if len(devices) < self.ranks:
+            raise RuntimeError(
+                f"training.gpus is {self.ranks} but CUDA_VISIBLE_DEVICES={visible} "
+                f"names {len(devices)} GPU(s)"
+            )
+        return ["--include", "localhost:" + ",".join(devices[: self.ranks])]
 
 
 def free_port() -> int:

@@ -52,13 +52,18 @@ class FineTune:
     threads: int = 1
 
 
-def validation_settings(hp: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "max_new_tokens": 64,
+def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
+    """The ``training.validation`` settings; ``max_new_tokens: auto`` (the default) is what
+    the training answers need (:func:`care.sft.answer_token_limit`, from ``stats``)."""
+    settings = {
+        "max_new_tokens": "auto",
         "batch_size": 48,
         "scoring": "generated",
         **hp.get("validation", {}),
     }
+    if settings["max_new_tokens"] == "auto" and stats is not None:
+        settings["max_new_tokens"] = stats.as_dict()["answer_token_limit"]
+    return settings
 
 
 def prepare(run: FineTune):
@@ -175,6 +180,7 @@ def finetune(run: FineTune) -> dict[str, Any]:
         len(val),
         stats.as_dict(),
     )
+    stats.warn_truncation(log, f"fold {run.fold} training examples")
     job = stage_checkpoint_dir(run, examples, plan)
     launch(plan, job, run.checkpoint_dir / "job.json")
     trained = time.perf_counter()
@@ -187,12 +193,13 @@ def finetune(run: FineTune) -> dict[str, Any]:
 
 
 def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_directory):
+    from care.infer.decoding import Decoding
     from care.train import select
 
     checkpoints = select.epoch_checkpoints(run.checkpoint_dir)
     if not checkpoints:
         raise RuntimeError(f"training wrote no checkpoint under {run.checkpoint_dir}")
-    settings = validation_settings(run.hp)
+    settings = validation_settings(run.hp, stats)
     dtype = "bfloat16" if _bf16(run.hp, plan) else "float32"
     scorer_args = {
         "variant": run.variant,
@@ -234,6 +241,7 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
             for s in scored
         ],
         "sft": stats.as_dict(),
+        "validation_decoding": Decoding(settings["max_new_tokens"]).record(),
         "ranks": plan.ranks,
         "device": plan.device,
     }

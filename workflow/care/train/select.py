@@ -4,8 +4,9 @@ ZeRO-3 shards the model across ranks, so nothing is generated inside a training 
 each epoch's checkpoint holds the gathered weights in HF format, and after training one
 process loads them in turn and scores the validation sessions with the shared inference
 engine (:class:`care.infer.hf.HFScorer`, the code path of the inference stage). The metric is
-the paper's: per dimension, Pearson's r between the session's predicted dimension score (the
-mean of its items' predicted scores; unparsed items left out) and the client's; the
+the tables' own: per dimension, Pearson's r between the session's predicted dimension score
+and the client's, both from :func:`care.evaluate.metrics.dimension_scores` (a session whose
+items did not all parse has no score), with the inference ``scoring`` the tables report; the
 checkpoint with the best mean r over dimensions is kept (ties: the earlier epoch; an
 undefined r, e.g. constant predictions, ranks lowest). A checkpoint whose answers parse for
 fewer than ``min_parse_rate`` of the validation items is eligible only when none reaches it:
@@ -53,31 +54,20 @@ def epoch_checkpoints(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda c: c["step"])
 
 
-def pearson_by_dimension(
-    rows: Iterable[dict], instrument, client_scores: dict[str, dict[str, float]]
-) -> dict[str, float]:
-    """Pearson r per dimension of predicted vs client dimension scores over sessions."""
-    import numpy as np
-    from scipy.stats import pearsonr
+def pearson_by_dimension(rows: Iterable[dict], instrument) -> dict[str, float]:
+    """Pearson r per dimension over the validation sessions, computed exactly as the tables
+    compute a fold's r: :func:`care.evaluate.metrics.dimension_scores` (every item parsed, else
+    the session has no score) and :func:`care.evaluate.metrics.correlations`."""
+    import pandas as pd
 
-    items: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        score = row["score"]
-        if row.get("parsed") and score is not None and not math.isnan(score):
-            items.setdefault((row["session_id"], row["dimension"]), []).append(float(score))
-    out = {}
-    for dim in instrument.dimension_ids:
-        pairs = [
-            (float(np.mean(items[(sid, dim)])), truth[dim])
-            for sid, truth in client_scores.items()
-            if (sid, dim) in items
-        ]
-        if len(pairs) < 3 or len({p for p, _ in pairs}) < 2:
-            out[dim] = math.nan
-            continue
-        pred, gold = zip(*pairs, strict=True)
-        out[dim] = float(pearsonr(pred, gold).statistic)
-    return out
+    from care.evaluate import metrics
+
+    frame = pd.DataFrame(list(rows)).assign(model="", variant="", fold=0)
+    if "client_id" not in frame:
+        frame["client_id"] = frame["session_id"]
+    per_fold = metrics.fold_metrics(metrics.dimension_scores(frame, instrument))
+    found = dict(zip(per_fold["dimension"], per_fold["pearson"], strict=True))
+    return {d: float(found.get(d, math.nan)) for d in instrument.dimension_ids}
 
 
 def mean_r(per_dim: dict[str, float]) -> float:
@@ -96,8 +86,7 @@ def score_checkpoint(
     tokenizer = load_tokenizer(path)
     scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **scorer_args)
     rows = list(scorer.score(sessions))
-    client = {s.session_id: instrument.dimension_scores(s.client_ratings) for s in sessions}
-    per_dim = pearson_by_dimension(rows, instrument, client)
+    per_dim = pearson_by_dimension(rows, instrument)
     parsed = sum(bool(r["parsed"]) for r in rows)
     return {
         "pearson": per_dim,

@@ -2,14 +2,15 @@
 
 It answers ``POST /v1/chat/completions`` with a deterministic text derived from the request,
 counts what it receives, and can be told to misbehave: fail the first requests with given
-HTTP statuses (429, 500, ...) or answer them too late (``"slow"``), or hold every request
-after the N-th until released (to kill a client mid-run at a known point). It checks the
-bearer key when given one.
+HTTP statuses (429, 500, ...), answer them too late (``"slow"``) or with a broken 200
+(:data:`BROKEN`: an HTML page, a body that is not JSON, no ``choices``, empty ``choices``,
+bytes that are not UTF-8), or hold every request after the N-th until released (to kill a
+client mid-run at a known point). It checks the bearer key when given one.
 
-    with StubServer(fail_first=[429, 500]) as server:
+    with StubServer(fail_first=[429, 500, "no_choices"]) as server:
         OpenAIChat("stub", base_url=server.base_url, ...)
 
-``python -m care.llm.stub_server --port 8000`` serves it until interrupted (a dry run of the
+``python -m tests.stub_server --port 8000`` serves it until interrupted (a dry run of the
 ``openai`` backend without a model).
 """
 
@@ -23,6 +24,15 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# Broken 200 answers: (content type, body).
+BROKEN = {
+    "html": ("text/html", b"<html><body>502 Bad Gateway</body></html>"),
+    "not_json": ("application/json", b"<html>upstream error</html>"),
+    "no_choices": ("application/json", b'{"id": "chatcmpl-stub", "object": "chat.completion"}'),
+    "empty_choices": ("application/json", b'{"id": "chatcmpl-stub", "choices": []}'),
+    "bad_bytes": ("application/json", b'{"choices": [{"message": {"content": "\xff\xfe"}}]}'),
+}
 
 
 def echo_responder(request: dict[str, Any]) -> str:
@@ -124,6 +134,8 @@ class StubServer:
                 status, hold = server._plan(request)
                 if status == "slow":  # answer after the client has timed out
                     time.sleep(server.slow_s)
+                elif status in BROKEN:
+                    return self._send_raw(200, *BROKEN[status])
                 elif status is not None:
                     return self._send(
                         status,
@@ -154,9 +166,13 @@ class StubServer:
                 )
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-                data = json.dumps(payload).encode()
+                self._send_raw(status, "application/json", json.dumps(payload).encode(), headers)
+
+            def _send_raw(
+                self, status: int, content_type: str, data: bytes, headers: dict | None = None
+            ) -> None:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)

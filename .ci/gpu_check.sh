@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check: run on a bare one-GPU machine from a copy of this repository, before a
+# paper-scale run (README "Running at scale"). Nothing is downloaded: it uses the machine's
+# own torch / transformers / deepspeed (their versions are reported, not enforced) and this
+# copy's `care` package from source. Under 8 minutes on an H100-class GPU. Prints (and
+# writes to $1, default gpu_check.json) the figures of `care bench gpu-check`:
+#   environment and bf16; care bench train at the Llama-3.1-8B layer shape (4 layers,
+#   ZeRO-3, bf16, activation checkpointing, 8k tokens): tokens/s, peak memory, MFU;
+#   care train with one GPU on a tiny stand-in through selection (GPU memory released
+#   before scoring); prefix-shared vs naive answers identical in bf16 and seconds per
+#   validation session at the 8B shape.
+# Exit status 0 only if every step passed. Libraries the machine lacks can come as wheels
+# in the copy: CARE_WHEELS=dir installs them from there (--no-index) first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-gpu_check.json}"
+export PYTHONPATH="$PWD/workflow${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+if [ -n "${CARE_WHEELS:-}" ]; then
+    python -m pip install -q --no-index --find-links "$CARE_WHEELS" "$CARE_WHEELS"/*.whl
+fi
+missing="$(python - <<'PY'
+import importlib.util
+need = ["torch", "transformers", "accelerate", "deepspeed", "tokenizers", "safetensors",
+        "numpy", "pandas", "pyarrow", "jsonschema", "yaml", "sklearn", "scipy", "packaging"]
+print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
+PY
+)"
+if [ -n "$missing" ]; then
+    echo "gpu_check: missing Python packages: $missing (bring wheels: CARE_WHEELS=dir)" >&2
+    exit 2
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+exec timeout 470 python -m care.cli bench gpu-check --out "$out"

@@ -1,0 +1,268 @@
+"""``care bench gpu-check``: the GPU path checked on one GPU before a paper-scale run.
+
+Run by ``.ci/gpu_check.sh`` on a bare one-GPU machine (nothing downloaded; under 8 minutes
+on an H100-class GPU). Steps, each with figures and a pass/fail:
+
+1. environment: library versions (and whether they are in the tested ranges), the device,
+   bf16 support and a bf16 matmul against float32;
+2. ``care bench train`` at the real Llama-3.1-8B layer shape (a few layers, ZeRO-3, bf16,
+   activation checkpointing, 8k tokens): tokens/s, peak memory, MFU;
+3. ``care train`` with one GPU on a small stand-in checkpoint (a tiny backbone built from a
+   generated corpus) through checkpoint selection, with the GPU memory still allocated when
+   selection starts scoring (it must have been released after training);
+4. ``care bench infer`` with random weights at the 8B shape in bf16: prefix-shared and naive
+   answers identical, and seconds per validation session (12 items, a full dialogue).
+
+Without a GPU every step runs at a tiny size on the CPU (how the tests check this module).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("care.gpucheck")
+
+#: GPU memory (bytes) that may stay allocated when selection starts, beyond what was
+#: allocated before training: the scorer then loads one model into a clean device.
+LEAKED_BYTES_LIMIT = 256 * 2**20
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument("--workdir", help="scratch directory (default: a temporary one)")
+    parser.add_argument(
+        "--infer-sessions", type=int, default=3, help="sessions for the inference step"
+    )
+
+
+def run(args) -> int:
+    os.environ.setdefault("CARE_ALLOW_UNTESTED", "1")  # report versions; do not stop on them
+    import torch
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="care-gpu-check-") as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        steps = {}
+        for name, step in (
+            ("environment", environment),
+            ("bench_train", bench_train),
+            ("train_and_select", train_and_select),
+            ("bench_infer", bench_infer),
+        ):
+            started = time.perf_counter()
+            try:
+                steps[name] = step(cuda, work, args)
+            except Exception as exc:  # one broken step must not hide the others' figures
+                log.exception("%s failed", name)
+                steps[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            steps[name]["seconds"] = round(time.perf_counter() - started, 1)
+            log.info("%s: %s", name, json.dumps(steps[name]))
+    report = {"gpu": cuda, "ok": all(s.get("ok") for s in steps.values()), "steps": steps}
+    text = json.dumps(report, indent=2, sort_keys=True)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0 if report["ok"] else 1
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def environment(cuda: bool, work: Path, args) -> dict:
+    import platform
+
+    import torch
+
+    from care.versions import STACKS, problems, tested_ranges
+
+    names = sorted({n for stack in STACKS.values() for n in stack})
+    out = {
+        "python": platform.python_version(),
+        "versions": {n: _version(n) for n in names},
+        "untested_versions": problems(names, tested_ranges()),
+        "cuda": cuda,
+    }
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        out.update(
+            device=props.name,
+            capability=f"{props.major}.{props.minor}",
+            memory_gib=round(props.total_memory / 2**30, 1),
+            torch_cuda=torch.version.cuda,
+            bf16_supported=bool(torch.cuda.is_bf16_supported()),
+        )
+    a = torch.randn(512, 512, device=device)
+    b = torch.randn(512, 512, device=device)
+    exact = a @ b
+    approx = (a.bfloat16() @ b.bfloat16()).float()
+    out["bf16_matmul_rel_error"] = float((approx - exact).norm() / exact.norm())
+    out["ok"] = out["bf16_matmul_rel_error"] < 0.02 and (not cuda or out["bf16_supported"])
+    return out
+
+
+def bench_train(cuda: bool, work: Path, args) -> dict:
+    if cuda:
+        size = ["--shape", "llama-3.1-8b", "--layers", "4", "--seq-len", "8192",
+                "--steps", "5", "--warmup-steps", "2", "--bf16"]
+    else:
+        size = ["--shape", "tiny", "--seq-len", "128", "--steps", "2", "--warmup-steps", "1"]
+    figures = _care_json(["bench", "train", *size, "--zero", "3",
+                          "--gradient-checkpointing", "--json"])
+    keep = ("shape", "layers", "seq_len", "tokens_per_second", "peak_memory_gib", "mfu",
+            "model_tflops_per_rank", "device", "final_loss", "seconds")
+    out = {k: figures[k] for k in keep if k in figures}
+    out["ok"] = figures["tokens_per_second"] > 0 and figures["final_loss"] == figures["final_loss"]
+    return out
+
+
+def train_and_select(cuda: bool, work: Path, args) -> dict:
+    """One fine-tune on one GPU through selection; GPU memory released before scoring."""
+    import torch
+
+    from care.train import run as train_run
+    from care.train import select
+
+    run = _stand_in_run(work, gpus=1 if cuda else 0)
+    seen = {}
+    score = select.score_checkpoint
+
+    def watched(*a, **kw):
+        if "allocated_at_selection" not in seen:
+            seen["allocated_at_selection"] = _allocated(cuda)
+        return score(*a, **kw)
+
+    before = _allocated(cuda)
+    select.score_checkpoint = watched
+    try:
+        record = train_run.finetune(run)
+    finally:
+        select.score_checkpoint = score
+    leaked = seen.get("allocated_at_selection", 0) - before
+    out = {
+        "epochs_scored": len(record["epochs"]),
+        "chosen_epoch": record["chosen"]["epoch"],
+        "timing_s": record.get("timing_s"),
+        "validation_max_new_tokens": record["validation_decoding"]["max_new_tokens"],
+        "answer_token_limit": record["sft"]["answer_token_limit"],
+        "gpu_bytes_allocated_before_training": before,
+        "gpu_bytes_still_allocated_at_selection": seen.get("allocated_at_selection"),
+        "model_written": (run.out / "selection.json").is_file(),
+    }
+    if cuda:
+        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    out["ok"] = bool(out["model_written"] and leaked <= LEAKED_BYTES_LIMIT
+                     and out["epochs_scored"] >= 1)
+    return out
+
+
+def bench_infer(cuda: bool, work: Path, args) -> dict:
+    if cuda:  # the 8B shape in bf16, a paper-length dialogue, a full rationale per item
+        size = ["--random-model", "llama-3-8b", "--device", "cuda", "--dtype", "bfloat16",
+                "--max-length", "8192", "--max-new-tokens", "128", "--batch-size", "12"]
+    else:
+        size = ["--random-model", "tiny", "--max-length", "512", "--max-new-tokens", "8"]
+    out_json = work / "bench_infer.json"
+    _care(["bench", "infer", *size, "--n-sessions", str(args.infer_sessions),
+           "--json", str(out_json)])
+    figures = json.loads(out_json.read_text(encoding="utf-8"))
+    shared = figures["prefix_shared"]
+    out = {
+        "identical_outputs": figures["identical_outputs"],
+        "seconds_per_session_prefix_shared": round(shared["wall_s"] / args.infer_sessions, 2),
+        "seconds_per_session_naive": round(
+            figures["naive"]["wall_s"] / args.infer_sessions, 2
+        ),
+        "prefill_ratio": round(figures["ratios"]["prefill_tokens"], 2),
+    }
+    out["ok"] = bool(figures["identical_outputs"])
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _stand_in_run(work: Path, gpus: int):
+    """A small corpus, folds and a tiny backbone; a 2-epoch fine-tune of it."""
+    from care.backbone import TinySpec, build_tiny, corpus_texts
+    from care.corpus import CorpusSpec, generate
+    from care.instrument import load_instrument
+    from care.io import write_jsonl
+    from care.resources import resource_path
+    from care.train.run import FineTune
+
+    instrument = load_instrument()
+    spec = CorpusSpec(n_clients=9, sessions_per_client=(2, 3), n_counselors=3,
+                      turns_per_session=(8, 10), seed=5)
+    records, refs = generate(spec, instrument)
+    write_jsonl(work / "sessions.jsonl", records)
+    write_jsonl(work / "rationales.jsonl", refs)
+    clients = sorted({r["client_id"] for r in records})
+    fold_of = {c: n % 3 + 1 for n, c in enumerate(clients)}
+    (work / "folds.tsv").write_text(
+        "session_id\tclient_id\tfold\n"
+        + "".join(f"{r['session_id']}\t{r['client_id']}\t{fold_of[r['client_id']]}\n"
+                  for r in records),
+        encoding="utf-8",
+    )
+    backbone = work / "backbone"
+    if not (backbone / "config.json").is_file():
+        texts = list(corpus_texts(work / "sessions.jsonl", instrument, [work / "rationales.jsonl"]))
+        build_tiny(TinySpec(arch="llama", seed=0, hidden_size=64, intermediate_size=128,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            vocab_size=800, max_position_embeddings=1024), texts, backbone)
+    hp = {
+        "learning_rate": 5e-3, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
+        "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+        "num_train_epochs": 2, "optim": "adamw_torch", "seed": 123, "bf16": "auto",
+        "gradient_checkpointing": True, "deepspeed": str(resource_path("deepspeed", "zero3.json")),
+        "answer_logits_only": True, "logging_steps": 2, "selection": "inner_split",
+        "inner_val_fraction": 0.3, "validation": {"batch_size": 48, "scoring": "expected"},
+        "cpu_ranks": 1, "launcher": "torchrun",
+    }
+    return FineTune(
+        backbone=backbone, sessions=work / "sessions.jsonl", folds=work / "folds.tsv",
+        instrument=instrument.path, fold=1, variant="rationale", granularity="item",
+        max_length=512, hp=hp, checkpoint_dir=work / "checkpoints", out=work / "model",
+        rationales=work / "rationales.jsonl", gpus=gpus, threads=max(1, os.cpu_count() or 1),
+    )
+
+
+def _allocated(cuda: bool) -> int:
+    import torch
+
+    if not cuda:
+        return 0
+    torch.cuda.synchronize()
+    return int(torch.cuda.memory_allocated())
+
+
+def _version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _care(argv: list[str]) -> str:
+    """Run a ``care`` command in a fresh interpreter (its own CUDA and DeepSpeed state)."""
+    done = subprocess.run([sys.executable, "-m", "care.cli", *argv], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"care {' '.join(argv[:2])} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def _care_json(argv: list[str]) -> dict:
+    out = _care(argv)
+    return json.loads(out[out.index("{") : out.rindex("}") + 1])

@@ -154,13 +154,12 @@ def attention_inputs(inputs: dict[str, Any], implementation: str, dtype) -> dict
 
 
 class SharedPrefixPlan:
-    """Per packed row: the prefix length, each branch's token positions, the branch mask.
+    """Per packed row: the prefix length, the branch sizes and the branches' mask.
 
     Built once per batch (the structure is the same in every layer)."""
 
-    def __init__(self, rows: list[tuple[int, int, Any, Any]], width: int) -> None:
-        # (prefix length, end of the last branch, branch index, branch mask, valid positions)
-        self.rows = rows
+    def __init__(self, rows: list[tuple[int, list[int], Any]], width: int) -> None:
+        self.rows = rows  # (prefix length, branch sizes, branch mask)
         self.width = width
 
     @classmethod
@@ -173,13 +172,7 @@ class SharedPrefixPlan:
             prefix = sum(1 for b in ids if b == 0)
             sizes = [ids.count(j) for j in range(1, max(ids, default=0) + 1)]
             longest = max(sizes, default=0)
-            index = torch.zeros((len(sizes), longest), dtype=torch.long)
-            valid = torch.zeros((len(sizes), longest), dtype=torch.bool)
-            start = prefix
-            for j, size in enumerate(sizes):
-                index[j, :size] = torch.arange(start, start + size)
-                valid[j, :size] = True
-                start += size
+            valid = torch.arange(longest)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]
             causal = torch.ones(longest, longest, dtype=torch.bool).tril()
             # a branch token sees the whole prefix, then its own branch causally
             mask = torch.cat(
@@ -189,7 +182,7 @@ class SharedPrefixPlan:
                 ],
                 dim=2,
             )[:, None]
-            rows.append((prefix, start, index.to(device), mask.to(device), valid.to(device)))
+            rows.append((prefix, sizes, mask.to(device)))
         return cls(rows, branch_ids.shape[1])
 
 
@@ -205,6 +198,7 @@ def shared_prefix_attention(
     this is plain SDPA.
     """
     import torch
+    from torch.nn.functional import pad
     from torch.nn.functional import scaled_dot_product_attention as sdpa
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
@@ -217,19 +211,22 @@ def shared_prefix_attention(
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     p = dropout if module.training else 0.0
     out = []
-    for b, (prefix, end, index, mask, valid) in enumerate(plan.rows):
+    for b, (prefix, sizes, mask) in enumerate(plan.rows):
         q, k, v = query[b], key[b], value[b]  # (heads, L, dim)
+        end = prefix + sum(sizes)
         parts = []
         if prefix:
             parts.append(
                 sdpa(q[None, :, :prefix], k[None, :, :prefix], v[None, :, :prefix],
                      is_causal=True, dropout_p=p, scale=scaling)[0]
             )
-        if len(index):
-            n = index.shape[0]
+        if sizes:
+            longest, n = max(sizes), len(sizes)
 
-            def branches(x, n=n, index=index):  # (heads, L, dim) -> (n, heads, longest, dim)
-                return x[:, index].transpose(0, 1)
+            def branches(x, sizes=sizes, prefix=prefix, end=end, longest=longest):
+                # (heads, L, dim) -> (branches, heads, longest, dim); slices, cheap backward
+                pieces = x[:, prefix:end].split(sizes, dim=1)
+                return torch.stack([pad(t, (0, 0, 0, longest - t.shape[1])) for t in pieces])
 
             def with_prefix(x, n=n, prefix=prefix):
                 shared = x[None, :, :prefix].expand(n, -1, -1, -1)
@@ -237,7 +234,7 @@ def shared_prefix_attention(
 
             o = sdpa(branches(q), with_prefix(k), with_prefix(v), attn_mask=mask,
                      dropout_p=p, scale=scaling)
-            parts.append(o.transpose(0, 1)[:, valid])  # (heads, branch tokens, dim)
+            parts.extend(o[j, :, :size] for j, size in enumerate(sizes))
         if end < plan.width:
             parts.append(q.new_zeros((q.shape[0], plan.width - end, q.shape[-1])))
         out.append(torch.cat(parts, dim=1))

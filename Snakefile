@@ -5,15 +5,24 @@
 #
 # Rules live in workflow/rules/, one file per stage; the logic in the `care` package.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from care.config import validate_config
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A config given on the command line (--configfile, or a profile's `configfile:`) stands
+# alone over the schema's defaults: config.yaml (the demo) is read only when none is given,
+# so no demo key leaks into a user's run. (Snakemake would merge the two.) Cluster jobs get
+# the same --configfile list as the main run, so they load the same config.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Fills the schema's defaults; an error names the config file(s).
+validate_config(config, workflow, "workflow/schemas/config.schema.yaml")
 
 # The HTML report: snakemake --report results/report.html (tables, figures, captions).
 report: "workflow/report/workflow.rst"

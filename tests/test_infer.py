@@ -4,6 +4,7 @@ the counselor baseline and the vLLM / API backends (dry)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -303,7 +304,7 @@ def test_killed_run_resumes_without_redoing_finished_items(
 def test_counselor_baseline_pearson_equals_scipy(instrument, sessions, tmp_path):
     rows = list(counselor_rows(sessions, instrument, fold=1))
     both = [s for s in sessions if s.counselor_ratings and s.client_ratings]
-    assert rows and len({r["session_id"] for r in rows}) == len(both)
+    assert rows and len({r["session_id"] for r in rows if r["parsed"]}) == len(both)
     out = tmp_path / "fold1.parquet"
     write_predictions(out, rows)
     frame = pd.read_parquet(out)
@@ -323,6 +324,17 @@ def test_counselor_baseline_pearson_equals_scipy(instrument, sessions, tmp_path)
         )
         want = stats.pearsonr([p[1] for p in pairs], [p[2] for p in pairs]).statistic
         assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_counselor_baseline_counts_unrated_items_as_unanswered(instrument, sessions):
+    """Items the counselor skipped are unparsed rows: coverage shows what cannot be scored."""
+    s = sessions[0]
+    partial = replace(s, counselor_ratings={"1": 3.0})  # one item of one dimension
+    rows = list(counselor_rows([partial], instrument, fold=1))
+    assert len(rows) == len(instrument.item_ids)
+    assert [r["item_id"] for r in rows if r["parsed"]] == ["1"]
+    assert {r["parse_error"] for r in rows if not r["parsed"]} == {"not rated by the counselor"}
+    assert all(math.isnan(r["score"]) for r in rows if not r["parsed"])
 
 
 # --------------------------------------------------------------------------- other backends

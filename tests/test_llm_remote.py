@@ -86,20 +86,21 @@ def test_the_former_opt_in_name_is_refused_with_the_new_one():
 
 
 def test_config_schema_takes_one_name_for_the_opt_in():
+    """The workflow's config check refuses the former name and says the new one."""
     import copy
 
     import yaml
-    from snakemake.utils import validate
+    from care.config import check_config
 
     from tests.conftest import REPO
 
-    schema = str(REPO / "workflow/schemas/config.schema.yaml")
     config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
     entry = {"name": "gpt-4o", "backend": "openai", "model": "gpt-4o"}
     ok = copy.deepcopy(config)
     ok["baselines"]["zero_shot"].append({**entry, "allow_remote_transcripts": True})
-    validate(ok, schema)
+    check_config(ok, ["my.yaml"])
     old = copy.deepcopy(config)
     old["baselines"]["zero_shot"].append({**entry, "allow_remote": True})
-    with pytest.raises(Exception, match="renamed: write allow_remote_transcripts instead"):
-        validate(old, schema)
+    with pytest.raises(CareInputError, match="write allow_remote_transcripts instead") as err:
+        check_config(old, ["my.yaml"])
+    assert err.value.path == "my.yaml" and err.value.field.endswith(".allow_remote")

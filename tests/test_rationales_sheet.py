@@ -84,6 +84,12 @@ def test_export_layout_protection_and_links(exported, instrument):
     # the known editors are offered as a drop-down on the editor column
     (validation,) = ws.data_validations.dataValidation
     assert validation.formula1 == '"e1,e2"' and "I2" in str(validation.sqref)
+    # each sheet states its size, so a reader need not parse it to learn it
+    with zipfile.ZipFile(path) as z:
+        head = z.read("xl/worksheets/sheet1.xml")[:2000]
+    assert f'<dimension ref="A1:J{len(drafts) + 1}"/>'.encode() in head
+    lazy = load_workbook(path, read_only=True)
+    assert lazy[DIALOGUES].max_row == 1 + sum(1 + len(s.turns) for s in sessions)
 
 
 def test_export_is_byte_identical(exported, instrument, tmp_path):

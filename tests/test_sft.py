@@ -172,3 +172,49 @@ def test_inner_split_is_client_grouped_and_leaves_the_test_fold_out(sessions, tr
     assert len(train) == len(fit) + len(val)
     with pytest.raises(CareInputError, match="fold 7"):
         split_sessions(sessions, folds, 7, selection="heldout_fold", inner_val_fraction=0.2, seed=1)
+
+
+def test_training_and_inference_cut_a_dialogue_alike(tiny_backbones, instrument, sessions):
+    """With the inference answer budget reserved, a training example's prompt is exactly the
+    prompt inference builds for the same session and item (the dialogue cut the same way)."""
+    from care.infer.engine import PromptBuilder
+
+    full = builder(tiny_backbones["llama"], instrument, "score_only")
+    _, free = build_examples(full, sessions[:4], None)
+    limit, budget = free.max_tokens - 10, 40
+    train = ExampleBuilder(
+        full.tokenizer, instrument, variant="score_only", granularity="item", max_length=limit,
+        end_of_turn=full.end_of_turn, answer_tokens=budget,
+    )
+    infer = PromptBuilder(
+        instrument, "score_only", "item", limit, budget, train.count_tokens,
+        lambda messages: train.render(messages, "")[0],
+    )
+    examples, stats = build_examples(train, sessions[:4], None)
+    assert stats.truncated_sessions > 0
+    prompts = {(p.session_id, p.items): p for s in sessions[:4] for p in infer.prompts(s)}
+    for ex in examples:
+        prompt = prompts[(ex.session_id, tuple(ex.items))]
+        assert ex.input_ids[: ex.prompt_tokens] == list(prompt.ids)
+    # the older rule (reserve the session's longest target) cuts less than inference does
+    legacy = builder(tiny_backbones["llama"], instrument, "score_only", max_length=limit)
+    old, _ = build_examples(legacy, sessions[:4], None)
+    assert any(
+        o.input_ids[: o.prompt_tokens] != list(prompts[(o.session_id, tuple(o.items))].ids)
+        for o in old
+    )
+
+
+def test_auto_answer_budget_is_the_limit_inference_reads(tiny_backbones, instrument, sessions):
+    """answer_tokens="auto" reserves answer_token_limit of the training answers: the number
+    selection.json records and inference's max_new_tokens: auto reads."""
+    from care.sft import answer_token_limit
+
+    full = builder(tiny_backbones["llama"], instrument, "score_only")
+    auto = ExampleBuilder(
+        full.tokenizer, instrument, variant="score_only", granularity="item", max_length=1024,
+        end_of_turn=full.end_of_turn, answer_tokens="auto",
+    )
+    _, stats = build_examples(auto, sessions[:3], None)
+    assert auto.answer_tokens == stats.as_dict()["answer_token_limit"]
+    assert auto.answer_tokens == answer_token_limit([stats.max_answer_tokens])

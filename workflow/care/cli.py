@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="care", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"care {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--prompts", metavar="DIR",
+                        help="prompt template directory (the config's `prompts`)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
@@ -44,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.prompts:
+            from care.prompts import set_prompt_dir
+
+            set_prompt_dir(args.prompts)
         return int(args.func(args) or 0)
     except CareInputError as exc:
-        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"care {args.command}: error: {line}", file=sys.stderr)
         return 2
     except VersionError as exc:
         print(f"care {args.command}: error: {exc}", file=sys.stderr)

@@ -30,3 +30,20 @@ class CareInputError(Exception):
             loc += f":{self.line}"
         field = f" field '{self.field}':" if self.field else ""
         return f"{loc}:{field} {self.message}"
+
+
+class CareInputErrors(CareInputError):
+    """Several input errors found in one pass (``care validate``): one line each."""
+
+    def __init__(self, errors: list[CareInputError], more: bool = False) -> None:
+        self.errors = list(errors)
+        self.more = more
+        first = self.errors[0]
+        super().__init__(first.path, first.message, line=first.line, field=first.field,
+                         where=first.where)
+
+    def __str__(self) -> str:
+        lines = [CareInputError.__str__(e) for e in self.errors]
+        if self.more:
+            lines.append(f"{self.path}: stopped after {len(self.errors)} errors (--max-errors)")
+        return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,6 +52,31 @@ class Instrument:
     dimensions: tuple[Dimension, ...]
     items: Mapping[str, Item]
     path: str
+    integer: bool = True  # ratings are whole scale points (scale.integer)
+    # Texts the prompts, captions and tables use, per language (defaults: neutral wording).
+    title: Mapping[str, str] = field(default_factory=dict)
+    construct: Mapping[str, str] = field(default_factory=dict)
+    rating_meaning: Mapping[str, str] = field(default_factory=dict)
+
+    def display_title(self, language: str) -> str:
+        """The instrument's full name (``title``), else its short ``name``."""
+        return _pick(self.title, language) if self.title else self.name
+
+    def construct_text(self, language: str) -> str:
+        """What the instrument measures, as a noun phrase (``construct``)."""
+        if self.construct:
+            return _pick(self.construct, language)
+        return "所测的体验" if language.startswith("zh") else "the client's experience"
+
+    def rating_text(self, language: str) -> str:
+        """What a rating means (``rating``): shown with the scale."""
+        return _pick(self.rating_meaning, language) if self.rating_meaning else ""
+
+    @property
+    def languages(self) -> set[str]:
+        """Languages every item is worded in."""
+        langs = [set(i.text) for i in self.items.values()]
+        return set.intersection(*langs) if langs else set()
 
     @property
     def scale_points(self) -> list[int]:
@@ -166,4 +191,8 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
         raise CareInputError(path, f"items in no dimension: {orphans}", field="items")
 
     items = {i: Item(i, owner[i], item_text[i]) for i in item_text}
-    return Instrument(raw["name"], smin, smax, labels, tuple(dims), items, str(path))
+    return Instrument(
+        raw["name"], smin, smax, labels, tuple(dims), items, str(path),
+        integer=raw["scale"].get("integer", True), title=raw.get("title", {}),
+        construct=raw.get("construct", {}), rating_meaning=raw.get("rating", {}),
+    )

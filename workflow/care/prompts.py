@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -27,6 +27,25 @@ from care.resources import resource_path
 from care.sessions import Session, Turn
 
 PROMPT_DIR = resource_path("prompts")
+# The directory templates are read from unless one is given: the config's `prompts`, which
+# every `care` command takes as `care --prompts DIR ...` (set_prompt_dir).
+_prompt_dir = PROMPT_DIR
+
+
+def set_prompt_dir(directory: str | Path) -> None:
+    """Read templates from ``directory`` (the config's ``prompts``) in this process."""
+    global _prompt_dir
+    directory = Path(directory)
+    if not (directory / "score.en.txt").is_file():
+        from care.errors import CareInputError
+
+        raise CareInputError(directory, "not a prompt directory (no score.en.txt in it)",
+                             field="prompts")
+    _prompt_dir = directory
+
+
+def prompt_dir() -> Path:
+    return _prompt_dir
 GRANULARITIES = ("item", "dimension", "session")
 VARIANTS = ("rationale", "score_only")
 
@@ -69,6 +88,13 @@ def turn_lines(turns: Sequence[Turn], language: str) -> list[str]:
     return [f"[{n}] {lab[t.speaker]}: {t.text}" for n, t in enumerate(turns, start=1)]
 
 
+def dialogue_budget(max_length: int, overhead: int, answer_tokens: int) -> int:
+    """Tokens left for the dialogue: ``max_length`` less the prompt around it and the answer
+    budget (the inference ``max_new_tokens`` of the variant). Training examples, validation
+    and inference reserve the same answer budget, so a session is cut the same way in each."""
+    return max(1, max_length - overhead - answer_tokens)
+
+
 def fit_dialogue(
     lines: Sequence[str], budget: int | None, count_tokens: Callable[[str], int], language: str
 ) -> tuple[str, int]:
@@ -79,20 +105,29 @@ def fit_dialogue(
     text and the number of turns dropped.
     """
     text = "\n".join(lines)
-    if budget is None or count_tokens(text) <= budget:
+    if budget is None or count_tokens(text) <= budget or len(lines) < 3:
         return text, 0
     lab = labels(language)
-    lo, hi = len(lines) // 2, len(lines) // 2  # drop lines[lo:hi], growing around the middle
-    while hi - lo < len(lines) - 2:
-        if (hi - lo) % 2 == 0:
-            hi += 1
+    middle = len(lines) // 2
+
+    def cut(k: int) -> str:
+        """Without ``k`` lines around the middle (one more after it when ``k`` is odd)."""
+        lo, hi = middle - k // 2, middle + (k + 1) // 2
+        return "\n".join([*lines[:lo], f"[... {k} {lab['omitted']} ...]", *lines[hi:]])
+
+    # The fewest dropped turns that fit. Dropping a turn always removes more tokens than the
+    # marker's count can add, so the token count falls with k: a binary search finds it
+    # with O(log n) tokenizations instead of one per dropped turn.
+    low, high = 1, len(lines) - 2
+    if count_tokens(cut(high)) > budget:
+        return cut(high), high
+    while low < high:
+        k = (low + high) // 2
+        if count_tokens(cut(k)) <= budget:
+            high = k
         else:
-            lo -= 1
-        marker = f"[... {hi - lo} {lab['omitted']} ...]"
-        text = "\n".join([*lines[:lo], marker, *lines[hi:]])
-        if count_tokens(text) <= budget:
-            return text, hi - lo
-    return text, hi - lo
+            low = k + 1
+    return cut(low), low
 
 
 # --------------------------------------------------------------------------- prompts
@@ -102,7 +137,7 @@ def fit_dialogue(
 class PromptTemplates:
     """The plain-text templates (``workflow/prompts/{name}.{lang}.txt``) with ``${slot}``s."""
 
-    directory: Path = PROMPT_DIR
+    directory: Path = field(default_factory=prompt_dir)
 
     def load(self, name: str, language: str) -> Template:
         lang = language.split("-")[0]
@@ -111,8 +146,22 @@ class PromptTemplates:
             path = self.directory / f"{name}.en.txt"
         return Template(path.read_text(encoding="utf-8").rstrip("\n"))
 
-    def system(self, language: str) -> str:
-        return self.load("system", language).template
+    def system(self, language: str, instrument: Instrument) -> str:
+        """The system message, naming what the instrument measures and its title."""
+        return self.load("system", language).safe_substitute(instrument_slots(instrument, language))
+
+
+def instrument_slots(instrument: Instrument, language: str) -> dict[str, str]:
+    """The instrument's texts for a template's ``${title}``, ``${construct}``, ..."""
+    meaning = instrument.rating_text(language)
+    zh = language.startswith("zh")
+    note = (f"；评分表示{meaning}" if zh else f"; a rating is {meaning}") if meaning else ""
+    return {
+        "title": instrument.display_title(language),
+        "construct": instrument.construct_text(language),
+        "rating_meaning": meaning,
+        "rating_note": note,  # the meaning as a clause after the scale, or nothing
+    }
 
 
 def scale_text(instrument: Instrument, language: str) -> str:
@@ -160,11 +209,12 @@ def build_messages(
     variant: str,
     language: str,
     dialogue: str,
-    templates: PromptTemplates = PromptTemplates(),
+    templates: PromptTemplates | None = None,
 ) -> list[dict[str, str]]:
     """System + user messages for scoring ``item_ids`` of a session (dialogue first)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    templates = templates or PromptTemplates()
     gran = "item" if len(item_ids) == 1 else "session"
     user = templates.load("score", language).substitute(
         dialogue=dialogue,
@@ -175,7 +225,7 @@ def build_messages(
         answer_format=answer_format(instrument, item_ids, variant, language),
     )
     return [
-        {"role": "system", "content": templates.system(language)},
+        {"role": "system", "content": templates.system(language, instrument)},
         {"role": "user", "content": user},
     ]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from care.errors import CareInputError
 from care.instrument import Instrument
+from care.names import id_problem
 from care.resources import resource_path
 
 SCHEMA = resource_path("schemas", "session.schema.yaml")
@@ -58,10 +60,15 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text(encoding="utf-8")))
 
 
-def _schema_error(path: Path, line: int, record: object) -> None:
+ID_FIELDS = ("session_id", "client_id", "counselor_id")
+RATING_FIELDS = ("client_ratings.", "counselor_ratings.")
+
+
+def _schema_error(path: Path, line: int, record: object) -> CareInputError | None:
+    """The record's first schema problem (the shallowest), worded for a person."""
     errors = list(_validator().iter_errors(record))
     if not errors:
-        return
+        return None
     err = min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))
     field_path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "required":
@@ -76,9 +83,16 @@ def _schema_error(path: Path, line: int, record: object) -> None:
         msg = f"unknown speaker {err.instance!r} (expected one of {list(SPEAKERS)})"
     elif err.validator == "minItems" and field_path == "turns":
         msg = "a session needs at least one turn"
+    elif err.validator == "type" and field_path.startswith(RATING_FIELDS):
+        msg = (
+            f"rating {err.instance!r} is not a number: write it without quotes; ratings are "
+            "never read from text, which may hide a label, a typo or a decimal comma "
+            "('5 ', 'five', '4,5' — `care import` converts and reports such values)"
+            if isinstance(err.instance, str) else f"rating {err.instance!r} is not a number"
+        )
     else:
         msg = err.message
-    raise CareInputError(path, msg, line=line, field=field_path or None)
+    return CareInputError(path, msg, line=line, field=field_path or None)
 
 
 def _check_ratings(
@@ -91,43 +105,87 @@ def _check_ratings(
                 path, f"item {item_id!r} is not in instrument {instrument.name}",
                 line=line, field=f"{name}.{item_id}",
             )
-        if isinstance(value, bool) or not instrument.in_scale(value) or math.isnan(value):
+        if isinstance(value, bool) or math.isnan(value) or not instrument.in_scale(value):
             raise CareInputError(
                 path,
                 f"rating {value!r} is outside the scale "
                 f"{instrument.scale_min}..{instrument.scale_max}",
                 line=line, field=f"{name}.{item_id}",
             )
+        if instrument.integer and not float(value).is_integer():
+            raise CareInputError(
+                path,
+                f"rating {value!r} is not an integer, and {instrument.name}'s scale is "
+                "(an instrument of mean or fractional ratings sets `scale.integer: false`)",
+                line=line, field=f"{name}.{item_id}",
+            )
         out[item_id] = float(value)
     return out
 
 
-def iter_sessions(path: str | Path, instrument: Instrument) -> Iterator[Session]:
-    """Stream sessions one at a time, each checked on its own (no cross-record checks)."""
-    path = Path(path)
+def _check_record(path: Path, line: int, rec: dict) -> None:
+    """Checks the schema cannot express: ids, blank text, a counselor in the dialogue."""
+    for name in ID_FIELDS:
+        problem = id_problem(rec[name])
+        if problem:
+            shown = rec[name] if len(rec[name]) <= 40 else rec[name][:40] + "..."
+            raise CareInputError(path, f"{problem}: {shown!r}", line=line, field=name)
+    for n, turn in enumerate(rec["turns"]):
+        if not turn["text"].strip():
+            raise CareInputError(path, "a turn's text is blank", line=line,
+                                 field=f"turns.{n}.text")
+    if not any(t["speaker"] == "counselor" for t in rec["turns"]):
+        raise CareInputError(
+            path, "the session has no counselor turns: there is no alliance to rate",
+            line=line, field="turns",
+        )
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict | CareInputError]]:
+    """(line, record) per non-blank line, or (line, error) where a line is not JSON."""
     try:
         handle = open(path, "rb")
     except OSError as exc:
         raise CareInputError(path, f"cannot open: {exc.strerror}") from None
     with handle:
         for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a byte-order mark, as spreadsheet exports write it
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise CareInputError(
+                yield line_no, CareInputError(
                     path, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
                     line=line_no,
-                ) from None
+                )
+                continue
             if not text.strip():
                 continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise CareInputError(
+                yield line_no, CareInputError(
                     path, f"malformed JSON: {exc.msg} (column {exc.colno})", line=line_no
-                ) from None
-            _schema_error(path, line_no, record)
-            yield _to_session(path, line_no, record, instrument)
+                )
+                continue
+            yield line_no, record
+
+
+def _parse(path: Path, line: int, record: object, instrument: Instrument) -> Session:
+    error = _schema_error(path, line, record)
+    if error:
+        raise error
+    _check_record(path, line, record)
+    return _to_session(path, line, record, instrument)
+
+
+def iter_sessions(path: str | Path, instrument: Instrument) -> Iterator[Session]:
+    """Stream sessions one at a time, each checked on its own (no cross-record checks)."""
+    path = Path(path)
+    for line, record in _records(path):
+        if isinstance(record, CareInputError):
+            raise record
+        yield _parse(path, line, record, instrument)
 
 
 def _to_session(path: Path, line: int, rec: dict, instrument: Instrument) -> Session:
@@ -146,46 +204,117 @@ def _to_session(path: Path, line: int, rec: dict, instrument: Instrument) -> Ses
     )
 
 
+@dataclass
+class CorpusCheck:
+    """The outcome of checking a whole corpus: its sessions, every error, and warnings."""
+
+    path: Path
+    sessions: list[Session]
+    errors: list[CareInputError]
+    warnings: list[str]
+    more_errors: bool = False  # stopped at the error limit
+
+    def raise_first(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+
+def check_corpus(
+    path: str | Path, instrument: Instrument, *, labeled: bool = True, max_errors: int = 1,
+    languages: Iterable[str] | None = None,
+) -> CorpusCheck:
+    """Check every record of a corpus, collecting up to ``max_errors`` errors.
+
+    ``labeled=True`` requires every session to carry a complete set of client ratings on the
+    instrument. ``languages``: those the prompts exist in (others are a warning: they fall
+    back to English), besides those the instrument words its items in.
+    """
+    path = Path(path)
+    out = CorpusCheck(path, [], [], [])
+    seen: dict[str, int] = {}
+    client_format: dict[str, tuple[str, bool, int]] = {}
+
+    def add(error: CareInputError) -> bool:
+        out.errors.append(error)
+        out.more_errors = len(out.errors) >= max_errors
+        return out.more_errors
+
+    for line, record in _records(path):
+        try:
+            if isinstance(record, CareInputError):
+                raise record
+            s = _parse(path, line, record, instrument)
+            _check_across(path, s, seen, client_format, instrument, labeled)
+        except CareInputError as exc:
+            if add(exc):
+                return out
+            continue
+        out.sessions.append(s)
+    if not out.sessions and not out.errors:
+        add(CareInputError(path, "the corpus holds no sessions"))
+    out.warnings += _language_warnings(out.sessions, instrument, languages)
+    return out
+
+
+def _check_across(
+    path: Path, s: Session, seen: dict, client_format: dict, instrument: Instrument,
+    labeled: bool,
+) -> None:
+    if s.session_id in seen:
+        raise CareInputError(
+            path, f"duplicate session_id {s.session_id!r} (first on line {seen[s.session_id]})",
+            line=s.line, field="session_id",
+        )
+    seen[s.session_id] = s.line
+    if labeled:
+        _require_complete(path, s, instrument)
+    fmt = (s.language, s.labeled)
+    first = client_format.setdefault(s.client_id, (*fmt, s.line))
+    if first[:2] != fmt:
+        what, fld = (
+            ("language", "language") if first[0] != fmt[0] else ("rating", "client_ratings")
+        )
+        raise CareInputError(
+            path,
+            f"client {s.client_id!r} has sessions in conflicting formats: {what} differs "
+            f"from its session on line {first[2]}",
+            line=s.line, field=fld,
+        )
+
+
+def _language_warnings(
+    sessions: list[Session], instrument: Instrument, prompt_languages: Iterable[str] | None
+) -> list[str]:
+    """Languages of the corpus that the instrument's wording (or the prompts) lack."""
+    used = Counter(s.language for s in sessions)
+    worded = instrument.languages
+    prompts = set(prompt_languages) if prompt_languages is not None else None
+    out = []
+    for lang, n in sorted(used.items()):
+        base = lang.split("-")[0]
+        if lang not in worded and base not in worded:
+            out.append(f"{n} sessions in {lang!r}: the instrument has no wording in it; "
+                       "its items are shown in English")
+        if prompts is not None and base not in prompts:
+            out.append(f"{n} sessions in {lang!r}: no prompt templates in it; the English "
+                       "ones are used")
+    return out
+
+
 def load_sessions(
     path: str | Path, instrument: Instrument, *, labeled: bool = True
 ) -> list[Session]:
-    """Load and fully validate a corpus.
+    """Load and fully validate a corpus; the first problem is raised.
 
     ``labeled=True`` requires every session to carry a complete set of client ratings on the
     instrument. ``labeled=False`` (an unlabeled corpus to predict) accepts ratings but ignores
-    them: they are dropped from the returned sessions, and :func:`ignored_ratings` says how many.
+    them: they are dropped from the returned sessions, and :func:`count_rated` says how many.
     """
-    path = Path(path)
-    sessions: list[Session] = []
-    seen: dict[str, int] = {}
-    client_format: dict[str, tuple[str, bool, int]] = {}
-    for s in iter_sessions(path, instrument):
-        if s.session_id in seen:
-            raise CareInputError(
-                path, f"duplicate session_id {s.session_id!r} (first on line {seen[s.session_id]})",
-                line=s.line, field="session_id",
-            )
-        seen[s.session_id] = s.line
-        if labeled:
-            _require_complete(path, s, instrument)
-        fmt = (s.language, s.labeled)
-        first = client_format.setdefault(s.client_id, (*fmt, s.line))
-        if first[:2] != fmt:
-            what, fld = (
-                ("language", "language") if first[0] != fmt[0] else ("rating", "client_ratings")
-            )
-            raise CareInputError(
-                path,
-                f"client {s.client_id!r} has sessions in conflicting formats: {what} differs "
-                f"from its session on line {first[2]}",
-                line=s.line, field=fld,
-            )
-        sessions.append(s)
-    if not sessions:
-        raise CareInputError(path, "the corpus holds no sessions")
+    check = check_corpus(path, instrument, labeled=labeled)
+    check.raise_first()
     if not labeled:
-        sessions = [_strip_ratings(s) for s in sessions]
-    return sessions
+        return [_strip_ratings(s) for s in check.sessions]
+    return check.sessions
 
 
 def _require_complete(path: Path, s: Session, instrument: Instrument) -> None:

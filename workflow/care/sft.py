@@ -157,6 +157,7 @@ class ExampleBuilder:
         granularity: str,
         max_length: int,
         end_of_turn: Sequence[int],
+        answer_tokens: int | str | None = None,
     ) -> None:
         if variant not in prompts.VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {prompts.VARIANTS}")
@@ -165,6 +166,11 @@ class ExampleBuilder:
         self.variant = variant
         self.units = prompts.units(instrument, granularity)
         self.max_length = max_length
+        # the inference answer budget (max_new_tokens of the variant): the dialogue is cut as
+        # at inference. "auto": the budget inference derives from these training answers
+        # (answer_token_limit), resolved by build_examples; None: the longest target of the
+        # session (older behaviour)
+        self.answer_tokens = answer_tokens
         self.end_of_turn = set(end_of_turn)
         if not self.end_of_turn:
             raise ValueError("the tokenizer and model define no end-of-turn token")
@@ -234,8 +240,9 @@ class ExampleBuilder:
         targets = self.targets(session, rationales)
         # the answer's rendered length: its text plus the template's end-of-turn tokens
         answer_max = max(self.count_tokens(t) for t in targets) + 4
-        budget = self.max_length - self.overhead(session.language) - answer_max
-        dialogue, dropped = prompts.session_dialogue(session, max(budget, 1), self.count_tokens)
+        reserve = answer_max if self.answer_tokens is None else self.answer_tokens
+        budget = prompts.dialogue_budget(self.max_length, self.overhead(session.language), reserve)
+        dialogue, dropped = prompts.session_dialogue(session, budget, self.count_tokens)
         stats.sessions += 1
         stats.truncated_sessions += dropped > 0
         stats.dropped_turns += dropped
@@ -267,6 +274,18 @@ class ExampleBuilder:
             stats.max_tokens = max(stats.max_tokens, len(ids))
         return out
 
+    def answer_lengths(self, sessions: Iterable[Session], rationales: dict | None) -> list[int]:
+        """Every training answer's labelled length (answer and end of turn), in tokens."""
+        out = []
+        for session in sessions:
+            for unit, target in zip(self.units, self.targets(session, rationales), strict=True):
+                messages = prompts.build_messages(
+                    self.instrument, unit, self.variant, session.language, ""
+                )
+                labels = self.answer_labels(self.render(messages, target)[1])
+                out.append(sum(1 for v in labels if v != IGNORE))
+        return out
+
     def answer_labels(self, answer_ids: list[int]) -> list[int]:
         """The answer's labels: its tokens through the first end-of-turn token, then -100."""
         end = next((k for k, t in enumerate(answer_ids) if t in self.end_of_turn), None)
@@ -283,6 +302,9 @@ def build_examples(
 ) -> tuple[list[Example], SFTStats]:
     stats = SFTStats()
     examples = []
+    sessions = list(sessions)
+    if builder.answer_tokens == "auto":  # the budget inference will read from selection.json
+        builder.answer_tokens = answer_token_limit(builder.answer_lengths(sessions, rationales))
     for session in sessions:
         examples.extend(builder.session_examples(session, rationales, stats))
     return examples, stats

@@ -22,6 +22,7 @@ if UNLABELED:
         output:
             "results/application/predictions.parquet",
         params:
+            prompts=PROMPTS,
             name=APP_MODEL["backbone"],
             variant=APP_MODEL["variant"],
             fold=APP_MODEL["fold"],
@@ -46,7 +47,8 @@ if UNLABELED:
         conda:
             infer_env(APP_INFER.get("backend", "hf"))
         shell:
-            "care predict --backend {params.backend} --corpus {input.corpus} "
+            "care --prompts {params.prompts} predict "
+            "--backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "
             "--name {params.name} --variant {params.variant} --gpus {params.gpus} "
             "--fold {params.fold} --granularity {params.granularity} "
@@ -99,6 +101,9 @@ if UNLABELED:
         params:
             patterns=as_json(APP["patterns"]),
             cov_type=APP["regression"]["cov_type"],
+            cluster=APP["regression"]["cluster"],
+            scoring=APP_INFER.get("scoring", "generated"),
+            model=shlex.quote("{backbone}/{variant} fold {fold}".format(**APP["model"])),
         log:
             "logs/application/table8.log",
         conda:
@@ -106,7 +111,9 @@ if UNLABELED:
         shell:
             "care table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
-            "--cov-type {params.cov_type} --rates {output.rates} --out {output.csv} 2> {log}"
+            "--cluster {params.cluster} --cov-type {params.cov_type} "
+            "--outcome-scoring {params.scoring} --outcome-model {params.model} "
+            "--rates {output.rates} --out {output.csv} 2> {log}"
 
 
     rule counselor_digests:

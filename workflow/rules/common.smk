@@ -2,15 +2,37 @@
 
 import json
 import shlex
+from pathlib import Path
 
 CARE_ENV = "../../envs/care.yaml"
 # vLLM pins its own torch and transformers: its jobs get their own environment.
 VLLM_ENV = "../../envs/vllm.yaml"
 # The conda environment of an inference job with this backend.
 infer_env = lambda backend: VLLM_ENV if backend == "vllm" else CARE_ENV
-INSTRUMENT = config["instrument"]
+
+
+def workflow_path(path):
+    """A config path to a file the workflow ships (instrument, prompts), as the rules see it.
+
+    Relative to the working directory when it is there (a relocatable workdir keeps relative
+    paths); else relative to the workflow's checkout, for a run with `-d elsewhere` that
+    names the shipped `workflow/...` files.
+    """
+    if Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = Path(workflow.main_snakefile).parent / path
+    return str(shipped) if shipped.exists() else path
+
+
+INSTRUMENT = workflow_path(config["instrument"])
 SESSIONS = config["data"]["sessions"]
 UNLABELED = config["data"].get("unlabeled")
+# Prompt templates (config `prompts`): inputs of the jobs that render them, so an edited
+# template reruns exactly those; `care --prompts DIR` makes a command read them there.
+PROMPTS = workflow_path(config["prompts"])
+PROMPT_FILES = sorted(str(p) for p in Path(PROMPTS).glob("*.txt"))
+# prompt_files(name, ...): the templates of those names, in every language there is
+prompt_files = lambda *names: [f for f in PROMPT_FILES if Path(f).name.split(".")[0] in names]
 N_FOLDS = config["folds"]["n_folds"]
 FOLDS = list(range(1, N_FOLDS + 1))
 

@@ -29,13 +29,15 @@ rule validate_sessions:
     output:
         "results/data/sessions.tsv",
     params:
+        prompts=PROMPTS,
         n_folds=N_FOLDS,
     log:
         "logs/validate_sessions.log",
     conda:
         CARE_ENV
     shell:
-        "care validate --sessions {input.sessions} --instrument {input.instrument} "
+        "care --prompts {params.prompts} validate "
+        "--sessions {input.sessions} --instrument {input.instrument} "
         "--min-clients {params.n_folds} --out {output} 2> {log}"
 
 

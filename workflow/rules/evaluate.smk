@@ -13,6 +13,18 @@ LOG_ODDS_SOURCE = EVAL.get("log_odds", {}).get("source", "expert")
 PREDICTIONS = "results/predictions/{model}/{variant}/fold{k}.parquet"
 SCORES = "results/evaluation/{model}/{variant}/scores.parquet"
 TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
+# The headline rows of Tables 2 and 4 use the inference stage's scoring (both are shown).
+HEADLINE_SCORING = config.get("inference", {}).get("scoring", "generated")
+# The scoring checkpoint selection maximised (the notes say if it is not the headline's).
+SELECTION_SCORING = (
+    config.get("training", {}).get("validation", {}).get("scoring", "generated")
+)
+# A table's score files: each run's, a fine-tuned run's seed replicates in order.
+table_scores = lambda runs: [
+    SCORES.format(model=r["model"], variant=v)
+    for r in runs
+    for v in r.get("replicates", [r["variant"]])
+]
 
 
 wildcard_constraints:
@@ -35,6 +47,7 @@ rule evaluation_metrics:
             PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
         ),
         instrument=INSTRUMENT,
+        folds="results/folds.tsv",
     output:
         scores="results/evaluation/{model}/{variant}/scores.parquet",
         folds="results/evaluation/{model}/{variant}/fold_metrics.csv",
@@ -44,7 +57,7 @@ rule evaluation_metrics:
         CARE_ENV
     shell:
         "care evaluate metrics --predictions {input.predictions} "
-        "--instrument {input.instrument} --scores {output.scores} "
+        "--instrument {input.instrument} --folds {input.folds} --scores {output.scores} "
         "--fold-metrics {output.folds} 2> {log}"
 
 
@@ -78,7 +91,7 @@ rule rationale_quality:
 
 rule table2:
     input:
-        scores=[SCORES.format(**r) for r in RUNS.table2],
+        scores=table_scores(RUNS.table2),
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
@@ -101,6 +114,8 @@ rule table2:
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
         selection=shlex.quote(RUNS.selection),
+        scoring=HEADLINE_SCORING,
+        selection_scoring=SELECTION_SCORING,
     log:
         "logs/evaluation/table2.log",
     benchmark:
@@ -111,12 +126,14 @@ rule table2:
         "care evaluate table2 --runs {params.runs} --scores {input.scores} "
         "--folds {input.folds} --instrument {input.instrument} "
         "--bootstrap {params.bootstrap} --seed {params.seed} "
-        "--selection {params.selection} --out {output.csv} 2> {log}"
+        "--selection {params.selection} --headline-scoring {params.scoring} "
+        "--selection-scoring {params.selection_scoring} "
+        "--out {output.csv} 2> {log}"
 
 
 rule table4:
     input:
-        scores=[SCORES.format(**r) for r in RUNS.ablation],
+        scores=table_scores(RUNS.ablation),
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
@@ -138,6 +155,9 @@ rule table4:
         runs=as_json(RUNS.ablation),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
+        selection=shlex.quote(RUNS.selection),
+        scoring=HEADLINE_SCORING,
+        selection_scoring=SELECTION_SCORING,
     log:
         "logs/evaluation/table4.log",
     benchmark:
@@ -147,7 +167,10 @@ rule table4:
     shell:
         "care evaluate table4 --runs {params.runs} --scores {input.scores} "
         "--folds {input.folds} --instrument {input.instrument} "
-        "--bootstrap {params.bootstrap} --seed {params.seed} --out {output.csv} 2> {log}"
+        "--bootstrap {params.bootstrap} --seed {params.seed} "
+        "--selection {params.selection} --headline-scoring {params.scoring} "
+        "--selection-scoring {params.selection_scoring} "
+        "--out {output.csv} 2> {log}"
 
 
 rule table3:
@@ -178,13 +201,16 @@ rule table3:
             if HUMAN_SHEETS
             else ""
         ),
+        spec=as_json(EVAL.get("text_metrics", {})),
+        selection=shlex.quote(RUNS.selection),
     log:
         "logs/evaluation/table3.log",
     conda:
         CARE_ENV
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
-        "--instrument {input.instrument} {params.human} --out {output.csv} 2> {log}"
+        "--instrument {input.instrument} {params.human} --spec {params.spec} "
+        "--selection {params.selection} --out {output.csv} 2> {log}"
 
 
 rule table5:

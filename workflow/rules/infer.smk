@@ -68,11 +68,13 @@ rule infer_finetuned:
         multiext("results/predictions/{backbone}/{variant}/fold{fold}", **PREDICTION_EXTS),
     wildcard_constraints:
         backbone=BACKBONE_PATTERN,
-        variant="rationale|score_only",
+        variant=VARIANT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.backbone,
         variant=lambda wc: wc.variant,
+        prompt_variant=lambda wc: base_variant(wc.variant),
         fold=lambda wc: wc.fold,
         backend=INFER.get("backend", "hf"),
         settings=as_json(INFER_SETTINGS),
@@ -93,8 +95,10 @@ rule infer_finetuned:
     conda:
         infer_env(INFER.get("backend", "hf"))
     shell:
-        "care infer model --backend {params.backend} --model-path {input.model} "
-        "--name {params.name} --variant {params.variant} --fold {params.fold} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} --model-path {input.model} "
+        "--name {params.name} --variant {params.variant} "
+        "--prompt-variant {params.prompt_variant} --fold {params.fold} "
         "--granularity {params.granularity} --max-length {params.max_length} "
         "--settings {params.settings} --gpus {params.gpus} --threads {threads} "
         "--sessions {input.sessions} --instrument {input.instrument} --folds {input.folds} "
@@ -110,6 +114,7 @@ rule infer_zero_shot:
         baseline=ZERO_SHOT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         name=lambda wc: wc.baseline,
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
@@ -136,7 +141,8 @@ rule infer_zero_shot:
     conda:
         lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
     shell:
-        "care infer model --backend {params.backend} {params.model} "
+        "care --prompts {params.prompts} infer model "
+        "--backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
         "--max-length {params.max_length} --settings {params.settings} --gpus {params.gpus} "
@@ -166,10 +172,11 @@ rule counselor_baseline:
         "--folds {input.folds} --fold {params.fold} --out {output.parquet} 2> {log}"
 
 
-FINETUNED_PREDICTIONS = expand(
-    "results/predictions/{backbone}/{variant}/fold{fold}.parquet",
-    backbone=BACKBONE_NAMES, variant=config["variants"], fold=FOLDS,
-)
+FINETUNED_PREDICTIONS = [
+    f"results/predictions/{b}/{v}/fold{k}.parquet"
+    for b, v in evaluation_runs(config).fine_tuned_variants
+    for k in FOLDS
+]
 ZERO_SHOT_PREDICTIONS = expand(
     "results/predictions/{baseline}/zero_shot/fold{fold}.parquet",
     baseline=list(ZERO_SHOT), fold=FOLDS,

@@ -13,13 +13,11 @@ rule draft_rationales:
     input:
         sessions=SESSIONS,
         instrument=INSTRUMENT,
-        prompts=expand(
-            "{base}/workflow/prompts/{name}.{lang}.txt", base=workflow.basedir,
-            name=["draft", "draft_system"], lang=["en", "zh"],
-        ),
+        prompts=prompt_files("draft", "draft_system"),
     output:
         RAT_DRAFTS,
     params:
+        prompts=lambda wc, input: PROMPTS,  # the inputs' directory
         backend=RAT_BACKEND,
         spec=as_json(RAT.get(RAT_BACKEND, {})),
         max_new_tokens=RAT.get("max_new_tokens", 256),
@@ -34,7 +32,8 @@ rule draft_rationales:
     conda:
         CARE_ENV
     shell:
-        "care rationales draft --sessions {input.sessions} --instrument {input.instrument} "
+        "care --prompts {params.prompts} rationales draft "
+        "--sessions {input.sessions} --instrument {input.instrument} "
         "--backend {params.backend} --spec {params.spec} "
         "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} "
         "--dialogue-budget {params.budget} --cache-dir {params.cache} --out {output} 2> {log}"

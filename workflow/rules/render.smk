@@ -51,6 +51,7 @@ rule scatter_figure:
     params:
         stem=lambda wc, output: os.path.splitext(output.png)[0],
         title=lambda wc: shlex.quote(f"{wc.model} ({wc.variant}): held-out folds"),
+        scoring=HEADLINE_SCORING,
     log:
         "logs/figures/scatter/{model}/{variant}.log",
     conda:
@@ -58,7 +59,7 @@ rule scatter_figure:
     shell:
         "care evaluate figures scatter --input {input.scores} "
         "--instrument {input.instrument} --title {params.title} "
-        "--out {params.stem} 2> {log}"
+        "--scoring {params.scoring} --out {params.stem} 2> {log}"
 
 
 rule ablation_figure:

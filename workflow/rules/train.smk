@@ -6,9 +6,12 @@
 
 import re
 
+from care.commands.infer import max_new_tokens
+from care.evaluate.runs import VARIANT_PATTERN, evaluation_runs, split_variant, training_overrides
+
 TRAIN_BACKBONES = config.get("backbones", {})
 TRAINING = config.get("training", {})
-# A `path` wins over `tiny` (configs/paper.yaml is merged over the demo config.yaml).
+# A `path` wins over `tiny` (a config may give both).
 TRAIN_TINY = [
     name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
 ]
@@ -16,7 +19,13 @@ TRAIN_TINY_PATTERN = "|".join(map(re.escape, TRAIN_TINY)) or "(?!)"
 TRAIN_BACKBONE_PATTERN = "|".join(map(re.escape, TRAIN_BACKBONES)) or "(?!)"
 # Job settings (they shape the job, not the model), kept out of the hyperparameters.
 TRAIN_JOB_KEYS = ("threads", "mem_mb", "runtime")
-TRAIN_HP = {k: v for k, v in TRAINING.items() if k not in TRAIN_JOB_KEYS}
+# `seeds` names replicate runs (care.evaluate.runs); each run gets its own `seed`.
+TRAIN_HP = {k: v for k, v in TRAINING.items() if k not in (*TRAIN_JOB_KEYS, "seeds")}
+# A variant directory: rationale | score_only, optionally tagged -seed<N> | -testsel.
+train_hp = lambda variant: as_json({**TRAIN_HP, **training_overrides(variant, TRAINING)})
+base_variant = lambda variant: split_variant(variant)[0]
+# The inference answer budget of a variant: training cuts dialogues to leave room for it.
+answer_tokens = lambda variant: max_new_tokens(config.get("inference", {}), base_variant(variant))
 
 
 # Helpers other rule files may call (lambdas: `snakemake --lint` wants no defs beside rules).
@@ -30,10 +39,13 @@ train_inputs = lambda wc: {
     "sessions": SESSIONS,
     "folds": "results/folds.tsv",
     "instrument": INSTRUMENT,
-    "prompts": expand("workflow/prompts/{name}.{lang}.txt", name=["system", "score"],
-                      lang=["en", "zh"]),
+    "prompts": prompt_files("system", "score"),
     **({"deepspeed": TRAINING["deepspeed"]} if TRAINING.get("deepspeed") else {}),
-    **({"rationales": "results/rationales.parquet"} if wc.variant == "rationale" else {}),
+    **(
+        {"rationales": "results/rationales.parquet"}
+        if base_variant(wc.variant) == "rationale"
+        else {}
+    ),
 }
 
 
@@ -47,6 +59,7 @@ rule build_backbone:
     wildcard_constraints:
         backbone=TRAIN_TINY_PATTERN,
     params:
+        prompts=PROMPTS,
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["tiny"]),
     cache: "omit-software"
     log:
@@ -54,7 +67,8 @@ rule build_backbone:
     conda:
         CARE_ENV
     shell:
-        "care backbone tiny --spec {params.spec} --sessions {input.sessions} "
+        "care --prompts {params.prompts} backbone tiny "
+        "--spec {params.spec} --sessions {input.sessions} "
         "--instrument {input.instrument} --out {output} > {log} 2>&1"
 
 
@@ -65,18 +79,20 @@ rule train:
         directory("results/models/{backbone}/{variant}/fold{fold}"),
     wildcard_constraints:
         backbone=TRAIN_BACKBONE_PATTERN,
-        variant="rationale|score_only",
+        variant=VARIANT_PATTERN,
         fold=r"\d+",
     params:
+        prompts=PROMPTS,
         backbone=lambda wc: backbone_dir(wc.backbone),
         fold=lambda wc: wc.fold,
-        variant=lambda wc: wc.variant,
-        hp=as_json(TRAIN_HP),
+        variant=lambda wc: base_variant(wc.variant),
+        hp=lambda wc: train_hp(wc.variant),
+        answer_tokens=lambda wc: answer_tokens(wc.variant),
         granularity=config["granularity"],
         max_length=config["max_length"],
         gpus=TRAINING.get("gpus", 0),
         rationales=lambda wc, input: (
-            f"--rationales {input.rationales}" if wc.variant == "rationale" else ""
+            f"--rationales {input.rationales}" if base_variant(wc.variant) == "rationale" else ""
         ),
         checkpoints=lambda wc: f"results/checkpoints/{wc.backbone}/{wc.variant}/fold{wc.fold}",
     threads: TRAINING.get("threads", 1)
@@ -92,13 +108,18 @@ rule train:
     conda:
         CARE_ENV
     shell:
-        "care train --backbone {params.backbone} --sessions {input.sessions} "
+        "care --prompts {params.prompts} train "
+        "--backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "
-        "--max-length {params.max_length} --hp {params.hp} --checkpoints {params.checkpoints} "
+        "--max-length {params.max_length} --hp {params.hp} "
+        "--answer-tokens {params.answer_tokens} --checkpoints {params.checkpoints} "
         "--out {output} --gpus {params.gpus} --threads {threads} > {log} 2>&1"
 
 
 ALL_TARGETS.extend(
-    model_dir(b, v, k) for b in TRAIN_BACKBONES for v in config["variants"] for k in FOLDS
+    model_dir(b, v, k)
+    for b, v in evaluation_runs(config).fine_tuned_variants
+    if b in TRAIN_BACKBONES
+    for k in FOLDS
 )

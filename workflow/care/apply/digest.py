@@ -18,7 +18,6 @@ cite. Written as Markdown and HTML (one template each), with an index of each.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pandas as pd
 from care.errors import CareInputError
 from care.instrument import Instrument
 from care.io import atomic_open
+from care.names import file_stem
 from care.prompts import cited_turns, labels
 from care.sessions import Session
 
@@ -76,10 +76,6 @@ def low_thresholds(scores: pd.DataFrame, dims: list[str], *, threshold: float | 
         cuts = {d: float(scores[d].quantile(quantile)) for d in dims}
         return cuts, f"in the corpus' lowest {100 * quantile:g}% on the dimension"
     return {d: float(threshold) for d in dims}, f"at most {threshold:g}"
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(text)) or "_"
 
 
 def choose_counselors(scores: pd.DataFrame, counselors: list[str], min_sessions: int) -> list[str]:
@@ -206,7 +202,7 @@ def write_digests(
             contrast=contrast, top_k=top_k, n_examples=n_examples, language=language,
         )
         for fmt in ("md", "html"):
-            with atomic_open(out_dir / f"{safe_name(counselor)}.{fmt}") as f:
+            with atomic_open(out_dir / f"{file_stem(str(counselor))}.{fmt}") as f:
                 f.write(render(digest, fmt))
         digests.append(digest)
         log.info("digest for %s: %s low-alliance sessions (%s)", counselor,
@@ -216,7 +212,7 @@ def write_digests(
     for fmt in ("md", "html"):
         with atomic_open(out_dir / f"index.{fmt}") as f:
             f.write(env.get_template(f"digest_index.{fmt}.j2").render(
-                digests=digests, rule=rule, safe_name=safe_name))
+                digests=digests, rule=rule, safe_name=lambda c: file_stem(str(c))))
     return digests
 
 

@@ -9,7 +9,10 @@ taxonomy does not know is an error naming file, line and field, never silently d
 Per session, a pattern's *rate* is its count over the session's labeled exchanges (pairs
 whose two turns both carry a label). Per dimension, an OLS (statsmodels) regresses the
 session's predicted dimension score on the rates of the configured predictor patterns; the
-patterns left out (and unlabeled exchanges) form the baseline. A predictor that never varies
+patterns left out form the reference category (the rates of a session sum to 1). Sessions are
+nested in clients and counselors, so standard errors are cluster-robust by client by default
+(:class:`Regression`: client | counselor | none, then ``cov_type``, e.g. HC3), with t tests on
+G - 1 degrees of freedom for G clusters. A predictor that never varies
 in the data (e.g. never observed) cannot be estimated: it is left out of the fit and reported
 as such. Sessions without labeled exchanges (a corpus may be only partly annotated, as the
 paper's 300 of 2,236) are left out and counted.
@@ -33,7 +36,33 @@ from care.tables import to_latex, to_markdown
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
 STAT_COLUMNS = ["dimension", "term", "coef", "se", "t", "p", "ci_low", "ci_high", "stars",
-                "n_sessions", "r2", "note"]
+                "n_sessions", "n_clusters", "r2", "note"]
+CLUSTERS = {"client": "client_id", "counselor": "counselor_id", "none": None}
+
+
+@dataclass(frozen=True)
+class Regression:
+    """How Table 8's standard errors are computed (``application.regression``)."""
+
+    cluster: str = "client"        # client | counselor | none
+    cov_type: str = "nonrobust"    # statsmodels cov_type when cluster is none (HC3, ...)
+
+    def describe(self) -> str:
+        if self.cluster != "none":
+            return (f"cluster-robust by {self.cluster} (statsmodels CR1, t on G - 1 df, "
+                    "G clusters in the table)")
+        return {"nonrobust": "classical OLS"}.get(self.cov_type, self.cov_type)
+
+    def fit(self, model, data: pd.DataFrame):
+        column = CLUSTERS[self.cluster]
+        if column is None:
+            return model.fit(cov_type=self.cov_type)
+        groups = pd.factorize(data[column].astype(str))[0]
+        return model.fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
+
+    def n_clusters(self, data: pd.DataFrame) -> float:
+        column = CLUSTERS[self.cluster]
+        return float(data[column].nunique()) if column else np.nan
 
 
 @dataclass(frozen=True)
@@ -121,8 +150,8 @@ def pattern_rates(
         check_labels(path, session, taxonomy)
         labeled = [e for e in exchanges(session, taxonomy) if e is not None]
         counts = pd.Series([pattern_name(*e) for e in labeled], dtype=object).value_counts()
-        row = {"session_id": session.session_id, "counselor_id": session.counselor_id,
-               "n_exchanges": len(labeled)}
+        row = {"session_id": session.session_id, "client_id": session.client_id,
+               "counselor_id": session.counselor_id, "n_exchanges": len(labeled)}
         for name in names:
             row[name] = counts.get(name, 0) / len(labeled) if labeled else np.nan
         rows.append(row)
@@ -139,64 +168,68 @@ def stars(p: float) -> str:
 
 
 def fit_dimension(
-    data: pd.DataFrame, dim: str, predictors: list[str], cov_type: str = "nonrobust"
+    data: pd.DataFrame, dim: str, predictors: list[str], regression: Regression | None = None
 ) -> list[dict]:
     """OLS of ``dim`` on the predictor rates; one stats row per term (intercept first)."""
     import statsmodels.api as sm
 
+    regression = regression or Regression()
     data = data.dropna(subset=[dim, *predictors])
-    n = len(data)
+    n, clusters = len(data), regression.n_clusters(data)
     usable = [p for p in predictors if data[p].nunique() > 1]
     rows = []
-    if n < len(usable) + 2:
-        note = f"too few sessions ({n}) for {len(usable)} predictors"
-        return [_nan_row(dim, t, n, note) for t in [INTERCEPT, *predictors]]
+    if n < len(usable) + 2 or clusters < 2:
+        note = f"too few sessions ({n}) or clusters ({clusters:g}) for {len(usable)} predictors"
+        return [_nan_row(dim, t, n, clusters, note) for t in [INTERCEPT, *predictors]]
     if data[dim].nunique() < 2:
         note = "predicted scores do not vary"  # e.g. a model that always answers the same
-        return [_nan_row(dim, t, n, note) for t in [INTERCEPT, *predictors]]
+        return [_nan_row(dim, t, n, clusters, note) for t in [INTERCEPT, *predictors]]
     design = sm.add_constant(data[usable].astype(float), has_constant="add")
-    fit = sm.OLS(data[dim].astype(float), design).fit(cov_type=cov_type)
+    fit = regression.fit(sm.OLS(data[dim].astype(float), design), data)
     ci = fit.conf_int()
     for term, col in [(INTERCEPT, "const"), *((p, p) for p in predictors)]:
         if col not in fit.params:
             never = (data[col] == 0).all()
-            rows.append(_nan_row(dim, term, n, "never observed" if never else "no variation"))
+            note = "never observed" if never else "no variation"
+            rows.append(_nan_row(dim, term, n, clusters, note))
             continue
         rows.append({
             "dimension": dim, "term": term, "coef": fit.params[col], "se": fit.bse[col],
             "t": fit.tvalues[col], "p": fit.pvalues[col], "ci_low": ci.loc[col, 0],
             "ci_high": ci.loc[col, 1], "stars": stars(fit.pvalues[col]), "n_sessions": n,
-            "r2": fit.rsquared, "note": "",
+            "n_clusters": clusters, "r2": fit.rsquared, "note": "",
         })
     return rows
 
 
-def _nan_row(dim: str, term: str, n: int, note: str) -> dict:
+def _nan_row(dim: str, term: str, n: int, clusters: float, note: str) -> dict:
     return {"dimension": dim, "term": term, "coef": np.nan, "se": np.nan, "t": np.nan,
             "p": np.nan, "ci_low": np.nan, "ci_high": np.nan, "stars": "", "n_sessions": n,
-            "r2": np.nan, "note": note}
+            "n_clusters": clusters, "r2": np.nan, "note": note}
 
 
 def regress(
     rates: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument, taxonomy: Taxonomy,
-    cov_type: str = "nonrobust",
+    regression: Regression | None = None,
 ) -> pd.DataFrame:
     """Table 8 in long form: one row per (dimension, term)."""
     data = rates[rates["n_exchanges"] > 0].merge(
-        scores.drop(columns=["counselor_id"], errors="ignore"), on="session_id", how="inner"
+        scores.drop(columns=["counselor_id", "client_id"], errors="ignore"),
+        on="session_id", how="inner",
     )
     dropped = len(rates) - int((rates["n_exchanges"] > 0).sum())
     if dropped:
         log.info("%d sessions without labeled exchanges left out of the regression", dropped)
-    if data.empty:
-        raise CareInputError(
-            "corpus", "no session has a labeled counselor-client exchange (strategy and "
-            "reaction labels) and a prediction", field="turns",
-        )
     predictors = [pattern_name(*p) for p in taxonomy.predictors]
     rows = []
-    for dim in instrument.dimension_ids:
-        rows += fit_dimension(data, dim, predictors, cov_type)
+    if data.empty:
+        # e.g. a corpus without reaction labels: the table says why it holds no estimates
+        note = "no labeled exchanges (counselor strategy and client reaction labels)"
+        log.warning("Table 8: no session has %s; the table holds no estimates", note[3:])
+        for dim in instrument.dimension_ids:
+            rows += [_nan_row(dim, t, 0, np.nan, note) for t in [INTERCEPT, *predictors]]
+    for dim in instrument.dimension_ids if not data.empty else ():
+        rows += fit_dimension(data, dim, predictors, regression)
     table = pd.DataFrame(rows, columns=STAT_COLUMNS)
     table["term"] = table["term"].map(
         lambda t: t if t == INTERCEPT else display_name(*t.rpartition("-")[::2])
@@ -208,7 +241,7 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
                   digits: int = 2) -> pd.DataFrame:
     """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells."""
     terms = [t for t in table["term"].drop_duplicates() if t != INTERCEPT] + [INTERCEPT]
-    out = {"Pattern": [*terms, "N sessions", "R²"]}
+    out = {"Pattern": [*terms, "N sessions", "N clusters", "R²"]}
     for dim in instrument.dimension_ids:
         sub = table[table["dimension"] == dim].set_index("term")
         cells = []
@@ -217,7 +250,9 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
             cells.append(r["note"] if pd.isna(r["coef"]) else
                          f"{_num(r['coef'], digits)}{r['stars']} ({_num(r['se'], digits)})")
         r2 = sub["r2"].dropna()
-        cells += [str(int(sub["n_sessions"].iloc[0])), f"{r2.iloc[0]:.3f}" if len(r2) else ""]
+        groups = sub["n_clusters"].iloc[0]
+        cells += [str(int(sub["n_sessions"].iloc[0])), "" if pd.isna(groups) else str(int(groups)),
+                  f"{r2.iloc[0]:.3f}" if len(r2) else ""]
         out[instrument.dimension(dim).label(language)] = cells
     return pd.DataFrame(out)
 
@@ -234,23 +269,45 @@ CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client inte
 NOTES = (
     "*** p < .001, ** p < .01, * p < .05.",
     "A pattern is a counselor turn (strategy category) answered directly by the client "
-    "(reaction polarity); its rate is its share of the session's labeled exchanges. "
-    "Patterns not listed and unlabeled exchanges form the baseline.",
+    "(reaction polarity); its rate is its share of the session's labeled exchanges.",
+    "The outcome is the model's predicted dimension score, not a client rating.",
 )
 
 
+def table_notes(
+    taxonomy: Taxonomy,
+    regression: Regression,
+    model: str | None = None,
+    scoring: str | None = None,
+) -> list[str]:
+    """The notes under Table 8: significance, the outcome, the reference category, the
+    standard errors."""
+    entered = set(taxonomy.predictors)
+    reference = [display_name(*p) for p in taxonomy.patterns if p not in entered]
+    source = ", ".join(
+        x for x in (model and f"model {model}", scoring and f"{scoring} scoring") if x
+    )
+    return [
+        *NOTES[:-1],
+        NOTES[-1][:-1] + (f" ({source})." if source else "."),
+        "Reference category (rates left out; a session's rates sum to 1): "
+        + (", ".join(reference) or "none") + ".",
+        f"Standard errors: {regression.describe()}.",
+    ]
+
+
 def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
-                 language: str = "en") -> None:
+                 language: str = "en", notes: list[str] | tuple[str, ...] = NOTES) -> None:
     """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout)."""
     from care.evaluate.tables import to_html
 
     csv = Path(csv)
     pretty = display_table(table, instrument, language)
-    caption = f"{CAPTION}. {' '.join(NOTES)}"
+    caption = f"{CAPTION}. {' '.join(notes)}"
     with atomic_open(csv.with_suffix(".md")) as f:
         f.write(to_markdown(pretty, caption))
     with atomic_open(csv.with_suffix(".tex")) as f:
         f.write(to_latex(pretty, caption, f"tab:{csv.stem}"))
     with atomic_open(csv.with_suffix(".html")) as f:
-        f.write(to_html(pretty, CAPTION, NOTES))
+        f.write(to_html(pretty, CAPTION, notes))
     write_table(csv, table, float_format="%.6f")

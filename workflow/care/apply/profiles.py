@@ -1,7 +1,7 @@
 """Counselor alliance profiles (the paper's Figure 2).
 
-For every counselor with at least ``min_sessions`` scored sessions: the mean predicted Goal,
-Task and Bond score with a 95% t-interval over sessions, against the corpus mean (all
+For every counselor with at least ``min_sessions`` scored sessions: the mean predicted score
+of each dimension with a 95% t-interval over sessions, against the corpus mean (all
 sessions). The table behind the figure is written too (``profiles.csv``), so the numbers can
 be checked without reading bars. Counselors may be shown anonymised (``Counselor A`` for the
 one with the most sessions, then B, ...); the CSV keeps the mapping.
@@ -9,6 +9,7 @@ one with the most sessions, then B, ...); the CSV keeps the mapping.
 
 from __future__ import annotations
 
+import logging
 import string
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from care.instrument import Instrument
 from care.io import write_table
 
 CORPUS = "all sessions"
+log = logging.getLogger(__name__)
 
 
 def mean_interval(values: pd.Series, confidence: float) -> tuple[float, float, float]:
@@ -88,7 +90,8 @@ def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
     }
 
 
-def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en"):
+def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en",
+                  note: str | None = None):
     """Per dimension, each counselor's mean with its 95% interval beside the corpus mean.
 
     Points with error bars (not bars from the scale's floor), so the y-axis can zoom to the
@@ -122,11 +125,14 @@ def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str 
         ax.set_xlim(-0.5, len(dims) - 0.5)
         low = np.nanmin(profiles[["ci_low", "mean"]].to_numpy())
         high = np.nanmax(profiles[["ci_high", "mean"]].to_numpy())
-        pad = max((high - low) * 0.15, 1e-3)
+        # at least 5% of the scale: one counselor or equal means must not zoom into noise
+        pad = max((high - low) * 0.15, 0.05 * (instrument.scale_max - instrument.scale_min))
         ax.set_ylim(max(instrument.scale_min, low - pad), min(instrument.scale_max, high + pad))
         ax.set_ylabel("mean predicted score (95% CI)")
         ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        if note:
+            ax.set_title(note, fontsize=8, loc="left", wrap=True)
         fig.tight_layout()
     return fig
 
@@ -141,7 +147,12 @@ def figure2(
 
     profiles = counselor_profiles(scores, instrument, min_sessions=min_sessions,
                                   confidence=confidence, anonymize=anonymize, source=source)
-    save(plot_profiles(profiles, instrument, language), stem)
+    note = None
+    if scores["counselor_id"].nunique() < 2:
+        note = ("The corpus has one counselor: the profile is the corpus mean itself, "
+                "so there is nothing to compare.")
+        log.warning("Figure 2: %s", note)
+    save(plot_profiles(profiles, instrument, language, note), stem)
     if table is not None:
         write_table(table, profiles, float_format="%.4f")
     return profiles

@@ -25,6 +25,7 @@ from care import prompts
 from care.errors import CareInputError
 from care.instrument import Instrument
 from care.io import atomic_open
+from care.names import file_stem
 from care.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -204,11 +205,11 @@ def write_reports(sessions: list[Session], predictions: pd.DataFrame, instrument
     paths = []
     for sid in chosen:
         paths.append(write_session_report(by_id[sid], predictions, instrument,
-                                          out_dir / f"{sid}.html"))
+                                          out_dir / f"{file_stem(sid)}.html"))
     overall = scores.set_index("session_id")
     dims = [c for c in scores.columns if c not in ("session_id", "counselor_id")]
     links = "\n".join(
-        f'<li><a href="{escape(sid)}.html">{escape(sid)}</a> (counselor '
+        f'<li><a href="{file_stem(sid)}.html">{escape(sid)}</a> (counselor '
         f"{escape(by_id[sid].counselor_id)}; "
         + ", ".join(f"{d} {_fmt(overall.loc[sid, d])}" for d in dims) + ")</li>"
         for sid in chosen)

@@ -54,7 +54,12 @@ def register(subparsers) -> None:
     _common(p)
     p.add_argument("--patterns", type=json_arg, required=True,
                    help="JSON taxonomy: strategies, reactions, predictors")
-    p.add_argument("--cov-type", default="nonrobust", help="statsmodels covariance (HC3, ...)")
+    p.add_argument("--cluster", default="client", choices=["client", "counselor", "none"],
+                   help="cluster-robust standard errors by this grouping (none: --cov-type)")
+    p.add_argument("--cov-type", default="nonrobust",
+                   help="statsmodels covariance without clustering (nonrobust, HC3, ...)")
+    p.add_argument("--outcome-scoring", help="the predictions' scoring (for the table note)")
+    p.add_argument("--outcome-model", help="the model that made the predictions (note)")
     p.add_argument("--rates", help="also write the per-session pattern rates (CSV)")
     p.add_argument("--out", required=True, help="table8.csv (.md and .tex beside it)")
     p.set_defaults(func=run_table8)
@@ -140,16 +145,25 @@ def run_figure2(args) -> int:
 
 
 def run_table8(args) -> int:
-    from care.apply.patterns import Taxonomy, pattern_rates, regress, write_table8
+    from care.apply.patterns import (
+        Regression,
+        Taxonomy,
+        pattern_rates,
+        regress,
+        table_notes,
+        write_table8,
+    )
     from care.io import write_table
 
     instrument, _, scores, sessions = _load(args)
     taxonomy = Taxonomy.from_config(args.patterns)
+    regression = Regression(cluster=args.cluster, cov_type=args.cov_type)
     rates = pattern_rates(sessions, taxonomy, args.corpus)
-    table = regress(rates, scores, instrument, taxonomy, cov_type=args.cov_type)
+    table = regress(rates, scores, instrument, taxonomy, regression)
     if args.rates:
         write_table(args.rates, rates, float_format="%.6f")
-    write_table8(table, instrument, args.out, _language(sessions))
+    notes = table_notes(taxonomy, regression, args.outcome_model, args.outcome_scoring)
+    write_table8(table, instrument, args.out, _language(sessions), notes)
     log.info("Table 8 written: %s", Path(args.out).with_suffix(".md"))
     return 0
 

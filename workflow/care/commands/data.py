@@ -1,4 +1,4 @@
-"""``care demo-corpus``, ``care validate``, ``care folds``: the data stage."""
+"""``care demo-corpus``, ``care import``, ``care validate``, ``care folds``: the data stage."""
 
 from __future__ import annotations
 
@@ -24,7 +24,31 @@ def register(subparsers) -> None:
     p.add_argument("--unlabeled", action="store_true", help="ratings not required (ignored)")
     p.add_argument("--min-clients", type=int, default=1, help="e.g. the number of folds")
     p.add_argument("--out", help="session table (tsv) to write when the corpus is valid")
+    p.add_argument("--max-errors", type=int, default=20,
+                   help="report up to this many errors before stopping (default 20)")
+    p.add_argument("--summary", action="store_true",
+                   help="print counts: sessions, ratings per item, labels, dialogue lengths")
+    p.add_argument("--tokenizer", help="--summary: dialogue length in this tokenizer's tokens")
     p.set_defaults(func=validate)
+
+    p = subparsers.add_parser(
+        "import", help="convert a corpus (conversations, or a turn table) into the data contract"
+    )
+    sub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT")
+    conv = sub.add_parser("conversations", help="a JSON array or JSON-lines of conversations")
+    conv.add_argument("--input", required=True, help=".json (array) or .jsonl")
+    conv.set_defaults(func=import_corpus)
+    table = sub.add_parser("turns", help="a CSV/TSV/Parquet table of turns + a ratings table")
+    table.add_argument("--turns", required=True, help="one row per turn (.csv, .tsv, .parquet)")
+    table.add_argument("--ratings", help="one row per session with its ratings")
+    table.set_defaults(func=import_corpus)
+    for q in (conv, table):
+        q.add_argument("--mapping", required=True, help="YAML mapping (see care.importer)")
+        q.add_argument("--out", required=True, help="sessions.jsonl to write (labeled)")
+        q.add_argument("--unlabeled-out",
+                       help="write sessions without complete client ratings here")
+        q.add_argument("--instrument-out", help="write an instrument skeleton for the ratings")
+        q.add_argument("--report", help="write the counts of mapped and dropped records (json)")
 
     p = subparsers.add_parser("folds", help="client-grouped stratified folds and Table 1")
     p.add_argument("--sessions-table", required=True, help="the validated session table")
@@ -57,12 +81,21 @@ def demo_corpus(args) -> int:
 
 
 def validate(args) -> int:
+    from care.errors import CareInputErrors
     from care.instrument import load_instrument
     from care.io import write_table
-    from care.sessions import check_min_clients, count_rated, load_sessions, session_table
+    from care.sessions import check_corpus, check_min_clients, count_rated, session_table
 
     instrument = load_instrument(args.instrument)
-    sessions = load_sessions(args.sessions, instrument, labeled=not args.unlabeled)
+    check = check_corpus(
+        args.sessions, instrument, labeled=not args.unlabeled, max_errors=args.max_errors,
+        languages=_prompt_languages(),
+    )
+    for warning in check.warnings:
+        log.warning("%s: %s", args.sessions, warning)
+    if check.errors:
+        raise CareInputErrors(check.errors, check.more_errors)
+    sessions = check.sessions
     if args.unlabeled:
         rated = count_rated(args.sessions, instrument)
         if rated:
@@ -72,8 +105,47 @@ def validate(args) -> int:
         "%s: %d sessions, %d clients, %d counselors: valid", args.sessions, len(sessions),
         len({s.client_id for s in sessions}), len({s.counselor_id for s in sessions}),
     )
+    if args.summary:
+        print(_summary(sessions, instrument, args.tokenizer))
     if args.out:
         write_table(args.out, session_table(sessions, instrument), float_format="%.6g")
+    return 0
+
+
+def _prompt_languages() -> set[str]:
+    """Languages the scoring prompts exist in (`care --prompts DIR`, else the shipped ones)."""
+    from care.prompts import prompt_dir
+
+    return {p.suffixes[0][1:] for p in prompt_dir().glob("score.*.txt")}
+
+
+def _summary(sessions, instrument, tokenizer: str | None) -> str:
+    from care.corpus_summary import summarize, tokenizer_counter
+
+    if tokenizer:
+        count = tokenizer_counter(tokenizer)
+        return summarize(sessions, instrument, count, f"tokens of {tokenizer}")
+    return summarize(sessions, instrument, lambda text: len(text.split()), "whitespace words")
+
+
+def import_corpus(args) -> int:
+    from care import importer
+    from care.io import write_json
+
+    mapping = importer.load_mapping(args.mapping)
+    if args.import_format == "conversations":
+        records, report = importer.import_conversations(args.input, mapping)
+    else:
+        records, report = importer.import_turn_table(args.turns, args.ratings, mapping)
+    importer.write_import(records, mapping, report, args.out, args.unlabeled_out)
+    for line in report.lines():
+        log.info("import: %s", line)
+    if args.instrument_out:
+        importer.instrument_skeleton(report, args.instrument_out)
+        log.info("import: instrument skeleton for %d rating fields: %s (edit it before use)",
+                 len(report.rating_values), args.instrument_out)
+    if args.report:
+        write_json(args.report, report.as_dict())
     return 0
 
 

@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--instrument", required=True)
     p.add_argument("--scores", required=True, help="output: per-session dimension scores")
     p.add_argument("--fold-metrics", required=True, help="output: per-fold metrics CSV")
+    p.add_argument("--folds", help="folds.tsv: coverage over the folds' sessions")
     p.set_defaults(func=_metrics)
 
     p = actions.add_parser("text-metrics", help="rationale quality of one run per fold")
@@ -53,13 +54,24 @@ def register(subparsers) -> None:
         p.add_argument("--instrument", required=True)
         p.add_argument("--bootstrap", type=json_arg, default={}, help="evaluation.bootstrap")
         p.add_argument("--seed", type=int, default=123)
+        p.add_argument(
+            "--headline-scoring",
+            default="generated",
+            choices=["generated", "expected"],
+            help="the scoring of the headline rows (inference.scoring); others are shown too",
+        )
         p.add_argument("--out", required=True, help="table CSV; .md and .tex beside it")
+        p.add_argument(
+            "--selection",
+            default="unknown",
+            help="checkpoint selection mode of the fine-tuned runs (a run's own wins)",
+        )
+        p.add_argument(
+            "--selection-scoring",
+            default="generated",
+            help="the scoring checkpoint selection maximised r of (training.validation)",
+        )
         if name == "table2":
-            p.add_argument(
-                "--selection",
-                default="unknown",
-                help="checkpoint selection mode of the fine-tuned runs",
-            )
             p.set_defaults(func=_table2)
         else:
             p.add_argument("--reference-variant", default="score_only")
@@ -71,6 +83,8 @@ def register(subparsers) -> None:
     p.add_argument("--instrument", required=True)
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
+    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    p.add_argument("--selection", default="unknown", help="checkpoint selection of the runs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table3)
 
@@ -91,6 +105,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--instrument", required=True)
     p.add_argument("--title", default="")
+    p.add_argument(
+        "--scoring",
+        default="generated",
+        help="scatter: the scoring to plot (a run without it: its first one)",
+    )
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     p.add_argument("--out", required=True, help="output stem (no suffix)")
     p.set_defaults(func=_figures)
@@ -137,17 +156,22 @@ def _read_tsv(path: str, columns: list[str]):
 
 
 def _read_scores(paths: list[str], runs: list[dict]):
+    """Score files in --runs order: one per run, or one per seed replicate (``replicates``)."""
     import pandas as pd
 
     from care.errors import CareInputError
 
-    if len(paths) != len(runs):
-        raise CareInputError("--runs", f"{len(runs)} runs but {len(paths)} score files")
+    keys = [(r["model"], v) for r in runs for v in r.get("replicates", [r["variant"]])]
+    if len(paths) != len(keys):
+        raise CareInputError("--runs", f"{len(keys)} runs and replicates but {len(paths)} files")
     scores = {}
-    for path, run in zip(paths, runs, strict=True):
+    for path, key in zip(paths, keys, strict=True):
         frame = pd.read_parquet(path)
         frame["session_id"] = frame["session_id"].astype(str)
-        scores[run["model"], run["variant"]] = frame
+        if "scoring" not in frame:
+            raise CareInputError(path, "no scoring column (rerun care evaluate metrics)",
+                                 field="scoring")
+        scores[key] = frame
     return scores
 
 
@@ -168,8 +192,12 @@ def _metrics(args) -> None:
 
     instrument = load_instrument(args.instrument)
     pred = metrics.read_predictions(args.predictions)
-    scores = metrics.dimension_scores(pred, instrument)
-    per_fold = metrics.fold_metrics(scores)
+    scores = metrics.run_scores(pred, instrument)
+    sizes = None
+    if args.folds:
+        folds = _read_tsv(args.folds, ["session_id", "fold"])
+        sizes = {int(k): int(n) for k, n in folds.groupby("fold").size().items()}
+    per_fold = metrics.fold_metrics(scores, sizes)
     write_table(args.scores, scores)
     write_table(args.fold_metrics, per_fold.round(6))
     log.info("%d session-dimension scores, %d fold metrics", len(scores), len(per_fold))
@@ -197,7 +225,9 @@ def _text_metrics(args) -> None:
     languages = sessions.set_index("session_id")["language"]
     spec = textmetrics.TextMetricSpec.from_config(args.spec)
     pairs = textmetrics.pair_rationales(pred, expert, languages)
-    quality = textmetrics.rationale_quality(pairs, textmetrics.BertScore(spec), spec.zh_tokens)
+    quality = textmetrics.rationale_quality(
+        pairs, textmetrics.BertScore(spec), spec.zh_tokens, spec.recipe
+    )
     write_table(args.out, quality.round(6))
     log.info("%d generated/expert pairs scored", int(quality["n_pairs"].sum()))
 
@@ -208,23 +238,28 @@ def _table2(args) -> None:
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
+    resampler = _resampler(args)
     frame = tables.table2(
-        args.runs, _read_scores(args.scores, args.runs), dims, _resampler(args), args.selection
+        args.runs,
+        _read_scores(args.scores, args.runs),
+        dims,
+        resampler,
+        args.selection,
+        args.headline_scoring,
     )
     labels = _dim_labels(instrument)
-    spec = _resampler_spec_text(args)
     best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}" for d in dims)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
+        _protocol_note(frame, args),
         f"(*) Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
-        f"{spec}. CSV: 95% intervals and p-values.",
-        f"Fine-tuned checkpoints selected by: {args.selection}.",
+        f"on the sessions both scored. CSV: {resampler.spec.describe()}, p-values.",
         tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
     ]
     kwargs = dict(
         dims=dims,
         dim_labels=labels,
-        row_columns={"label": "Model"},
+        row_columns={"label": "Model", "scoring": "Scoring"},
         p_column="{d}_pearson_p_vs_best",
     )
     tables.write_outputs(
@@ -237,11 +272,27 @@ def _table2(args) -> None:
     )
 
 
-def _resampler_spec_text(args) -> str:
-    from care.evaluate import bootstrap as bs
-
-    spec = bs.BootstrapSpec.from_config(args.bootstrap, args.seed)
-    return f"({spec.n_resamples} resamples of {spec.unit}s within folds)"
+def _protocol_note(frame, args) -> str:
+    """Which checkpoint selection and which scoring each number is (the table's protocol)."""
+    tuned = frame[frame["kind"] == "fine_tuned"] if "kind" in frame else frame
+    selections = sorted(set(tuned["selection"])) if "selection" in tuned else []
+    differs = (
+        ", not the headline scoring" if args.selection_scoring != args.headline_scoring else ""
+    )
+    selection = (
+        f"Fine-tuned checkpoints selected by the mean validation Pearson r "
+        f"({args.selection_scoring} scoring{differs}) on: {', '.join(selections)} "
+        "(inner_split: a client-grouped share of the training folds; heldout_fold: the test "
+        "fold itself, optimistic). "
+        if selections
+        else ""
+    )
+    return (
+        f"{selection}Scoring: generated = the parsed integer the model wrote; expected = the "
+        "mean over the scale labels weighted by their probabilities (models with label "
+        f"probabilities only). Headline scoring: {args.headline_scoring} (each run's first row; "
+        "runs without it show generated)."
+    )
 
 
 def _table4(args) -> None:
@@ -251,20 +302,29 @@ def _table4(args) -> None:
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
     ref = args.reference_variant
+    resampler = _resampler(args)
     frame = tables.table4(
-        args.runs, _read_scores(args.scores, args.runs), dims, _resampler(args), ref
+        args.runs,
+        _read_scores(args.scores, args.runs),
+        dims,
+        resampler,
+        ref,
+        args.headline_scoring,
     )
+    frame.insert(3, "selection", args.selection)
     labels = _dim_labels(instrument)
     notes = [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
-        f"(*) Pearson r differs from the same backbone's {ref} run at p < .05, paired bootstrap "
-        f"{_resampler_spec_text(args)}.",
+        _protocol_note(frame, args),
+        f"(*) Pearson r differs from the same backbone's {ref} run under the same scoring at "
+        f"p < .05, paired bootstrap on the sessions both scored. CSV: "
+        f"{resampler.spec.describe()}, p-values.",
         tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
     ]
     kwargs = dict(
         dims=dims,
         dim_labels=labels,
-        row_columns={"model": "Backbone", "variant": "Variant"},
+        row_columns={"model": "Backbone", "variant": "Variant", "scoring": "Scoring"},
         p_column=f"{{d}}_pearson_p_vs_{ref}",
     )
     tables.write_outputs(
@@ -295,9 +355,12 @@ def _table3(args) -> None:
         human = pd.read_csv(args.human_summary)
         human_model = tuple(args.human_model.split("/", 1)) if args.human_model else None
     frame = tables.table3(quality, dims, labels, human, human_model)
+    from care.evaluate.textmetrics import TextMetricSpec
+
     notes = [
-        "Generated vs expert rationales of the held-out folds; mean ± sd over folds.",
-        "BLEU: sacrebleu corpus BLEU / 100; ROUGE: rouge-score F1; BERTScore: F1.",
+        "Generated vs expert rationales of the held-out folds; mean ± sd over folds; 0-1. "
+        f"Fine-tuned checkpoints selected on: {args.selection}.",
+        *TextMetricSpec.from_config(args.spec).describe(),
     ]
     if human is not None:
         notes.append(
@@ -341,14 +404,19 @@ def _table5(args) -> None:
     language = str(sessions["language"].mode().iloc[0]) if len(sessions) else "en"
     by_dim = {d: list(texts.loc[texts["dimension"] == d, "text"]) for d in dims}
     spec = args.spec
-    terms = logodds.top_terms(
-        by_dim,
-        language,
-        int(spec.get("top_k", 5)),
-        min_count=int(spec.get("min_count", 1)),
-        stopwords=logodds.stopword_list(spec.get("stopwords", [])),
-        prior_size=spec.get("prior_size"),
-    )
+    if len(dims) < 2:
+        # log-odds contrast a dimension with the others: with one there is nothing to rank
+        log.warning("Table 5: the instrument has one dimension; no distinctive terms")
+        terms = pd.DataFrame(columns=logodds.COLUMNS)
+    else:
+        terms = logodds.top_terms(
+            by_dim,
+            language,
+            int(spec.get("top_k", 5)),
+            min_count=int(spec.get("min_count", 1)),
+            stopwords=logodds.stopword_list(spec.get("stopwords", [])),
+            prior_size=spec.get("prior_size"),
+        )
     lengths = (
         texts.assign(n=texts["text"].str.len())
         .groupby("dimension")["n"]
@@ -359,9 +427,14 @@ def _table5(args) -> None:
     labels = _dim_labels(instrument)
     notes = [
         f"Rationales: {source}. Unigrams ({language}); log-odds ratio with an informative "
-        "Dirichlet prior (Monroe et al. 2008), each dimension against the other two; "
+        "Dirichlet prior (Monroe et al. 2008), each dimension against the other dimensions; "
         "z-scores in parentheses (|z| > 1.96: p < .05). Length: characters, mean ± sd.",
     ]
+    if len(dims) < 2:
+        notes.append(
+            f"The instrument ({instrument.name}) has a single dimension: distinctive terms "
+            "need another dimension to contrast with, so none are listed."
+        )
     tables.write_outputs(
         args.out,
         frame,
@@ -385,10 +458,19 @@ def _figures(args) -> None:
         sessions = _read_tsv(args.input, dims)
         figures.score_distributions(sessions, dims, labels, scale, args.out, args.formats)
     elif args.kind == "scatter":
+        title = args.title
         scores = pd.read_parquet(args.input)
-        figures.prediction_scatter(scores, dims, labels, scale, args.title, args.out, args.formats)
+        if "scoring" in scores:
+            available = list(dict.fromkeys(scores["scoring"]))
+            scoring = args.scoring if args.scoring in available else available[0]
+            scores = scores[scores["scoring"] == scoring]
+            title = f"{args.title} ({scoring} score)"
+        figures.prediction_scatter(scores, dims, labels, scale, title, args.out, args.formats)
     else:
-        figures.ablation_bars(tables.read_table(args.input), dims, labels, args.out, args.formats)
+        table = tables.read_table(args.input)
+        if "headline" in table:
+            table = table[table["headline"].astype(bool)]
+        figures.ablation_bars(table, dims, labels, args.out, args.formats)
 
 
 def _human_export(args) -> None:

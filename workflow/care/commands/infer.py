@@ -246,10 +246,25 @@ def run_counselor(args) -> int:
         coverage_path(args.out),
         {"model": "counselor", "variant": "human", "fold": args.fold, **coverage(rows)},
     )
+    rated = [r for r in rows if r["parsed"]]
     log.info(
         "counselor baseline, fold %s: %d rated items on %d sessions",
         args.fold,
-        len(rows),
-        len({r["session_id"] for r in rows}),
+        len(rated),
+        len({r["session_id"] for r in rated}),
     )
+    for d in instrument.dimensions:
+        complete = _sessions_rating_all(rows, d.items)
+        if not complete:
+            log.warning("counselor baseline, fold %s: no session has counselor ratings on "
+                        "every item of %s: that dimension cannot be scored", args.fold, d.id)
     return 0
+
+
+def _sessions_rating_all(rows: list[dict], items) -> set[str]:
+    """Sessions whose counselor rated every one of ``items``."""
+    by_session: dict[str, set[str]] = {}
+    for r in rows:
+        if r["parsed"]:
+            by_session.setdefault(r["session_id"], set()).add(r["item_id"])
+    return {s for s, got in by_session.items() if set(items) <= got}

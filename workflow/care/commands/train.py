@@ -32,6 +32,12 @@ def _data_args(p) -> None:
     p.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     p.add_argument("--max-length", type=int, required=True)
     p.add_argument("--hp", type=json_arg, required=True, help="JSON: the training section")
+    p.add_argument(
+        "--answer-tokens",
+        type=lambda v: v if v == "auto" else int(v),
+        help="the inference answer budget (max_new_tokens of the variant, or auto): dialogues "
+        "are cut to leave room for it, as at inference",
+    )
 
 
 def register(subparsers) -> None:
@@ -71,6 +77,7 @@ def _finetune(args, **extra):
         max_length=args.max_length,
         hp=args.hp,
         rationales=Path(args.rationales) if args.rationales else None,
+        answer_tokens=args.answer_tokens,
         **extra,
     )
 

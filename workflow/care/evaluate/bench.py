@@ -42,7 +42,7 @@ def run(args) -> int:
             sessions, refs, folds, instrument, f"m{n}", "rationale", noise=0.5 + 0.3 * n, seed=n
         )
         preds = pd.concat(per.values(), ignore_index=True)
-        scores[f"m{n}", "rationale"] = metrics.dimension_scores(preds, instrument)
+        scores[f"m{n}", "rationale"] = metrics.run_scores(preds, instrument)
         runs.append(
             {
                 "model": f"m{n}",

@@ -36,9 +36,8 @@ KEY_COLUMNS = [
     "item_id",
     "item",
     "client_rating",
-    "predicted_score",
     "rationale",
-]
+]  # no model score: a rater who saw it would judge the rationale against it (anchoring)
 SHEET_COLUMNS = [*KEY_COLUMNS, *CRITERIA, "comment"]
 SUMMARY_COLUMNS = [
     "criterion",
@@ -88,7 +87,6 @@ def sample_rows(
             "item_id": rows["item_id"],
             "item": rows["item_id"].map(lambda i: instrument.items[i].wording(language)),
             "client_rating": rows["client_score"].astype(float),
-            "predicted_score": rows["score"].astype(float),
             "rationale": rows["rationale"],
         }
     ).reset_index(drop=True)

@@ -37,10 +37,14 @@ PREDICTION_COLUMNS = [
     "client_score",
 ]
 METRICS = ["pearson", "spearman", "mse"]
-RUN_KEYS = ["model", "variant"]
+RUN_KEYS = ["model", "variant", "scoring"]
+#: The item-score columns of the predictions contract, by the scoring they hold: the parsed
+#: integer a model generated, or the expectation over the scale labels' probabilities.
+SCORINGS = {"generated": "score_generated", "expected": "score_expected"}
 SCORE_COLUMNS = [
     "model",
     "variant",
+    "scoring",
     "fold",
     "session_id",
     "client_id",
@@ -53,6 +57,7 @@ SCORE_COLUMNS = [
 FOLD_COLUMNS = [
     "model",
     "variant",
+    "scoring",
     "fold",
     "dimension",
     "n_sessions",
@@ -81,14 +86,40 @@ def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def scorings(pred: pd.DataFrame) -> list[str]:
+    """The scorings a run's predictions hold: ``generated`` always (an unparsed answer has
+    none), ``expected`` where label probabilities exist (not for API models or counselors)."""
+    parsed = pred[pred["parsed"].astype(bool)]
+    return [
+        name
+        for name, column in SCORINGS.items()
+        if column in pred.columns and parsed[column].notna().any()
+    ]
+
+
+def run_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
+    """:func:`dimension_scores` under every scoring the predictions hold (column ``scoring``)."""
+    names = scorings(pred)
+    if not names:
+        raise CareInputError(
+            "<predictions>", "no parsed score_generated or score_expected", field="score"
+        )
+    frames = [dimension_scores(pred, instrument, SCORINGS[n], scoring=n) for n in names]
+    return pd.concat(frames, ignore_index=True)
+
+
 def dimension_scores(
-    pred: pd.DataFrame, instrument: Instrument, score_column: str = "score"
+    pred: pd.DataFrame,
+    instrument: Instrument,
+    score_column: str = "score",
+    scoring: str | None = None,
 ) -> pd.DataFrame:
     """One row per (run, fold, session, dimension): predicted and client dimension scores.
 
     Both are :func:`care.instrument.dimension_mean` of the dimension's items: ``predicted``
     over the parsed ``score_column`` values, ``client`` over ``client_score``; NaN unless
     every item of the dimension has one. Checkpoint selection calls this same function.
+    ``scoring`` names the scoring in the output (default: ``score_column``).
     """
     known = set(instrument.item_ids)
     unknown = sorted(set(pred["item_id"]) - known)
@@ -101,7 +132,10 @@ def dimension_scores(
     if score_column not in pred.columns:
         raise CareInputError("<predictions>", "no such score column", field=score_column)
     frame = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
-    frame = frame.assign(score=frame[score_column].where(frame["parsed"].astype(bool)))
+    frame = frame.assign(
+        score=frame[score_column].where(frame["parsed"].astype(bool)),
+        scoring=scoring or score_column,
+    )
     keys = [*RUN_KEYS, "fold", "session_id", "client_id", "dimension"]
     grouped = frame.groupby(keys, sort=True, observed=True)
     out = grouped.agg(
@@ -130,14 +164,19 @@ def correlations(predicted: np.ndarray, client: np.ndarray) -> dict[str, float]:
     return {"pearson": float(pearson), "spearman": float(spearman), "mse": mse}
 
 
-def fold_metrics(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics."""
+def fold_metrics(scores: pd.DataFrame, fold_sizes: dict[int, int] | None = None) -> pd.DataFrame:
+    """Per (run, fold, dimension): sessions, scored sessions, coverage and the three metrics.
+
+    ``fold_sizes`` (fold -> sessions in folds.tsv) makes coverage count the fold's sessions a
+    run has no rows for (a counselor's unrated sessions); else the run's own sessions.
+    """
     rows = []
     for key, group in scores.groupby([*RUN_KEYS, "fold", "dimension"], sort=True):
         scored = group.dropna(subset=["predicted", "client"])
         row = dict(zip([*RUN_KEYS, "fold", "dimension"], key, strict=True))
-        row.update(n_sessions=len(group), n_scored=len(scored))
-        row["coverage"] = len(scored) / len(group) if len(group) else np.nan
+        n = len(group) if fold_sizes is None else max(fold_sizes.get(int(row["fold"]), 0), 1)
+        row.update(n_sessions=n, n_scored=len(scored))
+        row["coverage"] = len(scored) / n if n else np.nan
         row.update(correlations(scored["predicted"].to_numpy(), scored["client"].to_numpy()))
         rows.append(row)
     return pd.DataFrame(rows, columns=FOLD_COLUMNS)

@@ -4,6 +4,15 @@ Imported by ``workflow/rules/evaluate.smk`` when Snakemake parses the workflow, 
 free of heavy imports. A run is one (model, variant): fine-tuned backbones with each variant,
 zero-shot baselines (variant ``zero_shot``) and the human counselor (``counselor``/``human``).
 Sections that are absent (an older config, a stage not configured) give no runs.
+
+Protocol replicates of a fine-tuned run are separate trainings whose directory carries a tag
+after the variant (``results/models/{backbone}/{variant}-{tag}/fold{k}``):
+
+- ``seed<N>``: the same run trained with seed N (``training.seeds``: the first seed is the
+  untagged run, each further seed a replicate; the tables average over them);
+- ``testsel``: checkpoints selected on the test fold itself (the paper's public configs,
+  ``evaluation.sensitivity.test_fold_selection``), reported in rows of their own, labelled
+  "test-fold selection (optimistic)"; the headline is always ``training.selection``.
 """
 
 from __future__ import annotations
@@ -24,8 +33,56 @@ def _entries(section) -> list[tuple[str, str]]:
     return out
 
 
+TEST_FOLD_TAG = "testsel"
+TEST_FOLD_LABEL = "test-fold selection (optimistic)"
+BASE_VARIANTS = ("rationale", "score_only")
+#: Wildcard pattern of a fine-tuned run's variant directory: base variant, optional tag.
+VARIANT_PATTERN = rf"(?:{'|'.join(BASE_VARIANTS)})(?:-(?:{TEST_FOLD_TAG}|seed\d+))?"
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """(base variant, tag) of a variant directory name: ``rationale-seed7`` -> (rationale,
+    seed7); an untagged name has tag ''."""
+    base, _, tag = name.partition("-")
+    return base, tag
+
+
+def training_overrides(variant: str, training: dict) -> dict:
+    """The ``training`` keys a tagged replicate changes (none for the untagged run beyond the
+    first configured seed)."""
+    _, tag = split_variant(variant)
+    seeds = run_seeds(training)
+    if tag == TEST_FOLD_TAG:
+        return {"selection": "heldout_fold", "seed": seeds[0]}
+    if tag.startswith("seed"):
+        return {"seed": int(tag[4:])}
+    return {"seed": seeds[0]}
+
+
+def run_seeds(training: dict) -> list[int]:
+    """Training seeds of each fine-tuned run: ``training.seeds``, else ``training.seed``."""
+    seeds = [int(s) for s in (training or {}).get("seeds") or []]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"training.seeds: repeated seed in {seeds}")
+    return seeds or [int((training or {}).get("seed", 123))]
+
+
+def replicate_variants(variant: str, training: dict) -> list[str]:
+    """The variant directories of one fine-tuned run: untagged first seed, then seed tags."""
+    return [variant] + [f"{variant}-seed{s}" for s in run_seeds(training)[1:]]
+
+
 def run(model: str, variant: str, label: str, kind: str) -> dict[str, str]:
     return {"model": model, "variant": variant, "label": label, "kind": kind}
+
+
+def fine_tuned(model: str, variant: str, label: str, training: dict, **extra) -> dict:
+    """A fine-tuned run with its seed replicates (``replicates``: the variant directories)."""
+    return {
+        **run(model, variant, label, "fine_tuned"),
+        "replicates": replicate_variants(variant, training),
+        **extra,
+    }
 
 
 @dataclass
@@ -38,10 +95,23 @@ class EvaluationRuns:
     selection: str = "unspecified"
     human_model: str | None = None
 
+    sensitivity: list[dict] = field(default_factory=list)
+
     @property
     def table2(self) -> list[dict]:
-        """Human counselor, zero-shot baselines, then CARE per backbone (the paper's rows)."""
-        return self.baselines + self.care
+        """Human counselor, zero-shot baselines, CARE per backbone (the paper's rows), then the
+        test-fold-selection sensitivity rows if configured."""
+        return self.baselines + self.care + self.sensitivity
+
+    @property
+    def fine_tuned_variants(self) -> list[tuple[str, str]]:
+        """Every (backbone, variant directory) the tables read: replicates included."""
+        out = []
+        for r in self.care + self.ablation + self.sensitivity:
+            for v in r.get("replicates", [r["variant"]]):
+                if (r["model"], v) not in out:
+                    out.append((r["model"], v))
+        return out
 
     @property
     def rationale(self) -> list[dict]:
@@ -50,6 +120,7 @@ class EvaluationRuns:
 
     @property
     def all(self) -> list[dict]:
+        """Every run once (replicates are not runs of their own)."""
         seen, out = set(), []
         for r in self.table2 + self.ablation:
             if (r["model"], r["variant"]) not in seen:
@@ -70,17 +141,33 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         run(name, "zero_shot", label, "zero_shot")
         for name, label in _entries(baselines_cfg.get("zero_shot", []))
     ]
+    training = config.get("training", {}) or {}
+    selection = str(training.get("selection", "unspecified"))
+    care_label = {
+        b: f"CARE ({b})" if care_variant == "rationale" else f"CARE ({b}, {care_variant})"
+        for b in backbones
+    }
     care = [
-        run(
-            b,
-            care_variant,
-            f"CARE ({b})" if care_variant == "rationale" else f"CARE ({b}, {care_variant})",
-            "fine_tuned",
-        )
+        fine_tuned(b, care_variant, care_label[b], training, selection=selection)
         for b in backbones
     ]
-    ablation = [run(b, v, f"{b} · {v}", "fine_tuned") for b in backbones for v in variants]
+    ablation = [
+        fine_tuned(b, v, f"{b} · {v}", training, selection=selection)
+        for b in backbones
+        for v in variants
+    ]
     evaluation = config.get("evaluation", {}) or {}
+    sensitivity = []
+    if (evaluation.get("sensitivity", {}) or {}).get("test_fold_selection", False):
+        sensitivity = [
+            {
+                **run(b, f"{care_variant}-{TEST_FOLD_TAG}", f"{care_label[b]}, {TEST_FOLD_LABEL}",
+                      "fine_tuned"),
+                "replicates": [f"{care_variant}-{TEST_FOLD_TAG}"],
+                "selection": "heldout_fold",
+            }
+            for b in backbones
+        ]
     human = evaluation.get("human_eval", {}) or {}
     _check_backbone(human.get("model"), backbones, "evaluation.human_eval.model", variants)
     source = (evaluation.get("log_odds", {}) or {}).get("source", "expert")
@@ -92,7 +179,8 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         baselines=baselines,
         care=care,
         ablation=ablation,
-        selection=str((config.get("training", {}) or {}).get("selection", "unspecified")),
+        sensitivity=sensitivity,
+        selection=selection,
         human_model=human.get("model") or (backbones[0] if backbones else None),
     )
 

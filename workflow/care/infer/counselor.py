@@ -1,9 +1,11 @@
-"""The human counselor baseline: the counselor's own WAI ratings as predictions.
+"""The human counselor baseline: the counselor's own ratings as predictions.
 
-For each held-out fold, every session that carries both client and counselor ratings gives
-one row per item rated by both, in the predictions format (``model = counselor``,
-``variant = human``, ``score`` = the counselor's rating), so the evaluation stage scores the
-counselors with the same metric code as any model (the paper's §5.4 baseline).
+For each held-out fold, every session with client ratings gives one row per item, in the
+predictions format (``model = counselor``, ``variant = human``, ``score`` = the counselor's
+rating), so the evaluation stage scores the counselors with the same metric code as any
+model (the paper's §5.4 baseline). An item the counselor did not rate is an unanswered one
+(``parsed`` false, ``parse_error`` "not rated by the counselor"), so coverage says how many
+sessions the baseline could score instead of hiding the others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from care.instrument import Instrument
 from care.sessions import Session
 
 MODEL, VARIANT = "counselor", "human"
+NOT_RATED = "not rated by the counselor"
 
 
 def counselor_rows(
@@ -23,9 +26,12 @@ def counselor_rows(
     for s in sessions:
         client, counselor = s.client_ratings or {}, s.counselor_ratings or {}
         for item in instrument.item_ids:
-            if item not in client or item not in counselor:
+            if item not in client:
                 continue
-            score = float(counselor[item])
+            # an item the counselor did not rate is an unanswered item, not a missing row:
+            # coverage (Table 2's "Scored") then counts the sessions the baseline cannot score
+            rated = item in counselor
+            score = float(counselor[item]) if rated else math.nan
             yield {
                 "session_id": s.session_id,
                 "client_id": s.client_id,
@@ -41,8 +47,8 @@ def counselor_rows(
                 "probs": None,
                 "rationale": None,
                 "raw_text": None,
-                "parsed": True,
-                "parse_error": None,
+                "parsed": rated,
+                "parse_error": None if rated else NOT_RATED,
                 "prompt_tokens": 0,
                 "truncated": False,
                 "client_score": float(client[item]),

@@ -23,6 +23,7 @@ from care.infer.decoding import Decoding
 from care.instrument import Instrument
 from care.prompts import (
     build_messages,
+    dialogue_budget,
     parse_output,
     score_offsets,
     score_prefix,
@@ -178,6 +179,9 @@ class PromptBuilder:
         self.units = units(instrument, granularity)
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        # the answer budget the dialogue leaves room for; validation generates fewer tokens
+        # but reserves the inference budget (care.train.select), as training does
+        self.reserve_tokens = max_new_tokens
         self.count_tokens = count_tokens
         self.render = render
         self.language = language
@@ -199,7 +203,7 @@ class PromptBuilder:
         return self._overhead[language]
 
     def dialogue_budget(self, language: str) -> int:
-        budget = self.max_length - self.max_new_tokens - self.overhead(language)
+        budget = self.max_length - self.reserve_tokens - self.overhead(language)
         if budget < 1 and language not in self._warned:
             self._warned.add(language)
             log.warning(
@@ -207,9 +211,9 @@ class PromptBuilder:
                 "%d for the answer): prompts will exceed it",
                 self.max_length,
                 self.overhead(language),
-                self.max_new_tokens,
+                self.reserve_tokens,
             )
-        return max(1, budget)
+        return dialogue_budget(self.max_length, self.overhead(language), self.reserve_tokens)
 
     def prompts(self, session: Session) -> list[UnitPrompt]:
         language = self.language or session.language

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from care.instrument import Instrument
-from care.prompts import PromptTemplates, items_text, scale_text, session_dialogue
+from care.prompts import (
+    PromptTemplates,
+    instrument_slots,
+    items_text,
+    scale_text,
+    session_dialogue,
+)
 from care.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,8 @@ def drafting_messages(
     rating = session.client_ratings[item_id]
     point = round(rating)
     label = instrument.scale_label(point, lang) if point in instrument.scale_points else ""
-    user = templates.load("draft", lang).substitute(
+    user = templates.load("draft", lang).safe_substitute(
+        instrument_slots(instrument, lang),
         dialogue=dialogue,
         instrument=instrument.name,
         scale=scale_text(instrument, lang),
@@ -55,7 +62,9 @@ def drafting_messages(
         rating=format_rating(rating),
         rating_label=label,
     )
-    system = templates.load("draft_system", lang).template
+    system = templates.load("draft_system", lang).safe_substitute(
+        instrument_slots(instrument, lang)
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

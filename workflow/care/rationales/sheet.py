@@ -201,6 +201,7 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
 
     link_col = len(COLUMNS)
     last = len(drafts) + 1
+    _declare_size(ws, last, link_col)
     for col, (_, width, _, _) in enumerate(COLUMNS, start=1):
         ws.column_dimensions[get_column_letter(col)].width = width
     ws.freeze_panes = "C2"  # layout before the first row: a streamed sheet writes it first
@@ -248,6 +249,7 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
 
 
 def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int], style):
+    _declare_size(ws, 1 + sum(1 + len(s.turns) for s in sessions), 6)
     for col, width in zip("ABCDEF", (16, 6, 12, 100, 14, 10), strict=True):
         ws.column_dimensions[col].width = width
     ws.freeze_panes = "A2"
@@ -272,10 +274,24 @@ def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, 
 
 
 def _write_instructions(ws, style) -> None:
+    _declare_size(ws, len(INSTRUCTIONS_LINES), 1)
     ws.column_dimensions["A"].width = 120
     for n, line in enumerate(INSTRUCTIONS_LINES):
         ws.append([_cell(ws, style, line, "title") if n == 0 else line])
     ws.protection.sheet = True
+
+
+def _declare_size(ws, rows: int, columns: int) -> None:
+    """Have a streamed sheet state its size (``<dimension>``) like a saved one does.
+
+    Without it a reader has to parse the whole sheet to learn its size: openpyxl's read-only
+    mode does, for every sheet of the workbook, before the first row is read. The writer
+    takes it from ``calculate_dimension``, as for a normal sheet; set before the first row.
+    """
+    from openpyxl.utils import get_column_letter
+
+    ref = f"A1:{get_column_letter(columns)}{max(rows, 1)}"
+    ws.calculate_dimension = lambda: ref
 
 
 def _clean(value):
@@ -620,6 +636,12 @@ def _import_row(
             f"rating changed: exported {draft['rating']:g}, found {v.get('rating')!r} "
             "(ratings are the client's and must stay untouched)",
             "rating",
+        )
+    if "draft" in v and _norm(_text(v.get("draft"))) != _norm(draft["draft"]):
+        # a locked column (sheet protection has no password): the edit would be lost unseen
+        log.warning(
+            "%s", sheet.error("the locked column 'draft' was edited; the edit is ignored "
+                              "(write the rationale in final_rationale)", row=r.row, column="draft")
         )
     final = _text(v.get("final_rationale"))
     editor = _text(v.get("editor_id"))

@@ -50,6 +50,7 @@ class FineTune:
     rationales: Path | None = None
     gpus: int = 0
     threads: int = 1
+    answer_tokens: int | str | None = None  # inference max_new_tokens (or auto): the answer budget
 
 
 def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def prepare(run: FineTune):
         granularity=run.granularity,
         max_length=run.max_length,
         end_of_turn=load_end_of_turn_ids(run.backbone, tokenizer),
+        answer_tokens=run.answer_tokens,
     )
     rationales = None
     if run.variant == "rationale":
@@ -209,10 +211,15 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
         "batch_size": settings["batch_size"],
         "scoring": settings["scoring"],
     }
+    # the dialogue leaves room for the inference answer budget (auto: what inference reads
+    # from selection.json), as the training examples did
+    reserve = run.answer_tokens
+    if reserve == "auto":
+        reserve = stats.as_dict()["answer_token_limit"]
     scored = []
     for c in checkpoints:
         metrics = select.score_checkpoint(
-            c["path"], val, instrument, scorer_args, plan.device, dtype
+            c["path"], val, instrument, scorer_args, plan.device, dtype, reserve
         )
         log.info(
             "epoch %s (step %d): validation r %s",

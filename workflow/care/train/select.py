@@ -76,15 +76,27 @@ def mean_r(per_dim: dict[str, float]) -> float:
 
 
 def score_checkpoint(
-    path: Path, sessions: Sequence, instrument, scorer_args: dict[str, Any], device: str, dtype: str
+    path: Path,
+    sessions: Sequence,
+    instrument,
+    scorer_args: dict[str, Any],
+    device: str,
+    dtype: str,
+    answer_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Validation metrics of one checkpoint (parse rate and Pearson per dimension)."""
+    """Validation metrics of one checkpoint (parse rate and Pearson per dimension).
+
+    ``answer_tokens``: the inference answer budget; the dialogue leaves room for it (as in
+    training and inference) even where validation generates fewer tokens.
+    """
     from care.backbone import load_causal_lm, load_tokenizer
     from care.infer.hf import HFScorer
 
     model = load_causal_lm(path, dtype=dtype, device=device)
     tokenizer = load_tokenizer(path)
     scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **scorer_args)
+    if answer_tokens is not None:
+        scorer.builder.reserve_tokens = answer_tokens
     rows = list(scorer.score(sessions))
     per_dim = pearson_by_dimension(rows, instrument)
     parsed = sum(bool(r["parsed"]) for r in rows)

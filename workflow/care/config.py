@@ -1,0 +1,75 @@
+"""The workflow config: validation against ``workflow/schemas/config.schema.yaml``.
+
+A config stands alone over the schema's defaults (the Snakefile reads the demo's
+``config.yaml`` only when no config is given), so the defaults filled in here are the only
+values a user's config does not set. An error names the config file(s) and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+from jsonschema import validators
+
+from care.errors import CareInputError
+from care.resources import resource_path
+
+SCHEMA = resource_path("schemas", "config.schema.yaml")
+
+
+def _with_defaults(validator_class):
+    """A validator that fills each ``default`` of the schema into the instance it checks."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(name, _copy(sub["default"]))
+        yield from check_properties(validator, props, instance, schema)
+
+    return validators.extend(validator_class, {"properties": properties})
+
+
+def _copy(value):
+    return yaml.safe_load(yaml.safe_dump(value)) if isinstance(value, (dict, list)) else value
+
+
+@lru_cache(maxsize=4)
+def _schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def check_config(
+    config: dict, sources: Sequence[str | Path] = (), schema: str | Path = SCHEMA
+) -> dict:
+    """Fill the schema's defaults into ``config`` (in place) and check it.
+
+    Raises a :class:`CareInputError` naming ``sources`` (the config files) and the key of
+    the first problem (the shallowest, so a missing section is named before its keys).
+    """
+    where = ", ".join(map(str, sources)) or "config"
+    cls = _with_defaults(jsonschema.Draft202012Validator)
+    errors = list(cls(_schema(str(schema))).iter_errors(config))
+    if errors:
+        err = min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))
+        key = ".".join(str(p) for p in err.absolute_path) or None
+        raise CareInputError(where, f"invalid config: {err.message}", field=key)
+    return config
+
+
+def validate_config(config: dict, workflow, schema: str | Path = SCHEMA) -> dict:
+    """:func:`check_config` from the Snakefile: the error is a one-line WorkflowError."""
+    from snakemake.exceptions import WorkflowError
+
+    if workflow.modifier.skip_validation:
+        return config
+    sources = [str(p) for p in workflow.configfiles] or ["config (--config)"]
+    try:
+        return check_config(config, sources, Path(workflow.basedir) / schema)
+    except CareInputError as exc:
+        raise WorkflowError(str(exc)) from None

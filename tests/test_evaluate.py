@@ -83,13 +83,20 @@ def test_an_unparsed_item_removes_only_its_dimension(predictions, instrument):
     )
 
 
+def test_evaluated_columns_are_contract_columns():
+    from care.infer import PREDICTION_COLUMNS
+
+    assert set(metrics.EVALUATED_COLUMNS) < set(PREDICTION_COLUMNS)
+
+
 def test_missing_contract_column_names_file_and_field(tmp_path, predictions):
     from care.errors import CareInputError
+    from care.infer.run import read_predictions
 
     path = tmp_path / "fold1.parquet"
     predictions.drop(columns=["client_score"]).to_parquet(path)
     with pytest.raises(CareInputError, match="client_score") as err:
-        metrics.read_predictions([path])
+        read_predictions([path], metrics.EVALUATED_COLUMNS)
     assert str(path) in str(err.value)
 
 

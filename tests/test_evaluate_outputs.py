@@ -255,6 +255,29 @@ def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
     assert np.isnan(frame[frame["variant"] == "score_only"]["goal_pearson_p_vs_score_only"]).all()
 
 
+def test_table5_from_expert_rationales(tmp_path, instrument):
+    # Table 5's analysis is the stage module's (logodds.table5); the command only calls it
+    from care.evaluate import logodds
+
+    rows = [
+        {"item_id": item, "final": text}
+        for item, text in [
+            ("4", "they agreed on the goal"),
+            ("6", "a shared goal for therapy"),
+            ("1", "the step plan of the task"),
+            ("3", "the client felt warm trust"),
+        ]
+    ]
+    path = tmp_path / "rationales.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    texts, source = logodds.rationale_texts(instrument, expert=path)
+    frame, notes = logodds.table5(texts, source, instrument, "en", {"top_k": 2})
+    assert source == "expert" and notes[0].startswith("Rationales: expert.")
+    assert set(frame["dimension"]) == {"goal", "task", "bond"}
+    goal = frame[frame["dimension"] == "goal"]
+    assert "goal" in set(goal["term"]) and goal["length_mean"].iloc[0] == pytest.approx(24)
+
+
 def test_table5_and_table3_round_trip(tmp_path, instrument):
     from care.evaluate import logodds
 
@@ -524,3 +547,26 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
                  *common, "--out", str(out4)]) == 0
     md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4
+
+
+def test_human_eval_sheet_takes_model_output_with_control_characters(tmp_path):
+    # The rating sheet and the expert sheet share one writer (care.io.save_workbook):
+    # characters XML forbids are dropped instead of failing the export.
+    import zipfile
+
+    from care.io import XLSX_ZIP_TIME
+    from openpyxl import load_workbook
+
+    row = {c: None for c in human_eval.SHEET_COLUMNS}
+    row.update(session_id="s1", item_id="1", rationale="turn 3\x01 shows it")
+    sheet = pd.DataFrame([row], columns=human_eval.SHEET_COLUMNS)
+    dialogues = pd.DataFrame(
+        [["s1", 1, "client", "hi\x02"]], columns=["session_id", "turn", "speaker", "text"]
+    )
+    path = tmp_path / "rating_sheet.xlsx"
+    human_eval.export_sheet(path, sheet, dialogues)
+    ws = load_workbook(path)[human_eval.SHEET]
+    column = human_eval.SHEET_COLUMNS.index("rationale") + 1
+    assert ws.cell(row=2, column=column).value == "turn 3 shows it"
+    with zipfile.ZipFile(path) as z:
+        assert {i.date_time for i in z.infolist()} == {XLSX_ZIP_TIME}

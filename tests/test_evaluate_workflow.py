@@ -18,7 +18,7 @@ from .conftest import copy_workflow, run_snakemake
 
 EVAL_RULES = [
     "evaluation_metrics",
-    "rationale_quality",
+    "text_metrics",
     "table2",
     "table3",
     "table4",

@@ -98,13 +98,20 @@ def test_hf_backend_batches_caches_and_keeps_order(tiny_model, tmp_path):
 
 
 def test_hf_cache_key_follows_the_model_files(tiny_model, tmp_path):
-    from care.llm.hf_chat import model_fingerprint
+    # care.fingerprint: the same files are the same model wherever they are; new weights
+    # (a model retrained in place) are another model, whatever their mtime says
+    from care.fingerprint import model_fingerprint
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
     before = model_fingerprint(copy)
+    assert model_fingerprint(tiny_model) == before
     weights = copy / "model.safetensors"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    stamp = (weights.stat().st_atime_ns, weights.stat().st_mtime_ns)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=stamp)
     assert model_fingerprint(copy) != before  # retrained in place: no stale answers
 
 

@@ -224,8 +224,123 @@ def _strings_of(path: Path) -> Iterator[str]:
 # --------------------------------------------------------------------------- model
 
 
-def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dict[str, Any]:
-    """Train the tokenizer, initialise the model, save both (and the generation config)."""
+#: Model shapes by name: (arch, sizes). ``tiny`` is the demo's backbone (config.yaml
+#: ``backbones.*.tiny``); the others are real checkpoints' published shapes, for the
+#: benchmarks (``care bench train --shape``, ``care bench infer --random-model``).
+SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tiny": (
+        "llama",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 3000,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": True,
+        },
+    ),
+    "small": (
+        "llama",
+        {
+            "hidden_size": 256,
+            "intermediate_size": 688,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "vocab_size": 3000,
+        },
+    ),
+    "qwen2.5-0.5b": (
+        "qwen2",
+        {
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "tie_word_embeddings": True,
+            "rope_theta": 1000000.0,
+        },
+    ),
+    "qwen2.5-1.5b": (
+        "qwen2",
+        {
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "tie_word_embeddings": True,
+            "rope_theta": 1000000.0,
+        },
+    ),
+    "qwen2.5-7b": (
+        "qwen2",
+        {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "rope_theta": 1000000.0,
+        },
+    ),
+    "llama-3.1-8b": (
+        "llama",
+        {
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 128256,
+            "tie_word_embeddings": False,
+            "rope_theta": 500000.0,
+        },
+    ),
+}
+SHAPES["llama-3-8b"] = SHAPES["llama-3.1-8b"]  # the same layer shape
+
+
+def resolve_shape(shape: str | dict, arch: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``(arch, sizes)`` of a named shape, or of a dict of sizes (a JSON string too) whose
+    ``arch`` key, else ``arch``, else llama, names the family. ``arch`` overrides a name's."""
+    if isinstance(shape, str) and shape in SHAPES:
+        named_arch, sizes = SHAPES[shape]
+        return arch or named_arch, dict(sizes)
+    if isinstance(shape, str):
+        try:
+            shape = json.loads(shape)
+        except ValueError:
+            raise ValueError(
+                f"unknown shape {shape!r}: one of {sorted(SHAPES)} or a JSON dict of sizes"
+            ) from None
+    sizes = dict(shape)
+    return sizes.pop("arch", None) or arch or "llama", sizes
+
+
+def init_model(
+    arch: str,
+    sizes: dict[str, Any],
+    tokenizer=None,
+    *,
+    seed: int = 0,
+    dtype: Any = None,
+    device: str = "cpu",
+):
+    """A randomly initialised ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` of ``sizes``.
+
+    With a tokenizer of the family (:func:`train_tokenizer`), the vocabulary, the special
+    ids and the generation config are the tokenizer's, as in every backbone the workflow
+    builds. Built directly on ``device`` in ``dtype`` (an 8B shape never exists in float32
+    on the host); ``device="meta"`` gives a weightless model whose config can be saved.
+    """
     import torch
     from transformers import (
         GenerationConfig,
@@ -235,35 +350,76 @@ def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dic
         Qwen2ForCausalLM,
     )
 
-    family = FAMILIES[spec.arch]
-    tokenizer = train_tokenizer(texts, family, spec.vocab_size, spec.cross_word_merges)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.specials}
     config_cls, model_cls = {
         "llama": (LlamaConfig, LlamaForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-    }[spec.arch]
-    config = config_cls(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        rope_theta=spec.rope_theta,
-        tie_word_embeddings=spec.tie_word_embeddings,
-        bos_token_id=ids.get(family.bos) if family.bos else None,
-        eos_token_id=[ids[t] for t in family.stop],
-        pad_token_id=ids[family.pad],
+    }[arch]
+    sizes = dict(sizes)
+    sizes.setdefault("max_position_embeddings", 2048)
+    special: dict[str, Any] = {}
+    if tokenizer is not None:
+        family = FAMILIES[arch]
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.specials}
+        sizes["vocab_size"] = len(tokenizer)
+        special = {
+            "bos_token_id": ids.get(family.bos) if family.bos else None,
+            "eos_token_id": [ids[t] for t in family.stop],
+            "pad_token_id": ids[family.pad],
+        }
+    config = config_cls(**sizes, **special)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    try:
+        if dtype is not None:
+            torch.set_default_dtype(dtype)
+        with torch.device(device):
+            model = model_cls(config)
+    finally:
+        torch.set_default_dtype(previous)
+    if special:
+        model.generation_config = GenerationConfig(**special, do_sample=False)
+    return model
+
+
+def random_backbone(
+    shape: str | dict,
+    texts: Iterable[str],
+    *,
+    arch: str | None = None,
+    vocab_size: int = 4000,
+    seed: int = 0,
+    dtype: Any = None,
+    device: str = "cpu",
+    max_positions: int = 0,
+):
+    """``(model, tokenizer)``: a backbone as ``care backbone tiny`` builds it (the family's
+    tokenizer, chat template and special ids), in memory, at any shape; the tokenizer is
+    trained on ``texts`` and sets the vocabulary. ``max_positions`` raises the shape's
+    context length when a run needs more."""
+    arch, sizes = resolve_shape(shape, arch)
+    sizes["max_position_embeddings"] = max(
+        sizes.get("max_position_embeddings", 2048), max_positions
     )
-    torch.manual_seed(spec.seed)
-    model = model_cls(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=[ids[t] for t in family.stop],
-        pad_token_id=ids[family.pad],
-        do_sample=False,
-    )
+    tokenizer = train_tokenizer(texts, FAMILIES[arch], vocab_size)
+    model = init_model(arch, sizes, tokenizer, seed=seed, dtype=dtype, device=device)
+    return model.eval(), tokenizer
+
+
+def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dict[str, Any]:
+    """Train the tokenizer, initialise the model, save both (and the generation config)."""
+    family = FAMILIES[spec.arch]
+    tokenizer = train_tokenizer(texts, family, spec.vocab_size, spec.cross_word_merges)
+    sizes = {
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "rope_theta": spec.rope_theta,
+        "tie_word_embeddings": spec.tie_word_embeddings,
+    }
+    model = init_model(spec.arch, sizes, tokenizer, seed=spec.seed)
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -62,6 +62,19 @@ def table1(table: pd.DataFrame, folds: pd.DataFrame, dimensions: list[str]) -> p
     return pd.DataFrame(rows)
 
 
+def table1_display(summary: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as shown: the counts, and each dimension's ``mean ± sd`` in one cell."""
+    from care.evaluate.tables import mean_sd
+
+    out = summary[["fold", "n_clients", "n_sessions"]].astype(str)
+    for column in summary.columns:
+        if column.endswith("_mean"):
+            d = column.removesuffix("_mean")
+            pairs = zip(summary[column], summary[f"{d}_sd"], strict=True)
+            out[d] = [mean_sd(m, s) for m, s in pairs]
+    return out
+
+
 def _summary(name: str, part: pd.DataFrame, dimensions: list[str]) -> dict:
     row: dict = {
         "fold": name, "n_clients": part["client_id"].nunique(), "n_sessions": len(part),

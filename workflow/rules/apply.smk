@@ -21,6 +21,19 @@ if UNLABELED:
             instrument=INSTRUMENT,
         output:
             "results/application/predictions.parquet",
+        log:
+            "logs/application/predict_corpus.log",
+        benchmark:
+            "benchmarks/application/predict_corpus.tsv"
+        conda:
+            infer_env(APP_INFER.get("backend", "hf"))
+        threads: APP_INFER.get("threads", 1)
+        resources:
+            gpu=APP_INFER.get("gpus", 0),
+            nodes=1,  # all of a job's GPUs on one node (one launch)
+            cpus_per_task=APP_INFER.get("threads", 1),
+            mem_mb=APP_INFER.get("mem_mb", 4000),
+            runtime=APP_INFER.get("runtime", 60),
         params:
             prompts=PROMPTS,
             name=APP_MODEL["backbone"],
@@ -33,19 +46,6 @@ if UNLABELED:
             gpus=APP_INFER.get("gpus", 0),
             # per-unit answers, outside the declared outputs: a failed job resumes
             cache="results/cache/application/answers.sqlite",
-        log:
-            "logs/application/predict_corpus.log",
-        benchmark:
-            "benchmarks/application/predict_corpus.tsv"
-        threads: APP_INFER.get("threads", 1)
-        resources:
-            gpu=APP_INFER.get("gpus", 0),
-            nodes=1,  # all of a job's GPUs on one node (one launch)
-            cpus_per_task=APP_INFER.get("threads", 1),
-            mem_mb=APP_INFER.get("mem_mb", 4000),
-            runtime=APP_INFER.get("runtime", 60),
-        conda:
-            infer_env(APP_INFER.get("backend", "hf"))
         shell:
             "care --prompts {params.prompts} predict "
             "--backend {params.backend} --corpus {input.corpus} "
@@ -68,19 +68,18 @@ if UNLABELED:
             ),
             pdf="results/figure2.pdf",
             table="results/application/profiles.csv",
-        params:
-            spec=as_json(
-                {k: APP[k] for k in ("min_sessions", "confidence", "anonymize_counselors")}
-            ),
         log:
             "logs/application/figure2.log",
         conda:
             CARE_ENV
+        params:
+            spec=as_json(
+                {k: APP[k] for k in ("min_sessions", "confidence", "anonymize_counselors")}
+            ),
         shell:
             "care figure2 --predictions {input.predictions} --instrument {input.instrument} "
             "--spec {params.spec} --out {output.png} "
             "--table {output.table} 2> {log}"
-
 
     rule table8:
         input:
@@ -98,23 +97,22 @@ if UNLABELED:
                 labels={"table": "Table 8"},
             ),
             rates="results/application/pattern_rates.csv",
+        log:
+            "logs/application/table8.log",
+        conda:
+            CARE_ENV
         params:
             patterns=as_json(APP["patterns"]),
             cov_type=APP["regression"]["cov_type"],
             cluster=APP["regression"]["cluster"],
             scoring=APP_INFER.get("scoring", "generated"),
             model=shlex.quote("{backbone}/{variant} fold {fold}".format(**APP["model"])),
-        log:
-            "logs/application/table8.log",
-        conda:
-            CARE_ENV
         shell:
             "care table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
             "--cluster {params.cluster} --cov-type {params.cov_type} "
             "--outcome-scoring {params.scoring} --outcome-model {params.model} "
             "--rates {output.rates} --out {output.csv} 2> {log}"
-
 
     rule counselor_digests:
         input:
@@ -130,6 +128,10 @@ if UNLABELED:
                 category="Application",
                 labels={"output": "Counselor digests"},
             ),
+        log:
+            "logs/application/digests.log",
+        conda:
+            CARE_ENV
         params:
             spec=as_json(
                 {
@@ -139,15 +141,10 @@ if UNLABELED:
                     "min_sessions": APP["min_sessions"],
                 }
             ),
-        log:
-            "logs/application/digests.log",
-        conda:
-            CARE_ENV
         shell:
             "care digest --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --spec {params.spec} --out-dir {output.pages} "
-                "--combined {output.combined} 2> {log}"
-
+            "--combined {output.combined} 2> {log}"
 
     rule session_reports:
         input:
@@ -163,17 +160,16 @@ if UNLABELED:
                 category="Application",
                 labels={"output": "Session report (lowest alliance)"},
             ),
-        params:
-            select=as_json(APP["report_sessions"]),
         log:
             "logs/application/session_reports.log",
         conda:
             CARE_ENV
+        params:
+            select=as_json(APP["report_sessions"]),
         shell:
             "care report-session --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --select {params.select} --out-dir {output.pages} "
-                "--example {output.example} 2> {log}"
-
+            "--example {output.example} 2> {log}"
 
     ALL_TARGETS.extend(
         [

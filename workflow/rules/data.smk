@@ -10,12 +10,12 @@ if config["demo_corpus"]["enabled"]:
             sessions=SESSIONS,
             references="results/demo/reference_rationales.jsonl",
             unlabeled=UNLABELED or "results/demo/unlabeled.jsonl",
-        params:
-            spec=as_json(config["demo_corpus"]),
         log:
             "logs/demo_corpus.log",
         conda:
             CARE_ENV
+        params:
+            spec=as_json(config["demo_corpus"]),
         shell:
             "care demo-corpus --spec {params.spec} --instrument {input.instrument} "
             "--sessions {output.sessions} --references {output.references} "
@@ -28,13 +28,13 @@ rule validate_sessions:
         instrument=INSTRUMENT,
     output:
         "results/data/sessions.tsv",
-    params:
-        prompts=PROMPTS,
-        n_folds=N_FOLDS,
     log:
         "logs/validate_sessions.log",
     conda:
         CARE_ENV
+    params:
+        prompts=PROMPTS,
+        n_folds=N_FOLDS,
     shell:
         "care --prompts {params.prompts} validate "
         "--sessions {input.sessions} --instrument {input.instrument} "
@@ -50,14 +50,15 @@ rule folds:
         table1="results/table1.csv",
         table1_md="results/table1.md",
         table1_tex="results/table1.tex",
-    params:
-        spec=as_json(config["folds"]),
+        table1_html="results/table1.html",
     log:
         "logs/folds.log",
     benchmark:
         "benchmarks/folds.tsv"
     conda:
         CARE_ENV
+    params:
+        spec=as_json(config["folds"]),
     shell:
         "care folds --sessions-table {input.sessions} --instrument {input.instrument} "
         "--spec {params.spec} --folds {output.folds} --table1 {output.table1} 2> {log}"

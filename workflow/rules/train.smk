@@ -56,16 +56,16 @@ rule build_backbone:
         texts=lambda wc: TRAIN_BACKBONES[wc.backbone]["tiny"].get("tokenizer_texts", []),
     output:
         directory("results/backbones/{backbone}"),
+    log:
+        "logs/backbones/{backbone}.log",
     wildcard_constraints:
         backbone=TRAIN_TINY_PATTERN,
+    cache: "omit-software"
+    conda:
+        CARE_ENV
     params:
         prompts=PROMPTS,
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["tiny"]),
-    cache: "omit-software"
-    log:
-        "logs/backbones/{backbone}.log",
-    conda:
-        CARE_ENV
     shell:
         "care --prompts {params.prompts} backbone tiny "
         "--spec {params.spec} --sessions {input.sessions} "
@@ -77,10 +77,22 @@ rule train:
         unpack(train_inputs),
     output:
         directory("results/models/{backbone}/{variant}/fold{fold}"),
+    log:
+        "logs/train/{backbone}/{variant}/fold{fold}.log",
     wildcard_constraints:
         backbone=TRAIN_BACKBONE_PATTERN,
         variant=VARIANT_PATTERN,
         fold=r"\d+",
+    cache: "omit-software"
+    conda:
+        CARE_ENV
+    threads: TRAINING.get("threads", 1)
+    resources:
+        gpu=TRAINING.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
+        cpus_per_task=TRAINING.get("threads", 1),
+        mem_mb=TRAINING.get("mem_mb", 8000),
+        runtime=TRAINING.get("runtime", 60),
     params:
         prompts=PROMPTS,
         backbone=lambda wc: backbone_dir(wc.backbone),
@@ -95,18 +107,6 @@ rule train:
             f"--rationales {input.rationales}" if base_variant(wc.variant) == "rationale" else ""
         ),
         checkpoints=lambda wc: f"results/checkpoints/{wc.backbone}/{wc.variant}/fold{wc.fold}",
-    threads: TRAINING.get("threads", 1)
-    resources:
-        gpu=TRAINING.get("gpus", 0),
-        nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=TRAINING.get("threads", 1),
-        mem_mb=TRAINING.get("mem_mb", 8000),
-        runtime=TRAINING.get("runtime", 60),
-    cache: "omit-software"
-    log:
-        "logs/train/{backbone}/{variant}/fold{fold}.log",
-    conda:
-        CARE_ENV
     shell:
         "care --prompts {params.prompts} train "
         "--backbone {params.backbone} --sessions {input.sessions} "

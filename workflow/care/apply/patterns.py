@@ -29,9 +29,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_open, write_table
 from care.sessions import Session
-from care.tables import to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
@@ -298,16 +296,9 @@ def table_notes(
 
 def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
                  language: str = "en", notes: list[str] | tuple[str, ...] = NOTES) -> None:
-    """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout)."""
-    from care.evaluate.tables import to_html
+    """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout),
+    with the writer of every results table (:func:`care.evaluate.tables.write_outputs`)."""
+    from care.evaluate.tables import latex_display, write_outputs
 
-    csv = Path(csv)
     pretty = display_table(table, instrument, language)
-    caption = f"{CAPTION}. {' '.join(notes)}"
-    with atomic_open(csv.with_suffix(".md")) as f:
-        f.write(to_markdown(pretty, caption))
-    with atomic_open(csv.with_suffix(".tex")) as f:
-        f.write(to_latex(pretty, caption, f"tab:{csv.stem}"))
-    with atomic_open(csv.with_suffix(".html")) as f:
-        f.write(to_html(pretty, CAPTION, notes))
-    write_table(csv, table, float_format="%.6f")
+    write_outputs(csv, table.round(6), pretty, latex_display(pretty), CAPTION, list(notes))

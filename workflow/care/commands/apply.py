@@ -89,11 +89,12 @@ def register(subparsers) -> None:
 
 
 def _load(args, corpus: bool = True):
-    from care.apply.predict import load_corpus, read_predictions, session_scores
+    from care.apply.predict import APPLIED_COLUMNS, load_corpus, session_scores
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument)
-    predictions = read_predictions(args.predictions)
+    predictions = read_predictions(args.predictions, APPLIED_COLUMNS)
     scores = session_scores(predictions, instrument)
     sessions = load_corpus(args.corpus, instrument) if corpus else None
     return instrument, predictions, scores, sessions

@@ -152,19 +152,22 @@ def import_corpus(args) -> int:
 def folds(args) -> int:
     import pandas as pd
 
-    from care.folds import make_folds, table1
+    from care.evaluate.tables import latex_display, write_outputs
+    from care.folds import make_folds, table1, table1_display
     from care.instrument import load_instrument
     from care.io import write_table
-    from care.tables import write_table_formats
 
     dims = load_instrument(args.instrument).dimension_ids
     table = pd.read_csv(args.sessions_table, sep="\t", dtype={"session_id": str, "client_id": str})
     spec = args.spec
     folds = make_folds(table, dims, spec["n_folds"], spec.get("n_strata", 3), spec.get("seed", 0))
     summary = table1(table, folds, dims)
-    write_table_formats(
-        summary, args.table1,
-        caption="Table 1: client-grouped folds (sessions, clients, client-rated alliance)",
+    display = table1_display(summary)
+    write_outputs(
+        args.table1, summary, display, latex_display(display),
+        "Table 1: client-grouped folds (sessions, clients, client-rated alliance)",
+        ["Alliance: the client's dimension scores (mean of the items), mean ± sd over the "
+         "row's sessions."],
     )
     write_table(args.folds, folds)
     log.info("folds:\n%s", summary.round(2).to_string(index=False))

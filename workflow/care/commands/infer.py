@@ -183,7 +183,6 @@ def _scorer(args, instrument, max_new_tokens: int):
                 "concurrency",
                 "max_retries",
                 "timeout_s",
-                "cache_dir",
             )
         },
         opt_in_section=entry,

@@ -12,10 +12,7 @@ alpha across raters.
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_path
+from care.io import save_workbook, xlsx_value
 from care.sessions import Session
 
 CRITERIA = ["faithfulness", "relevance", "informativeness"]
@@ -56,7 +53,6 @@ DEFINITIONS = {
     "informativeness": "Whether the rationale gives context-specific evidence from this "
     "session rather than generic statements.",
 }
-FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 log = logging.getLogger("care.evaluate")
 
 
@@ -132,7 +128,7 @@ def export_sheet(
     ratings = book.create_sheet(SHEET)
     ratings.append(SHEET_COLUMNS)
     for record in sheet.itertuples(index=False):
-        ratings.append([_cell(v) for v in record])
+        ratings.append([xlsx_value(v) for v in record])
     for cell in ratings[1]:
         cell.font = Font(bold=True)
     widths = {"rationale": 80, "item": 40, "comment": 30}
@@ -160,36 +156,9 @@ def export_sheet(
     talk = book.create_sheet("dialogues")
     talk.append(list(dialogues.columns))
     for record in dialogues.itertuples(index=False):
-        talk.append([_cell(v) for v in record])
+        talk.append([xlsx_value(v) for v in record])
     talk.column_dimensions["D"].width = 100
-    _save_reproducibly(book, path)
-
-
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _save_reproducibly(book, path: str | Path) -> None:
-    """Save with fixed zip timestamps and document dates, so the same sheet is the same bytes."""
-    import datetime
-
-    stamp = datetime.datetime(*FIXED_TIME)
-    book.properties.created = stamp
-    buffer = io.BytesIO()
-    book.save(buffer)
-    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-            for info in src.infolist():
-                data = src.read(info.filename)
-                if info.filename == "docProps/core.xml":
-                    data = re.sub(
-                        rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data
-                    )
-                entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                dst.writestr(entry, data)
+    save_workbook(book, path)
 
 
 def read_sheet(path: str | Path) -> tuple[pd.DataFrame, str, int]:

@@ -11,8 +11,6 @@ coverage (scored sessions / sessions in the fold).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,20 +20,10 @@ from sklearn.metrics import mean_squared_error
 from care.errors import CareInputError
 from care.instrument import Instrument, dimension_mean
 
-#: The predictions contract columns this stage reads (the rest are carried, not needed).
-PREDICTION_COLUMNS = [
-    "session_id",
-    "client_id",
-    "fold",
-    "item_id",
-    "dimension",
-    "model",
-    "variant",
-    "score",
-    "rationale",
-    "parsed",
-    "client_score",
-]
+#: The columns of the predictions contract (care.infer.PREDICTION_COLUMNS) this stage needs
+#: in every file (the rest are carried); read with :func:`care.infer.run.read_predictions`.
+EVALUATED_COLUMNS = ("session_id", "client_id", "fold", "item_id", "dimension", "model")
+EVALUATED_COLUMNS += ("variant", "score", "rationale", "parsed", "client_score")
 METRICS = ["pearson", "spearman", "mse"]
 RUN_KEYS = ["model", "variant", "scoring"]
 #: The item-score columns of the predictions contract, by the scoring they hold: the parsed
@@ -65,25 +53,6 @@ FOLD_COLUMNS = [
     "coverage",
     *METRICS,
 ]
-
-
-def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate prediction files, checking the contract columns each one must carry."""
-    frames = []
-    for path in paths:
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise CareInputError(path, f"cannot read predictions: {exc}") from None
-        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-        if missing:
-            raise CareInputError(path, f"missing columns {missing}", field=missing[0])
-        if frame.empty:
-            raise CareInputError(path, "no predictions")
-        frames.append(frame)
-    if not frames:
-        raise CareInputError("<predictions>", "no prediction files given")
-    return pd.concat(frames, ignore_index=True)
 
 
 def scorings(pred: pd.DataFrame) -> list[str]:

@@ -402,6 +402,13 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX.get(char, char) for char in str(text))
 
 
+def latex_display(display: pd.DataFrame) -> pd.DataFrame:
+    """A plain-text display table with every cell and header escaped for LaTeX."""
+    out = display.map(latex_escape)
+    out.columns = [latex_escape(c) for c in display.columns]
+    return out
+
+
 def mean_sd(mean: float, sd: float, digits: int = 2, latex: bool = False) -> str:
     if mean is None or not np.isfinite(mean):
         return "--" if latex else "–"

@@ -33,14 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--random-model",
         metavar="SHAPE",
-        help="random weights of a shape: tiny, small, llama-3-8b, qwen2.5-7b, "
-        "or a JSON dict of config sizes (default: tiny)",
+        help="random weights of a shape of care.backbone.SHAPES (tiny, small, llama-3.1-8b, "
+        "qwen2.5-7b, ...) or a JSON dict of config sizes (default: tiny)",
     )
     parser.add_argument(
         "--arch",
         choices=["llama", "qwen2"],
-        default="llama",
-        help="architecture and chat template of --random-model",
+        default=None,
+        help="architecture and chat template of --random-model (default: the shape's)",
     )
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument("--sessions", help="sessions.jsonl (default: a generated demo corpus)")
@@ -135,22 +135,23 @@ def _tokenizer_texts(sessions, instrument):
                     yield m["content"]
 
 
-def _random(args, sessions):
-    """A random model and a tokenizer trained on the sessions (nothing downloaded)."""
+def _random(args, sessions, device: str | None = None):
+    """A random model and a tokenizer trained on the sessions, as ``care backbone tiny``
+    builds them (nothing downloaded)."""
     import torch
 
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
-    tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
-    shape = args.random_model or "tiny"
-    shape = json.loads(shape) if shape.startswith("{") else shape
-    model = random_model(
-        args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype), device=args.device
+    return random_backbone(
+        args.random_model or "tiny",
+        _tokenizer_texts(sessions, instrument),
+        arch=args.arch,
+        dtype=getattr(torch, args.dtype),
+        device=device or args.device,
+        max_positions=args.max_length + args.max_new_tokens,
     )
-    set_special_ids(model, tokenizer)
-    return model, tokenizer
 
 
 def _model(args, sessions):
@@ -334,19 +335,7 @@ def _run_vllm(args, instrument, sessions) -> dict:
 
 def _random_config(args, sessions):
     """A model object whose config (not weights) vLLM reads; built on the meta device."""
-    import torch
-
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
-    from care.instrument import load_instrument
-
-    instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
-    tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
-    shape = args.random_model or "tiny"
-    shape = json.loads(shape) if shape.startswith("{") else shape
-    model = random_model(
-        args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype), device="meta"
-    )
-    set_special_ids(model, tokenizer)
+    model, tokenizer = _random(args, sessions, device="meta")
     return _ConfigOnly(model), tokenizer
 
 
@@ -379,7 +368,7 @@ def _figures(wall: float, prefill: int | None, prompt_tokens: int, answers) -> d
 
 
 def _print(args, results: dict, n_sessions: int) -> None:
-    model = args.model or f"random {args.arch} {args.random_model or 'tiny'}"
+    model = args.model or f"random {args.random_model or 'tiny'} {args.arch or ''}".rstrip()
     print(
         f"care bench infer: {model}, backend {args.backend}, {args.device}/{args.dtype}, "
         f"{n_sessions} sessions, granularity {args.granularity}, variant {args.variant}, "

@@ -13,11 +13,9 @@ but the packed prefill.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from pathlib import Path
 
+from care.fingerprint import model_fingerprint
 from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Generation, Scorer, label_token_ids
 from care.infer.shared_decode import decode, length_groups, row_length
@@ -58,7 +56,8 @@ class HFScorer(Scorer):
     ``scorer.score(sessions, model=..., variant=..., fold=...)`` yields one prediction row per
     (session, item) (the predictions contract's columns). The model is put in eval mode;
     ``cache`` (an SQLite path) keeps every answer so a rerun resumes, keyed by
-    ``fingerprint`` (by default a hash of the weights, computed only when caching).
+    ``fingerprint`` (by default :func:`care.fingerprint.model_fingerprint`, computed only
+    when caching).
     """
 
     backend = "hf"
@@ -119,7 +118,8 @@ class HFScorer(Scorer):
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
         """Load a model directory (HF format, tokenizer included) and build a scorer on it."""
         model, tokenizer = load_model(path, device=device, dtype=dtype)
-        kw.setdefault("fingerprint", directory_fingerprint(path))
+        if kw.get("cache") is not None:
+            kw.setdefault("fingerprint", model_fingerprint(path))
         return cls(model, tokenizer, **kw)
 
     # ------------------------------------------------------------------ generation
@@ -292,32 +292,3 @@ def load_model(path, *, device: str = "cpu", dtype: str = "auto"):
         ).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer
-
-
-def model_fingerprint(model) -> str:
-    """A fingerprint of a loaded model: its config and a hash of its parameters."""
-    import torch
-
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def directory_fingerprint(path) -> str:
-    """A fingerprint of a model directory: small files by content, weights by size and mtime.
-
-    Cheap for multi-GB checkpoints; a retrained model changes the weights' mtime.
-    """
-    digest = hashlib.sha256()
-    root = Path(path)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = file.stat()
-        digest.update(str(file.relative_to(root)).encode())
-        if stat.st_size < 4 * 2**20:
-            digest.update(file.read_bytes())
-        else:
-            digest.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
-    return digest.hexdigest()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 
+from care.fingerprint import model_fingerprint
 from care.infer.engine import Generation, Scorer, label_token_ids
-from care.infer.hf import directory_fingerprint
 
 
 class VLLMScorer(Scorer):
@@ -74,7 +74,7 @@ class VLLMScorer(Scorer):
             language=language,
             scoring=scoring,
             cache=cache,
-            fingerprint=directory_fingerprint(path) if cache is not None else "",
+            fingerprint=model_fingerprint(path) if cache is not None else "",
         )
 
     # ------------------------------------------------------------------ engine

@@ -3,9 +3,9 @@
 Prompts are rendered with the model's own chat template (``apply_chat_template(...,
 add_generation_prompt=True)``), padded on the left, and generated greedily unless a
 temperature above zero is asked for. Requests are sorted by length so a batch wastes little
-padding; answers come back in input order. The cache key names the model by its resolved
-path and the size and modification time of its files, so a model retrained in place is not
-served stale answers.
+padding; answers come back in input order. The cache key names the model by
+:func:`care.fingerprint.model_fingerprint` (its files' content), so a model retrained in
+place is not served stale answers.
 """
 
 from __future__ import annotations
@@ -16,24 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from care.fingerprint import model_fingerprint
 from care.llm.cache import ResponseCache, cache_key
 
 log = logging.getLogger(__name__)
 
 Messages = Sequence[dict[str, str]]
 DEFAULT_CACHE = Path("results/cache/llm")
-
-
-def model_fingerprint(path: str | os.PathLike) -> str:
-    """Resolved path plus (name, size, mtime) of the files in it; a hub id stays as given."""
-    p = Path(path)
-    if not p.is_dir():
-        return str(path)
-    files = sorted(f for f in p.iterdir() if f.is_file())
-    parts = [str(p.resolve())] + [
-        f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files
-    ]
-    return "|".join(parts)
 
 
 class HFChat:

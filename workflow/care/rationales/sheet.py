@@ -37,7 +37,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_path
+from care.io import copy_workbook, save_workbook, xlsx_value
 from care.prompts import labels
 from care.sessions import Session
 
@@ -73,7 +73,6 @@ OUTPUT_COLUMNS = (
     "edit_distance",
     "n_chars",
 )
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_LOGGED = 20  # problems listed in the log besides the one raised
 
 INSTRUCTIONS_LINES = (
@@ -131,7 +130,7 @@ def export_sheet(
     )
     _write_dialogues(wb.create_sheet(DIALOGUES), reviewed, first_item_row, style)
     _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
-    _save_reproducibly(wb, out)
+    save_workbook(wb, out)
     return len(drafts)
 
 
@@ -188,7 +187,7 @@ def _cell(ws, styles: _Styles, value, key: str, link: str | None = None):
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.worksheet.hyperlink import Hyperlink
 
-    cell = WriteOnlyCell(ws, value=_clean(value))
+    cell = WriteOnlyCell(ws, value=xlsx_value(value))
     styles.apply(cell, key)
     if link is not None:
         cell.hyperlink = Hyperlink(ref="A1", location=link)  # ref is set when written
@@ -269,7 +268,8 @@ def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, 
         for n, t in enumerate(s.turns, start=1):
             text = _cell(ws, style, t.text, "locked wrapped")
             speaker = lab[t.speaker].rstrip(":：")
-            ws.append([_clean(v) for v in (s.session_id, n, speaker, text, t.strategy, t.reaction)])
+            values = (s.session_id, n, speaker, text, t.strategy, t.reaction)
+            ws.append([xlsx_value(v) for v in values])
     _protect(ws)
 
 
@@ -294,13 +294,6 @@ def _declare_size(ws, rows: int, columns: int) -> None:
     ws.calculate_dimension = lambda: ref
 
 
-def _clean(value):
-    """Characters XML forbids (model output can hold them) are dropped."""
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
-
-
 def _protect(ws) -> None:
     """Lock the sheet but keep reading aids: filters, column widths, row heights."""
     p = ws.protection
@@ -312,40 +305,6 @@ def _protect(ws) -> None:
 
 def _col_index(header: str) -> int:
     return [c[0] for c in COLUMNS].index(header) + 1
-
-
-def _save_reproducibly(wb, out: str | Path) -> None:
-    """Save with fixed timestamps, so the same drafts give a byte-identical file."""
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    buffer.seek(0)
-    _copy_workbook(buffer, out)
-
-
-def _copy_workbook(source, out: str | Path, rewrite: dict | None = None) -> None:
-    """Copy a workbook's zip parts with fixed timestamps, atomically.
-
-    ``rewrite`` maps a part's name to ``function(source_stream, output_stream)`` that writes
-    the part anew.
-    """
-    rewrite = rewrite or {}
-    stamp = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
-    with (
-        atomic_path(out) as tmp,
-        zipfile.ZipFile(source) as src,
-        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst,
-    ):
-        for info in src.infolist():
-            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            if info.filename in rewrite:
-                with src.open(info) as part_in, dst.open(entry, "w") as part_out:
-                    rewrite[info.filename](part_in, part_out)
-                continue
-            data = src.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                data = stamp.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
-            dst.writestr(entry, data)
 
 
 # --------------------------------------------------------------------------- simulated edits
@@ -372,7 +331,7 @@ def fill_sheet(
     def fill(part_in, part_out) -> None:
         filled.append(_fill_rows(sheet, part_in, part_out, finals, editor, strings))
 
-    _copy_workbook(sheet, out, {part: fill})
+    copy_workbook(sheet, out, {part: fill})
     return filled[0]
 
 
@@ -474,7 +433,7 @@ def _set_text(row, cells: dict, column: str, text: str) -> None:
         cell.remove(child)
     cell.set("t", "inlineStr")
     t = etree.SubElement(etree.SubElement(cell, f"{_NS}is"), f"{_NS}t")
-    t.text = _clean(text)
+    t.text = xlsx_value(text)
     t.set("{http://www.w3.org/XML/1998/namespace}space", "preserve")
 
 

@@ -115,7 +115,7 @@ def prepare(run: FineTune):
 
 def fingerprint(run: FineTune, examples_blob: bytes) -> str:
     """Everything that determines the trained weights (checkpoints of another run differ)."""
-    from care.infer.hf import directory_fingerprint
+    from care.fingerprint import model_fingerprint
 
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
@@ -128,7 +128,7 @@ def fingerprint(run: FineTune, examples_blob: bytes) -> str:
                     if k not in ("validation", "gpus", "cpu_ranks", "launcher", "threads")
                 },
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-                "backbone": directory_fingerprint(run.backbone),
+                "backbone": model_fingerprint(run.backbone),
             },
             sort_keys=True,
         ).encode()

@@ -2,7 +2,7 @@
 # DeepSpeed ZeRO full-parameter SFT run per (backbone, variant, fold) with the best epoch
 # chosen by validation Pearson: results/models/{backbone}/{variant}/fold{k}/.
 # Trainer checkpoints live in results/checkpoints/ (outside the declared outputs), so a
-# retried or preempted job resumes from its last epoch.
+# retried or preempted job resumes from its last checkpoint (care/train/checkpoints.py).
 
 import re
 

@@ -483,6 +483,7 @@ class Scorer:
             "parse_error": error,
             "prompt_tokens": prompt.prompt_tokens,
             "truncated": prompt.truncated,
+            "answer_cut": ans.hit_limit,  # stopped at max_new_tokens (not in the parquet)
             "client_score": (session.client_ratings or {}).get(item, math.nan),
         }
 

@@ -4,10 +4,12 @@ Run once per rank (``python -m care.train.trainer --job JOB.json`` under torchru
 DeepSpeed launcher; a one-rank run is called in-process by :mod:`care.train.launch`). The job
 file (written by :mod:`care.train.run`) names the backbone, the tokenized examples and the
 ``training`` config section. A checkpoint is saved at every epoch end (ZeRO-3 weights
-gathered into an HF-format ``model.safetensors``, the tokenizer beside them), so each one can
-be scored and a killed run resumes from its last complete checkpoint: model, optimizer,
-scheduler, data order and RNG states are restored and the run ends where an uninterrupted
-one ends.
+gathered into an HF-format ``model.safetensors``, the tokenizer beside them), and every
+``save_steps`` steps within an epoch; training pauses after each epoch-end save so that
+:mod:`care.train.run` scores the epoch and applies the retention rules
+(:mod:`care.train.checkpoints`) before the next epoch. A paused, killed or retried run
+resumes from its last complete checkpoint: model, optimizer, scheduler, data order and RNG
+states are restored and the run ends where an uninterrupted one ends.
 
 Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
 ``answer_logits_only`` the collator left-pads and asks the model for logits only over the
@@ -183,16 +185,38 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` with its trainer state written (a save finished)."""
-    done = [
-        p
-        for p in Path(checkpoint_dir).glob("checkpoint-*")
-        if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()
-    ]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+def lifecycle_callback(job: dict[str, Any]):
+    """The checkpoint lifecycle inside the training loop (see :mod:`care.train.checkpoints`).
+
+    - ``save_steps`` > 0: a resumable checkpoint every that many optimizer steps, besides the
+      one at each epoch end (a mid-epoch kill then repeats at most that many steps);
+    - ``rotate``: once a save is complete, the older ``checkpoint-*`` dirs go (the run loop has
+      scored and kept the weights of every earlier epoch it still needs);
+    - ``pause_at_epoch_end``: training stops after each epoch-end save, so the run loop scores
+      that epoch before the next one trains (and the job can resume from there).
+    """
+    from transformers import TrainerCallback
+
+    from care.train import checkpoints
+
+    save_steps = int(job.get("save_steps") or 0)
+
+    class Lifecycle(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            # the epoch end saves by itself (save_strategy="epoch"): no second save there
+            if save_steps and state.global_step % save_steps == 0:
+                if not checkpoints.is_epoch_end(state.epoch):
+                    control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            if job.get("rotate", True) and state.is_world_process_zero:
+                checkpoints.rotate(args.output_dir, keep=f"{checkpoints.PREFIX}{state.global_step}")
+            if job.get("pause_at_epoch_end", True) and checkpoints.is_epoch_end(state.epoch):
+                control.should_training_stop = True
+            return control
+
+    return Lifecycle()
 
 
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +226,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from care.backbone import check_causal_lm_dir, load_tokenizer
-    from care.train import packing
+    from care.train import checkpoints, packing
 
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
     args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
@@ -223,9 +247,11 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])
     trainer = make_trainer(job, args, model, tokenizer, read_examples(job["data"]))
-    resume = last_complete_checkpoint(job["checkpoint_dir"])
+    trainer.add_callback(lifecycle_callback(job))
+    latest = checkpoints.latest_full_state(job["checkpoint_dir"])
+    resume = str(latest.path) if latest else None
     if resume:
-        log.info("resuming from %s", resume)
+        log.info("resuming from %s (step %d, epoch %.3f)", resume, latest.step, latest.epoch)
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:  # the global ZeRO-3 config would make later model loads in this process shard

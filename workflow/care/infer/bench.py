@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=["rationale", "score_only"], default="rationale")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--mode",
+        choices=["generate", "label_probs"],
+        default="generate",
+        help="hf: free answers, or the forced score line (label_probs, score_only variant)",
+    )
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (hf)")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
@@ -216,6 +222,7 @@ def _run_hf(args, instrument, model, tokenizer, sessions, kind: str) -> dict:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         prefix_sharing=kind == "shared",
+        mode=args.mode,
     )
     _sync(args.device)
     start = time.perf_counter()
@@ -372,7 +379,7 @@ def _print(args, results: dict, n_sessions: int) -> None:
     print(
         f"care bench infer: {model}, backend {args.backend}, {args.device}/{args.dtype}, "
         f"{n_sessions} sessions, granularity {args.granularity}, variant {args.variant}, "
-        f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}"
+        f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, mode {args.mode}"
     )
     header = (
         f"{'run':<15}{'prompts':>8}{'prefill tok':>13}{'wall s':>9}{'gen tok':>9}"

@@ -16,7 +16,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from care.infer.decoding import Decoding
@@ -24,6 +24,7 @@ from care.instrument import Instrument
 from care.prompts import (
     build_messages,
     dialogue_budget,
+    format_target,
     parse_output,
     score_offsets,
     score_prefix,
@@ -35,6 +36,10 @@ from care.sessions import Session
 log = logging.getLogger(__name__)
 
 SCORINGS = ("generated", "expected")
+#: generate: free (greedy) generation, label probabilities read where the score was written;
+#: label_probs: each item's score prefix is forced and the next-token distribution over the
+#: scale labels read there (multiple-choice style: every item is scored, nothing generated).
+MODES = ("generate", "label_probs")
 
 
 @dataclass(frozen=True)
@@ -307,9 +312,18 @@ class Scorer:
         scoring: str = "generated",
         cache: AnswerCache | str | Path | None = None,
         fingerprint: str = "",
+        mode: str = "generate",
     ) -> None:
         if scoring not in SCORINGS:
             raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if mode == "label_probs" and variant != "score_only":
+            raise ValueError(
+                "mode label_probs forces the score-only answer: ask for it with the "
+                "score_only prompt variant (baselines.prompt_variant: score_only)"
+            )
+        self.mode = mode
         self.instrument = instrument
         self.variant = variant
         self.granularity = granularity
@@ -371,14 +385,69 @@ class Scorer:
         return max(1, self.batch_size // len(self.units))
 
     def decoding_fingerprint(self) -> str:
+        forced = {"mode": self.mode} if self.mode != "generate" else {}
         return json.dumps(
             {
                 "backend": self.backend,
                 "model": self.fingerprint,
                 "decoding": self.decoding.record(),
+                **forced,
             },
             sort_keys=True,
         )
+
+    # ------------------------------------------------------------------ label_probs mode
+    def forced_answers(self, prompts: list[list[UnitPrompt]]) -> dict[str, UnitAnswer]:
+        """Answers read from the label distribution at each item's forced score position.
+
+        The prompt is followed by the answer as training tokenizes it, up to the item's
+        score (``Score: ``); one decoding step reads the scale labels' probabilities. In a
+        multi-item unit, item ``k`` follows the earlier items answered with their most
+        probable label (what constrained greedy decoding would write). The answer text is
+        that constrained answer, so its parsed score is the argmax.
+        """
+        points = self.instrument.scale_points
+        chosen = {p.key: {} for session in prompts for p in session}
+        probs = {p.key: {} for session in prompts for p in session}
+        for r in range(max(len(p.items) for session in prompts for p in session)):
+            todo = [[p for p in session if r < len(p.items)] for session in prompts]
+            todo = [session for session in todo if session]
+            forced = [[self.forced_prompt(p, chosen[p.key], r) for p in s] for s in todo]
+            saved = self.max_new_tokens
+            self.set_max_new_tokens(1)  # one step: the distribution at the forced position
+            try:
+                gens = self.generate_group(forced)
+            finally:
+                self.set_max_new_tokens(saved)
+            for session, session_gens in zip(todo, gens, strict=True):
+                for p, gen in zip(session, session_gens, strict=True):
+                    if not gen.label_logprobs:
+                        raise RuntimeError(f"the {self.backend} backend gave no label logprobs")
+                    dist = label_distribution(gen.label_logprobs[0])
+                    probs[p.key][p.items[r]] = dist
+                    chosen[p.key][p.items[r]] = argmax_score(dist, points)
+        return {
+            p.key: UnitAnswer(
+                format_target(p.items, chosen[p.key], None, "score_only", p.language),
+                probs[p.key],
+            )
+            for session in prompts
+            for p in session
+        }
+
+    def forced_prompt(self, prompt: UnitPrompt, chosen: dict, r: int) -> UnitPrompt:
+        """``prompt`` with the answer appended up to the score of its item ``r``."""
+        if prompt.ids is None:
+            raise ValueError("mode label_probs needs a local model (backend hf or vllm)")
+        filler = {i: chosen.get(i, self.instrument.scale_points[0]) for i in prompt.items}
+        text = format_target(prompt.items, filler, None, "score_only", prompt.language)
+        cut = score_offsets(text, prompt.items)[prompt.items[r]]
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # the answer's own tokens before the one that holds the label (as in training)
+        keep = 0
+        while keep < len(ids) and len(self.tokenizer.decode(ids[: keep + 1])) <= cut:
+            keep += 1
+        return replace(prompt, ids=prompt.ids + ids[:keep])
 
     # ------------------------------------------------------------------ driving
     def answer(self, sessions: Sequence[Session]) -> list[list[tuple[UnitPrompt, UnitAnswer]]]:
@@ -392,14 +461,16 @@ class Scorer:
         todo = [[p for p in session if p.key not in found] for session in prompts]
         todo = [session for session in todo if session]
         fresh: dict[str, UnitAnswer] = {}
-        if todo:
+        if todo and self.mode == "label_probs":
+            fresh = self.forced_answers(todo)
+        elif todo:
             for session, gens in zip(todo, self.generate_group(todo), strict=True):
                 for p, gen in zip(session, gens, strict=True):
                     fresh[p.key] = UnitAnswer(
                         gen.text, read_probs(gen, p.items), gen.hit_limit, gen.n_generated
                     )
-            if self.cache:
-                self.cache.put_many(fresh)
+        if fresh and self.cache:
+            self.cache.put_many(fresh)
         self.stats["units"] += len(keys)
         self.stats["cached"] += len(keys) - len(fresh)
         self.stats["generated"] += len(fresh)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from care.backbone import end_of_turn_ids
 from care.fingerprint import model_fingerprint
 from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Generation, Scorer, label_token_ids
@@ -78,11 +79,12 @@ class HFScorer(Scorer):
         scoring: str = "generated",
         cache=None,
         fingerprint: str | None = None,
+        mode: str = "generate",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.prefix_sharing = prefix_sharing
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         langs = {language} if language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
@@ -104,6 +106,7 @@ class HFScorer(Scorer):
             scoring=scoring,
             cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
+            mode=mode,
         )
         # every field explicit, and none left for the checkpoint's generation_config.json
         self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
@@ -228,7 +231,8 @@ class HFScorer(Scorer):
             text=self._decode(tokens),
             n_generated=len(tokens),
             hit_limit=hit_limit,
-            label_logprobs=steps[: len(tokens)].tolist() if steps is not None else None,
+            # through the stop token's step: a forced position whose argmax is the stop
+            label_logprobs=steps[: len(tokens) + 1].tolist() if steps is not None else None,
             char_end=char_end,
         )
 
@@ -254,18 +258,6 @@ def _fingerprint(model, given: str | None, cache) -> str:
     if given is not None:
         return given
     return model_fingerprint(model) if cache is not None else ""
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids: set[int] = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(value)
-    if not ids:
-        raise ValueError("the model and tokenizer define no end-of-sequence token")
-    return sorted(ids)
 
 
 def _pad_id(tokenizer, eos_ids: list[int]) -> int:

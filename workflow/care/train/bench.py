@@ -1,7 +1,8 @@
 """``care bench train``: fine-tuning throughput, peak memory and (on a GPU) MFU.
 
-Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download),
-wraps it with DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
+Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download), or
+loads a local model directory (``--model results/backbones/smollm2-135m``), wraps it with
+DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
 times full forward/backward/optimizer steps on random token sequences::
 
     care bench train --shape qwen2.5-1.5b --seq-len 4096 --batch-size 1 --steps 200 \\
@@ -48,6 +49,9 @@ def add_arguments(parser) -> None:
         "--shape",
         default="tiny",
         help=f"one of {sorted(SHAPES)} (care.backbone.SHAPES), or a JSON config (with 'arch')",
+    )
+    parser.add_argument(
+        "--model", help="a local model directory (HF format) instead of a random --shape"
     )
     parser.add_argument(
         "--layers", type=int, default=0, help="decoder layers (0: the shape's own number)"
@@ -141,15 +145,21 @@ def run(args) -> int:
     device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    from care.backbone import init_model, resolve_shape
+    if args.model:
+        from care.backbone import load_causal_lm
 
-    arch, config = resolve_shape(args.shape)
-    if args.layers:  # the real layer shape, fewer layers: fits one GPU
-        config["num_hidden_layers"] = args.layers
-    config["max_position_embeddings"] = max(
-        config.get("max_position_embeddings", 2048), args.seq_len
-    )
-    model = init_model(arch, config, seed=0)
+        model = load_causal_lm(args.model, dtype="float32")
+        arch = model.config.model_type
+    else:
+        from care.backbone import init_model, resolve_shape
+
+        arch, config = resolve_shape(args.shape)
+        if args.layers:  # the real layer shape, fewer layers: fits one GPU
+            config["num_hidden_layers"] = args.layers
+        config["max_position_embeddings"] = max(
+            config.get("max_position_embeddings", 2048), args.seq_len
+        )
+        model = init_model(arch, config, seed=0)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -173,7 +183,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     tokens_per_s = args.batch_size * args.seq_len * world * args.steps / elapsed
     figures = {
-        "shape": args.shape,
+        "shape": args.model or args.shape,
         "layers": model.config.num_hidden_layers,
         "arch": arch,
         "parameters": n_params,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from care.infer import PREDICTION_COLUMNS
 from care.infer.counselor import counselor_rows
-from care.infer.engine import (
+from care.infer.labels import (
     Generation,
     argmax_score,
     expected_score,

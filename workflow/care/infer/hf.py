@@ -18,7 +18,8 @@ import logging
 from care.backbone import end_of_turn_ids
 from care.fingerprint import model_fingerprint
 from care.infer.decoding import neutral_model_defaults
-from care.infer.engine import Generation, Scorer, label_token_ids
+from care.infer.engine import Scorer
+from care.infer.labels import Generation, label_token_ids
 from care.infer.shared_decode import decode, length_groups, row_length
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,12 @@
 """Backbones: tiny randomly initialised Llama/Qwen2 models for the demo, and the loader.
 
 ``care backbone tiny --arch llama|qwen2`` builds a ``LlamaForCausalLM`` or ``Qwen2ForCausalLM``
-of a few hundred thousand parameters with a byte-level BPE tokenizer trained on the corpus
+of a few hundred thousand parameters with a byte-level BPE tokenizer trained on a corpus
 (the dialogue turns, the rendered prompt templates, the instrument's wording and any extra
-text files). The tokenizer carries the special tokens and the chat template of its family,
-so prompts render exactly as with the real checkpoints:
+text files). The demo trains it on the unlabeled corpus and its rationales: one tokenizer
+serves all five folds, so it must see no labeled session, whichever fold tests it. The
+tokenizer carries the special tokens and the chat template of its family, so prompts render
+exactly as with the real checkpoints:
 
 - Llama 3: ``<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``
 - Qwen2: ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
@@ -114,6 +116,9 @@ class TinySpec:
     vocab_size: int = 3000
     cross_word_merges: bool = True
     tokenizer_texts: tuple[str, ...] = ()  # more files to train the tokenizer on
+    # the corpus whose turns and prompts train the tokenizer (the rule passes it as
+    # --sessions): text outside the labeled corpus, so no test fold's words become tokens
+    tokenizer_sessions: str | None = None
     seed: int = 0
 
     @classmethod
@@ -521,14 +526,42 @@ def load_tokenizer(path: str | Path):
 
 
 def end_of_turn_ids(tokenizer, *eos_values: Any) -> list[int]:
-    """Token ids that end the assistant's turn: the given eos ids and the tokenizer's eos."""
+    """Token ids that end the assistant's turn: the one definition for training and inference.
+
+    The union of the given eos ids (a generation config's), the tokenizer's eos and the
+    special token the chat template writes right after an assistant message (Llama 3's
+    ``<|eot_id|>``, ChatML's ``<|im_end|>`` for Qwen2 and SmolLM2): training labels the
+    answer through the first of them and decoding stops at any of them.
+    """
     ids: set[int] = set()
-    for value in (*eos_values, tokenizer.eos_token_id):
+    for value in (*eos_values, tokenizer.eos_token_id, template_end_of_turn(tokenizer)):
         if isinstance(value, int):
             ids.add(value)
         elif value:
             ids.update(value)
+    if not ids:
+        raise ValueError("the model and tokenizer define no end-of-turn token")
     return sorted(ids)
+
+
+def template_end_of_turn(tokenizer) -> int | None:
+    """The special token the chat template closes an assistant message with, if any."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    mark = "\u2063"  # an invisible character that no template writes itself
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # a template that cannot render a plain exchange: no end-of-turn known
+        return None
+    if mark not in text:
+        return None
+    after = text[text.rindex(mark) + len(mark) :]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    for token in tokenizer(after, add_special_tokens=False)["input_ids"]:
+        if token in special:
+            return int(token)
+    return None
 
 
 def load_end_of_turn_ids(path: str | Path, tokenizer) -> list[int]:

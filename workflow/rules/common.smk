@@ -1,6 +1,7 @@
 # Shared helpers for the stage files (names and paths derived from the config).
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -35,6 +36,35 @@ PROMPT_FILES = sorted(str(p) for p in Path(PROMPTS).glob("*.txt"))
 prompt_files = lambda *names: [f for f in PROMPT_FILES if Path(f).name.split(".")[0] in names]
 N_FOLDS = config["folds"]["n_folds"]
 FOLDS = list(range(1, N_FOLDS + 1))
+
+
+# ---- model sources (README "Fine-tuning": backbones) -------------------------------------
+# A backbone's or zero-shot model's `path` is a Hugging Face directory, used as it is, or a
+# GGUF file / `package:<module>` shipping one, which rule import_backbone turns into the
+# directory results/backbones/<name>/ (care.checkpoint).
+from care.checkpoint import is_gguf_source, resolve_gguf
+
+_MODEL_ENTRIES = [
+    *((name, spec) for name, spec in config.get("backbones", {}).items() if "path" in spec),
+    *((b["name"], b) for b in config.get("baselines", {}).get("zero_shot", []) if "path" in b),
+]
+# name -> what to import; a name given two different GGUF sources is refused below
+IMPORTED = {
+    name: {"source": spec["path"], "dtype": spec.get("import_dtype", "float32")}
+    for name, spec in _MODEL_ENTRIES
+    if is_gguf_source(spec["path"])
+}
+_IMPORT_CLASHES = sorted(
+    name
+    for name, spec in _MODEL_ENTRIES
+    if is_gguf_source(spec["path"])
+    and IMPORTED[name] != {"source": spec["path"], "dtype": spec.get("import_dtype", "float32")}
+)
+if _IMPORT_CLASHES:
+    raise ValueError(f"models {_IMPORT_CLASHES} name different GGUF sources: rename one")
+IMPORT_PATTERN = "|".join(map(re.escape, IMPORTED)) or "(?!)"
+# model_path(name, path): the HF directory training and inference read for a config `path`
+model_path = lambda name, path: f"results/backbones/{name}" if is_gguf_source(path) else path
 
 
 def as_json(value):

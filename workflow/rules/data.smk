@@ -10,6 +10,8 @@ if config["demo_corpus"]["enabled"]:
             sessions=SESSIONS,
             references="results/demo/reference_rationales.jsonl",
             unlabeled=UNLABELED or "results/demo/unlabeled.jsonl",
+            # text outside the labeled corpus, for the tiny backbones' tokenizer
+            unlabeled_references="results/demo/unlabeled_rationales.jsonl",
         log:
             "logs/demo_corpus.log",
         conda:
@@ -19,7 +21,8 @@ if config["demo_corpus"]["enabled"]:
         shell:
             "care data demo-corpus --spec {params.spec} --instrument {input.instrument} "
             "--sessions {output.sessions} --references {output.references} "
-            "--unlabeled {output.unlabeled} 2> {log}"
+            "--unlabeled {output.unlabeled} "
+            "--unlabeled-references {output.unlabeled_references} 2> {log}"
 
 
 rule validate_sessions:

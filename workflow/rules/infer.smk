@@ -13,7 +13,7 @@ BACKBONE_NAMES = list(config.get("backbones", {}))
 # Job settings, not scorer settings (they shape the job, not its output).
 INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
 INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
-ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype")
+ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype", "mode", "scoring")
 ZERO_SHOT_API_KEYS = (
     "model",
     "base_url",
@@ -30,19 +30,25 @@ BACKBONE_PATTERN = "|".join(map(re.escape, BACKBONE_NAMES)) or "(?!)"
 ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
-ZERO_SHOT_PROMPT = BASELINES.get("prompt_variant", "rationale")
+# The answer format each zero-shot model is asked for (its own `prompt_variant`, else the
+# baselines section's).
+ZERO_SHOT_PROMPT = {
+    name: b.get("prompt_variant", BASELINES.get("prompt_variant", "rationale"))
+    for name, b in ZERO_SHOT.items()
+}
 # max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
 # which for the rationale format needs the rationales.
 _zs_budget = lambda b: b.get("max_new_tokens", INFER.get("max_new_tokens", "auto"))
-_zs_pick = lambda v: v.get(ZERO_SHOT_PROMPT, "auto") if isinstance(v, dict) else v
+_zs_pick = lambda v, prompt: v.get(prompt, "auto") if isinstance(v, dict) else v
 ZERO_SHOT_MEASURES = {
-    name: ZERO_SHOT_PROMPT == "rationale" and _zs_pick(_zs_budget(b)) == "auto"
+    name: ZERO_SHOT_PROMPT[name] == "rationale"
+    and _zs_pick(_zs_budget(b), ZERO_SHOT_PROMPT[name]) == "auto"
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_INPUTS = {
     name: {
         **INFER_INPUTS,
-        **({"model": model_input(b["path"])} if b["backend"] != "openai" else {}),
+        **({"model": model_input(model_path(name, b["path"]))} if b["backend"] != "openai" else {}),
         **({"rationales": "results/rationales.parquet"} if ZERO_SHOT_MEASURES[name] else {}),
     }
     for name, b in ZERO_SHOT.items()
@@ -55,7 +61,7 @@ ZERO_SHOT_MODEL_ARG = {
     name: (
         f"--api {as_json({k: b[k] for k in ZERO_SHOT_API_KEYS if k in b})}"
         if b["backend"] == "openai"
-        else f"--model-path {b['path']}"
+        else f"--model-path {model_path(name, b['path'])}"
     )
     for name, b in ZERO_SHOT.items()
 }
@@ -135,7 +141,7 @@ rule infer_zero_shot:
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
         model=lambda wc: ZERO_SHOT_MODEL_ARG[wc.baseline],
-        prompt_variant=ZERO_SHOT_PROMPT,
+        prompt_variant=lambda wc: ZERO_SHOT_PROMPT[wc.baseline],
         rationales=lambda wc, input: (
             f"--rationales {input.rationales}" if ZERO_SHOT_MEASURES[wc.baseline] else ""
         ),

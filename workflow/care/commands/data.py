@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--sessions", required=True, help="labeled corpus (jsonl) to write")
     p.add_argument("--references", required=True, help="reference rationales (jsonl)")
     p.add_argument("--unlabeled", help="unlabeled corpus (jsonl) to write")
+    p.add_argument(
+        "--unlabeled-references", help="rationales of the unlabeled corpus (jsonl) to write"
+    )
     p.set_defaults(func=demo_corpus)
 
     p = subparsers.add_parser("validate", help="check a corpus against the data contract")
@@ -74,7 +77,7 @@ def demo_corpus(args) -> int:
     )
     stats = write_corpus(
         corpus, load_instrument(args.instrument), args.sessions, args.references,
-        args.unlabeled, spec.get("unlabeled_clients", 0),
+        args.unlabeled, spec.get("unlabeled_clients", 0), args.unlabeled_references,
     )
     log.info("demo corpus: %s", stats)
     return 0

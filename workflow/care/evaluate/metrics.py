@@ -68,11 +68,9 @@ def scorings(pred: pd.DataFrame) -> list[str]:
 
 def run_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
     """:func:`dimension_scores` under every scoring the predictions hold (column ``scoring``)."""
-    names = scorings(pred)
-    if not names:
-        raise CareInputError(
-            "<predictions>", "no parsed score_generated or score_expected", field="score"
-        )
+    # A run none of whose answers parsed stays in the tables as "0% scored" under the
+    # generated scoring, rather than stopping the evaluation of every other run.
+    names = scorings(pred) or ["generated"]
     frames = [dimension_scores(pred, instrument, SCORINGS[n], scoring=n) for n in names]
     return pd.concat(frames, ignore_index=True)
 

@@ -1,11 +1,15 @@
 """``care bench train``: fine-tuning throughput, peak memory and (on a GPU) MFU.
 
-Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download),
-wraps it with DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
+Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download), or
+loads a local model directory (``--model results/backbones/smollm2-135m``), wraps it with
+DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
 times full forward/backward/optimizer steps on random token sequences::
 
     care bench train --shape qwen2.5-1.5b --seq-len 4096 --batch-size 1 --steps 200 \\
         --zero 3 --bf16 --gradient-checkpointing
+
+``care bench train --packing`` compares one epoch packed vs unpacked on real examples
+instead (:mod:`care.train.packing_bench`).
 
 Several GPUs: ``torchrun --nproc_per_node 8 -m care.cli bench train ...``. MFU counts
 ``6 * parameters + 12 * layers * hidden * seq_len`` FLOPs per token (forward and backward,
@@ -47,6 +51,9 @@ def add_arguments(parser) -> None:
         help=f"one of {sorted(SHAPES)} (care.backbone.SHAPES), or a JSON config (with 'arch')",
     )
     parser.add_argument(
+        "--model", help="a local model directory (HF format) instead of a random --shape"
+    )
+    parser.add_argument(
         "--layers", type=int, default=0, help="decoder layers (0: the shape's own number)"
     )
     parser.add_argument("--seq-len", type=int, default=512)
@@ -65,6 +72,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--packing",
+        action="store_true",
+        help="compare an epoch packed (shared_prefix) vs unpacked: tokens and wall per epoch",
+    )
+    from care.train import packing_bench
+
+    packing_bench.add_arguments(parser)
 
 
 def flops_per_token(model, seq_len: int) -> float:
@@ -107,6 +122,10 @@ def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
 
 
 def run(args) -> int:
+    if args.packing:
+        from care.train import packing_bench
+
+        return packing_bench.run(args)
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
@@ -126,15 +145,21 @@ def run(args) -> int:
     device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    from care.backbone import init_model, resolve_shape
+    if args.model:
+        from care.backbone import load_causal_lm
 
-    arch, config = resolve_shape(args.shape)
-    if args.layers:  # the real layer shape, fewer layers: fits one GPU
-        config["num_hidden_layers"] = args.layers
-    config["max_position_embeddings"] = max(
-        config.get("max_position_embeddings", 2048), args.seq_len
-    )
-    model = init_model(arch, config, seed=0)
+        model = load_causal_lm(args.model, dtype="float32")
+        arch = model.config.model_type
+    else:
+        from care.backbone import init_model, resolve_shape
+
+        arch, config = resolve_shape(args.shape)
+        if args.layers:  # the real layer shape, fewer layers: fits one GPU
+            config["num_hidden_layers"] = args.layers
+        config["max_position_embeddings"] = max(
+            config.get("max_position_embeddings", 2048), args.seq_len
+        )
+        model = init_model(arch, config, seed=0)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -158,7 +183,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     tokens_per_s = args.batch_size * args.seq_len * world * args.steps / elapsed
     figures = {
-        "shape": args.shape,
+        "shape": args.model or args.shape,
         "layers": model.config.num_hidden_layers,
         "arch": arch,
         "parameters": n_params,

@@ -99,7 +99,7 @@ rule import_backbone:
         source=lambda wc: IMPORTED[wc.backbone]["source"],
         dtype=lambda wc: IMPORTED[wc.backbone]["dtype"],
     shell:
-        "care backbone import --source {params.source} --dtype {params.dtype} "
+        "care train backbone import --source {params.source} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"
 
 

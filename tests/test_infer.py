@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from care.infer import PREDICTION_COLUMNS
 from care.infer.counselor import counselor_rows
-from care.infer.engine import (
+from care.infer.labels import (
     Generation,
     argmax_score,
     expected_score,
@@ -558,3 +558,38 @@ def test_scores_and_label_probabilities_of_a_model_that_answers(
         assert r["score"] == r["score_expected"]
         assert r["score_expected"] == pytest.approx(float(np.dot(r["probs"], points)))
         assert r["score_argmax"] == points[int(np.argmax(r["probs"]))]
+
+
+@pytest.mark.parametrize("penalty, least", [(1.0, 0), (1.3, 3)])
+def test_shared_decoding_gives_the_naive_tokens_and_label_probabilities(
+    score_trained, instrument, sessions, penalty, least
+):
+    from care.infer.decoding import Decoding
+
+    model, tok = score_trained
+    out = {}
+    for shared in (False, True):
+        sc = scorer(
+            model, tok, instrument, variant="score_only", max_length=480, prefix_sharing=shared
+        )
+        # logits processing (repetition penalty, a minimum length) applies per branch too
+        sc.decoding = Decoding(6, repetition_penalty=penalty, min_new_tokens=least)
+        sc.generation_config = sc.decoding.generation_config(sc.eos_ids, sc.pad_id)
+        out[shared] = [a for session in sc.answer(sessions[:2]) for _, a in session]
+    if least:
+        assert all(a.n_generated >= least for a in out[True])
+    assert [a.text for a in out[True]] == [a.text for a in out[False]]
+    with_probs = [(a, b) for a, b in zip(out[False], out[True], strict=True) if a.probs]
+    assert len(with_probs) >= len(out[False]) // 2
+    for naive, shared in with_probs:
+        assert shared.probs.keys() == naive.probs.keys()
+        for item in naive.probs:
+            assert shared.probs[item] == pytest.approx(naive.probs[item], abs=1e-5)
+
+
+def test_sessions_of_unlike_length_are_not_padded_together():
+    from care.infer.shared_decode import length_groups
+
+    groups = length_groups([100, 3000, 110, 2900, 105], max_rows=4)
+    assert sorted(map(sorted, groups)) == [[0, 2, 4], [1, 3]]
+    assert length_groups([100] * 5, max_rows=2) == [[0, 1], [2, 3], [4]]

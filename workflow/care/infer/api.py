@@ -13,7 +13,9 @@ token.
 
 from __future__ import annotations
 
-from care.infer.engine import Generation, Scorer, approx_tokens
+from care.infer.engine import Scorer
+from care.infer.labels import Generation
+from care.infer.prompting import approx_tokens
 
 
 class APIScorer(Scorer):

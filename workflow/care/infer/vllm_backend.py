@@ -15,7 +15,8 @@ import math
 
 from care.backbone import load_end_of_turn_ids
 from care.fingerprint import model_fingerprint
-from care.infer.engine import Generation, Scorer, label_token_ids
+from care.infer.engine import Scorer
+from care.infer.labels import Generation, label_token_ids
 
 
 class VLLMScorer(Scorer):

@@ -8,6 +8,9 @@ times full forward/backward/optimizer steps on random token sequences::
     care bench train --shape qwen2.5-1.5b --seq-len 4096 --batch-size 1 --steps 200 \\
         --zero 3 --bf16 --gradient-checkpointing
 
+``care bench train --packing`` compares one epoch packed vs unpacked on real examples
+instead (:mod:`care.train.packing_bench`).
+
 Several GPUs: ``torchrun --nproc_per_node 8 -m care.cli bench train ...``. MFU counts
 ``6 * parameters + 12 * layers * hidden * seq_len`` FLOPs per token (forward and backward,
 attention included) against the device's dense bf16 peak (table below).
@@ -69,6 +72,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--packing",
+        action="store_true",
+        help="compare an epoch packed (shared_prefix) vs unpacked: tokens and wall per epoch",
+    )
+    from care.train import packing_bench
+
+    packing_bench.add_arguments(parser)
 
 
 def flops_per_token(model, seq_len: int) -> float:
@@ -111,6 +122,10 @@ def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
 
 
 def run(args) -> int:
+    if args.packing:
+        from care.train import packing_bench
+
+        return packing_bench.run(args)
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")

@@ -81,7 +81,14 @@ def prepare(run: FineTune):
     from care.backbone import check_causal_lm_dir, load_end_of_turn_ids, load_tokenizer
     from care.instrument import load_instrument
     from care.sessions import load_sessions
-    from care.sft import ExampleBuilder, build_examples, load_folds, load_rationales, split_sessions
+    from care.sft import (
+        ExampleBuilder,
+        build_examples,
+        load_folds,
+        load_rationales,
+        split_sessions,
+        training_rows,
+    )
 
     check_causal_lm_dir(run.backbone)
     instrument = load_instrument(run.instrument)
@@ -111,7 +118,8 @@ def prepare(run: FineTune):
             raise ValueError("the rationale variant needs --rationales")
         rationales = load_rationales(run.rationales)
     examples, stats = build_examples(builder, train, rationales)
-    return instrument, train, val, examples, stats
+    rows = training_rows(examples, stats, run.hp.get("packing", "none"))
+    return instrument, train, val, rows, stats
 
 
 #: ``training`` keys that shape the job, not the weights: left out of the training fingerprint.

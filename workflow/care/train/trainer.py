@@ -16,6 +16,10 @@ Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
 answers at the end of the rows (``logits_to_keep``): the same loss without projecting every
 prompt token onto the vocabulary (most of the compute of a small model, most of the memory
 of a 128k-vocabulary one).
+
+Packing (``training.packing: shared_prefix``): the rows are packed sessions
+(:mod:`care.train.packing`): their collator, and a block attention mask built on the
+model's device just before each forward pass.
 """
 
 from __future__ import annotations
@@ -139,10 +143,19 @@ def training_arguments(job: dict[str, Any]):
 def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     from transformers import Trainer
 
+    from care.train.packing import PackedCollator, attention_inputs
+
     class SFTTrainer(Trainer):
-        """Adds tokens/s (non-padding tokens per second since the last log) to each log."""
+        """Adds tokens/s (non-padding tokens per second since the last log) to each log;
+        gives packed rows their block attention mask."""
 
         _last = None
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if "branch_ids" in inputs:
+                config = self.model.config
+                inputs = attention_inputs(inputs, config._attn_implementation, self.model.dtype)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
         def log(self, logs, start_time=None):
             now = time.perf_counter()
@@ -156,12 +169,14 @@ def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
+    packed = job["hp"].get("packing", "none") == "shared_prefix"
+    collator = PackedCollator if packed else Collator
     return SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        data_collator=Collator(pad_id, job["hp"].get("answer_logits_only", True)),
+        data_collator=collator(pad_id, job["hp"].get("answer_logits_only", True)),
     )
 
 
@@ -211,7 +226,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from care.backbone import check_causal_lm_dir, load_tokenizer
-    from care.train import checkpoints
+    from care.train import checkpoints, packing
 
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
     args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
@@ -221,9 +236,13 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
 
         deepspeed.init_distributed()
     check_causal_lm_dir(job["backbone"])
+    packing.register()  # the shared_prefix_sdpa attention implementation
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
-        job["backbone"], dtype=dtype, local_files_only=True
+        job["backbone"],
+        dtype=dtype,
+        local_files_only=True,
+        attn_implementation=job["hp"].get("attn_implementation", packing.SPLIT),
     )
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 from care.backbone import (
@@ -219,9 +220,9 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
     from care import WORKFLOW_DIR
     from care.infer.hf import load_model
     from care.sft import build_examples
+    from care.train.checkpoints import full_states, model_files
     from care.train.launch import Plan, launch
     from care.train.run import FineTune, stage_checkpoint_dir
-    from care.train.select import epoch_checkpoints, export_model
 
     tokenizer = load_tokenizer(smollm2)
     builder = ExampleBuilder(
@@ -247,10 +248,13 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
     )
     plan = Plan.make(0, 1, 1, "torchrun")
     job = stage_checkpoint_dir(run, examples, plan)
+    job.update({"pause_at_epoch_end": False, "rotate": False})  # train through, keep the state
     launch(plan, job, run.checkpoint_dir / "job.json")
-    (checkpoint,) = epoch_checkpoints(run.checkpoint_dir)
-    assert checkpoint["step"] == 3
-    export_model(checkpoint["path"], run.out)
+    (state,) = full_states(run.checkpoint_dir)
+    assert state.step == 3
+    run.out.mkdir()
+    for f in model_files(state.path):  # the HF model files, as the export copies them
+        shutil.copy2(f, run.out / f.name)
     model, tok = load_model(run.out, dtype="float32")
     before, _ = load_model(smollm2, dtype="float32")
     changed = any(

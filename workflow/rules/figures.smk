@@ -4,7 +4,6 @@
 
 import os
 
-
 # Every fine-tune of the config (backbones x variants x folds), for the training curves.
 FINETUNED_MODELS = [
     model_dir(b, v, k) for b in TRAIN_BACKBONES for v in config["variants"] for k in FOLDS
@@ -98,12 +97,12 @@ rule training_curves:
             labels={"figure": "Training and validation curves"},
         ),
         pdf="results/figures/training_curves.pdf",
-    params:
-        stem=lambda wc, output: os.path.splitext(output.png)[0],
     log:
         "logs/figures/training_curves.log",
     conda:
         CARE_ENV
+    params:
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
     shell:
         "care evaluate training-curves --models {input.models} --out {params.stem} 2> {log}"
 

@@ -39,13 +39,13 @@ rule provenance:
             labels={"record": "provenance.json"},
         ),
         summary="results/provenance.rst",
-    params:
-        config=as_json(config),
-        tables=lambda wc, input: " ".join(p for p in input.outputs if p.endswith(".csv")),
     log:
         "logs/provenance.log",
     conda:
         CARE_ENV
+    params:
+        config=as_json(config),
+        tables=lambda wc, input: " ".join(p for p in input.outputs if p.endswith(".csv")),
     shell:
         "care provenance --config {params.config} --inputs {input.sources} {params.tables} "
         "--outputs {input.outputs} --out {output.record} --rst {output.summary} 2> {log}"
@@ -63,6 +63,10 @@ rule readme:
         digests=["results/application/digests.html"] if UNLABELED else [],
     output:
         "results/readme_block.md",
+    log:
+        "logs/readme.log",
+    conda:
+        CARE_ENV
     params:
         screenshot=lambda wc, input: (
             f"--page {input.page} --image docs/img/session_report.png "
@@ -70,16 +74,10 @@ rule readme:
             if input.page
             else ""
         ),
-    log:
-        "logs/readme.log",
-    conda:
-        CARE_ENV
     shell:
         "care readme --write --table2 {input.table2} --instrument {input.instrument} "
         "--provenance {input.provenance} {params.screenshot} --readme README.md "
         "--out {output} 2> {log}"
-
-
 
 
 ALL_TARGETS.append("results/provenance.json")

@@ -24,8 +24,10 @@ if not workflow.config_settings.configfiles:
 # Fills the schema's defaults; an error names the config file(s).
 validate_config(config, workflow, "workflow/schemas/config.schema.yaml")
 
+
 # The HTML report: snakemake --report results/report.html (tables, figures, captions).
 report: "workflow/report/workflow.rst"
+
 
 # Each stage file appends its final outputs to ALL_TARGETS.
 ALL_TARGETS = []
@@ -37,20 +39,39 @@ include: "workflow/rules/rationales.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/render.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/apply.smk"
+include: "workflow/rules/report.smk"
 
 
 # Under a cluster executor (profiles/slurm) these light rules run on the submitting node
-# instead of as jobs; stage files list their own light rules the same way.
+# instead of as jobs. The one list of the workflow's local rules, by stage.
 localrules:
     all,
+    # data
     validate_sessions,
     folds,
+    # rationales
     export_expert_sheet,
     import_expert_edits,
     rationale_stats,
+    # inference
     counselor_baseline,
+    # evaluation
+    table2,
+    table3,
+    table4,
+    table5,
+    human_eval_export,
+    human_eval_import,
+    # figures
+    figure3,
+    scatter_figure,
+    ablation_figure,
+    training_curves,
+    # the run's record
+    provenance,
+    readme,
 
 
 rule all:

@@ -24,6 +24,7 @@ from care.names import file_stem
 from scipy import stats
 
 from .conftest import REPO
+from .latex import ENGINE, assert_compiles
 
 INSTRUMENT = REPO / "workflow" / "instruments" / "wai_sr.yaml"
 
@@ -170,12 +171,12 @@ def test_session_scores_are_item_means_and_never_imputed(instrument, corpus):
 
 def test_predict_with_a_real_tiny_model(tmp_path, instrument, corpus):
     """The real path: ``care predict`` on a saved (random) tiny Llama, two sessions."""
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
     texts = [t["text"] for r in corpus["records"] for t in r["turns"]]
-    tokenizer = train_tokenizer(texts + ["Score: 1 2 3 4 5 Rationale:"], "llama", 600)
-    model = random_model("llama", "tiny", len(tokenizer), seed=3, max_positions=2048)
-    set_special_ids(model, tokenizer)
+    model, tokenizer = random_backbone(
+        "tiny", texts + ["Score: 1 2 3 4 5 Rationale:"], arch="llama", vocab_size=600, seed=3
+    )
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -319,7 +320,11 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     assert (bond["n_sessions"] == len(data)).all()
     assert patterns.stars(0.0009) == "***" and patterns.stars(0.009) == "**"
     assert patterns.stars(0.04) == "*" and patterns.stars(0.2) == ""
-    assert patterns._num(-5.712, 2) == "-5.71" and patterns._num(0.0012345, 2) == "0.0012"
+    from care.evaluate.tables import number
+
+    # fixed decimals and a true minus sign, in a row as in a table (no .05 beside .047)
+    assert number(-5.712) == "−5.71" and number(0.0472) == "0.05" and number(-0.001) == "0.00"
+    assert number(-5.712, latex=True) == "$-$5.71"
 
 
 def test_table8_errors_are_clustered_by_client(instrument, corpus):
@@ -381,9 +386,13 @@ def test_table8_files_parse_back(tmp_path, instrument, corpus):
     assert np.allclose(back["coef"].to_numpy(float), table["coef"].to_numpy(float),
                        equal_nan=True, atol=1e-6)
     md = (tmp_path / "table8.md").read_text()
-    assert "| Pattern | Goal | Task | Bond |" in md and "Challenging - Negative" in md
+    header = next(line for line in md.splitlines() if line.startswith("| Pattern"))
+    assert [c.strip() for c in header.split("|")[1:-1]] == ["Pattern", "Goal", "Task", "Bond"]
+    assert "Challenging - Negative" in md and "results/provenance.json" in md
     assert "\\toprule" in (tmp_path / "table8.tex").read_text()
     assert "Challenging - Negative" in (tmp_path / "table8.html").read_text()
+    if ENGINE:
+        assert_compiles(tmp_path / "table8.tex", tmp_path)
 
 
 def test_cli_table8_unknown_label_writes_nothing(tmp_path, corpus):
@@ -410,7 +419,7 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
     digests = digest.write_digests(
         corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
         counselors=[], min_sessions=1, threshold=3.0, top_k=5, n_examples=2)
-    assert all(d.rule == "at most 3" for d in digests)
+    assert all(d.rule == "at most 3 on the 1–5 scale" for d in digests)
     assert {d.counselor_id for d in digests} == set(scores["counselor_id"])
     mine = next(d for d in digests if d.counselor_id == counselor)
     for dim in mine.dimensions:
@@ -437,18 +446,60 @@ def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):
                              min_sessions=1, threshold=2)
 
 
-def test_digest_quantile_threshold(tmp_path, instrument, corpus):
-    scores = corpus["scores"]
+def test_low_alliance_is_a_point_of_the_scale_shown_in_the_distribution(tmp_path, instrument,
+                                                                          corpus):
+    for bad in (None, 0.5, 7):
+        with pytest.raises(CareInputError, match="1-5 scale"):
+            digest.low_thresholds(["goal"], instrument, bad)
     digests = digest.write_digests(
-        corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
-        counselors=[], min_sessions=1, quantile=0.25)
-    for dim in digests[0].dimensions:
-        assert dim.threshold == pytest.approx(scores[dim.dimension].quantile(0.25))
-    assert sum(d.dimensions[0].n_low for d in digests) == int(
-        (scores["goal"] <= scores["goal"].quantile(0.25)).sum())
-    assert "lowest 25%" in (tmp_path / "index.md").read_text()
-    with pytest.raises(CareInputError, match="exactly one"):
-        digest.low_thresholds(scores, ["goal"], threshold=2, quantile=0.2)
+        corpus["predictions"], corpus["scores"], instrument, corpus["sessions"], tmp_path,
+        counselors=[], min_sessions=1, threshold=2.5)
+    dim = digests[0].dimensions[0]
+    assert dim.threshold == 2.5
+    bins = dim.histogram
+    assert bins[0]["low"] == 1 and bins[-1]["high"] == 5  # the whole scale
+    assert sum(b["counselor"] for b in bins) == pytest.approx(1.0)
+    html = (tmp_path / f"{file_stem(str(digests[0].counselor_id))}.html").read_text()
+    assert html.count("low-alliance region") == len(instrument.dimension_ids)
+    assert 'class="low"' not in html  # no red for being under the corpus mean
+
+
+def test_counselor_comparison_needs_an_interval_that_excludes_the_corpus_mean():
+    x = digest.DimensionDigest("goal", "Goal", 2.0, 20, 0, 4.03, 4.10, "counselor",
+                               ci=(3.90, 4.16))
+    assert digest.compare(x) == "no clear difference"
+    x.ci = (3.95, 4.08)
+    assert digest.compare(x).startswith("lower")
+    x.ci = (float("nan"), float("nan"))
+    assert digest.compare(x).startswith("too few")
+
+
+def test_every_page_states_model_validity_predictions_and_demo(tmp_path, instrument, corpus):
+    """Digests (and their index), session pages and Figure 2 carry the notice."""
+    from care.apply.notice import DEMO_NOTE, PREDICTIONS_NOTE, model_validity
+
+    heldout = tmp_path / "fold1.parquet"
+    noise = np.random.default_rng(0).normal(0, 0.8, len(corpus["predictions"]))
+    labeled = corpus["predictions"].assign(
+        client_score=(corpus["predictions"]["score"].fillna(3) + noise).clip(1, 5))
+    labeled.to_parquet(heldout)
+    notice = model_validity(heldout, instrument, model="llama · rationale · fold 1",
+                            synthetic=True)
+    assert all(10 < d["n"] <= len(corpus["sessions"]) for d in notice.dimensions)  # scored
+    assert all(d["low"] <= d["r"] <= d["high"] for d in notice.dimensions)
+    digest.write_digests(corpus["predictions"], corpus["scores"], instrument,
+                         corpus["sessions"], tmp_path / "d", counselors=[], min_sessions=1,
+                         threshold=2, notice=notice)
+    page = session_report.write_session_report(corpus["sessions"][0], corpus["predictions"],
+                                               instrument, tmp_path / "s.html", notice)
+    pages = [*(tmp_path / "d").glob("*.html"), *(tmp_path / "d").glob("*.md"), page]
+    for path in pages:
+        text = path.read_text(encoding="utf-8").replace("&#39;", "'")
+        assert "llama · rationale · fold 1" in text, path
+        assert "Pearson r, 95% CI" in text and PREDICTIONS_NOTE in text, path
+        assert DEMO_NOTE in text, path
+    real = model_validity(heldout, instrument, model="m", synthetic=False)
+    assert DEMO_NOTE not in real.html()
 
 
 # --------------------------------------------------------------------------- session report

@@ -20,6 +20,7 @@ from care.corpus import CorpusSpec, generate
 from care.io import write_jsonl
 
 from .conftest import REPO
+from .latex import ENGINE, assert_compiles
 from .test_apply import fake_rows
 
 TARGETS = ["results/figure2.png", "results/table8.csv", "results/application/digests",
@@ -47,8 +48,15 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     pred = tmp_path / "results" / "application" / "predictions.parquet"
     pred.parent.mkdir(parents=True)
     frame.to_parquet(pred)
+    # the model's own held-out fold (client ratings known): the validity every page states
+    heldout = tmp_path / "results" / "predictions" / "llama" / "rationale" / "fold1.parquet"
+    heldout.parent.mkdir(parents=True)
+    rating = {(r["session_id"], i): float(v) for r in records
+              for i, v in r["client_ratings"].items()}
+    frame.assign(client_score=[rating[k] for k in zip(frame["session_id"], frame["item_id"],
+                                                      strict=True)]).to_parquet(heldout)
     old = pred.stat().st_mtime - 60
-    for path in (tmp_path / "data" / "unlabeled.jsonl", model, model / "config.json"):
+    for path in (tmp_path / "data" / "unlabeled.jsonl", model, model / "config.json", heldout):
         os.utime(path, (old, old))
 
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
@@ -62,6 +70,8 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     assert set(table["dimension"]) == {"goal", "task", "bond"}
     assert "Challenging - Negative" in (tmp_path / "results" / "table8.md").read_text()
     assert (tmp_path / "results" / "figure2.pdf").stat().st_size > 0
+    if ENGINE:
+        assert_compiles(tmp_path / "results" / "table8.tex", tmp_path)
     reports = sorted(p.name for p in (tmp_path / "results/application/sessions").glob("*.html"))
     assert "index.html" in reports and len(reports) == 3  # lowest 1, highest 1, index
     digests = list(Path(tmp_path / "results/application/digests").glob("*.html"))
@@ -71,8 +81,18 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     assert combined.count("<body>") == 1 and "counselor" in combined.lower()
     example = (tmp_path / "results/application/session_report.html").read_text(encoding="utf-8")
     assert example.startswith("<!DOCTYPE html>") and "<script src" not in example
+    for page in (example, combined):  # the model, its held-out r, what the scores are
+        assert "llama · rationale · fold 1" in page and "Pearson r, 95% CI" in page
+        assert "predictions of how the client would rate" in page
     log = (tmp_path / "logs" / "application" / "table8.log").read_text()
     assert "Table 8 written" in log
     # a second run has nothing to do
     again = subprocess.run([*cmd, "-n"], capture_output=True, text=True, cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the report: the application's captions (Table 8's stars included) render cleanly
+    report = subprocess.run([*cmd, "--report", "results/report.html"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
+    assert "table8.html" in html
+    assert "System Message" not in html and "system-message" not in html

@@ -137,8 +137,8 @@ def test_paper_config_matches_table7():
     # the headline selects on an inner split; the paper's test-fold selection is a
     # sensitivity analysis of its own rows; several training seeds per run
     assert training["selection"] == "inner_split"
-    assert config["evaluation"]["sensitivity"]["test_fold_selection"] is True
-    assert len(training["seeds"]) >= 3 and training["seeds"][0] == training["seed"]
+    assert config["evaluation"]["sensitivity"]["test_fold_selection"] is False  # one key away
+    assert training["seeds"] == [training["seed"]]  # the paper's one seed; more are one key away
     assert config["max_length"] == 8192
     assert config["folds"]["n_folds"] == 5
     assert set(config["variants"]) == {"rationale", "score_only"}
@@ -162,18 +162,16 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     jobs = parse_dry_run(out)
     counts = Counter(rule for rule, *_ in jobs)
     print(job_table(jobs))
-    assert len(jobs) == 110, counts
+    assert len(jobs) == 112, counts  # the paper DAG's 110 jobs + provenance + training curves
     assert seconds < 10, f"the paper dry run took {seconds:.1f} s"
 
     n_backbones, n_variants, n_folds = len(config["backbones"]), 2, 5
     zero_shot = {b["name"]: b for b in config["baselines"]["zero_shot"]}
-    n_seeds = len(config["training"]["seeds"])
-    # every (backbone, variant) per seed, plus CARE with test-fold selection (one seed)
-    assert counts["train"] == n_backbones * n_folds * (n_variants * n_seeds + 1) == 70
+    n_seeds = len(config["training"]["seeds"]) or 1
+    testsel = config["evaluation"]["sensitivity"]["test_fold_selection"]
+    # every (backbone, variant) per seed, plus CARE with test-fold selection when asked for
+    assert counts["train"] == n_backbones * n_folds * (n_variants * n_seeds + testsel) == 20
     assert counts["infer_finetuned"] == counts["train"]
-    tags = Counter(w["variant"] for rule, _, w, _ in jobs if rule == "train")
-    assert tags["rationale-testsel"] == n_backbones * n_folds
-    assert tags["score_only-seed42"] == n_backbones * n_folds
     assert counts["infer_zero_shot"] == len(zero_shot) * n_folds
     assert counts["counselor_baseline"] == n_folds
 
@@ -242,8 +240,9 @@ def declared_localrules() -> set[str]:
     names = set()
     for smk in [REPO / "Snakefile", *(REPO / "workflow/rules").glob("*.smk")]:
         text = smk.read_text(encoding="utf-8")
-        for block in re.findall(r"^\s*localrules:((?:\s*\w+,)+)", text, re.M):
-            names |= set(re.findall(r"\w+", block))
+        # a block: names with trailing commas, possibly between comment lines
+        for block in re.findall(r"^\s*localrules:((?:\s*(?:#[^\n]*|\w+,))+)", text, re.M):
+            names |= set(re.findall(r"^\s*(\w+),", block, re.M))
     return names
 
 

@@ -14,6 +14,8 @@ from care.evaluate import bootstrap as bs
 from care.evaluate import figures, human_eval, metrics, synthetic, tables, textmetrics
 from care.io import write_jsonl, write_table
 
+from .latex import assert_compiles, needs_latex
+
 EN_HYP = [
     "The counselor agreed on a clear goal with the client (turn 3).",
     "The client felt heard and supported.",
@@ -221,6 +223,27 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, 
     assert "<table" in out.with_suffix(".html").read_text(encoding="utf-8")
 
 
+@needs_latex
+def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scores, instrument):
+    """All four runs (10 columns): scaled to the text width, caption without "Table 2:",
+    true minus signs; typeset by a real engine."""
+    runs, scores, folds, _, _ = runs_and_scores
+    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    frame = tables.table2(runs, scores, instrument.dimension_ids, res, "val_pearson")
+    frame.loc[0, "goal_pearson_mean"] = -0.123  # a negative mean: a true minus sign
+    kw = dict(dims=instrument.dimension_ids, dim_labels={d.id: d.label("en") for d in
+              instrument.dimensions}, row_columns={"label": "Model"},
+              p_column="{d}_pearson_p_vs_best")
+    out = tmp_path / "table2.csv"
+    tables.write_outputs(out, frame, tables.alliance_display(frame, latex=False, **kw),
+                         tables.alliance_display(frame, latex=True, **kw),
+                         "Table 2: alliance prediction", ["± is sd over folds; * p < .05."])
+    tex = out.with_suffix(".tex").read_text(encoding="utf-8")
+    assert "\\caption{alliance prediction}" in tex and "$-$0.12" in tex
+    assert "−0.12" in out.with_suffix(".md").read_text(encoding="utf-8")
+    assert_compiles(out.with_suffix(".tex"), tmp_path)
+
+
 def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrument):
     """Test-fold selection rows (the paper's protocol) sit beside the headline, labelled."""
     runs, scores, folds, _, _ = runs_and_scores
@@ -253,6 +276,29 @@ def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
     )
     assert 0 < rationale["goal_pearson_p_vs_score_only"] <= 1
     assert np.isnan(frame[frame["variant"] == "score_only"]["goal_pearson_p_vs_score_only"]).all()
+
+
+def test_table5_from_expert_rationales(tmp_path, instrument):
+    # Table 5's analysis is the stage module's (logodds.table5); the command only calls it
+    from care.evaluate import logodds
+
+    rows = [
+        {"item_id": item, "final": text}
+        for item, text in [
+            ("4", "they agreed on the goal"),
+            ("6", "a shared goal for therapy"),
+            ("1", "the step plan of the task"),
+            ("3", "the client felt warm trust"),
+        ]
+    ]
+    path = tmp_path / "rationales.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    texts, source = logodds.rationale_texts(instrument, expert=path)
+    frame, notes = logodds.table5(texts, source, instrument, "en", {"top_k": 2})
+    assert source == "expert" and notes[0].startswith("Rationales: expert.")
+    assert set(frame["dimension"]) == {"goal", "task", "bond"}
+    goal = frame[frame["dimension"] == "goal"]
+    assert "goal" in set(goal["term"]) and goal["length_mean"].iloc[0] == pytest.approx(24)
 
 
 def test_table5_and_table3_round_trip(tmp_path, instrument):
@@ -353,6 +399,16 @@ def test_human_eval_export_import_summary(tmp_path, runs_and_scores, instrument)
     book = load_workbook(key)
     ws = book[human_eval.SHEET]
     header = [c.value for c in ws[1]]
+    # protected: only the raters' columns unlocked; scores rounded and shown so; text wraps
+    assert ws.protection.sheet
+    col = {name: n + 1 for n, name in enumerate(header)}
+    for name in ("rationale", "client_rating", "session_id"):
+        assert ws.cell(2, col[name]).protection.locked
+    for name in (*human_eval.CRITERIA, "comment"):
+        assert not ws.cell(2, col[name]).protection.locked
+    score = ws.cell(2, col["client_rating"])
+    assert score.number_format == "0.00" and score.value == round(score.value, 2)
+    assert ws.cell(2, col["rationale"]).alignment.wrap_text
     r1 = _fill(sheet, rng)
     for row in range(len(sheet)):
         for criterion in human_eval.CRITERIA:
@@ -542,3 +598,26 @@ def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_score
     assert row["goal_coverage"] == 0 and np.isnan(row["goal_pearson_mean"])
     care = frame[frame["label"] == "CARE (llama)"].iloc[0]
     assert care["goal_n_common"] > 0 and np.isfinite(care["goal_pearson_common_mean"])
+
+
+def test_human_eval_sheet_takes_model_output_with_control_characters(tmp_path):
+    # The rating sheet and the expert sheet share one writer (care.io.save_workbook):
+    # characters XML forbids are dropped instead of failing the export.
+    import zipfile
+
+    from care.io import XLSX_ZIP_TIME
+    from openpyxl import load_workbook
+
+    row = {c: None for c in human_eval.SHEET_COLUMNS}
+    row.update(session_id="s1", item_id="1", rationale="turn 3\x01 shows it")
+    sheet = pd.DataFrame([row], columns=human_eval.SHEET_COLUMNS)
+    dialogues = pd.DataFrame(
+        [["s1", 1, "client", "hi\x02"]], columns=["session_id", "turn", "speaker", "text"]
+    )
+    path = tmp_path / "rating_sheet.xlsx"
+    human_eval.export_sheet(path, sheet, dialogues)
+    ws = load_workbook(path)[human_eval.SHEET]
+    column = human_eval.SHEET_COLUMNS.index("rationale") + 1
+    assert ws.cell(row=2, column=column).value == "turn 3 shows it"
+    with zipfile.ZipFile(path) as z:
+        assert {i.date_time for i in z.infolist()} == {XLSX_ZIP_TIME}

@@ -15,10 +15,11 @@ from care.evaluate import synthetic
 from care.instrument import load_instrument
 
 from .conftest import copy_workflow, run_snakemake
+from .latex import ENGINE, assert_compiles
 
 EVAL_RULES = [
     "evaluation_metrics",
-    "rationale_quality",
+    "text_metrics",
     "table2",
     "table3",
     "table4",
@@ -101,14 +102,25 @@ def test_tables_figures_report_from_predictions(tmp_path):
     assert set(pd.read_csv(work / "results/table5.csv")["dimension"]) == {"goal", "task", "bond"}
     for target in targets:
         assert (work / target).stat().st_size > 0
+    if ENGINE:  # every table a real LaTeX engine typesets, without overflow
+        texs = sorted((work / "results").glob("*.tex"))
+        assert {t.stem for t in texs} >= {"table1", "table2", "table3", "table4", "table5"}
+        for tex in texs:
+            assert_compiles(tex, tmp_path)
+
+    _readme_follows_the_run(work)
 
     again = run_snakemake(work, *targets, *configs, *allowed)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    report = run_snakemake(work, "--report", "results/report.html", *targets, *configs)
+    report = run_snakemake(work, "--report", "results/report.html", "results/table1.csv",
+                           *targets, *configs)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (work / "results/report.html").read_text(encoding="utf-8")
     assert "table2.html" in html and "figure3.png" in html
+    assert "table1.html" in html
+    # every caption and the first page render without a docutils warning or error
+    assert "System Message" not in html and "system-message" not in html
 
     # an ablation edit (drop a variant) reruns Table 4, not the other runs' metrics
     edit = run_snakemake(
@@ -128,3 +140,27 @@ def _planned_rules(output: str) -> set[str]:
             break
         rules.add(line.split()[0])
     return rules
+
+
+def _readme_follows_the_run(work):
+    """The README block written from this run's Table 2 checks clean; an edited number fails."""
+    import re
+    import subprocess
+    import sys
+
+    from care.readme import END, START
+
+    readme = work / "README.md"
+    readme.write_text(f"# demo\n\n{START}\n{END}\n", encoding="utf-8")
+    care = [sys.executable, "-m", "care.cli", "readme", "--table2", "results/table2.csv",
+            "--instrument", "workflow/instruments/wai_sr.yaml", "--readme", "README.md"]
+    wrote = subprocess.run([*care, "--write"], cwd=work, capture_output=True, text=True)
+    assert wrote.returncode == 0, wrote.stderr
+    ok = subprocess.run([*care, "--check"], cwd=work, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout
+    text = readme.read_text(encoding="utf-8")
+    stale = re.sub(r"\| (−?)\.(\d)(\d) ±", lambda m: f"| {m[1]}.{m[2]}{(int(m[3]) + 1) % 10} ±",
+                   text, count=1)
+    readme.write_text(stale, encoding="utf-8")
+    bad = subprocess.run([*care, "--check"], cwd=work, capture_output=True, text=True)
+    assert bad.returncode == 1 and "README.md:" in bad.stdout

@@ -47,3 +47,24 @@ def test_fewer_clients_than_folds(demo_table, instrument):
     few = demo_table[demo_table["client_id"].isin(demo_table["client_id"].unique()[:3])]
     with pytest.raises(CareInputError, match="cannot fill 5"):
         make_folds(few, instrument.dimension_ids, 5, 3, seed=1)
+
+
+def test_table1_files_share_the_tables_writer(demo_table, instrument, tmp_path):
+    # Table 1 is written like Tables 2-8 (care.evaluate.tables.write_outputs): CSV, and
+    # Markdown, LaTeX (escaped headers) and HTML with mean ± sd cells and a note
+    import json
+
+    from care.cli import main
+
+    sessions = tmp_path / "sessions.tsv"
+    demo_table.to_csv(sessions, sep="\t", index=False)
+    out = tmp_path / "table1.csv"
+    spec = json.dumps({"n_folds": 5, "n_strata": 3, "seed": 123})
+    assert main(["folds", "--sessions-table", str(sessions), "--instrument", instrument.path,
+                 "--spec", spec, "--folds", str(tmp_path / "folds.tsv"),
+                 "--table1", str(out)]) == 0
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert md.startswith("**Table 1:") and " ± " in md and "mean of its items" in md
+    tex = out.with_suffix(".tex").read_text(encoding="utf-8")
+    assert "Clients & Sessions & Goal" in tex and r"$\pm$" in tex and r"\toprule" in tex
+    assert "<table" in out.with_suffix(".html").read_text(encoding="utf-8")

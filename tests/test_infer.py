@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from care.infer import PREDICTION_COLUMNS
 from care.infer.counselor import counselor_rows
-from care.infer.engine import (
+from care.infer.labels import (
     Generation,
     argmax_score,
     expected_score,
@@ -52,21 +52,16 @@ def texts(small_corpus):
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def tiny(request, texts):
     """(model, tokenizer) of a randomly initialised tiny model, float32 on CPU."""
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
-    tok = train_tokenizer(texts, request.param, vocab_size=600)
-    model = random_model(request.param, "tiny", len(tok), seed=3)
-    set_special_ids(model, tok)
-    return model, tok
+    return random_backbone("tiny", texts, arch=request.param, vocab_size=600, seed=3)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, texts):
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
-    tok = train_tokenizer(texts, "llama", vocab_size=600)
-    model = random_model("llama", "tiny", len(tok), seed=5)
-    set_special_ids(model, tok)
+    model, tok = random_backbone("tiny", texts, arch="llama", vocab_size=600, seed=5)
     path = tmp_path_factory.mktemp("model") / "llama"
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -361,16 +356,19 @@ def test_vllm_engine_arguments(model_dir, instrument):
     assert sampling["logprobs"] >= 1 and sampling["stop_token_ids"]
 
 
-def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
+def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path, monkeypatch):
     from care.infer.api import APIScorer
 
     from tests.stub_server import StubServer
 
+    requests = []
+
     def answer(request):
+        requests.append(request)
         return "Rationale: the client felt heard (turn 2).\nScore: 4"
 
-    with StubServer(answer) as server:
-        sc = APIScorer(
+    def scorer(server):
+        return APIScorer(
             "stub-model",
             instrument=instrument,
             variant="rationale",
@@ -379,11 +377,19 @@ def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path):
             max_new_tokens=64,
             base_url=server.base_url,
             api_key_env=None,
-            cache_dir=str(tmp_path / "llm"),
+            cache=tmp_path / "answers.sqlite",
         )
-        rows = list(sc.score(sessions[:2], model="stub", variant="zero_shot", fold=1))
+
+    monkeypatch.chdir(tmp_path)
+    with StubServer(answer) as server:
+        rows = list(scorer(server).score(sessions[:2], model="stub", variant="zero_shot", fold=1))
+        again = list(scorer(server).score(sessions[:2], model="stub", variant="zero_shot", fold=1))
     assert len(rows) == 24 and all(r["parsed"] and r["score"] == 4.0 for r in rows)
     assert all(r["probs"] is None and math.isnan(r["score_expected"]) for r in rows)
+    # one cache: the rerun is answered from the engine's answer cache, and the client keeps
+    # no second copy of the answers (no response-cache directory)
+    assert len(requests) == 24 and again == rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.sqlite"]
 
 
 def test_cli_scores_a_fold_from_a_model_directory(
@@ -506,11 +512,11 @@ def test_bench_runs_naive_and_shared_on_a_random_model(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def score_trained(texts, sessions, instrument):
     """A tiny Llama trained for a few steps to answer "Score: N" (short, truncated prompts)."""
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
 
-    tok = train_tokenizer(texts, "llama", vocab_size=600)
-    model = random_model("llama", "tiny", len(tok), seed=3)
-    set_special_ids(model, tok)
+    # the answer format is in the tokenizer's texts, as in care.backbone.corpus_texts
+    answers = texts + ["Score: 1 2 3 4 5 Rationale:"] * 50
+    model, tok = random_backbone("tiny", answers, arch="llama", vocab_size=600, seed=3)
     sc = scorer(model, tok, instrument, variant="score_only", max_length=480)
     seqs = []
     for s in sessions[:1]:
@@ -552,3 +558,38 @@ def test_scores_and_label_probabilities_of_a_model_that_answers(
         assert r["score"] == r["score_expected"]
         assert r["score_expected"] == pytest.approx(float(np.dot(r["probs"], points)))
         assert r["score_argmax"] == points[int(np.argmax(r["probs"]))]
+
+
+@pytest.mark.parametrize("penalty, least", [(1.0, 0), (1.3, 3)])
+def test_shared_decoding_gives_the_naive_tokens_and_label_probabilities(
+    score_trained, instrument, sessions, penalty, least
+):
+    from care.infer.decoding import Decoding
+
+    model, tok = score_trained
+    out = {}
+    for shared in (False, True):
+        sc = scorer(
+            model, tok, instrument, variant="score_only", max_length=480, prefix_sharing=shared
+        )
+        # logits processing (repetition penalty, a minimum length) applies per branch too
+        sc.decoding = Decoding(6, repetition_penalty=penalty, min_new_tokens=least)
+        sc.generation_config = sc.decoding.generation_config(sc.eos_ids, sc.pad_id)
+        out[shared] = [a for session in sc.answer(sessions[:2]) for _, a in session]
+    if least:
+        assert all(a.n_generated >= least for a in out[True])
+    assert [a.text for a in out[True]] == [a.text for a in out[False]]
+    with_probs = [(a, b) for a, b in zip(out[False], out[True], strict=True) if a.probs]
+    assert len(with_probs) >= len(out[False]) // 2
+    for naive, shared in with_probs:
+        assert shared.probs.keys() == naive.probs.keys()
+        for item in naive.probs:
+            assert shared.probs[item] == pytest.approx(naive.probs[item], abs=1e-5)
+
+
+def test_sessions_of_unlike_length_are_not_padded_together():
+    from care.infer.shared_decode import length_groups
+
+    groups = length_groups([100, 3000, 110, 2900, 105], max_rows=4)
+    assert sorted(map(sorted, groups)) == [[0, 2, 4], [1, 3]]
+    assert length_groups([100] * 5, max_rows=2) == [[0, 1], [2, 3], [4]]

@@ -7,9 +7,9 @@ The DeepSpeed launcher passes ``--local_rank=N`` to the script unless told not t
 from __future__ import annotations
 
 import pytest
+from care.train.checkpoints import full_states
 from care.train.launch import Plan, launch
 from care.train.run import prepare, stage_checkpoint_dir
-from care.train.select import epoch_checkpoints
 from care.train.trainer import main as trainer_main
 
 from tests import train_fixtures
@@ -61,4 +61,4 @@ def test_two_cpu_ranks_train_with_either_launcher(
     plan = Plan.make(0, 2, 2, launcher)
     job = stage_checkpoint_dir(run, examples, plan)
     launch(plan, job, run.checkpoint_dir / "job.json")
-    assert len(epoch_checkpoints(run.checkpoint_dir)) == 1
+    assert [c.epoch_end for c in full_states(run.checkpoint_dir)] == [1]

@@ -97,14 +97,36 @@ def test_hf_backend_batches_caches_and_keeps_order(tiny_model, tmp_path):
     assert chat.stats["calls"] == 5 and chat.stats["cache_hits"] == 5
 
 
+def test_drafting_stops_where_training_ends_a_turn(tiny_model, tmp_path):
+    # one end-of-turn definition (care.backbone): the generation config's eos ids and the
+    # tokenizer's eos, not the first of them that is set
+    from care.backbone import load_end_of_turn_ids, load_tokenizer
+    from care.llm.hf_chat import HFChat
+    from transformers import GenerationConfig
+
+    tokenizer = load_tokenizer(tiny_model)
+    chat = HFChat(tiny_model, cache_dir=tmp_path / "cache")
+    assert chat.eos_ids == load_end_of_turn_ids(tiny_model, tokenizer)
+    configured = GenerationConfig.from_pretrained(tiny_model).eos_token_id
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    assert set(configured) | {tokenizer.eos_token_id} == set(chat.eos_ids)
+
+
 def test_hf_cache_key_follows_the_model_files(tiny_model, tmp_path):
-    from care.llm.hf_chat import model_fingerprint
+    # care.fingerprint: the same files are the same model wherever they are; new weights
+    # (a model retrained in place) are another model, whatever their mtime says
+    from care.fingerprint import model_fingerprint
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
     before = model_fingerprint(copy)
+    assert model_fingerprint(tiny_model) == before
     weights = copy / "model.safetensors"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    stamp = (weights.stat().st_atime_ns, weights.stat().st_mtime_ns)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=stamp)
     assert model_fingerprint(copy) != before  # retrained in place: no stale answers
 
 

@@ -28,9 +28,10 @@ COL = {
     "item_id": "B",
     "rating": "E",
     "draft": "G",
-    "final_rationale": "H",
-    "editor_id": "I",
-    "dialogue": "J",
+    "cited_turns": "H",
+    "final_rationale": "I",
+    "editor_id": "J",
+    "dialogue": "K",
 }
 
 
@@ -60,15 +61,24 @@ def test_export_layout_protection_and_links(exported, instrument):
     assert ws.max_row == len(drafts) + 1
     assert ws.protection.sheet and wb[DIALOGUES].protection.sheet
     for row in (2, ws.max_row):
-        assert not ws[f"H{row}"].protection.locked and not ws[f"I{row}"].protection.locked
-        for col in "ABCDEFGJ":
+        assert not ws[f"I{row}"].protection.locked and not ws[f"J{row}"].protection.locked
+        for col in "ABCDEFGHK":
             assert ws[f"{col}{row}"].protection.locked
     first = drafts[0]
     assert ws["A2"].value == first["session_id"] and ws["B2"].value == first["item_id"]
     assert ws["D2"].value == instrument.items[first["item_id"]].wording("en")
     assert ws["E2"].value == first["rating"] and ws["G2"].value == first["draft"]
+    # final_rationale starts as the draft; the cited turns' text sits beside it
+    assert ws["I2"].value == first["draft"]
+    from care.prompts import cited_turns
+
+    with_cites = next(n for n, d in enumerate(drafts, start=2) if cited_turns(d["draft"]))
+    turn = cited_turns(drafts[with_cites - 2]["draft"])[0]
+    session = next(s for s in sessions if s.session_id == drafts[with_cites - 2]["session_id"])
+    assert ws[f"H{with_cites}"].value.startswith(f"({turn}) ")
+    assert session.turns[turn - 1].text[:40] in ws[f"H{with_cites}"].value
     # the link opens the session's transcript, whose header links back to its rows
-    target = ws["J2"].hyperlink.location
+    target = ws["K2"].hyperlink.location
     sheet_name, cell = target.split("!")
     assert sheet_name.strip("'") == DIALOGUES
     dialogue = wb[DIALOGUES]
@@ -83,11 +93,11 @@ def test_export_layout_protection_and_links(exported, instrument):
     assert len(turns) == len(sessions[0].turns)
     # the known editors are offered as a drop-down on the editor column
     (validation,) = ws.data_validations.dataValidation
-    assert validation.formula1 == '"e1,e2"' and "I2" in str(validation.sqref)
+    assert validation.formula1 == '"e1,e2"' and "J2" in str(validation.sqref)
     # each sheet states its size, so a reader need not parse it to learn it
     with zipfile.ZipFile(path) as z:
         head = z.read("xl/worksheets/sheet1.xml")[:2000]
-    assert f'<dimension ref="A1:J{len(drafts) + 1}"/>'.encode() in head
+    assert f'<dimension ref="A1:K{len(drafts) + 1}"/>'.encode() in head
     lazy = load_workbook(path, read_only=True)
     assert lazy[DIALOGUES].max_row == 1 + sum(1 + len(s.turns) for s in sessions)
 
@@ -100,11 +110,11 @@ def test_export_is_byte_identical(exported, instrument, tmp_path):
 
 
 def review(ws):
-    """Row 2 rewritten, row 3 accepted by copying the draft, the rest left empty."""
-    ws["H2"] = "The counselor set the goal with the client (turn 3). Overall goals were shared."
-    ws["I2"] = "e1"
-    ws["H3"] = ws["G3"].value
-    ws["I3"] = "e2"
+    """Row 2 rewritten, row 3's draft accepted and signed, the rest left as exported."""
+    ws["I2"] = "The counselor set the goal with the client (turn 3). Overall goals were shared."
+    ws["J2"] = "e1"
+    ws["I3"] = ws["G3"].value
+    ws["J3"] = "e2"
 
 
 def test_round_trip(exported, instrument, tmp_path):
@@ -143,10 +153,10 @@ def test_simulated_expert_fills_every_row(exported, instrument, tmp_path):
     assert fill_sheet(path, finals, "e1", out) == len(drafts)
     filled, exported = load_workbook(out), load_workbook(path)
     ws = filled[SHEET]
-    assert ws.protection.sheet and not ws["H2"].protection.locked  # still protected, editable
-    assert ws["H2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
-    assert ws["I2"].value == "e1" and ws["H2"].fill.fgColor.rgb == "00FFF4CC"
-    assert ws["J2"].hyperlink.location == exported[SHEET]["J2"].hyperlink.location
+    assert ws.protection.sheet and not ws["I2"].protection.locked  # still protected, editable
+    assert ws["I2"].value == finals[drafts[0]["session_id"], drafts[0]["item_id"]]
+    assert ws["J2"].value == "e1" and ws["I2"].fill.fgColor.rgb == "00FFF4CC"
+    assert ws["K2"].hyperlink.location == exported[SHEET]["K2"].hyperlink.location
     with zipfile.ZipFile(path) as before, zipfile.ZipFile(out) as after:  # the rest as it was
         for name in ("xl/worksheets/sheet2.xml", "xl/styles.xml"):
             assert before.read(name) == after.read(name)
@@ -186,27 +196,27 @@ CASES = {
     "rating changed": (set_cells(E2=0), {}, 2, "rating (column E)", "rating changed"),
     "rating cleared": (set_cells(E2=None), {}, 2, "rating (column E)", "rating changed"),
     "unedited not allowed": (
-        set_cells(I2="e1"),
+        lambda ws: None,  # every row left as exported
         {"allow_unedited": False},
         2,
-        "final_rationale (column H)",
-        "empty final rationale",
+        "final_rationale (column I)",
+        "draft left untouched",
     ),
     "unknown editor": (
-        set_cells(H2="Rewritten (turn 2).", I2="mallory"),
+        set_cells(I2="Rewritten (turn 2).", J2="mallory"),
         {"editors": ["e1", "e2"]},
         2,
-        "editor_id (column I)",
+        "editor_id (column J)",
         "unknown editor id 'mallory'",
     ),
     "no editor on an edit": (
-        set_cells(H2="Rewritten (turn 2)."),
+        set_cells(I2="Rewritten (turn 2)."),
         {},
         2,
-        "editor_id (column I)",
+        "editor_id (column J)",
         "needs an editor id",
     ),
-    "missing column": (set_cells(H1="final"), {}, 1, "final_rationale", "missing column"),
+    "missing column": (set_cells(I1="final"), {}, 1, "final_rationale", "missing column"),
 }
 
 

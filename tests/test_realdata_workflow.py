@@ -86,8 +86,10 @@ def user_config(work) -> dict:
         "training": {"learning_rate": 5.0e-3, "per_device_train_batch_size": 8,
                      "num_train_epochs": 1, "deepspeed": None, "inner_val_fraction": 0.3,
                      # answer limits: `auto` (the default), from the training answers
+                     # max_cut_rate 1: a one-epoch mini model does not end its answers
+                     # yet; selection's cut-answer guard has its own tests
                      "validation": {"batch_size": 16, "scoring": "expected",
-                                    "min_parse_rate": 0.0}},
+                                    "min_parse_rate": 0.0, "max_cut_rate": 1.0}},
         "inference": {"device": "cpu", "batch_size": 32, "scoring": "expected"},
         "rationales": {"backend": "extractive",
                        "edited_sheet": "data/expert_sheet.edited.xlsx"},

@@ -177,7 +177,7 @@ def test_inner_split_is_client_grouped_and_leaves_the_test_fold_out(sessions, tr
 def test_training_and_inference_cut_a_dialogue_alike(tiny_backbones, instrument, sessions):
     """With the inference answer budget reserved, a training example's prompt is exactly the
     prompt inference builds for the same session and item (the dialogue cut the same way)."""
-    from care.infer.engine import PromptBuilder
+    from care.infer.prompting import PromptBuilder
 
     full = builder(tiny_backbones["llama"], instrument, "score_only")
     _, free = build_examples(full, sessions[:4], None)

@@ -37,7 +37,13 @@ HP = {
     "logging_steps": 2,
     "selection": "inner_split",
     "inner_val_fraction": 0.3,
-    "validation": {"max_new_tokens": 12, "batch_size": 48, "scoring": "expected"},
+    # max_cut_rate 1: a tiny model trained for 2 epochs rarely ends its answer in 12 tokens
+    "validation": {
+        "max_new_tokens": 12,
+        "batch_size": 48,
+        "scoring": "expected",
+        "max_cut_rate": 1,
+    },
     "cpu_ranks": 1,
     "launcher": "torchrun",
 }
@@ -65,11 +71,12 @@ def make_run(tmp_path, corpus, backbone, instrument, variant="score_only", **hp)
     )
 
 
-def train_only(run: FineTune) -> None:
-    """Prepare and train (no selection): every epoch's checkpoint stays."""
+def train_only(run: FineTune, **lifecycle) -> None:
+    """Prepare and train all epochs in one go (no selection): every checkpoint stays."""
     *_, examples, _ = prepare(run)
     plan = Plan.make(0, run.hp["cpu_ranks"], 1, run.hp["launcher"])
     job = stage_checkpoint_dir(run, examples, plan)
+    job.update({"pause_at_epoch_end": False, "rotate": False, **lifecycle})
     launch(plan, job, run.checkpoint_dir / "job.json")
 
 
@@ -284,8 +291,102 @@ def test_finetune_selects_exports_and_prunes(tmp_path, tiny_backbones, train_cor
     assert not any(
         p.suffix == ".py" or p.name.startswith(("optimizer", "rng_state")) for p in out.iterdir()
     )
-    left = list(run.checkpoint_dir.glob("checkpoint-*"))
-    assert [p.name for p in left] == [f"checkpoint-{selection['chosen']['step']}"]
+    # the optimizer state is gone; the chosen epoch's weights stay, hard-linked to the model
+    assert list(run.checkpoint_dir.glob("checkpoint-*")) == []
+    kept = list(run.checkpoint_dir.glob("epoch-*"))
+    assert [p.name for p in kept] == [f"epoch-{selection['chosen']['epoch']}"]
+    assert (kept[0] / "model.safetensors").samefile(out / "model.safetensors")
+    assert selection["validation"]["sessions"] and len(selection["validation"]["sessions"]) == (
+        selection["validation_sessions"]
+    )
+    assert [e["epoch"] for e in selection["epochs"]] == [1, 2]
+    assert all(0 <= e["answers_cut"] <= e["items"] for e in selection["epochs"])
+
+
+def _inventory(directory):
+    from care.train import checkpoints
+
+    full = [c.step for c in checkpoints.full_states(directory)]
+    return full, sorted(checkpoints.epoch_weights(directory))
+
+
+def test_checkpoints_kept_at_each_point_of_a_run(
+    uninterrupted, tmp_path, tiny_backbones, train_corpus, instrument, monkeypatch
+):
+    """Retention: <= 2 full states while a save is written, 1 after it, the best epoch's
+    weights, nothing resumable once the run is over; pauses and mid-epoch saves do not change
+    the trained weights."""
+    from care.train import checkpoints, select
+    from care.train import run as run_module
+
+    events = []
+    rotate, score = checkpoints.rotate, run_module.EpochLoop.score
+
+    def rotating(directory, keep):
+        if keep is not None:  # after a save, before the older state goes
+            events.append(("saving", *_inventory(directory)))
+        rotate(directory, keep)
+        events.append(("saved" if keep else "finished", *_inventory(directory)))
+
+    def scoring(self, epoch):
+        score(self, epoch)
+        scored = select.read_scores(self.dir)
+        best = scored[select.choose([select.from_json(r) for r in scored], 0.0, 1.0)]["epoch"]
+        events.append(("scored", *_inventory(self.dir), best))
+
+    monkeypatch.setattr(checkpoints, "rotate", rotating)
+    monkeypatch.setattr(run_module.EpochLoop, "score", scoring)
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument, save_steps=5)
+    record = finetune(run)
+    per_epoch = record["epochs"][0]["step"]
+    saves = [s for s in range(5, 2 * per_epoch, 5) if s % per_epoch] + [per_epoch, 2 * per_epoch]
+    saves.sort()
+    for kind, full, kept, *best in events:
+        assert len(full) <= (2 if kind == "saving" else 1), (kind, full)
+        if kind == "scored":
+            assert kept == best  # only the best epoch so far keeps its weights
+        assert len(kept) <= 1
+    assert [e[1][-1] for e in events if e[0] == "saved"] == saves
+    assert [e[0] for e in events if e[0] in ("scored", "finished")] == ["scored"] * 2 + ["finished"]
+    assert events[-1][1:] == ([], [record["chosen"]["epoch"]])
+    leftovers = [p.name for p in run.checkpoint_dir.rglob("*") if p.is_file()]
+    assert not [n for n in leftovers if n.startswith(("optimizer", "rng_state", "scheduler"))]
+    assert not [n for n in leftovers if "optim_states" in n or "model_states" in n]
+    chosen = record["chosen"]["epoch"]
+    reference = uninterrupted.checkpoint_dir / f"checkpoint-{chosen * per_epoch}"
+    assert same_weights(weights(run.out), weights(reference))
+
+
+def test_mid_epoch_kill_resumes_from_the_step_checkpoint(
+    uninterrupted, tmp_path, tiny_backbones, train_corpus, instrument, monkeypatch, caplog
+):
+    from care.train import trainer as trainer_module
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("killed at the first mid-epoch checkpoint")
+
+    make = trainer_module.make_trainer
+    monkeypatch.setattr(
+        trainer_module, "make_trainer", lambda *a, **k: _with(make(*a, **k), Crash())
+    )
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)
+    with pytest.raises(KeyboardInterrupt):
+        train_only(run, save_steps=5, rotate=True)
+    assert [p.name for p in run.checkpoint_dir.glob("checkpoint-*")] == ["checkpoint-5"]
+    monkeypatch.setattr(trainer_module, "make_trainer", make)
+    caplog.set_level("INFO", logger="care.train")
+    train_only(run, save_steps=5, rotate=True)
+    assert "checkpoint-5 (step 5," in caplog.text  # resumed mid-epoch, not from scratch
+    last = max(run.checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(list(run.checkpoint_dir.glob("checkpoint-*"))) == 1
+    assert same_weights(weights(last), weights(uninterrupted.checkpoint_dir / last.name))
+
+
+def _with(trainer, callback):
+    trainer.add_callback(callback)
+    return trainer
 
 
 @pytest.mark.slow
@@ -305,6 +406,7 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
         "-m",
         "care.cli",
         "train",
+        "run",
         "--backbone",
         str(run.backbone),
         "--sessions",

@@ -1,10 +1,12 @@
 """Backbones: tiny randomly initialised Llama/Qwen2 models for the demo, and the loader.
 
 ``care backbone tiny --arch llama|qwen2`` builds a ``LlamaForCausalLM`` or ``Qwen2ForCausalLM``
-of a few hundred thousand parameters with a byte-level BPE tokenizer trained on the corpus
+of a few hundred thousand parameters with a byte-level BPE tokenizer trained on a corpus
 (the dialogue turns, the rendered prompt templates, the instrument's wording and any extra
-text files). The tokenizer carries the special tokens and the chat template of its family,
-so prompts render exactly as with the real checkpoints:
+text files). The demo trains it on the unlabeled corpus and its rationales: one tokenizer
+serves all five folds, so it must see no labeled session, whichever fold tests it. The
+tokenizer carries the special tokens and the chat template of its family, so prompts render
+exactly as with the real checkpoints:
 
 - Llama 3: ``<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``
 - Qwen2: ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
@@ -114,6 +116,9 @@ class TinySpec:
     vocab_size: int = 3000
     cross_word_merges: bool = True
     tokenizer_texts: tuple[str, ...] = ()  # more files to train the tokenizer on
+    # the corpus whose turns and prompts train the tokenizer (the rule passes it as
+    # --sessions): text outside the labeled corpus, so no test fold's words become tokens
+    tokenizer_sessions: str | None = None
     seed: int = 0
 
     @classmethod
@@ -224,8 +229,123 @@ def _strings_of(path: Path) -> Iterator[str]:
 # --------------------------------------------------------------------------- model
 
 
-def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dict[str, Any]:
-    """Train the tokenizer, initialise the model, save both (and the generation config)."""
+#: Model shapes by name: (arch, sizes). ``tiny`` is the demo's backbone (config.yaml
+#: ``backbones.*.tiny``); the others are real checkpoints' published shapes, for the
+#: benchmarks (``care bench train --shape``, ``care bench infer --random-model``).
+SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tiny": (
+        "llama",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 3000,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": True,
+        },
+    ),
+    "small": (
+        "llama",
+        {
+            "hidden_size": 256,
+            "intermediate_size": 688,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "vocab_size": 3000,
+        },
+    ),
+    "qwen2.5-0.5b": (
+        "qwen2",
+        {
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "tie_word_embeddings": True,
+            "rope_theta": 1000000.0,
+        },
+    ),
+    "qwen2.5-1.5b": (
+        "qwen2",
+        {
+            "hidden_size": 1536,
+            "intermediate_size": 8960,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "tie_word_embeddings": True,
+            "rope_theta": 1000000.0,
+        },
+    ),
+    "qwen2.5-7b": (
+        "qwen2",
+        {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "rope_theta": 1000000.0,
+        },
+    ),
+    "llama-3.1-8b": (
+        "llama",
+        {
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 128256,
+            "tie_word_embeddings": False,
+            "rope_theta": 500000.0,
+        },
+    ),
+}
+SHAPES["llama-3-8b"] = SHAPES["llama-3.1-8b"]  # the same layer shape
+
+
+def resolve_shape(shape: str | dict, arch: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``(arch, sizes)`` of a named shape, or of a dict of sizes (a JSON string too) whose
+    ``arch`` key, else ``arch``, else llama, names the family. ``arch`` overrides a name's."""
+    if isinstance(shape, str) and shape in SHAPES:
+        named_arch, sizes = SHAPES[shape]
+        return arch or named_arch, dict(sizes)
+    if isinstance(shape, str):
+        try:
+            shape = json.loads(shape)
+        except ValueError:
+            raise ValueError(
+                f"unknown shape {shape!r}: one of {sorted(SHAPES)} or a JSON dict of sizes"
+            ) from None
+    sizes = dict(shape)
+    return sizes.pop("arch", None) or arch or "llama", sizes
+
+
+def init_model(
+    arch: str,
+    sizes: dict[str, Any],
+    tokenizer=None,
+    *,
+    seed: int = 0,
+    dtype: Any = None,
+    device: str = "cpu",
+):
+    """A randomly initialised ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` of ``sizes``.
+
+    With a tokenizer of the family (:func:`train_tokenizer`), the vocabulary, the special
+    ids and the generation config are the tokenizer's, as in every backbone the workflow
+    builds. Built directly on ``device`` in ``dtype`` (an 8B shape never exists in float32
+    on the host); ``device="meta"`` gives a weightless model whose config can be saved.
+    """
     import torch
     from transformers import (
         GenerationConfig,
@@ -235,35 +355,76 @@ def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dic
         Qwen2ForCausalLM,
     )
 
-    family = FAMILIES[spec.arch]
-    tokenizer = train_tokenizer(texts, family, spec.vocab_size, spec.cross_word_merges)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.specials}
     config_cls, model_cls = {
         "llama": (LlamaConfig, LlamaForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-    }[spec.arch]
-    config = config_cls(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        rope_theta=spec.rope_theta,
-        tie_word_embeddings=spec.tie_word_embeddings,
-        bos_token_id=ids.get(family.bos) if family.bos else None,
-        eos_token_id=[ids[t] for t in family.stop],
-        pad_token_id=ids[family.pad],
+    }[arch]
+    sizes = dict(sizes)
+    sizes.setdefault("max_position_embeddings", 2048)
+    special: dict[str, Any] = {}
+    if tokenizer is not None:
+        family = FAMILIES[arch]
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.specials}
+        sizes["vocab_size"] = len(tokenizer)
+        special = {
+            "bos_token_id": ids.get(family.bos) if family.bos else None,
+            "eos_token_id": [ids[t] for t in family.stop],
+            "pad_token_id": ids[family.pad],
+        }
+    config = config_cls(**sizes, **special)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    try:
+        if dtype is not None:
+            torch.set_default_dtype(dtype)
+        with torch.device(device):
+            model = model_cls(config)
+    finally:
+        torch.set_default_dtype(previous)
+    if special:
+        model.generation_config = GenerationConfig(**special, do_sample=False)
+    return model
+
+
+def random_backbone(
+    shape: str | dict,
+    texts: Iterable[str],
+    *,
+    arch: str | None = None,
+    vocab_size: int = 4000,
+    seed: int = 0,
+    dtype: Any = None,
+    device: str = "cpu",
+    max_positions: int = 0,
+):
+    """``(model, tokenizer)``: a backbone as ``care backbone tiny`` builds it (the family's
+    tokenizer, chat template and special ids), in memory, at any shape; the tokenizer is
+    trained on ``texts`` and sets the vocabulary. ``max_positions`` raises the shape's
+    context length when a run needs more."""
+    arch, sizes = resolve_shape(shape, arch)
+    sizes["max_position_embeddings"] = max(
+        sizes.get("max_position_embeddings", 2048), max_positions
     )
-    torch.manual_seed(spec.seed)
-    model = model_cls(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=[ids[t] for t in family.stop],
-        pad_token_id=ids[family.pad],
-        do_sample=False,
-    )
+    tokenizer = train_tokenizer(texts, FAMILIES[arch], vocab_size)
+    model = init_model(arch, sizes, tokenizer, seed=seed, dtype=dtype, device=device)
+    return model.eval(), tokenizer
+
+
+def build_tiny(spec: TinySpec, texts: Iterable[str], out_dir: str | Path) -> dict[str, Any]:
+    """Train the tokenizer, initialise the model, save both (and the generation config)."""
+    family = FAMILIES[spec.arch]
+    tokenizer = train_tokenizer(texts, family, spec.vocab_size, spec.cross_word_merges)
+    sizes = {
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "rope_theta": spec.rope_theta,
+        "tie_word_embeddings": spec.tie_word_embeddings,
+    }
+    model = init_model(spec.arch, sizes, tokenizer, seed=spec.seed)
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -365,14 +526,42 @@ def load_tokenizer(path: str | Path):
 
 
 def end_of_turn_ids(tokenizer, *eos_values: Any) -> list[int]:
-    """Token ids that end the assistant's turn: the given eos ids and the tokenizer's eos."""
+    """Token ids that end the assistant's turn: the one definition for training and inference.
+
+    The union of the given eos ids (a generation config's), the tokenizer's eos and the
+    special token the chat template writes right after an assistant message (Llama 3's
+    ``<|eot_id|>``, ChatML's ``<|im_end|>`` for Qwen2 and SmolLM2): training labels the
+    answer through the first of them and decoding stops at any of them.
+    """
     ids: set[int] = set()
-    for value in (*eos_values, tokenizer.eos_token_id):
+    for value in (*eos_values, tokenizer.eos_token_id, template_end_of_turn(tokenizer)):
         if isinstance(value, int):
             ids.add(value)
         elif value:
             ids.update(value)
+    if not ids:
+        raise ValueError("the model and tokenizer define no end-of-turn token")
     return sorted(ids)
+
+
+def template_end_of_turn(tokenizer) -> int | None:
+    """The special token the chat template closes an assistant message with, if any."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    mark = "\u2063"  # an invisible character that no template writes itself
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # a template that cannot render a plain exchange: no end-of-turn known
+        return None
+    if mark not in text:
+        return None
+    after = text[text.rindex(mark) + len(mark) :]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    for token in tokenizer(after, add_special_tokens=False)["input_ids"]:
+        if token in special:
+            return int(token)
+    return None
 
 
 def load_end_of_turn_ids(path: str | Path, tokenizer) -> list[int]:

@@ -1,8 +1,11 @@
-"""The ``care`` command line: one subcommand per stage, each a thin wrapper over a module.
+"""The ``care`` command line: commands grouped by stage, named as the workflow's rules.
 
 Subcommands are registered by the modules of :mod:`care.commands` (each defines
-``register(subparsers)``); they import their heavy dependencies (torch, transformers) only
-when run, so ``care --help`` and light stages start fast. Input errors print one line naming
+``register(subparsers)``); :class:`Stages` files each under its stage (``care data folds``,
+``care apply digest``, ...; ``MOVED`` maps the earlier top-level names, which still work but
+are not listed), and gives every ``--instrument`` the packaged WAI-SR as its default. Commands
+import their heavy dependencies (torch, transformers) only when run, so ``care --help`` and
+light stages start fast. Input errors print one line naming
 file, record and field, and exit with status 2. Every command runs under the restricted
 umask of :func:`care.io.restrict_umask`, so what it writes is not readable by other users.
 """
@@ -14,22 +17,113 @@ import importlib
 import logging
 import pkgutil
 import sys
+import time
 
 from care import __version__, commands
 from care.errors import CareInputError
 from care.io import UMASK_ENVVAR, restrict_umask
 from care.versions import VersionError
 
+HELP = """\
+care: predict and explain the client-perceived therapeutic alliance from counseling
+transcripts (the CARE workflow). The Snakemake rules call these commands; people mostly use
+`care score` and `care status`.
+
+commands, by stage (rule names in brackets):
+  care data        demo-corpus [demo_corpus], import (your data into the contract),
+                   validate [validate_sessions], folds [folds]
+  care rationales  draft, export, simulate-edits, import, stats [*_rationales, rationale_stats]
+  care train       backbone tiny|check [build_backbone], run [train], sft-data
+  care infer       model [infer_finetuned, infer_zero_shot], counselor [counselor_baseline]
+  care evaluate    metrics, text-metrics, table2..table5, figures, training-curves,
+                   human-eval-export, human-eval-import
+  care apply       predict [predict_corpus], figure2, table8, digest [counselor_digests],
+                   report-session [session_reports]
+  care score       score a transcript file with a model directory and print the result
+  care status      one line per running job: progress, rate, ETA
+  care provenance, care readme, care bench, care cache-check
+
+`care <command> --help` describes each. --instrument defaults to the packaged WAI-SR.
+"""
+# Stage groups that no module creates, and where the earlier top-level commands now live.
+GROUPS = {
+    "data": "the corpus: demo corpus, import, validation, folds and Table 1",
+    "train": "tiny backbones, SFT examples, fine-tuning",
+    "apply": "score an unlabeled corpus: Figure 2, Table 8, digests, session pages",
+}
+MOVED = {  # old top-level name -> (stage, new name)
+    "demo-corpus": ("data", "demo-corpus"),
+    "validate": ("data", "validate"),
+    "import": ("data", "import"),
+    "folds": ("data", "folds"),
+    "backbone": ("train", "backbone"),
+    "train": ("train", "run"),
+    "sft-data": ("train", "sft-data"),
+    "training-curves": ("evaluate", "training-curves"),
+    "predict": ("apply", "predict"),
+    "figure2": ("apply", "figure2"),
+    "table8": ("apply", "table8"),
+    "digest": ("apply", "digest"),
+    "report-session": ("apply", "report-session"),
+}
+
+
+class Stages:
+    """What command modules register into: top-level commands, or a stage's, per ``MOVED``."""
+
+    def __init__(self, top) -> None:
+        self.top = top
+        self.groups: dict[str, argparse._SubParsersAction] = {}
+
+    def _group(self, stage: str):
+        if stage not in self.groups:
+            parser = self.top.choices.get(stage) or self.top.add_parser(
+                stage, help=GROUPS[stage], description=GROUPS[stage])
+            found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            self.groups[stage] = found[0] if found else parser.add_subparsers(
+                dest=f"{stage}_action", required=True, metavar="ACTION")
+        return self.groups[stage]
+
+    def add_parser(self, name: str, **kwargs):
+        kwargs.setdefault("description", kwargs.get("help"))
+        if name not in MOVED:
+            return self.top.add_parser(name, **kwargs)
+        stage, new = MOVED[name]
+        parser = self._group(stage).add_parser(new, **kwargs)
+        if name != stage:  # the old name still parses, unlisted
+            self.top._name_parser_map[name] = parser
+        return parser
+
+
+class _DefaultingParser(argparse.ArgumentParser):
+    """Every ``--instrument`` defaults to the packaged WAI-SR."""
+
+    def add_argument(self, *args, **kwargs):
+        if "--instrument" in args and "default" not in kwargs:
+            from care.instrument import DEFAULT
+
+            kwargs.pop("required", None)
+            kwargs["default"] = str(DEFAULT)
+            kwargs["help"] = (kwargs.get("help") or "instrument file") + (
+                " (default: the packaged WAI-SR)")
+        return super().add_argument(*args, **kwargs)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="care", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="care", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"care {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--benchmark", metavar="TSV", dest="timing_file",
+                        help="write the command's wall time, CPU time and peak memory here "
+                        "(Snakemake's benchmark format; for rules that cannot have benchmark:)")
     parser.add_argument("--prompts", metavar="DIR",
                         help="prompt template directory (the config's `prompts`)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_DefaultingParser)
+    stages = Stages(sub)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
+        importlib.import_module(f"{commands.__name__}.{mod.name}").register(stages)
     return parser
 
 
@@ -45,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    started = time.perf_counter()
     try:
         if args.prompts:
             from care.prompts import set_prompt_dir
@@ -58,6 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     except VersionError as exc:
         print(f"care {args.command}: error: {exc}", file=sys.stderr)
         return 3
+    finally:
+        if args.timing_file:
+            write_benchmark(args.timing_file, time.perf_counter() - started)
+
+
+def write_benchmark(path: str, seconds: float) -> None:
+    """One row as Snakemake's ``benchmark:`` writes it (s, h:m:s, max_rss MB, cpu_time s);
+    the cached rules cannot have ``benchmark:`` (Snakemake refuses it with ``cache:``)."""
+    import datetime
+    import resource
+
+    from care.io import atomic_open
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    rss_mb = max(u.ru_maxrss for u in usage) / 1024  # Linux: KiB
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
+    with atomic_open(path) as f:
+        f.write("s\th:m:s\tmax_rss\tcpu_time\n")
+        f.write(f"{seconds:.4f}\t{datetime.timedelta(seconds=round(seconds))}\t"
+                f"{rss_mb:.2f}\t{cpu:.2f}\n")
 
 
 if __name__ == "__main__":

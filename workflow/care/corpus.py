@@ -130,16 +130,17 @@ class _Generator:
             "session_index": t,
             "turns": turns,
         }
-        refs = []
         if self.labeled:
             ratings = self.client_ratings(alliance)
             record["client_ratings"] = ratings
             record["counselor_ratings"] = self.counselor_ratings(z, counselor)
-            refs = [
-                {"session_id": record["session_id"], "item_id": i,
-                 "rationale": self.rationale(i, ratings[i], marks)}
-                for i in self.ins.item_ids
-            ]
+        else:  # rationale text only (no ratings written), drawing nothing from the rng
+            ratings = self.expected_ratings(alliance)
+        refs = [
+            {"session_id": record["session_id"], "item_id": i,
+             "rationale": self.rationale(i, ratings[i], marks)}
+            for i in self.ins.item_ids
+        ]
         return record, refs
 
     def dialogue(self, alliance: dict[str, float], slots: dict[str, str]):
@@ -193,6 +194,15 @@ class _Generator:
             v = scaled + self.item_bias[i] + self.rng.normal(0, 0.55)
             out[i] = int(min(hi, max(lo, round(v))))
         return out
+
+    def expected_ratings(self, alliance: dict[str, float]) -> dict[str, int]:
+        """Noise-free ratings (what the rationales of an unlabeled session are written for)."""
+        lo, hi = self.ins.scale_min, self.ins.scale_max
+        return {
+            i: int(min(hi, max(lo, round(lo + (alliance[self.ins.dimension_of(i)] - 1) / 4
+                                     * (hi - lo) + self.item_bias[i]))))
+            for i in self.ins.item_ids
+        }
 
     def counselor_ratings(self, z: dict[str, float], counselor: int) -> dict[str, int]:
         lo, hi = self.ins.scale_min, self.ins.scale_max
@@ -250,8 +260,13 @@ def write_corpus(
     references_path: str | Path,
     unlabeled_path: str | Path | None = None,
     unlabeled_clients: int = 0,
+    unlabeled_references_path: str | Path | None = None,
 ) -> dict[str, int]:
-    """Write the labeled corpus, its reference rationales and an optional unlabeled corpus."""
+    """Write the labeled corpus, its reference rationales and an optional unlabeled corpus.
+
+    The unlabeled corpus's rationales (``unlabeled_references_path``) are text outside the
+    labeled corpus: the demo trains its tiny backbones' tokenizer on them.
+    """
     sessions, refs = generate(spec, instrument, labeled=True)
     write_jsonl(sessions_path, sessions)
     write_jsonl(references_path, refs)
@@ -262,8 +277,10 @@ def write_corpus(
             n_counselors=spec.n_counselors, turns_per_session=spec.turns_per_session,
             language=spec.language, seed=spec.seed,
         )
-        unlabeled, _ = generate(uspec, instrument, labeled=False, prefix="u")
+        unlabeled, unlabeled_refs = generate(uspec, instrument, labeled=False, prefix="u")
         write_jsonl(unlabeled_path, unlabeled)
+        if unlabeled_references_path is not None:
+            write_jsonl(unlabeled_references_path, unlabeled_refs)
         stats["unlabeled_sessions"] = len(unlabeled)
     return stats
 

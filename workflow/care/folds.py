@@ -70,3 +70,18 @@ def _summary(name: str, part: pd.DataFrame, dimensions: list[str]) -> dict:
         row[f"{d}_mean"] = part[d].mean()
         row[f"{d}_sd"] = part[d].std(ddof=1)
     return row
+
+
+def table1_display(summary: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """Table 1 for reading: human headers, ``mean ± sd`` cells (two decimals)."""
+    from care.evaluate.tables import mean_sd
+
+    out = pd.DataFrame({
+        "Fold": summary["fold"].map(lambda f: "All" if f == "all" else f),
+        "Clients": summary["n_clients"].astype(int).astype(str),
+        "Sessions": summary["n_sessions"].astype(int).astype(str),
+    })
+    for dim, label in labels.items():
+        out[label] = [mean_sd(m, s)
+                      for m, s in zip(summary[f"{dim}_mean"], summary[f"{dim}_sd"], strict=True)]
+    return out

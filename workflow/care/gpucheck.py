@@ -133,7 +133,7 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
 
     run = _stand_in_run(work, gpus=1 if cuda else 0)
     seen = {}
-    score = select.score_checkpoint
+    score = select.score_rows
 
     def watched(*a, **kw):
         if "allocated_at_selection" not in seen:
@@ -141,11 +141,11 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
         return score(*a, **kw)
 
     before = _allocated(cuda)
-    select.score_checkpoint = watched
+    select.score_rows = watched
     try:
         record = train_run.finetune(run)
     finally:
-        select.score_checkpoint = score
+        select.score_rows = score
     leaked = seen.get("allocated_at_selection", 0) - before
     out = {
         "epochs_scored": len(record["epochs"]),
@@ -225,7 +225,10 @@ def _stand_in_run(work: Path, gpus: int):
         "num_train_epochs": 2, "optim": "adamw_torch", "seed": 123, "bf16": "auto",
         "gradient_checkpointing": True, "deepspeed": str(resource_path("deepspeed", "zero3.json")),
         "answer_logits_only": True, "logging_steps": 2, "selection": "inner_split",
-        "inner_val_fraction": 0.3, "validation": {"batch_size": 48, "scoring": "expected"},
+        # max_cut_rate 1: a 2-epoch random-init stand-in rarely ends its answers; this checks
+        # the path and the memory, not the model (the cut-answer guard has its own tests)
+        "inner_val_fraction": 0.3,
+        "validation": {"batch_size": 48, "scoring": "expected", "max_cut_rate": 1.0},
         "cpu_ranks": 1, "launcher": "torchrun",
     }
     return FineTune(

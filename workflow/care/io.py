@@ -15,9 +15,13 @@ It only takes permissions away: a stricter umask of the user's stays.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import math
 import os
+import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,61 @@ def write_table(path: str | os.PathLike, frame: Any, **kwargs: Any) -> None:
             frame.to_csv(tmp, sep="\t", index=False, lineterminator="\n", **kwargs)
         else:
             frame.to_csv(tmp, index=False, lineterminator="\n", **kwargs)
+
+
+#: Zip entry time of every workbook written here: zip's earliest date, as reproducible
+#: builds use; the document's own created/modified dates are fixed to XLSX_DATE.
+XLSX_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+XLSX_DATE = b"2000-01-01T00:00:00Z"
+_XLSX_STAMP = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
+
+
+def xlsx_value(value: Any) -> Any:
+    """A value as a workbook cell takes it: NaN/None empty, numpy scalars as Python ones,
+    and characters XML forbids (model output can hold them) dropped."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if type(value).__module__ == "numpy":  # a numpy scalar
+        return xlsx_value(value.item())
+    if isinstance(value, str):
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        return ILLEGAL_CHARACTERS_RE.sub("", value)
+    return value
+
+
+def save_workbook(book: Any, path: str | os.PathLike) -> None:
+    """Save an openpyxl workbook atomically with fixed timestamps: the same content gives
+    the same bytes."""
+    buffer = io.BytesIO()
+    book.save(buffer)
+    buffer.seek(0)
+    copy_workbook(buffer, path)
+
+
+def copy_workbook(source: Any, path: str | os.PathLike, rewrite: dict | None = None) -> None:
+    """Copy a workbook's zip parts with fixed timestamps, atomically.
+
+    ``rewrite`` maps a part's name to ``function(source_stream, output_stream)`` that writes
+    the part anew (an edit streamed without loading the workbook).
+    """
+    rewrite = rewrite or {}
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(source) as src,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for info in src.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=XLSX_ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            if info.filename in rewrite:
+                with src.open(info) as part_in, dst.open(entry, "w") as part_out:
+                    rewrite[info.filename](part_in, part_out)
+                continue
+            data = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                data = _XLSX_STAMP.sub(rb"\g<1>" + XLSX_DATE + rb"\g<2>", data)
+            dst.writestr(entry, data)
 
 
 def read_yaml(path: str | os.PathLike) -> Any:

@@ -18,6 +18,14 @@ as at inference) to the budget ``max_length`` leaves after the longest unit's pr
 overhead and answer, dropping whole turns from the middle (keeping the opening and the
 closing; :func:`care.prompts.fit_dialogue`). Cut sessions and dropped turns are counted; an
 example that still does not fit is left out and counted.
+
+Packing (``training.packing: shared_prefix``, :func:`pack_shared_prefix`): a session's
+examples share their prompt up to the unit's question (system message and dialogue), so they
+are packed into one training row holding that prefix once and each example's remainder (its
+question, answer and end-of-turn) as a *branch*: ``[prefix][branch 1][branch 2]...``. The
+trainer (:mod:`care.train.packing`) lets each branch attend to the prefix and to itself only
+and restarts its position ids where the prefix ends, so every answer token sees exactly the
+context and positions of its unpacked example: the same loss, for far fewer tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from care.sessions import Session
 
 IGNORE = -100
 SELECTIONS = ("inner_split", "heldout_fold")
+PACKINGS = ("none", "shared_prefix")
 #: ``max_new_tokens: auto``: the longest training answer times this, plus this many tokens.
 ANSWER_MARGIN = (1.25, 8)
 #: Above this share of cut answers (or of sessions whose dialogue lost turns) the log warns.
@@ -95,6 +104,9 @@ class SFTStats:
     tokens: int = 0
     answer_tokens: int = 0
     max_tokens: int = 0
+    packed_rows: int = 0
+    packed_tokens: int = 0
+    packed_max_tokens: int = 0
     max_answer_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
 
@@ -110,6 +122,10 @@ class SFTStats:
             "answer_tokens": self.answer_tokens,
             "mean_tokens": round(mean, 2),
             "max_tokens": self.max_tokens,
+            # training rows and the tokens one epoch processes (= examples/tokens unpacked)
+            "rows": self.packed_rows or self.examples,
+            "row_tokens": self.packed_tokens or self.tokens,
+            "max_row_tokens": self.packed_max_tokens or self.max_tokens,
             "max_answer_tokens": self.max_answer_tokens,
             "answer_token_limit": answer_token_limit([self.max_answer_tokens]),
         }
@@ -292,6 +308,93 @@ def build_examples(
     for session in sessions:
         examples.extend(builder.session_examples(session, rationales, stats))
     return examples, stats
+
+
+# --------------------------------------------------------------------------- packing
+
+
+@dataclass(frozen=True)
+class PackedSession:
+    """One training row: a session's shared prompt prefix once, then each example's rest.
+
+    ``branches`` are the lengths of the branches after the ``prefix_len`` prefix tokens.
+    """
+
+    session_id: str
+    items: tuple[str, ...]
+    input_ids: list[int]
+    labels: list[int]
+    prefix_len: int
+    branches: tuple[int, ...]
+
+    def to_record(self) -> dict:
+        return {
+            "session_id": self.session_id,
+            "items": list(self.items),
+            "input_ids": self.input_ids,
+            "labels": self.labels,
+            "prefix_len": self.prefix_len,
+            "branches": list(self.branches),
+        }
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix, leaving every prompt at least one token.
+
+    Each branch then starts with a prompt token (label -100), so no logit of one branch is
+    scored against the next branch's first token.
+    """
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def pack_session(examples: Sequence[Example]) -> PackedSession:
+    """Pack one session's examples (all of the same session) into a shared-prefix row."""
+    sessions = {e.session_id for e in examples}
+    if len(sessions) != 1:
+        raise ValueError(f"a packed row holds one session's examples, got {sorted(sessions)}")
+    n = shared_prefix_length([e.input_ids[: e.prompt_tokens] for e in examples])
+    ids, labels = list(examples[0].input_ids[:n]), [IGNORE] * n
+    for e in examples:
+        ids.extend(e.input_ids[n:])
+        labels.extend(e.labels[n:])
+    return PackedSession(
+        examples[0].session_id,
+        tuple(i for e in examples for i in e.items),
+        ids,
+        labels,
+        n,
+        tuple(len(e.input_ids) - n for e in examples),
+    )
+
+
+def pack_shared_prefix(examples: Sequence[Example], stats: SFTStats) -> list[PackedSession]:
+    """One packed row per session (in first-seen order); the row counts go into ``stats``."""
+    by_session: dict[str, list[Example]] = {}
+    for e in examples:
+        by_session.setdefault(e.session_id, []).append(e)
+    rows = [pack_session(group) for group in by_session.values()]
+    stats.packed_rows = len(rows)
+    stats.packed_tokens = sum(len(r.input_ids) for r in rows)
+    stats.packed_max_tokens = max((len(r.input_ids) for r in rows), default=0)
+    return rows
+
+
+def training_rows(
+    examples: Sequence[Example], stats: SFTStats, packing: str
+) -> list[Example] | list[PackedSession]:
+    """The rows one epoch trains on: the examples themselves or one packed row per session."""
+    if packing not in PACKINGS:
+        raise ValueError(f"unknown training.packing {packing!r}; expected one of {PACKINGS}")
+    if packing == "none":
+        return list(examples)
+    return pack_shared_prefix(examples, stats)
 
 
 # --------------------------------------------------------------------------- inputs

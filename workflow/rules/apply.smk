@@ -13,6 +13,12 @@ if UNLABELED:
     APP_INFER = {**config.get("inference", {}), **APP.get("inference", {})}
     APP_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
     APP_SETTINGS = {k: v for k, v in APP_INFER.items() if k not in APP_JOB_KEYS}
+    # Every page states the model's agreement with clients on its held-out fold, and that a
+    # synthetic corpus is a demonstration.
+    APP_HELDOUT = "results/predictions/{backbone}/{variant}/fold{fold}.parquet".format(**APP_MODEL)
+    APP_NOTICE = "--heldout {input.heldout}" + (
+        " --synthetic" if config["demo_corpus"]["enabled"] else ""
+    )
 
     rule predict_corpus:
         input:
@@ -21,6 +27,19 @@ if UNLABELED:
             instrument=INSTRUMENT,
         output:
             "results/application/predictions.parquet",
+        log:
+            "logs/application/predict_corpus.log",
+        benchmark:
+            "benchmarks/application/predict_corpus.tsv"
+        conda:
+            infer_env(APP_INFER.get("backend", "hf"))
+        threads: APP_INFER.get("threads", 1)
+        resources:
+            gpu=APP_INFER.get("gpus", 0),
+            nodes=1,  # all of a job's GPUs on one node (one launch)
+            cpus_per_task=APP_INFER.get("threads", 1),
+            mem_mb=APP_INFER.get("mem_mb", 4000),
+            runtime=APP_INFER.get("runtime", 60),
         params:
             prompts=PROMPTS,
             name=APP_MODEL["backbone"],
@@ -33,21 +52,8 @@ if UNLABELED:
             gpus=APP_INFER.get("gpus", 0),
             # per-unit answers, outside the declared outputs: a failed job resumes
             cache="results/cache/application/answers.sqlite",
-        log:
-            "logs/application/predict_corpus.log",
-        benchmark:
-            "benchmarks/application/predict_corpus.tsv"
-        threads: APP_INFER.get("threads", 1)
-        resources:
-            gpu=APP_INFER.get("gpus", 0),
-            nodes=1,  # all of a job's GPUs on one node (one launch)
-            cpus_per_task=APP_INFER.get("threads", 1),
-            mem_mb=APP_INFER.get("mem_mb", 4000),
-            runtime=APP_INFER.get("runtime", 60),
-        conda:
-            infer_env(APP_INFER.get("backend", "hf"))
         shell:
-            "care --prompts {params.prompts} predict "
+            "care --prompts {params.prompts} apply predict "
             "--backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "
             "--name {params.name} --variant {params.variant} --gpus {params.gpus} "
@@ -58,6 +64,7 @@ if UNLABELED:
     rule figure2:
         input:
             predictions="results/application/predictions.parquet",
+            heldout=APP_HELDOUT,
             instrument=INSTRUMENT,
         output:
             png=report(
@@ -68,19 +75,19 @@ if UNLABELED:
             ),
             pdf="results/figure2.pdf",
             table="results/application/profiles.csv",
-        params:
-            spec=as_json(
-                {k: APP[k] for k in ("min_sessions", "confidence", "anonymize_counselors")}
-            ),
         log:
             "logs/application/figure2.log",
         conda:
             CARE_ENV
+        params:
+            spec=as_json(
+                {k: APP[k] for k in ("min_sessions", "confidence", "anonymize_counselors")}
+            ),
         shell:
-            "care figure2 --predictions {input.predictions} --instrument {input.instrument} "
+            "care apply figure2 --predictions {input.predictions} --instrument {input.instrument} "
+            f"{APP_NOTICE} "
             "--spec {params.spec} --out {output.png} "
             "--table {output.table} 2> {log}"
-
 
     rule table8:
         input:
@@ -98,27 +105,27 @@ if UNLABELED:
                 labels={"table": "Table 8"},
             ),
             rates="results/application/pattern_rates.csv",
+        log:
+            "logs/application/table8.log",
+        conda:
+            CARE_ENV
         params:
             patterns=as_json(APP["patterns"]),
             cov_type=APP["regression"]["cov_type"],
             cluster=APP["regression"]["cluster"],
             scoring=APP_INFER.get("scoring", "generated"),
             model=shlex.quote("{backbone}/{variant} fold {fold}".format(**APP["model"])),
-        log:
-            "logs/application/table8.log",
-        conda:
-            CARE_ENV
         shell:
-            "care table8 --predictions {input.predictions} --corpus {input.corpus} "
+            "care apply table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
             "--cluster {params.cluster} --cov-type {params.cov_type} "
             "--outcome-scoring {params.scoring} --outcome-model {params.model} "
             "--rates {output.rates} --out {output.csv} 2> {log}"
 
-
     rule counselor_digests:
         input:
             predictions="results/application/predictions.parquet",
+            heldout=APP_HELDOUT,
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
@@ -130,28 +137,28 @@ if UNLABELED:
                 category="Application",
                 labels={"output": "Counselor digests"},
             ),
-        params:
-            spec=as_json(
-                {
-                    **APP["digest"],
-                    "threshold": APP.get("low_alliance_threshold"),
-                    "quantile": APP.get("low_alliance_quantile"),
-                    "min_sessions": APP["min_sessions"],
-                }
-            ),
         log:
             "logs/application/digests.log",
         conda:
             CARE_ENV
+        params:
+            spec=as_json(
+                {
+                    **APP["digest"],
+                    "threshold": APP["low_alliance_threshold"],
+                    "min_sessions": APP["min_sessions"],
+                }
+            ),
         shell:
-            "care digest --predictions {input.predictions} --corpus {input.corpus} "
+            "care apply digest --predictions {input.predictions} --corpus {input.corpus} "
+            f"{APP_NOTICE} "
             "--instrument {input.instrument} --spec {params.spec} --out-dir {output.pages} "
-                "--combined {output.combined} 2> {log}"
-
+            "--combined {output.combined} 2> {log}"
 
     rule session_reports:
         input:
             predictions="results/application/predictions.parquet",
+            heldout=APP_HELDOUT,
             corpus=UNLABELED,
             instrument=INSTRUMENT,
         output:
@@ -163,17 +170,17 @@ if UNLABELED:
                 category="Application",
                 labels={"output": "Session report (lowest alliance)"},
             ),
-        params:
-            select=as_json(APP["report_sessions"]),
         log:
             "logs/application/session_reports.log",
         conda:
             CARE_ENV
+        params:
+            select=as_json(APP["report_sessions"]),
         shell:
-            "care report-session --predictions {input.predictions} --corpus {input.corpus} "
+            "care apply report-session --predictions {input.predictions} --corpus {input.corpus} "
+            f"{APP_NOTICE} "
             "--instrument {input.instrument} --select {params.select} --out-dir {output.pages} "
-                "--example {output.example} 2> {log}"
-
+            "--example {output.example} 2> {log}"
 
     ALL_TARGETS.extend(
         [

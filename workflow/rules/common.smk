@@ -1,6 +1,7 @@
 # Shared helpers for the stage files (names and paths derived from the config).
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -37,9 +38,51 @@ N_FOLDS = config["folds"]["n_folds"]
 FOLDS = list(range(1, N_FOLDS + 1))
 
 
+# ---- model sources (README "Fine-tuning": backbones) -------------------------------------
+# A backbone's or zero-shot model's `path` is a Hugging Face directory, used as it is, or a
+# GGUF file / `package:<module>` shipping one, which rule import_backbone turns into the
+# directory results/backbones/<name>/ (care.checkpoint).
+from care.checkpoint import is_gguf_source, resolve_gguf
+
+_MODEL_ENTRIES = [
+    *((name, spec) for name, spec in config.get("backbones", {}).items() if "path" in spec),
+    *((b["name"], b) for b in config.get("baselines", {}).get("zero_shot", []) if "path" in b),
+]
+# name -> what to import; a name given two different GGUF sources is refused below
+IMPORTED = {
+    name: {"source": spec["path"], "dtype": spec.get("import_dtype", "float32")}
+    for name, spec in _MODEL_ENTRIES
+    if is_gguf_source(spec["path"])
+}
+_IMPORT_CLASHES = sorted(
+    name
+    for name, spec in _MODEL_ENTRIES
+    if is_gguf_source(spec["path"])
+    and IMPORTED[name] != {"source": spec["path"], "dtype": spec.get("import_dtype", "float32")}
+)
+if _IMPORT_CLASHES:
+    raise ValueError(f"models {_IMPORT_CLASHES} name different GGUF sources: rename one")
+IMPORT_PATTERN = "|".join(map(re.escape, IMPORTED)) or "(?!)"
+# model_path(name, path): the HF directory training and inference read for a config `path`
+model_path = lambda name, path: f"results/backbones/{name}" if is_gguf_source(path) else path
+
+
 def as_json(value):
     """A config section as one shell-quoted JSON argument for a `care` subcommand."""
     return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+def table_files(n):
+    """Table n's files: the CSV and HTML shown in the report (caption report/table<n>.rst),
+    and the Markdown and LaTeX copies (care.evaluate.tables.write_outputs writes all four)."""
+    stem, caption = f"results/table{n}", f"../report/table{n}.rst"
+    shown = lambda fmt: report(
+        f"{stem}.{fmt.lower()}",
+        caption=caption,
+        category="Tables",
+        labels={"table": f"Table {n}", "format": fmt},
+    )
+    return {"csv": shown("CSV"), "md": f"{stem}.md", "tex": f"{stem}.tex", "html": shown("HTML")}
 
 
 # ---- outputs are not for other users (care.io.restrict_umask; config output_umask) ----------
@@ -56,71 +99,11 @@ restrict_umask(config["output_umask"])
 # `snakemake --cache` moves outputs of `cache:` rules (models, predictions: derived from
 # transcripts) into $SNAKEMAKE_OUTPUT_CACHE, world-readable. Before anything is cached, make
 # sure that directory exists and grants nothing to "other" users; refuse to run otherwise.
-import os as _os
-
-
-class _CacheableRules(list):
-    """A bare `--cache` (all rules that have a `cache` directive), resolved when read.
-
-    Snakemake 9 drops an empty `--cache` from the command line of cluster jobs, which then
-    cache nothing; naming the rules (read after all rule files are parsed) passes it on.
-    """
-
-    def __init__(self, wf):
-        super().__init__()
-        self._workflow = wf
-
-    def _names(self):
-        return [r.name for r in self._workflow.rules if r.cache and r.cache.output]
-
-    def __iter__(self):
-        return iter(self._names())
-
-    def __len__(self):
-        return len(self._names())
-
-    def __bool__(self):
-        return True
-
-
+# The hooks into Snakemake internals this needs live in care/smk_hooks.py (checked there).
 if workflow.enable_cache:
-    from snakemake.exceptions import WorkflowError
-    from snakemake.logging import logger
+    from care.smk_hooks import install_cache_hooks
 
-    from care.cachedir import CACHE_ENVVAR, ensure_private_cache
-    from care.errors import CareInputError
-
-    if not _os.environ.get(CACHE_ENVVAR):
-        # Snakemake would warn and then fail every cached job ("Cache backend unavailable").
-        raise WorkflowError(
-            f"--cache needs {CACHE_ENVVAR}: export {CACHE_ENVVAR}=/a/private/shared/dir "
-            "(README: Running at scale)"
-        )
-    try:
-        OUTPUT_CACHE = ensure_private_cache(_os.environ[CACHE_ENVVAR])
-    except CareInputError as exc:
-        raise WorkflowError(f"refusing to use the output cache: {exc}") from None
-    logger.info(OUTPUT_CACHE.describe())
-    if not list(workflow.workflow_settings.cache):
-        workflow.workflow_settings.cache = _CacheableRules(workflow)
-
-    # Under a cluster executor each job's own Snakemake computes the cache key with only
-    # that job in its DAG, so an upstream model directory is hashed as a plain input, and
-    # Snakemake cannot checksum a directory (IsADirectoryError). Hash directories by content.
-    import snakemake.io as _smk_io
-
-    from care.cachedir import directory_digest
-
-    if not getattr(_smk_io._IOFile.checksum, "care_directories", False):
-        _file_checksum = _smk_io._IOFile.checksum
-
-        async def _checksum_with_directories(self, threshold=None, force=False, algorithm=None):
-            if force and _os.path.isdir(self.file):
-                return f"sha256:{directory_digest(self.file)}"
-            return await _file_checksum(self, threshold, force=force, algorithm=algorithm)
-
-        _checksum_with_directories.care_directories = True
-        _smk_io._IOFile.checksum = _checksum_with_directories
+    OUTPUT_CACHE = install_cache_hooks(workflow)
 
 
 def model_input(path):
@@ -135,6 +118,5 @@ def model_input(path):
     if path.startswith("results/"):
         return path
     return _os.path.join(path, "config.json")
-
 
 # ---- end of the output cache guard --------------------------------------------------------

@@ -10,16 +10,19 @@ if config["demo_corpus"]["enabled"]:
             sessions=SESSIONS,
             references="results/demo/reference_rationales.jsonl",
             unlabeled=UNLABELED or "results/demo/unlabeled.jsonl",
-        params:
-            spec=as_json(config["demo_corpus"]),
+            # text outside the labeled corpus, for the tiny backbones' tokenizer
+            unlabeled_references="results/demo/unlabeled_rationales.jsonl",
         log:
             "logs/demo_corpus.log",
         conda:
             CARE_ENV
+        params:
+            spec=as_json(config["demo_corpus"]),
         shell:
-            "care demo-corpus --spec {params.spec} --instrument {input.instrument} "
+            "care data demo-corpus --spec {params.spec} --instrument {input.instrument} "
             "--sessions {output.sessions} --references {output.references} "
-            "--unlabeled {output.unlabeled} 2> {log}"
+            "--unlabeled {output.unlabeled} "
+            "--unlabeled-references {output.unlabeled_references} 2> {log}"
 
 
 rule validate_sessions:
@@ -28,15 +31,15 @@ rule validate_sessions:
         instrument=INSTRUMENT,
     output:
         "results/data/sessions.tsv",
-    params:
-        prompts=PROMPTS,
-        n_folds=N_FOLDS,
     log:
         "logs/validate_sessions.log",
     conda:
         CARE_ENV
+    params:
+        prompts=PROMPTS,
+        n_folds=N_FOLDS,
     shell:
-        "care --prompts {params.prompts} validate "
+        "care --prompts {params.prompts} data validate "
         "--sessions {input.sessions} --instrument {input.instrument} "
         "--min-clients {params.n_folds} --out {output} 2> {log}"
 
@@ -50,16 +53,22 @@ rule folds:
         table1="results/table1.csv",
         table1_md="results/table1.md",
         table1_tex="results/table1.tex",
-    params:
-        spec=as_json(config["folds"]),
+        table1_html=report(
+            "results/table1.html",
+            caption="../report/table1.rst",
+            category="Data",
+            labels={"table": "Table 1"},
+        ),
     log:
         "logs/folds.log",
     benchmark:
         "benchmarks/folds.tsv"
     conda:
         CARE_ENV
+    params:
+        spec=as_json(config["folds"]),
     shell:
-        "care folds --sessions-table {input.sessions} --instrument {input.instrument} "
+        "care data folds --sessions-table {input.sessions} --instrument {input.instrument} "
         "--spec {params.spec} --folds {output.folds} --table1 {output.table1} 2> {log}"
 
 

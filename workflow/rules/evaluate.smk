@@ -16,9 +16,7 @@ TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
 # The headline rows of Tables 2 and 4 use the inference stage's scoring (both are shown).
 HEADLINE_SCORING = config.get("inference", {}).get("scoring", "generated")
 # The scoring checkpoint selection maximised (the notes say if it is not the headline's).
-SELECTION_SCORING = (
-    config.get("training", {}).get("validation", {}).get("scoring", "generated")
-)
+SELECTION_SCORING = config.get("training", {}).get("validation", {}).get("scoring", "generated")
 # A table's score files: each run's, a fine-tuned run's seed replicates in order.
 table_scores = lambda runs: [
     SCORES.format(model=r["model"], variant=v)
@@ -32,20 +30,9 @@ wildcard_constraints:
     variant=r"[^/]+",
 
 
-localrules:
-    table2,
-    table3,
-    table4,
-    table5,
-    human_eval_export,
-    human_eval_import,
-
-
 rule evaluation_metrics:
     input:
-        predictions=lambda wc: expand(
-            PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
-        ),
+        predictions=lambda wc: expand(PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS),
         instrument=INSTRUMENT,
         folds="results/folds.tsv",
     output:
@@ -61,27 +48,25 @@ rule evaluation_metrics:
         "--fold-metrics {output.folds} 2> {log}"
 
 
-rule rationale_quality:
+rule text_metrics:
     input:
-        predictions=lambda wc: expand(
-            PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS
-        ),
+        predictions=lambda wc: expand(PREDICTIONS, model=wc.model, variant=wc.variant, k=FOLDS),
         expert="results/rationales.parquet",
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
         "results/evaluation/{model}/{variant}/text_metrics.csv",
-    params:
-        spec=as_json(EVAL.get("text_metrics", {})),
     log:
         "logs/evaluation/{model}/{variant}/text_metrics.log",
     benchmark:
         "benchmarks/evaluation/{model}/{variant}/text_metrics.tsv"
+    conda:
+        CARE_ENV
     threads: 1
     resources:
         mem_mb=3000,
-    conda:
-        CARE_ENV
+    params:
+        spec=as_json(EVAL.get("text_metrics", {})),
     shell:
         "HF_HUB_OFFLINE=1 care evaluate text-metrics --predictions {input.predictions} "
         "--expert {input.expert} --sessions-table {input.sessions} "
@@ -95,20 +80,13 @@ rule table2:
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table2.csv",
-            caption="../report/table2.rst",
-            category="Tables",
-            labels={"table": "Table 2", "format": "CSV"},
-        ),
-        md="results/table2.md",
-        tex="results/table2.tex",
-        html=report(
-            "results/table2.html",
-            caption="../report/table2.rst",
-            category="Tables",
-            labels={"table": "Table 2", "format": "HTML"},
-        ),
+        **table_files(2),
+    log:
+        "logs/evaluation/table2.log",
+    benchmark:
+        "benchmarks/evaluation/table2.tsv"
+    conda:
+        CARE_ENV
     params:
         runs=as_json(RUNS.table2),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
@@ -116,12 +94,6 @@ rule table2:
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
         selection_scoring=SELECTION_SCORING,
-    log:
-        "logs/evaluation/table2.log",
-    benchmark:
-        "benchmarks/evaluation/table2.tsv"
-    conda:
-        CARE_ENV
     shell:
         "care evaluate table2 --runs {params.runs} --scores {input.scores} "
         "--folds {input.folds} --instrument {input.instrument} "
@@ -137,20 +109,13 @@ rule table4:
         folds="results/folds.tsv",
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table4.csv",
-            caption="../report/table4.rst",
-            category="Tables",
-            labels={"table": "Table 4", "format": "CSV"},
-        ),
-        md="results/table4.md",
-        tex="results/table4.tex",
-        html=report(
-            "results/table4.html",
-            caption="../report/table4.rst",
-            category="Tables",
-            labels={"table": "Table 4", "format": "HTML"},
-        ),
+        **table_files(4),
+    log:
+        "logs/evaluation/table4.log",
+    benchmark:
+        "benchmarks/evaluation/table4.tsv"
+    conda:
+        CARE_ENV
     params:
         runs=as_json(RUNS.ablation),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
@@ -158,12 +123,6 @@ rule table4:
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
         selection_scoring=SELECTION_SCORING,
-    log:
-        "logs/evaluation/table4.log",
-    benchmark:
-        "benchmarks/evaluation/table4.tsv"
-    conda:
-        CARE_ENV
     shell:
         "care evaluate table4 --runs {params.runs} --scores {input.scores} "
         "--folds {input.folds} --instrument {input.instrument} "
@@ -179,20 +138,11 @@ rule table3:
         human=["results/human_eval/summary.csv"] if HUMAN_SHEETS else [],
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table3.csv",
-            caption="../report/table3.rst",
-            category="Tables",
-            labels={"table": "Table 3", "format": "CSV"},
-        ),
-        md="results/table3.md",
-        tex="results/table3.tex",
-        html=report(
-            "results/table3.html",
-            caption="../report/table3.rst",
-            category="Tables",
-            labels={"table": "Table 3", "format": "HTML"},
-        ),
+        **table_files(3),
+    log:
+        "logs/evaluation/table3.log",
+    conda:
+        CARE_ENV
     params:
         runs=as_json(RUNS.rationale),
         human=(
@@ -203,10 +153,6 @@ rule table3:
         ),
         spec=as_json(EVAL.get("text_metrics", {})),
         selection=shlex.quote(RUNS.selection),
-    log:
-        "logs/evaluation/table3.log",
-    conda:
-        CARE_ENV
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
         "--instrument {input.instrument} {params.human} --spec {params.spec} "
@@ -223,27 +169,14 @@ rule table5:
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
-        csv=report(
-            "results/table5.csv",
-            caption="../report/table5.rst",
-            category="Tables",
-            labels={"table": "Table 5", "format": "CSV"},
-        ),
-        md="results/table5.md",
-        tex="results/table5.tex",
-        html=report(
-            "results/table5.html",
-            caption="../report/table5.rst",
-            category="Tables",
-            labels={"table": "Table 5", "format": "HTML"},
-        ),
-    params:
-        source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
-        spec=as_json(EVAL.get("log_odds", {})),
+        **table_files(5),
     log:
         "logs/evaluation/table5.log",
     conda:
         CARE_ENV
+    params:
+        source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
+        spec=as_json(EVAL.get("log_odds", {})),
     shell:
         "care evaluate table5 {params.source} {input.texts} "
         "--sessions-table {input.sessions} --instrument {input.instrument} "
@@ -261,13 +194,13 @@ rule human_eval_export:
         instrument=INSTRUMENT,
     output:
         "results/human_eval/rating_sheet.xlsx",
-    params:
-        spec=as_json(EVAL.get("human_eval", {})),
-        seed=EVAL_SEED,
     log:
         "logs/evaluation/human_eval_export.log",
     conda:
         CARE_ENV
+    params:
+        spec=as_json(EVAL.get("human_eval", {})),
+        seed=EVAL_SEED,
     shell:
         "care evaluate human-eval-export --predictions {input.predictions} "
         "--sessions {input.sessions} --instrument {input.instrument} "
@@ -286,12 +219,12 @@ rule human_eval_import:
             category="Human evaluation",
         ),
         ratings="results/human_eval/ratings.csv",
-    params:
-        spec=as_json(EVAL.get("human_eval", {})),
     log:
         "logs/evaluation/human_eval_import.log",
     conda:
         CARE_ENV
+    params:
+        spec=as_json(EVAL.get("human_eval", {})),
     shell:
         "care evaluate human-eval-import --sheets {input.sheets} --key {input.key} "
         "--instrument {input.instrument} --spec {params.spec} "

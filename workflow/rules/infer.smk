@@ -13,9 +13,16 @@ BACKBONE_NAMES = list(config.get("backbones", {}))
 # Job settings, not scorer settings (they shape the job, not its output).
 INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
 INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
-ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype")
-ZERO_SHOT_API_KEYS = ("model", "base_url", "api_key_env", "allow_remote_transcripts",
-                      "concurrency", "max_retries", "timeout_s")
+ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype", "mode", "scoring")
+ZERO_SHOT_API_KEYS = (
+    "model",
+    "base_url",
+    "api_key_env",
+    "allow_remote_transcripts",
+    "concurrency",
+    "max_retries",
+    "timeout_s",
+)
 PREDICTION_EXTS = {"parquet": ".parquet", "coverage": ".coverage.json"}
 INFER_INPUTS = {"sessions": SESSIONS, "folds": "results/folds.tsv", "instrument": INSTRUMENT}
 # Wildcard constraints that match exactly the configured names ("(?!)": nothing).
@@ -23,24 +30,26 @@ BACKBONE_PATTERN = "|".join(map(re.escape, BACKBONE_NAMES)) or "(?!)"
 ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
-ZERO_SHOT_PROMPT = BASELINES.get("prompt_variant", "rationale")
+# The answer format each zero-shot model is asked for (its own `prompt_variant`, else the
+# baselines section's).
+ZERO_SHOT_PROMPT = {
+    name: b.get("prompt_variant", BASELINES.get("prompt_variant", "rationale"))
+    for name, b in ZERO_SHOT.items()
+}
 # max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
 # which for the rationale format needs the rationales.
 _zs_budget = lambda b: b.get("max_new_tokens", INFER.get("max_new_tokens", "auto"))
-_zs_pick = lambda v: v.get(ZERO_SHOT_PROMPT, "auto") if isinstance(v, dict) else v
+_zs_pick = lambda v, prompt: v.get(prompt, "auto") if isinstance(v, dict) else v
 ZERO_SHOT_MEASURES = {
-    name: ZERO_SHOT_PROMPT == "rationale" and _zs_pick(_zs_budget(b)) == "auto"
+    name: ZERO_SHOT_PROMPT[name] == "rationale"
+    and _zs_pick(_zs_budget(b), ZERO_SHOT_PROMPT[name]) == "auto"
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_INPUTS = {
     name: {
         **INFER_INPUTS,
-        **({"model": model_input(b["path"])} if b["backend"] != "openai" else {}),
-        **(
-            {"rationales": "results/rationales.parquet"}
-            if ZERO_SHOT_MEASURES[name]
-            else {}
-        ),
+        **({"model": model_input(model_path(name, b["path"]))} if b["backend"] != "openai" else {}),
+        **({"rationales": "results/rationales.parquet"} if ZERO_SHOT_MEASURES[name] else {}),
     }
     for name, b in ZERO_SHOT.items()
 }
@@ -52,7 +61,7 @@ ZERO_SHOT_MODEL_ARG = {
     name: (
         f"--api {as_json({k: b[k] for k in ZERO_SHOT_API_KEYS if k in b})}"
         if b["backend"] == "openai"
-        else f"--model-path {b['path']}"
+        else f"--model-path {model_path(name, b['path'])}"
     )
     for name, b in ZERO_SHOT.items()
 }
@@ -66,10 +75,22 @@ rule infer_finetuned:
         instrument=INSTRUMENT,
     output:
         multiext("results/predictions/{backbone}/{variant}/fold{fold}", **PREDICTION_EXTS),
+    log:
+        "logs/infer/{backbone}/{variant}/fold{fold}.log",
     wildcard_constraints:
         backbone=BACKBONE_PATTERN,
         variant=VARIANT_PATTERN,
         fold=r"\d+",
+    cache: "omit-software"
+    conda:
+        infer_env(INFER.get("backend", "hf"))
+    threads: INFER.get("threads", 1)
+    resources:
+        gpu=INFER.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
+        cpus_per_task=INFER.get("threads", 1),
+        mem_mb=INFER.get("mem_mb", 4000),
+        runtime=INFER.get("runtime", 60),
     params:
         prompts=PROMPTS,
         name=lambda wc: wc.backbone,
@@ -82,20 +103,9 @@ rule infer_finetuned:
         max_length=config["max_length"],
         gpus=INFER.get("gpus", 0),
         answers=lambda wc: f"results/cache/predictions/{wc.backbone}/{wc.variant}/fold{wc.fold}.sqlite",
-    threads: INFER.get("threads", 1)
-    resources:
-        gpu=INFER.get("gpus", 0),
-        nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=INFER.get("threads", 1),
-        mem_mb=INFER.get("mem_mb", 4000),
-        runtime=INFER.get("runtime", 60),
-    cache: "omit-software"
-    log:
-        "logs/infer/{backbone}/{variant}/fold{fold}.log",
-    conda:
-        infer_env(INFER.get("backend", "hf"))
     shell:
-        "care --prompts {params.prompts} infer model "
+        "care --prompts {params.prompts} --benchmark benchmarks/infer/{wildcards.backbone}/"
+        "{wildcards.variant}/fold{wildcards.fold}.tsv infer model "
         "--backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} "
         "--prompt-variant {params.prompt_variant} --fold {params.fold} "
@@ -110,16 +120,28 @@ rule infer_zero_shot:
         unpack(lambda wc: ZERO_SHOT_INPUTS[wc.baseline]),
     output:
         multiext("results/predictions/{baseline}/zero_shot/fold{fold}", **PREDICTION_EXTS),
+    log:
+        "logs/infer/{baseline}/zero_shot/fold{fold}.log",
     wildcard_constraints:
         baseline=ZERO_SHOT_PATTERN,
         fold=r"\d+",
+    cache: "omit-software"
+    conda:
+        lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
+    threads: INFER.get("threads", 1)
+    resources:
+        gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
+        cpus_per_task=INFER.get("threads", 1),
+        mem_mb=lambda wc: ZERO_SHOT[wc.baseline].get("mem_mb", INFER.get("mem_mb", 4000)),
+        runtime=lambda wc: ZERO_SHOT[wc.baseline].get("runtime", INFER.get("runtime", 60)),
     params:
         prompts=PROMPTS,
         name=lambda wc: wc.baseline,
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
         model=lambda wc: ZERO_SHOT_MODEL_ARG[wc.baseline],
-        prompt_variant=ZERO_SHOT_PROMPT,
+        prompt_variant=lambda wc: ZERO_SHOT_PROMPT[wc.baseline],
         rationales=lambda wc, input: (
             f"--rationales {input.rationales}" if ZERO_SHOT_MEASURES[wc.baseline] else ""
         ),
@@ -128,20 +150,9 @@ rule infer_zero_shot:
         max_length=config["max_length"],
         gpus=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
         answers=lambda wc: f"results/cache/predictions/{wc.baseline}/zero_shot/fold{wc.fold}.sqlite",
-    threads: INFER.get("threads", 1)
-    resources:
-        gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
-        nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=INFER.get("threads", 1),
-        mem_mb=lambda wc: ZERO_SHOT[wc.baseline].get("mem_mb", INFER.get("mem_mb", 4000)),
-        runtime=lambda wc: ZERO_SHOT[wc.baseline].get("runtime", INFER.get("runtime", 60)),
-    cache: "omit-software"
-    log:
-        "logs/infer/{baseline}/zero_shot/fold{fold}.log",
-    conda:
-        lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
     shell:
-        "care --prompts {params.prompts} infer model "
+        "care --prompts {params.prompts} --benchmark "
+        "benchmarks/infer/{wildcards.baseline}/zero_shot/fold{wildcards.fold}.tsv infer model "
         "--backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "
         "--fold {params.fold} --granularity {params.granularity} "
@@ -158,15 +169,15 @@ rule counselor_baseline:
         instrument=INSTRUMENT,
     output:
         multiext("results/predictions/counselor/human/fold{fold}", **PREDICTION_EXTS),
-    wildcard_constraints:
-        fold=r"\d+",
-    params:
-        fold=lambda wc: wc.fold,
-    cache: "omit-software"
     log:
         "logs/infer/counselor/human/fold{fold}.log",
+    wildcard_constraints:
+        fold=r"\d+",
+    cache: "omit-software"
     conda:
         CARE_ENV
+    params:
+        fold=lambda wc: wc.fold,
     shell:
         "care infer counselor --sessions {input.sessions} --instrument {input.instrument} "
         "--folds {input.folds} --fold {params.fold} --out {output.parquet} 2> {log}"
@@ -179,11 +190,13 @@ FINETUNED_PREDICTIONS = [
 ]
 ZERO_SHOT_PREDICTIONS = expand(
     "results/predictions/{baseline}/zero_shot/fold{fold}.parquet",
-    baseline=list(ZERO_SHOT), fold=FOLDS,
+    baseline=list(ZERO_SHOT),
+    fold=FOLDS,
 )
 COUNSELOR_PREDICTIONS = (
     expand("results/predictions/counselor/human/fold{fold}.parquet", fold=FOLDS)
-    if BASELINES.get("counselor", True) else []
+    if BASELINES.get("counselor", True)
+    else []
 )
 
 ALL_TARGETS.extend(FINETUNED_PREDICTIONS + ZERO_SHOT_PREDICTIONS + COUNSELOR_PREDICTIONS)

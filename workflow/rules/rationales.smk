@@ -16,6 +16,13 @@ rule draft_rationales:
         prompts=prompt_files("draft", "draft_system"),
     output:
         RAT_DRAFTS,
+    log:
+        "logs/rationales/draft.log",
+    benchmark:
+        "benchmarks/rationales/draft.tsv"
+    conda:
+        CARE_ENV
+    threads: 1
     params:
         prompts=lambda wc, input: PROMPTS,  # the inputs' directory
         backend=RAT_BACKEND,
@@ -24,13 +31,6 @@ rule draft_rationales:
         temperature=RAT.get("temperature", 0.0),
         budget=as_json(RAT.get("dialogue_budget")),
         cache=RAT["cache_dir"],
-    log:
-        "logs/rationales/draft.log",
-    benchmark:
-        "benchmarks/rationales/draft.tsv"
-    threads: 1
-    conda:
-        CARE_ENV
     shell:
         "care --prompts {params.prompts} rationales draft "
         "--sessions {input.sessions} --instrument {input.instrument} "
@@ -46,12 +46,12 @@ rule export_expert_sheet:
         instrument=INSTRUMENT,
     output:
         RAT_SHEET,
-    params:
-        editors=as_json(RAT.get("editors", [])),
     log:
         "logs/rationales/export.log",
     conda:
         CARE_ENV
+    params:
+        editors=as_json(RAT.get("editors", [])),
     shell:
         "care rationales export --drafts {input.drafts} --sessions {input.sessions} "
         "--instrument {input.instrument} --editors {params.editors} --out {output} 2> {log}"
@@ -66,12 +66,12 @@ if RAT.get("simulate_experts_from"):
             references=RAT["simulate_experts_from"],
         output:
             RAT["edited_sheet"],
-        params:
-            editor=RAT.get("simulated_editor", "demo-expert"),
         log:
             "logs/rationales/simulate_edits.log",
         conda:
             CARE_ENV
+        params:
+            editor=RAT.get("simulated_editor", "demo-expert"),
         shell:
             "care rationales simulate-edits --sheet {input.sheet} "
             "--references {input.references} --editor {params.editor} --out {output} 2> {log}"
@@ -84,13 +84,13 @@ rule import_expert_edits:
         instrument=INSTRUMENT,
     output:
         "results/rationales.parquet",
-    params:
-        editors=as_json(RAT.get("editors", [])),
-        allow_unedited=as_json(RAT["allow_unedited"]),
     log:
         "logs/rationales/import.log",
     conda:
         CARE_ENV
+    params:
+        editors=as_json(RAT.get("editors", [])),
+        allow_unedited=as_json(RAT["allow_unedited"]),
     shell:
         "care rationales import --sheet {input.sheet} --drafts {input.drafts} "
         "--instrument {input.instrument} --editors {params.editors} "
@@ -102,7 +102,12 @@ rule rationale_stats:
         rationales="results/rationales.parquet",
         instrument=INSTRUMENT,
     output:
-        "results/rationale_stats.csv",
+        report(
+            "results/rationale_stats.csv",
+            caption="../report/rationale_stats.rst",
+            category="Data",
+            labels={"table": "Rationale statistics"},
+        ),
     log:
         "logs/rationales/stats.log",
     conda:

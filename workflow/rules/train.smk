@@ -2,7 +2,7 @@
 # DeepSpeed ZeRO full-parameter SFT run per (backbone, variant, fold) with the best epoch
 # chosen by validation Pearson: results/models/{backbone}/{variant}/fold{k}/.
 # Trainer checkpoints live in results/checkpoints/ (outside the declared outputs), so a
-# retried or preempted job resumes from its last epoch.
+# retried or preempted job resumes from its last checkpoint (care/train/checkpoints.py).
 
 import re
 
@@ -16,6 +16,11 @@ TRAIN_TINY = [
     name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
 ]
 TRAIN_TINY_PATTERN = "|".join(map(re.escape, TRAIN_TINY)) or "(?!)"
+if set(TRAIN_TINY) & set(IMPORTED):
+    raise ValueError(
+        f"{sorted(set(TRAIN_TINY) & set(IMPORTED))}: a tiny backbone and an "
+        "imported model share a name (both would be results/backbones/<name>)"
+    )
 TRAIN_BACKBONE_PATTERN = "|".join(map(re.escape, TRAIN_BACKBONES)) or "(?!)"
 # Job settings (they shape the job, not the model), kept out of the hyperparameters.
 TRAIN_JOB_KEYS = ("threads", "mem_mb", "runtime")
@@ -29,8 +34,13 @@ answer_tokens = lambda variant: max_new_tokens(config.get("inference", {}), base
 
 
 # Helpers other rule files may call (lambdas: `snakemake --lint` wants no defs beside rules).
-# backbone_dir(name): a backbone's HF directory: its `path`, or the tiny one built below.
-backbone_dir = lambda name: TRAIN_BACKBONES[name].get("path", f"results/backbones/{name}")
+# backbone_dir(name): a backbone's HF directory: its `path` (imported there when it names a
+# GGUF file or package), or the tiny one built below.
+backbone_dir = lambda name: (
+    model_path(name, TRAIN_BACKBONES[name]["path"])
+    if "path" in TRAIN_BACKBONES[name]
+    else f"results/backbones/{name}"
+)
 # model_dir(backbone, variant, fold): the selected fine-tuned model of a run.
 model_dir = lambda backbone, variant, fold: f"results/models/{backbone}/{variant}/fold{fold}"
 # The training job's inputs; rationales only for the rationale variant.
@@ -51,25 +61,46 @@ train_inputs = lambda wc: {
 
 rule build_backbone:
     input:
-        sessions=SESSIONS,
+        # tokenizer text outside the labeled corpus (one tokenizer serves every test fold)
+        sessions=lambda wc: TRAIN_BACKBONES[wc.backbone]["tiny"]["tokenizer_sessions"],
         instrument=INSTRUMENT,
         texts=lambda wc: TRAIN_BACKBONES[wc.backbone]["tiny"].get("tokenizer_texts", []),
     output:
         directory("results/backbones/{backbone}"),
+    log:
+        "logs/backbones/{backbone}.log",
     wildcard_constraints:
         backbone=TRAIN_TINY_PATTERN,
+    cache: "omit-software"
+    conda:
+        CARE_ENV
     params:
         prompts=PROMPTS,
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["tiny"]),
-    cache: "omit-software"
+    shell:
+        "care --prompts {params.prompts} --benchmark benchmarks/backbones/{wildcards.backbone}.tsv "
+        "train backbone tiny --spec {params.spec} --sessions {input.sessions} "
+        "--instrument {input.instrument} --out {output} > {log} 2>&1"
+
+
+rule import_backbone:
+    input:
+        lambda wc: str(resolve_gguf(IMPORTED[wc.backbone]["source"])),
+    output:
+        directory("results/backbones/{backbone}"),
     log:
         "logs/backbones/{backbone}.log",
+    wildcard_constraints:
+        backbone=IMPORT_PATTERN,
+    cache: "omit-software"
     conda:
         CARE_ENV
+    params:
+        source=lambda wc: IMPORTED[wc.backbone]["source"],
+        dtype=lambda wc: IMPORTED[wc.backbone]["dtype"],
     shell:
-        "care --prompts {params.prompts} backbone tiny "
-        "--spec {params.spec} --sessions {input.sessions} "
-        "--instrument {input.instrument} --out {output} > {log} 2>&1"
+        "care train backbone import --source {params.source} --dtype {params.dtype} "
+        "--out {output} > {log} 2>&1"
 
 
 rule train:
@@ -77,10 +108,22 @@ rule train:
         unpack(train_inputs),
     output:
         directory("results/models/{backbone}/{variant}/fold{fold}"),
+    log:
+        "logs/train/{backbone}/{variant}/fold{fold}.log",
     wildcard_constraints:
         backbone=TRAIN_BACKBONE_PATTERN,
         variant=VARIANT_PATTERN,
         fold=r"\d+",
+    cache: "omit-software"
+    conda:
+        CARE_ENV
+    threads: TRAINING.get("threads", 1)
+    resources:
+        gpu=TRAINING.get("gpus", 0),
+        nodes=1,  # all of a job's GPUs on one node (one launch)
+        cpus_per_task=TRAINING.get("threads", 1),
+        mem_mb=TRAINING.get("mem_mb", 8000),
+        runtime=TRAINING.get("runtime", 60),
     params:
         prompts=PROMPTS,
         backbone=lambda wc: backbone_dir(wc.backbone),
@@ -95,20 +138,9 @@ rule train:
             f"--rationales {input.rationales}" if base_variant(wc.variant) == "rationale" else ""
         ),
         checkpoints=lambda wc: f"results/checkpoints/{wc.backbone}/{wc.variant}/fold{wc.fold}",
-    threads: TRAINING.get("threads", 1)
-    resources:
-        gpu=TRAINING.get("gpus", 0),
-        nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=TRAINING.get("threads", 1),
-        mem_mb=TRAINING.get("mem_mb", 8000),
-        runtime=TRAINING.get("runtime", 60),
-    cache: "omit-software"
-    log:
-        "logs/train/{backbone}/{variant}/fold{fold}.log",
-    conda:
-        CARE_ENV
     shell:
-        "care --prompts {params.prompts} train "
+        "care --prompts {params.prompts} --benchmark benchmarks/train/{wildcards.backbone}/"
+        "{wildcards.variant}/fold{wildcards.fold}.tsv train run "
         "--backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "
         "--fold {params.fold} --variant {params.variant} --granularity {params.granularity} "

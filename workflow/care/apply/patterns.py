@@ -29,9 +29,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_open, write_table
 from care.sessions import Session
-from care.tables import to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
@@ -239,7 +237,10 @@ def regress(
 
 def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "en",
                   digits: int = 2) -> pd.DataFrame:
-    """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells."""
+    """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells,
+    every number with ``digits`` decimals and a true minus sign (no .05 beside .047)."""
+    from care.evaluate.tables import number
+
     terms = [t for t in table["term"].drop_duplicates() if t != INTERCEPT] + [INTERCEPT]
     out = {"Pattern": [*terms, "N sessions", "N clusters", "R²"]}
     for dim in instrument.dimension_ids:
@@ -248,20 +249,13 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
         for term in terms:
             r = sub.loc[term]
             cells.append(r["note"] if pd.isna(r["coef"]) else
-                         f"{_num(r['coef'], digits)}{r['stars']} ({_num(r['se'], digits)})")
+                         f"{number(r['coef'], digits)}{r['stars']} ({number(r['se'], digits)})")
         r2 = sub["r2"].dropna()
         groups = sub["n_clusters"].iloc[0]
         cells += [str(int(sub["n_sessions"].iloc[0])), "" if pd.isna(groups) else str(int(groups)),
-                  f"{r2.iloc[0]:.3f}" if len(r2) else ""]
+                  number(r2.iloc[0], digits) if len(r2) else ""]
         out[instrument.dimension(dim).label(language)] = cells
     return pd.DataFrame(out)
-
-
-def _num(value: float, digits: int) -> str:
-    """``digits`` decimals, or as many significant digits where that would print 0.00."""
-    if value == 0 or abs(value) >= 10 ** -digits * 5:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}g}"
 
 
 CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
@@ -298,16 +292,9 @@ def table_notes(
 
 def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
                  language: str = "en", notes: list[str] | tuple[str, ...] = NOTES) -> None:
-    """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout)."""
-    from care.evaluate.tables import to_html
+    """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout),
+    with the writer of every results table (:func:`care.evaluate.tables.write_outputs`)."""
+    from care.evaluate.tables import latex_display, write_outputs
 
-    csv = Path(csv)
     pretty = display_table(table, instrument, language)
-    caption = f"{CAPTION}. {' '.join(notes)}"
-    with atomic_open(csv.with_suffix(".md")) as f:
-        f.write(to_markdown(pretty, caption))
-    with atomic_open(csv.with_suffix(".tex")) as f:
-        f.write(to_latex(pretty, caption, f"tab:{csv.stem}"))
-    with atomic_open(csv.with_suffix(".html")) as f:
-        f.write(to_html(pretty, CAPTION, notes))
-    write_table(csv, table, float_format="%.6f")
+    write_outputs(csv, table.round(6), pretty, latex_display(pretty), CAPTION, list(notes))

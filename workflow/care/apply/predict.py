@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from care.errors import CareInputError
 from care.instrument import Instrument
 from care.io import write_table
 from care.sessions import Session, count_rated, load_sessions
@@ -129,16 +128,8 @@ def _progress(rows: Iterable[dict], n_sessions: int, last_item: str) -> Iterable
 # --------------------------------------------------------------------------- reading back
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise CareInputError(path, f"cannot read predictions: {exc}") from None
-    missing = [c for c in ("session_id", "counselor_id", "item_id", "score") if c not in frame]
-    if missing:
-        raise CareInputError(path, "predictions lack required columns", field=missing[0])
-    return frame
+#: The predictions columns this stage reads (an unlabeled corpus's: no fold, no client score).
+APPLIED_COLUMNS = ("session_id", "counselor_id", "item_id", "score")
 
 
 def session_scores(predictions: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:

@@ -91,11 +91,11 @@ def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
 
 
 def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en",
-                  note: str | None = None):
+                  note: str | None = None, notice=None):
     """Per dimension, each counselor's mean with its 95% interval beside the corpus mean.
 
-    Points with error bars (not bars from the scale's floor), so the y-axis can zoom to the
-    data: a model's predictions may sit in a narrow band of the scale.
+    The y-axis spans the instrument's whole scale, so a difference of a few hundredths does
+    not look like a gap; ``notice`` (care.apply.notice.Validity) is printed under the plot.
     """
     from care.evaluate.figures import PALETTE, STYLE, _pyplot
 
@@ -123,12 +123,16 @@ def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str 
                         label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
         ax.set_xticks(range(len(dims)), [instrument.dimension(d).label(language) for d in dims])
         ax.set_xlim(-0.5, len(dims) - 0.5)
-        low = np.nanmin(profiles[["ci_low", "mean"]].to_numpy())
-        high = np.nanmax(profiles[["ci_high", "mean"]].to_numpy())
-        # at least 5% of the scale: one counselor or equal means must not zoom into noise
-        pad = max((high - low) * 0.15, 0.05 * (instrument.scale_max - instrument.scale_min))
-        ax.set_ylim(max(instrument.scale_min, low - pad), min(instrument.scale_max, high + pad))
-        ax.set_ylabel("mean predicted score (95% CI)")
+        pad = 0.04 * (instrument.scale_max - instrument.scale_min)
+        ax.set_ylim(instrument.scale_min - pad, instrument.scale_max + pad)
+        ax.set_yticks(instrument.scale_points)
+        ax.set_ylabel(f"mean predicted score (95% CI), {instrument.scale_min}–"
+                      f"{instrument.scale_max} scale")
+        if notice is not None:
+            import textwrap
+
+            text = "\n".join(textwrap.fill(line, 150) for line in notice.lines())
+            fig.text(0.01, -0.02, text, fontsize=6, va="top", ha="left", color="#333333")
         ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         if note:
@@ -140,7 +144,7 @@ def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str 
 def figure2(
     scores: pd.DataFrame, instrument: Instrument, *, stem: str | Path, table: str | Path | None,
     min_sessions: int, confidence: float = 0.95, anonymize: bool = False, language: str = "en",
-    source: str = "predictions",
+    source: str = "predictions", notice=None,
 ) -> pd.DataFrame:
     """Write ``stem.png`` and ``stem.pdf`` (and the table behind them); return the table."""
     from care.evaluate.figures import save
@@ -152,7 +156,7 @@ def figure2(
         note = ("The corpus has one counselor: the profile is the corpus mean itself, "
                 "so there is nothing to compare.")
         log.warning("Figure 2: %s", note)
-    save(plot_profiles(profiles, instrument, language, note), stem)
+    save(plot_profiles(profiles, instrument, language, note, notice), stem)
     if table is not None:
         write_table(table, profiles, float_format="%.4f")
     return profiles

@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 
 from care import prompts
 from care.errors import CareInputError
+from care.evaluate.figures import dimension_color
 from care.instrument import Instrument
 from care.io import atomic_open
 from care.names import file_stem
@@ -30,7 +31,6 @@ from care.sessions import Session
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-PALETTE = ["#2b6cb0", "#2f855a", "#c05621", "#6b46c1", "#b83280", "#2c7a7b"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -88,7 +88,7 @@ def _fmt(value) -> str:
 
 
 def report_context(
-    session: Session, predictions: pd.DataFrame, instrument: Instrument
+    session: Session, predictions: pd.DataFrame, instrument: Instrument, notice=None
 ) -> dict:
     """Everything the template shows, computed here so the template only lays it out."""
     rows = predictions[predictions["session_id"] == session.session_id].set_index("item_id")
@@ -101,7 +101,7 @@ def report_context(
     cited_by: dict[int, list[dict]] = {}
     dims = []
     for k, dim in enumerate(instrument.dimensions):
-        color = PALETTE[k % len(PALETTE)]
+        color = dimension_color(k)
         items, dist = [], []
         for item_id in dim.items:
             r = rows.loc[item_id] if item_id in rows.index else None
@@ -145,7 +145,7 @@ def report_context(
         "scale_text": prompts.scale_text(instrument, lang), "instrument": instrument.name,
         "model": f"{first.get('model', '?')} / {first.get('variant', '?')} / fold "
                  f"{first.get('fold', '?')}",
-        "n_cited": len(cited_by),
+        "n_cited": len(cited_by), "notice": notice,
     }
 
 
@@ -159,7 +159,8 @@ def _group_citations(cites: list[dict]) -> list[dict]:
     return list(grouped.values())
 
 
-def render_session(session: Session, predictions: pd.DataFrame, instrument: Instrument) -> str:
+def render_session(session: Session, predictions: pd.DataFrame, instrument: Instrument,
+                   notice=None) -> str:
     import jinja2
 
     env = jinja2.Environment(
@@ -167,12 +168,12 @@ def render_session(session: Session, predictions: pd.DataFrame, instrument: Inst
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )
     return env.get_template("session_report.html.j2").render(
-        **report_context(session, predictions, instrument))
+        **report_context(session, predictions, instrument, notice))
 
 
-def write_session_report(session, predictions, instrument, out: str | Path) -> Path:
+def write_session_report(session, predictions, instrument, out: str | Path, notice=None) -> Path:
     with atomic_open(out) as f:
-        f.write(render_session(session, predictions, instrument))
+        f.write(render_session(session, predictions, instrument, notice))
     return Path(out)
 
 
@@ -197,7 +198,8 @@ def select_sessions(scores: pd.DataFrame, *, lowest: int = 0, highest: int = 0,
 
 
 def write_reports(sessions: list[Session], predictions: pd.DataFrame, instrument: Instrument,
-                  scores: pd.DataFrame, out_dir: str | Path, **selection) -> list[Path]:
+                  scores: pd.DataFrame, out_dir: str | Path, notice=None,
+                  **selection) -> list[Path]:
     """One page per chosen session under ``out_dir`` plus an ``index.html`` linking them."""
     out_dir = Path(out_dir)
     by_id = {s.session_id: s for s in sessions}
@@ -205,7 +207,7 @@ def write_reports(sessions: list[Session], predictions: pd.DataFrame, instrument
     paths = []
     for sid in chosen:
         paths.append(write_session_report(by_id[sid], predictions, instrument,
-                                          out_dir / f"{file_stem(sid)}.html"))
+                                          out_dir / f"{file_stem(sid)}.html", notice))
     overall = scores.set_index("session_id")
     dims = [c for c in scores.columns if c not in ("session_id", "counselor_id")]
     links = "\n".join(
@@ -216,6 +218,7 @@ def write_reports(sessions: list[Session], predictions: pd.DataFrame, instrument
     with atomic_open(out_dir / "index.html") as f:
         f.write('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 "<title>Session reports</title></head>\n<body><h1>Session reports</h1>\n"
+                f"{notice.html() if notice else ''}\n"
                 f"<ul>\n{links}\n</ul>\n</body></html>\n")
     return paths
 

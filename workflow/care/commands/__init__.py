@@ -10,8 +10,19 @@ import json
 
 
 def json_arg(text: str) -> object:
-    """argparse ``type=`` for a JSON value passed on the command line (``params`` from rules)."""
+    """argparse ``type=`` for a config section: JSON text (what the rules pass), or the path
+    of a YAML or JSON file (what a person types: ``--hp training.yaml``)."""
+    from pathlib import Path
+
+    if text.lower().endswith((".yaml", ".yml", ".json")) and Path(text).is_file():
+        import yaml
+
+        try:
+            return yaml.safe_load(Path(text).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise argparse.ArgumentTypeError(f"{text}: not valid YAML/JSON: {exc}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+        raise argparse.ArgumentTypeError(
+            f"neither valid JSON nor a .yaml/.json file: {exc}") from None

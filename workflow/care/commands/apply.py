@@ -21,6 +21,11 @@ def _common(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
     parser.add_argument("--instrument", required=True)
     if corpus:
         parser.add_argument("--corpus", required=True, help="the unlabeled sessions.jsonl")
+    # what every page says about itself (care.apply.notice)
+    parser.add_argument("--heldout", help="the model's predictions on its held-out fold: "
+                        "the validity (Pearson r, 95%% CI) every page states")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="the corpus is synthetic: pages say they are a demonstration")
 
 
 def register(subparsers) -> None:
@@ -67,7 +72,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("digest", help="per-counselor digests of low-alliance sessions")
     _common(p)
     p.add_argument("--spec", type=json_arg, required=True,
-                   help="JSON: threshold or quantile, counselors, min_sessions, contrast, "
+                   help="JSON: threshold (on the scale), counselors, min_sessions, contrast, "
                         "top_terms, examples")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--combined", help="also write every digest on this one HTML page")
@@ -89,11 +94,12 @@ def register(subparsers) -> None:
 
 
 def _load(args, corpus: bool = True):
-    from care.apply.predict import load_corpus, read_predictions, session_scores
+    from care.apply.predict import APPLIED_COLUMNS, load_corpus, session_scores
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument)
-    predictions = read_predictions(args.predictions)
+    predictions = read_predictions(args.predictions, APPLIED_COLUMNS)
     scores = session_scores(predictions, instrument)
     sessions = load_corpus(args.corpus, instrument) if corpus else None
     return instrument, predictions, scores, sessions
@@ -101,6 +107,16 @@ def _load(args, corpus: bool = True):
 
 def _language(sessions) -> str:
     return sessions[0].language if sessions else "en"
+
+
+def _notice(args, predictions, instrument, language: str = "en"):
+    """Model, held-out validity and the nature of the scores, for every page."""
+    from care.apply.notice import model_validity
+
+    first = predictions.iloc[0]
+    model = f"{first['model']} · {first['variant']} · fold {first['fold']}"
+    return model_validity(args.heldout, instrument, model=model, synthetic=args.synthetic,
+                          language=language)
 
 
 def run_predict(args) -> int:
@@ -131,10 +147,11 @@ def run_predict(args) -> int:
 def run_figure2(args) -> int:
     from care.apply.profiles import figure2
 
-    instrument, _, scores, _ = _load(args, corpus=False)
+    instrument, predictions, scores, _ = _load(args, corpus=False)
     spec = args.spec
     profiles = figure2(
         scores, instrument, stem=Path(args.out).with_suffix(""), table=args.table,
+        notice=_notice(args, predictions, instrument),
         min_sessions=int(spec.get("min_sessions", 1)),
         confidence=float(spec.get("confidence", 0.95)),
         anonymize=bool(spec.get("anonymize_counselors", False)), source=args.predictions,
@@ -177,9 +194,9 @@ def run_digest(args) -> int:
         predictions, scores, instrument, sessions, args.out_dir,
         counselors=list(spec.get("counselors") or []),
         min_sessions=int(spec.get("min_sessions", 1)), threshold=spec.get("threshold"),
-        quantile=spec.get("quantile"),
         contrast=spec.get("contrast", "counselor"), top_k=int(spec.get("top_terms", 10)),
         n_examples=int(spec.get("examples", 3)), language=_language(sessions),
+        notice=_notice(args, predictions, instrument, _language(sessions)),
     )
     if args.combined:
         write_combined(digests, args.combined)
@@ -187,11 +204,22 @@ def run_digest(args) -> int:
     return 0
 
 
+def _no_pages(notice) -> str:
+    """The report's example page when no session has a complete predicted score."""
+    log.warning("no session has a complete predicted score: no session page to show")
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Session '
+            f"reports</title></head>\n<body><h1>Session reports</h1>\n{notice.html()}\n"
+            "<p>No session of the corpus has a complete predicted score (every item of a "
+            "dimension parsed), so there is no session page to show. The predictions' parse "
+            "coverage is in the log of predict_corpus.</p>\n</body></html>\n")
+
+
 def run_report_session(args) -> int:
     from care.apply.session_report import screenshot, write_reports, write_session_report
     from care.errors import CareInputError
 
     instrument, predictions, scores, sessions = _load(args)
+    notice = _notice(args, predictions, instrument, _language(sessions))
     if args.session_id:
         if not args.out:
             raise SystemExit("care report-session: --session-id needs --out")
@@ -199,20 +227,20 @@ def run_report_session(args) -> int:
         if session is None:
             raise CareInputError(args.corpus, f"no session {args.session_id!r}",
                                  field="session_id")
-        pages = [write_session_report(session, predictions, instrument, args.out)]
+        pages = [write_session_report(session, predictions, instrument, args.out, notice)]
     elif args.select is not None and args.out_dir:
-        pages = write_reports(sessions, predictions, instrument, scores, args.out_dir,
+        pages = write_reports(sessions, predictions, instrument, scores, args.out_dir, notice,
                               lowest=int(args.select.get("lowest", 0)),
                               highest=int(args.select.get("highest", 0)),
                               ids=list(args.select.get("ids") or []))
     else:
         raise SystemExit("care report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))
-    if args.example and pages:
+    if args.example:
         from care.io import atomic_open
 
         with atomic_open(args.example) as f:
-            f.write(Path(pages[0]).read_text(encoding="utf-8"))
+            f.write(Path(pages[0]).read_text(encoding="utf-8") if pages else _no_pages(notice))
     if args.screenshot and pages:
         log.info("screenshot: %s", screenshot(pages[0], args.screenshot))
     return 0

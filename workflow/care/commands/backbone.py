@@ -1,4 +1,5 @@
-"""``care backbone tiny`` builds a demo backbone; ``care backbone check`` inspects a model dir."""
+"""``care backbone tiny|import|check``: build a tiny demo backbone, import a GGUF checkpoint
+into a Hugging Face directory, or inspect a model directory."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ log = logging.getLogger("care.backbone")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("backbone", help="build a tiny backbone or check a model dir")
+    parser = subparsers.add_parser(
+        "backbone", help="build a tiny backbone, import a GGUF checkpoint or check a model dir"
+    )
     sub = parser.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("tiny", help="a tiny random-init Llama/Qwen2 with a corpus tokenizer")
@@ -27,6 +30,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=tiny)
+
+    p = sub.add_parser(
+        "import", help="import a GGUF file (or a package shipping one) as a Hugging Face dir"
+    )
+    p.add_argument(
+        "--source", required=True, help="a .gguf file, or package:<module>[/<file>.gguf]"
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        help="dtype of the saved weights",
+    )
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(func=import_checkpoint)
 
     p = sub.add_parser("check", help="check that a directory holds a local causal LM")
     p.add_argument("path")
@@ -45,6 +61,14 @@ def tiny(args) -> int:
     texts = list(corpus_texts(args.sessions, instrument, [*spec.tokenizer_texts, *args.extra_text]))
     info = build_tiny(spec, texts, args.out)
     log.info("tiny backbone %s: %s", args.out, info)
+    return 0
+
+
+def import_checkpoint(args) -> int:
+    from care.checkpoint import import_gguf
+
+    record = import_gguf(args.source, args.out, dtype=args.dtype)
+    print(json.dumps(record, indent=2))
     return 0
 
 

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--sessions", required=True, help="labeled corpus (jsonl) to write")
     p.add_argument("--references", required=True, help="reference rationales (jsonl)")
     p.add_argument("--unlabeled", help="unlabeled corpus (jsonl) to write")
+    p.add_argument(
+        "--unlabeled-references", help="rationales of the unlabeled corpus (jsonl) to write"
+    )
     p.set_defaults(func=demo_corpus)
 
     p = subparsers.add_parser("validate", help="check a corpus against the data contract")
@@ -74,7 +77,7 @@ def demo_corpus(args) -> int:
     )
     stats = write_corpus(
         corpus, load_instrument(args.instrument), args.sessions, args.references,
-        args.unlabeled, spec.get("unlabeled_clients", 0),
+        args.unlabeled, spec.get("unlabeled_clients", 0), args.unlabeled_references,
     )
     log.info("demo corpus: %s", stats)
     return 0
@@ -152,19 +155,25 @@ def import_corpus(args) -> int:
 def folds(args) -> int:
     import pandas as pd
 
-    from care.folds import make_folds, table1
+    from care.evaluate.tables import latex_display, write_outputs
+    from care.folds import make_folds, table1, table1_display
     from care.instrument import load_instrument
     from care.io import write_table
-    from care.tables import write_table_formats
 
-    dims = load_instrument(args.instrument).dimension_ids
+    instrument = load_instrument(args.instrument)
+    dims = instrument.dimension_ids
     table = pd.read_csv(args.sessions_table, sep="\t", dtype={"session_id": str, "client_id": str})
     spec = args.spec
     folds = make_folds(table, dims, spec["n_folds"], spec.get("n_strata", 3), spec.get("seed", 0))
     summary = table1(table, folds, dims)
-    write_table_formats(
-        summary, args.table1,
-        caption="Table 1: client-grouped folds (sessions, clients, client-rated alliance)",
+    labels = {d: instrument.dimension(d).label("en") for d in dims}
+    display = table1_display(summary, labels)
+    write_outputs(
+        args.table1, summary, display, latex_display(display),
+        "Table 1: client-grouped folds (clients, sessions, client-rated alliance)",
+        [f"{', '.join(labels.values())}: the client's dimension score (mean of its items on the "
+         f"{instrument.scale_min}–{instrument.scale_max} scale), mean ± sd over the row's "
+         "sessions. No client is in two folds."],
     )
     write_table(args.folds, folds)
     log.info("folds:\n%s", summary.round(2).to_string(index=False))

@@ -1,6 +1,6 @@
 """``care evaluate ...``: metrics, Tables 2-5, figures and the human-evaluation sheets.
 
-Actions (one per rule of workflow/rules/evaluate.smk and render.smk):
+Actions (one per rule of workflow/rules/evaluate.smk and figures.smk):
 
 - ``metrics``: one run's predictions -> per-session dimension scores and per-fold metrics.
 - ``text-metrics``: one run's generated vs expert rationales -> BLEU/ROUGE/BERTScore per fold.
@@ -187,11 +187,12 @@ def _resampler(args):
 
 def _metrics(args) -> None:
     from care.evaluate import metrics
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
     from care.io import write_table
 
     instrument = load_instrument(args.instrument)
-    pred = metrics.read_predictions(args.predictions)
+    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     scores = metrics.run_scores(pred, instrument)
     sizes = None
     if args.folds:
@@ -209,13 +210,14 @@ def _text_metrics(args) -> None:
 
     from care.errors import CareInputError
     from care.evaluate import metrics, textmetrics
+    from care.infer.run import read_predictions
 
     torch.set_num_threads(max(args.threads, 1))  # small encoders: threads beyond 1 add little
     from care.instrument import load_instrument
     from care.io import write_table
 
     instrument = load_instrument(args.instrument)
-    pred = metrics.read_predictions(args.predictions)
+    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     pred = pred.assign(dimension=pred["item_id"].map(instrument.dimension_of))
     expert = pd.read_parquet(args.expert)
     for column in ("session_id", "item_id", "final"):
@@ -379,62 +381,17 @@ def _table3(args) -> None:
 
 
 def _table5(args) -> None:
-    import pandas as pd
-
-    from care.errors import CareInputError
-    from care.evaluate import logodds, metrics, tables
+    from care.evaluate import logodds, tables
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument)
-    dims = instrument.dimension_ids
-    if args.expert:
-        texts = pd.read_parquet(args.expert)
-        for column in ("item_id", "final"):
-            if column not in texts.columns:
-                raise CareInputError(args.expert, "missing column", field=column)
-        texts = texts.assign(text=texts["final"])
-        source = "expert"
-    else:
-        texts = metrics.read_predictions(args.predictions)
-        texts = texts[texts["parsed"].astype(bool)].assign(text=texts["rationale"])
-        source = "generated: " + ", ".join(sorted(set(texts["model"] + "/" + texts["variant"])))
-    texts = texts.dropna(subset=["text"])
-    texts = texts.assign(dimension=texts["item_id"].map(instrument.dimension_of))
+    texts, source = logodds.rationale_texts(
+        instrument, expert=args.expert, predictions=args.predictions
+    )
     sessions = _read_tsv(args.sessions_table, ["language"])
     language = str(sessions["language"].mode().iloc[0]) if len(sessions) else "en"
-    by_dim = {d: list(texts.loc[texts["dimension"] == d, "text"]) for d in dims}
-    spec = args.spec
-    if len(dims) < 2:
-        # log-odds contrast a dimension with the others: with one there is nothing to rank
-        log.warning("Table 5: the instrument has one dimension; no distinctive terms")
-        terms = pd.DataFrame(columns=logodds.COLUMNS)
-    else:
-        terms = logodds.top_terms(
-            by_dim,
-            language,
-            int(spec.get("top_k", 5)),
-            min_count=int(spec.get("min_count", 1)),
-            stopwords=logodds.stopword_list(spec.get("stopwords", [])),
-            prior_size=spec.get("prior_size"),
-        )
-    lengths = (
-        texts.assign(n=texts["text"].str.len())
-        .groupby("dimension")["n"]
-        .agg(length_mean="mean", length_sd="std")
-        .reset_index()
-    )
-    frame = tables.table5(terms, lengths, source)
+    frame, notes = logodds.table5(texts, source, instrument, language, args.spec)
     labels = _dim_labels(instrument)
-    notes = [
-        f"Rationales: {source}. Unigrams ({language}); log-odds ratio with an informative "
-        "Dirichlet prior (Monroe et al. 2008), each dimension against the other dimensions; "
-        "z-scores in parentheses (|z| > 1.96: p < .05). Length: characters, mean ± sd.",
-    ]
-    if len(dims) < 2:
-        notes.append(
-            f"The instrument ({instrument.name}) has a single dimension: distinctive terms "
-            "need another dimension to contrast with, so none are listed."
-        )
     tables.write_outputs(
         args.out,
         frame,
@@ -475,11 +432,12 @@ def _figures(args) -> None:
 
 def _human_export(args) -> None:
     from care.evaluate import human_eval, metrics
+    from care.infer.run import read_predictions
     from care.instrument import load_instrument
     from care.sessions import load_sessions
 
     instrument = load_instrument(args.instrument)
-    pred = metrics.read_predictions(args.predictions)
+    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     spec = args.spec
     language = spec.get("language", "en")
     sheet = human_eval.sample_rows(

@@ -138,6 +138,7 @@ def _scorer(args, instrument, max_new_tokens: int):
         scoring=settings.get("scoring", "generated"),
         cache=args.cache,
     )
+    mode = settings.get("mode", "generate")
     if args.backend == "hf":
         from care.infer.hf import HFScorer
 
@@ -151,6 +152,7 @@ def _scorer(args, instrument, max_new_tokens: int):
             device=device,
             dtype=settings.get("dtype", "auto"),
             prefix_sharing=bool(settings.get("prefix_sharing", True)),
+            mode=mode,
             **common,
         )
     if args.backend == "vllm":
@@ -162,11 +164,14 @@ def _scorer(args, instrument, max_new_tokens: int):
             dtype=settings.get("dtype", "auto"),
             top_logprobs=int(settings.get("top_logprobs", 20)),
             gpu_memory_utilization=float(settings.get("gpu_memory_utilization", 0.85)),
+            mode=mode,
             **common,
         )
     from care.infer.api import APIScorer
     from care.llm.remote import OPT_IN, opt_in
 
+    if mode != "generate":
+        raise SystemExit(f"care infer: mode {mode} needs label probabilities (backend hf or vllm)")
     api = dict(getattr(args, "api", None) or {})
     entry = f"baselines.zero_shot (name: {getattr(args, 'name', None) or api.get('model')})"
     api[OPT_IN] = opt_in(api, entry)
@@ -183,7 +188,6 @@ def _scorer(args, instrument, max_new_tokens: int):
                 "concurrency",
                 "max_retries",
                 "timeout_s",
-                "cache_dir",
             )
         },
         opt_in_section=entry,

@@ -1,6 +1,6 @@
-"""``care train`` (one fine-tune with checkpoint selection) and ``care sft-data`` (inspect).
+"""``care train run`` (one fine-tune with checkpoint selection) and ``care train sft-data``.
 
-    care train --backbone results/backbones/llama --variant rationale --fold 1 \\
+    care train run --backbone results/backbones/llama --variant rationale --fold 1 \\
         --sessions S.jsonl --folds results/folds.tsv --rationales results/rationales.parquet \\
         --instrument I.yaml --granularity item --max-length 1024 --hp '{...training...}' \\
         --checkpoints results/checkpoints/llama/rationale/fold1 \\

@@ -30,7 +30,13 @@ STYLE = {
     "legend.frameon": False,
     "svg.hashsalt": "care",
 }
-PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]  # models, people
+# One colour per dimension (by its position in the instrument), in every figure and page.
+DIMENSION_COLORS = ["#2b6cb0", "#2f855a", "#c05621", "#6b46c1", "#b83280", "#2c7a7b"]
+
+
+def dimension_color(index: int) -> str:
+    return DIMENSION_COLORS[index % len(DIMENSION_COLORS)]
 FORMATS = ("png", "pdf")
 
 
@@ -73,7 +79,7 @@ def score_distributions(
         bins = np.arange(scale[0] - 0.125, scale[1] + 0.25, 0.25)
         for n, (ax, d) in enumerate(zip(axes, dims, strict=True)):
             values = sessions[d].dropna().to_numpy(dtype=float)
-            ax.hist(values, bins=bins, color=PALETTE[n % len(PALETTE)], edgecolor="white")
+            ax.hist(values, bins=bins, color=dimension_color(n), edgecolor="white")
             ax.axvline(values.mean(), color="black", linestyle="--", linewidth=1)
             ax.set_title(f"{labels[d]} (mean {values.mean():.2f}, n={len(values)})")
             ax.set_xlabel("client score")
@@ -107,7 +113,7 @@ def prediction_scatter(
                 part["predicted"],
                 s=10,
                 alpha=0.6,
-                color=PALETTE[n % len(PALETTE)],
+                color=dimension_color(n),
                 edgecolors="none",
             )
             r = np.corrcoef(part["client"], part["predicted"])[0, 1] if len(part) > 2 else np.nan
@@ -157,5 +163,50 @@ def ablation_bars(
         ax.set_ylabel("Pearson r (mean ± sd over folds)")
         ax.axhline(0, color="black", linewidth=0.6)
         ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+        fig.tight_layout()
+    return save(fig, stem, formats)
+
+
+def training_curves(
+    runs: Sequence[tuple[str, int, pd.DataFrame, Mapping]],
+    stem: str | Path,
+    formats: Sequence[str] = FORMATS,
+) -> list[Path]:
+    """Per fine-tuning run (backbone · variant): training loss by epoch and validation mean
+    Pearson r by epoch, one line per fold; the chosen epoch is circled.
+
+    ``runs``: (run label, fold, train_log.csv frame, selection.json) per fine-tune.
+    """
+    plt = _pyplot()
+    labels = list(dict.fromkeys(label for label, *_ in runs))
+    folds = sorted({fold for _, fold, *_ in runs})
+    colors = {f: plt.get_cmap("viridis")(n / max(len(folds) - 1, 1) * 0.85)
+              for n, f in enumerate(folds)}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(labels), 2, figsize=(7.0, 2.2 * len(labels) + 0.4),
+                                 squeeze=False)
+        for label, fold, log, selection in runs:
+            loss_ax, val_ax = axes[labels.index(label)]
+            log = log.dropna(subset=["loss"])
+            loss_ax.plot(log["epoch"], log["loss"], color=colors[fold], linewidth=1,
+                         label=f"fold {fold}")
+            epochs = selection.get("epochs", [])
+            xs = [e["epoch"] for e in epochs]
+            ys = [np.nan if e.get("mean_pearson") is None else e["mean_pearson"] for e in epochs]
+            val_ax.plot(xs, ys, marker="o", markersize=3, color=colors[fold], linewidth=1)
+            chosen = selection.get("chosen", {})
+            if chosen.get("mean_pearson") is not None:
+                val_ax.plot([chosen["epoch"]], [chosen["mean_pearson"]], marker="o",
+                            markersize=9, markerfacecolor="none", color=colors[fold])
+            loss_ax.set_title(f"{label}: training loss")
+            mode = selection.get("selection", "")
+            val_ax.set_title(f"{label}: validation mean Pearson r ({mode})")
+        for loss_ax, val_ax in axes:
+            loss_ax.set_ylabel("loss")
+            val_ax.set_ylabel("r")
+            val_ax.axhline(0, color="black", linewidth=0.6)
+        axes[-1][0].set_xlabel("epoch")
+        axes[-1][1].set_xlabel("epoch (circled: the chosen checkpoint)")
+        axes[0][0].legend(fontsize=7)
         fig.tight_layout()
     return save(fig, stem, formats)

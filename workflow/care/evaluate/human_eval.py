@@ -12,10 +12,7 @@ alpha across raters.
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_path
+from care.io import save_workbook, xlsx_value
 from care.sessions import Session
 
 CRITERIA = ["faithfulness", "relevance", "informativeness"]
@@ -56,7 +53,6 @@ DEFINITIONS = {
     "informativeness": "Whether the rationale gives context-specific evidence from this "
     "session rather than generic statements.",
 }
-FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 log = logging.getLogger("care.evaluate")
 
 
@@ -86,7 +82,7 @@ def sample_rows(
             "dimension": rows["item_id"].map(instrument.dimension_of),
             "item_id": rows["item_id"],
             "item": rows["item_id"].map(lambda i: instrument.items[i].wording(language)),
-            "client_rating": rows["client_score"].astype(float),
+            "client_rating": rows["client_score"].astype(float).round(2),
             "rationale": rows["rationale"],
         }
     ).reset_index(drop=True)
@@ -111,7 +107,7 @@ def export_sheet(
 ) -> None:
     """Write the rating workbook (instructions, ratings with 1-5 validation, dialogues)."""
     from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
+    from openpyxl.styles import Alignment, Font, PatternFill, Protection
     from openpyxl.worksheet.datavalidation import DataValidation
 
     book = Workbook()
@@ -132,16 +128,29 @@ def export_sheet(
     ratings = book.create_sheet(SHEET)
     ratings.append(SHEET_COLUMNS)
     for record in sheet.itertuples(index=False):
-        ratings.append([_cell(v) for v in record])
+        ratings.append([xlsx_value(v) for v in record])
+    editable = {*CRITERIA, "comment"}
+    fill = PatternFill("solid", fgColor="FFF4CC")
     for cell in ratings[1]:
         cell.font = Font(bold=True)
-    widths = {"rationale": 80, "item": 40, "comment": 30}
+        if cell.value in editable:
+            cell.fill = fill
+    widths = {"rationale": 80, "item": 40, "comment": 30, "row_id": 8}
     for n, column in enumerate(SHEET_COLUMNS, start=1):
         letter = ratings.cell(row=1, column=n).column_letter
         ratings.column_dimensions[letter].width = widths.get(column, 14)
-        if column in ("rationale", "item"):
-            for cell in ratings[letter][1:]:
-                cell.alignment = Alignment(wrap_text=True, vertical="top")
+        for cell in ratings[letter][1:]:
+            # long text wraps, every cell reads from the top, scores show two decimals
+            cell.alignment = Alignment(wrap_text=column in ("rationale", "item", "comment"),
+                                       vertical="top")
+            if column == "client_rating":
+                cell.number_format = "0.00"
+            if column in editable:  # only the raters' columns can be typed into
+                cell.protection = Protection(locked=False)
+                cell.fill = fill
+    protect = ratings.protection
+    protect.sheet, protect.autoFilter, protect.formatColumns, protect.formatRows = (
+        True, False, False, False)
     check = DataValidation(
         type="whole",
         operator="between",
@@ -160,36 +169,12 @@ def export_sheet(
     talk = book.create_sheet("dialogues")
     talk.append(list(dialogues.columns))
     for record in dialogues.itertuples(index=False):
-        talk.append([_cell(v) for v in record])
+        talk.append([xlsx_value(v) for v in record])
     talk.column_dimensions["D"].width = 100
-    _save_reproducibly(book, path)
-
-
-def _cell(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _save_reproducibly(book, path: str | Path) -> None:
-    """Save with fixed zip timestamps and document dates, so the same sheet is the same bytes."""
-    import datetime
-
-    stamp = datetime.datetime(*FIXED_TIME)
-    book.properties.created = stamp
-    buffer = io.BytesIO()
-    book.save(buffer)
-    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-            for info in src.infolist():
-                data = src.read(info.filename)
-                if info.filename == "docProps/core.xml":
-                    data = re.sub(
-                        rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data
-                    )
-                entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                dst.writestr(entry, data)
+    for cell in talk["D"][1:]:
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+    talk.protection.sheet = about.protection.sheet = True
+    save_workbook(book, path)
 
 
 def read_sheet(path: str | Path) -> tuple[pd.DataFrame, str, int]:

@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger("care.evaluate")
 COLUMNS = ["group", "term", "log_odds", "z", "count"]
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
@@ -128,3 +129,72 @@ def top_terms(
     scored = scored.sort_values(["_g", "_z", "term"], kind="stable")
     top = scored.groupby("_g", sort=True).head(top_k)
     return top[COLUMNS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- Table 5
+
+
+def rationale_texts(instrument, *, expert=None, predictions=None) -> tuple[pd.DataFrame, str]:
+    """The rationales Table 5 contrasts, with their dimension, and a note of their source.
+
+    ``expert``: the rationale table (``results/rationales.parquet``, its ``final`` text);
+    else ``predictions``: prediction files, whose parsed answers' rationales are used.
+    """
+    from care.errors import CareInputError
+    from care.evaluate.metrics import EVALUATED_COLUMNS
+    from care.infer.run import read_predictions
+
+    if expert:
+        texts = pd.read_parquet(expert)
+        for column in ("item_id", "final"):
+            if column not in texts.columns:
+                raise CareInputError(expert, "missing column", field=column)
+        texts = texts.assign(text=texts["final"])
+        source = "expert"
+    else:
+        texts = read_predictions(predictions, EVALUATED_COLUMNS)
+        texts = texts[texts["parsed"].astype(bool)].assign(text=texts["rationale"])
+        source = "generated: " + ", ".join(sorted(set(texts["model"] + "/" + texts["variant"])))
+    texts = texts.dropna(subset=["text"])
+    return texts.assign(dimension=texts["item_id"].map(instrument.dimension_of)), source
+
+
+def table5(
+    texts: pd.DataFrame, source: str, instrument, language: str, spec: Mapping
+) -> tuple[pd.DataFrame, list[str]]:
+    """Table 5: each dimension's distinctive terms (against the other dimensions) and its
+    rationales' length; with the table's notes."""
+    from care.evaluate import tables
+
+    dims = instrument.dimension_ids
+    by_dim = {d: list(texts.loc[texts["dimension"] == d, "text"]) for d in dims}
+    if len(dims) < 2:
+        # log-odds contrast a dimension with the others: with one there is nothing to rank
+        log.warning("Table 5: the instrument has one dimension; no distinctive terms")
+        terms = pd.DataFrame(columns=COLUMNS)
+    else:
+        terms = top_terms(
+            by_dim,
+            language,
+            int(spec.get("top_k", 5)),
+            min_count=int(spec.get("min_count", 1)),
+            stopwords=stopword_list(spec.get("stopwords", [])),
+            prior_size=spec.get("prior_size"),
+        )
+    lengths = (
+        texts.assign(n=texts["text"].str.len())
+        .groupby("dimension")["n"]
+        .agg(length_mean="mean", length_sd="std")
+        .reset_index()
+    )
+    notes = [
+        f"Rationales: {source}. Unigrams ({language}); log-odds ratio with an informative "
+        "Dirichlet prior (Monroe et al. 2008), each dimension against the other dimensions; "
+        "z-scores in parentheses (|z| > 1.96: p < .05). Length: characters, mean ± sd.",
+    ]
+    if len(dims) < 2:
+        notes.append(
+            f"The instrument ({instrument.name}) has a single dimension: distinctive terms "
+            "need another dimension to contrast with, so none are listed."
+        )
+    return tables.table5(terms, lengths, source), notes

@@ -11,8 +11,6 @@ coverage (scored sessions / sessions in the fold).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,20 +20,10 @@ from sklearn.metrics import mean_squared_error
 from care.errors import CareInputError
 from care.instrument import Instrument, dimension_mean
 
-#: The predictions contract columns this stage reads (the rest are carried, not needed).
-PREDICTION_COLUMNS = [
-    "session_id",
-    "client_id",
-    "fold",
-    "item_id",
-    "dimension",
-    "model",
-    "variant",
-    "score",
-    "rationale",
-    "parsed",
-    "client_score",
-]
+#: The columns of the predictions contract (care.infer.PREDICTION_COLUMNS) this stage needs
+#: in every file (the rest are carried); read with :func:`care.infer.run.read_predictions`.
+EVALUATED_COLUMNS = ("session_id", "client_id", "fold", "item_id", "dimension", "model")
+EVALUATED_COLUMNS += ("variant", "score", "rationale", "parsed", "client_score")
 METRICS = ["pearson", "spearman", "mse"]
 RUN_KEYS = ["model", "variant", "scoring"]
 #: The item-score columns of the predictions contract, by the scoring they hold: the parsed
@@ -67,25 +55,6 @@ FOLD_COLUMNS = [
 ]
 
 
-def read_predictions(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate prediction files, checking the contract columns each one must carry."""
-    frames = []
-    for path in paths:
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise CareInputError(path, f"cannot read predictions: {exc}") from None
-        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-        if missing:
-            raise CareInputError(path, f"missing columns {missing}", field=missing[0])
-        if frame.empty:
-            raise CareInputError(path, "no predictions")
-        frames.append(frame)
-    if not frames:
-        raise CareInputError("<predictions>", "no prediction files given")
-    return pd.concat(frames, ignore_index=True)
-
-
 def scorings(pred: pd.DataFrame) -> list[str]:
     """The scorings a run's predictions hold: ``generated`` always (an unparsed answer has
     none), ``expected`` where label probabilities exist (not for API models or counselors)."""
@@ -99,10 +68,9 @@ def scorings(pred: pd.DataFrame) -> list[str]:
 
 def run_scores(pred: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
     """:func:`dimension_scores` under every scoring the predictions hold (column ``scoring``)."""
-    # a run that parsed nothing still has its (empty) generated scores: coverage 0, not an error
-    names = scorings(pred) or ["generated" if "score_generated" in pred.columns else "score"]
-    if names == ["score"]:
-        return dimension_scores(pred, instrument, "score", scoring="generated")
+    # A run none of whose answers parsed stays in the tables as "0% scored" under the
+    # generated scoring, rather than stopping the evaluation of every other run.
+    names = scorings(pred) or ["generated"]
     frames = [dimension_scores(pred, instrument, SCORINGS[n], scoring=n) for n in names]
     return pd.concat(frames, ignore_index=True)
 

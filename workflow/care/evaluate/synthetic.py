@@ -14,8 +14,6 @@ import pandas as pd
 from care.infer import PREDICTION_COLUMNS
 from care.instrument import Instrument
 
-CONTRACT_COLUMNS = list(PREDICTION_COLUMNS)
-
 
 def simple_folds(sessions: list[dict], n_folds: int) -> pd.DataFrame:
     """Client-grouped folds by client order (round robin): session_id, client_id, fold."""
@@ -92,7 +90,7 @@ def predictions(
                     "client_score": truth,
                 }
             )
-    frame = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
     return {int(k): g.reset_index(drop=True) for k, g in frame.groupby("fold", sort=True)}
 
 

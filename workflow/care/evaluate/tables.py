@@ -9,6 +9,7 @@ with a note under the table (what ± means, significance marks, checkpoint selec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -323,7 +324,10 @@ def write_outputs(
     notes: Sequence[str],
 ) -> None:
     """``x.csv`` (the frame); ``x.md``, ``x.tex`` and ``x.html`` (the display) beside it."""
+    from care.provenance import NOTE
+
     csv_path = Path(csv_path)
+    notes = [*notes, NOTE]
     write_table(csv_path, frame)
     md = display.copy()
     if isinstance(md.columns, pd.MultiIndex):
@@ -339,18 +343,24 @@ def write_outputs(
         multicol_align="c",
         position="t",
         position_float="centering",
-        caption=latex_escape(caption),
+        caption=latex_escape(re.sub(r"^Table \d+:\s*", "", caption)),  # LaTeX numbers it
         label=label,
         column_format="l" * _label_columns(latex_display)
         + "c" * (latex_display.shape[1] - _label_columns(latex_display)),
     )
     tex_notes = "".join(f"\\par\\footnotesize {latex_escape(n)}\n" for n in notes)
     tex = tex.replace("\\end{table}", tex_notes + "\\end{table}")
+    # a table wider than the text is scaled down to it (never up), instead of overflowing
+    tex = tex.replace("\\begin{tabular}", FIT_WIDTH + "\\begin{tabular}", 1)
+    tex = tex.replace("\\end{tabular}\n", "\\end{tabular}}\n", 1)
     with atomic_open(csv_path.with_suffix(".tex")) as out:
-        out.write("% requires \\usepackage{booktabs}\n" + tex)
+        out.write(f"% requires {TEX_PACKAGES}\n" + tex)
     with atomic_open(csv_path.with_suffix(".html")) as out:
         out.write(to_html(display, caption, notes))
 
+
+TEX_PACKAGES = r"\usepackage{booktabs,graphicx}"
+FIT_WIDTH = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n"
 
 HTML_STYLE = (
     "body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}"
@@ -398,19 +408,44 @@ _LATEX = {
     "ρ": r"$\rho$",
     "–": "--",
     "†": r"$^{\dagger}$",
+    "−": r"$-$",
+    "²": r"$^{2}$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "…": r"\ldots{}",
 }
+MINUS = "−"  # U+2212: a true minus sign, not the hyphen
 
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX.get(char, char) for char in str(text))
 
 
+def latex_display(display: pd.DataFrame) -> pd.DataFrame:
+    """A plain-text display table with every cell and header escaped for LaTeX."""
+    out = display.map(latex_escape)
+    out.columns = [latex_escape(c) for c in display.columns]
+    return out
+
+
 def mean_sd(mean: float, sd: float, digits: int = 2, latex: bool = False) -> str:
     if mean is None or not np.isfinite(mean):
         return "--" if latex else "–"
     pm = r" $\pm$ " if latex else " ± "
-    text = f"{mean:.{digits}f}"
+    text = number(mean, digits, latex)
     return text + (f"{pm}{sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
+
+
+def number(value: float, digits: int = 2, latex: bool = False) -> str:
+    """Fixed ``digits`` decimals with a true minus sign (``$-$`` in LaTeX); no ``-0.00``."""
+    if value is None or not np.isfinite(value):
+        return "--" if latex else "–"
+    text = f"{abs(value):.{digits}f}"
+    if value < 0 and text.strip("0.") != "":
+        return ("$-$" if latex else MINUS) + text
+    return text
 
 
 def marker(p: float, alpha: float = 0.05, latex: bool = False) -> str:

@@ -21,7 +21,6 @@ package's directory holding ``config.json``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from care.checkpoint import PACKAGE_PREFIX, package_dir
 from care.errors import CareInputError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ RECIPES = {
     ),
 }
 DEFAULT_RECIPE = "llamafactory_sentence"
-PACKAGE_PREFIX = "package:"
 _CJK_OR_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
 
@@ -89,13 +88,7 @@ class TextMetricSpec:
 def resolve_encoder(spec: str) -> Path:
     """The local directory of the BERTScore encoder (a path, or ``package:<name>``)."""
     if spec.startswith(PACKAGE_PREFIX):
-        name = spec[len(PACKAGE_PREFIX) :]
-        found = importlib.util.find_spec(name)
-        if found is None or not found.submodule_search_locations:
-            raise CareInputError(
-                "<config>", f"package {name!r} is not installed", field="bertscore_model"
-            )
-        root = Path(next(iter(found.submodule_search_locations)))
+        root = package_dir(spec[len(PACKAGE_PREFIX) :], field="bertscore_model")
         candidates = [root, *sorted(p.parent for p in root.glob("*/config.json"))]
         for candidate in candidates:
             if (candidate / "config.json").is_file():

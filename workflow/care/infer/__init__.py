@@ -8,10 +8,12 @@ One engine, three backends that share the prompts, the parsing and the output ro
 - :mod:`care.infer.vllm_backend`: vLLM on GPUs with automatic prefix caching (optional extra);
 - :mod:`care.infer.api`: an OpenAI-compatible chat API (remote use is opt-in).
 
-:mod:`care.infer.engine` turns sessions into prompts, caches each unit's answer so an
-interrupted run resumes, and turns answers into prediction rows (the predictions contract);
-:mod:`care.infer.run` writes a fold's predictions; :mod:`care.infer.counselor` is the human
-counselor baseline.
+The backend-independent parts: :mod:`care.infer.prompting` turns sessions into unit
+prompts; :mod:`care.infer.answers` caches each unit's answer so an interrupted run resumes;
+:mod:`care.infer.labels` reads the label distribution where a score was written;
+:mod:`care.infer.engine` (the scorer) runs them and turns answers into prediction rows (the
+predictions contract). :mod:`care.infer.run` writes a fold's predictions;
+:mod:`care.infer.counselor` is the human counselor baseline.
 """
 
 #: Columns of a predictions table, in order (the path contract in the README).

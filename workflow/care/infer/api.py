@@ -1,8 +1,11 @@
 """The chat-API backend: any OpenAI-compatible endpoint (GPT-4o, DeepSeek, a local server).
 
-Requests go through :class:`care.llm.openai_chat.OpenAIChat` (its response cache, retries
-and the remote opt-in: transcripts leave the machine only when the model's config entry
-says ``allow_remote_transcripts: true``). The client returns text only, so the API backend
+Requests go through :class:`care.llm.openai_chat.OpenAIChat` (its retries and the remote
+opt-in: transcripts leave the machine only when the model's config entry says
+``allow_remote_transcripts: true``). Answers are cached once, in the scoring engine's
+per-fold answer cache (``cache=``, as for every backend), not also in the client's response
+cache (the drafting stage's): an interrupted run repeats at most the requests of the group
+of sessions in flight (``batch_size`` units). The client returns text only, so the API backend
 stores no label probabilities (``probs`` is null, ``score_expected`` NaN). Without a
 tokenizer, the dialogue budget and ``prompt_tokens`` use an estimate of 4 characters per
 token.
@@ -10,7 +13,9 @@ token.
 
 from __future__ import annotations
 
-from care.infer.engine import Generation, Scorer, approx_tokens
+from care.infer.engine import Scorer
+from care.infer.labels import Generation
+from care.infer.prompting import approx_tokens
 
 
 class APIScorer(Scorer):
@@ -34,7 +39,6 @@ class APIScorer(Scorer):
         concurrency: int = 4,
         max_retries: int = 5,
         timeout_s: float = 120,
-        cache_dir: str = "results/cache/llm",
         language: str | None = None,
         scoring: str = "generated",
         cache=None,
@@ -52,7 +56,7 @@ class APIScorer(Scorer):
                 concurrency,
                 max_retries,
                 timeout_s,
-                cache_dir,
+                cache_dir=None,
                 opt_in_section=opt_in_section,
             )
         self.client = client

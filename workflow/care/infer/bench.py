@@ -6,9 +6,14 @@
     care bench infer --backend vllm --random-model llama-3-8b --dtype bfloat16  # vLLM (GPU)
 
 With ``--backend hf`` (default) the same sessions are scored twice with the transformers
-backend, naive (every prompt prefilled whole) and prefix-shared (each session's system
-message + dialogue prefilled once), and the benchmark prints prefill tokens, wall time and
-tokens/s for both, their ratios, and whether the generated tokens are identical. With
+backend, naive (every prompt prefilled whole) and prefix-shared (the project's path: each
+session's system message + dialogue prefilled once, its units decoded as branches of one
+row), and the benchmark prints prefill tokens, wall time and tokens/s for both, their
+ratios, and whether the generated tokens are identical. ``--peer`` adds, in the same run
+and on the same prompts, the library's own cache reuse (:class:`LibraryCacheReuse`: one
+batch per session, the prefix prefilled into a ``DynamicCache``, repeated per unit, then
+``generate(cache=...)``) and prints the project path's speed-up over it and the largest
+label-probability difference between the runs. With
 ``--backend vllm`` the sessions are scored by vLLM (prefix caching on) and its throughput is
 printed in the same units, to compare with the ``hf`` run.
 """
@@ -28,14 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--random-model",
         metavar="SHAPE",
-        help="random weights of a shape: tiny, small, llama-3-8b, qwen2.5-7b, "
-        "or a JSON dict of config sizes (default: tiny)",
+        help="random weights of a shape of care.backbone.SHAPES (tiny, small, llama-3.1-8b, "
+        "qwen2.5-7b, ...) or a JSON dict of config sizes (default: tiny)",
     )
     parser.add_argument(
         "--arch",
         choices=["llama", "qwen2"],
-        default="llama",
-        help="architecture and chat template of --random-model",
+        default=None,
+        help="architecture and chat template of --random-model (default: the shape's)",
     )
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument("--sessions", help="sessions.jsonl (default: a generated demo corpus)")
@@ -53,12 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=["rationale", "score_only"], default="rationale")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--mode",
+        choices=["generate", "label_probs"],
+        default="generate",
+        help="hf: free answers, or the forced score line (label_probs, score_only variant)",
+    )
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (hf)")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--gpus", type=int, default=1, help="vllm: tensor parallel size")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="hf: also run transformers' own cache reuse (one batch per session)",
+    )
 
 
 def run(args) -> int:
@@ -75,16 +91,14 @@ def run(args) -> int:
     else:
         model, tokenizer = _model(args, sessions)
         results = {}
-        for name, shared in (("warmup", True), ("naive", False), ("prefix_shared", True)):
+        runs = [("warmup", "shared"), ("naive", "naive")]
+        runs += [("library", "library")] if args.peer else []
+        runs += [("prefix_shared", "shared")]
+        for name, kind in runs:
             picked = sessions[:1] if name == "warmup" else sessions
-            results[name] = _run_hf(args, instrument, model, tokenizer, picked, shared)
+            results[name] = _run_hf(args, instrument, model, tokenizer, picked, kind)
         results.pop("warmup")
-        naive, shared = results["naive"], results["prefix_shared"]
-        results["ratios"] = {
-            "prefill_tokens": naive["prefill_tokens"] / max(shared["prefill_tokens"], 1),
-            "wall_time": naive["wall_s"] / max(shared["wall_s"], 1e-9),
-        }
-        results["identical_outputs"] = naive.pop("texts") == shared.pop("texts")
+        _compare(results)
     _print(args, results, len(sessions))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -127,22 +141,23 @@ def _tokenizer_texts(sessions, instrument):
                     yield m["content"]
 
 
-def _random(args, sessions):
-    """A random model and a tokenizer trained on the sessions (nothing downloaded)."""
+def _random(args, sessions, device: str | None = None):
+    """A random model and a tokenizer trained on the sessions, as ``care backbone tiny``
+    builds them (nothing downloaded)."""
     import torch
 
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
+    from care.backbone import random_backbone
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
-    tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
-    shape = args.random_model or "tiny"
-    shape = json.loads(shape) if shape.startswith("{") else shape
-    model = random_model(
-        args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype), device=args.device
+    return random_backbone(
+        args.random_model or "tiny",
+        _tokenizer_texts(sessions, instrument),
+        arch=args.arch,
+        dtype=getattr(torch, args.dtype),
+        device=device or args.device,
+        max_positions=args.max_length + args.max_new_tokens,
     )
-    set_special_ids(model, tokenizer)
-    return model, tokenizer
 
 
 def _model(args, sessions):
@@ -163,10 +178,41 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _run_hf(args, instrument, model, tokenizer, sessions, shared: bool) -> dict:
+def _compare(results: dict) -> None:
+    """Ratios against the naive run (and the library's), identical tokens, probability gap."""
+    naive, shared = results["naive"], results["prefix_shared"]
+    runs = [name for name in ("naive", "library", "prefix_shared") if name in results]
+    results["ratios"] = {
+        "prefill_tokens": naive["prefill_tokens"] / max(shared["prefill_tokens"], 1),
+        "wall_time": naive["wall_s"] / max(shared["wall_s"], 1e-9),
+    }
+    if "library" in results:
+        library = results["library"]
+        results["ratios"]["library_wall_time"] = naive["wall_s"] / max(library["wall_s"], 1e-9)
+        results["ratios"]["library_over_shared"] = library["wall_s"] / max(shared["wall_s"], 1e-9)
+    texts = [results[name].pop("texts") for name in runs]
+    probs = [results[name].pop("probs") for name in runs]
+    results["identical_outputs"] = all(t == texts[0] for t in texts)
+    gaps = [
+        abs(a - b)
+        for other in probs[1:]
+        for pa, pb in zip(probs[0], other, strict=True)
+        if pa.keys() == pb.keys()
+        for item in pa
+        for a, b in zip(pa[item], pb[item], strict=True)
+    ]
+    results["max_label_prob_diff"] = max(gaps, default=0.0)
+    results["label_probs_compared"] = len(gaps)
+    results["same_label_positions"] = all(
+        [p.keys() for p in other] == [p.keys() for p in probs[0]] for other in probs[1:]
+    )
+
+
+def _run_hf(args, instrument, model, tokenizer, sessions, kind: str) -> dict:
     from care.infer.hf import HFScorer
 
-    scorer = HFScorer(
+    cls = _library_class() if kind == "library" else HFScorer
+    scorer = cls(
         model,
         tokenizer,
         instrument=instrument,
@@ -175,7 +221,8 @@ def _run_hf(args, instrument, model, tokenizer, sessions, shared: bool) -> dict:
         max_length=args.max_length,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
-        prefix_sharing=shared,
+        prefix_sharing=kind == "shared",
+        mode=args.mode,
     )
     _sync(args.device)
     start = time.perf_counter()
@@ -188,7 +235,75 @@ def _run_hf(args, instrument, model, tokenizer, sessions, shared: bool) -> dict:
     prompt_tokens = sum(p.prompt_tokens for session in answers for p, _ in session)
     return _figures(wall, scorer.counters["prefill_tokens"], prompt_tokens, flat) | {
         "texts": [a.text for a in flat],
+        "probs": [a.probs for a in flat],
     }
+
+
+def _library_class():
+    from care.infer.hf import HFScorer, LabelRecorder
+
+    class LibraryCacheReuse(HFScorer):
+        """The peer: transformers' own prefix-cache reuse, one ``generate`` per session.
+
+        The session's common prefix is prefilled into a ``DynamicCache``, the cache is
+        repeated once per unit and ``generate(cache=...)`` continues every unit from it
+        (rows ``[prefix][pad holes][suffix]``; positions follow the attention mask).
+        """
+
+        def generate_group(self, prompts):
+            return [self._session(session) for session in prompts]
+
+        def _session(self, session):
+            import torch
+            from transformers import DynamicCache, GenerationConfig, LogitsProcessorList
+
+            from care.sft import shared_prefix_length
+
+            units = [p.ids for p in session]
+            n = shared_prefix_length(units)
+            device = self.model.device
+            cache = DynamicCache(config=self.model.config)
+            with torch.inference_mode():
+                prefix = torch.tensor([units[0][:n]], device=device)
+                self.model(input_ids=prefix, cache=cache, use_cache=True)
+            cache.batch_repeat_interleave(len(units))
+            width = n + max(len(u) - n for u in units)
+            ids = torch.full((len(units), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            ids[:, :n], mask[:, :n] = torch.tensor(units[0][:n]), 1
+            for k, u in enumerate(units):
+                ids[k, width - (len(u) - n) :] = torch.tensor(u[n:])
+                mask[k, width - (len(u) - n) :] = 1
+            self.counters["prefill_tokens"] += n + sum(len(u) - n for u in units)
+            recorder = LabelRecorder(self.label_ids)
+            config = GenerationConfig(
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.pad_id,
+            )
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    cache=cache,
+                    generation_config=config,
+                    logits_processor=LogitsProcessorList([recorder]),
+                )
+            steps = torch.stack(recorder.steps, dim=1).cpu()
+            new = out[:, width:].cpu()
+            return [self._generation(new[k].tolist(), steps[k]) for k in range(len(units))]
+
+        def sessions_per_group(self) -> int:
+            return 1
+
+    return LibraryCacheReuse
+
+
+def __getattr__(name):  # the peer class, built on first use (imports transformers)
+    if name == "LibraryCacheReuse":
+        return _library_class()
+    raise AttributeError(name)
 
 
 def _run_vllm(args, instrument, sessions) -> dict:
@@ -227,19 +342,7 @@ def _run_vllm(args, instrument, sessions) -> dict:
 
 def _random_config(args, sessions):
     """A model object whose config (not weights) vLLM reads; built on the meta device."""
-    import torch
-
-    from care.infer.tiny import random_model, set_special_ids, train_tokenizer
-    from care.instrument import load_instrument
-
-    instrument = load_instrument(args.instrument) if args.instrument else load_instrument()
-    tokenizer = train_tokenizer(_tokenizer_texts(sessions, instrument), args.arch, 4000)
-    shape = args.random_model or "tiny"
-    shape = json.loads(shape) if shape.startswith("{") else shape
-    model = random_model(
-        args.arch, shape, len(tokenizer), dtype=getattr(torch, args.dtype), device="meta"
-    )
-    set_special_ids(model, tokenizer)
+    model, tokenizer = _random(args, sessions, device="meta")
     return _ConfigOnly(model), tokenizer
 
 
@@ -272,11 +375,11 @@ def _figures(wall: float, prefill: int | None, prompt_tokens: int, answers) -> d
 
 
 def _print(args, results: dict, n_sessions: int) -> None:
-    model = args.model or f"random {args.arch} {args.random_model or 'tiny'}"
+    model = args.model or f"random {args.random_model or 'tiny'} {args.arch or ''}".rstrip()
     print(
         f"care bench infer: {model}, backend {args.backend}, {args.device}/{args.dtype}, "
         f"{n_sessions} sessions, granularity {args.granularity}, variant {args.variant}, "
-        f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}"
+        f"max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, mode {args.mode}"
     )
     header = (
         f"{'run':<15}{'prompts':>8}{'prefill tok':>13}{'wall s':>9}{'gen tok':>9}"
@@ -298,4 +401,14 @@ def _print(args, results: dict, n_sessions: int) -> None:
             f"naive / prefix-shared: prefill tokens {ratios['prefill_tokens']:.2f}x, "
             f"wall time {ratios['wall_time']:.2f}x; identical outputs: "
             f"{results['identical_outputs']}"
+        )
+        if "library_wall_time" in ratios:
+            print(
+                f"naive / library cache reuse: wall time {ratios['library_wall_time']:.2f}x; "
+                f"library / prefix-shared (the project): {ratios['library_over_shared']:.2f}x"
+            )
+        print(
+            f"largest label-probability difference between runs: "
+            f"{results['max_label_prob_diff']:.2e} over {results['label_probs_compared']} "
+            f"probabilities (same label positions: {results['same_label_positions']})"
         )

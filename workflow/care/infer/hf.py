@@ -1,29 +1,26 @@
 """The transformers backend: batched greedy decoding, with per-session prefix sharing.
 
 Naive path: every unit prompt is left-padded into a batch and ``model.generate`` prefills it
-whole. Prefix-shared path (``prefix_sharing=True``): the token prefix common to a session's
-prompts (system message + dialogue, found as the longest common prefix of the rendered ids)
-is run through the model once per session; its KV cache is then repeated for the session's
-units and ``model.generate`` prefills only the item-specific suffixes. Layout of a batch row::
-
-    [left pad][session prefix][pad holes][unit suffix] -> generated tokens
-     ^------ cached once -----^
-
-The attention mask covers prefix and suffix but not the pads, and ``generate`` derives each
-token's position from the mask (cumulative sum), so every row sees exactly the positions and
-context it has in the naive path: greedy outputs are the same tokens.
+whole. Prefix-shared path (``prefix_sharing=True``, :mod:`care.infer.shared_decode`): a
+session is one row, the prefix common to its prompts (system message + dialogue) once and
+each unit's question as a branch that sees the prefix and itself only, with position ids
+continuing from the prefix; greedy decoding appends one token per branch and step to the
+same row. Every unit sees exactly the context and positions it has in the naive path: the
+same greedy tokens, its prefix computed and cached once. The scorer sets the model's
+attention to ``shared_prefix_sdpa`` (:mod:`care.train.packing`), plain SDPA for every batch
+but the packed prefill.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
-from pathlib import Path
 
+from care.backbone import end_of_turn_ids
+from care.fingerprint import model_fingerprint
 from care.infer.decoding import neutral_model_defaults
-from care.infer.engine import Generation, Scorer, label_token_ids
+from care.infer.engine import Scorer
+from care.infer.labels import Generation, label_token_ids
+from care.infer.shared_decode import decode, length_groups, row_length
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +37,19 @@ class LabelRecorder:
         self.steps: list = []
 
     def __call__(self, input_ids, scores):
+        self.steps.append(self.log_probs(scores))  # stays on the device: no sync per step
+        return scores
+
+    def log_probs(self, scores):
+        """Each label's log-probability (over its spellings) from logits ``(n, vocab)``."""
         import torch
 
         logp = torch.log_softmax(scores.float(), dim=-1)[:, self.flat.to(scores.device)]
         out = torch.full((scores.shape[0], self.n_labels), -torch.inf, device=scores.device)
-        # logsumexp over each label's spellings
         for k in range(self.n_labels):
             cols = logp[:, self.owner.to(scores.device) == k]
             out[:, k] = torch.logsumexp(cols, dim=-1)
-        self.steps.append(out)  # stays on the device: no sync per step
-        return scores
+        return out
 
 
 class HFScorer(Scorer):
@@ -58,7 +58,8 @@ class HFScorer(Scorer):
     ``scorer.score(sessions, model=..., variant=..., fold=...)`` yields one prediction row per
     (session, item) (the predictions contract's columns). The model is put in eval mode;
     ``cache`` (an SQLite path) keeps every answer so a rerun resumes, keyed by
-    ``fingerprint`` (by default a hash of the weights, computed only when caching).
+    ``fingerprint`` (by default :func:`care.fingerprint.model_fingerprint`, computed only
+    when caching).
     """
 
     backend = "hf"
@@ -79,14 +80,21 @@ class HFScorer(Scorer):
         scoring: str = "generated",
         cache=None,
         fingerprint: str | None = None,
+        mode: str = "generate",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.prefix_sharing = prefix_sharing
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         langs = {language} if language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
+        self.recorder = LabelRecorder(self.label_ids)
+        if prefix_sharing:
+            from care.train.packing import SPLIT, register
+
+            register()  # plain SDPA unless a batch carries a shared-prefix plan
+            self.model.set_attn_implementation(SPLIT)
         self.counters = {"prefill_tokens": 0, "generate_calls": 0, "rows": 0}
         super().__init__(
             instrument=instrument,
@@ -99,6 +107,7 @@ class HFScorer(Scorer):
             scoring=scoring,
             cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
+            mode=mode,
         )
         # every field explicit, and none left for the checkpoint's generation_config.json
         self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
@@ -113,7 +122,8 @@ class HFScorer(Scorer):
     def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
         """Load a model directory (HF format, tokenizer included) and build a scorer on it."""
         model, tokenizer = load_model(path, device=device, dtype=dtype)
-        kw.setdefault("fingerprint", directory_fingerprint(path))
+        if kw.get("cache") is not None:
+            kw.setdefault("fingerprint", model_fingerprint(path))
         return cls(model, tokenizer, **kw)
 
     # ------------------------------------------------------------------ generation
@@ -136,75 +146,70 @@ class HFScorer(Scorer):
             ids[n, width - len(r) :] = torch.tensor(r)
             mask[n, width - len(r) :] = 1
         self.counters["prefill_tokens"] += sum(len(r) for r in rows)
-        return self._generate(ids, mask, None)
+        return self._generate(ids, mask)
 
     def _generate_shared(self, prompts) -> list[list[Generation]]:
-        """Prefill each session's common prefix once, then its units' suffixes in batches."""
-        import torch
-
-        rows = [(s, p.ids) for s, session in enumerate(prompts) for p in session]
-        prefixes = [_common_prefix([p.ids for p in session]) for session in prompts]
-        cache, pwidth = self._prefill_prefixes(prefixes)
-        gens: list[Generation] = []
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
-            owners = torch.tensor([s for s, _ in chunk])
-            batch_cache = cache if len(rows) <= self.batch_size else copy.deepcopy(cache)
-            batch_cache.batch_select_indices(owners.to(self.model.device))
-            suffixes = [ids[len(prefixes[s]) :] for s, ids in chunk]
-            swidth = max(len(x) for x in suffixes)
-            ids = torch.full((len(chunk), pwidth + swidth), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for n, ((s, _), suffix) in enumerate(zip(chunk, suffixes, strict=True)):
-                plen = len(prefixes[s])
-                ids[n, pwidth - plen : pwidth] = torch.tensor(prefixes[s])
-                mask[n, pwidth - plen : pwidth] = 1
-                ids[n, ids.shape[1] - len(suffix) :] = torch.tensor(suffix)
-                mask[n, ids.shape[1] - len(suffix) :] = 1
-            self.counters["prefill_tokens"] += sum(len(x) for x in suffixes)
-            gens.extend(self._generate(ids, mask, batch_cache))
-        return _regroup(gens, prompts)
-
-    def _prefill_prefixes(self, prefixes: list[list[int]]):
-        """One forward over the sessions' prefixes (left-padded); returns their KV cache."""
-        import torch
-        from transformers import DynamicCache
-
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for n, p in enumerate(prefixes):
-            ids[n, width - len(p) :] = torch.tensor(p)
-            mask[n, width - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        device = self.model.device
-        cache = DynamicCache(config=self.model.config)
-        with torch.inference_mode():
-            self.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
+        """Each session one row, its units branches of it (:mod:`care.infer.shared_decode`);
+        sessions of similar length share a forward pass."""
+        lengths = [row_length([p.ids for p in session]) for session in prompts]
+        gens: list[list[Generation]] = [[] for _ in prompts]
+        for group in length_groups(lengths, self.sessions_per_group()):
+            answers = decode(
+                self.model,
+                [[p.ids for p in prompts[k]] for k in group],
+                max_new_tokens=self.max_new_tokens,
+                eos_ids=self.eos_ids,
+                pad_id=self.pad_id,
+                labels=self.recorder.log_probs,
+                process=self._branch_processor(),
             )
-        self.counters["prefill_tokens"] += sum(len(p) for p in prefixes)
-        return cache, width
+            for k, session in zip(group, answers, strict=True):
+                gens[k] = [self._generation(tokens, steps) for tokens, steps in session]
+            self.counters["prefill_tokens"] += sum(lengths[k] for k in group)
+            self.counters["generate_calls"] += 1
+            self.counters["rows"] += len(group)
+        return gens
 
-    def _generate(self, ids, mask, cache) -> list[Generation]:
+    def _branch_processor(self):
+        """The logits processing ``generate`` applies under :attr:`generation_config`, for one
+        branch at a time; ``None`` when it changes nothing (greedy, no penalties)."""
+        from transformers import (
+            LogitsProcessorList,
+            MinNewTokensLengthLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
+        )
+
+        config = self.generation_config
+        penalty, least = config.repetition_penalty, config.min_new_tokens or 0
+        if penalty == 1.0 and least == 0:
+            return None
+
+        def process(ids, scores, prompt_length):
+            chain = LogitsProcessorList()
+            if penalty != 1.0:  # generate's order: the penalty, then the minimum length
+                chain.append(RepetitionPenaltyLogitsProcessor(penalty))
+            if least:
+                chain.append(
+                    MinNewTokensLengthLogitsProcessor(
+                        prompt_length, least, self.eos_ids, scores.device
+                    )
+                )
+            return chain(ids, scores)
+
+        return process
+
+    def _generate(self, ids, mask) -> list[Generation]:
         import torch
         from transformers import LogitsProcessorList
 
         recorder = LabelRecorder(self.label_ids)
         device = self.model.device
-        kwargs = {"cache": cache} if cache is not None else {}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 generation_config=self.generation_config,
                 logits_processor=LogitsProcessorList([recorder]),
-                **kwargs,
             )
         self.counters["generate_calls"] += 1
         self.counters["rows"] += ids.shape[0]
@@ -227,7 +232,8 @@ class HFScorer(Scorer):
             text=self._decode(tokens),
             n_generated=len(tokens),
             hit_limit=hit_limit,
-            label_logprobs=steps[: len(tokens)].tolist() if steps is not None else None,
+            # through the stop token's step: a forced position whose argmax is the stop
+            label_logprobs=steps[: len(tokens) + 1].tolist() if steps is not None else None,
             char_end=char_end,
         )
 
@@ -248,35 +254,11 @@ def _regroup(gens: list[Generation], prompts) -> list[list[Generation]]:
     return out
 
 
-def _common_prefix(rows: list[list[int]]) -> list[int]:
-    """The longest common token prefix, leaving every row at least one token to prefill."""
-    n = min(len(r) for r in rows) - 1
-    first = rows[0]
-    for r in rows[1:]:
-        k = 0
-        while k < n and r[k] == first[k]:
-            k += 1
-        n = k
-    return first[: max(n, 0)]
-
-
 def _fingerprint(model, given: str | None, cache) -> str:
     """The given fingerprint; else hash the weights, but only when answers are cached."""
     if given is not None:
         return given
     return model_fingerprint(model) if cache is not None else ""
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids: set[int] = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(value)
-    if not ids:
-        raise ValueError("the model and tokenizer define no end-of-sequence token")
-    return sorted(ids)
 
 
 def _pad_id(tokenizer, eos_ids: list[int]) -> int:
@@ -303,32 +285,3 @@ def load_model(path, *, device: str = "cpu", dtype: str = "auto"):
         ).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer
-
-
-def model_fingerprint(model) -> str:
-    """A fingerprint of a loaded model: its config and a hash of its parameters."""
-    import torch
-
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def directory_fingerprint(path) -> str:
-    """A fingerprint of a model directory: small files by content, weights by size and mtime.
-
-    Cheap for multi-GB checkpoints; a retrained model changes the weights' mtime.
-    """
-    digest = hashlib.sha256()
-    root = Path(path)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = file.stat()
-        digest.update(str(file.relative_to(root)).encode())
-        if stat.st_size < 4 * 2**20:
-            digest.update(file.read_bytes())
-        else:
-            digest.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
-    return digest.hexdigest()

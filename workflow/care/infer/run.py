@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -89,6 +90,30 @@ def write_predictions(path: str | Path, rows: list[dict]) -> None:
     table = pa.table(columns, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+
+
+def read_predictions(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    columns: Sequence[str] = PREDICTION_COLUMNS,
+) -> pd.DataFrame:
+    """Read and concatenate predictions files; each must have rows and ``columns`` (the
+    ones the reader needs: the whole contract by default)."""
+    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    frames = []
+    for path in paths:
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise CareInputError(path, f"cannot read predictions: {exc}") from None
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise CareInputError(path, f"missing columns {missing}", field=missing[0])
+        if frame.empty:
+            raise CareInputError(path, "no predictions")
+        frames.append(frame)
+    if not frames:
+        raise CareInputError("<predictions>", "no prediction files given")
+    return pd.concat(frames, ignore_index=True)
 
 
 def coverage(rows: list[dict]) -> dict:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 
-from care.infer.engine import Generation, Scorer, label_token_ids
-from care.infer.hf import directory_fingerprint
+from care.backbone import load_end_of_turn_ids
+from care.fingerprint import model_fingerprint
+from care.infer.engine import Scorer
+from care.infer.labels import Generation, label_token_ids
 
 
 class VLLMScorer(Scorer):
@@ -47,6 +49,7 @@ class VLLMScorer(Scorer):
         cache=None,
         tokenizer=None,
         llm=None,
+        mode: str = "generate",
     ) -> None:
         if tokenizer is None:
             from transformers import AutoTokenizer
@@ -62,7 +65,7 @@ class VLLMScorer(Scorer):
         self.seed = seed
         langs = {language} if language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
-        self.eos_ids = _eos_ids(tokenizer, self.path)
+        self.eos_ids = load_end_of_turn_ids(self.path, tokenizer)
         self._llm = llm
         super().__init__(
             instrument=instrument,
@@ -74,7 +77,8 @@ class VLLMScorer(Scorer):
             language=language,
             scoring=scoring,
             cache=cache,
-            fingerprint=directory_fingerprint(path) if cache is not None else "",
+            fingerprint=model_fingerprint(path) if cache is not None else "",
+            mode=mode,
         )
 
     # ------------------------------------------------------------------ engine
@@ -133,7 +137,8 @@ class VLLMScorer(Scorer):
             tokens = tokens[:-1]
         steps = None
         if completion.logprobs:
-            steps = [self._label_logprobs(step) for step in completion.logprobs[: len(tokens)]]
+            # through the stop token's step (a forced position whose argmax is the stop)
+            steps = [self._label_logprobs(step) for step in completion.logprobs[: len(tokens) + 1]]
 
         def char_end(j: int) -> int:
             return len(self._decode(tokens[: j + 1]))
@@ -162,17 +167,3 @@ class VLLMScorer(Scorer):
 def _logsumexp(values: list[float]) -> float:
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def _eos_ids(tokenizer, path: str | None = None) -> list[int]:
-    """End-of-turn ids: the tokenizer's eos and the model's generation config eos ids."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    if path is not None:
-        from transformers import GenerationConfig
-
-        try:
-            value = GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
-        except OSError:  # no generation_config.json
-            value = None
-        ids.update([value] if isinstance(value, int) else value or [])
-    return sorted(ids)

@@ -3,9 +3,9 @@
 Prompts are rendered with the model's own chat template (``apply_chat_template(...,
 add_generation_prompt=True)``), padded on the left, and generated greedily unless a
 temperature above zero is asked for. Requests are sorted by length so a batch wastes little
-padding; answers come back in input order. The cache key names the model by its resolved
-path and the size and modification time of its files, so a model retrained in place is not
-served stale answers.
+padding; answers come back in input order. The cache key names the model by
+:func:`care.fingerprint.model_fingerprint` (its files' content), so a model retrained in
+place is not served stale answers.
 """
 
 from __future__ import annotations
@@ -16,24 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from care.fingerprint import model_fingerprint
 from care.llm.cache import ResponseCache, cache_key
 
 log = logging.getLogger(__name__)
 
 Messages = Sequence[dict[str, str]]
 DEFAULT_CACHE = Path("results/cache/llm")
-
-
-def model_fingerprint(path: str | os.PathLike) -> str:
-    """Resolved path plus (name, size, mtime) of the files in it; a hub id stays as given."""
-    p = Path(path)
-    if not p.is_dir():
-        return str(path)
-    files = sorted(f for f in p.iterdir() if f.is_file())
-    parts = [str(p.resolve())] + [
-        f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files
-    ]
-    return "|".join(parts)
 
 
 class HFChat:
@@ -51,21 +40,22 @@ class HFChat:
         dtype: str = "auto",
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from care.backbone import load_causal_lm, load_end_of_turn_ids, load_tokenizer
 
         self.model_path = str(model_path)
         self.batch_size = max(1, int(batch_size))
         self.cache = ResponseCache(cache_dir)
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0}
         self._fingerprint = model_fingerprint(model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")
+        # the loaders, stop tokens and fingerprint of training and inference (care.backbone)
+        self.tokenizer = load_tokenizer(self.model_path)  # a chat template is required
+        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not self.tokenizer.chat_template:
-            raise ValueError(f"{self.model_path}: the tokenizer has no chat template")
+        self.eos_ids = load_end_of_turn_ids(self.model_path, self.tokenizer)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
-        self.model.to(self.device).eval()
+        self.model = load_causal_lm(self.model_path, dtype=dtype, device=self.device).eval()
 
     def __repr__(self) -> str:
         return f"HFChat(model_path={self.model_path!r})"
@@ -141,7 +131,7 @@ class HFChat:
             temperature=temperature if sample else None,
             top_p=decoding.get("top_p") if sample else None,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+            eos_token_id=self.eos_ids,
         )
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=config)
@@ -153,8 +143,6 @@ class HFChat:
 
 
 def _progress(iterable):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, desc="generate", unit="batch", disable=None)
+    from care.progress import bar
+
+    return bar(iterable, desc="generate", unit="batch")

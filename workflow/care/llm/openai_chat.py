@@ -64,7 +64,7 @@ class OpenAIChat:
         concurrency: int = 4,
         max_retries: int = 5,
         timeout_s: float = 120,
-        cache_dir: str | Path = DEFAULT_CACHE,
+        cache_dir: str | Path | None = DEFAULT_CACHE,
         *,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
@@ -84,7 +84,8 @@ class OpenAIChat:
         self.max_retries = int(max_retries)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_tokens_field = max_tokens_field
-        self.cache = ResponseCache(cache_dir)
+        # None: the caller caches the answers itself (the scoring engine's answer cache)
+        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0}
         self._lock = threading.Lock()
         self._jitter = random.Random(seed)
@@ -122,7 +123,7 @@ class OpenAIChat:
         """Answers for each message list, in input order; cached ones cost no request."""
         params = {self.max_tokens_field: max_tokens, "temperature": temperature, **decoding}
         keys = [self.key(m, params) for m in message_lists]
-        answers: list[str | None] = [self.cache.get(k) for k in keys]
+        answers: list[str | None] = [self.cache.get(k) if self.cache else None for k in keys]
         todo = [n for n, a in enumerate(answers) if a is None]
         self._count("cache_hits", len(answers) - len(todo))
         if todo:
@@ -133,10 +134,15 @@ class OpenAIChat:
                 self.base_url,
                 len(answers) - len(todo),
             )
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool:
+            from care.progress import bar
+
+            with (ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool,
+                  bar(total=len(todo), desc=f"{self.model} requests", unit="request") as shown):
                 futures = {
                     pool.submit(self._answer, message_lists[n], keys[n], params): n for n in todo
                 }
+                for fut in futures:
+                    fut.add_done_callback(lambda _: shown.update())
                 done, pending = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in pending:
                     fut.cancel()
@@ -162,7 +168,8 @@ class OpenAIChat:
 
     def _answer(self, messages: Messages, key: str, params: dict[str, Any]) -> str:
         text = self._request(messages, params)
-        self.cache.put(key, text, {"backend": self.backend, "model": self.model})
+        if self.cache is not None:
+            self.cache.put(key, text, {"backend": self.backend, "model": self.model})
         return text
 
     def _request(self, messages: Messages, params: dict[str, Any]) -> str:

@@ -167,7 +167,10 @@ def _extractive(pairs, instrument: Instrument, spec: dict[str, Any]) -> tuple[li
     from care.rationales.extractive import ExtractiveDrafter
 
     drafter = ExtractiveDrafter(instrument, max_turns=int(spec.get("max_turns", 3)))
-    texts = [drafter.draft(s, i, s.client_ratings[i]) for s, i in pairs]
+    from care.progress import bar
+
+    texts = [drafter.draft(s, i, s.client_ratings[i])
+             for s, i in bar(pairs, desc="drafting", unit="draft")]
     log.info("drafting: %d extractive drafts (no model calls)", len(texts))
     return texts, f"extractive(max_turns={drafter.max_turns})"
 

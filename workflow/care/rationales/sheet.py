@@ -3,8 +3,10 @@
 Workbook layout (``workflow/schemas/expert_sheet.schema.yaml`` describes a row):
 
 - ``rationales``: one row per (session, item): ids, dimension, item wording, the client's
-  rating and its label, the draft, then the two editable columns ``final_rationale`` and
-  ``editor_id``, and a ``dialogue`` link to the session's transcript. The sheet is protected
+  rating and its label, the draft, the turns the draft cites (their text, so the evidence
+  sits beside the claim), then the two editable columns ``final_rationale`` (prefilled with
+  the draft: an expert edits it in place) and ``editor_id``, and a ``dialogue`` link to the
+  session's transcript. The sheet is protected
   (no password: it guards against slips, not against the reviewer) with only the editable
   columns unlocked; filtering and resizing stay allowed. With a list of known editors the
   ``editor_id`` cells offer it as a drop-down.
@@ -13,12 +15,13 @@ Workbook layout (``workflow/schemas/expert_sheet.schema.yaml`` describes a row):
 - ``instructions``: what to do, in a few lines.
 
 Import reads the edited workbook (or a CSV with the same columns), checks it against the
-drafts and writes the rationale table. A ``final_rationale`` left empty accepts the draft
-(``unedited``); ``allow_unedited: false`` turns that into an error. Known editors: when the
-config lists ``editors``, every ``editor_id`` must be one of them; with an empty list any
-non-empty id is accepted. An editor id is required on every row whose final rationale was
-written; a row that accepts the draft may leave it empty. Every problem names the file, the
-sheet, the row and the column, and no output is written while any remains.
+drafts and writes the rationale table. A row left untouched (``final_rationale`` still the
+draft, or emptied, and no editor id) accepts the draft (``unedited``); ``allow_unedited:
+false`` turns that into an error. A reviewer who accepts a draft as it is puts their id.
+Known editors: when the config lists ``editors``, every ``editor_id`` must be one of them;
+with an empty list any non-empty id is accepted. An editor id is required on every row whose
+final rationale was changed; a row that accepts the draft may leave it empty. Every problem
+names the file, the sheet, the row and the column, and no output is written while any remains.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import pandas as pd
 
 from care.errors import CareInputError
 from care.instrument import Instrument
-from care.io import atomic_path
+from care.io import copy_workbook, save_workbook, xlsx_value
 from care.prompts import labels
 from care.sessions import Session
 
@@ -54,7 +57,8 @@ COLUMNS = (
     ("item", 40, True, False),
     ("rating", 8, False, False),
     ("rating_label", 14, False, False),
-    ("draft", 60, True, False),
+    ("draft", 50, True, False),
+    ("cited_turns", 50, True, False),
     ("final_rationale", 60, True, True),
     ("editor_id", 14, False, True),
     ("dialogue", 12, False, False),
@@ -73,20 +77,21 @@ OUTPUT_COLUMNS = (
     "edit_distance",
     "n_chars",
 )
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_LOGGED = 20  # problems listed in the log besides the one raised
 
 INSTRUCTIONS_LINES = (
     "Expert review of draft rationales",
     'Each row of the sheet "rationales" is one questionnaire item of one session, with the '
     "rating the client gave.",
-    'Read the dialogue (the link in the last column opens it on the sheet "dialogues"), then '
-    'write the final rationale in the column "final_rationale":',
+    'The column "cited_turns" shows the turns the draft cites; the link in the last column '
+    'opens the whole dialogue on the sheet "dialogues".',
+    '"final_rationale" starts as a copy of the draft: edit it in place.',
     "  - explain why the client gave this rating, combining the session as a whole with the "
     "turns that mattered most, cited as (turn N);",
-    "  - keep what is right in the draft and correct what is not; leave the cell empty to "
-    "accept the draft as it is.",
-    'Put your editor id in the column "editor_id" on every row you write.',
+    "  - keep what is right in the draft and correct what is not; a row you leave untouched "
+    "accepts the draft as it is.",
+    'Put your editor id in the column "editor_id" on every row you edit, and on a row whose '
+    "draft you accept after reading it (it then counts as reviewed).",
     "Only those two columns can be edited; the others are locked so that ids and ratings stay "
     "exactly as exported.",
     'Save the file as .xlsx (or export the sheet "rationales" as CSV) and hand it back for import.',
@@ -131,7 +136,7 @@ def export_sheet(
     )
     _write_dialogues(wb.create_sheet(DIALOGUES), reviewed, first_item_row, style)
     _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
-    _save_reproducibly(wb, out)
+    save_workbook(wb, out)
     return len(drafts)
 
 
@@ -175,6 +180,20 @@ class _Styles:
         return ("editable" if editable else "locked") + (" wrapped" if wrap else "")
 
 
+def cited_text(session: Session, rationale: str, width: int = 300) -> str:
+    """The turns a rationale cites, numbered as in the dialogue, one per line."""
+    from care.prompts import cited_turns
+
+    names = labels(session.language)
+    lines = []
+    for n in cited_turns(rationale or ""):
+        if 1 <= n <= len(session.turns):
+            turn = session.turns[n - 1]
+            text = turn.text if len(turn.text) <= width else turn.text[: width - 1] + "…"
+            lines.append(f"({n}) {names[turn.speaker]} {text}")
+    return "\n".join(lines)
+
+
 def _dialogue_head_rows(sessions: Sequence[Session]) -> dict[str, int]:
     """Row of each session's header on the dialogues sheet: header row, then head + turns."""
     rows, row = {}, 2
@@ -188,7 +207,7 @@ def _cell(ws, styles: _Styles, value, key: str, link: str | None = None):
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.worksheet.hyperlink import Hyperlink
 
-    cell = WriteOnlyCell(ws, value=_clean(value))
+    cell = WriteOnlyCell(ws, value=xlsx_value(value))
     styles.apply(cell, key)
     if link is not None:
         cell.hyperlink = Hyperlink(ref="A1", location=link)  # ref is set when written
@@ -225,7 +244,8 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
             int(rating) if rating == point else rating,
             instrument.scale_label(point, lang) if point in instrument.scale_points else "",
             d["draft"],
-            None,
+            cited_text(by_id[d["session_id"]], d["draft"]) or None,
+            d["draft"],  # prefilled: edited in place; untouched = accepted
             None,
         ]
         row = [_cell(ws, style, v, s) for v, s in zip(values, column_styles, strict=False)]
@@ -269,7 +289,8 @@ def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, 
         for n, t in enumerate(s.turns, start=1):
             text = _cell(ws, style, t.text, "locked wrapped")
             speaker = lab[t.speaker].rstrip(":：")
-            ws.append([_clean(v) for v in (s.session_id, n, speaker, text, t.strategy, t.reaction)])
+            values = (s.session_id, n, speaker, text, t.strategy, t.reaction)
+            ws.append([xlsx_value(v) for v in values])
     _protect(ws)
 
 
@@ -294,13 +315,6 @@ def _declare_size(ws, rows: int, columns: int) -> None:
     ws.calculate_dimension = lambda: ref
 
 
-def _clean(value):
-    """Characters XML forbids (model output can hold them) are dropped."""
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
-
-
 def _protect(ws) -> None:
     """Lock the sheet but keep reading aids: filters, column widths, row heights."""
     p = ws.protection
@@ -312,40 +326,6 @@ def _protect(ws) -> None:
 
 def _col_index(header: str) -> int:
     return [c[0] for c in COLUMNS].index(header) + 1
-
-
-def _save_reproducibly(wb, out: str | Path) -> None:
-    """Save with fixed timestamps, so the same drafts give a byte-identical file."""
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    buffer.seek(0)
-    _copy_workbook(buffer, out)
-
-
-def _copy_workbook(source, out: str | Path, rewrite: dict | None = None) -> None:
-    """Copy a workbook's zip parts with fixed timestamps, atomically.
-
-    ``rewrite`` maps a part's name to ``function(source_stream, output_stream)`` that writes
-    the part anew.
-    """
-    rewrite = rewrite or {}
-    stamp = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
-    with (
-        atomic_path(out) as tmp,
-        zipfile.ZipFile(source) as src,
-        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst,
-    ):
-        for info in src.infolist():
-            entry = zipfile.ZipInfo(info.filename, date_time=FIXED_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            if info.filename in rewrite:
-                with src.open(info) as part_in, dst.open(entry, "w") as part_out:
-                    rewrite[info.filename](part_in, part_out)
-                continue
-            data = src.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                data = stamp.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
-            dst.writestr(entry, data)
 
 
 # --------------------------------------------------------------------------- simulated edits
@@ -372,7 +352,7 @@ def fill_sheet(
     def fill(part_in, part_out) -> None:
         filled.append(_fill_rows(sheet, part_in, part_out, finals, editor, strings))
 
-    _copy_workbook(sheet, out, {part: fill})
+    copy_workbook(sheet, out, {part: fill})
     return filled[0]
 
 
@@ -452,7 +432,8 @@ def _column_of(path, cell) -> str:
 def _cell_value(cell, strings: list[str]) -> str:
     kind = cell.get("t")
     if kind == "inlineStr":
-        return "".join(cell.find(f"{_NS}is").itertext())
+        text = cell.find(f"{_NS}is")  # absent for an empty string
+        return "" if text is None else "".join(text.itertext())
     value = cell.findtext(f"{_NS}v") or ""
     return strings[int(value)] if kind == "s" and value else value
 
@@ -474,7 +455,7 @@ def _set_text(row, cells: dict, column: str, text: str) -> None:
         cell.remove(child)
     cell.set("t", "inlineStr")
     t = etree.SubElement(etree.SubElement(cell, f"{_NS}is"), f"{_NS}t")
-    t.text = _clean(text)
+    t.text = xlsx_value(text)
     t.set("{http://www.w3.org/XML/1998/namespace}space", "preserve")
 
 
@@ -645,11 +626,13 @@ def _import_row(
         )
     final = _text(v.get("final_rationale"))
     editor = _text(v.get("editor_id"))
-    unedited = not final
+    # untouched: still the prefilled draft (or emptied) and nobody signed it
+    unedited = not final or (_norm(final) == _norm(draft["draft"]) and not editor)
     if unedited:
         if not allow_unedited:
             bad(
-                "empty final rationale (allow_unedited is false: every draft must be reviewed)",
+                "draft left untouched (allow_unedited is false: edit it, or put your editor id "
+                "on the row to accept it as reviewed)",
                 "final_rationale",
             )
         elif not draft["draft"].strip():

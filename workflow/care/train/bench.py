@@ -1,11 +1,15 @@
 """``care bench train``: fine-tuning throughput, peak memory and (on a GPU) MFU.
 
-Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download),
-wraps it with DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
+Builds a randomly initialised Llama/Qwen2 model of a named or given shape (no download), or
+loads a local model directory (``--model results/backbones/smollm2-135m``), wraps it with
+DeepSpeed ZeRO (stage 0, 2 or 3, the ``workflow/deepspeed`` configs) and
 times full forward/backward/optimizer steps on random token sequences::
 
     care bench train --shape qwen2.5-1.5b --seq-len 4096 --batch-size 1 --steps 200 \\
         --zero 3 --bf16 --gradient-checkpointing
+
+``care bench train --packing`` compares one epoch packed vs unpacked on real examples
+instead (:mod:`care.train.packing_bench`).
 
 Several GPUs: ``torchrun --nproc_per_node 8 -m care.cli bench train ...``. MFU counts
 ``6 * parameters + 12 * layers * hidden * seq_len`` FLOPs per token (forward and backward,
@@ -19,70 +23,7 @@ import os
 import resource
 import time
 
-#: Model shapes: name -> (arch, config). Real checkpoints' published shapes.
-SHAPES = {
-    "tiny": (
-        "llama",
-        {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 3000,
-        },
-    ),
-    "qwen2.5-0.5b": (
-        "qwen2",
-        {
-            "hidden_size": 896,
-            "intermediate_size": 4864,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 14,
-            "num_key_value_heads": 2,
-            "vocab_size": 151936,
-            "tie_word_embeddings": True,
-            "rope_theta": 1000000.0,
-        },
-    ),
-    "qwen2.5-1.5b": (
-        "qwen2",
-        {
-            "hidden_size": 1536,
-            "intermediate_size": 8960,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 12,
-            "num_key_value_heads": 2,
-            "vocab_size": 151936,
-            "tie_word_embeddings": True,
-            "rope_theta": 1000000.0,
-        },
-    ),
-    "qwen2.5-7b": (
-        "qwen2",
-        {
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-            "vocab_size": 152064,
-            "rope_theta": 1000000.0,
-        },
-    ),
-    "llama-3.1-8b": (
-        "llama",
-        {
-            "hidden_size": 4096,
-            "intermediate_size": 14336,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 8,
-            "vocab_size": 128256,
-            "rope_theta": 500000.0,
-        },
-    ),
-}
+from care.backbone import SHAPES
 
 #: Dense bf16 tensor-core peak FLOP/s by device name (substring match, first wins).
 BF16_PEAK = [
@@ -105,7 +46,12 @@ BF16_PEAK = [
 
 def add_arguments(parser) -> None:
     parser.add_argument(
-        "--shape", default="tiny", help=f"one of {sorted(SHAPES)}, or a JSON config (with 'arch')"
+        "--shape",
+        default="tiny",
+        help=f"one of {sorted(SHAPES)} (care.backbone.SHAPES), or a JSON config (with 'arch')",
+    )
+    parser.add_argument(
+        "--model", help="a local model directory (HF format) instead of a random --shape"
     )
     parser.add_argument(
         "--layers", type=int, default=0, help="decoder layers (0: the shape's own number)"
@@ -126,27 +72,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--packing",
+        action="store_true",
+        help="compare an epoch packed (shared_prefix) vs unpacked: tokens and wall per epoch",
+    )
+    from care.train import packing_bench
 
-
-def resolve_shape(shape: str) -> tuple[str, dict]:
-    if shape in SHAPES:
-        arch, config = SHAPES[shape]
-        return arch, dict(config)
-    config = json.loads(shape)
-    return config.pop("arch", "llama"), config
-
-
-def build_model(arch: str, config: dict, max_positions: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    config_cls, model_cls = {
-        "llama": (LlamaConfig, LlamaForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-    }[arch]
-    config.setdefault("max_position_embeddings", max(max_positions, 2048))
-    torch.manual_seed(0)
-    return model_cls(config_cls(**config))
+    packing_bench.add_arguments(parser)
 
 
 def flops_per_token(model, seq_len: int) -> float:
@@ -189,6 +122,10 @@ def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
 
 
 def run(args) -> int:
+    if args.packing:
+        from care.train import packing_bench
+
+        return packing_bench.run(args)
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
@@ -208,10 +145,21 @@ def run(args) -> int:
     device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    arch, config = resolve_shape(args.shape)
-    if args.layers:  # the real layer shape, fewer layers: fits one GPU
-        config["num_hidden_layers"] = args.layers
-    model = build_model(arch, config, args.seq_len)
+    if args.model:
+        from care.backbone import load_causal_lm
+
+        model = load_causal_lm(args.model, dtype="float32")
+        arch = model.config.model_type
+    else:
+        from care.backbone import init_model, resolve_shape
+
+        arch, config = resolve_shape(args.shape)
+        if args.layers:  # the real layer shape, fewer layers: fits one GPU
+            config["num_hidden_layers"] = args.layers
+        config["max_position_embeddings"] = max(
+            config.get("max_position_embeddings", 2048), args.seq_len
+        )
+        model = init_model(arch, config, seed=0)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -235,7 +183,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     tokens_per_s = args.batch_size * args.seq_len * world * args.steps / elapsed
     figures = {
-        "shape": args.shape,
+        "shape": args.model or args.shape,
         "layers": model.config.num_hidden_layers,
         "arch": arch,
         "parameters": n_params,

@@ -101,14 +101,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(plan: Plan, job: dict, job_path: str | Path) -> None:
-    """Run the ranks to completion; a failed rank raises ``CalledProcessError``."""
+def launch(plan: Plan, job: dict, job_path: str | Path, keep_fds: tuple[int, ...] = ()) -> None:
+    """Run the ranks to completion; a failed rank raises ``CalledProcessError``.
+
+    ``keep_fds`` stay open in the launcher (the checkpoint directory's lock: it stays held
+    while ranks run, even if this process is killed).
+    """
     if plan.ranks == 1:
         run_in_process(plan, job)
         return
     command = plan.command(job_path)
     log.info("launching %d %s ranks: %s", plan.ranks, plan.device, " ".join(command))
-    subprocess.run(command, env=plan.env(), check=True)
+    subprocess.run(command, env=plan.env(), check=True, pass_fds=keep_fds)
 
 
 def run_in_process(plan: Plan, job: dict) -> None:

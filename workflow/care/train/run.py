@@ -1,23 +1,28 @@
 """One fine-tune end to end: examples, training ranks, checkpoint selection, the model dir.
 
-Steps (``care train``):
+Steps (``care train run``), under an exclusive lock on the checkpoint directory:
 
 1. Split the fold's sessions: training folds (minus an inner client-grouped validation share
    with ``selection: inner_split``) and the validation sessions.
 2. Build the SFT examples (:mod:`care.sft`) with the backbone's tokenizer and write them, with
-   a job file, into the checkpoint directory (outside the rule's outputs).
-3. Train (:mod:`care.train.launch`, :mod:`care.train.trainer`). The checkpoint directory is
-   keyed by a fingerprint of everything that defines the run (examples, hyperparameters,
-   DeepSpeed config, backbone); a rerun with the same fingerprint resumes from its last
-   checkpoint, a changed one starts afresh.
-4. Score each epoch's checkpoint on the validation sessions and keep the best
-   (:mod:`care.train.select`); write the model (HF format, tokenizer included),
-   ``train_log.csv`` and ``selection.json`` atomically into the output directory, then
-   delete the other checkpoints.
+   a job file, into the checkpoint directory (outside the rule's outputs;
+   :mod:`care.train.checkpoints` describes it). The directory is keyed by a fingerprint of
+   everything that defines the trained weights (examples, hyperparameters, DeepSpeed config,
+   backbone, world size and effective batch); a rerun with the same fingerprint resumes, a
+   changed one starts afresh and says why.
+3. Train one epoch at a time (:mod:`care.train.launch`, :mod:`care.train.trainer`), with
+   resumable checkpoints every ``save_steps`` steps; as soon as an epoch is saved, score it
+   on the validation sessions over all ranks (:mod:`care.train.select`), append its record to
+   ``scores.jsonl`` (keyed by the validation settings) and keep only what resuming and
+   selection still need.
+4. Choose the best epoch among all of them (an epoch missing is an error, never a silent
+   partial view); write the model (HF format, tokenizer included), ``train_log.csv`` and
+   ``selection.json`` atomically into the output directory; drop the optimizer state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from care.errors import CareInputError
+from care.train import checkpoints, select
 from care.train.launch import Plan, launch
 
 log = logging.getLogger("care.train")
@@ -60,6 +67,8 @@ def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
         "max_new_tokens": "auto",
         "batch_size": 48,
         "scoring": "generated",
+        "min_parse_rate": 0.0,
+        "max_cut_rate": 0.0,
         **hp.get("validation", {}),
     }
     if settings["max_new_tokens"] == "auto" and stats is not None:
@@ -72,7 +81,14 @@ def prepare(run: FineTune):
     from care.backbone import check_causal_lm_dir, load_end_of_turn_ids, load_tokenizer
     from care.instrument import load_instrument
     from care.sessions import load_sessions
-    from care.sft import ExampleBuilder, build_examples, load_folds, load_rationales, split_sessions
+    from care.sft import (
+        ExampleBuilder,
+        build_examples,
+        load_folds,
+        load_rationales,
+        split_sessions,
+        training_rows,
+    )
 
     check_causal_lm_dir(run.backbone)
     instrument = load_instrument(run.instrument)
@@ -102,25 +118,46 @@ def prepare(run: FineTune):
             raise ValueError("the rationale variant needs --rationales")
         rationales = load_rationales(run.rationales)
     examples, stats = build_examples(builder, train, rationales)
-    return instrument, train, val, examples, stats
+    rows = training_rows(examples, stats, run.hp.get("packing", "none"))
+    return instrument, train, val, rows, stats
 
 
-def fingerprint(run: FineTune, examples_blob: bytes) -> str:
-    """Everything that determines the trained weights (checkpoints of another run differ)."""
-    from care.infer.hf import directory_fingerprint
+#: ``training`` keys that shape the job, not the weights: left out of the training fingerprint.
+JOB_KEYS = (
+    "validation",
+    "gpus",
+    "cpu_ranks",
+    "launcher",
+    "threads",
+    "save_steps",
+    "keep_epoch_weights",
+)
+#: Validation settings that only choose among scored epochs: changing them rescores nothing.
+CHOICE_KEYS = ("min_parse_rate", "max_cut_rate")
+
+
+def effective_batch(hp: dict[str, Any], ranks: int) -> int:
+    return hp["per_device_train_batch_size"] * hp.get("gradient_accumulation_steps", 1) * ranks
+
+
+def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
+    """Everything that determines the trained weights (checkpoints of another run differ).
+
+    The world size is part of it: ZeRO state saved on n ranks does not load on m, and the
+    effective batch (per-device batch x accumulation x ranks) changes the training itself.
+    """
+    from care.fingerprint import model_fingerprint
 
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
     digest.update(
         json.dumps(
             {
-                "hp": {
-                    k: v
-                    for k, v in run.hp.items()
-                    if k not in ("validation", "gpus", "cpu_ranks", "launcher", "threads")
-                },
+                "hp": {k: v for k, v in run.hp.items() if k not in JOB_KEYS},
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-                "backbone": directory_fingerprint(run.backbone),
+                "backbone": model_fingerprint(run.backbone),
+                "world_size": ranks,
+                "effective_batch": effective_batch(run.hp, ranks),
             },
             sort_keys=True,
         ).encode()
@@ -133,16 +170,13 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     from care.io import atomic_open, write_json
 
     blob = "".join(json.dumps(e.to_record(), separators=(",", ":")) + "\n" for e in examples)
-    key = fingerprint(run, blob.encode())
+    key = fingerprint(run, blob.encode(), plan.ranks)
     job_file = run.checkpoint_dir / "job.json"
     if job_file.is_file():
-        old = json.loads(job_file.read_text(encoding="utf-8")).get("fingerprint")
-        if old != key:
-            log.info(
-                "checkpoints in %s belong to another configuration: starting afresh",
-                run.checkpoint_dir,
-            )
-            shutil.rmtree(run.checkpoint_dir)
+        old = json.loads(job_file.read_text(encoding="utf-8"))
+        if old.get("fingerprint") != key:
+            log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.hp, plan.ranks))
+            checkpoints.clear(run.checkpoint_dir)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run.checkpoint_dir / "train.jsonl") as handle:
         handle.write(blob)
@@ -154,48 +188,36 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "hp": run.hp,
         "device": plan.device,
         "threads": plan.threads_per_rank,
+        "ranks": plan.ranks,
+        "effective_batch": effective_batch(run.hp, plan.ranks),
+        "save_steps": int(run.hp.get("save_steps", 0)),
+        "pause_at_epoch_end": True,
+        "rotate": True,
     }
     write_json(job_file, job)
     return job
 
 
-def finetune(run: FineTune) -> dict[str, Any]:
-    """Run one fine-tune; returns the selection record written to ``selection.json``."""
-    from care.backbone import atomic_directory
-
-    hp = run.hp
-    plan = Plan.make(run.gpus, hp.get("cpu_ranks", 1), run.threads, hp.get("launcher", "torchrun"))
-    started = time.perf_counter()
-    instrument, train, val, examples, stats = prepare(run)
-    log.info(
-        "fold %d: %d training sessions, %d validation sessions, examples %s",
-        run.fold,
-        len(train),
-        len(val),
-        stats.as_dict(),
-    )
-    stats.warn_truncation(log, f"fold {run.fold} training examples")
-    job = stage_checkpoint_dir(run, examples, plan)
-    launch(plan, job, run.checkpoint_dir / "job.json")
-    trained = time.perf_counter()
-    record = select_and_export(run, plan, instrument, val, stats, atomic_directory)
-    record["timing_s"] = {
-        "prepare_and_train": round(trained - started, 1),
-        "selection": round(time.perf_counter() - trained, 1),
-    }
-    return record
+def restart_reason(old_job: dict[str, Any], hp: dict[str, Any], ranks: int) -> str:
+    old_ranks = old_job.get("ranks")
+    if old_ranks is not None and old_ranks != ranks:
+        return (
+            f"its checkpoints were trained on {old_ranks} ranks (effective batch "
+            f"{old_job.get('effective_batch')}), this run has {ranks} (effective batch "
+            f"{effective_batch(hp, ranks)}): ZeRO state does not carry over to another world "
+            "size and the batch changes the training, so it starts afresh"
+        )
+    return "its checkpoints belong to another configuration: starting afresh"
 
 
-def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_directory):
-    from care.infer.decoding import Decoding
-    from care.train import select
-
-    checkpoints = select.epoch_checkpoints(run.checkpoint_dir)
-    if not checkpoints:
-        raise RuntimeError(f"training wrote no checkpoint under {run.checkpoint_dir}")
-    settings = validation_settings(run.hp, stats)
-    dtype = "bfloat16" if _bf16(run.hp, plan) else "float32"
-    scorer_args = {
+def validation_job(run: FineTune, plan: Plan, val, settings, stats) -> select.ValidationJob:
+    """What scoring needs; its key covers every setting and session that changes the scores."""
+    # the dialogue leaves room for the inference answer budget (auto: what inference reads
+    # from selection.json), as the training examples did
+    reserve = run.answer_tokens
+    if reserve == "auto":
+        reserve = stats.as_dict()["answer_token_limit"]
+    scorer = {
         "variant": run.variant,
         "granularity": run.granularity,
         "max_length": run.max_length,
@@ -203,56 +225,265 @@ def select_and_export(run: FineTune, plan: Plan, instrument, val, stats, atomic_
         "batch_size": settings["batch_size"],
         "scoring": settings["scoring"],
     }
-    # the dialogue leaves room for the inference answer budget (auto: what inference reads
-    # from selection.json), as the training examples did
-    reserve = run.answer_tokens
-    if reserve == "auto":
-        reserve = stats.as_dict()["answer_token_limit"]
-    scored = []
-    for c in checkpoints:
-        metrics = select.score_checkpoint(
-            c["path"], val, instrument, scorer_args, plan.device, dtype, reserve
-        )
-        log.info(
-            "epoch %s (step %d): validation r %s",
-            c["epoch"],
-            c["step"],
-            {k: round(v, 3) for k, v in metrics["pearson"].items()},
-        )
-        scored.append({"epoch": c["epoch"], "step": c["step"], **metrics})
-    best = select.choose(scored, float(settings.get("min_parse_rate", 0.0)))
-    record = {
-        "selection": run.hp.get("selection", "inner_split"),
-        "validation_sessions": len(val),
-        "chosen": {
-            "epoch": scored[best]["epoch"],
-            "step": scored[best]["step"],
-            "mean_pearson": select.to_json_number(scored[best]["mean_pearson"]),
-        },
-        "epochs": [
-            {
-                "epoch": s["epoch"],
-                "step": s["step"],
-                "pearson": {d: select.to_json_number(r) for d, r in s["pearson"].items()},
-                "mean_pearson": select.to_json_number(s["mean_pearson"]),
-                "parse_rate": select.to_json_number(s["parse_rate"]),
-            }
-            for s in scored
-        ],
-        "sft": stats.as_dict(),
-        "validation_decoding": Decoding(settings["max_new_tokens"]).record(),
-        "ranks": plan.ranks,
-        "device": plan.device,
+    dtype = "bfloat16" if _bf16(run.hp, plan) else "float32"
+    digest = hashlib.sha256()
+    for session in val:
+        record = dataclasses.asdict(session)
+        record.pop("line", None)
+        digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+    material = {
+        "settings": {k: v for k, v in settings.items() if k not in CHOICE_KEYS},
+        "scorer": scorer,
+        "dtype": dtype,
+        "answer_tokens": reserve,
+        "instrument": Path(run.instrument).read_text(encoding="utf-8"),
+        "sessions": digest.hexdigest(),
     }
-    chosen = checkpoints[best]["path"]
-    with atomic_directory(run.out) as tmp:
-        select.export_model(chosen, tmp)
-        shutil.copy2(run.checkpoint_dir / "train_log.csv", tmp / "train_log.csv")
-        (tmp / "selection.json").write_text(
-            json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    return select.ValidationJob(
+        key=hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest(),
+        sessions=str(run.sessions),
+        session_ids=[s.session_id for s in val],
+        instrument=str(run.instrument),
+        scorer=scorer,
+        device=plan.device,
+        dtype=dtype,
+        threads=plan.threads_per_rank,
+        answer_tokens=reserve,
+    )
+
+
+def finetune(run: FineTune) -> dict[str, Any]:
+    """Run one fine-tune; returns the selection record written to ``selection.json``."""
+    hp = run.hp
+    plan = Plan.make(run.gpus, hp.get("cpu_ranks", 1), run.threads, hp.get("launcher", "torchrun"))
+    started = time.perf_counter()
+    with checkpoints.exclusive(run.checkpoint_dir) as lock:
+        instrument, train, val, examples, stats = prepare(run)
+        log.info(
+            "fold %d: %d training sessions, %d validation sessions, examples %s",
+            run.fold,
+            len(train),
+            len(val),
+            stats.as_dict(),
         )
-    select.prune(checkpoints, chosen)
+        stats.warn_truncation(log, f"fold {run.fold} training examples")
+        settings = validation_settings(run.hp, stats)  # max_new_tokens auto: resolved
+        vjob = validation_job(run, plan, val, settings, stats)
+        loop = EpochLoop(run, plan, examples, vjob, settings, lock)
+        loop.run()
+        record = loop.select_and_export(instrument, val, stats)
+    record["timing_s"] = {
+        "total": round(time.perf_counter() - started, 1),
+        "training": round(loop.seconds["training"], 1),
+        "selection": round(loop.seconds["selection"], 1),
+    }
     return record
+
+
+class EpochLoop:
+    """Train epoch by epoch, scoring each as soon as it is saved, under the retention rules.
+
+    Each turn: drop half-written checkpoints, check that every trained epoch is scored or
+    still has its weights (else start afresh when settings changed, or fail loudly), score the
+    epochs not yet scored, then train the next epoch (the ranks pause after its save).
+    """
+
+    def __init__(self, run: FineTune, plan: Plan, examples, vjob, settings, lock=None):
+        self.run_, self.plan, self.examples, self.vjob, self.lock = run, plan, examples, vjob, lock
+        self.dir = run.checkpoint_dir
+        self.settings = settings
+        self.epochs = int(run.hp["num_train_epochs"])
+        self.seconds = {"training": 0.0, "selection": 0.0}
+        self.stage()
+
+    def stage(self) -> None:
+        self.job = stage_checkpoint_dir(self.run_, self.examples, self.plan)
+        self.vjob.write(self.dir / "validation.json")
+
+    def run(self) -> None:
+        while True:
+            checkpoints.drop_incomplete(self.dir)
+            trained = self.trained_epochs()
+            if not self.consistent(trained):
+                continue
+            for epoch in range(1, trained + 1):
+                if epoch not in self.scored():
+                    self.score(epoch)
+            if trained >= self.epochs:
+                return
+            self.train()
+
+    def scored(self) -> dict[int, dict[str, Any]]:
+        return {r["epoch"]: r for r in select.read_scores(self.dir, self.vjob.key)}
+
+    def trained_epochs(self) -> int:
+        latest = checkpoints.latest_full_state(self.dir)
+        seen = [int(latest.epoch + 1e-6)] if latest else []
+        seen += list(checkpoints.epoch_weights(self.dir))
+        seen += [r["epoch"] for r in select.read_scores(self.dir)]
+        return max(seen, default=0)
+
+    def consistent(self, trained: int) -> bool:
+        """Can selection still see every epoch? False after starting afresh."""
+        scored = self.scored()
+        for epoch in range(1, trained + 1):
+            if epoch in scored or checkpoints.weights_of(self.dir, epoch):
+                continue
+            if any(r["epoch"] == epoch for r in select.read_scores(self.dir)):
+                return self.afresh(
+                    f"the validation settings changed and epoch {epoch}'s weights were not "
+                    "kept (training.keep_epoch_weights: false), so the epochs cannot all be "
+                    "rescored: starting afresh"
+                )
+            raise CareInputError(
+                self.dir,
+                f"epoch {epoch} was trained but neither its validation scores nor its weights "
+                "are here (deleted by another process?), so selection would miss it. Delete "
+                "the directory to train again.",
+            )
+        best = self.best(scored)
+        if best is not None and not checkpoints.weights_of(self.dir, best):
+            return self.afresh(
+                f"the selection settings now choose epoch {best}, whose weights were not kept: "
+                "starting afresh"
+            )
+        return True
+
+    def afresh(self, reason: str) -> bool:
+        log.warning("%s: %s", self.dir, reason)
+        checkpoints.clear(self.dir)
+        self.stage()
+        return False
+
+    def best(self, scored: dict[int, dict[str, Any]]) -> int | None:
+        epochs = sorted(scored)
+        records = [select.from_json(scored[e]) for e in epochs]
+        k = select.choose(
+            records,
+            float(self.settings.get("min_parse_rate", 0.0)),
+            float(self.settings.get("max_cut_rate", 0.0)),
+        )
+        return None if k is None else epochs[k]
+
+    def train(self) -> None:
+        started = time.perf_counter()
+        before = checkpoints.latest_full_state(self.dir)
+        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds())
+        free_accelerator_memory()
+        after = checkpoints.latest_full_state(self.dir)
+        if after is None or (before is not None and after.step <= before.step):
+            raise RuntimeError(f"training saved no new checkpoint under {self.dir}")
+        self.seconds["training"] += time.perf_counter() - started
+
+    def keep_fds(self) -> tuple[int, ...]:
+        return () if self.lock is None else (self.lock,)
+
+    def score(self, epoch: int) -> None:
+        """Score one epoch, record it, and keep only the weights selection still needs."""
+        from care.instrument import load_instrument
+
+        started = time.perf_counter()
+        state = next(
+            (s for s in checkpoints.full_states(self.dir) if s.epoch_end == epoch), None
+        )
+        weights = checkpoints.keep_epoch(self.dir, state) if state else None
+        weights = weights or checkpoints.epoch_weights(self.dir)[epoch]
+        step = json.loads((weights / "epoch.json").read_text(encoding="utf-8"))["step"]
+        work = self.dir / "validation" / f"{self.vjob.key[:16]}-epoch-{epoch}"
+        rows = select.score_epoch(
+            self.vjob, self.dir / "validation.json", weights, work, self.plan.ranks, self.plan.env()
+        )
+        metrics = select.epoch_metrics(rows, load_instrument(self.vjob.instrument))
+        record = {"validation_key": self.vjob.key, "epoch": epoch, "step": step, **metrics}
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        select.append_score(self.dir, record)
+        shutil.rmtree(work, ignore_errors=True)
+        log.info(
+            "epoch %d (step %d): validation r %s, parsed %.2f, answers cut %d of %d",
+            epoch,
+            step,
+            {k: round(v, 3) for k, v in metrics["pearson"].items()},
+            metrics["parse_rate"],
+            metrics["answers_cut"],
+            metrics["items"],
+        )
+        self.retain()
+        self.seconds["selection"] += time.perf_counter() - started
+
+    def retain(self) -> None:
+        if self.run_.hp.get("keep_epoch_weights", False):
+            return
+        best = self.best(self.scored())
+        checkpoints.drop_epochs(self.dir, set() if best is None else {best})
+
+    def select_and_export(self, instrument, val, stats) -> dict[str, Any]:
+        """Choose among every epoch's scores, export the model, drop the training state."""
+        from care.backbone import atomic_directory
+
+        scored = self.scored()
+        missing = [e for e in range(1, self.epochs + 1) if e not in scored]
+        if missing:
+            raise CareInputError(
+                self.dir, f"selection expects epochs 1-{self.epochs}; missing: {missing}"
+            )
+        best = self.best(scored)
+        if best is None:
+            raise CareInputError(
+                self.dir,
+                select.no_choice_message(
+                    [scored[e] for e in sorted(scored)],
+                    self.settings["max_new_tokens"],
+                    float(self.settings.get("max_cut_rate", 0.0)),
+                ),
+            )
+        record = self.selection_record(scored, best, val, stats)
+        chosen = checkpoints.epoch_weights(self.dir)[best]
+        with atomic_directory(self.run_.out) as tmp:
+            for f in checkpoints.model_files(chosen):
+                checkpoints.link_or_copy(f, tmp / f.name)
+            shutil.copy2(self.dir / "train_log.csv", tmp / "train_log.csv")
+            (tmp / "selection.json").write_text(
+                json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+        checkpoints.rotate(self.dir, keep=None)  # the run is over: no optimizer state
+        if not self.run_.hp.get("keep_epoch_weights", False):
+            checkpoints.drop_epochs(self.dir, {best})
+        shutil.rmtree(self.dir / "validation", ignore_errors=True)
+        return record
+
+    def selection_record(self, scored, best: int, val, stats) -> dict[str, Any]:
+        from care.infer.decoding import Decoding
+
+        epochs = [scored[e] for e in sorted(scored)]
+        fields = ("epoch", "step", "pearson", "mean_pearson", "parse_rate")
+        fields += ("items", "answers_cut", "cut_rate")
+        return {
+            "selection": self.run_.hp.get("selection", "inner_split"),
+            "validation": {
+                **self.settings,
+                "key": self.vjob.key,
+                "sessions": self.vjob.session_ids,
+            },
+            "validation_sessions": len(val),
+            "chosen": {k: scored[best][k] for k in ("epoch", "step", "mean_pearson")},
+            "epochs": [{k: r.get(k) for k in fields} for r in epochs],
+            "sft": stats.as_dict(),
+            "validation_decoding": Decoding(self.settings["max_new_tokens"]).record(),
+            "ranks": self.plan.ranks,
+            "effective_batch": effective_batch(self.run_.hp, self.plan.ranks),
+            "device": self.plan.device,
+        }
+
+
+def free_accelerator_memory() -> None:
+    """After in-process training: give the GPU memory back before scoring loads a model."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _bf16(hp: dict[str, Any], plan: Plan) -> bool:

@@ -1,57 +1,196 @@
-"""Checkpoint selection: score every epoch's checkpoint on the validation sessions.
+"""Checkpoint selection: score each epoch on the validation sessions as soon as it is saved.
 
-ZeRO-3 shards the model across ranks, so nothing is generated inside a training callback:
-each epoch's checkpoint holds the gathered weights in HF format, and after training one
-process loads them in turn and scores the validation sessions with the shared inference
-engine (:class:`care.infer.hf.HFScorer`, the code path of the inference stage). The metric is
-the tables' own: per dimension, Pearson's r between the session's predicted dimension score
-and the client's, both from :func:`care.evaluate.metrics.dimension_scores` (a session whose
-items did not all parse has no score), with the inference ``scoring`` the tables report; the
-checkpoint with the best mean r over dimensions is kept (ties: the earlier epoch; an
-undefined r, e.g. constant predictions, ranks lowest). A checkpoint whose answers parse for
-fewer than ``min_parse_rate`` of the validation items is eligible only when none reaches it:
-an r over the few sessions that parsed says little about the model.
+ZeRO-3 shards the model across ranks, so nothing is generated inside the training loop:
+training pauses after each epoch-end save (:mod:`care.train.trainer`), its ranks exit (their
+GPU memory with them), and the epoch's HF-format weights are scored with the shared inference
+engine (:class:`care.infer.hf.HFScorer`, the code path of the inference stage), data
+parallel: rank ``r`` of ``n`` (one process per GPU, or per CPU rank) scores its share of the
+validation sessions (:func:`shard`) and writes its answers to a file; a one-rank run scores
+in-process. A rank's file, once written, is reused by a retried job, and each epoch's record
+is appended to ``scores.jsonl`` as soon as it is computed (:func:`append_score`), keyed by
+the validation settings: a job killed during selection resumes where it stopped, and every
+epoch's scores are kept.
+
+The metric is the tables' own: per dimension, Pearson's r between the session's predicted
+dimension score and the client's, both from :func:`care.evaluate.metrics.dimension_scores`
+(a session whose items did not all parse has no score), with the inference ``scoring`` the
+tables report; the checkpoint with the best mean r over dimensions is kept (ties: the earlier
+epoch; an undefined r, e.g. constant predictions, ranks lowest). Two guards (:func:`choose`):
+an epoch whose answers were cut at ``max_new_tokens`` more often than ``max_cut_rate`` is never
+chosen (its scores judge answers the model did not finish: raise the limit); an epoch whose
+answers parse for fewer than ``min_parse_rate`` of the validation items is eligible only when
+none reaches it (an r over the few sessions that parsed says little about the model).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
-import shutil
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("care.train")
 
-#: Files of a Trainer checkpoint that are training state, not part of the HF model dir.
-TRAINING_STATE = {
-    "trainer_state.json",
-    "training_args.bin",
-    "optimizer.pt",
-    "scheduler.pt",
-    "latest",
-    "zero_to_fp32.py",
-}
+SCORES = "scores.jsonl"
+#: The prediction-row fields selection reads (the tables' dimension score needs the client's).
+ROW_FIELDS = (
+    "session_id",
+    "client_id",
+    "item_id",
+    "dimension",
+    "score",
+    "parsed",
+    "client_score",
+    "answer_cut",
+)
 
 
-def epoch_checkpoints(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
-    """Complete checkpoints in step order: path, step and epoch (from the trainer state)."""
-    out = []
-    for path in Path(checkpoint_dir).glob("checkpoint-*"):
-        state_file = path / "trainer_state.json"
-        if not state_file.is_file():
-            continue
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        out.append(
-            {
-                "path": path,
-                "step": int(state["global_step"]),
-                "epoch": round(float(state["epoch"]), 4),
-            }
-        )
-    return sorted(out, key=lambda c: c["step"])
+@dataclass(frozen=True)
+class ValidationJob:
+    """What a scoring rank needs (written to ``validation.json`` in the checkpoint dir)."""
+
+    key: str  # fingerprint of the validation settings and sessions
+    sessions: str  # the corpus file
+    session_ids: list[str]  # the validation sessions, in order
+    instrument: str
+    scorer: dict[str, Any]  # HFScorer arguments
+    device: str
+    dtype: str
+    threads: int
+    answer_tokens: int | None = None  # the dialogue leaves room for this answer budget
+
+    def write(self, path: Path) -> None:
+        from care.io import write_json
+
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: str | Path) -> ValidationJob:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def load(self):
+        """(instrument, the validation sessions in order)."""
+        from care.instrument import load_instrument
+        from care.sessions import load_sessions
+
+        instrument = load_instrument(self.instrument)
+        by_id = {s.session_id: s for s in load_sessions(self.sessions, instrument)}
+        missing = [sid for sid in self.session_ids if sid not in by_id]
+        if missing:
+            from care.errors import CareInputError
+
+            raise CareInputError(
+                self.sessions, f"validation session {missing[0]!r} is gone", field="session_id"
+            )
+        return instrument, [by_id[sid] for sid in self.session_ids]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def shard(sessions: Sequence, rank: int, ranks: int) -> list:
+    """Rank ``rank``'s share: sessions dealt out longest first, so the shares' work is even."""
+    size = {id(s): sum(len(t.text) for t in s.turns) for s in sessions}
+    order = sorted(range(len(sessions)), key=lambda k: (-size[id(sessions[k])], k))
+    return [sessions[k] for n, k in enumerate(order) if n % ranks == rank]
+
+
+def score_rows(weights: Path, sessions: Sequence, instrument, job: ValidationJob) -> list[dict]:
+    """One row per (session, item) of a checkpoint's validation answers (fields selection uses).
+
+    The dialogue leaves room for ``job.answer_tokens`` (the inference answer budget, as in
+    training and inference) even where validation generates fewer tokens.
+    """
+    from care.backbone import load_causal_lm, load_tokenizer
+    from care.infer.hf import HFScorer
+
+    model = load_causal_lm(weights, dtype=job.dtype, device=job.device)
+    tokenizer = load_tokenizer(weights)
+    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **job.scorer)
+    if job.answer_tokens is not None:
+        scorer.builder.reserve_tokens = job.answer_tokens
+    return [{k: row.get(k) for k in ROW_FIELDS} for row in scorer.score(sessions)]
+
+
+def score_epoch(
+    job: ValidationJob,
+    job_path: Path,
+    weights: Path,
+    work: Path,
+    ranks: int,
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Every validation row of one epoch, scored over ``ranks`` processes (in-process for one).
+
+    Rank files already in ``work`` (a killed job's) are reused; the others are computed.
+    """
+    from care.io import write_jsonl
+
+    work.mkdir(parents=True, exist_ok=True)
+    files = [work / f"rank-{r}-of-{ranks}.jsonl" for r in range(ranks)]
+    todo = [r for r in range(ranks) if not files[r].is_file()]
+    if ranks == 1 and todo:
+        instrument, sessions = job.load()
+        rows = score_rows(weights, sessions, instrument, job)
+        write_jsonl(files[0], rows)
+    elif todo:
+        run_ranks(job_path, weights, files, todo, env or dict(os.environ), job.device)
+    rows = []
+    for f in files:
+        with open(f, encoding="utf-8") as handle:
+            rows.extend(json.loads(line) for line in handle if line.strip())
+    return rows
+
+
+def run_ranks(job_path, weights, files, todo, env, device) -> None:
+    """One scoring process per rank in ``todo``, each on its own GPU (or CPU share)."""
+    visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    procs = []
+    for r in todo:
+        rank_env = dict(env)
+        if device == "cuda":
+            rank_env["CUDA_VISIBLE_DEVICES"] = visible[r] if len(visible) > r else str(r)
+        cmd = [sys.executable, "-m", "care.train.select", "--job", str(job_path)]
+        cmd += ["--weights", str(weights), "--rank", str(r), "--ranks", str(len(files))]
+        cmd += ["--out", str(files[r])]
+        procs.append((r, subprocess.Popen(cmd, env=rank_env)))
+    log.info("scoring %s over %d ranks (%s)", weights.name, len(files), device)
+    failed = [r for r, p in procs if p.wait() != 0]
+    if failed:
+        raise RuntimeError(f"validation scoring failed on ranks {failed} (see the log above)")
+
+
+def rank_main(argv: list[str] | None = None) -> int:
+    """``python -m care.train.select``: one scoring rank, its share of the sessions to a file."""
+    import torch
+
+    from care.io import write_jsonl
+
+    p = argparse.ArgumentParser(description="score one rank's share of the validation sessions")
+    p.add_argument("--job", required=True)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--rank", type=int, required=True)
+    p.add_argument("--ranks", type=int, required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    job = ValidationJob.read(args.job)
+    torch.set_num_threads(max(1, job.threads))
+    instrument, sessions = job.load()
+    mine = shard(sessions, args.rank, args.ranks)
+    rows = score_rows(Path(args.weights), mine, instrument, job)
+    write_jsonl(args.out, rows)
+    return 0
+
+
+# --------------------------------------------------------------------------- metrics
 
 
 def pearson_by_dimension(rows: Iterable[dict], instrument) -> dict[str, float]:
@@ -75,48 +214,36 @@ def mean_r(per_dim: dict[str, float]) -> float:
     return math.nan if any(math.isnan(v) for v in values) else sum(values) / len(values)
 
 
-def score_checkpoint(
-    path: Path,
-    sessions: Sequence,
-    instrument,
-    scorer_args: dict[str, Any],
-    device: str,
-    dtype: str,
-    answer_tokens: int | None = None,
-) -> dict[str, Any]:
-    """Validation metrics of one checkpoint (parse rate and Pearson per dimension).
-
-    ``answer_tokens``: the inference answer budget; the dialogue leaves room for it (as in
-    training and inference) even where validation generates fewer tokens.
-    """
-    from care.backbone import load_causal_lm, load_tokenizer
-    from care.infer.hf import HFScorer
-
-    model = load_causal_lm(path, dtype=dtype, device=device)
-    tokenizer = load_tokenizer(path)
-    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **scorer_args)
-    if answer_tokens is not None:
-        scorer.builder.reserve_tokens = answer_tokens
-    rows = list(scorer.score(sessions))
+def epoch_metrics(rows: list[dict], instrument) -> dict[str, Any]:
+    """Validation metrics of one epoch: Pearson per dimension, parse rate, cut answers."""
     per_dim = pearson_by_dimension(rows, instrument)
-    parsed = sum(bool(r["parsed"]) for r in rows)
+    n = len(rows)
+    cut = sum(bool(r.get("answer_cut")) for r in rows)
     return {
         "pearson": per_dim,
         "mean_pearson": mean_r(per_dim),
-        "parse_rate": parsed / len(rows) if rows else math.nan,
+        "parse_rate": sum(bool(r["parsed"]) for r in rows) / n if n else math.nan,
+        "items": n,
+        "answers_cut": cut,
+        "cut_rate": cut / n if n else math.nan,
     }
 
 
-def choose(scored: list[dict[str, Any]], min_parse_rate: float = 0.0) -> int:
-    """Index of the best checkpoint by mean r (NaN lowest; ties: earliest; all NaN: last).
+def choose(
+    scored: list[dict[str, Any]], min_parse_rate: float = 0.0, max_cut_rate: float = 0.0
+) -> int | None:
+    """Index of the best epoch by mean r (NaN lowest; ties: earliest; all NaN: last).
 
-    Only checkpoints parsing at least ``min_parse_rate`` of the items compete, unless none
-    does; then the best-parsing ones do.
+    Epochs with more than ``max_cut_rate`` of their answers cut never compete (None when
+    that leaves none). Of the rest, only those parsing at least ``min_parse_rate`` of the
+    items compete, unless none does; then the best-parsing ones do.
     """
-    rates = [s.get("parse_rate", 1.0) for s in scored]
-    rates = [0.0 if math.isnan(r) else r for r in rates]
-    floor = min_parse_rate if max(rates) >= min_parse_rate else max(rates)
-    eligible = [k for k in range(len(scored)) if rates[k] >= floor]
+    whole = [k for k, s in enumerate(scored) if _rate(s, "cut_rate", 0.0) <= max_cut_rate]
+    if not whole:
+        return None
+    rates = {k: _rate(scored[k], "parse_rate", 1.0) for k in whole}
+    floor = min(min_parse_rate, max(rates.values()))
+    eligible = [k for k in whole if rates[k] >= floor]
     if all(math.isnan(scored[k]["mean_pearson"]) for k in eligible):
         return eligible[-1]
     return max(
@@ -128,26 +255,65 @@ def choose(scored: list[dict[str, Any]], min_parse_rate: float = 0.0) -> int:
     )
 
 
-def export_model(checkpoint: Path, dest: Path) -> None:
-    """Copy the HF model files of a checkpoint (weights, config, tokenizer) into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in sorted(checkpoint.iterdir()):
-        if (
-            f.is_dir()
-            or f.name in TRAINING_STATE
-            or f.name.startswith("rng_state")
-            or f.suffix == ".py"
-        ):
-            continue
-        shutil.copy2(f, dest / f.name)
+def _rate(record: dict, name: str, default: float) -> float:
+    value = record.get(name, default)
+    if value is None or math.isnan(value):
+        return 0.0 if name == "parse_rate" else 1.0
+    return value
 
 
-def prune(checkpoints: list[dict[str, Any]], keep: Path) -> None:
-    """Delete every checkpoint but the chosen one (they hold optimizer states: large)."""
-    for c in checkpoints:
-        if c["path"] != keep:
-            shutil.rmtree(c["path"], ignore_errors=True)
+def no_choice_message(scored: list[dict], max_new_tokens: int, max_cut_rate: float) -> str:
+    cuts = ", ".join(f"epoch {s['epoch']}: {s['answers_cut']} of {s['items']}" for s in scored)
+    return (
+        f"every epoch's validation answers were cut at max_new_tokens={max_new_tokens} more "
+        f"often than max_cut_rate={max_cut_rate} allows ({cuts}); the scores would judge "
+        "unfinished answers. Raise training.validation.max_new_tokens (or max_cut_rate)."
+    )
+
+
+# --------------------------------------------------------------------------- records
+
+
+def read_scores(checkpoint_dir: str | Path, key: str | None = None) -> list[dict[str, Any]]:
+    """The epoch records in ``scores.jsonl`` (those of validation ``key`` if given)."""
+    path = Path(checkpoint_dir) / SCORES
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    return [r for r in records if key is None or r["validation_key"] == key]
+
+
+def append_score(checkpoint_dir: str | Path, record: dict[str, Any]) -> None:
+    """Add one epoch's record (replacing an older one of the same key and epoch), atomically."""
+    from care.io import write_jsonl
+
+    same = (record["validation_key"], record["epoch"])
+    kept = [
+        r for r in read_scores(checkpoint_dir) if (r["validation_key"], r["epoch"]) != same
+    ]
+    write_jsonl(Path(checkpoint_dir) / SCORES, [*kept, to_json(record)])
+
+
+def to_json(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with NaN as null (strict JSON)."""
+    if isinstance(record, dict):
+        return {k: to_json(v) for k, v in record.items()}
+    return to_json_number(record) if isinstance(record, float) else record
+
+
+def from_json(record: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`to_json` for the metric fields."""
+    out = dict(record)
+    out["pearson"] = {d: math.nan if r is None else r for d, r in record["pearson"].items()}
+    for name in ("mean_pearson", "parse_rate", "cut_rate"):
+        out[name] = math.nan if record.get(name) is None else record[name]
+    return out
 
 
 def to_json_number(value: float) -> float | None:
     return None if isinstance(value, float) and math.isnan(value) else round(value, 6)
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main())

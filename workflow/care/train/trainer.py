@@ -4,16 +4,22 @@ Run once per rank (``python -m care.train.trainer --job JOB.json`` under torchru
 DeepSpeed launcher; a one-rank run is called in-process by :mod:`care.train.launch`). The job
 file (written by :mod:`care.train.run`) names the backbone, the tokenized examples and the
 ``training`` config section. A checkpoint is saved at every epoch end (ZeRO-3 weights
-gathered into an HF-format ``model.safetensors``, the tokenizer beside them), so each one can
-be scored and a killed run resumes from its last complete checkpoint: model, optimizer,
-scheduler, data order and RNG states are restored and the run ends where an uninterrupted
-one ends.
+gathered into an HF-format ``model.safetensors``, the tokenizer beside them), and every
+``save_steps`` steps within an epoch; training pauses after each epoch-end save so that
+:mod:`care.train.run` scores the epoch and applies the retention rules
+(:mod:`care.train.checkpoints`) before the next epoch. A paused, killed or retried run
+resumes from its last complete checkpoint: model, optimizer, scheduler, data order and RNG
+states are restored and the run ends where an uninterrupted one ends.
 
 Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
 ``answer_logits_only`` the collator left-pads and asks the model for logits only over the
 answers at the end of the rows (``logits_to_keep``): the same loss without projecting every
 prompt token onto the vocabulary (most of the compute of a small model, most of the memory
 of a 128k-vocabulary one).
+
+Packing (``training.packing: shared_prefix``): the rows are packed sessions
+(:mod:`care.train.packing`): their collator, and a block attention mask built on the
+model's device just before each forward pass.
 """
 
 from __future__ import annotations
@@ -137,10 +143,19 @@ def training_arguments(job: dict[str, Any]):
 def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     from transformers import Trainer
 
+    from care.train.packing import PackedCollator, attention_inputs
+
     class SFTTrainer(Trainer):
-        """Adds tokens/s (non-padding tokens per second since the last log) to each log."""
+        """Adds tokens/s (non-padding tokens per second since the last log) to each log;
+        gives packed rows their block attention mask."""
 
         _last = None
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if "branch_ids" in inputs:
+                config = self.model.config
+                inputs = attention_inputs(inputs, config._attn_implementation, self.model.dtype)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
         def log(self, logs, start_time=None):
             now = time.perf_counter()
@@ -154,13 +169,42 @@ def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
+    packed = job["hp"].get("packing", "none") == "shared_prefix"
+    collator = PackedCollator if packed else Collator
     return SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        data_collator=Collator(pad_id, job["hp"].get("answer_logits_only", True)),
+        data_collator=collator(pad_id, job["hp"].get("answer_logits_only", True)),
+        callbacks=[progress_callback()],
     )
+
+
+def progress_callback():
+    """Optimizer steps with rate, ETA and epoch in the job log (the first rank only)."""
+    from transformers import TrainerCallback
+
+    from care.progress import bar
+
+    class Progress(TrainerCallback):
+        steps = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.steps = bar(total=state.max_steps, initial=state.global_step,
+                                 desc="training", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.steps is not None:
+                self.steps.set_postfix_str(f"epoch {state.epoch:.2f}", refresh=False)
+                self.steps.update(state.global_step - self.steps.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.steps is not None:
+                self.steps.close()
+
+    return Progress()
 
 
 def read_examples(path: str | Path) -> list[dict[str, Any]]:
@@ -168,16 +212,38 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` with its trainer state written (a save finished)."""
-    done = [
-        p
-        for p in Path(checkpoint_dir).glob("checkpoint-*")
-        if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()
-    ]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+def lifecycle_callback(job: dict[str, Any]):
+    """The checkpoint lifecycle inside the training loop (see :mod:`care.train.checkpoints`).
+
+    - ``save_steps`` > 0: a resumable checkpoint every that many optimizer steps, besides the
+      one at each epoch end (a mid-epoch kill then repeats at most that many steps);
+    - ``rotate``: once a save is complete, the older ``checkpoint-*`` dirs go (the run loop has
+      scored and kept the weights of every earlier epoch it still needs);
+    - ``pause_at_epoch_end``: training stops after each epoch-end save, so the run loop scores
+      that epoch before the next one trains (and the job can resume from there).
+    """
+    from transformers import TrainerCallback
+
+    from care.train import checkpoints
+
+    save_steps = int(job.get("save_steps") or 0)
+
+    class Lifecycle(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            # the epoch end saves by itself (save_strategy="epoch"): no second save there
+            if save_steps and state.global_step % save_steps == 0:
+                if not checkpoints.is_epoch_end(state.epoch):
+                    control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            if job.get("rotate", True) and state.is_world_process_zero:
+                checkpoints.rotate(args.output_dir, keep=f"{checkpoints.PREFIX}{state.global_step}")
+            if job.get("pause_at_epoch_end", True) and checkpoints.is_epoch_end(state.epoch):
+                control.should_training_stop = True
+            return control
+
+    return Lifecycle()
 
 
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +253,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from care.backbone import check_causal_lm_dir, load_tokenizer
+    from care.train import checkpoints, packing
 
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
     args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
@@ -196,16 +263,22 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
 
         deepspeed.init_distributed()
     check_causal_lm_dir(job["backbone"])
+    packing.register()  # the shared_prefix_sdpa attention implementation
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
-        job["backbone"], dtype=dtype, local_files_only=True
+        job["backbone"],
+        dtype=dtype,
+        local_files_only=True,
+        attn_implementation=job["hp"].get("attn_implementation", packing.SPLIT),
     )
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])
     trainer = make_trainer(job, args, model, tokenizer, read_examples(job["data"]))
-    resume = last_complete_checkpoint(job["checkpoint_dir"])
+    trainer.add_callback(lifecycle_callback(job))
+    latest = checkpoints.latest_full_state(job["checkpoint_dir"])
+    resume = str(latest.path) if latest else None
     if resume:
-        log.info("resuming from %s", resume)
+        log.info("resuming from %s (step %d, epoch %.3f)", resume, latest.step, latest.epoch)
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:  # the global ZeRO-3 config would make later model loads in this process shard

@@ -1,14 +1,13 @@
-# Rendering: Figure 3, predicted-vs-client scatter per fine-tuned run, the ablation bars.
+# Figures: Figure 3, predicted-vs-client scatter per fine-tuned run, the ablation bars.
 # Each figure is written as PNG (shown in the HTML report) and PDF (for papers). Tables are
 # written by evaluate.smk; `snakemake --report results/report.html` bundles everything.
 
 import os
 
-
-localrules:
-    figure3,
-    scatter_figure,
-    ablation_figure,
+# Every fine-tune of the config (backbones x variants x folds), for the training curves.
+FINETUNED_MODELS = [
+    model_dir(b, v, k) for b in TRAIN_BACKBONES for v in config["variants"] for k in FOLDS
+]
 
 
 rule figure3:
@@ -24,12 +23,12 @@ rule figure3:
             labels={"figure": "Figure 3: client scores"},
         ),
         pdf="results/figures/figure3.pdf",
-    params:
-        stem=lambda wc, output: os.path.splitext(output.png)[0],
     log:
         "logs/figures/figure3.log",
     conda:
         CARE_ENV
+    params:
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
     shell:
         "care evaluate figures distribution --input {input.sessions} "
         "--instrument {input.instrument} --out {params.stem} 2> {log}"
@@ -48,14 +47,14 @@ rule scatter_figure:
             labels={"backbone": "{model}", "variant": "{variant}"},
         ),
         pdf="results/figures/scatter/{model}/{variant}.pdf",
-    params:
-        stem=lambda wc, output: os.path.splitext(output.png)[0],
-        title=lambda wc: shlex.quote(f"{wc.model} ({wc.variant}): held-out folds"),
-        scoring=HEADLINE_SCORING,
     log:
         "logs/figures/scatter/{model}/{variant}.log",
     conda:
         CARE_ENV
+    params:
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
+        title=lambda wc: shlex.quote(f"{wc.model} ({wc.variant}): held-out folds"),
+        scoring=HEADLINE_SCORING,
     shell:
         "care evaluate figures scatter --input {input.scores} "
         "--instrument {input.instrument} --title {params.title} "
@@ -75,18 +74,42 @@ rule ablation_figure:
             labels={"figure": "Table 4 as bars"},
         ),
         pdf="results/figures/ablation.pdf",
-    params:
-        stem=lambda wc, output: os.path.splitext(output.png)[0],
     log:
         "logs/figures/ablation.log",
     conda:
         CARE_ENV
+    params:
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
     shell:
         "care evaluate figures ablation --input {input.table} "
         "--instrument {input.instrument} --out {params.stem} 2> {log}"
 
 
+rule training_curves:
+    input:
+        models=FINETUNED_MODELS,
+    output:
+        png=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+            subcategory="Fine-tuning",
+            labels={"figure": "Training and validation curves"},
+        ),
+        pdf="results/figures/training_curves.pdf",
+    log:
+        "logs/figures/training_curves.log",
+    conda:
+        CARE_ENV
+    params:
+        stem=lambda wc, output: os.path.splitext(output.png)[0],
+    shell:
+        "care evaluate training-curves --models {input.models} --out {params.stem} 2> {log}"
+
+
 ALL_TARGETS.append("results/figures/figure3.png")
+if FINETUNED_MODELS:
+    ALL_TARGETS.append("results/figures/training_curves.png")
 ALL_TARGETS.extend(
     "results/figures/scatter/{model}/{variant}.png".format(**r) for r in RUNS.ablation
 )

@@ -1,0 +1,96 @@
+"""The command line for people: plain-text help, stages named as the rules, defaults, score."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from care.cli import MOVED, build_parser
+
+from .conftest import REPO
+
+
+def care(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "care.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_help_is_plain_text_grouped_by_stage():
+    text = build_parser().format_help()
+    assert "``" not in text and ":func:" not in text
+    for stage in ("data", "rationales", "train", "infer", "evaluate", "apply"):
+        assert f"care {stage} " in text
+    assert "care score" in text and "care status" in text
+
+
+def test_stage_commands_and_earlier_names_parse_to_the_same_command():
+    parser = build_parser()
+    new = parser.parse_args(["data", "validate", "--sessions", "s.jsonl"])
+    old = parser.parse_args(["validate", "--sessions", "s.jsonl"])
+    assert new.func is old.func and new.instrument == old.instrument
+    assert new.instrument.endswith("wai_sr.yaml")  # the packaged default
+    run = parser.parse_args(["apply", "figure2", "--predictions", "p.parquet", "--out", "f.png"])
+    assert run.func.__name__ == "run_figure2"
+
+
+def _subparsers(parser):
+    found = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return found[0] if found else None
+
+
+def test_every_rule_calls_a_current_command_name():
+    """No rule uses an earlier top-level name: the old -> new mapping is complete."""
+    top = _subparsers(build_parser())
+    calls = []
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = re.sub(r'"\s*\n\s*f?"', "", path.read_text(encoding="utf-8"))  # join literals
+        text = re.sub(r"care --prompts \S+ ", "care ", text)
+        calls += re.findall(r'"care (?:--benchmark \S+ )?([a-z0-9-]+)(?: ([a-z0-9-]+))?', text)
+    assert len(calls) > 20
+    for first, second in calls:
+        assert first in top.choices, first
+        assert first not in MOVED or MOVED[first][0] == first, f"old name: care {first}"
+        group = _subparsers(top.choices[first])
+        if group is not None:
+            assert second in group.choices, f"care {first} {second}"
+
+
+@pytest.mark.slow
+def test_score_prints_a_table_and_writes_predictions(tmp_path, small_corpus):
+    from care.backbone import random_backbone
+
+    path, records, refs = small_corpus
+    texts = [t["text"] for r in records for t in r["turns"]] + [x["rationale"] for x in refs]
+    model, tok = random_backbone("tiny", texts, arch="llama", vocab_size=600, seed=5)
+    model_dir = tmp_path / "models" / "llama" / "score_only" / "fold1"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    done = care("score", "--model", model_dir, "--sessions", path, "--scoring", "expected",
+                "--max-new-tokens", "4", "--out", tmp_path / "p.csv", "--threads", "1",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = done.stdout.splitlines()[0].split()
+    assert header == ["session", "counselor", "Goal", "Task", "Bond"]
+    assert f"{len(records)} sessions" in done.stdout and "not the client's ratings" in done.stdout
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert len(frame) == 12 * len(records) and set(frame["variant"]) == {"score_only"}
+
+
+@pytest.mark.parametrize("missing", ["--model", "--sessions"])
+def test_score_names_what_is_missing(missing, tmp_path):
+    args = {"--model": tmp_path / "nowhere", "--sessions": tmp_path / "none.jsonl"}
+    done = care("score", *[x for k, v in args.items() if k != missing for x in (k, v)])
+    assert done.returncode == 2 and missing in done.stderr
+
+
+def test_config_sections_come_as_json_or_as_a_yaml_file(tmp_path):
+    from care.commands import json_arg
+
+    (tmp_path / "hp.yaml").write_text("learning_rate: 5.0e-3\nnum_train_epochs: 2\n")
+    assert json_arg(str(tmp_path / "hp.yaml")) == {"learning_rate": 0.005, "num_train_epochs": 2}
+    assert json_arg('{"a": 1}') == {"a": 1}
+    with pytest.raises(Exception, match="neither valid JSON"):
+        json_arg("learning_rate=1")

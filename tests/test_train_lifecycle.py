@@ -1,0 +1,255 @@
+"""The fine-tune lifecycle around training: the checkpoint lock, what a rerun rescores or
+retrains after settings change, missing epochs, cut answers, ranks (world size, scoring)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from care.errors import CareInputError
+from care.train import checkpoints, select
+from care.train import run as run_module
+from care.train.launch import Plan
+from care.train.run import finetune, prepare, stage_checkpoint_dir
+
+from tests import train_fixtures
+from tests.test_train import make_run
+
+train_corpus = train_fixtures.train_corpus
+tiny_backbones = train_fixtures.tiny_backbones
+
+
+class Trained(Exception):
+    """Raised instead of training: a rerun that must not (or must) train."""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_backbones, train_corpus, instrument):
+    """A finished 2-epoch fine-tune that kept every epoch's weights."""
+    root = tmp_path_factory.mktemp("finished")
+    run = make_run(root, train_corpus, tiny_backbones["llama"], instrument, keep_epoch_weights=True)
+    finetune(run)
+    return run
+
+
+def rerun(finished, tmp_path, monkeypatch, *, may_train=False, **hp):
+    """A copy of the finished run's checkpoint dir, rerun with ``hp`` changed; scored epochs."""
+    import dataclasses
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(finished.checkpoint_dir, ckpt)
+    merged = {**finished.hp, **hp}
+    run = dataclasses.replace(finished, hp=merged, checkpoint_dir=ckpt, out=tmp_path / "model")
+    scored = []
+    score = run_module.EpochLoop.score
+
+    def counting(self, epoch):
+        scored.append(epoch)
+        score(self, epoch)
+
+    def no_training(*args, **kwargs):
+        raise Trained()
+
+    monkeypatch.setattr(run_module.EpochLoop, "score", counting)
+    if not may_train:
+        monkeypatch.setattr(run_module, "launch", no_training)
+    return run, scored
+
+
+def validation(finished, **changes):
+    return {"validation": {**finished.hp["validation"], **changes}}
+
+
+def test_rerun_with_same_settings_only_exports(finished, tmp_path, monkeypatch):
+    run, scored = rerun(finished, tmp_path, monkeypatch)
+    record = finetune(run)
+    assert scored == [] and record["chosen"]["epoch"] in (1, 2)
+    assert (run.out / "model.safetensors").is_file()
+
+
+def test_changed_choice_setting_rescores_nothing(finished, tmp_path, monkeypatch):
+    run, scored = rerun(finished, tmp_path, monkeypatch, **validation(finished, min_parse_rate=0.9))
+    finetune(run)
+    assert scored == []
+
+
+def test_changed_validation_rescores_the_kept_epochs(finished, tmp_path, monkeypatch):
+    run, scored = rerun(finished, tmp_path, monkeypatch, **validation(finished, max_new_tokens=8))
+    record = finetune(run)
+    assert scored == [1, 2]  # no training: every epoch's weights were kept
+    keys = {r["validation_key"] for r in select.read_scores(run.checkpoint_dir)}
+    assert len(keys) == 2  # the old settings' scores are kept beside the new ones
+    assert record["validation"]["max_new_tokens"] == 8
+    assert record["validation"]["key"] in keys
+
+
+def test_changed_validation_without_weights_starts_afresh(
+    finished, tmp_path, monkeypatch, caplog
+):
+    run, _ = rerun(
+        finished, tmp_path, monkeypatch, keep_epoch_weights=False,
+        **validation(finished, max_new_tokens=8),
+    )
+    chosen = json.loads((finished.out / "selection.json").read_text())["chosen"]["epoch"]
+    checkpoints.drop_epochs(run.checkpoint_dir, {chosen})  # what keep_epoch_weights: false kept
+    caplog.set_level("WARNING", logger="care.train")
+    with pytest.raises(Trained):
+        finetune(run)
+    assert "cannot all be rescored: starting afresh" in caplog.text
+    assert not (run.checkpoint_dir / select.SCORES).exists()  # no partial view survives
+
+
+def test_a_missing_epoch_fails_loudly(finished, tmp_path, monkeypatch):
+    run, _ = rerun(finished, tmp_path, monkeypatch)
+    records = [r for r in select.read_scores(run.checkpoint_dir) if r["epoch"] != 1]
+    (run.checkpoint_dir / select.SCORES).write_text(
+        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+    )
+    shutil.rmtree(run.checkpoint_dir / "epoch-1")  # as another trainer's clean-up would
+    with pytest.raises(CareInputError, match="epoch 1 was trained but neither"):
+        finetune(run)
+    assert not run.out.exists()
+
+
+def test_selection_resumes_where_it_stopped(finished, tmp_path, monkeypatch):
+    run, scored = rerun(finished, tmp_path, monkeypatch)
+    records = select.read_scores(run.checkpoint_dir)
+    (run.checkpoint_dir / select.SCORES).write_text(json.dumps(records[0]) + "\n")
+    finetune(run)  # killed after scoring epoch 1: only epoch 2 is scored again
+    assert scored == [2]
+    assert select.read_scores(run.checkpoint_dir)[0] == records[0]
+
+
+def test_epochs_with_cut_answers_are_never_chosen(finished, tmp_path, monkeypatch):
+    run, scored = rerun(finished, tmp_path, monkeypatch, **validation(finished, max_cut_rate=0.0))
+    records = select.read_scores(run.checkpoint_dir)
+    for r in records:
+        r.update(answers_cut=r["items"] // 2, cut_rate=0.5)
+    (run.checkpoint_dir / select.SCORES).write_text(
+        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+    )
+    with pytest.raises(CareInputError, match="were cut at max_new_tokens=12"):
+        finetune(run)
+    assert scored == [] and not run.out.exists()
+
+
+def test_choose_skips_cut_epochs():
+    clean = {"mean_pearson": 0.2, "parse_rate": 1.0, "cut_rate": 0.0}
+    cut = {"mean_pearson": 0.9, "parse_rate": 1.0, "cut_rate": 0.01}
+    assert select.choose([cut, clean]) == 1
+    assert select.choose([cut, clean], max_cut_rate=0.05) == 0
+    assert select.choose([cut]) is None
+
+
+def test_a_second_trainer_is_refused(tiny_backbones, train_corpus, instrument, tmp_path):
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom care.train.checkpoints import exclusive\n"
+            f"with exclusive({str(run.checkpoint_dir)!r}):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CareInputError) as refused:
+            finetune(run)
+        message = str(refused.value)
+        assert f"PID {holder.pid} on host {socket.gethostname()}" in message
+        assert not (run.checkpoint_dir / "job.json").exists()  # nothing touched
+    finally:
+        holder.kill()
+        holder.wait()
+    with checkpoints.exclusive(run.checkpoint_dir):  # the kernel released the dead holder's lock
+        pass
+
+
+def test_world_size_is_part_of_the_fingerprint(
+    tiny_backbones, train_corpus, instrument, tmp_path, caplog
+):
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)
+    *_, examples, _ = prepare(run)
+    stage_checkpoint_dir(run, examples, Plan.make(0, 2, 2, "torchrun"))
+    marker = run.checkpoint_dir / "checkpoint-3"
+    marker.mkdir()
+    caplog.set_level("WARNING", logger="care.train")
+    job = stage_checkpoint_dir(run, examples, Plan.make(0, 1, 1, "torchrun"))
+    assert not marker.exists()
+    assert "trained on 2 ranks (effective batch 16), this run has 1 (effective batch 8)" in (
+        caplog.text
+    )
+    assert job["ranks"] == 1 and job["effective_batch"] == 8
+
+
+def test_shards_cover_the_sessions_evenly(train_corpus, instrument):
+    from care.sessions import load_sessions
+
+    sessions = load_sessions(train_corpus["sessions"], instrument)
+    shares = [select.shard(sessions, r, 3) for r in range(3)]
+    ids = [s.session_id for share in shares for s in share]
+    assert sorted(ids) == sorted(s.session_id for s in sessions) and len(set(ids)) == len(ids)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert select.shard(sessions, 1, 3) == shares[1]  # deterministic
+
+
+@pytest.mark.slow
+def test_scoring_over_two_ranks_matches_one(finished, tmp_path):
+    vjob = select.ValidationJob.read(finished.checkpoint_dir / "validation.json")
+    weights = checkpoints.epoch_weights(finished.checkpoint_dir)[2]
+    job_path = finished.checkpoint_dir / "validation.json"
+    started = time.perf_counter()
+    one = select.score_epoch(vjob, job_path, weights, tmp_path / "one", 1)
+    two = select.score_epoch(vjob, job_path, weights, tmp_path / "two", 2)
+    assert time.perf_counter() - started < 600
+    assert sorted((tmp_path / "two").iterdir()) == [
+        tmp_path / "two" / "rank-0-of-2.jsonl",
+        tmp_path / "two" / "rank-1-of-2.jsonl",
+    ]
+    key = lambda r: (r["session_id"], r["item_id"])  # noqa: E731
+    one, two = sorted(one, key=key), sorted(two, key=key)
+    assert [key(r) for r in one] == [key(r) for r in two]
+    assert all(a["parsed"] == b["parsed"] for a, b in zip(one, two, strict=True))
+    scores = [b["score"] for b in two]
+    assert [a["score"] for a in one] == pytest.approx(scores, abs=1e-4, nan_ok=True)
+    # a retried job reuses a rank's finished answers
+    (tmp_path / "two" / "rank-0-of-2.jsonl").write_text("")
+    again = select.score_epoch(vjob, job_path, weights, tmp_path / "two", 2)
+    assert len(again) == len(two) - len(select.shard(vjob.load()[1], 0, 2)) * 12
+
+
+@pytest.mark.slow
+def test_a_retry_on_fewer_ranks_starts_afresh(
+    tiny_backbones, train_corpus, instrument, tmp_path, caplog
+):
+    """ZeRO-3 state from 2 CPU ranks, then a retry on 1: a log line and a clean run, no crash."""
+    from care.train.launch import launch
+
+    run = make_run(
+        tmp_path,
+        train_corpus,
+        tiny_backbones["llama"],
+        instrument,
+        deepspeed="workflow/deepspeed/zero3.json",
+        cpu_ranks=2,
+    )
+    *_, examples, _ = prepare(run)
+    plan = Plan.make(0, 2, 2, "torchrun")
+    job = stage_checkpoint_dir(run, examples, plan)
+    launch(plan, job, run.checkpoint_dir / "job.json")  # pauses after epoch 1
+    assert [c.epoch_end for c in checkpoints.full_states(run.checkpoint_dir)] == [1]
+    import dataclasses
+
+    caplog.set_level("INFO", logger="care.train")
+    retry = dataclasses.replace(run, hp={**run.hp, "cpu_ranks": 1})
+    record = finetune(retry)
+    assert "trained on 2 ranks (effective batch 16), this run has 1" in caplog.text
+    assert record["ranks"] == 1 and [e["epoch"] for e in record["epochs"]] == [1, 2]

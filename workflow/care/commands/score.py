@@ -1,0 +1,114 @@
+"""``care score``: score a transcript file with a fine-tuned model and print the result.
+
+For a person at a terminal, not for a rule: no fold, run or config section names needed.
+Decoding follows the config's ``inference`` section (``config.yaml`` when present), with
+``--scoring``, ``--batch-size``, ``--device`` and ``--max-new-tokens`` on top; the instrument
+is the config's, else the packaged WAI-SR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger("care.score")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score the sessions of a .jsonl file with a model directory; print a table",
+        description="Score every session of a transcript file with a fine-tuned model: print "
+        "a per-session table of predicted dimension scores and write the item predictions.",
+    )
+    p.add_argument("--model", required=True, help="a fine-tuned model directory "
+                   "(e.g. results/models/llama/rationale/fold1)")
+    p.add_argument("--sessions", required=True,
+                   help="sessions in the data contract (.jsonl); ratings, if any, are ignored")
+    p.add_argument("--out", help="predictions (.parquet or .csv); default: "
+                   "<sessions>.predictions.parquet beside the sessions file")
+    p.add_argument("--config", default="config.yaml",
+                   help="config whose inference section and instrument apply "
+                   "(default: config.yaml, if present)")
+    p.add_argument("--instrument", default=None,
+                   help="instrument file (default: the config's, else the packaged WAI-SR)")
+    p.add_argument("--variant", choices=["rationale", "score_only"],
+                   help="answer format the model was trained on (default: from the model's "
+                   "path .../<variant>/fold<k>, else rationale)")
+    p.add_argument("--scoring", choices=["generated", "expected"],
+                   help="the number the model wrote, or the mean over its label probabilities")
+    p.add_argument("--batch-size", type=int, help="prompts per forward pass")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--max-new-tokens", type=int, help="longest answer")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
+    p.set_defaults(func=run)
+
+
+def _config(path: str) -> dict:
+    from care.io import read_config
+
+    return read_config(path) if Path(path).is_file() else {}
+
+
+def _variant(args) -> str:
+    if args.variant:
+        return args.variant
+    parts = Path(args.model).resolve().parts
+    if len(parts) >= 2 and re.fullmatch(r"fold\d+", parts[-1]) and parts[-2] in (
+            "rationale", "score_only"):
+        return parts[-2]
+    return "rationale"
+
+
+def settings(args, config: dict) -> dict:
+    """The config's inference section with the command line's options on top."""
+    out = dict(config.get("inference", {}))
+    for key in ("scoring", "batch_size", "device"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    if args.max_new_tokens is not None:
+        out["max_new_tokens"] = args.max_new_tokens
+    out.setdefault("device", "auto")
+    return out
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from care.apply.predict import predict_corpus, session_scores
+    from care.backbone import check_causal_lm_dir
+    from care.commands.infer import build_scorer
+    from care.instrument import DEFAULT, load_instrument
+
+    config = _config(args.config)
+    instrument = load_instrument(args.instrument or config.get("instrument") or DEFAULT)
+    check_causal_lm_dir(args.model)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    variant = _variant(args)
+    scorer_args = argparse.Namespace(
+        backend="hf", model_path=args.model, api={}, variant=variant, prompt_variant=variant,
+        granularity=config.get("granularity", "item"),
+        max_length=int(config.get("max_length", 8192)), settings=settings(args, config),
+        gpus=0, cache=None,
+    )
+    sessions = Path(args.sessions)
+    out = Path(args.out) if args.out else sessions.with_suffix(".predictions.parquet")
+    frame = predict_corpus(sessions, instrument, out, model=Path(args.model).name,
+                           variant=variant, fold=0,
+                           make_scorer=lambda: build_scorer(scorer_args, instrument))
+    table = session_scores(frame, instrument)
+    labels = {d.id: d.label("en") for d in instrument.dimensions}
+    shown = table.rename(columns={"session_id": "session", "counselor_id": "counselor",
+                                  **labels})
+    with pd.option_context("display.width", 120, "display.max_rows", 200):
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="n/a"))
+    parsed = frame["parsed"].mean()
+    print(f"\n{len(table)} sessions, {len(frame)} item predictions ({100 * parsed:.0f}% parsed) "
+          f"on the {instrument.scale_min}–{instrument.scale_max} scale -> {out}\n"
+          "These are a model's predictions of the client's ratings, not the client's ratings.")
+    return 0

@@ -60,3 +60,12 @@ def test_the_readme_has_a_generated_block():
     with pytest.raises(CareInputError, match="no generated block"):
         parse_block("no markers here")
 
+
+
+def test_scorings_are_named_and_a_constant_prediction_is_not_called_unparsed():
+    frame = table2().assign(scoring="expected")
+    argmax = frame.iloc[[1]].assign(scoring="generated", goal_coverage=1.0)
+    block = render_block(pd.concat([frame, argmax], ignore_index=True), DIMS, LABELS)
+    assert "| CARE (llama) (expected) | .46 ± .12 |" in block
+    assert "| zs (expected) | no parsed answers |" in block  # no coverage: nothing parsed
+    assert "| zs (generated) | undefined (constant scores) |" in block  # scored, never varies

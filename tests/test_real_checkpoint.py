@@ -298,4 +298,4 @@ def test_a_gguf_backbone_runs_the_same_rules_as_any_checkpoint(tmp_path):
     rules = {r for r, _ in smol}
     assert rules >= {"import_backbone", "train", "infer_finetuned", "evaluation_metrics"}
     assert "--dtype bfloat16 --out results/backbones/smol " in proc.stdout
-    assert re.search(r"care .*train --backbone results/backbones/smol ", proc.stdout)
+    assert re.search(r"care .*train run --backbone results/backbones/smol ", proc.stdout)

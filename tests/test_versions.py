@@ -44,7 +44,7 @@ def test_installed_libraries_are_in_the_tested_ranges():
 
 def test_an_untested_transformers_stops_care_train_with_the_reason(monkeypatch, capsys):
     fake_versions(monkeypatch, transformers="4.46.0")
-    code = main(["train", "--backbone", "x", "--sessions", "x", "--folds", "x",
+    code = main(["train", "run", "--backbone", "x", "--sessions", "x", "--folds", "x",
                  "--instrument", "x", "--fold", "1", "--variant", "score_only",
                  "--max-length", "64", "--hp", "{}", "--checkpoints", "x", "--out", "x"])
     err = capsys.readouterr().err

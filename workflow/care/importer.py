@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from care.errors import CareInputError
-from care.io import atomic_open, read_yaml, write_jsonl
+from care.io import atomic_open, read_jsonl, read_yaml, write_jsonl
 from care.names import id_problem
 from care.sessions import SPEAKERS
 
@@ -265,14 +265,7 @@ def read_conversations(path: str | Path) -> list[Any]:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise CareInputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
-    records = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise CareInputError(path, f"malformed JSON: {exc.msg}", line=n) from None
-    return records
+    return read_jsonl(path)
 
 
 def read_table(path: str | Path):

@@ -94,6 +94,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """One JSON record a line (blank lines skipped, a BOM tolerated); a malformed line is a
+    CareInputError naming the file and line."""
+    from care.errors import CareInputError
+
+    records = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise CareInputError(path, f"malformed JSON: {exc.msg}", line=n) from None
+    return records
+
+
 def write_jsonl(path: str | os.PathLike, records: Any) -> None:
     with atomic_open(path) as f:
         for rec in records:

@@ -244,10 +244,9 @@ def _predictions(d: Path, inst: str) -> int:
     """Three runs of synthetic predictions on the folds (not a workflow stage: setup)."""
     import pandas as pd
 
-    from care.commands.rationales import read_jsonl
     from care.evaluate import synthetic
     from care.instrument import load_instrument
-    from care.io import write_table
+    from care.io import read_jsonl, write_table
 
     instrument = load_instrument(inst)
     sessions = read_jsonl(d / "sessions.jsonl")

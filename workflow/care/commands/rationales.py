@@ -9,11 +9,10 @@ stats           length and edit statistics per dimension (rationale_stats.csv)
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from care.commands import json_arg
+from care.io import read_jsonl
 
 log = logging.getLogger("care.rationales")
 
@@ -108,20 +107,6 @@ def draft(args) -> int:
     write_jsonl(args.out, records)
     log.info("wrote %d drafts to %s", len(records), args.out)
     return 0
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    from care.errors import CareInputError
-
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise CareInputError(path, f"malformed JSON: {exc.msg}", line=n) from None
-    return records
 
 
 def export(args) -> int:

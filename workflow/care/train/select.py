@@ -131,7 +131,7 @@ def score_epoch(
 
     Rank files already in ``work`` (a killed job's) are reused; the others are computed.
     """
-    from care.io import write_jsonl
+    from care.io import read_jsonl, write_jsonl
 
     work.mkdir(parents=True, exist_ok=True)
     files = [work / f"rank-{r}-of-{ranks}.jsonl" for r in range(ranks)]
@@ -142,11 +142,7 @@ def score_epoch(
         write_jsonl(files[0], rows)
     elif todo:
         run_ranks(job_path, weights, files, todo, env or dict(os.environ), job.device)
-    rows = []
-    for f in files:
-        with open(f, encoding="utf-8") as handle:
-            rows.extend(json.loads(line) for line in handle if line.strip())
-    return rows
+    return [row for f in files for row in read_jsonl(f)]
 
 
 def run_ranks(job_path, weights, files, todo, env, device) -> None:
@@ -276,12 +272,12 @@ def no_choice_message(scored: list[dict], max_new_tokens: int, max_cut_rate: flo
 
 def read_scores(checkpoint_dir: str | Path, key: str | None = None) -> list[dict[str, Any]]:
     """The epoch records in ``scores.jsonl`` (those of validation ``key`` if given)."""
+    from care.io import read_jsonl
+
     path = Path(checkpoint_dir) / SCORES
     if not path.is_file():
         return []
-    with open(path, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    return [r for r in records if key is None or r["validation_key"] == key]
+    return [r for r in read_jsonl(path) if key is None or r["validation_key"] == key]
 
 
 def append_score(checkpoint_dir: str | Path, record: dict[str, Any]) -> None:

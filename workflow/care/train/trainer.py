@@ -208,8 +208,9 @@ def progress_callback():
 
 
 def read_examples(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    from care.io import read_jsonl
+
+    return read_jsonl(path)
 
 
 def lifecycle_callback(job: dict[str, Any]):

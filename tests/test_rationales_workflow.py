@@ -12,6 +12,8 @@ import pytest
 from care.rationales.sheet import OUTPUT_COLUMNS
 from care.rationales.stats import STATS_COLUMNS
 
+from .conftest import TINY_CONFIG, run_snakemake
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -39,25 +41,26 @@ def snakemake(workdir: Path, *args: str):
     )
 
 
-def test_demo_rationales_from_scratch(tmp_path, instrument):
-    run = snakemake(tmp_path, "results/rationale_stats.csv")
-    assert run.returncode == 0, run.stderr[-3000:]
-    frame = pd.read_parquet(tmp_path / "results/rationales.parquet")
+def test_demo_rationales_from_scratch(tiny_finished, instrument):
+    """The rationale stages of the shared tiny run (conftest.tiny_finished, from scratch):
+    drafts, the simulated expert's sheet, the final rationales and their statistics."""
+    work = tiny_finished
+    frame = pd.read_parquet(work / "results/rationales.parquet")
     assert tuple(frame.columns) == OUTPUT_COLUMNS
-    sessions = pd.read_json(tmp_path / "results/demo/sessions.jsonl", lines=True)
+    sessions = pd.read_json(work / "results/demo/sessions.jsonl", lines=True)
     assert len(frame) == len(sessions) * len(instrument.item_ids)
     assert set(frame["editor_id"]) == {"demo-expert"}
     refs = pd.read_json(
-        tmp_path / "results/demo/reference_rationales.jsonl", lines=True, dtype={"item_id": str}
+        work / "results/demo/reference_rationales.jsonl", lines=True, dtype={"item_id": str}
     )
     merged = frame.merge(refs, on=["session_id", "item_id"])
     assert (merged["final"] == merged["rationale"]).all()  # the simulated expert's edits
-    stats = pd.read_csv(tmp_path / "results/rationale_stats.csv")
+    stats = pd.read_csv(work / "results/rationale_stats.csv")
     assert tuple(stats.columns) == STATS_COLUMNS
     assert stats["dimension"].tolist() == [*instrument.dimension_ids, "overall"]
-    assert "extractive drafts" in (tmp_path / "logs/rationales/draft.log").read_text()
+    assert "extractive drafts" in (work / "logs/rationales/draft.log").read_text()
     # nothing left to do on a rerun
-    again = snakemake(tmp_path, "-n", "results/rationale_stats.csv")
+    again = run_snakemake(work, "-n", "results/rationale_stats.csv", *TINY_CONFIG)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 

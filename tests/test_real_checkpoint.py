@@ -220,13 +220,14 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
     width and first layers): the claim is about the training, saving and reloading code,
     which a deeper stack of the same layers does not change; the full model's scores are
     tested above."""
-    smollm2 = smollm2_shallow
     from care import WORKFLOW_DIR
     from care.infer.hf import load_model
     from care.sft import build_examples
     from care.train.checkpoints import full_states, model_files
     from care.train.launch import Plan, launch
     from care.train.run import FineTune, stage_checkpoint_dir
+
+    smollm2 = smollm2_shallow
 
     tokenizer = load_tokenizer(smollm2)
     builder = ExampleBuilder(

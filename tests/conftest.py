@@ -10,6 +10,9 @@ from care.corpus import CorpusSpec, generate
 from care.instrument import load_instrument
 from care.io import write_jsonl
 
+# the training tests' corpus and tiny backbones: session fixtures, built once for every module
+from tests.train_fixtures import tiny_backbones, train_corpus  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 

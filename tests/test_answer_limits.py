@@ -17,11 +17,7 @@ from care.infer.run import predict_fold
 from care.sft import IGNORE, answer_token_limit
 from care.train.run import prepare, validation_settings
 
-from tests import train_fixtures
 from tests.test_train import make_run
-
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
 
 
 def test_auto_validation_budget_fits_every_training_answer(

@@ -18,9 +18,6 @@ from care.errors import CareInputError
 
 from tests import train_fixtures
 
-# shared fixtures (tests/train_fixtures.py)
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
 build_backbone = train_fixtures.build_backbone
 
 CONVERSATION = [

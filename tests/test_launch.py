@@ -12,11 +12,7 @@ from care.train.launch import Plan, launch
 from care.train.run import prepare, stage_checkpoint_dir
 from care.train.trainer import main as trainer_main
 
-from tests import train_fixtures
 from tests.test_train import make_run
-
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
 
 
 def test_deepspeed_command_names_the_visible_gpus(monkeypatch):

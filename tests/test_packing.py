@@ -9,12 +9,6 @@ from care.sft import IGNORE, ExampleBuilder, SFTStats, build_examples, training_
 from care.train.packing import SPLIT, PackedCollator, attention_inputs, register
 from care.train.trainer import Collator
 
-from tests import train_fixtures
-
-# shared fixtures (tests/train_fixtures.py)
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
-
 # float64 models; transformers' loss upcasts logits to float32, which bounds the agreement
 RTOL = 1e-5
 

@@ -25,12 +25,7 @@ from care.backbone import (
 from care.errors import CareInputError
 from care.sft import IGNORE, ExampleBuilder
 
-from tests import train_fixtures
-
 from .conftest import SMOLLM2 as SOURCE
-
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,6 @@ from care.sft import (
     split_sessions,
 )
 
-from tests import train_fixtures
-
-# shared fixtures (tests/train_fixtures.py)
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
-
 
 @pytest.fixture(scope="module")
 def sessions(train_corpus, instrument):

@@ -12,12 +12,6 @@ import pytest
 from care.train.launch import Plan, launch
 from care.train.run import FineTune, finetune, prepare, stage_checkpoint_dir
 
-from tests import train_fixtures
-
-# shared fixtures (tests/train_fixtures.py)
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
-
 HP = {
     "learning_rate": 5e-3,
     "lr_scheduler_type": "cosine",

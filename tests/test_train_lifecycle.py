@@ -16,11 +16,7 @@ from care.train import run as run_module
 from care.train.launch import Plan
 from care.train.run import finetune, prepare, stage_checkpoint_dir
 
-from tests import train_fixtures
 from tests.test_train import make_run
-
-train_corpus = train_fixtures.train_corpus
-tiny_backbones = train_fixtures.tiny_backbones
 
 
 class Trained(Exception):

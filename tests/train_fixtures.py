@@ -1,6 +1,8 @@
 """Fixtures shared by the backbone, SFT and training tests: a tiny corpus, folds, backbones.
 
-Imported by ``tests/test_backbone*.py``, ``test_sft*.py`` and ``test_train*.py``.
+``train_corpus`` and ``tiny_backbones`` are registered by tests/conftest.py, so they are built
+once per session; a module that assigns them again (``train_corpus =
+train_fixtures.train_corpus``) would build its own copies.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ log = logging.getLogger("care.backbone")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "backbone", help="build a tiny backbone, import a GGUF checkpoint or check a model dir"
+        "train backbone",
+        help="build a tiny backbone, import a GGUF checkpoint or check a model dir",
     )
     sub = parser.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
 

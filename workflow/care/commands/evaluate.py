@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from care.cli_options import Section
 from care.commands import json_arg
 
 log = logging.getLogger("care.evaluate")
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--expert", required=True, help="rationales.parquet (column 'final')")
     p.add_argument("--sessions-table", required=True, help="sessions.tsv (for languages)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    Section("evaluation.text_metrics", "--spec").add_to(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads for BERTScore")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_text_metrics)
@@ -52,7 +53,7 @@ def register(subparsers) -> None:
         p.add_argument("--scores", nargs="+", required=True)
         p.add_argument("--folds", required=True, help="folds.tsv (session_id, client_id, fold)")
         p.add_argument("--instrument", required=True)
-        p.add_argument("--bootstrap", type=json_arg, default={}, help="evaluation.bootstrap")
+        Section("evaluation.bootstrap", "--bootstrap").add_to(p)
         p.add_argument("--seed", type=int, default=123)
         p.add_argument(
             "--headline-scoring",
@@ -83,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--instrument", required=True)
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    Section("evaluation.text_metrics", "--spec").add_to(p)
     p.add_argument("--selection", default="unknown", help="checkpoint selection of the runs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table3)
@@ -94,7 +95,7 @@ def register(subparsers) -> None:
     source.add_argument("--predictions", nargs="+", help="generated rationales instead")
     p.add_argument("--sessions-table", required=True, help="sessions.tsv (for the language)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.log_odds (JSON)")
+    Section("evaluation.log_odds", "--spec").add_to(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table5)
 
@@ -118,7 +119,7 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", nargs="+", required=True)
     p.add_argument("--sessions", required=True, help="sessions.jsonl (the dialogues)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.human_eval (JSON)")
+    Section("evaluation.human_eval", "--spec", exclude=("sheets",)).add_to(p)
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--out", required=True, help=".xlsx")
     p.set_defaults(func=_human_export)
@@ -127,7 +128,7 @@ def register(subparsers) -> None:
     p.add_argument("--sheets", nargs="+", required=True, help="filled copies (.xlsx or .csv)")
     p.add_argument("--key", required=True, help="the exported sheet (checks row ids)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.human_eval (JSON)")
+    Section("evaluation.human_eval", "--spec", exclude=("sheets",)).add_to(p)
     p.add_argument("--ratings", help="output: all ratings, long CSV")
     p.add_argument("--out", required=True, help="summary CSV")
     p.set_defaults(func=_human_import)

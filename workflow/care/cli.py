@@ -131,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     stages = Stages(sub)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(stages)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Each command knows its full name (``care data validate``) for its error lines."""
+    for sub in _subcommands(parser).values():
+        sub.set_defaults(command_name=sub.prog)
+        _name_commands(sub)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CareInputError as exc:
         for line in str(exc).splitlines():
-            print(f"care {args.command}: error: {line}", file=sys.stderr)
+            print(f"{args.command_name}: error: {line}", file=sys.stderr)
         return 2
     except VersionError as exc:
-        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{args.command_name}: error: {exc}", file=sys.stderr)
         return 3
     finally:
         if args.timing_file:

@@ -224,7 +224,7 @@ def run_report_session(args) -> int:
     notice = _notice(args, predictions, instrument, _language(sessions))
     if args.session_id:
         if not args.out:
-            raise SystemExit("care report-session: --session-id needs --out")
+            raise SystemExit("care apply report-session: --session-id needs --out")
         session = next((s for s in sessions if s.session_id == args.session_id), None)
         if session is None:
             raise CareInputError(args.corpus, f"no session {args.session_id!r}",
@@ -236,7 +236,7 @@ def run_report_session(args) -> int:
                               highest=int(args.select.get("highest", 0)),
                               ids=list(args.select.get("ids") or []))
     else:
-        raise SystemExit("care report-session: give --session-id/--out or --select/--out-dir")
+        raise SystemExit("care apply report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))
     if args.example:
         from care.io import atomic_open

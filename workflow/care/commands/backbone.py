@@ -1,4 +1,4 @@
-"""``care backbone tiny|import|check``: build a tiny demo backbone, import a GGUF checkpoint
+"""``care train backbone tiny|import|check``: build a tiny demo backbone, import a GGUF checkpoint
 into a Hugging Face directory, or inspect a model directory."""
 
 from __future__ import annotations

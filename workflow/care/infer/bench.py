@@ -142,7 +142,7 @@ def _tokenizer_texts(sessions, instrument):
 
 
 def _random(args, sessions, device: str | None = None):
-    """A random model and a tokenizer trained on the sessions, as ``care backbone tiny``
+    """A random model and a tokenizer trained on the sessions, as ``care train backbone tiny``
     builds them (nothing downloaded)."""
     import torch
 

@@ -403,8 +403,8 @@ def test_cli_table8_unknown_label_writes_nothing(tmp_path, corpus):
     pred = tmp_path / "p.parquet"
     corpus["predictions"].to_parquet(pred)
     out = tmp_path / "table8.csv"
-    done = care("apply", "table8", "--predictions", pred, "--corpus", path, "--instrument", INSTRUMENT,
-                "--patterns", json.dumps(TAXONOMY), "--out", out)
+    done = care("apply", "table8", "--predictions", pred, "--corpus", path,
+                "--instrument", INSTRUMENT, "--patterns", json.dumps(TAXONOMY), "--out", out)
     assert done.returncode == 2
     assert f"{path}:3: field 'turns.0.strategy'" in done.stderr and "telepathy" in done.stderr
     assert not list(tmp_path.glob("table8*"))

@@ -3,7 +3,7 @@
 Layout (``results/checkpoints/{backbone}/{variant}/fold{k}/``, outside the rule's outputs, so
 a retried job finds it)::
 
-    .lock                 held (flock) by the ``care train run`` working here; names its PID and host
+    .lock                 held (flock) by the ``care train run`` working here; names PID, host
     job.json              the training job; its fingerprint keys everything below
     train.jsonl           the SFT examples
     checkpoint-{step}/    a Trainer checkpoint: HF weights + optimizer, scheduler, RNG state

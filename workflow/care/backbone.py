@@ -3,9 +3,9 @@
 ``care train backbone tiny --arch llama|qwen2`` builds a ``LlamaForCausalLM`` or
 ``Qwen2ForCausalLM`` of a few hundred thousand parameters with a byte-level BPE tokenizer
 trained on a corpus (the dialogue turns, the rendered prompt templates, the instrument's
-wording and any extra text files). The demo trains it on the unlabeled corpus and its rationales: one tokenizer
-serves all five folds, so it must see no labeled session, whichever fold tests it. The
-tokenizer carries the special tokens and the chat template of its family, so prompts render
+wording and any extra text files). The demo trains it on the unlabeled corpus and its
+rationales: one tokenizer serves all five folds, so it must see no labeled session, whichever
+fold tests it. The tokenizer carries the special tokens and the chat template of its family, so prompts render
 exactly as with the real checkpoints:
 
 - Llama 3: ``<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``

@@ -5,8 +5,8 @@
 trained on a corpus (the dialogue turns, the rendered prompt templates, the instrument's
 wording and any extra text files). The demo trains it on the unlabeled corpus and its
 rationales: one tokenizer serves all five folds, so it must see no labeled session, whichever
-fold tests it. The tokenizer carries the special tokens and the chat template of its family, so prompts render
-exactly as with the real checkpoints:
+fold tests it. The tokenizer carries the special tokens and the chat template of its family,
+so prompts render exactly as with the real checkpoints:
 
 - Llama 3: ``<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``
 - Qwen2: ``<|im_start|>{role}\\n{content}<|im_end|>\\n``

@@ -48,6 +48,7 @@ commands, by stage (rule names in brackets):
   care provenance, care readme, care bench, care cache-check
 
 `care <command> --help` describes each. --instrument defaults to the packaged WAI-SR.
+A config section comes whole (--hp training.yaml) and/or key by key (--learning-rate 1e-5).
 """
 # Stage groups that no module creates.
 GROUPS = {

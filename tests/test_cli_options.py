@@ -157,3 +157,12 @@ def test_every_rules_section_argument_passes_through_unchanged(tmp_path):
                        "evaluation.text_metrics", "evaluation.log_odds", "evaluation.human_eval",
                        "application", "application.digest", "application.patterns",
                        "application.report_sessions"}
+
+
+def test_care_score_starts_from_the_config_files_inference_section(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("inference: {batch_size: 4, scoring: generated, threads: 2}\n")
+    args = parse_args(["score", "--model", "m", "--sessions", "s.jsonl", "--config", str(config),
+                       "--scoring", "expected"])
+    assert args.settings == {"batch_size": 4, "scoring": "expected", "max_new_tokens": "auto",
+                             "mode": "generate"}  # the job key (threads) is the command's own

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from care.commands import json_arg
@@ -184,7 +185,9 @@ class Section:
     or keys another option of the command sets); they are not required and get no default,
     but a whole-section argument may still carry them. ``include``: only these keys.
     ``extra``: keys the command's section adds from elsewhere in the config, by schema path
-    (``{"threshold": "application.low_alliance_threshold"}``).
+    (``{"threshold": "application.low_alliance_threshold"}``). ``base``: where the section
+    comes from when the whole-section argument is not given (``care score``: the section of
+    a config file), as a function of the parsed arguments.
     """
 
     path: str
@@ -192,6 +195,7 @@ class Section:
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    base: Callable[[argparse.Namespace], dict] | None = None
     options: list[Option] = field(default_factory=list)
     parser: argparse.ArgumentParser | None = None
 
@@ -244,7 +248,7 @@ class Section:
         """Merge the options over the whole section, fill defaults, validate; set ``args``."""
         base = getattr(args, self.dest)
         if base is None:
-            base = {}
+            base = self.base(args) if self.base else {}
         if not isinstance(base, dict):
             self._fail(f"argument {self.arg}: expected the `{self.path}` section (a mapping), "
                        f"got {type(base).__name__}")

@@ -63,9 +63,10 @@ def register(subparsers) -> None:
 NOT_SETTINGS = ("backend", "threads", "gpus", "mem_mb", "runtime")
 
 
-def inference_section(parser: argparse.ArgumentParser) -> None:
-    """``--settings`` (the inference section) and its options (``--batch-size 8``, ...)."""
-    Section("inference", "--settings", exclude=NOT_SETTINGS).add_to(
+def inference_section(parser: argparse.ArgumentParser, base=None) -> None:
+    """``--settings`` (the inference section) and its options (``--batch-size 8``, ...);
+    ``base``: the section when --settings is not given (:class:`care.cli_options.Section`)."""
+    Section("inference", "--settings", exclude=NOT_SETTINGS, base=base).add_to(
         parser, "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in "
         "the file form.")
 

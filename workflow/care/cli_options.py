@@ -46,10 +46,11 @@ def _deref(node: dict) -> dict:
 
 
 def _at(path: str) -> dict:
-    """The schema node of a dotted config path (``evaluation.text_metrics``)."""
+    """The schema node of a dotted config path (``evaluation.text_metrics``; ``*``: any name,
+    ``backbones.*.tiny``)."""
     node = _root()
     for key in path.split("."):
-        node = _deref(node["properties"][key])
+        node = _deref(node["additionalProperties"] if key == "*" else node["properties"][key])
     return node
 
 
@@ -219,13 +220,14 @@ class Section:
     def add_to(self, parser: argparse.ArgumentParser, help: str = "") -> Section:
         self.parser = parser
         parser.formatter_class = ShortUsage
+        name = self.path.replace("*", "<name>")
         group = parser.add_argument_group(
-            f"{self.path} options",
-            f"The config's `{self.path}` section: give it whole with {self.arg} (a YAML/JSON "
+            f"{name} options",
+            f"The config's `{name}` section: give it whole with {self.arg} (a YAML/JSON "
             "file, or a JSON string), or key by key with the options below, which override "
             f"its keys.{' ' + help if help else ''}")
         group.add_argument(self.arg, type=json_arg, default=None, metavar="FILE|JSON",
-                           help=f"the `{self.path}` section as a whole")
+                           help=f"the `{name}` section as a whole")
         props = self.schema()["properties"]
         for key, node in props.items():
             if key not in self.exclude:
@@ -285,8 +287,8 @@ class Section:
             key = (*key, missing)
             option = next((o.flag for o in self.options if o.key == key), None)
             where = f"{option} or " if option else ""
-            self._fail(f"{self.path}.{'.'.join(key)} is required: give {where}"
-                       f"{'.'.join(key)} in {self.arg}")
+            name = f"{self.path.replace('*', '<name>')}.{'.'.join(key)}"
+            self._fail(f"{name} is required: give {where}{'.'.join(key)} in {self.arg}")
         where = given.get(key) or self.arg + (f" (key {'.'.join(key)})" if key else "")
         self._fail(f"argument {where}: {error.message}")
 

@@ -81,6 +81,10 @@ def test_options_alone_make_the_section_with_the_schemas_defaults():
     corpus = parse_args(["data", "demo-corpus", "--sessions", "s", "--references", "r",
                          "--sessions-per-client", "2", "3"]).spec
     assert corpus == {"sessions_per_client": [2, 3]}
+    table5 = ["evaluate", "table5", "--expert", "r.parquet", "--sessions-table", "s.tsv",
+              "--out", "t5.csv"]
+    assert parse_args([*table5, "--stopwords", "english"]).spec["stopwords"] == "english"
+    assert parse_args([*table5, "--stopwords", "um", "uh"]).spec["stopwords"] == ["um", "uh"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -68,19 +68,48 @@ def model_dir(tmp_path_factory, texts):
     return path
 
 
-def scorer(model, tok, instrument, **kw):
+def settings(**kw):
+    """Inference settings of the tests (a small answer budget, a small batch)."""
+    from care.infer.settings import InferenceSettings
+
+    base = dict(
+        variant="rationale", granularity="item", max_length=1024, max_new_tokens=6, batch_size=12
+    )
+    return InferenceSettings(**{**base, **kw})
+
+
+def scorer(model, tok, instrument, cache=None, fingerprint=None, **kw):
     from care.infer.hf import HFScorer
 
-    args = dict(
-        instrument=instrument,
-        variant="rationale",
-        granularity="item",
-        max_length=1024,
-        max_new_tokens=6,
-        batch_size=12,
+    return HFScorer(
+        model, tok, settings(**kw), instrument=instrument, cache=cache, fingerprint=fingerprint
     )
-    args.update(kw)
-    return HFScorer(model, tok, **args)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_from_the_config_section_refuse_unknown_keys_and_fill_defaults():
+    from care.errors import CareInputError
+    from care.infer.settings import InferenceSettings, section_schema
+
+    run = dict(variant="score_only", granularity="item", max_length=512)
+    got = InferenceSettings.from_config(
+        {"max_new_tokens": {"score_only": 9}, "backend": "hf", "threads": 2}, **run
+    )
+    assert got.max_new_tokens == 9 and got.mode == "generate" and got.batch_size == 48
+    assert InferenceSettings.from_config({}, **run).max_new_tokens == "auto"
+    # the schema's defaults are the dataclass's: the two cannot disagree
+    defaults = {k: v["default"] for k, v in section_schema()["properties"].items()
+                if "default" in v}
+    assert defaults and all(getattr(got.replace(max_new_tokens="auto"), k) == v
+                            for k, v in defaults.items())
+    with pytest.raises(CareInputError, match="--settings: field 'batchsize'.*unknown"):
+        InferenceSettings.from_config({"batchsize": 4}, source="--settings", **run)
+    with pytest.raises(CareInputError, match="field 'batch_size'"):
+        InferenceSettings.from_config({"batch_size": 0}, **run)
+    with pytest.raises(CareInputError, match="score_only"):
+        InferenceSettings.from_config({"mode": "label_probs"}, **{**run, "variant": "rationale"})
 
 
 # --------------------------------------------------------------------------- parser
@@ -340,12 +369,8 @@ def test_vllm_engine_arguments(model_dir, instrument):
 
     sc = VLLMScorer(
         str(model_dir),
+        settings(variant="score_only", max_length=2048, max_new_tokens=8, tensor_parallel_size=2),
         instrument=instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=2048,
-        max_new_tokens=8,
-        tensor_parallel_size=2,
         llm=object(),
     )
     args = sc.engine_args()
@@ -358,6 +383,7 @@ def test_vllm_engine_arguments(model_dir, instrument):
 
 def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path, monkeypatch):
     from care.infer.api import APIScorer
+    from care.llm.openai_chat import OpenAIChat
 
     from tests.stub_server import StubServer
 
@@ -368,15 +394,11 @@ def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path, mon
         return "Rationale: the client felt heard (turn 2).\nScore: 4"
 
     def scorer(server):
+        entry = {"model": "stub-model", "base_url": server.base_url, "api_key_env": None}
         return APIScorer(
-            "stub-model",
+            OpenAIChat.from_config(entry, section="baselines.zero_shot", cache_dir=None),
+            settings(max_length=4096, max_new_tokens=64, batch_size=48),
             instrument=instrument,
-            variant="rationale",
-            granularity="item",
-            max_length=4096,
-            max_new_tokens=64,
-            base_url=server.base_url,
-            api_key_env=None,
             cache=tmp_path / "answers.sqlite",
         )
 
@@ -458,11 +480,8 @@ def test_vllm_outputs_become_answers_with_label_probabilities(model_dir, instrum
 
     sc = VLLMScorer(
         str(model_dir),
+        settings(variant="score_only", max_new_tokens=8),
         instrument=instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=1024,
-        max_new_tokens=8,
         llm=object(),
     )
     tok = sc.tokenizer

@@ -301,17 +301,27 @@ class EpochLoop:
         self.vjob.write(self.dir / "validation.json")
 
     def run(self) -> None:
-        while True:
-            checkpoints.drop_incomplete(self.dir)
-            trained = self.trained_epochs()
-            if not self.consistent(trained):
-                continue
-            for epoch in range(1, trained + 1):
-                if epoch not in self.scored():
-                    self.score(epoch)
-            if trained >= self.epochs:
-                return
-            self.train()
+        with self.progress() as shown:
+            while True:
+                checkpoints.drop_incomplete(self.dir)
+                trained = self.trained_epochs()
+                if not self.consistent(trained):
+                    shown.reset(total=self.epochs)  # started afresh: nothing scored
+                    continue
+                for epoch in range(1, trained + 1):
+                    if epoch not in self.scored():
+                        self.score(epoch)
+                        shown.update()
+                if trained >= self.epochs:
+                    return
+                self.train()
+
+    def progress(self):
+        """Epochs scored of all, with ETA (training between them included), in the job log."""
+        from care.progress import bar
+
+        done = len([e for e in self.scored() if e <= self.epochs])
+        return bar(total=self.epochs, initial=done, desc="selection", unit="epoch")
 
     def scored(self) -> dict[int, dict[str, Any]]:
         return {r["epoch"]: r for r in select.read_scores(self.dir, self.vjob.key)}

@@ -36,8 +36,9 @@ DEFAULT_CACHE = Path("results/cache/llm")
 # Their DEBUG records carry request bodies (transcripts) and per-request noise.
 CHATTY_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2")
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-#: An endpoint's config keys besides ``model`` and the opt-in (:meth:`OpenAIChat.from_config`).
-CONFIG_KEYS = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout_s")
+#: An endpoint's config keys besides ``model`` and the opt-in (:meth:`OpenAIChat.from_config`);
+#: ``backoff_s`` is no config key, but tests shorten the retries' waits with it.
+CONFIG_KEYS = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_s")
 
 
 class EndpointError(CareInputError):

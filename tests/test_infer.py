@@ -19,7 +19,7 @@ from care.infer.labels import (
     read_probs,
 )
 from care.infer.run import coverage_path, predict_fold, write_predictions
-from care.prompts import format_target, parse_output, score_offsets
+from care.prompts import format_target
 from care.sessions import iter_sessions
 from scipy import stats
 
@@ -112,46 +112,6 @@ def test_settings_from_the_config_section_refuse_unknown_keys_and_fill_defaults(
         InferenceSettings.from_config({"mode": "label_probs"}, **{**run, "variant": "rationale"})
 
 
-# --------------------------------------------------------------------------- parser
-
-
-@pytest.mark.parametrize(
-    "text, score, rationale",
-    [
-        ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
-        (
-            "Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
-            5.0,
-            "they agreed (turn 2).",
-        ),
-        ("**Score**: 3", 3.0, None),
-        ("Rationale: no score given", None, "no score given"),
-        ("Score: 9", None, None),
-    ],
-)
-def test_parser_cases(instrument, text, score, rationale):
-    got = parse_output(text, ["4"], instrument)["4"]
-    assert got.score == score
-    assert got.ok is (score is not None)
-    if rationale is not None:
-        assert got.rationale == rationale
-    if score is None:
-        assert got.error
-
-
-def test_multi_item_parse_and_score_offsets(instrument):
-    items = ("4", "6", "8")
-    answered = ("4", "6")  # the third block is missing
-    text = "Here you go.\n" + format_target(
-        answered, {"4": 2, "6": 5}, {i: "x (turn 1)." for i in answered}, "rationale", "en"
-    )
-    parsed = parse_output(text, items, instrument)
-    assert [parsed[i].score for i in items] == [2.0, 5.0, None]
-    offsets = score_offsets(text, items)
-    assert sorted(offsets) == ["4", "6"]
-    assert text[offsets["4"]] == "2" and text[offsets["6"]] == "5"
-
-
 # --------------------------------------------------------------------------- probabilities
 
 
@@ -233,21 +193,18 @@ def folds_tsv(tmp_path_factory, sessions):
     return path
 
 
+def predict(scorer, corpus, folds_tsv, fold, out) -> dict:
+    """Model "m", variant rationale: one fold of the corpus predicted to ``out``."""
+    return predict_fold(scorer, sessions_path=corpus[0], instrument=scorer.instrument,
+                        folds_path=folds_tsv, fold=fold, model="m", variant="rationale", out=out)
+
+
 def test_two_runs_give_identical_parquet_bytes(tiny, instrument, small_corpus, folds_tsv, tmp_path):
     model, tok = tiny
     paths = []
     for run in range(2):
         out = tmp_path / f"run{run}" / "fold1.parquet"
-        predict_fold(
-            scorer(model, tok, instrument),
-            sessions_path=small_corpus[0],
-            instrument=instrument,
-            folds_path=folds_tsv,
-            fold=1,
-            model="m",
-            variant="rationale",
-            out=out,
-        )
+        predict(scorer(model, tok, instrument), small_corpus, folds_tsv, 1, out)
         paths.append(out)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     frame = pd.read_parquet(paths[0])
@@ -282,42 +239,15 @@ def test_killed_run_resumes_without_redoing_finished_items(
 
     first.generate_group = dying
     with pytest.raises(Interrupted):
-        predict_fold(
-            first,
-            sessions_path=small_corpus[0],
-            instrument=instrument,
-            folds_path=folds_tsv,
-            fold=2,
-            model="m",
-            variant="rationale",
-            out=out,
-        )
+        predict(first, small_corpus, folds_tsv, 2, out)
     assert not out.exists()
     done = calls[0]
     second = scorer(model, tok, instrument, cache=cache, fingerprint="fp")
-    summary = predict_fold(
-        second,
-        sessions_path=small_corpus[0],
-        instrument=instrument,
-        folds_path=folds_tsv,
-        fold=2,
-        model="m",
-        variant="rationale",
-        out=out,
-    )
+    summary = predict(second, small_corpus, folds_tsv, 2, out)
     assert summary["answers"]["cached"] == done
     assert summary["answers"]["generated"] == summary["rows"] - done
     fresh = tmp_path / "fresh.parquet"
-    predict_fold(
-        scorer(model, tok, instrument),
-        sessions_path=small_corpus[0],
-        instrument=instrument,
-        folds_path=folds_tsv,
-        fold=2,
-        model="m",
-        variant="rationale",
-        out=fresh,
-    )
+    predict(scorer(model, tok, instrument), small_corpus, folds_tsv, 2, fresh)
     assert fresh.read_bytes() == out.read_bytes()
     assert coverage_path(fresh).read_bytes() == coverage_path(out).read_bytes()
 

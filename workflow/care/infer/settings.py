@@ -88,9 +88,7 @@ class InferenceSettings:
         _check(dict(section), schema, source)
         values = _defaults(schema)
         values.update((k, v) for k, v in section.items() if k not in JOB_KEYS)
-        budget = values.get("max_new_tokens")
-        if isinstance(budget, Mapping):
-            values["max_new_tokens"] = budget.get(run.get("variant"), "auto")
+        values["max_new_tokens"] = answer_budget(values, run.get("variant"))
         try:
             return cls(**values, **run)
         except ValueError as exc:  # a combination the schema cannot refuse
@@ -106,6 +104,14 @@ class InferenceSettings:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def answer_budget(section: Mapping[str, Any], variant: str | None) -> int | str:
+    """The section's ``max_new_tokens`` for answer format ``variant`` (it may give one per
+    format): tokens, or ``auto`` (the default)."""
+    value = section.get("max_new_tokens", "auto")
+    value = value.get(variant, "auto") if isinstance(value, Mapping) else value
+    return value if value == "auto" else int(value)
 
 
 @lru_cache(maxsize=1)

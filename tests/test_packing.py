@@ -107,6 +107,40 @@ def test_a_packed_row_holds_the_prefix_once(tiny_backbones, instrument, sessions
     assert stats.as_dict()["row_tokens"] < stats.tokens / 2
 
 
+def test_units_per_row_deals_a_session_into_rows(
+    tiny_backbones, instrument, sessions, train_corpus
+):
+    """Each session's items are dealt over rows of at most N; every example in exactly one."""
+    import torch
+    from care.backbone import load_causal_lm
+
+    path = tiny_backbones["llama"]
+    tok = load_tokenizer(path)
+    examples, stats = make_examples(
+        tok, load_end_of_turn_ids(path, tok), instrument, sessions[:2], rationales_of(train_corpus)
+    )
+    rows = training_rows(examples, stats, "shared_prefix", units_per_row=5, seed=7)
+    n_items = len(instrument.item_ids)
+    per_session = -(-n_items // 5)
+    assert len(rows) == 2 * per_session and stats.as_dict()["rows"] == len(rows)
+    for sid in (sessions[0].session_id, sessions[1].session_id):
+        mine = [r for r in rows if r.session_id == sid]
+        dealt = sorted(i for r in mine for i in r.items)
+        assert dealt == sorted(instrument.item_ids)  # each item once
+        assert max(len(r.items) for r in mine) - min(len(r.items) for r in mine) <= 1
+    # seeded: the same seed deals the same rows, another seed (almost surely) others
+    again = training_rows(examples, SFTStats(), "shared_prefix", units_per_row=5, seed=7)
+    other = training_rows(examples, SFTStats(), "shared_prefix", units_per_row=5, seed=8)
+    assert [r.items for r in again] == [r.items for r in rows]
+    assert [r.items for r in other] != [r.items for r in rows]
+    # the prefix is paid once per row: more tokens than one row per session, fewer than none
+    whole = training_rows(examples, SFTStats(), "shared_prefix")
+    assert sum(len(r.input_ids) for r in whole) < stats.as_dict()["row_tokens"] < stats.tokens
+    # and the dealt rows still give the unpacked examples' loss and gradients
+    model = load_causal_lm(path, dtype=torch.float64)
+    assert_same(model, examples, rows, SPLIT, True, rtol=RTOL)
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("implementation", [SPLIT, "sdpa", "eager"])
 @pytest.mark.parametrize("logits_only", [True, False])

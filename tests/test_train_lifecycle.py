@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from care.errors import CareInputError
@@ -212,10 +211,8 @@ def test_scoring_over_two_ranks_matches_one(finished, tmp_path):
     vjob = select.ValidationJob.read(finished.checkpoint_dir / "validation.json")
     weights = checkpoints.epoch_weights(finished.checkpoint_dir)[2]
     job_path = finished.checkpoint_dir / "validation.json"
-    started = time.perf_counter()
     one = select.score_epoch(vjob, job_path, weights, tmp_path / "one", 1)
     two = select.score_epoch(vjob, job_path, weights, tmp_path / "two", 2)
-    assert time.perf_counter() - started < 600
     assert sorted((tmp_path / "two").iterdir()) == [
         tmp_path / "two" / "rank-0-of-2.jsonl",
         tmp_path / "two" / "rank-1-of-2.jsonl",

@@ -2,7 +2,8 @@
 
 A unit is one item, one dimension's items or the whole session (``granularity``; see
 :func:`care.prompts.units`). The prompt is :func:`care.prompts.build_messages` (system
-message, then the dialogue, then the item(s) and the instruction) and the target is
+message, then the dialogue, the instruction and the answer format, and last the item(s):
+everything before the item is shared by a session's examples) and the target is
 :func:`care.prompts.format_target`: the rationale then the score (``rationale``) or the
 score alone (``score_only``), the same format inference parses.
 
@@ -26,11 +27,15 @@ question, answer and end-of-turn) as a *branch*: ``[prefix][branch 1][branch 2].
 trainer (:mod:`care.train.packing`) lets each branch attend to the prefix and to itself only
 and restarts its position ids where the prefix ends, so every answer token sees exactly the
 context and positions of its unpacked example: the same loss, for far fewer tokens.
+``training.units_per_row`` caps the branches of a row: a session's units are then dealt into
+several rows (a seeded shuffle per session), so a batch of rows spans more sessions (more
+varied gradients per step) at the price of repeating the prefix once per row.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,20 +81,32 @@ def target_token_lengths(count_tokens, instrument, sessions, rationales, variant
 
 
 @dataclass(frozen=True)
-class Example:
+class Row:
+    """A training row: token ids and labels for some of one session's items."""
+
     session_id: str
     items: tuple[str, ...]
     input_ids: list[int]
     labels: list[int]
-    prompt_tokens: int
 
     def to_record(self) -> dict:
+        """The row as the JSON-lines record the trainer reads (tuples become lists)."""
         return {
-            "session_id": self.session_id,
-            "items": list(self.items),
-            "input_ids": self.input_ids,
-            "labels": self.labels,
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in vars(self).items()
+            if name not in self.internal_fields
         }
+
+    internal_fields = ()
+
+
+@dataclass(frozen=True)
+class Example(Row):
+    """One (session, unit) example; ``prompt_tokens`` ids precede the answer."""
+
+    prompt_tokens: int
+
+    internal_fields = ("prompt_tokens",)
 
 
 @dataclass
@@ -314,28 +331,14 @@ def build_examples(
 
 
 @dataclass(frozen=True)
-class PackedSession:
+class PackedSession(Row):
     """One training row: a session's shared prompt prefix once, then each example's rest.
 
     ``branches`` are the lengths of the branches after the ``prefix_len`` prefix tokens.
     """
 
-    session_id: str
-    items: tuple[str, ...]
-    input_ids: list[int]
-    labels: list[int]
     prefix_len: int
     branches: tuple[int, ...]
-
-    def to_record(self) -> dict:
-        return {
-            "session_id": self.session_id,
-            "items": list(self.items),
-            "input_ids": self.input_ids,
-            "labels": self.labels,
-            "prefix_len": self.prefix_len,
-            "branches": list(self.branches),
-        }
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -374,12 +377,38 @@ def pack_session(examples: Sequence[Example]) -> PackedSession:
     )
 
 
-def pack_shared_prefix(examples: Sequence[Example], stats: SFTStats) -> list[PackedSession]:
-    """One packed row per session (in first-seen order); the row counts go into ``stats``."""
+def deal_units(
+    examples: Sequence[Example], units_per_row: int | None, seed: int
+) -> list[list[Example]]:
+    """One session's examples dealt into rows of at most ``units_per_row`` (None: one row).
+
+    The examples are shuffled with a seed derived from ``seed`` and the session, then dealt
+    round-robin, so rows differ by at most one example and mix the instrument's dimensions;
+    within a row they keep their original order.
+    """
+    if units_per_row is None or len(examples) <= units_per_row:
+        return [list(examples)]
+    n_rows = math.ceil(len(examples) / units_per_row)
+    order = list(range(len(examples)))
+    random.Random(f"{seed}:{examples[0].session_id}").shuffle(order)
+    return [[examples[i] for i in sorted(order[r::n_rows])] for r in range(n_rows)]
+
+
+def pack_shared_prefix(
+    examples: Sequence[Example],
+    stats: SFTStats,
+    units_per_row: int | None = None,
+    seed: int = 0,
+) -> list[PackedSession]:
+    """Packed rows per session (sessions in first-seen order); the counts go into ``stats``."""
     by_session: dict[str, list[Example]] = {}
     for e in examples:
         by_session.setdefault(e.session_id, []).append(e)
-    rows = [pack_session(group) for group in by_session.values()]
+    rows = [
+        pack_session(part)
+        for group in by_session.values()
+        for part in deal_units(group, units_per_row, seed)
+    ]
     stats.packed_rows = len(rows)
     stats.packed_tokens = sum(len(r.input_ids) for r in rows)
     stats.packed_max_tokens = max((len(r.input_ids) for r in rows), default=0)
@@ -387,14 +416,18 @@ def pack_shared_prefix(examples: Sequence[Example], stats: SFTStats) -> list[Pac
 
 
 def training_rows(
-    examples: Sequence[Example], stats: SFTStats, packing: str
+    examples: Sequence[Example],
+    stats: SFTStats,
+    packing: str,
+    units_per_row: int | None = None,
+    seed: int = 0,
 ) -> list[Example] | list[PackedSession]:
-    """The rows one epoch trains on: the examples themselves or one packed row per session."""
+    """The rows one epoch trains on: the examples themselves or packed rows per session."""
     if packing not in PACKINGS:
         raise ValueError(f"unknown training.packing {packing!r}; expected one of {PACKINGS}")
     if packing == "none":
         return list(examples)
-    return pack_shared_prefix(examples, stats)
+    return pack_shared_prefix(examples, stats, units_per_row, seed)
 
 
 # --------------------------------------------------------------------------- inputs

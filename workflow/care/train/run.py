@@ -118,7 +118,13 @@ def prepare(run: FineTune):
             raise ValueError("the rationale variant needs --rationales")
         rationales = load_rationales(run.rationales)
     examples, stats = build_examples(builder, train, rationales)
-    rows = training_rows(examples, stats, run.hp.get("packing", "none"))
+    rows = training_rows(
+        examples,
+        stats,
+        run.hp.get("packing", "none"),
+        run.hp.get("units_per_row"),
+        seed=run.hp.get("seed", 123),
+    )
     return instrument, train, val, rows, stats
 
 

@@ -273,11 +273,9 @@ def test_packed_training_follows_the_unpacked_run(
         "num_train_epochs": 1,
         "deepspeed": "workflow/deepspeed/zero3.json",
         "gradient_checkpointing": True,
+        "per_device_train_batch_size": 12,  # examples, packed or not: one packed row per step
     }
-    runs = {
-        "none": {"per_device_train_batch_size": 12, "packing": "none"},
-        "shared_prefix": {"per_device_train_batch_size": 1, "packing": "shared_prefix"},
-    }
+    runs = {"none": {"packing": "none"}, "shared_prefix": {"packing": "shared_prefix"}}
     losses, final = {}, {}
     for mode, hp in runs.items():
         run = make_run(
@@ -294,3 +292,30 @@ def test_packed_training_follows_the_unpacked_run(
     assert losses["shared_prefix"] == pytest.approx(losses["none"], rel=1e-4)
     for name, tensor in final["none"].items():
         assert torch.allclose(final["shared_prefix"][name], tensor, atol=1e-5), name
+
+
+def test_batch_counts_examples_and_packing_may_differ_per_variant(
+    tmp_path, train_corpus, instrument
+):
+    """per_device_train_batch_size means examples whatever the packing (Table 7's meaning);
+    ``packing: {rationale: ..., score_only: ...}`` resolves per run."""
+    from care.sft import Example, PackedSession, packing_for, rows_per_step
+
+    from tests.test_train import make_run
+
+    unpacked = [Example("s", ("1",), [1, 2], [IGNORE, 2], 1)] * 24
+    packed = [PackedSession("s", ("1",) * 12, [1] * 30, [IGNORE] * 30, 6, (2,) * 12)] * 2
+    dealt = [PackedSession("s", ("1",) * 4, [1] * 14, [IGNORE] * 14, 6, (2,) * 4)] * 6
+    assert rows_per_step(32, unpacked) == 32
+    assert rows_per_step(32, packed) == 3  # 32 examples ~ 3 sessions of 12 items
+    assert rows_per_step(32, dealt) == 8
+    assert rows_per_step(4, packed) == 1  # at least one row
+    by_variant = {"rationale": "none", "score_only": "shared_prefix"}
+    assert packing_for(by_variant, "score_only") == "shared_prefix"
+    assert packing_for({"score_only": "shared_prefix"}, "rationale") == "none"
+    with pytest.raises(ValueError, match="training.packing"):
+        packing_for({"rationale": "zip"}, "rationale")
+    for variant, expected in by_variant.items():
+        run = make_run(tmp_path, train_corpus, tmp_path, instrument, variant, packing=by_variant)
+        assert run.hp["packing"] == expected
+

@@ -59,9 +59,9 @@ def short_sessions(train_corpus, instrument):
 
 def scorer(model, tokenizer, instrument, **kw):
     from care.infer.hf import HFScorer
+    from care.infer.settings import InferenceSettings
 
     args = dict(
-        instrument=instrument,
         variant="score_only",
         granularity="item",
         max_length=1024,
@@ -69,7 +69,7 @@ def scorer(model, tokenizer, instrument, **kw):
         batch_size=48,
         prefix_sharing=True,
     )
-    return HFScorer(model, tokenizer, **{**args, **kw})
+    return HFScorer(model, tokenizer, InferenceSettings(**{**args, **kw}), instrument=instrument)
 
 
 # --------------------------------------------------------------------------- import

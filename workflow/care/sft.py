@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +88,11 @@ class Row:
     items: tuple[str, ...]
     input_ids: list[int]
     labels: list[int]
+
+    @property
+    def n_examples(self) -> int:
+        """How many (session, unit) examples the row holds."""
+        return 1
 
     def to_record(self) -> dict:
         """The row as the JSON-lines record the trainer reads (tuples become lists)."""
@@ -340,6 +345,10 @@ class PackedSession(Row):
     prefix_len: int
     branches: tuple[int, ...]
 
+    @property
+    def n_examples(self) -> int:
+        return len(self.branches)
+
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     """Length of the longest common prefix, leaving every prompt at least one token.
@@ -413,6 +422,26 @@ def pack_shared_prefix(
     stats.packed_tokens = sum(len(r.input_ids) for r in rows)
     stats.packed_max_tokens = max((len(r.input_ids) for r in rows), default=0)
     return rows
+
+
+def packing_for(packing: str | Mapping[str, str], variant: str) -> str:
+    """``training.packing`` for one variant: one value for all, or a value per variant."""
+    value = packing.get(variant, "none") if isinstance(packing, Mapping) else packing
+    if value not in PACKINGS:
+        raise ValueError(f"unknown training.packing {value!r}; expected one of {PACKINGS}")
+    return value
+
+
+def rows_per_step(examples_per_step: int, rows: Sequence[Row]) -> int:
+    """Per-device rows that hold about ``examples_per_step`` examples.
+
+    ``per_device_train_batch_size`` counts examples, packed or not (Table 7's meaning); a
+    packed row holds several, so a step takes that many examples' worth of rows (at least 1).
+    """
+    held = sum(r.n_examples for r in rows)
+    if not held:
+        return examples_per_step
+    return max(1, round(examples_per_step * len(rows) / held))
 
 
 def training_rows(

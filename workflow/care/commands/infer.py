@@ -79,13 +79,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="predictions .parquet")
 
 
-def max_new_tokens(settings: dict, prompt_variant: str) -> int | str:
-    """The answer budget for this answer format: tokens, or ``auto`` (the default)."""
-    value = settings.get("max_new_tokens", "auto")
-    value = value.get(prompt_variant, "auto") if isinstance(value, dict) else value
-    return value if value == "auto" else int(value)
-
-
 def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
     """``auto``: what the training answers need (:func:`care.sft.answer_token_limit`).
 
@@ -121,90 +114,50 @@ def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
 
 
 def build_scorer(args, instrument):
-    """The scorer the arguments ask for (also used by ``care apply predict``)."""
+    """The scorer the arguments ask for (also used by ``care apply predict``, ``care score``)."""
+    from care.infer.settings import InferenceSettings
+
     prompt_variant = getattr(args, "prompt_variant", None) or args.variant
-    limit = max_new_tokens(args.settings, prompt_variant)
-    scorer = _scorer(args, instrument, 1 if limit == "auto" else limit)
-    if limit == "auto":
+    settings = InferenceSettings.from_config(
+        args.settings,
+        source="--settings",
+        variant=prompt_variant,
+        granularity=args.granularity,
+        max_length=args.max_length,
+        tensor_parallel_size=max(1, getattr(args, "gpus", 0) or 0),
+    )
+    auto = settings.max_new_tokens == "auto"
+    scorer = _scorer(args, instrument, settings.replace(max_new_tokens=1) if auto else settings)
+    if auto:
         limit = auto_max_new_tokens(args, scorer, instrument, prompt_variant)
         scorer.set_max_new_tokens(limit)
         log.info("max_new_tokens auto: %d (the training answers need, with a margin)", limit)
     return scorer
 
 
-def _scorer(args, instrument, max_new_tokens: int):
+def _scorer(args, instrument, settings):
     from care.versions import require
 
     if args.backend in ("hf", "vllm"):
         require(args.backend)  # before the model loads
-    settings = args.settings
-    prompt_variant = getattr(args, "prompt_variant", None) or args.variant
-    common = dict(
-        instrument=instrument,
-        variant=prompt_variant,
-        granularity=args.granularity,
-        max_length=args.max_length,
-        max_new_tokens=max_new_tokens,
-        batch_size=int(settings.get("batch_size", 48)),
-        language=settings.get("language"),
-        scoring=settings.get("scoring", "generated"),
-        cache=args.cache,
-    )
-    mode = settings.get("mode", "generate")
+    common = dict(instrument=instrument, cache=args.cache)
     if args.backend == "hf":
         from care.infer.hf import HFScorer
 
-        device = settings.get("device", "auto")
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return HFScorer.from_pretrained(
-            _need(args.model_path, "--model-path"),
-            device=device,
-            dtype=settings.get("dtype", "auto"),
-            prefix_sharing=bool(settings.get("prefix_sharing", True)),
-            mode=mode,
-            **common,
-        )
+        return HFScorer.from_pretrained(_need(args.model_path, "--model-path"), settings, **common)
     if args.backend == "vllm":
         from care.infer.vllm_backend import VLLMScorer
 
-        return VLLMScorer(
-            _need(args.model_path, "--model-path"),
-            tensor_parallel_size=max(1, args.gpus),
-            dtype=settings.get("dtype", "auto"),
-            top_logprobs=int(settings.get("top_logprobs", 20)),
-            gpu_memory_utilization=float(settings.get("gpu_memory_utilization", 0.85)),
-            mode=mode,
-            **common,
-        )
+        return VLLMScorer(_need(args.model_path, "--model-path"), settings, **common)
     from care.infer.api import APIScorer
-    from care.llm.remote import OPT_IN, opt_in
+    from care.llm.openai_chat import OpenAIChat
 
-    if mode != "generate":
-        raise SystemExit(f"care infer: mode {mode} needs label probabilities (backend hf or vllm)")
     api = dict(getattr(args, "api", None) or {})
+    _need(api.get("model"), "--api model")
     entry = f"baselines.zero_shot (name: {getattr(args, 'name', None) or api.get('model')})"
-    api[OPT_IN] = opt_in(api, entry)
-    return APIScorer(
-        _need(api.pop("model", None), "--api model"),
-        **{
-            k: v
-            for k, v in api.items()
-            if k
-            in (
-                "base_url",
-                "api_key_env",
-                OPT_IN,
-                "concurrency",
-                "max_retries",
-                "timeout_s",
-            )
-        },
-        opt_in_section=entry,
-        **common,
-    )
+    # the engine's answer cache keeps the answers: no second cache in the client
+    client = OpenAIChat.from_config(api, section=entry, cache_dir=None)
+    return APIScorer(client, settings, **common)
 
 
 def _need(value, name: str):

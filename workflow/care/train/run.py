@@ -59,6 +59,14 @@ class FineTune:
     threads: int = 1
     answer_tokens: int | str | None = None  # inference max_new_tokens (or auto): the answer budget
 
+    def __post_init__(self) -> None:
+        # settings given per variant ({rationale: ..., score_only: ...}) resolve to this run's
+        from care.sft import packing_for
+
+        hp = dict(self.hp)
+        hp["packing"] = packing_for(hp.get("packing", "none"), self.variant)
+        object.__setattr__(self, "hp", hp)
+
 
 def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
     """The ``training.validation`` settings; ``max_new_tokens: auto`` (the default) is what
@@ -121,7 +129,7 @@ def prepare(run: FineTune):
     rows = training_rows(
         examples,
         stats,
-        run.hp.get("packing", "none"),
+        run.hp["packing"],
         run.hp.get("units_per_row"),
         seed=run.hp.get("seed", 123),
     )
@@ -174,6 +182,7 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
 def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     """Write the examples and job file; keep existing checkpoints only if the run is the same."""
     from care.io import atomic_open, write_json
+    from care.sft import rows_per_step
 
     blob = "".join(json.dumps(e.to_record(), separators=(",", ":")) + "\n" for e in examples)
     key = fingerprint(run, blob.encode(), plan.ranks)
@@ -196,6 +205,7 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "threads": plan.threads_per_rank,
         "ranks": plan.ranks,
         "effective_batch": effective_batch(run.hp, plan.ranks),
+        "rows_per_device": rows_per_step(run.hp["per_device_train_batch_size"], examples),
         "save_steps": int(run.hp.get("save_steps", 0)),
         "pause_at_epoch_end": True,
         "rotate": True,
@@ -307,17 +317,27 @@ class EpochLoop:
         self.vjob.write(self.dir / "validation.json")
 
     def run(self) -> None:
-        while True:
-            checkpoints.drop_incomplete(self.dir)
-            trained = self.trained_epochs()
-            if not self.consistent(trained):
-                continue
-            for epoch in range(1, trained + 1):
-                if epoch not in self.scored():
-                    self.score(epoch)
-            if trained >= self.epochs:
-                return
-            self.train()
+        with self.progress() as shown:
+            while True:
+                checkpoints.drop_incomplete(self.dir)
+                trained = self.trained_epochs()
+                if not self.consistent(trained):
+                    shown.reset(total=self.epochs)  # started afresh: nothing scored
+                    continue
+                for epoch in range(1, trained + 1):
+                    if epoch not in self.scored():
+                        self.score(epoch)
+                        shown.update()
+                if trained >= self.epochs:
+                    return
+                self.train()
+
+    def progress(self):
+        """Epochs scored of all, with ETA (training between them included), in the job log."""
+        from care.progress import bar
+
+        done = len([e for e in self.scored() if e <= self.epochs])
+        return bar(total=self.epochs, initial=done, desc="selection", unit="epoch")
 
     def scored(self) -> dict[int, dict[str, Any]]:
         return {r["epoch"]: r for r in select.read_scores(self.dir, self.vjob.key)}

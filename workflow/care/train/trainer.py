@@ -114,7 +114,8 @@ def training_arguments(job: dict[str, Any]):
         learning_rate=hp["learning_rate"],
         lr_scheduler_type=hp.get("lr_scheduler_type", "cosine"),
         warmup_steps=float(hp.get("warmup_ratio", 0.0)),  # a float < 1 is a ratio
-        per_device_train_batch_size=hp["per_device_train_batch_size"],
+        # rows: examples per step over the examples a row holds (care.sft.rows_per_step)
+        per_device_train_batch_size=job.get("rows_per_device", hp["per_device_train_batch_size"]),
         gradient_accumulation_steps=hp.get("gradient_accumulation_steps", 1),
         num_train_epochs=hp["num_train_epochs"],
         optim=hp.get("optim", "adamw_torch"),

@@ -59,14 +59,12 @@ def register(subparsers) -> None:
     counselor.set_defaults(func=run_counselor)
 
 
-# Job settings (the rules keep them out of --settings) and this command's own --backend.
-NOT_SETTINGS = ("backend", "threads", "gpus", "mem_mb", "runtime")
-
-
 def inference_section(parser: argparse.ArgumentParser, base=None) -> None:
     """``--settings`` (the inference section) and its options (``--batch-size 8``, ...);
     ``base``: the section when --settings is not given (:class:`care.cli_options.Section`)."""
-    Section("inference", "--settings", exclude=NOT_SETTINGS, base=base).add_to(
+    from care.infer.settings import JOB_KEYS  # the job's keys and this command's --backend
+
+    Section("inference", "--settings", exclude=JOB_KEYS, base=base).add_to(
         parser, "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in "
         "the file form.")
 

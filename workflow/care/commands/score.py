@@ -13,7 +13,8 @@ import logging
 import re
 from pathlib import Path
 
-from care.commands.infer import NOT_SETTINGS, inference_section
+from care.commands.infer import inference_section
+from care.infer.settings import JOB_KEYS
 
 log = logging.getLogger("care.score")
 
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     inference_section(p, base=lambda args: {
         k: v for k, v in _config(args.config).get("inference", {}).items()
-        if k not in NOT_SETTINGS})
+        if k not in JOB_KEYS})
     p.set_defaults(func=run)
 
 

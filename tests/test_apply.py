@@ -133,7 +133,7 @@ def test_predict_rejects_a_model_dir_that_is_not_a_causal_lm(tmp_path, corpus, c
     if config is not None:
         (model / "config.json").write_text(json.dumps(config))
     out = tmp_path / "pred.parquet"
-    done = care("predict", "--corpus", corpus["path"], "--instrument", INSTRUMENT,
+    done = care("apply", "predict", "--corpus", corpus["path"], "--instrument", INSTRUMENT,
                 "--model-path", model, "--name", "llama", "--variant", "rationale",
                 "--fold", 1, "--max-length", 512, "--out", out)
     assert done.returncode == 2, done.stderr
@@ -170,7 +170,7 @@ def test_session_scores_are_item_means_and_never_imputed(instrument, corpus):
 
 
 def test_predict_with_a_real_tiny_model(tmp_path, instrument, corpus):
-    """The real path: ``care predict`` on a saved (random) tiny Llama, two sessions."""
+    """The real path: ``care apply predict`` on a saved (random) tiny Llama, two sessions."""
     from care.backbone import random_backbone
 
     texts = [t["text"] for r in corpus["records"] for t in r["turns"]]
@@ -184,7 +184,7 @@ def test_predict_with_a_real_tiny_model(tmp_path, instrument, corpus):
     write_jsonl(small, corpus["records"][:2])
     out = tmp_path / "pred.parquet"
     settings = {"max_new_tokens": 8, "batch_size": 12, "device": "cpu"}
-    done = care("predict", "--corpus", small, "--instrument", INSTRUMENT, "--model-path",
+    done = care("apply", "predict", "--corpus", small, "--instrument", INSTRUMENT, "--model-path",
                 model_dir, "--name", "llama", "--variant", "rationale", "--fold", 3,
                 "--max-length", 1024, "--settings", json.dumps(settings), "--cache",
                 tmp_path / "cache.sqlite", "--out", out)
@@ -403,8 +403,8 @@ def test_cli_table8_unknown_label_writes_nothing(tmp_path, corpus):
     pred = tmp_path / "p.parquet"
     corpus["predictions"].to_parquet(pred)
     out = tmp_path / "table8.csv"
-    done = care("table8", "--predictions", pred, "--corpus", path, "--instrument", INSTRUMENT,
-                "--patterns", json.dumps(TAXONOMY), "--out", out)
+    done = care("apply", "table8", "--predictions", pred, "--corpus", path,
+                "--instrument", INSTRUMENT, "--patterns", json.dumps(TAXONOMY), "--out", out)
     assert done.returncode == 2
     assert f"{path}:3: field 'turns.0.strategy'" in done.stderr and "telepathy" in done.stderr
     assert not list(tmp_path.glob("table8*"))
@@ -544,7 +544,7 @@ def test_session_report_renders_in_headless_chromium(tmp_path, corpus):
     pred = tmp_path / "p.parquet"
     corpus["predictions"].to_parquet(pred)
     out_dir, png = tmp_path / "sessions", tmp_path / "shot.png"
-    done = care("report-session", "--predictions", pred, "--corpus", corpus["path"],
+    done = care("apply", "report-session", "--predictions", pred, "--corpus", corpus["path"],
                 "--instrument", INSTRUMENT, "--select", json.dumps({"lowest": 1, "highest": 1}),
                 "--out-dir", out_dir, "--screenshot", png)
     assert done.returncode == 0, done.stderr
@@ -557,7 +557,7 @@ def test_cli_report_one_session(tmp_path, corpus):
     corpus["predictions"].to_parquet(pred)
     sid = corpus["sessions"][2].session_id
     out = tmp_path / f"{sid}.html"
-    args = ["report-session", "--predictions", pred, "--corpus", corpus["path"],
+    args = ["apply", "report-session", "--predictions", pred, "--corpus", corpus["path"],
             "--instrument", INSTRUMENT]
     done = care(*args, "--session-id", sid, "--out", out)
     assert done.returncode == 0, done.stderr

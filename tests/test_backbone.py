@@ -156,7 +156,7 @@ def test_loader_rejects_what_is_not_a_causal_lm(tmp_path):
 
 
 def test_cli_check_reports_bad_dir_in_one_line(tmp_path, capsys):
-    assert main(["backbone", "check", str(tmp_path)]) == 2
+    assert main(["train", "backbone", "check", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.json" in err[0]
 
@@ -177,6 +177,7 @@ def test_cli_tiny_builds_a_loadable_backbone(tmp_path, train_corpus, instrument)
     assert (
         main(
             [
+                "train",
                 "backbone",
                 "tiny",
                 "--spec",

@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-from care.cli import MOVED, build_parser
+from care.cli import build_parser
 
 from .conftest import REPO
 
@@ -26,12 +26,16 @@ def test_help_is_plain_text_grouped_by_stage():
     assert "care score" in text and "care status" in text
 
 
-def test_stage_commands_and_earlier_names_parse_to_the_same_command():
+def test_stage_commands_parse_and_earlier_names_are_refused(capsys):
     parser = build_parser()
     new = parser.parse_args(["data", "validate", "--sessions", "s.jsonl"])
-    old = parser.parse_args(["validate", "--sessions", "s.jsonl"])
-    assert new.func is old.func and new.instrument == old.instrument
+    assert new.func.__name__ == "validate"
     assert new.instrument.endswith("wai_sr.yaml")  # the packaged default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["validate", "--sessions", "s.jsonl"])
+    assert "unknown command 'validate'; did you mean `care data validate`?" in (
+        capsys.readouterr().err)
+    assert "validate" not in _subparsers(parser).choices  # not even hidden
     run = parser.parse_args(["apply", "figure2", "--predictions", "p.parquet", "--out", "f.png"])
     assert run.func.__name__ == "run_figure2"
 
@@ -42,7 +46,7 @@ def _subparsers(parser):
 
 
 def test_every_rule_calls_a_current_command_name():
-    """No rule uses an earlier top-level name: the old -> new mapping is complete."""
+    """Every rule calls `care <stage> <action>` (or a top-level command) that exists."""
     top = _subparsers(build_parser())
     calls = []
     for path in (REPO / "workflow" / "rules").glob("*.smk"):
@@ -52,7 +56,6 @@ def test_every_rule_calls_a_current_command_name():
     assert len(calls) > 20
     for first, second in calls:
         assert first in top.choices, first
-        assert first not in MOVED or MOVED[first][0] == first, f"old name: care {first}"
         group = _subparsers(top.choices[first])
         if group is not None:
             assert second in group.choices, f"care {first} {second}"

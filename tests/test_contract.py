@@ -145,7 +145,7 @@ def test_cli_error_exits_nonzero_and_writes_nothing(small_corpus, tmp_path):
     no_turns = _mutate(records[:4], lambda r: _set(r[2], "turns", []))
     bad = write_lines(tmp_path / "bad.jsonl", no_turns)
     out = tmp_path / "table.tsv"
-    proc = _care("validate", "--sessions", str(bad), "--instrument",
+    proc = _care("data", "validate", "--sessions", str(bad), "--instrument",
                  "workflow/instruments/wai_sr.yaml", "--out", str(out), cwd=REPO)
     assert proc.returncode == 2
     assert f"{bad}:3: field 'turns'" in proc.stderr
@@ -155,7 +155,7 @@ def test_cli_error_exits_nonzero_and_writes_nothing(small_corpus, tmp_path):
 def test_fewer_clients_than_folds(small_corpus, tmp_path):
     path, _, _ = small_corpus
     out = tmp_path / "table.tsv"
-    proc = _care("validate", "--sessions", str(path), "--instrument",
+    proc = _care("data", "validate", "--sessions", str(path), "--instrument",
                  "workflow/instruments/wai_sr.yaml", "--min-clients", "50", "--out", str(out),
                  cwd=REPO)
     assert proc.returncode == 2 and "cannot fill 50 client-grouped folds" in proc.stderr

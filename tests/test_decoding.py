@@ -21,6 +21,7 @@ from tests import test_infer
 
 # fixtures shared with tests/test_infer.py
 model_dir, sessions, texts = test_infer.model_dir, test_infer.sessions, test_infer.texts
+settings = test_infer.settings
 
 # A checkpoint's own generation defaults, the kind Qwen2.5 and others ship.
 CHECKPOINT_DEFAULTS = {
@@ -91,10 +92,11 @@ def qwen_like_dir(model_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("penalty", [1.0, 1.1])
 def test_hf_and_vllm_apply_the_same_logits_processing(qwen_like_dir, instrument, penalty):
-    kw = dict(instrument=instrument, variant="score_only", granularity="item", max_length=512,
-              max_new_tokens=8)
-    hf = HFScorer.from_pretrained(qwen_like_dir, batch_size=4, **kw)
-    vllm = VLLMScorer(str(qwen_like_dir), llm=object(), **kw)
+    kw = dict(variant="score_only", granularity="item", max_length=512, max_new_tokens=8)
+    hf = HFScorer.from_pretrained(
+        qwen_like_dir, settings(**kw, batch_size=4), instrument=instrument
+    )
+    vllm = VLLMScorer(str(qwen_like_dir), settings(**kw), instrument=instrument, llm=object())
     for scorer in (hf, vllm):
         scorer.decoding = Decoding(8, repetition_penalty=penalty)
     hf.generation_config = hf.decoding.generation_config(hf.eos_ids, hf.pad_id)
@@ -106,8 +108,10 @@ def test_hf_and_vllm_apply_the_same_logits_processing(qwen_like_dir, instrument,
 
 def test_checkpoint_defaults_do_not_reach_generate(qwen_like_dir, instrument):
     hf = HFScorer.from_pretrained(
-        qwen_like_dir, instrument=instrument, variant="score_only", granularity="item",
-        max_length=512, max_new_tokens=8, batch_size=4,
+        qwen_like_dir,
+        settings(variant="score_only", granularity="item", max_length=512, max_new_tokens=8,
+                 batch_size=4),
+        instrument=instrument,
     )
     assert hf_effective(hf) == {}
     assert hf.model.generation_config.repetition_penalty == 1.0
@@ -116,8 +120,10 @@ def test_checkpoint_defaults_do_not_reach_generate(qwen_like_dir, instrument):
 
 def test_vllm_gets_a_whole_fold_per_call(model_dir, instrument):
     scorer = VLLMScorer(
-        str(model_dir), instrument=instrument, variant="score_only", granularity="item",
-        max_length=512, max_new_tokens=8, batch_size=48, llm=object(),
+        str(model_dir),
+        settings(variant="score_only", granularity="item", max_length=512, max_new_tokens=8),
+        instrument=instrument,
+        llm=object(),
     )
     assert scorer.sessions_per_group() * len(instrument.item_ids) >= 2000  # a paper fold: ~1,900
 
@@ -125,8 +131,10 @@ def test_vllm_gets_a_whole_fold_per_call(model_dir, instrument):
 def test_prefix_shared_scoring_uses_no_deprecated_argument(model_dir, instrument, sessions):
     """``past_key_values=`` is deprecated in the installed transformers (``cache=``)."""
     hf = HFScorer.from_pretrained(
-        model_dir, instrument=instrument, variant="score_only", granularity="item",
-        max_length=512, max_new_tokens=3, batch_size=8, prefix_sharing=True,
+        model_dir,
+        settings(variant="score_only", granularity="item", max_length=512, max_new_tokens=3,
+                 batch_size=8, prefix_sharing=True),
+        instrument=instrument,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)

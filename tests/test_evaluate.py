@@ -432,22 +432,3 @@ def test_fold_coverage_counts_the_folds_sessions_a_run_has_no_rows_for(predictio
     assert (own["n_sessions"] == n_fold - 2).all()
     assert (over_folds["n_sessions"] == n_fold).all()
     assert (over_folds["coverage"] <= (n_fold - 2) / n_fold + 1e-12).all()
-
-
-def test_a_run_with_no_parsed_answer_is_scored_zero_not_an_error(instrument):
-    """A model that parses nothing is a 0%-scored row, not a failed evaluation."""
-    from care.evaluate.metrics import fold_metrics, run_scores
-
-    items = instrument.item_ids
-    pred = pd.DataFrame(
-        {
-            "model": "m", "variant": "v", "fold": 1, "session_id": "s1", "client_id": "c1",
-            "item_id": items, "parsed": False, "score_generated": np.nan,
-            "client_score": 4.0,
-        }
-    )
-    scores = run_scores(pred, instrument)
-    assert set(scores["scoring"]) == {"generated"}
-    assert scores["predicted"].isna().all()
-    metrics = fold_metrics(scores)
-    assert (metrics["n_scored"] == 0).all() and (metrics["coverage"] == 0).all()

@@ -590,6 +590,8 @@ def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_score
                                 fail_rate=1.0, seed=9)
     mute = metrics.run_scores(pd.concat(per.values()), instrument)
     assert set(mute["scoring"]) == {"generated"} and mute["predicted"].isna().all()
+    per_fold = metrics.fold_metrics(mute)
+    assert (per_fold["n_scored"] == 0).all() and (per_fold["coverage"] == 0).all()
     run = {"model": "mute", "variant": "zero_shot", "label": "mute", "kind": "zero_shot"}
     res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=30, seed=1))
     frame = tables.table2([runs[1], run, runs[2]], {**scores, ("mute", "zero_shot"): mute},

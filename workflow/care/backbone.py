@@ -1,12 +1,12 @@
 """Backbones: tiny randomly initialised Llama/Qwen2 models for the demo, and the loader.
 
-``care backbone tiny --arch llama|qwen2`` builds a ``LlamaForCausalLM`` or ``Qwen2ForCausalLM``
-of a few hundred thousand parameters with a byte-level BPE tokenizer trained on a corpus
-(the dialogue turns, the rendered prompt templates, the instrument's wording and any extra
-text files). The demo trains it on the unlabeled corpus and its rationales: one tokenizer
-serves all five folds, so it must see no labeled session, whichever fold tests it. The
-tokenizer carries the special tokens and the chat template of its family, so prompts render
-exactly as with the real checkpoints:
+``care train backbone tiny --arch llama|qwen2`` builds a ``LlamaForCausalLM`` or
+``Qwen2ForCausalLM`` of a few hundred thousand parameters with a byte-level BPE tokenizer
+trained on a corpus (the dialogue turns, the rendered prompt templates, the instrument's
+wording and any extra text files). The demo trains it on the unlabeled corpus and its
+rationales: one tokenizer serves all five folds, so it must see no labeled session, whichever
+fold tests it. The tokenizer carries the special tokens and the chat template of its family,
+so prompts render exactly as with the real checkpoints:
 
 - Llama 3: ``<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``
 - Qwen2: ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
@@ -397,7 +397,7 @@ def random_backbone(
     device: str = "cpu",
     max_positions: int = 0,
 ):
-    """``(model, tokenizer)``: a backbone as ``care backbone tiny`` builds it (the family's
+    """``(model, tokenizer)``: a backbone as ``care train backbone tiny`` builds it (the family's
     tokenizer, chat template and special ids), in memory, at any shape; the tokenizer is
     trained on ``texts`` and sets the vocabulary. ``max_positions`` raises the shape's
     context length when a run needs more."""

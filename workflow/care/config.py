@@ -21,7 +21,7 @@ from care.resources import resource_path
 SCHEMA = resource_path("schemas", "config.schema.yaml")
 
 
-def _with_defaults(validator_class):
+def with_defaults(validator_class):
     """A validator that fills each ``default`` of the schema into the instance it checks."""
     check_properties = validator_class.VALIDATORS["properties"]
 
@@ -44,6 +44,11 @@ def _schema(path: str) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
+def schema() -> dict:
+    """The packaged config schema (read once); :mod:`care.cli_options` derives options from it."""
+    return _schema(str(SCHEMA))
+
+
 def check_config(
     config: dict, sources: Sequence[str | Path] = (), schema: str | Path = SCHEMA
 ) -> dict:
@@ -53,7 +58,7 @@ def check_config(
     the first problem (the shallowest, so a missing section is named before its keys).
     """
     where = ", ".join(map(str, sources)) or "config"
-    cls = _with_defaults(jsonschema.Draft202012Validator)
+    cls = with_defaults(jsonschema.Draft202012Validator)
     errors = list(cls(_schema(str(schema))).iter_errors(config))
     if errors:
         err = min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))

@@ -1,4 +1,4 @@
-"""``care validate --summary``: the counts a user checks before a run.
+"""``care data validate --summary``: the counts a user checks before a run.
 
 Sessions, clients, counselors, languages; the distribution of every item's client ratings;
 how many sessions the counselor baseline can score per dimension; the strategy and reaction

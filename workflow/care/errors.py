@@ -33,7 +33,7 @@ class CareInputError(Exception):
 
 
 class CareInputErrors(CareInputError):
-    """Several input errors found in one pass (``care validate``): one line each."""
+    """Several input errors found in one pass (``care data validate``): one line each."""
 
     def __init__(self, errors: list[CareInputError], more: bool = False) -> None:
         self.errors = list(errors)

@@ -7,7 +7,7 @@ on an H100-class GPU). Steps, each with figures and a pass/fail:
    bf16 support and a bf16 matmul against float32;
 2. ``care bench train`` at the real Llama-3.1-8B layer shape (a few layers, ZeRO-3, bf16,
    activation checkpointing, 8k tokens): tokens/s, peak memory, MFU;
-3. ``care train`` with one GPU on a small stand-in checkpoint (a tiny backbone built from a
+3. ``care train run`` with one GPU on a small stand-in checkpoint (a tiny backbone built from a
    generated corpus) through checkpoint selection, with the GPU memory still allocated when
    selection starts scoring (it must have been released after training);
 4. ``care bench infer`` with random weights at the 8B shape in bf16: prefix-shared and naive

@@ -1,4 +1,4 @@
-"""``care import``: convert common shapes of counseling corpora into the data contract.
+"""``care data import``: convert common shapes of counseling corpora into the data contract.
 
 Two shapes, one small YAML mapping file that names the source's fields:
 
@@ -408,7 +408,7 @@ def instrument_skeleton(report: ImportReport, out: str | Path, name: str = "my-i
         "items": [{"id": item, "text": {"en": item}} for item in report.rating_values],
     }
     header = (
-        "# Instrument skeleton written by `care import` from the rating fields it found.\n"
+        "# Instrument skeleton written by `care data import` from the rating fields it found.\n"
         "# Before use: group the items into dimensions (a dimension's score is the mean of\n"
         "# its items), write each item's wording and each scale point's label, check the\n"
         f"# scale (observed: {min(values):g}..{max(values):g}) and the title/construct texts\n"

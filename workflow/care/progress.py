@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 LOG_INTERVAL = 15.0  # seconds between lines in a log file
@@ -39,6 +40,19 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     tty = hasattr(stream, "isatty") and stream.isatty()
     options = {"mininterval": 0.5} if tty else {
         "file": _Lines(stream), "mininterval": LOG_INTERVAL, "ncols": 100, "ascii": True,
+        "position": 0,
     }
-    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=tty,
-                **{**options, **kwargs})
+    return (tqdm if tty else _log_bar())(iterable, total=total, desc=desc, unit=unit,
+                                         dynamic_ncols=tty, **{**options, **kwargs})
+
+
+@lru_cache(maxsize=1)
+def _log_bar():
+    """tqdm for a log: lines in turn, never positioned. Its own registry of bars, so a bar
+    inside another (selection's around inference's, a library's weight-loading bar) takes
+    position 0 too and writes no cursor movement into the log."""
+    from weakref import WeakSet
+
+    from tqdm import tqdm
+
+    return type("LogBar", (tqdm,), {"_instances": WeakSet()})

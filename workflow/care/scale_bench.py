@@ -173,15 +173,15 @@ def _scale(d: Path, scale: int, args) -> list[Measure]:
     scores = [d / f"{m}.scores.parquet" for m, _, _ in RUNS]
     stages = [
         ("demo corpus", _cli(
-            "demo-corpus", "--spec", json.dumps(spec), "--instrument", inst,
+            "data", "demo-corpus", "--spec", json.dumps(spec), "--instrument", inst,
             "--sessions", d / "sessions.jsonl", "--references", d / "references.jsonl",
         )),
         ("validate", _cli(
-            "validate", "--sessions", d / "sessions.jsonl", "--instrument", inst,
+            "data", "validate", "--sessions", d / "sessions.jsonl", "--instrument", inst,
             "--min-clients", 5, "--out", d / "sessions.tsv",
         )),
         ("folds + table1", _cli(
-            "folds", "--sessions-table", d / "sessions.tsv", "--instrument", inst,
+            "data", "folds", "--sessions-table", d / "sessions.tsv", "--instrument", inst,
             "--spec", json.dumps({"n_folds": 5, "n_strata": 3, "seed": 123}),
             "--folds", d / "folds.tsv", "--table1", d / "table1.csv",
         )),

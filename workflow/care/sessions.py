@@ -87,7 +87,7 @@ def _schema_error(path: Path, line: int, record: object) -> CareInputError | Non
         msg = (
             f"rating {err.instance!r} is not a number: write it without quotes; ratings are "
             "never read from text, which may hide a label, a typo or a decimal comma "
-            "('5 ', 'five', '4,5' — `care import` converts and reports such values)"
+            "('5 ', 'five', '4,5' — `care data import` converts and reports such values)"
             if isinstance(err.instance, str) else f"rating {err.instance!r} is not a number"
         )
     else:

@@ -39,6 +39,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from care import prompts
 from care.errors import CareInputError
@@ -424,12 +425,22 @@ def pack_shared_prefix(
     return rows
 
 
-def packing_for(packing: str | Mapping[str, str], variant: str) -> str:
-    """``training.packing`` for one variant: one value for all, or a value per variant."""
-    value = packing.get(variant, "none") if isinstance(packing, Mapping) else packing
-    if value not in PACKINGS:
-        raise ValueError(f"unknown training.packing {value!r}; expected one of {PACKINGS}")
-    return value
+#: ``training`` keys that may be given per variant ({rationale: ..., score_only: ...}), with
+#: the value a variant the mapping leaves out gets.
+PER_VARIANT = {"packing": "none", "units_per_row": None}
+
+
+def for_variant(hp: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """``hp`` with its per-variant keys resolved to ``variant``'s values."""
+    out = dict(hp)
+    for key, default in PER_VARIANT.items():
+        value = out.get(key, default)
+        out[key] = value.get(variant, default) if isinstance(value, Mapping) else value
+    if out["packing"] not in PACKINGS:
+        raise ValueError(
+            f"unknown training.packing {out['packing']!r}; expected one of {PACKINGS}"
+        )
+    return out
 
 
 def rows_per_step(examples_per_step: int, rows: Sequence[Row]) -> int:

@@ -3,7 +3,7 @@
 The tested ranges are this package's own requirements (``pyproject.toml``, read back from
 the installed metadata), so there is one definition. A command that trains or runs a
 model calls :func:`require` first and stops with the reason on a version outside its
-range, instead of failing hours later (transformers 4.x crashes in ``care train``, reads
+range, instead of failing hours later (transformers 4.x crashes in ``care train run``, reads
 transformers-5 configs with wrong RoPE values and takes the warmup ratio as steps).
 
 vLLM pins its own torch and transformers (outside the ranges above), so vLLM jobs run in

@@ -6,6 +6,8 @@
 
 import re
 
+from care.infer.settings import answer_budget
+
 INFER = config.get("inference", {})
 BASELINES = config.get("baselines", {})
 ZERO_SHOT = {b["name"]: b for b in BASELINES.get("zero_shot", [])}
@@ -38,11 +40,9 @@ ZERO_SHOT_PROMPT = {
 }
 # max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
 # which for the rationale format needs the rationales.
-_zs_budget = lambda b: b.get("max_new_tokens", INFER.get("max_new_tokens", "auto"))
-_zs_pick = lambda v, prompt: v.get(prompt, "auto") if isinstance(v, dict) else v
 ZERO_SHOT_MEASURES = {
     name: ZERO_SHOT_PROMPT[name] == "rationale"
-    and _zs_pick(_zs_budget(b), ZERO_SHOT_PROMPT[name]) == "auto"
+    and answer_budget({**INFER, **b}, ZERO_SHOT_PROMPT[name]) == "auto"
     for name, b in ZERO_SHOT.items()
 }
 ZERO_SHOT_INPUTS = {

@@ -6,7 +6,7 @@
 
 import re
 
-from care.commands.infer import max_new_tokens
+from care.infer.settings import answer_budget
 from care.evaluate.runs import VARIANT_PATTERN, evaluation_runs, split_variant, training_overrides
 
 TRAIN_BACKBONES = config.get("backbones", {})
@@ -30,7 +30,7 @@ TRAIN_HP = {k: v for k, v in TRAINING.items() if k not in (*TRAIN_JOB_KEYS, "see
 train_hp = lambda variant: as_json({**TRAIN_HP, **training_overrides(variant, TRAINING)})
 base_variant = lambda variant: split_variant(variant)[0]
 # The inference answer budget of a variant: training cuts dialogues to leave room for it.
-answer_tokens = lambda variant: max_new_tokens(config.get("inference", {}), base_variant(variant))
+answer_tokens = lambda variant: answer_budget(config.get("inference", {}), base_variant(variant))
 
 
 # Helpers other rule files may call (lambdas: `snakemake --lint` wants no defs beside rules).

@@ -1,8 +1,10 @@
 """CLI subcommands, one module per stage; each defines ``register(subparsers)``.
 
 Keep these modules light: import torch/transformers inside the handler, not at module level.
-Rules pass config values as arguments (often a JSON string of a config section), so a config
-edit is a params change Snakemake sees, and the between-workflow cache hashes it.
+A module registers ``"stage action"`` names (``care data folds``; see :class:`care.cli.Stages`).
+Rules pass config values as arguments (a config section as one JSON string), so a config edit
+is a params change Snakemake sees, and the between-workflow cache hashes it; people give the
+same section as a file and/or one option per key (:mod:`care.cli_options`).
 """
 
 import argparse

@@ -1,8 +1,9 @@
-"""``care predict | figure2 | table8 | digest | report-session``: the application stage.
+"""``care apply predict | figure2 | table8 | digest | report-session``: the application stage.
 
 Score an unlabeled corpus with a fine-tuned model, then read the predictions as counselor
 profiles (Figure 2), an interaction-pattern regression (Table 8), per-counselor digests and
-per-session HTML reports. Config values arrive as JSON arguments from the rules.
+per-session HTML reports. Config sections arrive whole from the rules (JSON) or as options
+(:mod:`care.cli_options`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from care.commands import json_arg
+from care.cli_options import Section
+from care.commands.infer import inference_section
 
 log = logging.getLogger("care.apply")
 
@@ -29,7 +31,7 @@ def _common(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="score every session of an unlabeled corpus")
+    p = subparsers.add_parser("apply predict", help="score every session of an unlabeled corpus")
     p.add_argument("--corpus", required=True, help="sessions.jsonl (ratings, if any, ignored)")
     p.add_argument("--instrument", required=True)
     p.add_argument("--model-path", required=True, help="fine-tuned HF causal-LM directory")
@@ -39,26 +41,25 @@ def register(subparsers) -> None:
     p.add_argument("--fold", type=int, required=True, help="the fold the model was trained for")
     p.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     p.add_argument("--max-length", type=int, required=True)
-    p.add_argument("--settings", type=json_arg, default={},
-                   help="JSON: the inference section (max_new_tokens, batch_size, device, ...)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     p.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
     p.add_argument("--out", required=True, help="predictions.parquet")
+    inference_section(p)
     p.set_defaults(func=run_predict)
 
-    p = subparsers.add_parser("figure2", help="counselor alliance profiles (Figure 2)")
+    p = subparsers.add_parser("apply figure2", help="counselor alliance profiles (Figure 2)")
     _common(p, corpus=False)
-    p.add_argument("--spec", type=json_arg, default={},
-                   help="JSON: min_sessions, confidence, anonymize_counselors")
+    Section("application", "--spec",
+            include=("min_sessions", "confidence", "anonymize_counselors")).add_to(p)
     p.add_argument("--out", required=True, help="figure2.png (a .pdf is written beside it)")
     p.add_argument("--table", help="CSV of the plotted means and intervals")
     p.set_defaults(func=run_figure2)
 
-    p = subparsers.add_parser("table8", help="interaction patterns vs alliance (Table 8)")
+    p = subparsers.add_parser("apply table8", help="interaction patterns vs alliance (Table 8)")
     _common(p)
-    p.add_argument("--patterns", type=json_arg, required=True,
-                   help="JSON taxonomy: strategies, reactions, predictors")
+    Section("application.patterns", "--patterns").add_to(
+        p, "The label maps (strategies, reactions) are given in the file.")
     p.add_argument("--cluster", default="client", choices=["client", "counselor", "none"],
                    help="cluster-robust standard errors by this grouping (none: --cov-type)")
     p.add_argument("--cov-type", default="nonrobust",
@@ -69,21 +70,22 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="table8.csv (.md and .tex beside it)")
     p.set_defaults(func=run_table8)
 
-    p = subparsers.add_parser("digest", help="per-counselor digests of low-alliance sessions")
+    p = subparsers.add_parser("apply digest", help="per-counselor digests of low-alliance sessions")
     _common(p)
-    p.add_argument("--spec", type=json_arg, required=True,
-                   help="JSON: threshold (on the scale), counselors, min_sessions, contrast, "
-                        "top_terms, examples")
+    Section("application.digest", "--spec", extra={
+        "threshold": "application.low_alliance_threshold",
+        "min_sessions": "application.min_sessions"}).add_to(p)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--combined", help="also write every digest on this one HTML page")
     p.set_defaults(func=run_digest)
 
-    p = subparsers.add_parser("report-session", help="one session as a self-contained HTML page")
+    p = subparsers.add_parser("apply report-session",
+                              help="one session as a self-contained HTML page")
     _common(p)
     p.add_argument("--session-id", help="the session to report (with --out)")
     p.add_argument("--out", help="HTML file for --session-id")
-    p.add_argument("--select", type=json_arg,
-                   help='JSON {"lowest": n, "highest": n, "ids": [...]} (with --out-dir)')
+    Section("application.report_sessions", "--select").add_to(
+        p, "The sessions given a page with --out-dir.")
     p.add_argument("--out-dir", help="directory for the selected sessions' pages")
     p.add_argument("--screenshot", help="also render the (first) page to this PNG (Chromium)")
     p.add_argument("--example", help="also copy the first page here (for the HTML report)")
@@ -222,7 +224,7 @@ def run_report_session(args) -> int:
     notice = _notice(args, predictions, instrument, _language(sessions))
     if args.session_id:
         if not args.out:
-            raise SystemExit("care report-session: --session-id needs --out")
+            raise SystemExit("care apply report-session: --session-id needs --out")
         session = next((s for s in sessions if s.session_id == args.session_id), None)
         if session is None:
             raise CareInputError(args.corpus, f"no session {args.session_id!r}",
@@ -234,7 +236,7 @@ def run_report_session(args) -> int:
                               highest=int(args.select.get("highest", 0)),
                               ids=list(args.select.get("ids") or []))
     else:
-        raise SystemExit("care report-session: give --session-id/--out or --select/--out-dir")
+        raise SystemExit("care apply report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))
     if args.example:
         from care.io import atomic_open

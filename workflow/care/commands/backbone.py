@@ -1,4 +1,4 @@
-"""``care backbone tiny|import|check``: build a tiny demo backbone, import a GGUF checkpoint
+"""``care train backbone tiny|import|check``: build a tiny demo backbone, import a GGUF checkpoint
 into a Hugging Face directory, or inspect a model directory."""
 
 from __future__ import annotations
@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import logging
 
-from care.commands import json_arg
+from care.cli_options import Section
 
 log = logging.getLogger("care.backbone")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "backbone", help="build a tiny backbone, import a GGUF checkpoint or check a model dir"
+        "train backbone",
+        help="build a tiny backbone, import a GGUF checkpoint or check a model dir",
     )
     sub = parser.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("tiny", help="a tiny random-init Llama/Qwen2 with a corpus tokenizer")
-    p.add_argument("--arch", choices=["llama", "qwen2"], help="overrides the spec's arch")
-    p.add_argument("--spec", type=json_arg, default={}, help="config backbones.<name>.tiny")
     p.add_argument("--sessions", required=True, help="corpus (jsonl) to train the tokenizer on")
     p.add_argument("--instrument", required=True)
     p.add_argument(
@@ -29,6 +28,8 @@ def register(subparsers) -> None:
         help="more tokenizer training text: jsonl (every string field) or text",
     )
     p.add_argument("--out", required=True, help="model directory to write")
+    # the tokenizer's corpus is --sessions (the rule passes tokenizer_sessions there)
+    Section("backbones.*.tiny", "--spec", exclude=("tokenizer_sessions",)).add_to(p)
     p.set_defaults(func=tiny)
 
     p = sub.add_parser(
@@ -53,10 +54,7 @@ def tiny(args) -> int:
     from care.backbone import TinySpec, build_tiny, corpus_texts
     from care.instrument import load_instrument
 
-    section = dict(args.spec)
-    if args.arch:
-        section["arch"] = args.arch
-    spec = TinySpec.from_config(section)
+    spec = TinySpec.from_config(args.spec)
     instrument = load_instrument(args.instrument)
     texts = list(corpus_texts(args.sessions, instrument, [*spec.tokenizer_texts, *args.extra_text]))
     info = build_tiny(spec, texts, args.out)

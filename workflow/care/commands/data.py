@@ -1,17 +1,18 @@
-"""``care demo-corpus``, ``care import``, ``care validate``, ``care folds``: the data stage."""
+"""``care data demo-corpus | import | validate | folds``: the data stage."""
 
 from __future__ import annotations
 
 import logging
 
-from care.commands import json_arg
+from care.cli_options import Section
 
 log = logging.getLogger("care.data")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo-corpus", help="write the seeded synthetic demo corpus")
-    p.add_argument("--spec", type=json_arg, required=True, help="the config's demo_corpus")
+    p = subparsers.add_parser("data demo-corpus", help="write the seeded synthetic demo corpus")
+    Section("demo_corpus", "--spec", exclude=("enabled",)).add_to(
+        p, "Keys left unset take the corpus generator's own values.")
     p.add_argument("--instrument", required=True)
     p.add_argument("--sessions", required=True, help="labeled corpus (jsonl) to write")
     p.add_argument("--references", required=True, help="reference rationales (jsonl)")
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=demo_corpus)
 
-    p = subparsers.add_parser("validate", help="check a corpus against the data contract")
+    p = subparsers.add_parser("data validate", help="check a corpus against the data contract")
     p.add_argument("--sessions", required=True)
     p.add_argument("--instrument", required=True)
     p.add_argument("--unlabeled", action="store_true", help="ratings not required (ignored)")
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=validate)
 
     p = subparsers.add_parser(
-        "import", help="convert a corpus (conversations, or a turn table) into the data contract"
+        "data import",
+        help="convert a corpus (conversations, or a turn table) into the data contract",
     )
     sub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT")
     conv = sub.add_parser("conversations", help="a JSON array or JSON-lines of conversations")
@@ -53,10 +55,10 @@ def register(subparsers) -> None:
         q.add_argument("--instrument-out", help="write an instrument skeleton for the ratings")
         q.add_argument("--report", help="write the counts of mapped and dropped records (json)")
 
-    p = subparsers.add_parser("folds", help="client-grouped stratified folds and Table 1")
+    p = subparsers.add_parser("data folds", help="client-grouped stratified folds and Table 1")
     p.add_argument("--sessions-table", required=True, help="the validated session table")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, required=True, help="the config's folds section")
+    Section("folds", "--spec").add_to(p)
     p.add_argument("--folds", required=True, help="folds.tsv to write")
     p.add_argument("--table1", required=True, help="table1.csv to write (+ .md, .tex)")
     p.set_defaults(func=folds)
@@ -164,7 +166,8 @@ def folds(args) -> int:
     dims = instrument.dimension_ids
     table = pd.read_csv(args.sessions_table, sep="\t", dtype={"session_id": str, "client_id": str})
     spec = args.spec
-    folds = make_folds(table, dims, spec["n_folds"], spec.get("n_strata", 3), spec.get("seed", 0))
+    # the schema fills unset keys (care.cli_options): one set of defaults
+    folds = make_folds(table, dims, spec["n_folds"], spec["n_strata"], spec["seed"])
     summary = table1(table, folds, dims)
     labels = {d: instrument.dimension(d).label("en") for d in dims}
     display = table1_display(summary, labels)

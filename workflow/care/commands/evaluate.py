@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from care.cli_options import Section
 from care.commands import json_arg
 
 log = logging.getLogger("care.evaluate")
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--expert", required=True, help="rationales.parquet (column 'final')")
     p.add_argument("--sessions-table", required=True, help="sessions.tsv (for languages)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    Section("evaluation.text_metrics", "--spec").add_to(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads for BERTScore")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_text_metrics)
@@ -52,7 +53,7 @@ def register(subparsers) -> None:
         p.add_argument("--scores", nargs="+", required=True)
         p.add_argument("--folds", required=True, help="folds.tsv (session_id, client_id, fold)")
         p.add_argument("--instrument", required=True)
-        p.add_argument("--bootstrap", type=json_arg, default={}, help="evaluation.bootstrap")
+        Section("evaluation.bootstrap", "--bootstrap").add_to(p)
         p.add_argument("--seed", type=int, default=123)
         p.add_argument(
             "--headline-scoring",
@@ -83,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--instrument", required=True)
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.text_metrics (JSON)")
+    Section("evaluation.text_metrics", "--spec").add_to(p)
     p.add_argument("--selection", default="unknown", help="checkpoint selection of the runs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table3)
@@ -94,7 +95,7 @@ def register(subparsers) -> None:
     source.add_argument("--predictions", nargs="+", help="generated rationales instead")
     p.add_argument("--sessions-table", required=True, help="sessions.tsv (for the language)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.log_odds (JSON)")
+    Section("evaluation.log_odds", "--spec").add_to(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table5)
 
@@ -118,7 +119,7 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", nargs="+", required=True)
     p.add_argument("--sessions", required=True, help="sessions.jsonl (the dialogues)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.human_eval (JSON)")
+    Section("evaluation.human_eval", "--spec", exclude=("sheets",)).add_to(p)
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--out", required=True, help=".xlsx")
     p.set_defaults(func=_human_export)
@@ -127,17 +128,13 @@ def register(subparsers) -> None:
     p.add_argument("--sheets", nargs="+", required=True, help="filled copies (.xlsx or .csv)")
     p.add_argument("--key", required=True, help="the exported sheet (checks row ids)")
     p.add_argument("--instrument", required=True)
-    p.add_argument("--spec", type=json_arg, default={}, help="evaluation.human_eval (JSON)")
+    Section("evaluation.human_eval", "--spec", exclude=("sheets",)).add_to(p)
     p.add_argument("--ratings", help="output: all ratings, long CSV")
     p.add_argument("--out", required=True, help="summary CSV")
     p.set_defaults(func=_human_import)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _dim_labels(instrument, language: str = "en") -> dict[str, str]:
-    return {d.id: d.label(language) for d in instrument.dimensions}
 
 
 def _read_tsv(path: str, columns: list[str]):
@@ -235,108 +232,26 @@ def _text_metrics(args) -> None:
 
 
 def _table2(args) -> None:
+    """Tables 2 and 4 (``args.action``): parse, then the stage module builds and writes."""
     from care.evaluate import tables
     from care.instrument import load_instrument
 
-    instrument = load_instrument(args.instrument)
-    dims = instrument.dimension_ids
-    resampler = _resampler(args)
-    frame = tables.table2(
+    protocol = tables.Protocol(args.selection, args.selection_scoring, args.headline_scoring)
+    inputs = (
+        args.out,
         args.runs,
         _read_scores(args.scores, args.runs),
-        dims,
-        resampler,
-        args.selection,
-        args.headline_scoring,
+        load_instrument(args.instrument),
+        _resampler(args),
+        protocol,
     )
-    labels = _dim_labels(instrument)
-    best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}" for d in dims)
-    notes = [
-        f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
-        _protocol_note(frame, args),
-        f"(*) Pearson r differs from the best baseline ({best}) at p < .05, paired bootstrap "
-        f"on the sessions both scored. CSV: {resampler.spec.describe()}, p-values.",
-        tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
-    ]
-    kwargs = dict(
-        dims=dims,
-        dim_labels=labels,
-        row_columns={"label": "Model", "scoring": "Scoring"},
-        p_column="{d}_pearson_p_vs_best",
-    )
-    tables.write_outputs(
-        args.out,
-        frame,
-        tables.alliance_display(frame, latex=False, **kwargs),
-        tables.alliance_display(frame, latex=True, **kwargs),
-        "Table 2: alliance prediction against client ratings",
-        notes,
-    )
+    if args.action == "table4":
+        tables.write_table4(*inputs, args.reference_variant)
+    else:
+        tables.write_table2(*inputs)
 
 
-def _protocol_note(frame, args) -> str:
-    """Which checkpoint selection and which scoring each number is (the table's protocol)."""
-    tuned = frame[frame["kind"] == "fine_tuned"] if "kind" in frame else frame
-    selections = sorted(set(tuned["selection"])) if "selection" in tuned else []
-    differs = (
-        ", not the headline scoring" if args.selection_scoring != args.headline_scoring else ""
-    )
-    selection = (
-        f"Fine-tuned checkpoints selected by the mean validation Pearson r "
-        f"({args.selection_scoring} scoring{differs}) on: {', '.join(selections)} "
-        "(inner_split: a client-grouped share of the training folds; heldout_fold: the test "
-        "fold itself, optimistic). "
-        if selections
-        else ""
-    )
-    return (
-        f"{selection}Scoring: generated = the parsed integer the model wrote; expected = the "
-        "mean over the scale labels weighted by their probabilities (models with label "
-        f"probabilities only). Headline scoring: {args.headline_scoring} (each run's first row; "
-        "runs without it show generated)."
-    )
-
-
-def _table4(args) -> None:
-    from care.evaluate import tables
-    from care.instrument import load_instrument
-
-    instrument = load_instrument(args.instrument)
-    dims = instrument.dimension_ids
-    ref = args.reference_variant
-    resampler = _resampler(args)
-    frame = tables.table4(
-        args.runs,
-        _read_scores(args.scores, args.runs),
-        dims,
-        resampler,
-        ref,
-        args.headline_scoring,
-    )
-    frame.insert(3, "selection", args.selection)
-    labels = _dim_labels(instrument)
-    notes = [
-        f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
-        _protocol_note(frame, args),
-        f"(*) Pearson r differs from the same backbone's {ref} run under the same scoring at "
-        f"p < .05, paired bootstrap on the sessions both scored. CSV: "
-        f"{resampler.spec.describe()}, p-values.",
-        tables.PARTIAL_NOTE if tables.partial_folds(frame, dims) else tables.SCORED_NOTE,
-    ]
-    kwargs = dict(
-        dims=dims,
-        dim_labels=labels,
-        row_columns={"model": "Backbone", "variant": "Variant", "scoring": "Scoring"},
-        p_column=f"{{d}}_pearson_p_vs_{ref}",
-    )
-    tables.write_outputs(
-        args.out,
-        frame,
-        tables.alliance_display(frame, latex=False, **kwargs),
-        tables.alliance_display(frame, latex=True, **kwargs),
-        "Table 4: rationale supervision across backbones (ablation)",
-        notes,
-    )
+_table4 = _table2
 
 
 def _table3(args) -> None:
@@ -369,7 +284,7 @@ def _table3(args) -> None:
             "Human: 1-5 ratings, mean ± sd over rated rationales; Krippendorff's "
             "alpha in the CSV and the human-evaluation summary."
         )
-    kwargs = dict(dims=dims, dim_labels=_dim_labels(instrument))
+    kwargs = dict(dims=dims, dim_labels=tables.dimension_labels(instrument))
     tables.write_outputs(
         args.out,
         frame,
@@ -391,7 +306,7 @@ def _table5(args) -> None:
     sessions = _read_tsv(args.sessions_table, ["language"])
     language = str(sessions["language"].mode().iloc[0]) if len(sessions) else "en"
     frame, notes = logodds.table5(texts, source, instrument, language, args.spec)
-    labels = _dim_labels(instrument)
+    labels = tables.dimension_labels(instrument)
     tables.write_outputs(
         args.out,
         frame,
@@ -409,7 +324,7 @@ def _figures(args) -> None:
     from care.instrument import load_instrument
 
     instrument = load_instrument(args.instrument)
-    dims, labels = instrument.dimension_ids, _dim_labels(instrument)
+    dims, labels = instrument.dimension_ids, tables.dimension_labels(instrument)
     scale = (instrument.scale_min, instrument.scale_max)
     if args.kind == "distribution":
         sessions = _read_tsv(args.input, dims)

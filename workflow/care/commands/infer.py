@@ -1,7 +1,8 @@
 """``care infer``: score a fold with a model (fine-tuned or zero-shot) or the counselors.
 
     care infer model --backend hf --model-path results/models/llama/rationale/fold1 \\
-        --name llama --variant rationale --fold 1 --settings '{...inference section...}' ...
+        --name llama --variant rationale --fold 1 --settings inference.yaml --batch-size 8 \\
+        --dtype bfloat16 --mode label_probs ...
     care infer counselor --fold 1 --out results/predictions/counselor/human/fold1.parquet ...
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from care.cli_options import Section
 from care.commands import json_arg
 
 log = logging.getLogger("care.infer")
@@ -42,9 +44,6 @@ def register(subparsers) -> None:
     )
     model.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     model.add_argument("--max-length", type=int, required=True)
-    model.add_argument(
-        "--settings", type=json_arg, default={}, help="JSON: the config's inference section"
-    )
     model.add_argument("--gpus", type=int, default=0, help="GPUs (vLLM tensor parallel size)")
     model.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     model.add_argument("--cache", help="answer cache (SQLite) so an interrupted run resumes")
@@ -52,11 +51,22 @@ def register(subparsers) -> None:
         "--rationales",
         help="training rationales: max_new_tokens auto for a model not fine-tuned here",
     )
+    inference_section(model)
     model.set_defaults(func=run_model)
 
     counselor = sub.add_parser("counselor", help="the human counselor baseline for a fold")
     _common(counselor)
     counselor.set_defaults(func=run_counselor)
+
+
+def inference_section(parser: argparse.ArgumentParser, base=None) -> None:
+    """``--settings`` (the inference section) and its options (``--batch-size 8``, ...);
+    ``base``: the section when --settings is not given (:class:`care.cli_options.Section`)."""
+    from care.infer.settings import JOB_KEYS  # the job's keys and this command's --backend
+
+    Section("inference", "--settings", exclude=JOB_KEYS, base=base).add_to(
+        parser, "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in "
+        "the file form.")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -65,13 +75,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", help="folds.tsv (omit to score every session)")
     parser.add_argument("--fold", type=int, help="the held-out fold to score")
     parser.add_argument("--out", required=True, help="predictions .parquet")
-
-
-def max_new_tokens(settings: dict, prompt_variant: str) -> int | str:
-    """The answer budget for this answer format: tokens, or ``auto`` (the default)."""
-    value = settings.get("max_new_tokens", "auto")
-    value = value.get(prompt_variant, "auto") if isinstance(value, dict) else value
-    return value if value == "auto" else int(value)
 
 
 def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
@@ -109,90 +112,50 @@ def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
 
 
 def build_scorer(args, instrument):
-    """The scorer the arguments ask for (also used by ``care apply predict``)."""
+    """The scorer the arguments ask for (also used by ``care apply predict``, ``care score``)."""
+    from care.infer.settings import InferenceSettings
+
     prompt_variant = getattr(args, "prompt_variant", None) or args.variant
-    limit = max_new_tokens(args.settings, prompt_variant)
-    scorer = _scorer(args, instrument, 1 if limit == "auto" else limit)
-    if limit == "auto":
+    settings = InferenceSettings.from_config(
+        args.settings,
+        source="--settings",
+        variant=prompt_variant,
+        granularity=args.granularity,
+        max_length=args.max_length,
+        tensor_parallel_size=max(1, getattr(args, "gpus", 0) or 0),
+    )
+    auto = settings.max_new_tokens == "auto"
+    scorer = _scorer(args, instrument, settings.replace(max_new_tokens=1) if auto else settings)
+    if auto:
         limit = auto_max_new_tokens(args, scorer, instrument, prompt_variant)
         scorer.set_max_new_tokens(limit)
         log.info("max_new_tokens auto: %d (the training answers need, with a margin)", limit)
     return scorer
 
 
-def _scorer(args, instrument, max_new_tokens: int):
+def _scorer(args, instrument, settings):
     from care.versions import require
 
     if args.backend in ("hf", "vllm"):
         require(args.backend)  # before the model loads
-    settings = args.settings
-    prompt_variant = getattr(args, "prompt_variant", None) or args.variant
-    common = dict(
-        instrument=instrument,
-        variant=prompt_variant,
-        granularity=args.granularity,
-        max_length=args.max_length,
-        max_new_tokens=max_new_tokens,
-        batch_size=int(settings.get("batch_size", 48)),
-        language=settings.get("language"),
-        scoring=settings.get("scoring", "generated"),
-        cache=args.cache,
-    )
-    mode = settings.get("mode", "generate")
+    common = dict(instrument=instrument, cache=args.cache)
     if args.backend == "hf":
         from care.infer.hf import HFScorer
 
-        device = settings.get("device", "auto")
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return HFScorer.from_pretrained(
-            _need(args.model_path, "--model-path"),
-            device=device,
-            dtype=settings.get("dtype", "auto"),
-            prefix_sharing=bool(settings.get("prefix_sharing", True)),
-            mode=mode,
-            **common,
-        )
+        return HFScorer.from_pretrained(_need(args.model_path, "--model-path"), settings, **common)
     if args.backend == "vllm":
         from care.infer.vllm_backend import VLLMScorer
 
-        return VLLMScorer(
-            _need(args.model_path, "--model-path"),
-            tensor_parallel_size=max(1, args.gpus),
-            dtype=settings.get("dtype", "auto"),
-            top_logprobs=int(settings.get("top_logprobs", 20)),
-            gpu_memory_utilization=float(settings.get("gpu_memory_utilization", 0.85)),
-            mode=mode,
-            **common,
-        )
+        return VLLMScorer(_need(args.model_path, "--model-path"), settings, **common)
     from care.infer.api import APIScorer
-    from care.llm.remote import OPT_IN, opt_in
+    from care.llm.openai_chat import OpenAIChat
 
-    if mode != "generate":
-        raise SystemExit(f"care infer: mode {mode} needs label probabilities (backend hf or vllm)")
     api = dict(getattr(args, "api", None) or {})
+    _need(api.get("model"), "--api model")
     entry = f"baselines.zero_shot (name: {getattr(args, 'name', None) or api.get('model')})"
-    api[OPT_IN] = opt_in(api, entry)
-    return APIScorer(
-        _need(api.pop("model", None), "--api model"),
-        **{
-            k: v
-            for k, v in api.items()
-            if k
-            in (
-                "base_url",
-                "api_key_env",
-                OPT_IN,
-                "concurrency",
-                "max_retries",
-                "timeout_s",
-            )
-        },
-        opt_in_section=entry,
-        **common,
-    )
+    # the engine's answer cache keeps the answers: no second cache in the client
+    client = OpenAIChat.from_config(api, section=entry, cache_dir=None)
+    return APIScorer(client, settings, **common)
 
 
 def _need(value, name: str):

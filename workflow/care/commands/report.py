@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=status)
 
     p = subparsers.add_parser(
-        "training-curves",
+        "evaluate training-curves",
         help="training loss and validation Pearson by epoch of fine-tuned models (a figure)",
     )
     p.add_argument("--models", nargs="+", required=True,

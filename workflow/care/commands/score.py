@@ -1,9 +1,9 @@
 """``care score``: score a transcript file with a fine-tuned model and print the result.
 
 For a person at a terminal, not for a rule: no fold, run or config section names needed.
-Decoding follows the config's ``inference`` section (``config.yaml`` when present), with
-``--scoring``, ``--batch-size``, ``--device`` and ``--max-new-tokens`` on top; the instrument
-is the config's, else the packaged WAI-SR.
+Decoding follows the config's ``inference`` section (``config.yaml`` when present, or
+``--settings``), with its options (``--scoring``, ``--batch-size``, ``--device``,
+``--max-new-tokens``, ...) on top; the instrument is the config's, else the packaged WAI-SR.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import argparse
 import logging
 import re
 from pathlib import Path
+
+from care.commands.infer import inference_section
+from care.infer.settings import JOB_KEYS
 
 log = logging.getLogger("care.score")
 
@@ -37,12 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--variant", choices=["rationale", "score_only"],
                    help="answer format the model was trained on (default: from the model's "
                    "path .../<variant>/fold<k>, else rationale)")
-    p.add_argument("--scoring", choices=["generated", "expected"],
-                   help="the number the model wrote, or the mean over its label probabilities")
-    p.add_argument("--batch-size", type=int, help="prompts per forward pass")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--max-new-tokens", type=int, help="longest answer")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
+    inference_section(p, base=lambda args: {
+        k: v for k, v in _config(args.config).get("inference", {}).items()
+        if k not in JOB_KEYS})
     p.set_defaults(func=run)
 
 
@@ -60,18 +61,6 @@ def _variant(args) -> str:
             "rationale", "score_only"):
         return parts[-2]
     return "rationale"
-
-
-def settings(args, config: dict) -> dict:
-    """The config's inference section with the command line's options on top."""
-    out = dict(config.get("inference", {}))
-    for key in ("scoring", "batch_size", "device"):
-        if getattr(args, key) is not None:
-            out[key] = getattr(args, key)
-    if args.max_new_tokens is not None:
-        out["max_new_tokens"] = args.max_new_tokens
-    out.setdefault("device", "auto")
-    return out
 
 
 def run(args) -> int:
@@ -93,7 +82,7 @@ def run(args) -> int:
     scorer_args = argparse.Namespace(
         backend="hf", model_path=args.model, api={}, variant=variant, prompt_variant=variant,
         granularity=config.get("granularity", "item"),
-        max_length=int(config.get("max_length", 8192)), settings=settings(args, config),
+        max_length=int(config.get("max_length", 8192)), settings=args.settings,
         gpus=0, cache=None,
     )
     sessions = Path(args.sessions)

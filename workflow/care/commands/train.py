@@ -2,7 +2,8 @@
 
     care train run --backbone results/backbones/llama --variant rationale --fold 1 \\
         --sessions S.jsonl --folds results/folds.tsv --rationales results/rationales.parquet \\
-        --instrument I.yaml --granularity item --max-length 1024 --hp '{...training...}' \\
+        --instrument I.yaml --granularity item --max-length 1024 --hp training.yaml \\
+        --learning-rate 1e-5 --num-train-epochs 3 --packing shared_prefix \\
         --checkpoints results/checkpoints/llama/rationale/fold1 \\
         --out results/models/llama/rationale/fold1 --gpus 0 --threads 1
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
-from care.commands import json_arg
+from care.cli_options import Section
 
 log = logging.getLogger("care.train")
 
@@ -31,18 +32,20 @@ def _data_args(p) -> None:
     p.add_argument("--variant", choices=["rationale", "score_only"], required=True)
     p.add_argument("--granularity", choices=["item", "dimension", "session"], default="item")
     p.add_argument("--max-length", type=int, required=True)
-    p.add_argument("--hp", type=json_arg, required=True, help="JSON: the training section")
     p.add_argument(
         "--answer-tokens",
         type=lambda v: v if v == "auto" else int(v),
         help="the inference answer budget (max_new_tokens of the variant, or auto): dialogues "
         "are cut to leave room for it, as at inference",
     )
+    # job settings (the rule keeps them out of --hp; --gpus/--threads are this command's)
+    Section("training", "--hp", exclude=("threads", "mem_mb", "runtime", "seeds", "gpus")
+            ).add_to(p, "Replicate seeds (seeds) are separate runs: give one --seed.")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="fine-tune a backbone on a fold and select the best epoch"
+        "train run", help="fine-tune a backbone on a fold and select the best epoch"
     )
     _data_args(p)
     p.add_argument(
@@ -55,7 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads shared by the ranks")
     p.set_defaults(func=train)
 
-    p = subparsers.add_parser("sft-data", help="write a fold's rendered SFT examples (jsonl)")
+    p = subparsers.add_parser("train sft-data", help="write a fold's rendered SFT examples (jsonl)")
     _data_args(p)
     p.add_argument("--out", required=True, help="jsonl: text, labelled text, ids, labels")
     p.set_defaults(func=sft_data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,107 @@ def table4(
             )
         rows.append(row)
     return _round(pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------------ Tables 2 and 4 files
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a table's fine-tuned numbers were made, for its notes."""
+
+    selection: str = "unknown"  # checkpoint selection (a run's own wins)
+    selection_scoring: str = "generated"  # the scoring selection maximised r of
+    headline: str = "generated"  # the scoring of each run's first row
+
+
+def write_table2(out, runs, scores, instrument, resampler, protocol: Protocol) -> pd.DataFrame:
+    """Build Table 2 (:func:`table2`) and write its files with their notes."""
+    dims, labels = instrument.dimension_ids, dimension_labels(instrument)
+    frame = table2(runs, scores, dims, resampler, protocol.selection, protocol.headline)
+    best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}" for d in dims)
+    notes = alliance_notes(frame, dims, f"the best baseline ({best})", resampler, protocol)
+    columns = {"label": "Model", "scoring": "Scoring"}
+    caption = "Table 2: alliance prediction against client ratings"
+    _write_alliance(out, frame, instrument, columns, "{d}_pearson_p_vs_best", caption, notes)
+    return frame
+
+
+def write_table4(
+    out, runs, scores, instrument, resampler, protocol: Protocol, reference_variant: str
+) -> pd.DataFrame:
+    """Build Table 4 (:func:`table4`), every row under ``protocol.selection``, and write its
+    files with their notes."""
+    dims, ref = instrument.dimension_ids, reference_variant
+    frame = table4(runs, scores, dims, resampler, ref, protocol.headline)
+    frame.insert(3, "selection", protocol.selection)
+    compared = f"the same backbone's {ref} run under the same scoring"
+    notes = alliance_notes(frame, dims, compared, resampler, protocol)
+    columns = {"model": "Backbone", "variant": "Variant", "scoring": "Scoring"}
+    caption = "Table 4: rationale supervision across backbones (ablation)"
+    _write_alliance(out, frame, instrument, columns, f"{{d}}_pearson_p_vs_{ref}", caption, notes)
+    return frame
+
+
+def alliance_notes(
+    frame: pd.DataFrame,
+    dims: Sequence[str],
+    compared: str,
+    resampler: bs.Resampler,
+    protocol: Protocol,
+) -> list[str]:
+    """The notes under Tables 2 and 4: folds, protocol, the significance test, coverage."""
+    return [
+        f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
+        protocol_note(frame, protocol),
+        f"(*) Pearson r differs from {compared} at p < .05, paired bootstrap on the sessions "
+        f"both scored. CSV: {resampler.spec.describe()}, p-values.",
+        PARTIAL_NOTE if partial_folds(frame, dims) else SCORED_NOTE,
+    ]
+
+
+def protocol_note(frame: pd.DataFrame, protocol: Protocol) -> str:
+    """Which checkpoint selection and which scoring each number is (the table's protocol)."""
+    tuned = frame[frame["kind"] == "fine_tuned"] if "kind" in frame else frame
+    selections = sorted(set(tuned["selection"])) if "selection" in tuned else []
+    scoring = protocol.selection_scoring
+    differs = ", not the headline scoring" if scoring != protocol.headline else ""
+    selection = (
+        f"Fine-tuned checkpoints selected by the mean validation Pearson r "
+        f"({scoring} scoring{differs}) on: {', '.join(selections)} "
+        "(inner_split: a client-grouped share of the training folds; heldout_fold: the test "
+        "fold itself, optimistic). "
+        if selections
+        else ""
+    )
+    return (
+        f"{selection}Scoring: generated = the parsed integer the model wrote; expected = the "
+        "mean over the scale labels weighted by their probabilities (models with label "
+        f"probabilities only). Headline scoring: {protocol.headline} (each run's first row; "
+        "runs without it show generated)."
+    )
+
+
+def _write_alliance(out, frame, instrument, row_columns, p_column, caption, notes) -> None:
+    kwargs = dict(
+        dims=instrument.dimension_ids,
+        dim_labels=dimension_labels(instrument),
+        row_columns=row_columns,
+        p_column=p_column,
+    )
+    write_outputs(
+        out,
+        frame,
+        alliance_display(frame, latex=False, **kwargs),
+        alliance_display(frame, latex=True, **kwargs),
+        caption,
+        notes,
+    )
+
+
+def dimension_labels(instrument, language: str = "en") -> dict[str, str]:
+    """Each dimension's display label (table headers, figure titles)."""
+    return {d.id: d.label(language) for d in instrument.dimensions}
 
 
 # ------------------------------------------------------------------------ rationale quality

@@ -142,7 +142,7 @@ def _tokenizer_texts(sessions, instrument):
 
 
 def _random(args, sessions, device: str | None = None):
-    """A random model and a tokenizer trained on the sessions, as ``care backbone tiny``
+    """A random model and a tokenizer trained on the sessions, as ``care train backbone tiny``
     builds them (nothing downloaded)."""
     import torch
 
@@ -212,18 +212,8 @@ def _run_hf(args, instrument, model, tokenizer, sessions, kind: str) -> dict:
     from care.infer.hf import HFScorer
 
     cls = _library_class() if kind == "library" else HFScorer
-    scorer = cls(
-        model,
-        tokenizer,
-        instrument=instrument,
-        variant=args.variant,
-        granularity=args.granularity,
-        max_length=args.max_length,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        prefix_sharing=kind == "shared",
-        mode=args.mode,
-    )
+    settings = _settings(args).replace(prefix_sharing=kind == "shared")
+    scorer = cls(model, tokenizer, settings, instrument=instrument)
     _sync(args.device)
     start = time.perf_counter()
     answers = []
@@ -237,6 +227,22 @@ def _run_hf(args, instrument, model, tokenizer, sessions, kind: str) -> dict:
         "texts": [a.text for a in flat],
         "probs": [a.probs for a in flat],
     }
+
+
+def _settings(args):
+    """The benchmark's inference settings, from its command line."""
+    from care.infer.settings import InferenceSettings
+
+    return InferenceSettings(
+        variant=args.variant,
+        granularity=args.granularity,
+        max_length=args.max_length,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        mode=args.mode,
+        device=args.device,
+        dtype=args.dtype,
+    )
 
 
 def _library_class():
@@ -317,18 +323,11 @@ def _run_vllm(args, instrument, sessions) -> dict:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             path, load_format = tmp, "dummy"
+        settings = _settings(args).replace(
+            batch_size=max(args.batch_size, 12 * len(sessions)), tensor_parallel_size=args.gpus
+        )
         scorer = VLLMScorer(
-            path,
-            instrument=instrument,
-            variant=args.variant,
-            granularity=args.granularity,
-            max_length=args.max_length,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=max(args.batch_size, 12 * len(sessions)),
-            tensor_parallel_size=args.gpus,
-            dtype=args.dtype,
-            load_format=load_format,
-            tokenizer=tokenizer,
+            path, settings, instrument=instrument, load_format=load_format, tokenizer=tokenizer
         )
         scorer.answer(sessions[:1])  # engine start-up and warm-up, not timed
         # fresh prompts: the same sessions again would hit vLLM's prefix cache entirely

@@ -26,6 +26,7 @@ from care.infer.labels import (
     read_probs,
 )
 from care.infer.prompting import PromptBuilder, UnitPrompt
+from care.infer.settings import InferenceSettings
 from care.instrument import Instrument
 from care.prompts import (
     format_target,
@@ -37,57 +38,38 @@ from care.sessions import Session
 
 log = logging.getLogger(__name__)
 
-SCORINGS = ("generated", "expected")
-#: generate: free (greedy) generation, label probabilities read where the score was written;
-#: label_probs: each item's score prefix is forced and the next-token distribution over the
-#: scale labels read there (multiple-choice style: every item is scored, nothing generated).
-MODES = ("generate", "label_probs")
-
 # --------------------------------------------------------------------------- scorer
 
 
 class Scorer:
-    """Scores sessions unit by unit; backends implement :meth:`generate_group`."""
+    """Scores sessions unit by unit; backends implement :meth:`generate_group`.
+
+    ``settings`` (:class:`~care.infer.settings.InferenceSettings`) says how; only the answer
+    budget changes after construction (:meth:`set_max_new_tokens`: ``auto`` is resolved once
+    the tokenizer is loaded, and ``label_probs`` decodes one step at a time).
+    """
 
     backend = "base"
 
     def __init__(
         self,
+        settings: InferenceSettings,
         *,
         instrument: Instrument,
-        variant: str,
-        granularity: str,
-        max_length: int,
-        max_new_tokens: int,
-        batch_size: int,
-        language: str | None = None,
-        scoring: str = "generated",
         cache: AnswerCache | str | Path | None = None,
         fingerprint: str = "",
-        mode: str = "generate",
     ) -> None:
-        if scoring not in SCORINGS:
-            raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-        if mode == "label_probs" and variant != "score_only":
+        if not isinstance(settings.max_new_tokens, int):
             raise ValueError(
-                "mode label_probs forces the score-only answer: ask for it with the "
-                "score_only prompt variant (baselines.prompt_variant: score_only)"
+                f"max_new_tokens {settings.max_new_tokens!r}: resolve it to a number before "
+                "the scorer is built (care.commands.infer.build_scorer resolves auto)"
             )
-        self.mode = mode
+        self.settings = settings
         self.instrument = instrument
-        self.variant = variant
-        self.granularity = granularity
-        self.max_length = max_length
-        self.max_new_tokens = max_new_tokens
-        self.decoding = Decoding(max_new_tokens)
-        self.batch_size = max(1, batch_size)
-        self.language = language
-        self.scoring = scoring
+        self.decoding = Decoding(settings.max_new_tokens)
         self.cache = AnswerCache(cache) if isinstance(cache, (str, Path)) else cache
         self.fingerprint = fingerprint
-        self.units = units(instrument, granularity)
+        self.units = units(instrument, settings.granularity)
         self.builder = self.prompt_builder()
         self.stats = {
             "units": 0,
@@ -98,23 +80,22 @@ class Scorer:
             "truncated_sessions": 0,  # dialogue cut to fit max_length
         }
 
+    @property
+    def max_new_tokens(self) -> int:
+        return self.settings.max_new_tokens
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, self.settings.batch_size)
+
     def set_max_new_tokens(self, value: int) -> None:
         """Change the answer budget (``auto`` is resolved once the tokenizer is loaded)."""
-        self.max_new_tokens = int(value)
+        self.settings = self.settings.replace(max_new_tokens=int(value))
         self.decoding = Decoding(self.max_new_tokens)
         self.builder = self.prompt_builder()
 
     def prompt_builder(self) -> PromptBuilder:
-        return PromptBuilder(
-            self.instrument,
-            self.variant,
-            self.granularity,
-            self.max_length,
-            self.max_new_tokens,
-            self.count_tokens,
-            self.render,
-            self.language,
-        )
+        return PromptBuilder(self.instrument, self.settings, self.count_tokens, self.render)
 
     # Backends with a local tokenizer (``self.tokenizer``) share these two; the API backend
     # overrides them (it has no tokenizer and sends messages, not token ids).
@@ -137,7 +118,7 @@ class Scorer:
         return max(1, self.batch_size // len(self.units))
 
     def decoding_fingerprint(self) -> str:
-        forced = {"mode": self.mode} if self.mode != "generate" else {}
+        forced = {"mode": self.settings.mode} if self.settings.mode != "generate" else {}
         return json.dumps(
             {
                 "backend": self.backend,
@@ -213,7 +194,7 @@ class Scorer:
         todo = [[p for p in session if p.key not in found] for session in prompts]
         todo = [session for session in todo if session]
         fresh: dict[str, UnitAnswer] = {}
-        if todo and self.mode == "label_probs":
+        if todo and self.settings.mode == "label_probs":
             fresh = self.forced_answers(todo)
         elif todo:
             for session, gens in zip(todo, self.generate_group(todo), strict=True):
@@ -248,7 +229,7 @@ class Scorer:
             log.warning(
                 "%d of %d sessions (%.0f%%) lost dialogue turns to max_length %d",
                 self.stats["truncated_sessions"], sessions,
-                100 * self.stats["truncated_sessions"] / sessions, self.max_length,
+                100 * self.stats["truncated_sessions"] / sessions, self.settings.max_length,
             )
 
     def score(
@@ -286,7 +267,7 @@ class Scorer:
                     by_item[item] = self.row(session, prompt, ans, item, parsed[item])
             for item in self.instrument.item_ids:
                 row = by_item[item]
-                row.update(model=model, variant=variant or self.variant, fold=fold)
+                row.update(model=model, variant=variant or self.settings.variant, fold=fold)
                 yield row
 
     def row(self, session: Session, prompt: UnitPrompt, ans: UnitAnswer, item, parsed) -> dict:
@@ -302,12 +283,12 @@ class Scorer:
             "client_id": session.client_id,
             "item_id": item,
             "dimension": self.instrument.dimension_of(item),
-            "score": generated if self.scoring == "generated" else expected,
+            "score": generated if self.settings.scoring == "generated" else expected,
             "score_generated": generated,
             "score_expected": expected,
             "score_argmax": argmax_score(probs, points) if probs else math.nan,
             "probs": list(probs) if probs else None,
-            "rationale": parsed.rationale if self.variant != "score_only" else None,
+            "rationale": parsed.rationale if self.settings.variant != "score_only" else None,
             "raw_text": ans.text,
             "parsed": bool(parsed.ok),
             "parse_error": error,

@@ -20,6 +20,7 @@ from care.fingerprint import model_fingerprint
 from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Scorer
 from care.infer.labels import Generation, label_token_ids
+from care.infer.settings import InferenceSettings
 from care.infer.shared_decode import decode, length_groups, row_length
 
 log = logging.getLogger(__name__)
@@ -68,46 +69,30 @@ class HFScorer(Scorer):
         self,
         model,
         tokenizer,
+        settings: InferenceSettings,
         *,
         instrument,
-        variant: str,
-        granularity: str,
-        max_length: int,
-        max_new_tokens: int,
-        batch_size: int,
-        prefix_sharing: bool = True,
-        language: str | None = None,
-        scoring: str = "generated",
         cache=None,
         fingerprint: str | None = None,
-        mode: str = "generate",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.prefix_sharing = prefix_sharing
         self.eos_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
-        langs = {language} if language else {"en", "zh"}
+        langs = {settings.language} if settings.language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
         self.recorder = LabelRecorder(self.label_ids)
-        if prefix_sharing:
+        if settings.prefix_sharing:
             from care.train.packing import SPLIT, register
 
             register()  # plain SDPA unless a batch carries a shared-prefix plan
             self.model.set_attn_implementation(SPLIT)
         self.counters = {"prefill_tokens": 0, "generate_calls": 0, "rows": 0}
         super().__init__(
+            settings,
             instrument=instrument,
-            variant=variant,
-            granularity=granularity,
-            max_length=max_length,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            language=language,
-            scoring=scoring,
             cache=cache,
             fingerprint=_fingerprint(model, fingerprint, cache),
-            mode=mode,
         )
         # every field explicit, and none left for the checkpoint's generation_config.json
         self.generation_config = self.decoding.generation_config(self.eos_ids, self.pad_id)
@@ -119,16 +104,17 @@ class HFScorer(Scorer):
         neutral_model_defaults(self.model, self.generation_config)
 
     @classmethod
-    def from_pretrained(cls, path, *, device: str = "cpu", dtype: str = "auto", **kw) -> HFScorer:
-        """Load a model directory (HF format, tokenizer included) and build a scorer on it."""
-        model, tokenizer = load_model(path, device=device, dtype=dtype)
+    def from_pretrained(cls, path, settings: InferenceSettings, **kw) -> HFScorer:
+        """Load a model directory (HF format, tokenizer included) on ``settings``' device and
+        dtype and build a scorer on it."""
+        model, tokenizer = load_model(path, device=settings.torch_device(), dtype=settings.dtype)
         if kw.get("cache") is not None:
             kw.setdefault("fingerprint", model_fingerprint(path))
-        return cls(model, tokenizer, **kw)
+        return cls(model, tokenizer, settings, **kw)
 
     # ------------------------------------------------------------------ generation
     def generate_group(self, prompts):
-        if self.prefix_sharing:
+        if self.settings.prefix_sharing:
             return self._generate_shared(prompts)
         flat = [p.ids for session in prompts for p in session]
         gens: list[Generation] = []

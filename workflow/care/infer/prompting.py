@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from care.infer.settings import InferenceSettings
 from care.instrument import Instrument
 from care.prompts import (
     build_messages,
@@ -39,38 +40,30 @@ class UnitPrompt:
     key: str = ""
 
 
-
-
-
 class PromptBuilder:
     """A session's unit prompts, the dialogue cut to the token budget ``max_length`` leaves.
 
-    ``count_tokens`` counts a text's tokens and ``render`` turns messages into prompt ids
-    (the chat template with the generation prompt), or is ``None`` for chat APIs.
+    ``settings`` gives the answer format, the units, ``max_length``, the answer budget and
+    the language; ``count_tokens`` counts a text's tokens and ``render`` turns messages into
+    prompt ids (the chat template with the generation prompt), or is ``None`` for chat APIs.
     """
 
     def __init__(
         self,
         instrument: Instrument,
-        variant: str,
-        granularity: str,
-        max_length: int,
-        max_new_tokens: int,
+        settings: InferenceSettings,
         count_tokens: Callable[[str], int],
         render: Callable[[list[dict[str, str]]], list[int]] | None,
-        language: str | None = None,
     ) -> None:
         self.instrument = instrument
-        self.variant = variant
-        self.units = units(instrument, granularity)
-        self.max_length = max_length
-        self.max_new_tokens = max_new_tokens
-        # the answer budget the dialogue leaves room for; validation generates fewer tokens
-        # but reserves the inference budget (care.train.select), as training does
-        self.reserve_tokens = max_new_tokens
+        self.variant = settings.variant
+        self.units = units(instrument, settings.granularity)
+        self.max_length = settings.max_length
+        reserve = settings.reserve_tokens
+        self.reserve_tokens = settings.max_new_tokens if reserve is None else reserve
         self.count_tokens = count_tokens
         self.render = render
-        self.language = language
+        self.language = settings.language
         self._overhead: dict[str, int] = {}
         self._warned: set[str] = set()
 

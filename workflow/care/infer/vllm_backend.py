@@ -17,6 +17,7 @@ from care.backbone import load_end_of_turn_ids
 from care.fingerprint import model_fingerprint
 from care.infer.engine import Scorer
 from care.infer.labels import Generation, label_token_ids
+from care.infer.settings import InferenceSettings
 
 
 class VLLMScorer(Scorer):
@@ -31,25 +32,14 @@ class VLLMScorer(Scorer):
     def __init__(
         self,
         path: str,
+        settings: InferenceSettings,
         *,
         instrument,
-        variant: str,
-        granularity: str,
-        max_length: int,
-        max_new_tokens: int,
-        batch_size: int = 256,
-        tensor_parallel_size: int = 1,
-        dtype: str = "auto",
-        gpu_memory_utilization: float = 0.85,
-        top_logprobs: int = 20,
-        load_format: str = "auto",
-        seed: int = 0,
-        language: str | None = None,
-        scoring: str = "generated",
         cache=None,
         tokenizer=None,
         llm=None,
-        mode: str = "generate",
+        load_format: str = "auto",
+        seed: int = 0,
     ) -> None:
         if tokenizer is None:
             from transformers import AutoTokenizer
@@ -57,49 +47,39 @@ class VLLMScorer(Scorer):
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.path = str(path)
         self.tokenizer = tokenizer
-        self.tensor_parallel_size = int(tensor_parallel_size)
-        self.dtype = dtype
-        self.gpu_memory_utilization = gpu_memory_utilization
-        self.top_logprobs = int(top_logprobs)
-        self.load_format = load_format
+        self.load_format = load_format  # "dummy": random weights (care bench infer)
         self.seed = seed
-        langs = {language} if language else {"en", "zh"}
+        langs = {settings.language} if settings.language else {"en", "zh"}
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
         self.eos_ids = load_end_of_turn_ids(self.path, tokenizer)
         self._llm = llm
         super().__init__(
+            settings,
             instrument=instrument,
-            variant=variant,
-            granularity=granularity,
-            max_length=max_length,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            language=language,
-            scoring=scoring,
             cache=cache,
             fingerprint=model_fingerprint(path) if cache is not None else "",
-            mode=mode,
         )
 
     # ------------------------------------------------------------------ engine
     def engine_args(self) -> dict:
         """Keyword arguments for ``vllm.LLM`` (inspectable without a GPU)."""
+        settings = self.settings
         return {
             "model": self.path,
             "tokenizer": self.path,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "dtype": self.dtype,
+            "tensor_parallel_size": settings.tensor_parallel_size,
+            "dtype": settings.dtype,
             "enable_prefix_caching": True,
-            "max_model_len": self.max_length,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "max_logprobs": max(self.top_logprobs, 1),
+            "max_model_len": settings.max_length,
+            "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "max_logprobs": max(settings.top_logprobs, 1),
             "load_format": self.load_format,
             "seed": self.seed,
         }
 
     def sampling_args(self) -> dict:
         """Keyword arguments for ``vllm.SamplingParams``: the decoding settings in full."""
-        return self.decoding.sampling_args(self.eos_ids, self.top_logprobs, self.seed)
+        return self.decoding.sampling_args(self.eos_ids, self.settings.top_logprobs, self.seed)
 
     @property
     def llm(self):

@@ -36,6 +36,9 @@ DEFAULT_CACHE = Path("results/cache/llm")
 # Their DEBUG records carry request bodies (transcripts) and per-request noise.
 CHATTY_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2")
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: An endpoint's config keys besides ``model`` and the opt-in (:meth:`OpenAIChat.from_config`);
+#: ``backoff_s`` is no config key, but tests shorten the retries' waits with it.
+CONFIG_KEYS = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_s")
 
 
 class EndpointError(CareInputError):
@@ -99,6 +102,23 @@ class OpenAIChat:
         for name in CHATTY_LOGGERS:
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
+
+    @classmethod
+    def from_config(
+        cls, spec: dict[str, Any], *, section: str, cache_dir: str | Path | None = DEFAULT_CACHE
+    ) -> OpenAIChat:
+        """The client a config section describes (``rationales.openai``, a zero-shot
+        entry): ``model``, the endpoint keys of :data:`CONFIG_KEYS` (unset: the defaults
+        above) and the remote opt-in, checked by :func:`care.llm.remote.opt_in`."""
+        from care.llm.remote import opt_in
+
+        return cls(
+            spec["model"],
+            **{key: spec[key] for key in CONFIG_KEYS if key in spec},
+            allow_remote_transcripts=opt_in(spec, section),
+            opt_in_section=section,
+            cache_dir=cache_dir,
+        )
 
     def __repr__(self) -> str:  # never shows the client (it holds the key)
         return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"

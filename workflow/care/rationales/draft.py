@@ -85,20 +85,8 @@ def make_backend(name: str, spec: dict[str, Any], cache_dir: str | Path) -> Any:
     """The chat backend ``name`` built from its config section (None for ``extractive``)."""
     if name == "openai":
         from care.llm.openai_chat import OpenAIChat
-        from care.llm.remote import opt_in
 
-        return OpenAIChat(
-            spec["model"],
-            base_url=spec.get("base_url"),
-            api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
-            allow_remote_transcripts=opt_in(spec, "rationales.openai"),
-            opt_in_section="rationales.openai",
-            concurrency=spec.get("concurrency", 4),
-            max_retries=spec.get("max_retries", 5),
-            timeout_s=spec.get("timeout_s", 120),
-            backoff_s=spec.get("backoff_s", 1.0),
-            cache_dir=cache_dir,
-        )
+        return OpenAIChat.from_config(spec, section="rationales.openai", cache_dir=cache_dir)
     if name == "hf":
         from care.llm.hf_chat import HFChat
 

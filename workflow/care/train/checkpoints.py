@@ -3,7 +3,7 @@
 Layout (``results/checkpoints/{backbone}/{variant}/fold{k}/``, outside the rule's outputs, so
 a retried job finds it)::
 
-    .lock                 held (flock) by the ``care train`` working here; names its PID and host
+    .lock                 held (flock) by the ``care train run`` working here; names PID, host
     job.json              the training job; its fingerprint keys everything below
     train.jsonl           the SFT examples
     checkpoint-{step}/    a Trainer checkpoint: HF weights + optimizer, scheduler, RNG state
@@ -113,7 +113,7 @@ def _read_holder(fd: int) -> dict:
 def busy_message(holder: dict) -> str:
     pid, host = holder.get("pid", "?"), holder.get("host", "?")
     return (
-        f"in use by another care train (PID {pid} on host {host}, since "
+        f"in use by another care train run (PID {pid} on host {host}, since "
         f"{holder.get('since', '?')}): two trainers on one checkpoint directory would delete "
         f"each other's checkpoints. Wait for it to finish, or stop it (kill {pid} on {host}) "
         "and run again."

@@ -61,11 +61,9 @@ class FineTune:
 
     def __post_init__(self) -> None:
         # settings given per variant ({rationale: ..., score_only: ...}) resolve to this run's
-        from care.sft import packing_for
+        from care.sft import for_variant
 
-        hp = dict(self.hp)
-        hp["packing"] = packing_for(hp.get("packing", "none"), self.variant)
-        object.__setattr__(self, "hp", hp)
+        object.__setattr__(self, "hp", for_variant(self.hp, self.variant))
 
 
 def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
@@ -130,7 +128,7 @@ def prepare(run: FineTune):
         examples,
         stats,
         run.hp["packing"],
-        run.hp.get("units_per_row"),
+        run.hp["units_per_row"],
         seed=run.hp.get("seed", 123),
     )
     return instrument, train, val, rows, stats
@@ -317,17 +315,27 @@ class EpochLoop:
         self.vjob.write(self.dir / "validation.json")
 
     def run(self) -> None:
-        while True:
-            checkpoints.drop_incomplete(self.dir)
-            trained = self.trained_epochs()
-            if not self.consistent(trained):
-                continue
-            for epoch in range(1, trained + 1):
-                if epoch not in self.scored():
-                    self.score(epoch)
-            if trained >= self.epochs:
-                return
-            self.train()
+        with self.progress() as shown:
+            while True:
+                checkpoints.drop_incomplete(self.dir)
+                trained = self.trained_epochs()
+                if not self.consistent(trained):
+                    shown.reset(total=self.epochs)  # started afresh: nothing scored
+                    continue
+                for epoch in range(1, trained + 1):
+                    if epoch not in self.scored():
+                        self.score(epoch)
+                        shown.update()
+                if trained >= self.epochs:
+                    return
+                self.train()
+
+    def progress(self):
+        """Epochs scored of all, with ETA (training between them included), in the job log."""
+        from care.progress import bar
+
+        done = len([e for e in self.scored() if e <= self.epochs])
+        return bar(total=self.epochs, initial=done, desc="selection", unit="epoch")
 
     def scored(self) -> dict[int, dict[str, Any]]:
         return {r["epoch"]: r for r in select.read_scores(self.dir, self.vjob.key)}

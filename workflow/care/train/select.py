@@ -60,7 +60,7 @@ class ValidationJob:
     sessions: str  # the corpus file
     session_ids: list[str]  # the validation sessions, in order
     instrument: str
-    scorer: dict[str, Any]  # HFScorer arguments
+    scorer: dict[str, Any]  # InferenceSettings fields (answer format, units, decoding)
     device: str
     dtype: str
     threads: int
@@ -70,6 +70,14 @@ class ValidationJob:
         from care.io import write_json
 
         write_json(path, asdict(self))
+
+    def settings(self):
+        """The inference settings of validation scoring (prefix-shared, as inference)."""
+        from care.infer.settings import InferenceSettings
+
+        return InferenceSettings(
+            **self.scorer, device=self.device, dtype=self.dtype, reserve_tokens=self.answer_tokens
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> ValidationJob:
@@ -108,14 +116,9 @@ def score_rows(weights: Path, sessions: Sequence, instrument, job: ValidationJob
     The dialogue leaves room for ``job.answer_tokens`` (the inference answer budget, as in
     training and inference) even where validation generates fewer tokens.
     """
-    from care.backbone import load_causal_lm, load_tokenizer
     from care.infer.hf import HFScorer
 
-    model = load_causal_lm(weights, dtype=job.dtype, device=job.device)
-    tokenizer = load_tokenizer(weights)
-    scorer = HFScorer(model, tokenizer, instrument=instrument, prefix_sharing=True, **job.scorer)
-    if job.answer_tokens is not None:
-        scorer.builder.reserve_tokens = job.answer_tokens
+    scorer = HFScorer.from_pretrained(weights, job.settings(), instrument=instrument)
     return [{k: row.get(k) for k in ROW_FIELDS} for row in scorer.score(sessions)]
 
 

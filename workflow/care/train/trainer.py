@@ -307,7 +307,7 @@ def write_train_log(path: Path, history: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one rank of a care fine-tune")
-    parser.add_argument("--job", required=True, help="job file written by care train")
+    parser.add_argument("--job", required=True, help="job file written by care train run")
     # launchers that pass the rank as an argument (the rank is read from LOCAL_RANK)
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -46,7 +46,8 @@ def test_an_untested_transformers_stops_care_train_with_the_reason(monkeypatch, 
     fake_versions(monkeypatch, transformers="4.46.0")
     code = main(["train", "run", "--backbone", "x", "--sessions", "x", "--folds", "x",
                  "--instrument", "x", "--fold", "1", "--variant", "score_only",
-                 "--max-length", "64", "--hp", "{}", "--checkpoints", "x", "--out", "x"])
+                 "--max-length", "64", "--learning-rate", "1e-5", "--num-train-epochs", "1",
+                 "--per-device-train-batch-size", "1", "--checkpoints", "x", "--out", "x"])
     err = capsys.readouterr().err
     assert code == 3
     assert "transformers 4.46.0 is outside the tested range" in err and "RoPE" in err

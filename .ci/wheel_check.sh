@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI: the package works outside an editable install. Build the wheel, install it into a
-# fresh venv and run `care --help` and `care validate` from outside the repository.
+# fresh venv and run `care --help`, `care data demo-corpus` and `care data validate` from
+# outside the repository.
 #
 # The fresh venv gets the wheel with --no-deps and sees the dependencies of the CI venv
 # (the one .ci/run made, active when this runs) through a .pth line: a fully separate
@@ -27,7 +28,7 @@ case "$where" in "$work"/venv/*) ;; *) echo "care imported from $where, not the 
 "$work/venv/bin/care" --help >/dev/null
 instrument="$("$work/venv/bin/python" -c \
     'from care.resources import resource_path; print(resource_path("instruments", "wai_sr.yaml"))')"
-"$work/venv/bin/care" demo-corpus --spec '{"n_clients": 6, "seed": 1}' --instrument "$instrument" \
+"$work/venv/bin/care" data demo-corpus --spec '{"n_clients": 6, "seed": 1}' --instrument "$instrument" \
     --sessions sessions.jsonl --references references.jsonl
-"$work/venv/bin/care" validate --sessions sessions.jsonl --instrument "$instrument"
-echo "wheel check: care --help and care validate ran from the installed wheel ($where)"
+"$work/venv/bin/care" data validate --sessions sessions.jsonl --instrument "$instrument"
+echo "wheel check: care --help, care data demo-corpus and care data validate ran from the installed wheel ($where)"

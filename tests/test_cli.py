@@ -55,11 +55,8 @@ def test_every_rule_calls_a_current_command_name():
         calls += re.findall(r'"care (?:--benchmark \S+ )?([a-z0-9-]+)(?: ([a-z0-9-]+))?', text)
     assert len(calls) > 20
     # the CI scripts call the CLI too (the wheel check ran a removed name once)
-    ci = [
-        m
-        for path in (REPO / ".ci").iterdir()
-        for m in re.findall(r"bin/care\"? ([a-z][a-z0-9-]*)(?: ([a-z][a-z0-9-]*))?", path.read_text())
-    ]
+    command = re.compile(r"bin/care\"? ([a-z][a-z0-9-]*)(?: ([a-z][a-z0-9-]*))?")
+    ci = [m for path in (REPO / ".ci").iterdir() for m in command.findall(path.read_text())]
     assert ci
     for first, second in calls + ci:
         assert first in top.choices, first

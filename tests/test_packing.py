@@ -36,6 +36,13 @@ def rationales_of(train_corpus):
     return load_rationales(train_corpus["rationales"])
 
 
+def two_sessions(path, instrument, sessions, train_corpus, **kw):
+    """The rationale examples of the first two sessions with the backbone at ``path``."""
+    tok = load_tokenizer(path)
+    eot = load_end_of_turn_ids(path, tok)
+    return make_examples(tok, eot, instrument, sessions[:2], rationales_of(train_corpus), **kw)
+
+
 def loss_and_grads(model, batch, num_items=None):
     model.zero_grad()
     kwargs = {"num_items_in_batch": num_items} if num_items is not None else {}
@@ -74,10 +81,7 @@ def assert_same(model, examples, rows, implementation, logits_only, rtol):
 
 def test_a_packed_row_holds_the_prefix_once(tiny_backbones, instrument, sessions, train_corpus):
     path = tiny_backbones["llama"]
-    tok = load_tokenizer(path)
-    examples, stats = make_examples(
-        tok, load_end_of_turn_ids(path, tok), instrument, sessions[:2], rationales_of(train_corpus)
-    )
+    examples, stats = two_sessions(path, instrument, sessions, train_corpus)
     rows = training_rows(examples, stats, "shared_prefix")
     assert [r.session_id for r in rows] == [sessions[0].session_id, sessions[1].session_id]
     for row in rows:
@@ -107,10 +111,7 @@ def test_units_per_row_deals_a_session_into_rows(
     from care.backbone import load_causal_lm
 
     path = tiny_backbones["llama"]
-    tok = load_tokenizer(path)
-    examples, stats = make_examples(
-        tok, load_end_of_turn_ids(path, tok), instrument, sessions[:2], rationales_of(train_corpus)
-    )
+    examples, stats = two_sessions(path, instrument, sessions, train_corpus)
     rows = training_rows(examples, stats, "shared_prefix", units_per_row=5, seed=7)
     n_items = len(instrument.item_ids)
     per_session = -(-n_items // 5)
@@ -143,11 +144,8 @@ def test_packed_loss_and_gradients_equal_unpacked(
     from care.backbone import load_causal_lm
 
     path = tiny_backbones[arch]
-    tok = load_tokenizer(path)
     # two sessions of different lengths: the packed batch pads one of them
-    examples, stats = make_examples(
-        tok, load_end_of_turn_ids(path, tok), instrument, sessions[:2], rationales_of(train_corpus)
-    )
+    examples, stats = two_sessions(path, instrument, sessions, train_corpus)
     rows = training_rows(examples, stats, "shared_prefix")
     assert len({len(r.input_ids) for r in rows}) == 2
     model = load_causal_lm(path, dtype=torch.float64)
@@ -184,10 +182,7 @@ def test_packing_in_bf16(tiny_backbones, instrument, sessions, train_corpus):
     from care.backbone import load_causal_lm
 
     path = tiny_backbones["llama"]
-    tok = load_tokenizer(path)
-    examples, stats = make_examples(
-        tok, load_end_of_turn_ids(path, tok), instrument, sessions[:2], rationales_of(train_corpus)
-    )
+    examples, stats = two_sessions(path, instrument, sessions, train_corpus)
     rows = training_rows(examples, stats, "shared_prefix")
     model = load_causal_lm(path, dtype=torch.bfloat16)
     register()

@@ -436,11 +436,13 @@ def for_variant(hp: Mapping[str, Any], variant: str) -> dict[str, Any]:
     for key, default in PER_VARIANT.items():
         value = out.get(key, default)
         out[key] = value.get(variant, default) if isinstance(value, Mapping) else value
-    if out["packing"] not in PACKINGS:
-        raise ValueError(
-            f"unknown training.packing {out['packing']!r}; expected one of {PACKINGS}"
-        )
+    check_packing(out["packing"])
     return out
+
+
+def check_packing(packing: str) -> None:
+    if packing not in PACKINGS:
+        raise ValueError(f"unknown training.packing {packing!r}; expected one of {PACKINGS}")
 
 
 def rows_per_step(examples_per_step: int, rows: Sequence[Row]) -> int:
@@ -463,8 +465,7 @@ def training_rows(
     seed: int = 0,
 ) -> list[Example] | list[PackedSession]:
     """The rows one epoch trains on: the examples themselves or packed rows per session."""
-    if packing not in PACKINGS:
-        raise ValueError(f"unknown training.packing {packing!r}; expected one of {PACKINGS}")
+    check_packing(packing)
     if packing == "none":
         return list(examples)
     return pack_shared_prefix(examples, stats, units_per_row, seed)

@@ -37,8 +37,10 @@ commands, by stage (rule names in brackets):
   care data        demo-corpus [demo_corpus], import (your data into the contract),
                    validate [validate_sessions], folds [folds]
   care rationales  draft, export, simulate-edits, import, stats [*_rationales, rationale_stats]
-  care train       backbone tiny|check [build_backbone], run [train], sft-data
-  care infer       model [infer_finetuned, infer_zero_shot], counselor [counselor_baseline]
+  care train       backbone tiny|check [build_backbone], pretrain [pretrain_backbone],
+                   run [train], sft-data
+  care infer       model [infer_finetuned, infer_zero_shot], counselor [counselor_baseline],
+                   lexical [lexical_baseline]
   care evaluate    metrics, text-metrics, table2..table5, figures, training-curves,
                    human-eval-export, human-eval-import
   care apply       predict [predict_corpus], figure2, table8, digest [counselor_digests],

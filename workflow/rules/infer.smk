@@ -6,6 +6,7 @@
 
 import re
 
+from care.evaluate.runs import TEXT_BASELINES, evaluation_runs, run_seeds
 from care.infer.settings import answer_budget
 
 INFER = config.get("inference", {})
@@ -183,6 +184,41 @@ rule counselor_baseline:
         "--folds {input.folds} --fold {params.fold} --out {output.parquet} 2> {log}"
 
 
+rule lexical_baseline:
+    input:
+        sessions=SESSIONS,
+        folds="results/folds.tsv",
+        instrument=INSTRUMENT,
+    output:
+        multiext("results/predictions/{model}/{variant}/fold{fold}", **PREDICTION_EXTS),
+    log:
+        "logs/infer/{model}/{variant}/fold{fold}.log",
+    wildcard_constraints:
+        model="|".join(TEXT_BASELINES),
+        variant="|".join(TEXT_BASELINES.values()),
+        fold=r"\d+",
+    cache: "omit-software"
+    conda:
+        CARE_ENV
+    params:
+        fold=lambda wc: wc.fold,
+        # the ridge penalty is chosen on the split the fine-tunes validate on
+        selection=config.get("training", {}).get("selection", "inner_split"),
+        fraction=config.get("training", {}).get("inner_val_fraction", 0.15),
+        seed=lambda wc: run_seeds(config.get("training", {}))[0],
+    shell:
+        "care infer lexical --model {wildcards.model} --sessions {input.sessions} "
+        "--instrument {input.instrument} --folds {input.folds} --fold {params.fold} "
+        "--selection {params.selection} --inner-val-fraction {params.fraction} "
+        "--seed {params.seed} --out {output.parquet} 2> {log}"
+
+
+TEXT_PREDICTIONS = [
+    f"results/predictions/{r['model']}/{r['variant']}/fold{k}.parquet"
+    for r in evaluation_runs(config).baselines
+    if r["kind"] == "text"
+    for k in FOLDS
+]
 FINETUNED_PREDICTIONS = [
     f"results/predictions/{b}/{v}/fold{k}.parquet"
     for b, v in evaluation_runs(config).fine_tuned_variants
@@ -199,4 +235,6 @@ COUNSELOR_PREDICTIONS = (
     else []
 )
 
-ALL_TARGETS.extend(FINETUNED_PREDICTIONS + ZERO_SHOT_PREDICTIONS + COUNSELOR_PREDICTIONS)
+ALL_TARGETS.extend(
+    FINETUNED_PREDICTIONS + ZERO_SHOT_PREDICTIONS + COUNSELOR_PREDICTIONS + TEXT_PREDICTIONS
+)

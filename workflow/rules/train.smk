@@ -15,7 +15,17 @@ TRAINING = config.get("training", {})
 TRAIN_TINY = [
     name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
 ]
-TRAIN_TINY_PATTERN = "|".join(map(re.escape, TRAIN_TINY)) or "(?!)"
+# Tiny backbones with a `pretrain` section: build_backbone writes the random-init model to
+# results/backbones/<name>-init and rule pretrain_backbone turns it into results/backbones/<name>.
+PRETRAINED = [name for name in TRAIN_TINY if "pretrain" in TRAIN_BACKBONES[name]]
+INIT_SUFFIX = "-init"
+_BUILT = [f"{n}{INIT_SUFFIX}" if n in PRETRAINED else n for n in TRAIN_TINY]
+if set(_BUILT) & (set(TRAIN_BACKBONES) - set(TRAIN_TINY)) or len(set(_BUILT)) < len(_BUILT):
+    raise ValueError(f"backbone names {sorted(TRAIN_BACKBONES)} clash with {_BUILT}")
+TRAIN_TINY_PATTERN = "|".join(map(re.escape, _BUILT)) or "(?!)"
+PRETRAINED_PATTERN = "|".join(map(re.escape, PRETRAINED)) or "(?!)"
+# the backbone name of a built directory (llama-init -> llama)
+tiny_name = lambda built: built.removesuffix(INIT_SUFFIX) if built not in TRAIN_TINY else built
 if set(TRAIN_TINY) & set(IMPORTED):
     raise ValueError(
         f"{sorted(set(TRAIN_TINY) & set(IMPORTED))}: a tiny backbone and an "
@@ -62,9 +72,9 @@ train_inputs = lambda wc: {
 rule build_backbone:
     input:
         # tokenizer text outside the labeled corpus (one tokenizer serves every test fold)
-        sessions=lambda wc: TRAIN_BACKBONES[wc.backbone]["tiny"]["tokenizer_sessions"],
+        sessions=lambda wc: TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"]["tokenizer_sessions"],
         instrument=INSTRUMENT,
-        texts=lambda wc: TRAIN_BACKBONES[wc.backbone]["tiny"].get("tokenizer_texts", []),
+        texts=lambda wc: TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"].get("tokenizer_texts", []),
     output:
         directory("results/backbones/{backbone}"),
     log:
@@ -76,11 +86,38 @@ rule build_backbone:
         CARE_ENV
     params:
         prompts=PROMPTS,
-        spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["tiny"]),
+        spec=lambda wc: as_json(TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"]),
     shell:
         "care --prompts {params.prompts} --benchmark benchmarks/backbones/{wildcards.backbone}.tsv "
         "train backbone tiny --spec {params.spec} --sessions {input.sessions} "
         "--instrument {input.instrument} --out {output} > {log} 2>&1"
+
+
+rule pretrain_backbone:
+    input:
+        backbone=f"results/backbones/{{backbone}}{INIT_SUFFIX}",
+        sessions=lambda wc: TRAIN_BACKBONES[wc.backbone]["pretrain"]["sessions"],
+        instrument=INSTRUMENT,
+    output:
+        directory("results/backbones/{backbone}"),
+    log:
+        "logs/backbones/{backbone}.pretrain.log",
+    wildcard_constraints:
+        backbone=PRETRAINED_PATTERN,
+    cache: "omit-software"
+    conda:
+        CARE_ENV
+    threads: TRAINING.get("threads", 1)
+    resources:
+        mem_mb=TRAINING.get("mem_mb", 8000),
+        runtime=TRAINING.get("runtime", 60),
+    params:
+        prompts=PROMPTS,
+        spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["pretrain"]),
+    shell:
+        "care --prompts {params.prompts} --benchmark benchmarks/backbones/{wildcards.backbone}"
+        ".pretrain.tsv train pretrain --backbone {input.backbone} --spec {params.spec} "
+        "--instrument {input.instrument} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule import_backbone:

@@ -1,5 +1,6 @@
 """``care train backbone tiny|import|check``: build a tiny demo backbone, import a GGUF checkpoint
-into a Hugging Face directory, or inspect a model directory."""
+into a Hugging Face directory, or inspect a model directory; ``care train pretrain``: pretrain
+a tiny backbone on unlabeled text."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def register(subparsers) -> None:
     Section("backbones.*.tiny", "--spec", exclude=("tokenizer_sessions",)).add_to(p)
     p.set_defaults(func=tiny)
 
+    p = subparsers.add_parser(
+        "train pretrain", help="pretrain a tiny backbone as a language model on unlabeled text"
+    )
+    p.add_argument("--backbone", required=True, help="the random-init model directory")
+    p.add_argument("--instrument", required=True, help="instrument of the prompts rendered")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    Section("backbones.*.pretrain", "--spec").add_to(p)
+    p.set_defaults(func=pretrain)
+
     p = sub.add_parser(
         "import", help="import a GGUF file (or a package shipping one) as a Hugging Face dir"
     )
@@ -59,6 +70,16 @@ def tiny(args) -> int:
     texts = list(corpus_texts(args.sessions, instrument, [*spec.tokenizer_texts, *args.extra_text]))
     info = build_tiny(spec, texts, args.out)
     log.info("tiny backbone %s: %s", args.out, info)
+    return 0
+
+
+def pretrain(args) -> int:
+    from care.instrument import load_instrument
+    from care.train.pretrain import PretrainSpec, pretrain
+
+    spec = PretrainSpec.from_config(args.spec)
+    info = pretrain(args.backbone, spec, load_instrument(args.instrument), args.out, args.threads)
+    log.info("pretrained backbone %s: %s", args.out, info)
     return 0
 
 

@@ -189,7 +189,7 @@ def _metrics(args) -> None:
     from care.io import write_table
 
     instrument = load_instrument(args.instrument)
-    pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
+    pred = read_predictions(args.predictions, (*metrics.EVALUATED_COLUMNS, "score_generated"))
     scores = metrics.run_scores(pred, instrument)
     sizes = None
     if args.folds:
@@ -227,6 +227,11 @@ def _text_metrics(args) -> None:
     quality = textmetrics.rationale_quality(
         pairs, textmetrics.BertScore(spec), spec.zh_tokens, spec.recipe
     )
+    if spec.verdict_phrases:
+        verdicts = textmetrics.verdict_agreement(
+            pairs, spec.verdict_phrases, (instrument.scale_min, instrument.scale_max)
+        )
+        quality = quality.merge(verdicts, on=["model", "variant", "fold", "dimension"], how="left")
     write_table(args.out, quality.round(6))
     log.info("%d generated/expert pairs scored", int(quality["n_pairs"].sum()))
 

@@ -4,6 +4,8 @@
         --name llama --variant rationale --fold 1 --settings inference.yaml --batch-size 8 \\
         --dtype bfloat16 --mode label_probs ...
     care infer counselor --fold 1 --out results/predictions/counselor/human/fold1.parquet ...
+    care infer lexical --model lexical --fold 1 \\
+        --out results/predictions/lexical/tfidf_ridge/fold1.parquet ...
 """
 
 from __future__ import annotations
@@ -57,6 +59,21 @@ def register(subparsers) -> None:
     counselor = sub.add_parser("counselor", help="the human counselor baseline for a fold")
     _common(counselor)
     counselor.set_defaults(func=run_counselor)
+
+    lexical = sub.add_parser(
+        "lexical", help="a text baseline for a fold: TF-IDF + ridge, or dialogue length"
+    )
+    _common(lexical)
+    lexical.add_argument("--model", choices=["lexical", "length"], default="lexical")
+    lexical.add_argument(
+        "--selection",
+        choices=["inner_split", "heldout_fold"],
+        default="inner_split",
+        help="validation split of the ridge penalty (training.selection)",
+    )
+    lexical.add_argument("--inner-val-fraction", type=float, default=0.15)
+    lexical.add_argument("--seed", type=int, default=123, help="inner split seed (training.seed)")
+    lexical.set_defaults(func=run_lexical)
 
 
 def inference_section(parser: argparse.ArgumentParser, base=None) -> None:
@@ -235,3 +252,36 @@ def _sessions_rating_all(rows: list[dict], items) -> set[str]:
         if r["parsed"]:
             by_session.setdefault(r["session_id"], set()).add(r["item_id"])
     return {s for s, got in by_session.items() if set(items) <= got}
+
+
+def run_lexical(args) -> int:
+    from care.infer import lexical
+    from care.infer.run import coverage, coverage_path, read_folds, sort_rows, write_predictions
+    from care.instrument import load_instrument
+    from care.io import write_json
+    from care.sessions import load_sessions
+    from care.sft import split_sessions
+
+    instrument = load_instrument(args.instrument)
+    sessions = load_sessions(args.sessions, instrument)
+    folds = read_folds(args.folds)
+    test = [s for s in sessions if folds.get(s.session_id) == args.fold]
+    split = dict(inner_val_fraction=args.inner_val_fraction, seed=args.seed, folds_path=args.folds)
+    train, _ = split_sessions(sessions, folds, args.fold, selection="heldout_fold", **split)
+    if args.model == "lexical":
+        fit, val = split_sessions(sessions, folds, args.fold, selection=args.selection, **split)
+        result = lexical.fit_lexical(fit, val, train, test, instrument)
+    else:
+        result = lexical.fit_length(train, test, instrument)
+    rows = sort_rows(lexical.prediction_rows(test, result, instrument, args.model, args.fold),
+                     instrument)
+    write_predictions(args.out, rows)
+    variant = lexical.BASELINES[args.model]
+    write_json(
+        coverage_path(args.out),
+        {"model": args.model, "variant": variant, "fold": args.fold, "fit": result.chosen,
+         **coverage(rows)},
+    )
+    log.info("%s baseline, fold %s: %d test sessions; %s", args.model, args.fold, len(test),
+             result.chosen)
+    return 0

@@ -33,6 +33,10 @@ def _entries(section) -> list[tuple[str, str]]:
     return out
 
 
+#: text baselines (care.infer.lexical; kept here, free of heavy imports, for the rule files):
+#: model -> variant directory, and the tables' labels
+TEXT_BASELINES = {"lexical": "tfidf_ridge", "length": "word_count"}
+TEXT_BASELINE_LABELS = {"lexical": "Lexical (TF-IDF + ridge)", "length": "Dialogue length (OLS)"}
 TEST_FOLD_TAG = "testsel"
 TEST_FOLD_LABEL = "test-fold selection (optimistic)"
 BASE_VARIANTS = ("rationale", "score_only")
@@ -137,6 +141,11 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
     baselines = []
     if baselines_cfg.get("counselor", False):
         baselines.append(run("counselor", "human", "Human counselor", "counselor"))
+    baselines += [
+        run(name, variant, TEXT_BASELINE_LABELS[name], "text")
+        for name, variant in TEXT_BASELINES.items()
+        if baselines_cfg.get(name, True)
+    ]
     baselines += [
         run(name, "zero_shot", label, "zero_shot")
         for name, label in _entries(baselines_cfg.get("zero_shot", []))

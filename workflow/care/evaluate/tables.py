@@ -25,6 +25,9 @@ DECIMALS = 6
 METRIC_LABEL = {"pearson": "r", "spearman": "ρ", "mse": "MSE"}
 METRIC_LATEX = {"pearson": "$r$", "spearman": r"$\rho$", "mse": "MSE"}
 TEXT_LABEL = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "bertscore": "BERTScore"}
+#: verdict agreement of generated rationales (care.evaluate.textmetrics.verdict_agreement)
+VERDICT_LABEL = {"verdict_score": "Verdict agrees with own score",
+                 "verdict_reference": "Verdict agrees with reference"}
 
 
 # ----------------------------------------------------------------------------- alliance tables
@@ -128,9 +131,43 @@ def run_metric_columns(
                     else np.nan
                 )
             row[f"{d}_n_common"] = len(shared[0])
+        row[f"{d}_sd_ratio"] = spread_ratio(dim_scores)
         row[f"{d}_n_scored"] = float(np.mean([len(x) for x in dim_scores]))
         row[f"{d}_coverage"] = row[f"{d}_n_scored"] / max(resampler.n_sessions, 1)
     return row
+
+
+#: a row whose predictions vary less than this share of the ratings' within-fold sd is
+#: flagged: it predicts (nearly) one value per fold, whatever its r
+FLAT_SD_RATIO = 0.1
+
+
+def spread_ratio(dim_scores: Sequence[pd.DataFrame]) -> float:
+    """Within-fold sd of the predictions over the within-fold sd of the client ratings, mean
+    over folds and replicates: how much a model's scores move against how much ratings do."""
+    ratios = [
+        g["predicted"].std(ddof=1) / g["client"].std(ddof=1)
+        for x in dim_scores
+        for _, g in x.groupby("fold")
+        if len(g) > 1 and g["client"].std(ddof=1) > 0
+    ]
+    return float(np.mean(ratios)) if ratios else np.nan
+
+
+def flat_note(frame: pd.DataFrame, dims: Sequence[str]) -> list[str]:
+    """A note naming the rows whose predictions hardly vary (they have not learned)."""
+    flat = [
+        f"{rec['label']} ({rec['scoring']})"
+        for rec in frame.to_dict("records")
+        if any(rec.get(f"{d}_sd_ratio", np.nan) < FLAT_SD_RATIO for d in dims)
+    ]
+    if not flat:
+        return []
+    return [
+        f"Not learned: {', '.join(flat)} — within-fold prediction sd below {FLAT_SD_RATIO:g}× "
+        "the client ratings' sd on some dimension (CSV: {dimension}_sd_ratio); such a row "
+        "predicts nearly one value per fold, and its r says little."
+    ]
 
 
 def paired_columns(
@@ -298,6 +335,7 @@ def alliance_notes(
         f"(*) Pearson r differs from {compared} at p < .05, paired bootstrap on the sessions "
         f"both scored. CSV: {resampler.spec.describe()}, p-values.",
         PARTIAL_NOTE if partial_folds(frame, dims) else SCORED_NOTE,
+        *flat_note(frame, dims),
     ]
 
 
@@ -366,8 +404,8 @@ def table3(
         row["n_folds"] = int(group["fold"].nunique())
         for d in dims:
             part = group[group["dimension"] == d]
-            for metric in TEXT_LABEL:
-                values = part[metric].dropna()
+            for metric in [*TEXT_LABEL, *VERDICT_LABEL, *(f"{v}_chance" for v in VERDICT_LABEL)]:
+                values = part[metric].dropna() if metric in part else part.iloc[:0, 0]
                 row[f"{d}_{metric}_mean"] = values.mean() if len(values) else np.nan
                 row[f"{d}_{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else np.nan
             row[f"{d}_coverage"] = part["n_pairs"].sum() / max(int(part["n_items"].sum()), 1)
@@ -622,7 +660,7 @@ def text_display(
     frame: pd.DataFrame, dims: Sequence[str], dim_labels: Mapping[str, str], latex: bool
 ) -> pd.DataFrame:
     """Display frame for Table 3: rows (model, metric), columns the dimensions."""
-    metrics = dict(TEXT_LABEL)
+    metrics = {**TEXT_LABEL, **VERDICT_LABEL}
     for criterion in ("faithfulness", "relevance", "informativeness"):
         if any(f"{d}_{criterion}_mean" in frame.columns for d in dims):
             metrics[criterion] = f"Human: {criterion}"
@@ -638,6 +676,9 @@ def text_display(
                 row[dim_labels[d]] = mean_sd(
                     rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"], latex=latex
                 )
+                if metric in VERDICT_LABEL:  # agreement means little without its chance rate
+                    chance = number(rec[f"{d}_{metric}_chance_mean"], latex=latex)
+                    row[dim_labels[d]] += f" (chance {chance})"
             rows.append(row)
     return pd.DataFrame(rows, columns=["Model", "Metric", *[dim_labels[d] for d in dims]])
 

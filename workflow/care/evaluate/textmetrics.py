@@ -58,6 +58,8 @@ class TextMetricSpec:
     bertscore_batch_size: int = 64
     zh_tokens: str = "char"  # char | jieba (sacrebleu_corpus only)
     recipe: str = DEFAULT_RECIPE
+    # level -> phrases that state it (``verdict_phrases``); empty: no verdict columns
+    verdict_phrases: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def from_config(cls, spec: dict) -> TextMetricSpec:
@@ -72,6 +74,10 @@ class TextMetricSpec:
             bertscore_batch_size=int(spec.get("bertscore_batch_size", 64)),
             zh_tokens=spec.get("zh_tokens", "char"),
             recipe=recipe,
+            verdict_phrases=tuple(
+                (level, tuple(phrases))
+                for level, phrases in (spec.get("verdict_phrases") or {}).items()
+            ),
         )
 
     def describe(self) -> list[str]:
@@ -291,6 +297,70 @@ def rationale_quality(
         row["coverage"] = len(group) / total
         rows.append(row)
     return pd.DataFrame(rows, columns=[*keys, *TEXT_METRICS, "n_pairs", "n_items", "coverage"])
+
+
+# ------------------------------------------------------------------------------ verdicts
+#
+# BLEU and ROUGE reward a rationale for sharing words with the reference, which a template
+# does whatever the rating; a rationale that explains a score must also say which way the
+# session went. A rationale's stated level is the level whose phrase (config
+# ``verdict_phrases``) occurs last in it; a score's level is high above the scale's midpoint
+# + 0.5, low below midpoint - 0.5, else mid.
+
+VERDICT_COLUMNS = ["verdict_score", "verdict_score_chance", "verdict_reference",
+                   "verdict_reference_chance", "n_verdicts"]
+
+
+def stated_level(text, phrases: Sequence[tuple[str, Sequence[str]]]) -> str | None:
+    """The level whose phrase occurs last in ``text`` (None: no phrase occurs)."""
+    if not isinstance(text, str):
+        return None
+    lowered, best, where = text.lower(), None, -1
+    for level, options in phrases:
+        for phrase in options:
+            at = lowered.rfind(phrase.lower())
+            if at > where:
+                best, where = level, at
+    return best
+
+
+def score_level(score: float, scale_min: float, scale_max: float) -> str | None:
+    if not np.isfinite(score):
+        return None
+    mid = (scale_min + scale_max) / 2
+    return "high" if score > mid + 0.5 else "low" if score < mid - 0.5 else "mid"
+
+
+def agreement(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """(share of pairs where a == b, the share expected by chance from the two marginals)."""
+    both = a.notna() & b.notna()
+    if not both.any():
+        return np.nan, np.nan
+    a, b = a[both], b[both]
+    pa, pb = a.value_counts(normalize=True), b.value_counts(normalize=True)
+    return float((a == b).mean()), float(sum(pa.get(k, 0) * pb.get(k, 0) for k in pa.index))
+
+
+def verdict_agreement(
+    pairs: pd.DataFrame, phrases, scale: tuple[float, float]
+) -> pd.DataFrame:
+    """Per (run, fold, dimension): how often a generated rationale's stated level agrees with
+    the score the model wrote and with the reference rationale's level, and chance rates."""
+    keys = ["model", "variant", "fold", "dimension"]
+    frame = pairs.assign(
+        level=pairs["hypothesis"].map(lambda t: stated_level(t, phrases)),
+        level_ref=pairs["reference"].map(lambda t: stated_level(t, phrases)),
+        level_score=pairs["score_generated"].map(lambda v: score_level(v, *scale)),
+    )
+    rows = []
+    for key, group in frame.groupby(keys, sort=True):
+        score, score_chance = agreement(group["level"], group["level_score"])
+        ref, ref_chance = agreement(group["level"], group["level_ref"])
+        rows.append({**dict(zip(keys, key, strict=True)), "verdict_score": score,
+                     "verdict_score_chance": score_chance, "verdict_reference": ref,
+                     "verdict_reference_chance": ref_chance,
+                     "n_verdicts": int(group["level"].notna().sum())})
+    return pd.DataFrame(rows, columns=[*keys, *VERDICT_COLUMNS])
 
 
 def _bleu_by_language(group: pd.DataFrame) -> float:

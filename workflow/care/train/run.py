@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -266,6 +267,33 @@ def validation_job(run: FineTune, plan: Plan, val, settings, stats) -> select.Va
     )
 
 
+def steps_per_epoch(hp: dict[str, Any], rows, ranks: int) -> int:
+    """Optimizer steps in one pass over the training rows (the Trainer's count)."""
+    from care.sft import rows_per_step
+
+    per_step = rows_per_step(hp["per_device_train_batch_size"], rows) * ranks
+    batches = math.ceil(len(rows) / per_step)
+    return max(1, batches // hp.get("gradient_accumulation_steps", 1))
+
+
+def with_step_floor(run: FineTune, rows, plan: Plan) -> FineTune:
+    """``training.min_steps``: more epochs where the corpus is too small for the configured
+    ones to reach that many optimizer steps. A tiny model learns the ratings' marginal within
+    ~50 steps and their dependence on the dialogue only after a few hundred, so a small
+    corpus needs the steps, not the epochs, of a large one."""
+    floor = int(run.hp.get("min_steps") or 0)
+    per_epoch = steps_per_epoch(run.hp, rows, plan.ranks)
+    epochs = int(run.hp["num_train_epochs"])
+    needed = max(epochs, math.ceil(floor / per_epoch))
+    if needed == epochs:
+        return run
+    log.info(
+        "training.min_steps %d: %d optimizer steps per epoch, so %d epochs instead of %d",
+        floor, per_epoch, needed, epochs,
+    )
+    return dataclasses.replace(run, hp={**run.hp, "num_train_epochs": needed})
+
+
 def finetune(run: FineTune) -> dict[str, Any]:
     """Run one fine-tune; returns the selection record written to ``selection.json``."""
     hp = run.hp
@@ -281,6 +309,7 @@ def finetune(run: FineTune) -> dict[str, Any]:
             stats.as_dict(),
         )
         stats.warn_truncation(log, f"fold {run.fold} training examples")
+        run = with_step_floor(run, examples, plan)
         settings = validation_settings(run.hp, stats)  # max_new_tokens auto: resolved
         vjob = validation_job(run, plan, val, settings, stats)
         loop = EpochLoop(run, plan, examples, vjob, settings, lock)
@@ -459,6 +488,13 @@ class EpochLoop:
                     self.settings["max_new_tokens"],
                     float(self.settings.get("max_cut_rate", 0.0)),
                 ),
+            )
+        if not any((scored[e].get("parse_rate") or 0) > 0 for e in scored):
+            log.warning(
+                "%s: no validation answer of any epoch parsed: the model has not learned the "
+                "answer format, so training was too short (raise training.min_steps or "
+                "num_train_epochs); epoch %d is exported, its scores are not usable",
+                self.dir, best,
             )
         record = self.selection_record(scored, best, val, stats)
         chosen = checkpoints.epoch_weights(self.dir)[best]

@@ -267,6 +267,12 @@ def no_choice_message(scored: list[dict], max_new_tokens: int, max_cut_rate: flo
         f"every epoch's validation answers were cut at max_new_tokens={max_new_tokens} more "
         f"often than max_cut_rate={max_cut_rate} allows ({cuts}); the scores would judge "
         "unfinished answers. Raise training.validation.max_new_tokens (or max_cut_rate)."
+        + (
+            " No answer of any epoch parsed either: the model has not learned the answer "
+            "format, so training was too short (raise training.min_steps or num_train_epochs)."
+            if not any(s.get("parse_rate") for s in scored)
+            else ""
+        )
     )
 
 

@@ -64,6 +64,16 @@ def restrict_umask(extra: str | int | None = None) -> int:
     return mask
 
 
+def restrict_existing(paths: Iterator[str | os.PathLike] | list) -> None:
+    """Take from files and directories made before the umask was restricted what it now
+    denies (Snakemake opens its own log before the workflow's code runs)."""
+    mask = _umask()
+    for path in paths:
+        mode = os.stat(path).st_mode & 0o7777
+        if mode & mask:
+            os.chmod(path, mode & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` on success, remove it on error."""

@@ -228,3 +228,45 @@ def test_a_config_alias_bomb_is_one_line(tmp_path):
     assert done.returncode == 1, output[-2000:]
     assert "Traceback" not in output and "MemoryError" not in output
     assert "bomb.yaml" in output and "YAML aliases" in output
+
+
+# ------------------------------------------------------------------ through the workflow
+
+WORKFLOW_KINDS = ["rating 10**400", "lone surrogate in a turn", "session ids differing in case"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """The workflow, configured for a corpus of the user's own at data/sessions.jsonl."""
+    work = copy_workflow(tmp_path_factory.mktemp("hostile"))
+    text = (REPO / ".test/config.yaml").read_text(encoding="utf-8")
+    for old, new in [("sessions: results/demo/sessions.jsonl", "sessions: data/sessions.jsonl"),
+                     ("  enabled: true", "  enabled: false")]:
+        assert old in text
+        text = text.replace(old, new, 1)
+    (work / "own.yaml").write_text(text, encoding="utf-8")
+    (work / "data").mkdir()
+    return work
+
+
+@pytest.mark.parametrize("kind", WORKFLOW_KINDS)
+def test_the_workflow_stops_before_the_expert_sheet(kind, workdir, small_corpus):
+    """Validation and drafting both read the corpus: each fails with the one line, Snakemake
+    exits 1, and nothing of either stage (nor the expert sheet) is written."""
+    _, line, _, message = CORPUS_CASES[kind]
+    corpus = workdir / "data/sessions.jsonl"
+    corpus.write_text("\n".join(CORPUS_CASES[kind][0](small_corpus[1])) + "\n", encoding="utf-8")
+    done = run_snakemake(workdir, "--keep-going", "--configfile", "own.yaml", "--",
+                         "results/data/sessions.tsv", "results/rationales/expert_sheet.xlsx",
+                         timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    for log in ("logs/validate_sessions.log", "logs/rationales/draft.log"):
+        text = (workdir / log).read_text(encoding="utf-8")
+        assert "Traceback" not in text
+        errors = [t for t in text.splitlines() if ": error: " in t]
+        assert len(errors) == 1 and f"data/sessions.jsonl:{line}:" in errors[0], text[-2000:]
+        assert message in errors[0]
+    assert not (workdir / "results/data").exists() or not any((workdir / "results/data").iterdir())
+    assert not (workdir / "results/rationales").exists() or not any(
+        (workdir / "results/rationales").iterdir())

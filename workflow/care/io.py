@@ -267,15 +267,33 @@ XLSX_READ_ERRORS = (OSError, zipfile.BadZipFile, KeyError, ValueError, ElementTr
 
 
 @contextlib.contextmanager
-def workbook_writes(path: str | os.PathLike) -> Iterator[None]:
-    """Report a failed write of a streamed workbook (openpyxl's write-only sheets go through
-    lxml, which raises its own error for a full disk or a file-size limit) as an OSError."""
+def workbook_writes(book: Any, path: str | os.PathLike) -> Iterator[None]:
+    """Write a streamed (write-only) workbook: a failed write (lxml raises its own error for
+    a full disk or a file-size limit) becomes an OSError, and on any failure the sheets'
+    writers are closed and their temporary files removed, so nothing fails again later."""
     from lxml import etree
 
     try:
         yield
     except etree.SerialisationError as exc:
+        _abandon(book)
         raise OSError(f"cannot write {path}: {exc} (disk full or a file-size limit?)") from None
+    except BaseException:
+        _abandon(book)
+        raise
+
+
+def _abandon(book: Any) -> None:
+    """Close a write-only workbook's sheet writers (openpyxl has no public way to give one
+    up: left to the garbage collector, each raises its write error again, with a traceback)."""
+    for ws in book.worksheets:
+        writer = getattr(ws, "_writer", None)
+        if writer is None:
+            continue
+        with contextlib.suppress(Exception):
+            writer.close()
+        with contextlib.suppress(Exception):
+            writer.cleanup()
 
 
 def save_workbook(book: Any, path: str | os.PathLike) -> None:

@@ -146,7 +146,7 @@ def export_sheet(
     first_turn_row = _dialogue_head_rows(reviewed)
     wb = Workbook(write_only=True)
     style = _Styles(wb)
-    with workbook_writes(out):
+    with workbook_writes(wb, out):
         _write_items(
             wb.create_sheet(SHEET), drafts, by_id, instrument, first_turn_row, editors, style
         )

@@ -92,6 +92,23 @@ CORPUS_CASES = {
                          4, "turns", "is not of type 'array'"),
     "a record that is a list": (lambda r: [*lines(r[:1]), "[1, 2, 3]"], 2, None,
                                 "is not of type 'object'"),
+    "an empty object": (lambda r: [*lines(r[:1]), "{}"], 2, "session_id", "required"),
+    "a turn text that is a number": (lambda r: mutated(r, _turn_text(5)), 3, "turns.0.text",
+                                     "is not of type 'string'"),
+    "ratings as a list": (lambda r: mutated(r, lambda x: x[1].__setitem__("client_ratings",
+                                                                          [4, 4])),
+                          2, "client_ratings", "is not of type 'object'"),
+    "rating -Infinity": (lambda r: mutated(r, _rating(float("-inf"))), 2, "client_ratings.4",
+                         "outside the scale"),
+    "duplicate rating key": (lambda r: replaced(r, 2, '"4": ', '"4": 1, "4": '), 2, "4",
+                             "duplicate key"),
+    "an id of 200 characters": (lambda r: mutated(r, _ids("s" * 200, "t", "session_id")), 1,
+                                "session_id", "at most 128 characters"),
+    "an id with surrounding space": (lambda r: mutated(r, _ids(" s1", "t", "session_id")), 1,
+                                     "session_id", "whitespace"),
+    "speaker in another case": (lambda r: mutated(
+        r, lambda x: x[0]["turns"][0].__setitem__("speaker", "Counselor")), 1,
+        "turns.0.speaker", "unknown speaker"),
 }
 
 
@@ -192,6 +209,33 @@ def test_an_instrument_alias_bomb_is_refused(tmp_path, text, message):
     proc = care("data", "validate", "--sessions", str(tmp_path / "none.jsonl"), "--instrument",
                 str(bomb))
     assert_one_line(proc, 2, str(bomb), message)
+
+
+def _wai(old: str, new: str) -> str:
+    text = WAI.read_text(encoding="utf-8")
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+# kind -> (instrument file text, field, message)
+INSTRUMENT_CASES = {
+    "a scale of 10^9 points": (lambda: _wai("  max: 5\n", "  max: 1000000000\n"),
+                               "scale/labels", "labels must cover every point"),
+    "a label key that is not a number": (lambda: _wai("    1: {en:", "    one: {en:"),
+                                         "scale/labels", "label keys must be"),
+    "a list, not a mapping": (lambda: "- 1\n- 2\n", None, "is not of type 'object'"),
+    "an unclosed bracket": (lambda: "name: [WAI\n", None, "cannot read instrument"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INSTRUMENT_CASES))
+def test_each_hostile_instrument_is_one_line(kind, tmp_path):
+    text, field, message = INSTRUMENT_CASES[kind]
+    path = tmp_path / "instrument.yaml"
+    path.write_text(text(), encoding="utf-8")
+    with pytest.raises(CareInputError, match=message) as err:
+        load_instrument(path)
+    assert (err.value.path, err.value.field) == (str(path), field)
 
 
 def test_expanded_size_counts_aliases_without_expanding():

@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 from jsonschema import validators
 
-from care.errors import CareInputError, brief, shallowest
+from care.errors import CareInputError, schema_message, shallowest
 from care.io import check_expansion
 from care.resources import resource_path
 
@@ -65,7 +65,7 @@ def check_config(
     if errors:
         err = shallowest(errors)
         key = ".".join(str(p) for p in err.absolute_path) or None
-        raise CareInputError(where, f"invalid config: {brief(err.message)}", field=key)
+        raise CareInputError(where, f"invalid config: {schema_message(err)}", field=key)
     return config
 
 

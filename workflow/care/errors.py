@@ -64,3 +64,13 @@ def shallowest(errors):
     """The schema error (jsonschema) to report first: the shallowest, so a missing section is
     named before its keys, ties broken by message (errors come in no fixed order)."""
     return min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))
+
+
+def schema_message(err) -> str:
+    """A jsonschema error's message with the value it quotes shortened (``[1, 1, … is not of
+    type 'string'``): the message says what is wrong, the field says where."""
+    message = str(err.message)
+    quoted = repr(err.instance)
+    if len(quoted) > 60 and quoted in message:
+        message = message.replace(quoted, brief(quoted, 60))
+    return brief(message)

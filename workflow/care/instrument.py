@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from care.errors import CareInputError, brief, shallowest
+from care.errors import CareInputError, brief, schema_message, shallowest
 from care.io import load_yaml
 from care.resources import resource_path
 
@@ -153,13 +153,19 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
     if errors:
         err = shallowest(errors)
         field = "/".join(str(p) for p in err.absolute_path) or None
-        raise CareInputError(path, brief(err.message), field=field)
+        raise CareInputError(path, schema_message(err), field=field)
 
     smin, smax = raw["scale"]["min"], raw["scale"]["max"]
     if smin >= smax:
         raise CareInputError(path, f"scale min {smin} must be below max {smax}", field="scale")
-    labels = {int(k): v for k, v in raw["scale"]["labels"].items()}
-    if sorted(labels) != list(range(smin, smax + 1)):
+    try:
+        labels = {int(k): v for k, v in raw["scale"]["labels"].items()}
+    except ValueError:
+        raise CareInputError(
+            path, "label keys must be the scale's points (whole numbers)", field="scale/labels"
+        ) from None
+    # the count first: a scale of 10^9 points must not be listed to find it lacks labels
+    if len(labels) != smax - smin + 1 or sorted(labels) != list(range(smin, smax + 1)):
         raise CareInputError(
             path, f"labels must cover every point {smin}..{smax}", field="scale/labels"
         )

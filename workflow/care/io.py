@@ -136,12 +136,15 @@ def loads_strict(text: str) -> Any:
 
 
 def json_lines(
-    path: str | os.PathLike, max_bytes: int = MAX_LINE_BYTES
+    path: str | os.PathLike, max_bytes: int | None = None
 ) -> Iterator[tuple[int, Any]]:
     """(line, record) per non-blank line of a JSON-lines file, or (line, CareInputError) where
     a line is not valid UTF-8 or not JSON (the caller decides whether to go on). A line longer
-    than ``max_bytes`` ends the file: what follows cannot be found without reading it all."""
+    than ``max_bytes`` (:data:`MAX_LINE_BYTES`) ends the file: what follows cannot be found
+    without reading it all."""
     from care.errors import CareInputError
+
+    max_bytes = max_bytes or MAX_LINE_BYTES
 
     try:
         handle = open(path, "rb")

@@ -21,7 +21,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from care.errors import CareInputError, brief, shallowest
+from care.errors import CareInputError, brief, schema_message, shallowest
 from care.instrument import Instrument
 from care.io import json_lines
 from care.names import id_problem
@@ -93,7 +93,7 @@ def _schema_error(path: Path, line: int, record: object) -> CareInputError | Non
             else f"rating {brief(repr(err.instance), 60)} is not a number"
         )
     else:
-        msg = brief(err.message)
+        msg = schema_message(err)
     return CareInputError(path, msg, line=line, field=field_path or None)
 
 

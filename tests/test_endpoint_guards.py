@@ -126,3 +126,14 @@ def test_timeout_bounds_the_whole_request(tmp_path):
 
 def test_the_transport_hook_matches_httpx2():
     assert backend_problem(GuardedTransport(lambda url: None)) is None
+
+
+def test_a_lone_surrogate_in_an_answer_is_replaced(tmp_path):
+    """Model output is not validated like transcripts: a ``"\\ud800"`` in the JSON answer is
+    replaced (U+FFFD), since no cache, drafts file or sheet can store it. Before: a
+    UnicodeEncodeError traceback when the answer was cached."""
+    with StubServer(lambda request: "Heard (turn 1) \ud800 ok") as server:
+        client = chat(server.base_url, tmp_path)
+        assert client.complete_many(MESSAGES, max_tokens=8) == ["Heard (turn 1) \ufffd ok"]
+        again = chat(server.base_url, tmp_path).complete_many(MESSAGES, max_tokens=8)
+    assert again == ["Heard (turn 1) \ufffd ok"] and len(server.requests) == 1  # cached

@@ -107,6 +107,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+#: A UTF-16 surrogate on its own (JSON's ``"\ud800"``): not a character, and no UTF-8 file,
+#: workbook or cache can store it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 #: The longest line a JSON-lines reader takes (bytes, newline included): a session with
 #: hundreds of long turns is a few MB; a file without newlines (``/dev/zero``, a binary
 #: file named by mistake) must not be read into memory whole.

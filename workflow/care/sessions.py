@@ -10,7 +10,6 @@ validation happens before any work so nothing downstream is written from a bad c
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import yaml
 
 from care.errors import CareInputError, brief, schema_message, shallowest
 from care.instrument import Instrument
-from care.io import json_lines
+from care.io import LONE_SURROGATE, json_lines
 from care.names import id_problem
 from care.resources import resource_path
 
@@ -130,7 +129,7 @@ def _surrogate(value: object, field: str = "") -> str | None:
     """The field of the first text (or key) holding a lone surrogate (JSON's ``"\\ud800"``),
     which no UTF-8 file, workbook or cache can store; None when there is none."""
     if isinstance(value, str):
-        return field if _SURROGATE.search(value) else None
+        return field if LONE_SURROGATE.search(value) else None
     if isinstance(value, list):
         value = dict(enumerate(value))
     if not isinstance(value, dict):
@@ -142,8 +141,6 @@ def _surrogate(value: object, field: str = "") -> str | None:
             return found
     return None
 
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _check_record(path: Path, line: int, rec: dict) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from care.errors import CareInputError
+from care.io import LONE_SURROGATE
 from care.llm.cache import ResponseCache, cache_key
 from care.llm.http import deadline, guarded_client
 from care.llm.remote import check_hop, display_url, read_api_key, require_remote_opt_in
@@ -330,7 +331,8 @@ def completion_text(response: Any) -> str:
     if not content:  # a content filter, a refusal: an answer to ask again, never to cache
         finish = getattr(choices[0], "finish_reason", None)
         raise MalformedResponse(NO_TEXT + (f" (finish_reason {finish!r})" if finish else ""))
-    return content
+    # a lone surrogate ("\ud800" in the JSON) could not be cached, drafted or exported
+    return LONE_SURROGATE.sub("\ufffd", content)
 
 
 def _oneline(exc: BaseException) -> str:

@@ -314,3 +314,19 @@ def test_the_workflow_stops_before_the_expert_sheet(kind, workdir, small_corpus)
     assert not (workdir / "results/data").exists() or not any((workdir / "results/data").iterdir())
     assert not (workdir / "results/rationales").exists() or not any(
         (workdir / "results/rationales").iterdir())
+
+
+def test_the_importer_reads_no_endless_file_whole(tmp_path):
+    """``care data import`` takes a JSON array or JSON lines: only an array is read whole.
+    Before: ``/dev/zero`` was read into memory until it ran out."""
+    from care.importer import read_conversations
+
+    with pytest.raises(CareInputError, match="longer than") as err:
+        read_conversations("/dev/zero")
+    assert err.value.line == 1
+    array = tmp_path / "conversations.json"
+    array.write_text('[{"id": 1, "id": 2}]', encoding="utf-8")
+    with pytest.raises(CareInputError, match="duplicate key 'id'"):
+        read_conversations(array)
+    array.write_text('\n [{"id": 1}]', encoding="utf-8")
+    assert read_conversations(array) == [{"id": 1}]

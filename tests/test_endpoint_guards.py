@@ -137,3 +137,13 @@ def test_a_lone_surrogate_in_an_answer_is_replaced(tmp_path):
         assert client.complete_many(MESSAGES, max_tokens=8) == ["Heard (turn 1) \ufffd ok"]
         again = chat(server.base_url, tmp_path).complete_many(MESSAGES, max_tokens=8)
     assert again == ["Heard (turn 1) \ufffd ok"] and len(server.requests) == 1  # cached
+
+
+def test_the_environment_proxy_is_still_used(monkeypatch):
+    """A client given its own transport no longer reads HTTPS_PROXY itself: env_proxy does."""
+    from care.llm.http import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.invalid:3128"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None

@@ -3,7 +3,8 @@
 It answers ``POST /v1/chat/completions`` with a deterministic text derived from the request,
 counts what it receives, and can be told to misbehave: fail the first requests with given
 HTTP statuses (429, 500, ...), answer them too late (``"slow"``) or with a broken 200
-(:data:`BROKEN`: an HTML page, a body that is not JSON, no ``choices``, empty ``choices``,
+(:data:`BROKEN`: an HTML page, a body that is not JSON, no ``choices``, empty ``choices``, no
+text (``content: null``, as a content filter answers),
 bytes that are not UTF-8), or hold every request after the N-th until released (to kill a
 client mid-run at a known point). It checks the bearer key when given one.
 
@@ -32,6 +33,11 @@ BROKEN = {
     "no_choices": ("application/json", b'{"id": "chatcmpl-stub", "object": "chat.completion"}'),
     "empty_choices": ("application/json", b'{"id": "chatcmpl-stub", "choices": []}'),
     "bad_bytes": ("application/json", b'{"choices": [{"message": {"content": "\xff\xfe"}}]}'),
+    "null_content": (
+        "application/json",
+        b'{"choices": [{"message": {"content": null}, "finish_reason": "content_filter"}]}',
+    ),
+    "empty_content": ("application/json", b'{"choices": [{"message": {"content": ""}}]}'),
 }
 
 

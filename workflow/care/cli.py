@@ -8,7 +8,8 @@ is refused with the command it now is (``did you mean `care data validate`?``). 
 section a command reads comes whole or as typed options (:mod:`care.cli_options`). Commands
 import their heavy dependencies (torch, transformers) only when run, so ``care --help`` and
 light stages start fast. Input errors print one line naming
-file, record and field, and exit with status 2. Every command runs under the restricted
+file, record and field, and exit with status 2; a write that fails (a full disk, a file-size
+limit) prints one line and exits with status 1. Every command runs under the restricted
 umask of :func:`care.io.restrict_umask`, so what it writes is not readable by other users.
 """
 
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     except VersionError as exc:
         print(f"{args.command_name}: error: {exc}", file=sys.stderr)
         return 3
+    except OSError as exc:  # a full disk, a file-size limit: atomic writes left nothing behind
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{args.command_name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
         if args.timing_file:
             write_benchmark(args.timing_file, time.perf_counter() - started)

@@ -15,7 +15,8 @@ import jsonschema
 import yaml
 from jsonschema import validators
 
-from care.errors import CareInputError
+from care.errors import CareInputError, schema_message, shallowest
+from care.io import check_expansion
 from care.resources import resource_path
 
 SCHEMA = resource_path("schemas", "config.schema.yaml")
@@ -58,12 +59,13 @@ def check_config(
     the first problem (the shallowest, so a missing section is named before its keys).
     """
     where = ", ".join(map(str, sources)) or "config"
+    check_expansion(config, where)  # before anything walks it: an alias bomb would not end
     cls = with_defaults(jsonschema.Draft202012Validator)
     errors = list(cls(_schema(str(schema))).iter_errors(config))
     if errors:
-        err = min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))
+        err = shallowest(errors)
         key = ".".join(str(p) for p in err.absolute_path) or None
-        raise CareInputError(where, f"invalid config: {err.message}", field=key)
+        raise CareInputError(where, f"invalid config: {schema_message(err)}", field=key)
     return config
 
 

@@ -47,3 +47,30 @@ class CareInputErrors(CareInputError):
         if self.more:
             lines.append(f"{self.path}: stopped after {len(self.errors)} errors (--max-errors)")
         return "\n".join(lines)
+
+
+#: The most characters of a message taken from a parser or schema library, which may quote
+#: the offending value whole (a 1 MB turn, an expanded alias bomb).
+BRIEF_CHARS = 200
+
+
+def brief(text: str, limit: int = BRIEF_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters: an error names, never dumps, a value."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shallowest(errors):
+    """The schema error (jsonschema) to report first: the shallowest, so a missing section is
+    named before its keys, ties broken by message (errors come in no fixed order)."""
+    return min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))
+
+
+def schema_message(err) -> str:
+    """A jsonschema error's message with the value it quotes shortened (``[1, 1, … is not of
+    type 'string'``): the message says what is wrong, the field says where."""
+    message = str(err.message)
+    quoted = repr(err.instance)
+    if len(quoted) > 60 and quoted in message:
+        message = message.replace(quoted, brief(quoted, 60))
+    return brief(message)

@@ -40,8 +40,15 @@ from typing import Any
 
 import yaml
 
-from care.errors import CareInputError
-from care.io import atomic_open, read_jsonl, read_yaml, write_jsonl
+from care.errors import CareInputError, brief
+from care.io import (
+    DuplicateKeyError,
+    atomic_open,
+    loads_strict,
+    read_jsonl,
+    read_yaml,
+    write_jsonl,
+)
 from care.names import id_problem
 from care.sessions import SPEAKERS
 
@@ -254,18 +261,26 @@ def _complete(rec: dict, mapping: dict) -> bool:
 
 
 def read_conversations(path: str | Path) -> list[Any]:
-    """A JSON array of conversations, or one conversation per line (JSON lines)."""
+    """A JSON array of conversations, or one conversation per line (JSON lines). Only an
+    array is read whole: anything else goes line by line (:func:`care.io.json_lines`, whose
+    line cap stops a file without newlines, such as ``/dev/zero``)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024).lstrip(b"\xef\xbb\xbf \t\r\n")
+            if not head.startswith(b"["):
+                return read_jsonl(path)
+            data = head + f.read()
+        return loads_strict(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise CareInputError(path, f"cannot read: {exc}") from None
-    if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CareInputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
-    return read_jsonl(path)
+    except json.JSONDecodeError as exc:
+        raise CareInputError(path, f"malformed JSON: {exc.msg}", line=exc.lineno) from None
+    except DuplicateKeyError as exc:
+        raise CareInputError(path, f"{exc}: which one is meant?", field=exc.key) from None
+    except (RecursionError, ValueError) as exc:  # nested too deeply; a 5000-digit number
+        raise CareInputError(path, f"malformed JSON: {brief(exc) or 'nested too deeply'}") \
+            from None
 
 
 def read_table(path: str | Path):

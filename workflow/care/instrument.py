@@ -15,7 +15,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from care.errors import CareInputError
+from care.errors import CareInputError, brief, schema_message, shallowest
+from care.io import load_yaml
 from care.resources import resource_path
 
 SCHEMA = resource_path("schemas", "instrument.schema.yaml")
@@ -145,20 +146,26 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
     """Read and check an instrument file; errors name the file and the offending field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CareInputError(path, f"cannot read instrument: {exc}") from None
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(raw), key=str)
+        raise CareInputError(path, f"cannot read instrument: {brief(exc)}") from None
+    errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors(raw))
     if errors:
-        err = errors[0]
+        err = shallowest(errors)
         field = "/".join(str(p) for p in err.absolute_path) or None
-        raise CareInputError(path, err.message, field=field)
+        raise CareInputError(path, schema_message(err), field=field)
 
     smin, smax = raw["scale"]["min"], raw["scale"]["max"]
     if smin >= smax:
         raise CareInputError(path, f"scale min {smin} must be below max {smax}", field="scale")
-    labels = {int(k): v for k, v in raw["scale"]["labels"].items()}
-    if sorted(labels) != list(range(smin, smax + 1)):
+    try:
+        labels = {int(k): v for k, v in raw["scale"]["labels"].items()}
+    except ValueError:
+        raise CareInputError(
+            path, "label keys must be the scale's points (whole numbers)", field="scale/labels"
+        ) from None
+    # the count first: a scale of 10^9 points must not be listed to find it lacks labels
+    if len(labels) != smax - smin + 1 or sorted(labels) != list(range(smin, smax + 1)):
         raise CareInputError(
             path, f"labels must cover every point {smin}..{smax}", field="scale/labels"
         )

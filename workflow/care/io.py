@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
+from xml.parsers.expat import ExpatError
 
 import yaml
 
@@ -61,6 +64,16 @@ def restrict_umask(extra: str | int | None = None) -> int:
     return mask
 
 
+def restrict_existing(paths: Iterator[str | os.PathLike] | list) -> None:
+    """Take from files and directories made before the umask was restricted what it now
+    denies (Snakemake opens its own log before the workflow's code runs)."""
+    mask = _umask()
+    for path in paths:
+        mode = os.stat(path).st_mode & 0o7777
+        if mode & mask:
+            os.chmod(path, mode & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` on success, remove it on error."""
@@ -94,19 +107,104 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+#: A UTF-16 surrogate on its own (JSON's ``"\ud800"``): not a character, and no UTF-8 file,
+#: workbook or cache can store it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: The longest line a JSON-lines reader takes (bytes, newline included): a session with
+#: hundreds of long turns is a few MB; a file without newlines (``/dev/zero``, a binary
+#: file named by mistake) must not be read into memory whole.
+MAX_LINE_BYTES = 64 * 2**20
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice: JSON parsers would silently keep the last value."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(key)
+        obj[key] = value
+    return obj
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses duplicate keys (:class:`DuplicateKeyError`)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def json_lines(
+    path: str | os.PathLike, max_bytes: int | None = None
+) -> Iterator[tuple[int, Any]]:
+    """(line, record) per non-blank line of a JSON-lines file, or (line, CareInputError) where
+    a line is not valid UTF-8 or not JSON (the caller decides whether to go on). A line longer
+    than ``max_bytes`` (:data:`MAX_LINE_BYTES`) ends the file: what follows cannot be found
+    without reading it all."""
+    from care.errors import CareInputError
+
+    max_bytes = max_bytes or MAX_LINE_BYTES
+
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise CareInputError(path, f"cannot open: {exc.strerror}") from None
+    with handle:
+        for line_no in itertools.count(1):
+            raw = handle.readline(max_bytes + 1)
+            if not raw:
+                return
+            if len(raw) > max_bytes:
+                yield line_no, CareInputError(
+                    path, f"the line is longer than {max_bytes:,} bytes: not JSON lines "
+                    "(one record a line)? stopped reading", line=line_no,
+                )
+                return
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a byte-order mark, as spreadsheet exports write it
+            yield line_no, _json_line(path, line_no, raw)
+
+
+def _json_line(path: str | os.PathLike, line_no: int, raw: bytes) -> Any:
+    from care.errors import CareInputError
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return CareInputError(
+            path, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+            line=line_no,
+        )
+    if not text.strip():
+        return None
+    try:
+        return loads_strict(text)
+    except json.JSONDecodeError as exc:
+        return CareInputError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", line=line_no)
+    except DuplicateKeyError as exc:
+        return CareInputError(path, f"{exc}: which one is meant?", line=line_no, field=exc.key)
+    except RecursionError:
+        return CareInputError(path, "malformed JSON: nested too deeply", line=line_no)
+    except ValueError as exc:  # an integer of more digits than Python converts
+        return CareInputError(path, f"malformed JSON: {exc}", line=line_no)
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """One JSON record a line (blank lines skipped, a BOM tolerated); a malformed line is a
-    CareInputError naming the file and line."""
+    """One JSON record a line (:func:`json_lines`); the first bad line is a CareInputError
+    naming the file and line."""
     from care.errors import CareInputError
 
     records = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise CareInputError(path, f"malformed JSON: {exc.msg}", line=n) from None
+    for _, record in json_lines(path):
+        if isinstance(record, CareInputError):
+            raise record
+        if record is not None:
+            records.append(record)
     return records
 
 
@@ -135,9 +233,29 @@ XLSX_DATE = b"2000-01-01T00:00:00Z"
 _XLSX_STAMP = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
 
 
+#: Leading characters that make a spreadsheet (or a CSV export of it) read a cell as a
+#: formula (OWASP, CSV injection), and the quote put before them (and before a leading quote,
+#: so that :func:`from_cell` undoes it exactly).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CELL_QUOTE = "'"
+
+
+def to_cell(text: str) -> str:
+    """Text as a cell stores it: never a formula (openpyxl writes a leading ``=`` as one)."""
+    return CELL_QUOTE + text if text.startswith((*FORMULA_START, CELL_QUOTE)) else text
+
+
+def from_cell(text: str) -> str:
+    """The text :func:`to_cell` was given: its quote removed, nothing else."""
+    if text.startswith(CELL_QUOTE) and text[1:].startswith((*FORMULA_START, CELL_QUOTE)):
+        return text[1:]
+    return text
+
+
 def xlsx_value(value: Any) -> Any:
     """A value as a workbook cell takes it: NaN/None empty, numpy scalars as Python ones,
-    and characters XML forbids (model output can hold them) dropped."""
+    text never a formula (:func:`to_cell`), and characters XML forbids (model output can hold
+    them) dropped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if type(value).__module__ == "numpy":  # a numpy scalar
@@ -145,8 +263,44 @@ def xlsx_value(value: Any) -> Any:
     if isinstance(value, str):
         from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-        return ILLEGAL_CHARACTERS_RE.sub("", value)
+        return to_cell(ILLEGAL_CHARACTERS_RE.sub("", value))
     return value
+
+
+#: What reading a workbook someone returned can raise: not a zip, a part missing, XML that
+#: is not well-formed (an entity, a truncated file), a value openpyxl refuses.
+XLSX_READ_ERRORS = (OSError, zipfile.BadZipFile, KeyError, ValueError, ElementTree.ParseError,
+                    ExpatError)
+
+
+@contextlib.contextmanager
+def workbook_writes(book: Any, path: str | os.PathLike) -> Iterator[None]:
+    """Write a streamed (write-only) workbook: a failed write (lxml raises its own error for
+    a full disk or a file-size limit) becomes an OSError, and on any failure the sheets'
+    writers are closed and their temporary files removed, so nothing fails again later."""
+    from lxml import etree
+
+    try:
+        yield
+    except etree.SerialisationError as exc:
+        _abandon(book)
+        raise OSError(f"cannot write {path}: {exc} (disk full or a file-size limit?)") from None
+    except BaseException:
+        _abandon(book)
+        raise
+
+
+def _abandon(book: Any) -> None:
+    """Close a write-only workbook's sheet writers (openpyxl has no public way to give one
+    up: left to the garbage collector, each raises its write error again, with a traceback)."""
+    for ws in book.worksheets:
+        writer = getattr(ws, "_writer", None)
+        if writer is None:
+            continue
+        with contextlib.suppress(Exception):
+            writer.close()
+        with contextlib.suppress(Exception):
+            writer.cleanup()
 
 
 def save_workbook(book: Any, path: str | os.PathLike) -> None:
@@ -183,9 +337,65 @@ def copy_workbook(source: Any, path: str | os.PathLike, rewrite: dict | None = N
             dst.writestr(entry, data)
 
 
+#: The most values a YAML document may hold once its aliases are expanded: a config or an
+#: instrument has a few hundred; a "billion laughs" alias bomb of 1 KB has 10^9.
+MAX_YAML_VALUES = 100_000
+
+
+def expanded_size(obj: Any, limit: int = MAX_YAML_VALUES) -> int:
+    """How many values ``obj`` holds with shared (aliased) parts counted each time they
+    appear, up to just over ``limit``; a container that holds itself counts as over it."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(o: Any) -> int:
+        if not isinstance(o, dict | list):
+            return 1
+        if id(o) in memo:
+            return memo[id(o)]
+        if id(o) in active:  # a recursive alias (&a [*a]): endless once expanded
+            return limit + 1
+        active.add(id(o))
+        total = 1
+        for child in (*o.keys(), *o.values()) if isinstance(o, dict) else o:
+            total += size(child)
+            if total > limit:
+                break
+        active.discard(id(o))
+        memo[id(o)] = total
+        return total
+
+    try:
+        return size(obj)
+    except RecursionError:
+        return limit + 1
+
+
+def check_expansion(obj: Any, path: str | os.PathLike, limit: int = MAX_YAML_VALUES) -> Any:
+    """``obj`` itself, or a CareInputError when its aliases expand past ``limit`` values."""
+    from care.errors import CareInputError
+
+    if expanded_size(obj, limit) > limit:
+        raise CareInputError(
+            path, f"holds more than {limit:,} values once its YAML aliases are expanded (or an "
+            "alias that contains itself): refused"
+        )
+    return obj
+
+
+def load_yaml(text: str, path: str | os.PathLike) -> Any:
+    """YAML text, safely loaded, with alias expansion bounded (:func:`check_expansion`);
+    a nesting too deep to parse is a ``yaml.YAMLError`` like any other syntax error."""
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    return check_expansion(data, path)
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return load_yaml(f.read(), path)
 
 
 def read_config(path: str | os.PathLike) -> dict:

@@ -9,7 +9,6 @@ validation happens before any work so nothing downstream is written from a bad c
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -21,8 +20,9 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from care.errors import CareInputError
+from care.errors import CareInputError, brief, schema_message, shallowest
 from care.instrument import Instrument
+from care.io import LONE_SURROGATE, json_lines
 from care.names import id_problem
 from care.resources import resource_path
 
@@ -69,7 +69,7 @@ def _schema_error(path: Path, line: int, record: object) -> CareInputError | Non
     errors = list(_validator().iter_errors(record))
     if not errors:
         return None
-    err = min(errors, key=lambda e: (len(e.absolute_path), str(e.message)))
+    err = shallowest(errors)
     field_path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "required":
         missing = next(f for f in err.validator_value if f not in err.instance)
@@ -80,18 +80,19 @@ def _schema_error(path: Path, line: int, record: object) -> CareInputError | Non
         field_path = ".".join(filter(None, [field_path, extra[0] if extra else ""]))
         msg = "unknown field"
     elif err.validator == "enum" and field_path.endswith("speaker"):
-        msg = f"unknown speaker {err.instance!r} (expected one of {list(SPEAKERS)})"
+        msg = f"unknown speaker {brief(repr(err.instance), 60)} (expected one of {list(SPEAKERS)})"
     elif err.validator == "minItems" and field_path == "turns":
         msg = "a session needs at least one turn"
     elif err.validator == "type" and field_path.startswith(RATING_FIELDS):
         msg = (
-            f"rating {err.instance!r} is not a number: write it without quotes; ratings are "
-            "never read from text, which may hide a label, a typo or a decimal comma "
+            f"rating {brief(repr(err.instance), 60)} is not a number: write it without quotes; "
+            "ratings are never read from text, which may hide a label, a typo or a decimal comma "
             "('5 ', 'five', '4,5' — `care data import` converts and reports such values)"
-            if isinstance(err.instance, str) else f"rating {err.instance!r} is not a number"
+            if isinstance(err.instance, str)
+            else f"rating {brief(repr(err.instance), 60)} is not a number"
         )
     else:
-        msg = err.message
+        msg = schema_message(err)
     return CareInputError(path, msg, line=line, field=field_path or None)
 
 
@@ -105,10 +106,11 @@ def _check_ratings(
                 path, f"item {item_id!r} is not in instrument {instrument.name}",
                 line=line, field=f"{name}.{item_id}",
             )
-        if isinstance(value, bool) or math.isnan(value) or not instrument.in_scale(value):
+        # the scale first: math.isnan overflows on an integer too large for a float (10**400)
+        if isinstance(value, bool) or not instrument.in_scale(value) or math.isnan(value):
             raise CareInputError(
                 path,
-                f"rating {value!r} is outside the scale "
+                f"rating {brief(repr(value), 40)} is outside the scale "
                 f"{instrument.scale_min}..{instrument.scale_max}",
                 line=line, field=f"{name}.{item_id}",
             )
@@ -123,8 +125,33 @@ def _check_ratings(
     return out
 
 
+def _surrogate(value: object, field: str = "") -> str | None:
+    """The field of the first text (or key) holding a lone surrogate (JSON's ``"\\ud800"``),
+    which no UTF-8 file, workbook or cache can store; None when there is none."""
+    if isinstance(value, str):
+        return field if LONE_SURROGATE.search(value) else None
+    if isinstance(value, list):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return None
+    for key, child in value.items():
+        name = ".".join(filter(None, [field, str(key)]))
+        found = _surrogate(str(key), name) or _surrogate(child, name)
+        if found is not None:
+            return found
+    return None
+
+
+
 def _check_record(path: Path, line: int, rec: dict) -> None:
-    """Checks the schema cannot express: ids, blank text, a counselor in the dialogue."""
+    """Checks the schema cannot express: text every output can store, ids, blank text, a
+    counselor in the dialogue."""
+    bad = _surrogate(rec)
+    if bad is not None:
+        raise CareInputError(
+            path, "a lone surrogate (an escape like \\ud800 without its pair): not a character, "
+            "and no file can store it as UTF-8", line=line, field=bad,
+        )
     for name in ID_FIELDS:
         problem = id_problem(rec[name])
         if problem:
@@ -143,31 +170,8 @@ def _check_record(path: Path, line: int, rec: dict) -> None:
 
 def _records(path: Path) -> Iterator[tuple[int, dict | CareInputError]]:
     """(line, record) per non-blank line, or (line, error) where a line is not JSON."""
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise CareInputError(path, f"cannot open: {exc.strerror}") from None
-    with handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a byte-order mark, as spreadsheet exports write it
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield line_no, CareInputError(
-                    path, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
-                    line=line_no,
-                )
-                continue
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line_no, CareInputError(
-                    path, f"malformed JSON: {exc.msg} (column {exc.colno})", line=line_no
-                )
-                continue
+    for line_no, record in json_lines(path):
+        if record is not None:
             yield line_no, record
 
 
@@ -231,7 +235,7 @@ def check_corpus(
     """
     path = Path(path)
     out = CorpusCheck(path, [], [], [])
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
     client_format: dict[str, tuple[str, bool, int]] = {}
 
     def add(error: CareInputError) -> bool:
@@ -260,12 +264,7 @@ def _check_across(
     path: Path, s: Session, seen: dict, client_format: dict, instrument: Instrument,
     labeled: bool,
 ) -> None:
-    if s.session_id in seen:
-        raise CareInputError(
-            path, f"duplicate session_id {s.session_id!r} (first on line {seen[s.session_id]})",
-            line=s.line, field="session_id",
-        )
-    seen[s.session_id] = s.line
+    _check_ids(path, s, seen)
     if labeled:
         _require_complete(path, s, instrument)
     fmt = (s.language, s.labeled)
@@ -279,6 +278,24 @@ def _check_across(
             f"client {s.client_id!r} has sessions in conflicting formats: {what} differs "
             f"from its session on line {first[2]}",
             line=s.line, field=fld,
+        )
+
+
+def _check_ids(path: Path, s: Session, seen: dict[tuple[str, str], tuple[str, int]]) -> None:
+    """Session ids are unique, and no two ids of a kind differ only in case: ids name files
+    (:func:`care.names.file_stem`), and macOS and Windows take such names for one file."""
+    for name in ID_FIELDS:
+        value = getattr(s, name)
+        first, first_line = seen.setdefault((name, value.casefold()), (value, s.line))
+        if first == value and (name != "session_id" or first_line == s.line):
+            continue
+        problem = (
+            f"duplicate session_id {value!r}" if first == value
+            else f"{name} {value!r} differs from {first!r} only in case (ids name files, and "
+            "macOS and Windows would take the two for one)"
+        )
+        raise CareInputError(
+            path, f"{problem} (first on line {first_line})", line=s.line, field=name
         )
 
 

@@ -89,10 +89,18 @@ def table_files(n):
 # Snakemake creates output directories and logs itself; `care` commands apply $CARE_UMASK.
 import os as _os
 
-from care.io import UMASK_ENVVAR, restrict_umask
+from care.io import UMASK_ENVVAR, restrict_existing, restrict_umask
 
 _os.environ[UMASK_ENVVAR] = config["output_umask"]
 restrict_umask(config["output_umask"])
+# Snakemake opened its log (job commands, failed jobs' logs) before this ran: apply it there,
+# to every log in the directory, and to the directory and .snakemake above it.
+for _log in workflow.logger_manager.get_logfile():
+    _logdir = _os.path.dirname(_log)
+    restrict_existing(
+        [_os.path.dirname(_logdir), _logdir]
+        + [_os.path.join(_logdir, _f) for _f in _os.listdir(_logdir)]
+    )
 
 
 # ---- between-workflow output cache guard (issue 7; README "Running at scale") --------------

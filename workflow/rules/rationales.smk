@@ -81,6 +81,7 @@ rule import_expert_edits:
     input:
         sheet=RAT["edited_sheet"],
         drafts=RAT_DRAFTS,
+        sessions=SESSIONS,
         instrument=INSTRUMENT,
     output:
         "results/rationales.parquet",
@@ -93,7 +94,7 @@ rule import_expert_edits:
         allow_unedited=as_json(RAT["allow_unedited"]),
     shell:
         "care rationales import --sheet {input.sheet} --drafts {input.drafts} "
-        "--instrument {input.instrument} --editors {params.editors} "
+        "--sessions {input.sessions} --instrument {input.instrument} --editors {params.editors} "
         "--allow-unedited {params.allow_unedited} --out {output} 2> {log}"
 
 

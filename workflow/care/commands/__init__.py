@@ -19,10 +19,15 @@ def json_arg(text: str) -> object:
     if text.lower().endswith((".yaml", ".yml", ".json")) and Path(text).is_file():
         import yaml
 
+        from care.errors import CareInputError
+        from care.io import read_yaml
+
         try:
-            return yaml.safe_load(Path(text).read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
+            return read_yaml(text)  # alias expansion bounded
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise argparse.ArgumentTypeError(f"{text}: not valid YAML/JSON: {exc}") from None
+        except CareInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -76,6 +76,10 @@ def register(subparsers) -> None:
         default=True,
         help="JSON true/false: may a row keep the draft by leaving the cell empty",
     )
+    p.add_argument(
+        "--sessions", help="the sessions the sheet was exported from: an edit to any locked "
+        "column is then reported (without it, edits to the draft column only)",
+    )
     p.add_argument("--out", required=True, help="rationales.parquet to write")
     p.set_defaults(func=import_)
 
@@ -117,7 +121,8 @@ def export(args) -> int:
     instrument = load_instrument(args.instrument)
     sessions = load_sessions(args.sessions, instrument)
     n = export_sheet(
-        read_jsonl(args.drafts), sessions, instrument, args.out, editors=args.editors or []
+        read_jsonl(args.drafts), sessions, instrument, args.out, editors=args.editors or [],
+        source=args.sessions,
     )
     log.info("expert sheet: %d rows for %d sessions -> %s", n, len(sessions), args.out)
     return 0
@@ -144,14 +149,18 @@ def import_(args) -> int:
     from care.instrument import load_instrument
     from care.io import write_table
     from care.rationales.sheet import import_edits, read_sheet
+    from care.sessions import load_sessions
 
     instrument = load_instrument(args.instrument)
+    # the exported sessions: an edit to any locked column is then reported
+    sessions = load_sessions(args.sessions, instrument) if args.sessions else ()
     frame = import_edits(
         read_sheet(args.sheet),
         read_jsonl(args.drafts),
         instrument,
         editors=args.editors or [],
         allow_unedited=bool(args.allow_unedited),
+        sessions=sessions,
     )
     write_table(args.out, frame)
     log.info(

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from care.errors import CareInputError
+from care.errors import CareInputError, brief
 from care.instrument import Instrument
-from care.io import save_workbook, xlsx_value
+from care.io import XLSX_READ_ERRORS, from_cell, save_workbook, xlsx_value
 from care.sessions import Session
 
 CRITERIA = ["faithfulness", "relevance", "informativeness"]
@@ -187,12 +187,10 @@ def read_sheet(path: str | Path) -> tuple[pd.DataFrame, str, int]:
         if path.suffix.lower() in (".csv", ".tsv"):
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
             return pd.read_csv(path, sep=sep, dtype=object, keep_default_na=False), "", 2
-    except ValueError as exc:  # pandas: missing sheet, unreadable workbook
+    except XLSX_READ_ERRORS as exc:  # pandas: missing sheet; unreadable workbook or CSV
         raise CareInputError(
-            path, f"cannot read rating sheet: {exc}", where=f"sheet '{SHEET}'"
+            path, f"cannot read rating sheet: {brief(exc)}", where=f"sheet '{SHEET}'"
         ) from None
-    except OSError as exc:
-        raise CareInputError(path, f"cannot read rating sheet: {exc}") from None
     raise CareInputError(path, "rating sheets must be .xlsx or .csv files")
 
 
@@ -251,9 +249,10 @@ _BAD = object()
 
 
 def _text(value) -> str:
+    """A cell's text as exported (:func:`care.io.from_cell`), without surrounding space."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
-    return str(value).strip()
+    return from_cell(str(value)).strip()
 
 
 def _rating(value, scale: tuple[int, int]):

@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from care.errors import CareInputError
+from care.io import LONE_SURROGATE
 from care.llm.cache import ResponseCache, cache_key
-from care.llm.remote import display_url, read_api_key, require_remote_opt_in
+from care.llm.http import deadline, guarded_client
+from care.llm.remote import check_hop, display_url, read_api_key, require_remote_opt_in
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,10 @@ CONFIG_KEYS = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout
 
 class EndpointError(CareInputError):
     """The endpoint refused the requests, or kept failing: one line saying what to fix."""
+
+
+#: The reason of a 200 whose answer holds no text (``content: null`` or ``""``).
+NO_TEXT = "no text"
 
 
 class MalformedResponse(Exception):
@@ -92,11 +99,15 @@ class OpenAIChat:
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0}
         self._lock = threading.Lock()
         self._jitter = random.Random(seed)
+        allowed = allow_remote_transcripts
+        hop = partial(check_hop, allow_remote_transcripts=allowed, base_url=self.base_url,
+                      section=opt_in_section)
         self._client = openai.OpenAI(
             base_url=self.base_url,
             api_key=read_api_key(api_key_env, self.base_url),
             max_retries=0,
             timeout=timeout_s,
+            http_client=guarded_client(self.base_url, hop, timeout_s),
         )
         self._openai = openai
         for name in CHATTY_LOGGERS:
@@ -216,10 +227,11 @@ class OpenAIChat:
         raise AssertionError("unreachable")
 
     def _create(self, messages: Messages, params: dict[str, Any]) -> Any:
-        try:
-            return self._client.chat.completions.create(
-                model=self.model, messages=list(messages), **params
-            )
+        try:  # timeout_s bounds the whole request, not each read (care.llm.http)
+            with deadline(self.timeout_s):
+                return self._client.chat.completions.create(
+                    model=self.model, messages=list(messages), **params
+                )
         except UnicodeDecodeError:  # the client decodes a 200's body as JSON
             raise MalformedResponse("a body that is not valid UTF-8") from None
         except ValueError:
@@ -286,6 +298,12 @@ class OpenAIChat:
                 f"cannot connect{why} {tail}; is the server running and base_url right?",
                 "base_url",
             )
+        if isinstance(exc, MalformedResponse) and exc.reason.startswith(NO_TEXT):
+            return self._error(
+                f"the model answered {exc.reason} {tail}; a content filter refuses the same "
+                "prompt again: check the session, or use another model",
+                "model",
+            )
         if isinstance(exc, MalformedResponse):
             return self._error(
                 f"HTTP 200 without a chat completion ({exc.reason}) {tail}; is base_url an "
@@ -310,7 +328,11 @@ def completion_text(response: Any) -> str:
     content = getattr(message, "content", None)
     if content is not None and not isinstance(content, str):
         raise MalformedResponse("a 'content' that is not text")
-    return content or ""
+    if not content:  # a content filter, a refusal: an answer to ask again, never to cache
+        finish = getattr(choices[0], "finish_reason", None)
+        raise MalformedResponse(NO_TEXT + (f" (finish_reason {finish!r})" if finish else ""))
+    # a lone surrogate ("\ud800" in the JSON) could not be cached, drafted or exported
+    return LONE_SURROGATE.sub("\ufffd", content)
 
 
 def _oneline(exc: BaseException) -> str:

@@ -74,6 +74,25 @@ def require_remote_opt_in(
     return url
 
 
+def check_hop(
+    url: str, allow_remote_transcripts: bool, *, base_url: str, section: str
+) -> None:
+    """Refuse a request (a redirect hop included) to a host the opt-in does not cover.
+
+    The configured URL was checked by :func:`require_remote_opt_in`; a loopback server may
+    still redirect elsewhere, and the HTTP client would follow (:mod:`care.llm.http`)."""
+    if allow_remote_transcripts or is_loopback(url):
+        return
+    host = urlsplit(url).hostname or url
+    raise RemoteNotAllowedError(
+        display_url(base_url),
+        f"the endpoint redirected the request to {host!r}, which is not on this machine: "
+        f"not sent (transcripts leave the machine only with `{OPT_IN}: true` in {section}; "
+        "or point base_url at the final URL)",
+        field="base_url",
+    )
+
+
 def read_api_key(env_name: str | None, base_url: str) -> str:
     """The key from ``$env_name``; a loopback server may go without one."""
     key = os.environ.get(env_name) if env_name else None

@@ -38,9 +38,16 @@ from typing import Any
 
 import pandas as pd
 
-from care.errors import CareInputError
+from care.errors import CareInputError, brief
 from care.instrument import Instrument
-from care.io import copy_workbook, save_workbook, xlsx_value
+from care.io import (
+    XLSX_READ_ERRORS,
+    copy_workbook,
+    from_cell,
+    save_workbook,
+    workbook_writes,
+    xlsx_value,
+)
 from care.prompts import labels
 from care.sessions import Session
 
@@ -78,6 +85,10 @@ OUTPUT_COLUMNS = (
     "n_chars",
 )
 MAX_LOGGED = 20  # problems listed in the log besides the one raised
+MAX_CELL_CHARS = 32_767  # what an Excel cell holds (longer text is cut by readers)
+#: Columns the sheet protects, besides the keys (session, item) and the rating, which an edit
+#: makes an error: an edit to one of these is ignored, and reported.
+LOCKED = ("dimension", "item", "rating_label", "draft", "cited_turns")
 
 INSTRUCTIONS_LINES = (
     "Expert review of draft rationales",
@@ -108,8 +119,12 @@ def export_sheet(
     out: str | Path,
     *,
     editors: Sequence[str] = (),
+    source: str | Path = "the sessions file",
 ) -> int:
     """Write the expert workbook for ``drafts``; returns the number of rationale rows.
+
+    A turn longer than a cell holds (:data:`MAX_CELL_CHARS`) is cut with a note naming the
+    line of ``source`` (the sessions file) that holds it whole, and a warning counts them.
 
     The workbook is streamed (openpyxl's write-only mode): every row is written once and
     nothing asks a sheet for its size, so time and memory grow linearly with the corpus.
@@ -131,12 +146,20 @@ def export_sheet(
     first_turn_row = _dialogue_head_rows(reviewed)
     wb = Workbook(write_only=True)
     style = _Styles(wb)
-    _write_items(
-        wb.create_sheet(SHEET), drafts, by_id, instrument, first_turn_row, editors, style
-    )
-    _write_dialogues(wb.create_sheet(DIALOGUES), reviewed, first_item_row, style)
-    _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
-    save_workbook(wb, out)
+    with workbook_writes(wb, out):
+        _write_items(
+            wb.create_sheet(SHEET), drafts, by_id, instrument, first_turn_row, editors, style
+        )
+        cut = _write_dialogues(
+            wb.create_sheet(DIALOGUES), reviewed, first_item_row, style, source
+        )
+        _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
+        save_workbook(wb, out)
+    if cut:
+        log.warning(
+            "%s: %d turn(s) longer than a cell's %s characters are cut on the sheet '%s'; "
+            "each says where its whole text is", out, cut, f"{MAX_CELL_CHARS:,}", DIALOGUES,
+        )
     return len(drafts)
 
 
@@ -232,22 +255,8 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
     )
     column_styles = [style.column(wrap, editable) for _, _, wrap, editable in COLUMNS]
     for d in drafts:
-        lang = by_id[d["session_id"]].language
-        item = d["item_id"]
-        rating = d["rating"]
-        point = round(rating)
-        values = [
-            d["session_id"],
-            item,
-            instrument.dimension(d["dimension"]).label(lang),
-            instrument.items[item].wording(lang),
-            int(rating) if rating == point else rating,
-            instrument.scale_label(point, lang) if point in instrument.scale_points else "",
-            d["draft"],
-            cited_text(by_id[d["session_id"]], d["draft"]) or None,
-            d["draft"],  # prefilled: edited in place; untouched = accepted
-            None,
-        ]
+        exported = row_values(d, by_id[d["session_id"]], instrument)
+        values = [exported.get(name) for name, *_ in COLUMNS[:-1]]
         row = [_cell(ws, style, v, s) for v, s in zip(values, column_styles, strict=False)]
         target = f"'{DIALOGUES}'!A{first_turn_row[d['session_id']]}"
         row.append(_cell(ws, style, "dialogue", "link", link=target))
@@ -268,11 +277,47 @@ def _write_items(ws, drafts, by_id, instrument, first_turn_row, editors, style) 
     _protect(ws)
 
 
-def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, int], style):
+def row_values(d: dict[str, Any], session: Session, instrument: Instrument) -> dict[str, Any]:
+    """The exported values of a draft's row, by column (the link column aside)."""
+    lang = session.language
+    rating = d["rating"]
+    point = round(rating)
+    return {
+        "session_id": d["session_id"],
+        "item_id": d["item_id"],
+        "dimension": instrument.dimension(d["dimension"]).label(lang),
+        "item": instrument.items[d["item_id"]].wording(lang),
+        "rating": int(rating) if rating == point else rating,
+        "rating_label": (
+            instrument.scale_label(point, lang) if point in instrument.scale_points else ""
+        ),
+        "draft": d["draft"],
+        "cited_turns": cited_text(session, d["draft"]) or None,
+        "final_rationale": d["draft"],  # prefilled: edited in place; untouched = accepted
+        "editor_id": None,
+    }
+
+
+def _cut_turn(text: str, session: Session, n: int, source: str) -> str | None:
+    """The turn cut to what a cell holds, saying where the whole turn is; None if it fits."""
+    if len(xlsx_value(text)) <= MAX_CELL_CHARS:
+        return None
+    note = (
+        f" … [cut: a cell holds at most {MAX_CELL_CHARS:,} characters; the whole turn is "
+        f"turns[{n - 1}] of line {session.line} of {source}]"
+    )
+    return text[: MAX_CELL_CHARS - len(note) - 1] + note
+
+
+def _write_dialogues(
+    ws, sessions: Sequence[Session], first_item_row: dict[str, int], style, source: str
+) -> int:
+    """Write the dialogues; returns how many turns had to be cut to fit a cell."""
     _declare_size(ws, 1 + sum(1 + len(s.turns) for s in sessions), 6)
     for col, width in zip("ABCDEF", (16, 6, 12, 100, 14, 10), strict=True):
         ws.column_dimensions[col].width = width
     ws.freeze_panes = "A2"
+    cut = 0
     header = ["session_id", "turn", "speaker", "text", "strategy", "reaction"]
     ws.append([_cell(ws, style, h, "header") for h in header])
     for s in sessions:
@@ -287,11 +332,14 @@ def _write_dialogues(ws, sessions: Sequence[Session], first_item_row: dict[str, 
         )
         lab = labels(s.language)
         for n, t in enumerate(s.turns, start=1):
-            text = _cell(ws, style, t.text, "locked wrapped")
+            shown = _cut_turn(t.text, s, n, source)
+            cut += shown is not None
+            text = _cell(ws, style, shown or t.text, "locked wrapped")
             speaker = lab[t.speaker].rstrip(":：")
             values = (s.session_id, n, speaker, text, t.strategy, t.reaction)
             ws.append([xlsx_value(v) for v in values])
     _protect(ws)
+    return cut
 
 
 def _write_instructions(ws, style) -> None:
@@ -492,21 +540,21 @@ def read_sheet(path: str | Path) -> Sheet:
     from openpyxl import load_workbook
     from openpyxl.utils import get_column_letter
 
-    try:
+    try:  # rows are parsed as they are read: a broken part may show only now
         wb = load_workbook(path, read_only=True, data_only=True)
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise CareInputError(path, f"cannot read the workbook: {exc}") from None
-    if SHEET not in wb.sheetnames:
-        raise CareInputError(path, f"no sheet named '{SHEET}' (sheets: {wb.sheetnames})")
-    rows = wb[SHEET].iter_rows(values_only=True)
-    header = [_text(h) for h in next(rows, ())]
-    columns = {h: get_column_letter(n) for n, h in enumerate(header, start=1) if h}
-    data = [
-        SheetRow(dict(zip(header, values, strict=False)), n)
-        for n, values in enumerate(rows, start=2)
-        if any(v not in (None, "") for v in values)
-    ]
-    wb.close()
+        if SHEET not in wb.sheetnames:
+            raise CareInputError(path, f"no sheet named '{SHEET}' (sheets: {wb.sheetnames})")
+        rows = wb[SHEET].iter_rows(values_only=True)
+        header = [_text(h) for h in next(rows, ())]
+        columns = {h: get_column_letter(n) for n, h in enumerate(header, start=1) if h}
+        data = [
+            SheetRow(dict(zip(header, values, strict=False)), n)
+            for n, values in enumerate(rows, start=2)
+            if any(v not in (None, "") for v in values)
+        ]
+        wb.close()
+    except XLSX_READ_ERRORS as exc:
+        raise CareInputError(path, f"cannot read the workbook: {brief(exc)}") from None
     return _checked(Sheet(path, SHEET, columns, data))
 
 
@@ -541,16 +589,21 @@ def import_edits(
     *,
     editors: Sequence[str] = (),
     allow_unedited: bool = True,
+    sessions: Sequence[Session] = (),
 ) -> pd.DataFrame:
     """Validate the edited sheet against the drafts and build the rationale table.
 
     Every problem is collected; the first is raised (the others are logged), so nothing is
-    written from a sheet with any problem.
+    written from a sheet with any problem. An edit to a locked column (:data:`LOCKED`) is
+    ignored and reported, a warning per column with the count: against the exported values
+    when ``sessions`` (the exported ones) are given, else the draft column alone.
     """
     expected = {(d["session_id"], d["item_id"]): d for d in drafts}
     known_sessions = {d["session_id"] for d in drafts}
+    by_id = {s.session_id: s for s in sessions}
     problems: list[CareInputError] = []
     seen: dict[tuple[str, str], int] = {}
+    locked_edits: dict[str, list[int]] = {}
     out = []
     for r in sheet.rows:
         rec = _import_row(
@@ -558,6 +611,17 @@ def import_edits(
         )
         if rec is not None:
             out.append(rec)
+            exported = _exported(expected[(rec["session_id"], rec["item_id"])], by_id, instrument)
+            for column in _locked_edited(r.values, exported):
+                locked_edits.setdefault(column, []).append(r.row)
+    for column, rows in locked_edits.items():
+        log.warning(
+            "%s", sheet.error(
+                f"the locked column {column!r} was edited on {len(rows)} row(s) (first: row "
+                f"{rows[0]}); the edits are ignored (write the rationale in final_rationale)",
+                column=column,
+            )
+        )
     missing = [k for k in expected if k not in seen]
     if missing:
         s, i = missing[0]
@@ -618,12 +682,6 @@ def _import_row(
             "(ratings are the client's and must stay untouched)",
             "rating",
         )
-    if "draft" in v and _norm(_text(v.get("draft"))) != _norm(draft["draft"]):
-        # a locked column (sheet protection has no password): the edit would be lost unseen
-        log.warning(
-            "%s", sheet.error("the locked column 'draft' was edited; the edit is ignored "
-                              "(write the rationale in final_rationale)", row=r.row, column="draft")
-        )
     final = _text(v.get("final_rationale"))
     editor = _text(v.get("editor_id"))
     # untouched: still the prefilled draft (or emptied) and nobody signed it
@@ -648,6 +706,25 @@ def _import_row(
         "editor_id": editor or None,
         "unedited": unedited,
     }
+
+
+def _exported(draft: dict[str, Any], by_id: dict, instrument: Instrument) -> dict[str, Any]:
+    """The locked values the export wrote on the draft's row (the draft alone when the
+    session is not known)."""
+    session = by_id.get(draft["session_id"])
+    if session is None:
+        return {"draft": draft["draft"]}
+    return row_values(draft, session, instrument)
+
+
+def _locked_edited(values: dict[str, Any], exported: dict[str, Any]) -> list[str]:
+    """The locked columns (sheet protection has no password) whose text differs from the
+    export's: their edits would otherwise be lost unseen."""
+    return [
+        column for column in LOCKED
+        if column in values and column in exported
+        and _norm(_text(values[column])) != _norm(_text(xlsx_value(exported[column])))
+    ]
 
 
 def rationale_table(records: list[dict[str, Any]], instrument: Instrument) -> pd.DataFrame:
@@ -692,11 +769,12 @@ def _norm(text: str) -> str:
 
 
 def _text(value: Any) -> str:
+    """A cell's text as exported (:func:`care.io.from_cell`), without surrounding space."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # an id Excel turned into a number
-    return str(value).strip()
+    return from_cell(str(value)).strip()
 
 
 def _number(value: Any) -> float | None:

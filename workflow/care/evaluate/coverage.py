@@ -268,6 +268,14 @@ def format_summary(name: str, spec: CorpusSpec, summary: pd.DataFrame, truth: di
     return "\n".join(lines)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished workers (wall time depends on the load)."""
+    import resource
+
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def run(args) -> int:
     instrument = load_instrument()
     start = time.perf_counter()
@@ -275,6 +283,6 @@ def run(args) -> int:
         summary, truth = run_shape(name, args, instrument)
         print(format_summary(name, SHAPES[name], summary, truth, args), flush=True)
         print(flush=True)
-    print(f"care bench coverage: {time.perf_counter() - start:.0f} s, {args.workers} "
-          f"process(es), seed {args.seed}")
+    print(f"care bench coverage: {time.perf_counter() - start:.0f} s wall, {_cpu_seconds():.0f} "
+          f"s CPU, {args.workers} process(es), seed {args.seed}")
     return 0

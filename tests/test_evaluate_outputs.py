@@ -269,8 +269,8 @@ def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrume
     )
 
 
-def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
-    runs, scores, folds, _, _ = runs_and_scores
+def test_table4_tests_rationale_against_score_only(larger_runs, instrument):
+    runs, scores, folds, _, _ = larger_runs
     res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
     frame = tables.table4(runs[2:], scores, instrument.dimension_ids, res)
     assert sorted(zip(frame["variant"], frame["scoring"], strict=True)) == [
@@ -580,7 +580,8 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
                  *common, "--out", str(out2)]) == 0
     md = out2.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md and "Headline scoring: expected" in md
-    assert "BCa (acceleration from a jackknife over clients)" in md
+    assert "95% t intervals over the test folds" in md and "care bench coverage" in md
+    assert "Holm-adjusted over the table's" in md
     assert "r pooled" in md and "r common" in md
     frame = tables.read_table(out2)
     care = frame[frame["label"] == "CARE (llama)"]
@@ -590,6 +591,7 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
                  *common, "--out", str(out4)]) == 0
     md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4
+    assert "One training seed per run" in md4
 
 
 def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_scores, instrument):

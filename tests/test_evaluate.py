@@ -138,9 +138,9 @@ def _clustered(n_clients=20, per_client=6, seed=0):
 def test_resampler_is_seeded_and_moves_a_clients_sessions_together():
     data = _clustered()
     folds = data[["session_id", "client_id", "fold"]]
-    a = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7))
-    b = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7))
-    c = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=8))
+    a = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=7))
+    b = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=7))
+    c = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=8))
     ids = data["session_id"].to_numpy()
     wa = a.weights(1, ids)
     assert np.array_equal(wa, b.weights(1, ids))
@@ -169,7 +169,7 @@ def test_client_bootstrap_is_wider_than_session_bootstrap_on_clustered_data():
 
 def test_paired_test_detects_a_better_model_and_not_an_equal_one(corpus, instrument):
     sessions, refs, folds = corpus
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=300, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1))
 
     def scores(noise, seed):
         per = synthetic.predictions(
@@ -196,7 +196,7 @@ def test_paired_test_compares_only_folds_where_both_are_defined():
     data = _clustered(n_clients=12, per_client=3)
     data["fold"] = np.where(data["client_id"].str[1:].astype(int) < 6, 1, 2)
     folds = data[["session_id", "client_id", "fold"]]
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=100, seed=2))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=2))
     a = data.copy()
     b = data.assign(predicted=data["predicted"] * 0.5 + np.arange(len(data)) % 2)
     b.loc[b["fold"] == 2, "predicted"] = 4.0  # constant: r undefined in fold 2
@@ -320,7 +320,8 @@ def test_bca_interval_equals_scipy_bca_on_the_same_resamples(metric):
     """One session per client: our BCa (jackknife over clients) is scipy's BCa, given the
     same bootstrap distribution; and close to scipy drawing its own resamples."""
     data = _skewed()
-    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=4000, seed=11, interval="bca"))
+    spec = bs.BootstrapSpec(unit="client", n_resamples=4000, seed=11, interval="bca")
+    res = bs.Resampler(data, spec)
     ours = bs.estimate(data, res, metric)
     x, y = data["predicted"].to_numpy(), data["client"].to_numpy()
 
@@ -360,7 +361,7 @@ def test_pooled_r_is_over_all_folds_sessions_and_shows_fold_offsets():
                          "fold": fold, "client": truth + 2 * fold,
                          "predicted": truth + rng.normal(0, 0.3) - 4 * fold})
     data = pd.DataFrame(rows)
-    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=300, seed=1))
+    res = bs.Resampler(data, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1))
     fold_mean = bs.estimate(data, res, "pearson", "fold_mean")
     pooled = bs.estimate(data, res, "pearson", "pooled")
     assert pooled["value"] == pytest.approx(stats.pearsonr(data["predicted"], data["client"])[0])
@@ -393,7 +394,7 @@ def test_seed_replicates_average_and_pair_over_seeds_and_clients(corpus, instrum
     from care.evaluate import tables
 
     sessions, refs, folds = corpus
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
 
     def scores(model, noise, seed):
         per = synthetic.predictions(
@@ -479,7 +480,7 @@ def test_two_stage_bootstrap_draws_counselors_then_their_clients():
 def test_t_interval_over_folds_and_the_fold_centred_pooled_r():
     data = _with_counselors()
     data["predicted"] += 3 * data["fold"]  # fold offsets: pooled r suffers, centred r not
-    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=300, seed=1, interval="t"))
+    res = bs.Resampler(data, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1, interval="t"))
     per_fold = [stats.pearsonr(g["predicted"], g["client"])[0] for _, g in data.groupby("fold")]
     got = bs.estimate(data, res, "pearson", "fold_mean")
     ref = stats.t.interval(0.95, 2, loc=np.mean(per_fold), scale=stats.sem(per_fold))
@@ -509,7 +510,8 @@ def test_undefined_resamples_make_the_interval_undefined_not_narrower(interval):
     data = _with_counselors(n_clients=12, n_counselors=2)
     one = (data["fold"] == 1) & (data["client_id"] != "c00")
     data.loc[one, "predicted"] = 2.0
-    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=200, seed=1, interval=interval))
+    spec = bs.BootstrapSpec(unit="client", n_resamples=200, seed=1, interval=interval)
+    res = bs.Resampler(data, spec)
     got = bs.estimate(data, res, "pearson", "fold_mean")
     assert np.isfinite(got["value"])
     assert np.isnan(got["ci_low"]) and np.isnan(got["ci_high"])
@@ -517,3 +519,15 @@ def test_undefined_resamples_make_the_interval_undefined_not_narrower(interval):
     assert np.isnan(draws).any() and np.isfinite(draws).any()
     assert np.isnan(bs.paired_test(data, data.assign(predicted=data["client"]), res)["p_value"])
     assert np.isnan(bs.interval(np.array([0.1, np.nan, 0.3]), 0.95)[0])
+
+
+def test_a_client_who_changed_counselors_is_drawn_with_the_main_one():
+    data = _with_counselors(n_clients=6, n_counselors=2, n_folds=2)
+    data.loc[data["session_id"] == "c00s2", "counselor_id"] = "t1"  # c00: t0 twice, t1 once
+    assert bs.main_counselor(data).loc[data["client_id"] == "c00"].eq("t0").all()
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=50, seed=1))  # the default: counselor
+    ids = data.loc[data["fold"] == 1, "session_id"].to_numpy()
+    assert set(res.units(1, ids[data.loc[data["fold"] == 1, "client_id"] == "c00"])) == {"t0"}
+    w = res.weights(1, ids)
+    c00 = (data.loc[data["fold"] == 1, "client_id"] == "c00").to_numpy()
+    assert (w[:, c00] == w[:, c00][:, :1]).all()  # its sessions move together

@@ -159,9 +159,9 @@ def _runs_and_scores(instrument, n_clients):
     return runs, scores, folds, sessions, refs
 
 
-def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, instrument):
-    runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+def test_table2_columns_best_baseline_and_round_trip(tmp_path, larger_runs, instrument):
+    runs, scores, folds, _, _ = larger_runs
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
     frame = tables.table2(runs[:3], scores, instrument.dimension_ids, res, "val_pearson")
     for col in (
         "goal_pearson_mean",
@@ -238,7 +238,7 @@ def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scor
     """All four runs (10 columns): scaled to the text width, caption without "Table 2:",
     true minus signs; typeset by a real engine."""
     runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=1))
     frame = tables.table2(runs, scores, instrument.dimension_ids, res, "val_pearson")
     frame.loc[0, "goal_pearson_mean"] = -0.123  # a negative mean: a true minus sign
     kw = dict(dims=instrument.dimension_ids, dim_labels={d.id: d.label("en") for d in
@@ -257,7 +257,7 @@ def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scor
 def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrument):
     """Test-fold selection rows (the paper's protocol) sit beside the headline, labelled."""
     runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=1))
     care = runs[2]
     sensitivity = {**care, "label": f"{care['label']}, test-fold selection (optimistic)",
                    "selection": "heldout_fold"}
@@ -271,7 +271,7 @@ def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrume
 
 def test_table4_tests_rationale_against_score_only(larger_runs, instrument):
     runs, scores, folds, _, _ = larger_runs
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
     frame = tables.table4(runs[2:], scores, instrument.dimension_ids, res)
     assert sorted(zip(frame["variant"], frame["scoring"], strict=True)) == [
         ("rationale", "expected"), ("rationale", "generated"),
@@ -557,14 +557,16 @@ def test_cli_metrics_then_figures_and_bad_input_exit_code(tmp_path, runs_and_sco
 
 
 def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
-    tmp_path, runs_and_scores, instrument
+    tmp_path, larger_runs, instrument
 ):
     """The notes under Tables 2 and 4 say how checkpoints were selected, which scoring each
     row is (the headline first) and how the intervals were made."""
     import json
 
-    runs, scores, folds, _, _ = runs_and_scores
+    runs, scores, folds, sessions, _ = larger_runs
     folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    counselors = pd.DataFrame([{k: s[k] for k in ("session_id", "counselor_id")} for s in sessions])
+    counselors.to_csv(tmp_path / "sessions.tsv", sep="\t", index=False)
     paths = []
     for run in runs:
         path = tmp_path / f"{run['model']}-{run['variant']}.parquet"
@@ -572,6 +574,7 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
         paths.append(str(path))
     common = [
         "--folds", str(tmp_path / "folds.tsv"), "--instrument", instrument.path,
+        "--sessions-table", str(tmp_path / "sessions.tsv"),
         "--bootstrap", json.dumps({"n_resamples": 50}), "--selection", "inner_split",
         "--selection-scoring", "expected", "--headline-scoring", "expected",
     ]
@@ -580,7 +583,8 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
                  *common, "--out", str(out2)]) == 0
     md = out2.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md and "Headline scoring: expected" in md
-    assert "95% t intervals over the test folds" in md and "care bench coverage" in md
+    assert "95% percentile intervals from 50 resamples of counselors" in md
+    assert "care bench coverage" in md
     assert "Holm-adjusted over the table's" in md
     assert "r pooled" in md and "r common" in md
     frame = tables.read_table(out2)
@@ -590,7 +594,7 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
     assert main(["evaluate", "table4", "--runs", json.dumps(runs[2:]), "--scores", *paths[2:],
                  *common, "--out", str(out4)]) == 0
     md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
-    assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4
+    assert "inner_split" in md4 and "Headline scoring: expected" in md4
     assert "One training seed per run" in md4
 
 
@@ -605,7 +609,7 @@ def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_score
     per_fold = metrics.fold_metrics(mute)
     assert (per_fold["n_scored"] == 0).all() and (per_fold["coverage"] == 0).all()
     run = {"model": "mute", "variant": "zero_shot", "label": "mute", "kind": "zero_shot"}
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=30, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=30, seed=1))
     frame = tables.table2([runs[1], run, runs[2]], {**scores, ("mute", "zero_shot"): mute},
                           ["goal"], res, "inner_split")
     row = frame.set_index("label").loc["mute"]
@@ -657,7 +661,7 @@ def test_table2_stars_are_corrected_and_partial_cells_counted_not_starred(
     runs, scores, folds, _, _ = larger_runs
     flat = {"model": "flat", "variant": "zero_shot", "label": "flat", "kind": "zero_shot"}
     scores = {**scores, ("flat", "zero_shot"): _partial(scores["zs", "zero_shot"], "goal", 1)}
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=100, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=1))
     dims = instrument.dimension_ids
     frame = tables.table2([*runs, flat], scores, dims, res, "inner_split")
     row = frame.set_index("label").loc["flat"]
@@ -694,7 +698,7 @@ def test_table4_pairs_over_seeds_and_says_how_far_apart_they_are(larger_runs, in
     """Two seeds per configuration: the test redraws seeds and clients, the note gives the
     seed-to-seed spread; a reference defined in fewer folds is not tested against."""
     runs, scores, folds, sessions, refs = larger_runs
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=100, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=1))
     extra = {}
     for (model, variant), noise in ((("llama", "rationale"), 0.5), (("llama", "score_only"), 0.9)):
         per = synthetic.predictions(sessions, refs, folds, instrument, model, variant,

@@ -59,7 +59,7 @@ class Method:
 
 
 METHODS = (
-    Method("BCa, clients (tables' default until now)", "client", "bca"),
+    Method("BCa, clients", "client", "bca"),
     Method("percentile, clients", "client", "percentile"),
     Method("BCa, sessions", "session", "bca"),
     Method("t over folds", "client", "t"),
@@ -259,9 +259,12 @@ def format_summary(name: str, spec: CorpusSpec, summary: pd.DataFrame, truth: di
         f"{'estimand':<33}{'method':<42}{'coverage':>9}{'min':>7}{'undef':>7}{'width':>7}"
         f"{'bias':>8}",
     ]
+    default = next(m.name for m in METHODS
+                   if (m.unit, m.interval) == (bs.BootstrapSpec.unit, bs.BootstrapSpec.interval))
     for rec in summary.to_dict("records"):
+        method = rec["method"] + (" [tables]" if rec["method"] == default else "")
         lines.append(
-            f"{ESTIMAND_TEXT[rec['estimand']]:<33}{rec['method']:<42}{rec['coverage']:>9.3f}"
+            f"{ESTIMAND_TEXT[rec['estimand']]:<33}{method:<42}{rec['coverage']:>9.3f}"
             f"{rec['min_cell']:>7.3f}{rec['undefined']:>7.3f}{rec['width']:>7.3f}"
             f"{rec['bias']:>+8.3f}"
         )

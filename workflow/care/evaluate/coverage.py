@@ -256,7 +256,7 @@ def format_summary(name: str, spec: CorpusSpec, summary: pd.DataFrame, truth: di
         f"nominal {args.confidence:.0%}",
         "true r (" + f"{args.population} corpora pooled): " + ", ".join(
             f"{d}/{p} {v:.3f}" for (d, p), v in truth.items()),
-        f"{'estimand':<33}{'method':<42}{'coverage':>9}{'min':>7}{'undef':>7}{'width':>7}"
+        f"{'estimand':<33}{'method':<46}{'coverage':>9}{'min':>7}{'undef':>7}{'width':>7}"
         f"{'bias':>8}",
     ]
     default = next(m.name for m in METHODS
@@ -264,7 +264,7 @@ def format_summary(name: str, spec: CorpusSpec, summary: pd.DataFrame, truth: di
     for rec in summary.to_dict("records"):
         method = rec["method"] + (" [tables]" if rec["method"] == default else "")
         lines.append(
-            f"{ESTIMAND_TEXT[rec['estimand']]:<33}{method:<42}{rec['coverage']:>9.3f}"
+            f"{ESTIMAND_TEXT[rec['estimand']]:<33}{method:<46}{rec['coverage']:>9.3f}"
             f"{rec['min_cell']:>7.3f}{rec['undefined']:>7.3f}{rec['width']:>7.3f}"
             f"{rec['bias']:>+8.3f}"
         )

@@ -49,6 +49,7 @@ def adjust(p_values, method: str) -> np.ndarray:
 
 def describe(method: str, n_tests: int) -> str:
     """For table notes: what the stars' p-values are adjusted for."""
+    tests = f"{n_tests} test" + ("" if n_tests == 1 else "s")
     if check(method) == "none":
-        return f"uncorrected for the table's {n_tests} tests"
-    return f"{METHODS[method]}-adjusted over the table's {n_tests} tests"
+        return f"uncorrected for the table's {tests}"
+    return f"{METHODS[method]}-adjusted over the table's {tests}"

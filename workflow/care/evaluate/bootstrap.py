@@ -285,7 +285,7 @@ def fold_resamples(
     ``scores`` holds columns fold, session_id, predicted, client (scored sessions only).
     A fold a resample leaves empty (two-stage draws) is NaN there.
     """
-    weights = _weights(scores, resampler) if resampled else _ones(scores)
+    weights = resample_weights(scores, resampler) if resampled else _ones(scores)
     return _per_fold(scores, weights, metric)
 
 
@@ -319,7 +319,8 @@ def _folds(scores: pd.DataFrame | Split) -> Split:
     return Split.of(scores)
 
 
-def _weights(scores: pd.DataFrame, resampler: Resampler) -> dict[int, np.ndarray]:
+def resample_weights(scores: pd.DataFrame, resampler: Resampler) -> dict[int, np.ndarray]:
+    """Per fold, the (n_resamples, sessions) weights of the scored sessions."""
     return {k: resampler.weights(k, g["session_id"]) for k, g in _folds(scores)}
 
 
@@ -327,7 +328,7 @@ def _ones(scores: pd.DataFrame) -> dict[int, np.ndarray]:
     return {k: np.ones((1, len(g["session_id"])), dtype=float) for k, g in _folds(scores)}
 
 
-def _jackknife_weights(
+def jackknife_weights(
     scores: pd.DataFrame, resampler: Resampler, keys: np.ndarray
 ) -> dict[int, np.ndarray]:
     """One row per jackknife unit in ``keys``: weight 0 for that unit's sessions, else 1."""
@@ -496,7 +497,7 @@ def statistic_parts(
     ``weights`` and ``jackknife``: weights providers (frame -> per-fold weight matrices) to use
     instead of the resampler's, e.g. computed once for many statistics on the same sessions.
     """
-    weights = weights or (lambda s: _weights(s, resampler))
+    weights = weights or (lambda s: resample_weights(s, resampler))
     parts: dict = {}
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -507,8 +508,8 @@ def statistic_parts(
             parts["draws"] = statistic(weights)
         if "jackknife" in needs:
             if jackknife is None:
-                keys = _jackknife_keys(frames, resampler)
-                jackknife = lambda s: _jackknife_weights(s, resampler, keys)  # noqa: E731
+                keys = jackknife_keys(frames, resampler)
+                jackknife = lambda s: jackknife_weights(s, resampler, keys)  # noqa: E731
             parts["jackknife"] = statistic(jackknife)
         if "per_fold" in needs:
             parts["per_fold"] = np.array(list(per_fold().values()), dtype=float)
@@ -531,7 +532,7 @@ def as_list(scores) -> list[pd.DataFrame]:
     return list(scores) if isinstance(scores, list | tuple) else [scores]
 
 
-def _jackknife_keys(frames: list[pd.DataFrame], resampler: Resampler) -> np.ndarray:
+def jackknife_keys(frames: list[pd.DataFrame], resampler: Resampler) -> np.ndarray:
     """The jackknife units (clients, sessions or counselors) of any of the frames."""
     units = {u for s in frames for k, g in _folds(s) for u in resampler.units(k, g["session_id"])}
     return np.array(sorted(units))  # sorted: searchsorted finds each session's row
@@ -589,7 +590,7 @@ def fold_mean_resamples(scores: pd.DataFrame, resampler: Resampler, metric: str)
 
     A resample where a fold the data define becomes undefined is NaN.
     """
-    return _statistic(scores, _weights(scores, resampler), metric, "fold_mean")
+    return _statistic(scores, resample_weights(scores, resampler), metric, "fold_mean")
 
 
 def interval(resamples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -682,7 +683,7 @@ def _paired_differences(
     defined_a = fold_resamples(a, resampler, metric, resampled=False)
     defined_b = fold_resamples(b, resampler, metric, resampled=False)
     folds = [k for k in sorted(per_a) if k in per_b]
-    weights = _weights(a, resampler) if resampled else _ones(a)
+    weights = resample_weights(a, resampler) if resampled else _ones(a)
     width = resampler.spec.n_resamples if resampled else 1
     return _mean_over_folds(
         {k: per_a[k] - per_b[k] for k in folds},

@@ -149,9 +149,9 @@ def corpus_intervals(
                                replace(boot, unit=unit))
         sessions = bs.Split.of(_scores(table, dims[0], PREDICTORS[0]))
         # every dimension and predictor scores the same sessions: one set of weights for all
-        keys = bs._jackknife_keys([sessions], sampler)
-        draws = bs._weights(sessions, sampler)
-        jackknife = bs._jackknife_weights(sessions, sampler, keys)
+        keys = bs.jackknife_keys([sessions], sampler)
+        draws = bs.resample_weights(sessions, sampler)
+        jackknife = bs.jackknife_weights(sessions, sampler, keys)
         methods = [m for m in METHODS if m.unit == unit]
         for d in dims:
             runs = {p: _scores(table, d, p) for p in PREDICTORS}

@@ -106,7 +106,8 @@ class Resampler:
         if spec.unit == "counselor" and "counselor_id" not in folds.columns:
             raise CareInputError(
                 "<folds>",
-                "bootstrap unit counselor needs each session's counselor_id",
+                "bootstrap unit counselor needs each session's counselor_id (care evaluate: "
+                "--sessions-table; or evaluation.bootstrap.unit: client)",
                 field="counselor_id",
             )
         if spec.unit == "counselor":

@@ -574,3 +574,23 @@ def test_constant_predictions_give_no_regression(instrument, corpus):
                              tax)
     assert table["coef"].isna().all()
     assert (table["note"] == "predicted scores do not vary").all()
+
+
+def test_table8_stars_are_holm_adjusted_over_the_table(instrument, corpus):
+    """Every coefficient of every dimension is one family: the stars follow the Holm-adjusted
+    p, the CSV keeps the uncorrected p beside it, the note names the correction."""
+    from statsmodels.stats.multitest import multipletests
+
+    tax = patterns.Taxonomy.from_config(TAXONOMY)
+    rates = patterns.pattern_rates(corpus["sessions"], tax)
+    table = patterns.regress(rates, corpus["scores"], instrument, tax)
+    tested = table["p"].notna()
+    assert tested.sum() >= 6
+    holm = multipletests(table.loc[tested, "p"], method="holm")[1]
+    assert table.loc[tested, "p_adjusted"].to_numpy() == pytest.approx(holm)
+    assert (table["p_adjusted"] >= table["p"]).where(tested, True).all()
+    assert list(table["stars"]) == [patterns.stars(p) for p in table["p_adjusted"]]
+    raw = patterns.regress(rates, corpus["scores"], instrument, tax, multiple_testing="none")
+    assert raw["p_adjusted"].to_numpy() == pytest.approx(raw["p"].to_numpy(), nan_ok=True)
+    notes = patterns.table_notes(tax, patterns.Regression(), table=table)
+    assert any(f"Holm-adjusted over the table's {int(tested.sum())} tests" in n for n in notes)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from care.corpus import CorpusSpec, generate
+from care.errors import CareInputError
 from care.evaluate import bootstrap as bs
 from care.evaluate import logodds, metrics, synthetic
 from scipy import stats
@@ -137,9 +138,9 @@ def _clustered(n_clients=20, per_client=6, seed=0):
 def test_resampler_is_seeded_and_moves_a_clients_sessions_together():
     data = _clustered()
     folds = data[["session_id", "client_id", "fold"]]
-    a = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7))
-    b = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=7))
-    c = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=8))
+    a = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=7))
+    b = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=7))
+    c = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=8))
     ids = data["session_id"].to_numpy()
     wa = a.weights(1, ids)
     assert np.array_equal(wa, b.weights(1, ids))
@@ -168,7 +169,7 @@ def test_client_bootstrap_is_wider_than_session_bootstrap_on_clustered_data():
 
 def test_paired_test_detects_a_better_model_and_not_an_equal_one(corpus, instrument):
     sessions, refs, folds = corpus
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=300, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1))
 
     def scores(noise, seed):
         per = synthetic.predictions(
@@ -195,7 +196,7 @@ def test_paired_test_compares_only_folds_where_both_are_defined():
     data = _clustered(n_clients=12, per_client=3)
     data["fold"] = np.where(data["client_id"].str[1:].astype(int) < 6, 1, 2)
     folds = data[["session_id", "client_id", "fold"]]
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=100, seed=2))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=2))
     a = data.copy()
     b = data.assign(predicted=data["predicted"] * 0.5 + np.arange(len(data)) % 2)
     b.loc[b["fold"] == 2, "predicted"] = 4.0  # constant: r undefined in fold 2
@@ -319,7 +320,8 @@ def test_bca_interval_equals_scipy_bca_on_the_same_resamples(metric):
     """One session per client: our BCa (jackknife over clients) is scipy's BCa, given the
     same bootstrap distribution; and close to scipy drawing its own resamples."""
     data = _skewed()
-    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=4000, seed=11, interval="bca"))
+    spec = bs.BootstrapSpec(unit="client", n_resamples=4000, seed=11, interval="bca")
+    res = bs.Resampler(data, spec)
     ours = bs.estimate(data, res, metric)
     x, y = data["predicted"].to_numpy(), data["client"].to_numpy()
 
@@ -359,7 +361,7 @@ def test_pooled_r_is_over_all_folds_sessions_and_shows_fold_offsets():
                          "fold": fold, "client": truth + 2 * fold,
                          "predicted": truth + rng.normal(0, 0.3) - 4 * fold})
     data = pd.DataFrame(rows)
-    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=300, seed=1))
+    res = bs.Resampler(data, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1))
     fold_mean = bs.estimate(data, res, "pearson", "fold_mean")
     pooled = bs.estimate(data, res, "pearson", "pooled")
     assert pooled["value"] == pytest.approx(stats.pearsonr(data["predicted"], data["client"])[0])
@@ -392,7 +394,7 @@ def test_seed_replicates_average_and_pair_over_seeds_and_clients(corpus, instrum
     from care.evaluate import tables
 
     sessions, refs, folds = corpus
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
 
     def scores(model, noise, seed):
         per = synthetic.predictions(
@@ -432,3 +434,100 @@ def test_fold_coverage_counts_the_folds_sessions_a_run_has_no_rows_for(predictio
     assert (own["n_sessions"] == n_fold - 2).all()
     assert (over_folds["n_sessions"] == n_fold).all()
     assert (over_folds["coverage"] <= (n_fold - 2) / n_fold + 1e-12).all()
+
+
+# ------------------------------------------------------------ interval methods (issue 22)
+
+
+def _with_counselors(n_clients=24, n_counselors=4, n_folds=3, seed=0):
+    """Clients nested in counselors, the counselors spread over the folds."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_clients):
+        counselor, effect = c % n_counselors, rng.normal(0, 1)
+        for s in range(3):
+            truth = effect + rng.normal(0, 0.5)
+            rows.append({"session_id": f"c{c:02d}s{s}", "client_id": f"c{c:02d}",
+                         "counselor_id": f"t{counselor}", "fold": c % n_folds + 1,
+                         "client": truth, "predicted": truth + rng.normal(0, 1)})
+    return pd.DataFrame(rows)
+
+
+def test_two_stage_bootstrap_draws_counselors_then_their_clients():
+    data = _with_counselors()
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=200, seed=3, unit="counselor"))
+    count_of = {}  # client -> its count in every resample (its sessions share it)
+    for k, g in data.groupby("fold"):
+        weights = res.weights(k, g["session_id"].to_numpy())
+        count_of.update(zip(g["client_id"], weights.T, strict=True))
+    clients = data.drop_duplicates("client_id").set_index("client_id").sort_index()
+    counts = np.vstack([count_of[c] for c in clients.index])  # (clients, resamples)
+    copies = []
+    for _, members in clients.groupby("counselor_id"):
+        drawn = counts[clients.index.get_indexer(members.index)].sum(axis=0)
+        assert (drawn % len(members) == 0).all()  # whole copies of the counselor's caseload
+        copies.append(drawn // len(members))
+    copies = np.vstack(copies)
+    assert (copies.sum(axis=0) == 4).all()  # 4 counselors drawn with replacement
+    assert (copies == 0).any()  # some counselor left out of some resample, across folds
+    assert set(res.units(1, data.loc[data["fold"] == 1, "session_id"].to_numpy())) <= {
+        "t0", "t1", "t2", "t3"}  # the jackknife leaves out a counselor
+    no_counselors = data.drop(columns="counselor_id")
+    with pytest.raises(CareInputError, match="counselor_id"):
+        bs.Resampler(no_counselors, bs.BootstrapSpec(n_resamples=10, unit="counselor"))
+
+
+def test_t_interval_over_folds_and_the_fold_centred_pooled_r():
+    data = _with_counselors()
+    data["predicted"] += 3 * data["fold"]  # fold offsets: pooled r suffers, centred r not
+    res = bs.Resampler(data, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1, interval="t"))
+    per_fold = [stats.pearsonr(g["predicted"], g["client"])[0] for _, g in data.groupby("fold")]
+    got = bs.estimate(data, res, "pearson", "fold_mean")
+    ref = stats.t.interval(0.95, 2, loc=np.mean(per_fold), scale=stats.sem(per_fold))
+    assert got["value"] == pytest.approx(np.mean(per_fold))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(ref)
+    centred = data.groupby("fold")[["predicted", "client"]].transform(lambda c: c - c.mean())
+    fold_free = stats.pearsonr(centred["predicted"], centred["client"])[0]
+    estimate = bs.estimate(data, res, "pearson", "centred")  # t: BCa for pooled statistics
+    assert estimate["value"] == pytest.approx(fold_free)
+    assert estimate["ci_low"] < fold_free < estimate["ci_high"]
+    assert bs.estimate(data, res, "pearson", "pooled")["value"] < fold_free - 0.1
+    # a difference of two runs: its t interval is over the per-fold differences
+    other = data.assign(predicted=data["client"] + np.random.default_rng(1).normal(0, 2, len(data)))
+    diff = bs.estimate_difference(data, other, res)
+    per_other = [stats.pearsonr(g["predicted"], g["client"])[0] for _, g in other.groupby("fold")]
+    gaps = np.subtract(per_fold, per_other)
+    assert diff["value"] == pytest.approx(gaps.mean())
+    assert (diff["ci_low"], diff["ci_high"]) == pytest.approx(
+        stats.t.interval(0.95, 2, loc=gaps.mean(), scale=stats.sem(gaps)))
+
+
+@pytest.mark.parametrize("interval", ["bca", "percentile"])
+def test_undefined_resamples_make_the_interval_undefined_not_narrower(interval):
+    """In fold 1 only one client's predictions vary: a resample without that client leaves
+    fold 1's r undefined, so the interval (and a paired p) is undefined, not a mean of the
+    other folds."""
+    data = _with_counselors(n_clients=12, n_counselors=2)
+    one = (data["fold"] == 1) & (data["client_id"] != "c00")
+    data.loc[one, "predicted"] = 2.0
+    spec = bs.BootstrapSpec(unit="client", n_resamples=200, seed=1, interval=interval)
+    res = bs.Resampler(data, spec)
+    got = bs.estimate(data, res, "pearson", "fold_mean")
+    assert np.isfinite(got["value"])
+    assert np.isnan(got["ci_low"]) and np.isnan(got["ci_high"])
+    draws = bs.fold_mean_resamples(data, res, "pearson")
+    assert np.isnan(draws).any() and np.isfinite(draws).any()
+    assert np.isnan(bs.paired_test(data, data.assign(predicted=data["client"]), res)["p_value"])
+    assert np.isnan(bs.interval(np.array([0.1, np.nan, 0.3]), 0.95)[0])
+
+
+def test_a_client_who_changed_counselors_is_drawn_with_the_main_one():
+    data = _with_counselors(n_clients=6, n_counselors=2, n_folds=2)
+    data.loc[data["session_id"] == "c00s2", "counselor_id"] = "t1"  # c00: t0 twice, t1 once
+    assert bs.main_counselor(data).loc[data["client_id"] == "c00"].eq("t0").all()
+    res = bs.Resampler(data, bs.BootstrapSpec(n_resamples=50, seed=1))  # the default: counselor
+    ids = data.loc[data["fold"] == 1, "session_id"].to_numpy()
+    assert set(res.units(1, ids[data.loc[data["fold"] == 1, "client_id"] == "c00"])) == {"t0"}
+    w = res.weights(1, ids)
+    c00 = (data.loc[data["fold"] == 1, "client_id"] == "c00").to_numpy()
+    assert (w[:, c00] == w[:, c00][:, :1]).all()  # its sessions move together

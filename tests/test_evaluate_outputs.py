@@ -122,8 +122,18 @@ def test_bertscore_loads_offline_and_ranks_paraphrases(monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs_and_scores(instrument):
+    return _runs_and_scores(instrument, 10)
+
+
+@pytest.fixture(scope="module")
+def larger_runs(instrument):
+    """30 clients: every resample's fold r is defined, so every p-value exists."""
+    return _runs_and_scores(instrument, 30)
+
+
+def _runs_and_scores(instrument, n_clients):
     sessions, refs = generate(
-        CorpusSpec(n_clients=10, sessions_per_client=(2, 4), seed=3), instrument
+        CorpusSpec(n_clients=n_clients, sessions_per_client=(2, 4), seed=3), instrument
     )
     folds = synthetic.simple_folds(sessions, 3)
     specs = [
@@ -149,9 +159,9 @@ def runs_and_scores(instrument):
     return runs, scores, folds, sessions, refs
 
 
-def test_table2_columns_best_baseline_and_round_trip(tmp_path, runs_and_scores, instrument):
-    runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+def test_table2_columns_best_baseline_and_round_trip(tmp_path, larger_runs, instrument):
+    runs, scores, folds, _, _ = larger_runs
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
     frame = tables.table2(runs[:3], scores, instrument.dimension_ids, res, "val_pearson")
     for col in (
         "goal_pearson_mean",
@@ -228,7 +238,7 @@ def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scor
     """All four runs (10 columns): scaled to the text width, caption without "Table 2:",
     true minus signs; typeset by a real engine."""
     runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=1))
     frame = tables.table2(runs, scores, instrument.dimension_ids, res, "val_pearson")
     frame.loc[0, "goal_pearson_mean"] = -0.123  # a negative mean: a true minus sign
     kw = dict(dims=instrument.dimension_ids, dim_labels={d.id: d.label("en") for d in
@@ -247,7 +257,7 @@ def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scor
 def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrument):
     """Test-fold selection rows (the paper's protocol) sit beside the headline, labelled."""
     runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=50, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=1))
     care = runs[2]
     sensitivity = {**care, "label": f"{care['label']}, test-fold selection (optimistic)",
                    "selection": "heldout_fold"}
@@ -259,9 +269,9 @@ def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrume
     )
 
 
-def test_table4_tests_rationale_against_score_only(runs_and_scores, instrument):
-    runs, scores, folds, _, _ = runs_and_scores
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=200, seed=1))
+def test_table4_tests_rationale_against_score_only(larger_runs, instrument):
+    runs, scores, folds, _, _ = larger_runs
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
     frame = tables.table4(runs[2:], scores, instrument.dimension_ids, res)
     assert sorted(zip(frame["variant"], frame["scoring"], strict=True)) == [
         ("rationale", "expected"), ("rationale", "generated"),
@@ -547,14 +557,16 @@ def test_cli_metrics_then_figures_and_bad_input_exit_code(tmp_path, runs_and_sco
 
 
 def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
-    tmp_path, runs_and_scores, instrument
+    tmp_path, larger_runs, instrument
 ):
     """The notes under Tables 2 and 4 say how checkpoints were selected, which scoring each
     row is (the headline first) and how the intervals were made."""
     import json
 
-    runs, scores, folds, _, _ = runs_and_scores
+    runs, scores, folds, sessions, _ = larger_runs
     folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    counselors = pd.DataFrame([{k: s[k] for k in ("session_id", "counselor_id")} for s in sessions])
+    counselors.to_csv(tmp_path / "sessions.tsv", sep="\t", index=False)
     paths = []
     for run in runs:
         path = tmp_path / f"{run['model']}-{run['variant']}.parquet"
@@ -562,6 +574,7 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
         paths.append(str(path))
     common = [
         "--folds", str(tmp_path / "folds.tsv"), "--instrument", instrument.path,
+        "--sessions-table", str(tmp_path / "sessions.tsv"),
         "--bootstrap", json.dumps({"n_resamples": 50}), "--selection", "inner_split",
         "--selection-scoring", "expected", "--headline-scoring", "expected",
     ]
@@ -570,7 +583,9 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
                  *common, "--out", str(out2)]) == 0
     md = out2.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md and "Headline scoring: expected" in md
-    assert "BCa (acceleration from a jackknife over clients)" in md
+    assert "95% percentile intervals from 50 resamples of counselors" in md
+    assert "care bench coverage" in md
+    assert "Holm-adjusted over the table's" in md
     assert "r pooled" in md and "r common" in md
     frame = tables.read_table(out2)
     care = frame[frame["label"] == "CARE (llama)"]
@@ -579,7 +594,8 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
     assert main(["evaluate", "table4", "--runs", json.dumps(runs[2:]), "--scores", *paths[2:],
                  *common, "--out", str(out4)]) == 0
     md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
-    assert "inner_split" in md4 and "Headline scoring: expected" in md4 and "BCa" in md4
+    assert "inner_split" in md4 and "Headline scoring: expected" in md4
+    assert "One training seed per run" in md4
 
 
 def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_scores, instrument):
@@ -593,7 +609,7 @@ def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_score
     per_fold = metrics.fold_metrics(mute)
     assert (per_fold["n_scored"] == 0).all() and (per_fold["coverage"] == 0).all()
     run = {"model": "mute", "variant": "zero_shot", "label": "mute", "kind": "zero_shot"}
-    res = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=30, seed=1))
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=30, seed=1))
     frame = tables.table2([runs[1], run, runs[2]], {**scores, ("mute", "zero_shot"): mute},
                           ["goal"], res, "inner_split")
     row = frame.set_index("label").loc["mute"]
@@ -623,3 +639,81 @@ def test_human_eval_sheet_takes_model_output_with_control_characters(tmp_path):
     assert ws.cell(row=2, column=column).value == "turn 3 shows it"
     with zipfile.ZipFile(path) as z:
         assert {i.date_time for i in z.infolist()} == {XLSX_ZIP_TIME}
+
+
+def _partial(scores: pd.DataFrame, dim: str, keep_fold: int) -> pd.DataFrame:
+    """A run whose ``dim`` r exists in one fold only (constant elsewhere), perfect there."""
+    out = scores.copy()
+    rows = out["dimension"] == dim
+    out.loc[rows & (out["fold"] == keep_fold), "predicted"] = out["client"]
+    out.loc[rows & (out["fold"] != keep_fold), "predicted"] = 3.0
+    return out
+
+
+def test_table2_stars_are_corrected_and_partial_cells_counted_not_starred(
+    larger_runs, instrument
+):
+    """Stars come from p-values Holm-adjusted over the table; the uncorrected p stays in the
+    CSV. A baseline whose r exists in one fold (r = 1 there) is shown as "1.00 (1 of 3 folds)",
+    never starred, and is not the best baseline the others are tested against."""
+    from statsmodels.stats.multitest import multipletests
+
+    runs, scores, folds, _, _ = larger_runs
+    flat = {"model": "flat", "variant": "zero_shot", "label": "flat", "kind": "zero_shot"}
+    scores = {**scores, ("flat", "zero_shot"): _partial(scores["zs", "zero_shot"], "goal", 1)}
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=1))
+    dims = instrument.dimension_ids
+    frame = tables.table2([*runs, flat], scores, dims, res, "inner_split")
+    row = frame.set_index("label").loc["flat"]
+    assert row["goal_pearson_n_folds"] == 1 and row["goal_pearson_mean"] == pytest.approx(1.0)
+    assert "flat" not in frame["goal_best_baseline"].iloc[0]
+    assert np.isnan(row["goal_pearson_p_vs_best_adjusted"])
+    p = np.concatenate([frame[f"{d}_pearson_p_vs_best"].where(
+        frame[f"{d}_pearson_n_folds"] == frame["n_folds"]).to_numpy(float) for d in dims])
+    adjusted = np.concatenate([frame[f"{d}_pearson_p_vs_best_adjusted"].to_numpy(float)
+                               for d in dims])
+    finite = np.isfinite(p)
+    assert finite.sum() >= 9 and np.array_equal(np.isfinite(adjusted), finite)
+    holm = multipletests(p[finite], method="holm")[1]
+    assert adjusted[finite] == pytest.approx(holm, abs=1e-5)  # the CSV rounds to 6 decimals
+    labels = {d.id: d.label("en") for d in instrument.dimensions}
+    display = tables.alliance_display(frame, dims, labels, {"label": "Model"},
+                                      "{d}_pearson_p_vs_best", latex=False)
+    cells = display[(labels["goal"], "r")]
+    assert cells[frame["label"] == "flat"].tolist() == ["1.00 (1 of 3 folds)"]
+    for cell, q in zip(cells, frame["goal_pearson_p_vs_best_adjusted"], strict=True):
+        assert cell.endswith("*") == (np.isfinite(q) and q < 0.05)
+    none = frame.copy()
+    assert tables.adjust_p(none, dims, "{d}_pearson_p_vs_best", "none") == finite.sum()
+    assert none["goal_pearson_p_vs_best_adjusted"].to_numpy(float) == pytest.approx(
+        none["goal_pearson_p_vs_best"].where(none["goal_pearson_n_folds"] == 3).to_numpy(float),
+        nan_ok=True)
+    notes = tables.alliance_notes(frame, dims, "x", res, tables.Protocol(),
+                                  "{d}_pearson_p_vs_best", "holm")
+    assert any(f"Holm-adjusted over the table's {finite.sum()} tests" in n for n in notes)
+    assert any("(k of K folds)" in n for n in notes)
+
+
+def test_table4_pairs_over_seeds_and_says_how_far_apart_they_are(larger_runs, instrument):
+    """Two seeds per configuration: the test redraws seeds and clients, the note gives the
+    seed-to-seed spread; a reference defined in fewer folds is not tested against."""
+    runs, scores, folds, sessions, refs = larger_runs
+    res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=1))
+    extra = {}
+    for (model, variant), noise in ((("llama", "rationale"), 0.5), (("llama", "score_only"), 0.9)):
+        per = synthetic.predictions(sessions, refs, folds, instrument, model, variant,
+                                    noise=noise, seed=40)
+        extra[model, f"{variant}-seed7"] = metrics.run_scores(pd.concat(per.values()), instrument)
+    seeded = [{**r, "replicates": [r["variant"], f"{r['variant']}-seed7"]} for r in runs[2:]]
+    frame = tables.table4(seeded, {**scores, **extra}, ["goal"], res)
+    generated = frame[frame["scoring"] == "generated"].set_index("variant")
+    assert (generated["n_seeds"] == 2).all()
+    assert np.isfinite(generated.at["rationale", "goal_pearson_p_vs_score_only"])
+    note = tables.seed_note(frame, ["goal"])
+    spread = np.nanmedian(frame["goal_pearson_seed_sd"].to_numpy(float))
+    assert "2 training seeds" in note and f"median {tables.number(spread)}" in note
+    assert "One training seed" in tables.seed_note(tables.table4(runs[2:], scores, ["goal"], res),
+                                                   ["goal"])
+    broken = {**scores, ("llama", "score_only"): _partial(scores["llama", "score_only"], "goal", 2)}
+    untested = tables.table4(runs[2:], broken, ["goal"], res).set_index(["variant", "scoring"])
+    assert np.isnan(untested.at[("rationale", "generated"), "goal_pearson_p_vs_score_only"])

@@ -69,3 +69,14 @@ def test_scorings_are_named_and_a_constant_prediction_is_not_called_unparsed():
     assert "| CARE (llama) (expected) | .46 ± .12 |" in block
     assert "| zs (expected) | no parsed answers |" in block  # no coverage: nothing parsed
     assert "| zs (generated) | undefined (constant scores) |" in block  # scored, never varies
+
+
+def test_a_mean_from_fewer_folds_says_how_many():
+    """As in the tables: one fold's r is not a mean over 5 folds, and the block says so."""
+    frame = table2().assign(n_folds=5)
+    frame.loc[2, ["goal_pearson_mean", "goal_pearson_sd", "goal_pearson_n_folds"]] = (
+        -0.02, np.nan, 1)
+    frame.loc[2, ["task_pearson_n_folds"]] = 2
+    block = render_block(frame, DIMS, LABELS)
+    assert "| CARE (llama) | −.02 (1 of 5 folds) | .36 (2 of 5 folds) | .26 ± .12 |" in block
+    assert check(splice(f"{START}\n{END}\n", block), frame, DIMS) == []

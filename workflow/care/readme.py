@@ -33,11 +33,18 @@ def _r(value: float) -> str:
 
 def cell(row: Mapping, dim: str) -> str:
     """A dimension's r as printed; where it is undefined, why (nothing parsed, or scores that
-    never vary, as a model's argmax that is always the same label)."""
+    never vary, as a model's argmax that is always the same label); a mean over fewer folds
+    than the table's with its fold count, as in the tables ("−.02 (1 of 5 folds)")."""
+    from care.evaluate.tables import fold_count
+
     mean, sd = row[f"{dim}_pearson_mean"], row[f"{dim}_pearson_sd"]
     if pd.isna(mean):
         coverage = row.get(f"{dim}_coverage")
         return CONSTANT if coverage is not None and coverage > 0 else MISSING
+    if "n_folds" in row:
+        folds, total = fold_count(row, dim)
+        if 0 < folds < total:
+            return f"{_r(mean)} ({folds} of {total} folds)"
     return _r(mean) if pd.isna(sd) else f"{_r(mean)} ± {_r(sd)}"
 
 
@@ -54,7 +61,8 @@ def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str,
     col = f"{dims[0]}_pearson_n_folds"
     if col in table2.columns and table2[col].notna().any():
         n_folds = f" over {int(table2[col].max())} folds"
-    lines = [START, "", f"Demo Table 2 (Pearson r with the client's ratings, mean ± sd{n_folds}):",
+    lines = [START, "", f"Demo Table 2 (Pearson r with the client's ratings, mean ± sd{n_folds}; "
+             "a cell from fewer folds gives their count):",
              "", "| | " + " | ".join(labels[d] for d in dims) + " |",
              "|---|" + "---|" * len(dims)]
     for row in table2.to_dict("records"):

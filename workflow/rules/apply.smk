@@ -113,12 +113,14 @@ if UNLABELED:
             patterns=as_json(APP["patterns"]),
             cov_type=APP["regression"]["cov_type"],
             cluster=APP["regression"]["cluster"],
+            multiple_testing=MULTIPLE_TESTING,
             scoring=APP_INFER.get("scoring", "generated"),
             model=shlex.quote("{backbone}/{variant} fold {fold}".format(**APP["model"])),
         shell:
             "care apply table8 --predictions {input.predictions} --corpus {input.corpus} "
             "--instrument {input.instrument} --patterns {params.patterns} "
             "--cluster {params.cluster} --cov-type {params.cov_type} "
+            "--multiple-testing {params.multiple_testing} "
             "--outcome-scoring {params.scoring} --outcome-model {params.model} "
             "--rates {output.rates} --out {output.csv} 2> {log}"
 

@@ -7,6 +7,7 @@ from care.evaluate.runs import evaluation_runs
 
 EVAL = config.get("evaluation", {})
 EVAL_SEED = EVAL.get("seed", config["seed"])
+MULTIPLE_TESTING = EVAL.get("multiple_testing", "holm")
 RUNS = evaluation_runs(config)
 HUMAN_SHEETS = list(EVAL.get("human_eval", {}).get("sheets", []))
 LOG_ODDS_SOURCE = EVAL.get("log_odds", {}).get("source", "expert")
@@ -78,6 +79,7 @@ rule table2:
     input:
         scores=table_scores(RUNS.table2),
         folds="results/folds.tsv",
+        sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
         **table_files(2),
@@ -91,13 +93,16 @@ rule table2:
         runs=as_json(RUNS.table2),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
+        multiple_testing=MULTIPLE_TESTING,
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
         selection_scoring=SELECTION_SCORING,
     shell:
         "care evaluate table2 --runs {params.runs} --scores {input.scores} "
-        "--folds {input.folds} --instrument {input.instrument} "
+        "--folds {input.folds} --sessions-table {input.sessions} "
+        "--instrument {input.instrument} "
         "--bootstrap {params.bootstrap} --seed {params.seed} "
+        "--multiple-testing {params.multiple_testing} "
         "--selection {params.selection} --headline-scoring {params.scoring} "
         "--selection-scoring {params.selection_scoring} "
         "--out {output.csv} 2> {log}"
@@ -107,6 +112,7 @@ rule table4:
     input:
         scores=table_scores(RUNS.ablation),
         folds="results/folds.tsv",
+        sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
     output:
         **table_files(4),
@@ -120,13 +126,16 @@ rule table4:
         runs=as_json(RUNS.ablation),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
+        multiple_testing=MULTIPLE_TESTING,
         selection=shlex.quote(RUNS.selection),
         scoring=HEADLINE_SCORING,
         selection_scoring=SELECTION_SCORING,
     shell:
         "care evaluate table4 --runs {params.runs} --scores {input.scores} "
-        "--folds {input.folds} --instrument {input.instrument} "
+        "--folds {input.folds} --sessions-table {input.sessions} "
+        "--instrument {input.instrument} "
         "--bootstrap {params.bootstrap} --seed {params.seed} "
+        "--multiple-testing {params.multiple_testing} "
         "--selection {params.selection} --headline-scoring {params.scoring} "
         "--selection-scoring {params.selection_scoring} "
         "--out {output.csv} 2> {log}"

@@ -33,8 +33,8 @@ from care.sessions import Session
 
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
-STAT_COLUMNS = ["dimension", "term", "coef", "se", "t", "p", "ci_low", "ci_high", "stars",
-                "n_sessions", "n_clusters", "r2", "note"]
+STAT_COLUMNS = ["dimension", "term", "coef", "se", "t", "p", "p_adjusted", "ci_low", "ci_high",
+                "stars", "n_sessions", "n_clusters", "r2", "note"]
 CLUSTERS = {"client": "client_id", "counselor": "counselor_id", "none": None}
 
 
@@ -208,9 +208,11 @@ def _nan_row(dim: str, term: str, n: int, clusters: float, note: str) -> dict:
 
 def regress(
     rates: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument, taxonomy: Taxonomy,
-    regression: Regression | None = None,
+    regression: Regression | None = None, multiple_testing: str = "holm",
 ) -> pd.DataFrame:
-    """Table 8 in long form: one row per (dimension, term)."""
+    """Table 8 in long form: one row per (dimension, term). ``p`` is each test's own p-value;
+    ``p_adjusted`` and the stars adjust it over every coefficient of the table
+    (``multiple_testing``, :mod:`care.evaluate.multiplicity`)."""
     data = rates[rates["n_exchanges"] > 0].merge(
         scores.drop(columns=["counselor_id", "client_id"], errors="ignore"),
         on="session_id", how="inner",
@@ -228,11 +230,19 @@ def regress(
             rows += [_nan_row(dim, t, 0, np.nan, note) for t in [INTERCEPT, *predictors]]
     for dim in instrument.dimension_ids if not data.empty else ():
         rows += fit_dimension(data, dim, predictors, regression)
-    table = pd.DataFrame(rows, columns=STAT_COLUMNS)
+    table = adjust_stars(pd.DataFrame(rows, columns=STAT_COLUMNS), multiple_testing)
     table["term"] = table["term"].map(
         lambda t: t if t == INTERCEPT else display_name(*t.rpartition("-")[::2])
     )
     return table
+
+
+def adjust_stars(table: pd.DataFrame, method: str) -> pd.DataFrame:
+    """``p_adjusted`` over all the table's tests, and the stars from it."""
+    from care.evaluate import multiplicity
+
+    adjusted = multiplicity.adjust(table["p"].to_numpy(dtype=float), method)
+    return table.assign(p_adjusted=adjusted, stars=[stars(p) for p in adjusted])
 
 
 def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "en",
@@ -261,7 +271,7 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
 CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
            "pattern rates predicting session-level predicted alliance")
 NOTES = (
-    "*** p < .001, ** p < .01, * p < .05.",
+    "*** p < .001, ** p < .01, * p < .05 (p Holm-adjusted over the table's tests).",
     "A pattern is a counselor turn (strategy category) answered directly by the client "
     "(reaction polarity); its rate is its share of the session's labeled exchanges.",
     "The outcome is the model's predicted dimension score, not a client rating.",
@@ -273,16 +283,26 @@ def table_notes(
     regression: Regression,
     model: str | None = None,
     scoring: str | None = None,
+    table: pd.DataFrame | None = None,
+    multiple_testing: str = "holm",
 ) -> list[str]:
-    """The notes under Table 8: significance, the outcome, the reference category, the
-    standard errors."""
+    """The notes under Table 8: significance (the correction over ``table``'s tests), the
+    outcome, the reference category, the standard errors."""
+    from care.evaluate import multiplicity
+
+    n_tests = int(table["p"].notna().sum()) if table is not None else 0
+    significance = (
+        f"*** p < .001, ** p < .01, * p < .05, p {multiplicity.describe(multiple_testing, n_tests)}"
+        " (CSV: p uncorrected, p_adjusted)." if table is not None else NOTES[0]
+    )
     entered = set(taxonomy.predictors)
     reference = [display_name(*p) for p in taxonomy.patterns if p not in entered]
     source = ", ".join(
         x for x in (model and f"model {model}", scoring and f"{scoring} scoring") if x
     )
     return [
-        *NOTES[:-1],
+        significance,
+        *NOTES[1:-1],
         NOTES[-1][:-1] + (f" ({source})." if source else "."),
         "Reference category (rates left out; a session's rates sum to 1): "
         + (", ".join(reference) or "none") + ".",

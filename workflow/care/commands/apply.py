@@ -14,6 +14,7 @@ from pathlib import Path
 
 from care.cli_options import Section
 from care.commands.infer import inference_section
+from care.evaluate.multiplicity import METHODS as MULTIPLE_TESTING
 
 log = logging.getLogger("care.apply")
 
@@ -64,6 +65,10 @@ def register(subparsers) -> None:
                    help="cluster-robust standard errors by this grouping (none: --cov-type)")
     p.add_argument("--cov-type", default="nonrobust",
                    help="statsmodels covariance without clustering (nonrobust, HC3, ...)")
+    p.add_argument("--multiple-testing", default="holm",
+                   choices=list(MULTIPLE_TESTING),
+                   help="correction of the table's p-values for its stars "
+                   "(evaluation.multiple_testing)")
     p.add_argument("--outcome-scoring", help="the predictions' scoring (for the table note)")
     p.add_argument("--outcome-model", help="the model that made the predictions (note)")
     p.add_argument("--rates", help="also write the per-session pattern rates (CSV)")
@@ -178,10 +183,11 @@ def run_table8(args) -> int:
     taxonomy = Taxonomy.from_config(args.patterns)
     regression = Regression(cluster=args.cluster, cov_type=args.cov_type)
     rates = pattern_rates(sessions, taxonomy, args.corpus)
-    table = regress(rates, scores, instrument, taxonomy, regression)
+    table = regress(rates, scores, instrument, taxonomy, regression, args.multiple_testing)
     if args.rates:
         write_table(args.rates, rates, float_format="%.6f")
-    notes = table_notes(taxonomy, regression, args.outcome_model, args.outcome_scoring)
+    notes = table_notes(taxonomy, regression, args.outcome_model, args.outcome_scoring, table,
+                        args.multiple_testing)
     write_table8(table, instrument, args.out, _language(sessions), notes)
     log.info("Table 8 written: %s", Path(args.out).with_suffix(".md"))
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from care.cli_options import Section
 from care.commands import json_arg
+from care.evaluate.multiplicity import METHODS as MULTIPLE_TESTING
 
 log = logging.getLogger("care.evaluate")
 
@@ -52,9 +53,19 @@ def register(subparsers) -> None:
         )
         p.add_argument("--scores", nargs="+", required=True)
         p.add_argument("--folds", required=True, help="folds.tsv (session_id, client_id, fold)")
+        p.add_argument(
+            "--sessions-table",
+            help="sessions.tsv: each session's counselor (bootstrap unit counselor)",
+        )
         p.add_argument("--instrument", required=True)
         Section("evaluation.bootstrap", "--bootstrap").add_to(p)
         p.add_argument("--seed", type=int, default=123)
+        p.add_argument(
+            "--multiple-testing",
+            default="holm",
+            choices=list(MULTIPLE_TESTING),  # care.evaluate.multiplicity.METHODS
+            help="correction of the table's p-values for its stars (evaluation.multiple_testing)",
+        )
         p.add_argument(
             "--headline-scoring",
             default="generated",
@@ -176,6 +187,9 @@ def _resampler(args):
     from care.evaluate import bootstrap as bs
 
     folds = _read_tsv(args.folds, ["session_id", "client_id", "fold"])
+    if args.sessions_table:  # counselors: the top level of the two-stage bootstrap
+        sessions = _read_tsv(args.sessions_table, ["session_id", "counselor_id"])
+        folds = folds.merge(sessions[["session_id", "counselor_id"]], on="session_id", how="left")
     return bs.Resampler(folds, bs.BootstrapSpec.from_config(args.bootstrap, args.seed))
 
 
@@ -251,9 +265,9 @@ def _table2(args) -> None:
         protocol,
     )
     if args.action == "table4":
-        tables.write_table4(*inputs, args.reference_variant)
+        tables.write_table4(*inputs, args.reference_variant, args.multiple_testing)
     else:
-        tables.write_table2(*inputs)
+        tables.write_table2(*inputs, args.multiple_testing)
 
 
 _table4 = _table2

@@ -54,7 +54,7 @@ def run(args) -> int:
     print(f"metrics: {time.perf_counter() - start:.2f} s for {args.runs} runs")
 
     start = time.perf_counter()
-    resampler = bs.Resampler(folds, bs.BootstrapSpec(n_resamples=args.resamples))
+    resampler = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=args.resamples))
     tables.table2(runs, scores, instrument.dimension_ids, resampler, "bench")
     print(
         f"table2 bootstrap: {time.perf_counter() - start:.2f} s "

@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired tests that resample clients, not sessions.
+"""Bootstrap intervals and paired tests that resample counselors and clients, not sessions.
 
 Sessions of one client are not independent (same person, same counselor, a course of
 treatment), so the resampling unit is the client: a resample draws, within each test fold,
@@ -14,56 +14,77 @@ client was drawn); the weighted statistics below equal the plain ones on the ses
 that many times (tests check this against scipy), and run as array operations over all
 resamples at once.
 
-With a handful of clients per fold the bootstrap distribution is skewed and biased, so the
-intervals are BCa (bias-corrected and accelerated, Efron & Tibshirani 1993, ch. 14): the bias
+Sessions of clients who share a counselor are not independent either, and counselors see
+clients in several test folds: ``unit: counselor`` draws counselors (over all folds) with
+replacement, then, for each drawn counselor, as many of its clients as it has, with
+replacement (a two-stage cluster bootstrap; a client seen by several counselors goes with
+the one who saw most of its sessions); a fold a resample leaves empty is skipped. It is the
+default, with percentile intervals: ``care bench coverage`` found that pair closest to the
+nominal coverage (README, "Uncertainty"); a bootstrap over clients alone is too narrow.
+
+Intervals: ``bca`` (bias-corrected and accelerated, Efron & Tibshirani 1993, ch. 14): the bias
 correction from the share of resamples below the observed value, the acceleration from a
-jackknife that leaves out one client (one resampling unit) at a time. ``interval: percentile``
-gives the plain percentile interval. Two statistics are estimated: the mean over folds of the
-per-fold metric (the paper's) and the pooled out-of-fold metric (all test folds' sessions
-together), which shows whether a fold mean is signal or fold offsets.
+jackknife that leaves out one top-level unit (client, session or counselor) at a time, pooled
+over all folds; ``percentile``; ``t``: the fold values' mean ± t(K-1) sd / sqrt(K) over the K
+test folds (for the fold mean; pooled statistics then get BCa). ``care bench coverage``
+measures each one's coverage by simulation. Three statistics are estimated: the mean over
+folds of the per-fold metric (the paper's), the pooled out-of-fold metric (all test folds'
+sessions together), which shows whether a fold mean is signal or fold offsets, and the
+fold-centred pooled r (Pearson r after subtracting each fold's means).
+
+A resample in which a statistic is undefined (a fold whose metric the data define becomes
+undefined, e.g. constant predictions among the drawn clients) makes the interval (and a paired
+p-value) undefined: dropping such resamples would narrow the interval without reason.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from care.errors import CareInputError
 
-UNITS = ("client", "session")
-INTERVALS = ("bca", "percentile")
-STATISTICS_KINDS = ("fold_mean", "pooled")
+UNITS = ("client", "session", "counselor")
+INTERVALS = ("bca", "percentile", "t")
+STATISTICS_KINDS = ("fold_mean", "pooled", "centred")
+_UNIT_TEXT = {
+    "client": "clients within test folds",
+    "session": "sessions within test folds",
+    "counselor": "counselors, then each drawn counselor's clients (two-stage)",
+}
 
 
 @dataclass(frozen=True)
 class BootstrapSpec:
     n_resamples: int = 1000
     confidence: float = 0.95
-    unit: str = "client"
+    # the defaults: the method closest to nominal coverage in `care bench coverage` (README,
+    # "Uncertainty"); the schema's defaults are the same
+    unit: str = "counselor"
     seed: int = 123
-    interval: str = "bca"
+    interval: str = "percentile"
 
     def describe(self) -> str:
         """How the intervals are made, for table notes."""
-        method = (
-            f"BCa (acceleration from a jackknife over {self.unit}s)"
-            if self.interval == "bca"
-            else "percentile"
-        )
-        return (
-            f"{self.confidence:.0%} {method} intervals from {self.n_resamples} resamples of "
-            f"{self.unit}s within test folds"
-        )
+        resamples = f"{self.n_resamples} resamples of {_UNIT_TEXT[self.unit]}"
+        if self.interval == "t":
+            return (
+                f"{self.confidence:.0%} t intervals over the test folds for fold means "
+                f"(mean ± t(K−1) sd/√K); pooled r: BCa from {resamples}"
+            )
+        method = "BCa" if self.interval == "bca" else "percentile"
+        return f"{self.confidence:.0%} {method} intervals from {resamples}"
 
     @classmethod
     def from_config(cls, spec: dict, seed: int) -> BootstrapSpec:
-        unit = spec.get("unit", "client")
+        unit = spec.get("unit", cls.unit)
         if unit not in UNITS:
             raise CareInputError("<config>", f"unknown bootstrap unit {unit!r}", field="unit")
-        method = spec.get("interval", "bca")
+        method = spec.get("interval", cls.interval)
         if method not in INTERVALS:
             raise CareInputError("<config>", f"unknown interval {method!r}", field="interval")
         return cls(
@@ -76,24 +97,47 @@ class BootstrapSpec:
 
 
 class Resampler:
-    """Per-fold draws of clients (or sessions) shared by every run evaluated on the folds."""
+    """Draws shared by every run evaluated on the folds: per fold, a count per client (or
+    session) in every resample; and each session's jackknife unit (client, session or
+    counselor). ``folds``: session_id, client_id, fold (and counselor_id for unit counselor)."""
 
     def __init__(self, folds: pd.DataFrame, spec: BootstrapSpec):
         self.spec = spec
-        self._unit_of: dict[int, pd.Series] = {}
+        if spec.unit == "counselor" and "counselor_id" not in folds.columns:
+            raise CareInputError(
+                "<folds>",
+                "bootstrap unit counselor needs each session's counselor_id (care evaluate: "
+                "--sessions-table; or evaluation.bootstrap.unit: client)",
+                field="counselor_id",
+            )
+        if spec.unit == "counselor":
+            folds = folds.assign(counselor_id=main_counselor(folds))
+        self._unit_of: dict[int, pd.Series] = {}  # session -> column of the fold's counts
+        self._key_of: dict[int, pd.Series] = {}  # session -> jackknife unit (global label)
         self._counts: dict[int, np.ndarray] = {}
-        column = "client_id" if spec.unit == "client" else "session_id"
+        column = "session_id" if spec.unit == "session" else "client_id"
         for fold, group in folds.groupby("fold", sort=True):
             units = np.array(sorted(group[column].astype(str).unique()))
             index = pd.Series(np.arange(len(units)), index=units)
+            sessions = group["session_id"].astype(str).to_numpy()
             self._unit_of[int(fold)] = pd.Series(
-                index.loc[group[column].astype(str)].to_numpy(),
-                index=group["session_id"].astype(str).to_numpy(),
+                index.loc[group[column].astype(str)].to_numpy(), index=sessions
             )
-            rng = np.random.default_rng([spec.seed, int(fold)])
-            self._counts[int(fold)] = rng.multinomial(
-                len(units), np.full(len(units), 1 / len(units)), size=spec.n_resamples
-            )
+            key = group["counselor_id" if spec.unit == "counselor" else column]
+            self._key_of[int(fold)] = pd.Series(key.astype(str).to_numpy(), index=sessions)
+            if spec.unit != "counselor":
+                rng = np.random.default_rng([spec.seed, int(fold)])
+                self._counts[int(fold)] = rng.multinomial(
+                    len(units), np.full(len(units), 1 / len(units)), size=spec.n_resamples
+                ).astype(float)  # weights enter matrix products as floats
+        if spec.unit == "counselor":
+            self._counts = _two_stage_counts(folds, spec)
+
+    def with_interval(self, interval: str) -> Resampler:
+        """The same draws, another interval method (``care bench coverage`` compares them)."""
+        other = copy.copy(self)
+        other.spec = replace(self.spec, interval=interval)
+        return other
 
     @property
     def folds(self) -> list[int]:
@@ -105,7 +149,7 @@ class Resampler:
         return sum(len(units) for units in self._unit_of.values())
 
     def weights(self, fold: int, session_ids: np.ndarray) -> np.ndarray:
-        """(n_resamples, n_sessions) integer weights of the given sessions of ``fold``."""
+        """(n_resamples, n_sessions) weights (whole numbers, as floats) of the given sessions."""
         unit_of = self._unit_of.get(int(fold))
         if unit_of is None:
             raise CareInputError("<folds>", f"fold {fold} is not in the folds table", field="fold")
@@ -120,9 +164,44 @@ class Resampler:
         return self._counts[int(fold)][:, unit_of.loc[ids].to_numpy()]
 
     def units(self, fold: int, session_ids: np.ndarray) -> np.ndarray:
-        """The resampling unit (index within the fold) of each given session."""
+        """The jackknife unit (client, session or counselor label) of each given session."""
         self.weights(fold, session_ids[:0])  # checks the fold
-        return self._unit_of[int(fold)].loc[np.asarray(session_ids).astype(str)].to_numpy()
+        return self._key_of[int(fold)].loc[np.asarray(session_ids).astype(str)].to_numpy()
+
+
+def main_counselor(folds: pd.DataFrame) -> pd.Series:
+    """Each session's client's counselor: the one who saw most of the client's sessions (the
+    first by id on a tie), so a client who changed counselors is drawn, and left out by the
+    jackknife, with one of them, all its sessions together."""
+    pairs = folds.assign(
+        client_id=folds["client_id"].astype(str), counselor_id=folds["counselor_id"].astype(str)
+    )
+    counts = pairs.groupby(["client_id", "counselor_id"]).size().reset_index(name="n")
+    counts = counts.sort_values(["client_id", "n", "counselor_id"], ascending=[True, False, True])
+    main = counts.drop_duplicates("client_id").set_index("client_id")["counselor_id"]
+    return pairs["client_id"].map(main)
+
+
+def _two_stage_counts(folds: pd.DataFrame, spec: BootstrapSpec) -> dict[int, np.ndarray]:
+    """Per fold, (n_resamples, clients of the fold) counts: counselors drawn with replacement
+    over all folds, then each drawn copy's clients drawn with replacement."""
+    clients = folds.assign(client_id=folds["client_id"].astype(str)).drop_duplicates("client_id")
+    clients = clients.sort_values("client_id", ignore_index=True)
+    counselors = sorted(clients["counselor_id"].unique())
+    rng = np.random.default_rng([spec.seed, 0])  # folds are 1..K: another stream
+    copies = rng.multinomial(
+        len(counselors), np.full(len(counselors), 1 / len(counselors)), size=spec.n_resamples
+    )
+    counts = np.zeros((spec.n_resamples, len(clients)), dtype=float)
+    for g, counselor in enumerate(counselors):
+        members = np.flatnonzero(clients["counselor_id"].to_numpy() == counselor)
+        counts[:, members] = rng.multinomial(
+            copies[:, g] * len(members), np.full(len(members), 1 / len(members))
+        )
+    # within a fold, columns follow the sorted client ids (as Resampler's unit index)
+    return {
+        int(k): counts[:, group.index.to_numpy()] for k, group in clients.groupby("fold", sort=True)
+    }
 
 
 def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -130,6 +209,8 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     x and y are 1-D (the same values for every resample) or 2-D like ``w`` (ranks).
     """
+    if x.ndim == 1 and y.ndim == 1:
+        return _r(*_moments(x, y, w)[1:])
     total = w.sum(axis=1, keepdims=True).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         dx = x - (w * x).sum(axis=1, keepdims=True) / total
@@ -139,6 +220,33 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
         r = cov / np.sqrt(var)
     r[~(var > 1e-24)] = np.nan
     return np.clip(r, -1.0, 1.0)
+
+
+def _moments(x: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """Per row of ``w``: total weight and the weighted sums of squares and cross-products of
+    x and y about their weighted means (as matrix products: one pass for every resample).
+
+    A sum of squares below 1e-10 of the raw one is rounding, i.e. no variation: set to 0.
+    """
+    x, y = x - x.mean(), y - y.mean()  # r is shift-invariant; this keeps the sums small
+    w = np.asarray(w, dtype=float)  # matrix products in BLAS, not integer loops
+    n, sx, sy = w.sum(axis=1), w @ x, w @ y
+    xx, yy = w @ (x * x), w @ (y * y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_x, mean_y = np.where(n > 0, sx / n, 0.0), np.where(n > 0, sy / n, 0.0)
+    sxx, syy = xx - sx * mean_x, yy - sy * mean_y
+    sxy = w @ (x * y) - sx * mean_y
+    sxx = np.where(sxx > 1e-10 * xx, sxx, 0.0)
+    syy = np.where(syy > 1e-10 * yy, syy, 0.0)
+    return n, sxx, syy, sxy
+
+
+def _r(sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray) -> np.ndarray:
+    """Pearson r from sums of squares and cross-products; NaN where a variance is 0."""
+    var = sxx * syy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sxy / np.sqrt(var)
+    return np.clip(np.where(var > 0, r, np.nan), -1.0, 1.0)
 
 
 def weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -176,49 +284,140 @@ def fold_resamples(
     """Per fold, ``metric`` in every resample (or once, unweighted, if not ``resampled``).
 
     ``scores`` holds columns fold, session_id, predicted, client (scored sessions only).
+    A fold a resample leaves empty (two-stage draws) is NaN there.
     """
-    weights = _weights(scores, resampler) if resampled else _ones(scores)
+    weights = resample_weights(scores, resampler) if resampled else _ones(scores)
     return _per_fold(scores, weights, metric)
 
 
-def _folds(scores: pd.DataFrame):
-    return ((int(k), g) for k, g in scores.groupby("fold", sort=True))
+class Split(list):
+    """A run's scored sessions split by fold once, as arrays: [(fold, {session_id, predicted,
+    client})] in fold order. Every statistic iterates over the folds, many times per interval;
+    splitting a frame once keeps pandas out of those loops."""
+
+    @classmethod
+    def of(cls, scores: pd.DataFrame | Split) -> Split:
+        if isinstance(scores, Split):
+            return scores
+        return cls(
+            (
+                int(k),
+                {
+                    "session_id": g["session_id"].to_numpy(),
+                    "predicted": g["predicted"].to_numpy(dtype=float),
+                    "client": g["client"].to_numpy(dtype=float),
+                },
+            )
+            for k, g in scores.groupby("fold", sort=True)
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not any(len(g["session_id"]) for _, g in self)
 
 
-def _weights(scores: pd.DataFrame, resampler: Resampler) -> dict[int, np.ndarray]:
-    return {k: resampler.weights(k, g["session_id"].to_numpy()) for k, g in _folds(scores)}
+def _folds(scores: pd.DataFrame | Split) -> Split:
+    return Split.of(scores)
+
+
+def resample_weights(scores: pd.DataFrame, resampler: Resampler) -> dict[int, np.ndarray]:
+    """Per fold, the (n_resamples, sessions) weights of the scored sessions."""
+    return {k: resampler.weights(k, g["session_id"]) for k, g in _folds(scores)}
 
 
 def _ones(scores: pd.DataFrame) -> dict[int, np.ndarray]:
-    return {k: np.ones((1, len(g)), dtype=np.int64) for k, g in _folds(scores)}
+    return {k: np.ones((1, len(g["session_id"])), dtype=float) for k, g in _folds(scores)}
+
+
+def jackknife_weights(
+    scores: pd.DataFrame, resampler: Resampler, keys: np.ndarray
+) -> dict[int, np.ndarray]:
+    """One row per jackknife unit in ``keys``: weight 0 for that unit's sessions, else 1."""
+    rows = np.arange(len(keys))[:, None]
+    return {
+        k: (rows != np.searchsorted(keys, resampler.units(k, g["session_id"]))).astype(float)
+        for k, g in _folds(scores)
+    }
 
 
 def _per_fold(scores: pd.DataFrame, weights: dict[int, np.ndarray], metric: str):
     statistic = STATISTICS[metric]
-    return {
-        k: statistic(
-            g["predicted"].to_numpy(dtype=float), g["client"].to_numpy(dtype=float), weights[k]
-        )
-        for k, g in _folds(scores)
-    }
+    return {k: statistic(g["predicted"], g["client"], weights[k]) for k, g in _folds(scores)}
 
 
 def _statistic(
     scores: pd.DataFrame, weights: dict[int, np.ndarray], metric: str, kind: str
 ) -> np.ndarray:
-    """The fold-mean or pooled ``metric``, one value per row of the weight matrices."""
+    """The fold-mean, pooled or fold-centred pooled ``metric``, one value per row of the weight
+    matrices."""
     if kind == "fold_mean":
         width = next(iter(weights.values())).shape[0] if weights else 1
-        return _mean_over_folds(list(_per_fold(scores, weights, metric).values()), width)
-    if kind != "pooled":
+        defined = _per_fold(scores, _ones(scores), metric)
+        present = {k: w.sum(axis=1) > 0 for k, w in weights.items()}
+        return _mean_over_folds(_per_fold(scores, weights, metric), defined, present, width)
+    if kind not in STATISTICS_KINDS:
         raise ValueError(f"unknown statistic {kind!r}; expected one of {STATISTICS_KINDS}")
-    if scores.empty:
+    if _folds(scores).empty:
         return np.full(1, np.nan)
-    ordered = scores.sort_values("fold", kind="stable")
-    w = np.hstack([weights[k] for k, _ in _folds(scores)])
-    return STATISTICS[metric](
-        ordered["predicted"].to_numpy(dtype=float), ordered["client"].to_numpy(dtype=float), w
-    )
+    if kind == "centred":
+        if metric != "pearson":
+            raise ValueError("the fold-centred statistic is a Pearson r")
+        return _centred_pearson(scores, weights)
+    split = _folds(scores)
+    x, y = (np.concatenate([g[c] for _, g in split]) for c in ("predicted", "client"))
+    return STATISTICS[metric](x, y, np.hstack([weights[k] for k, _ in split]))
+
+
+def _centred_pearson(scores: pd.DataFrame, weights: dict[int, np.ndarray]) -> np.ndarray:
+    """Pearson r of all folds' sessions after subtracting each fold's (weighted) means, so
+    fold offsets do not enter: the within-fold sums of squares and products, added up."""
+    sums = [_moments(g["predicted"], g["client"], weights[k])[1:] for k, g in _folds(scores)]
+    return _r(*(np.sum(parts, axis=0) for parts in zip(*sums, strict=True)))
+
+
+def _mean_over_folds(
+    per_fold: dict[int, np.ndarray],
+    defined: dict[int, np.ndarray],
+    present: dict[int, np.ndarray],
+    width: int,
+) -> np.ndarray:
+    """Mean over the folds where the observed value is ``defined``, per resample.
+
+    A fold a resample leaves empty (not ``present``) is skipped; one present but undefined in
+    the resample makes that resample's mean undefined (NaN), never a mean of the others.
+    """
+    folds = [k for k in sorted(per_fold) if np.isfinite(defined[k][0])]
+    if not folds:
+        return np.full(width, np.nan)
+    stacked = np.vstack([per_fold[k] for k in folds])
+    used = np.vstack([present[k] for k in folds])
+    broken = (used & ~np.isfinite(stacked)).any(axis=0)
+    counts = used.sum(axis=0)
+    sums = np.where(used, stacked, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts
+    return np.where(broken | (counts == 0), np.nan, mean)
+
+
+def _replicate_mean(replicates_of: list[pd.DataFrame], weights_of, metric: str, kind: str):
+    """The statistic averaged over seed replicates (same draws for each), per resample; a
+    replicate undefined on the data is left out, one undefined in a resample makes it NaN."""
+    observed = [_statistic(s, _ones(s), metric, kind)[0] for s in replicates_of]
+    values = [
+        _statistic(s, weights_of(s), metric, kind)
+        for s, value in zip(replicates_of, observed, strict=True)
+        if np.isfinite(value)
+    ]
+    return np.mean(np.vstack(values), axis=0) if values else np.full(1, np.nan)
+
+
+def _fold_values(replicates_of: list[pd.DataFrame], metric: str) -> dict[int, float]:
+    """Each fold's observed metric, averaged over the replicates where it is defined."""
+    per = [fold_resamples(s, None, metric, resampled=False) for s in replicates_of]
+    folds = sorted({k for p in per for k in p})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {k: float(np.nanmean([p[k][0] for p in per if k in p])) for k in folds}
 
 
 def estimate(
@@ -227,62 +426,117 @@ def estimate(
     metric: str,
     kind: str = "fold_mean",
 ) -> dict[str, float]:
-    """Observed value and interval (BCa or percentile, per the spec) of one run's statistic.
+    """Observed value and interval (per the spec) of one run's statistic.
 
     ``scores``: the run's scored sessions, or a list of them (seed replicates of the run):
     the statistic is then the mean over replicates, each resample drawing the same clients
     for every replicate (the seeds are the run's, not resampled).
     """
-    replicates_of = as_list(scores)
+    frames = [Split.of(s) for s in as_list(scores)]
+    return _estimate(*run_statistic(frames, metric, kind), frames, resampler, kind)
+
+
+def estimate_difference(
+    a: pd.DataFrame | list[pd.DataFrame],
+    b: pd.DataFrame | list[pd.DataFrame],
+    resampler: Resampler,
+    metric: str = "pearson",
+    kind: str = "fold_mean",
+) -> dict[str, float]:
+    """Observed a - b and its interval (per the spec), both statistics on the same draws.
+
+    The runs should cover the same sessions (:func:`paired_sessions`); replicates are averaged
+    as in :func:`estimate`, not redrawn (that is :func:`paired_test`'s p-value).
+    """
+    a, b = [Split.of(s) for s in as_list(a)], [Split.of(s) for s in as_list(b)]
+    statistic, per_fold = difference_statistic(a, b, metric, kind)
+    frames = a + b
+    return _estimate(statistic, per_fold, frames, resampler, kind)
+
+
+def run_statistic(frames: list[pd.DataFrame], metric: str, kind: str):
+    """(statistic, per_fold) of a run's replicates: the statistic maps a weights provider to
+    one value per resample; per_fold gives each fold's observed value (for t intervals)."""
+    frames = [Split.of(s) for s in frames]
+    return (
+        lambda weights_of: _replicate_mean(frames, weights_of, metric, kind),
+        lambda: _fold_values(frames, metric),
+    )
+
+
+def difference_statistic(a: list[pd.DataFrame], b: list[pd.DataFrame], metric: str, kind: str):
+    """(statistic, per_fold) of run a minus run b, as :func:`run_statistic`."""
+    stat_a, folds_a = run_statistic(a, metric, kind)
+    stat_b, folds_b = run_statistic(b, metric, kind)
+
+    def per_fold() -> dict[int, float]:
+        one, other = folds_a(), folds_b()
+        return {k: one[k] - other[k] for k in one if k in other}
+
+    return (lambda weights_of: stat_a(weights_of) - stat_b(weights_of)), per_fold
+
+
+def _estimate(statistic, per_fold, frames, resampler: Resampler, kind: str) -> dict[str, float]:
+    """Value and interval (per the spec) of ``statistic`` (a function of a weights provider)."""
     spec = resampler.spec
+    fold_level = spec.interval == "t" and kind == "fold_mean"
+    if fold_level:
+        needs = {"per_fold"}
+    else:
+        needs = {"draws"} if spec.interval == "percentile" else {"draws", "jackknife"}
+    parts = statistic_parts(statistic, frames, resampler, per_fold, needs)
+    low, high = interval_from(parts, spec.interval, spec.confidence, kind)
+    return {"value": parts["observed"], "ci_low": low, "ci_high": high}
 
-    def over_replicates(weights_of) -> np.ndarray:
-        values = [_statistic(s, weights_of(s), metric, kind) for s in replicates_of]
-        return np.nanmean(np.vstack(values), axis=0) if values else np.full(1, np.nan)
 
+def statistic_parts(
+    statistic, frames, resampler: Resampler, per_fold, needs, weights=None, jackknife=None
+) -> dict:
+    """What the intervals are made from: the observed value and, as ``needs`` asks, the
+    resampled values (``draws``), the jackknife values and the per-fold values.
+
+    ``weights`` and ``jackknife``: weights providers (frame -> per-fold weight matrices) to use
+    instead of the resampler's, e.g. computed once for many statistics on the same sessions.
+    """
+    weights = weights or (lambda s: resample_weights(s, resampler))
+    parts: dict = {}
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, as intended
-        observed = float(over_replicates(_ones)[0])
-        if all(s.empty for s in replicates_of) or not np.isfinite(observed):
-            return {"value": observed, "ci_low": np.nan, "ci_high": np.nan}
-        draws = over_replicates(lambda s: _weights(s, resampler))
-        if spec.interval == "percentile":
-            low, high = interval(draws, spec.confidence)
-        else:
-            jack = _jackknife(replicates_of, resampler, metric, kind)
-            low, high = bca_interval(observed, draws, jack, spec.confidence)
-    return {"value": observed, "ci_low": low, "ci_high": high}
+        warnings.simplefilter("ignore", RuntimeWarning)
+        parts["observed"] = float(statistic(_ones)[0])
+        if all(s.empty for s in frames) or not np.isfinite(parts["observed"]):
+            return parts
+        if "draws" in needs:
+            parts["draws"] = statistic(weights)
+        if "jackknife" in needs:
+            if jackknife is None:
+                keys = jackknife_keys(frames, resampler)
+                jackknife = lambda s: jackknife_weights(s, resampler, keys)  # noqa: E731
+            parts["jackknife"] = statistic(jackknife)
+        if "per_fold" in needs:
+            parts["per_fold"] = np.array(list(per_fold().values()), dtype=float)
+    return parts
+
+
+def interval_from(parts: dict, method: str, confidence: float, kind: str) -> tuple[float, float]:
+    """The ``method`` interval (bca | percentile | t) from :func:`statistic_parts`; a t
+    interval exists for the fold mean only (other statistics get BCa)."""
+    if not np.isfinite(parts["observed"]):
+        return (np.nan, np.nan)
+    if method == "t" and kind == "fold_mean":
+        return t_interval(parts["per_fold"], confidence)
+    if method == "percentile":
+        return interval(parts["draws"], confidence)
+    return bca_interval(parts["observed"], parts["draws"], parts["jackknife"], confidence)
 
 
 def as_list(scores) -> list[pd.DataFrame]:
     return list(scores) if isinstance(scores, list | tuple) else [scores]
 
 
-def _jackknife(
-    replicates_of: list[pd.DataFrame], resampler: Resampler, metric: str, kind: str
-) -> np.ndarray:
-    """Leave-one-unit-out values of the replicate-mean statistic (units of any replicate)."""
-    keys = sorted(
-        {
-            (k, u)
-            for s in replicates_of
-            for k, g in _folds(s)
-            for u in resampler.units(k, g["session_id"].to_numpy())
-        }
-    )
-    values = []
-    for s in replicates_of:
-        weights = {}
-        for k, g in _folds(s):
-            unit = resampler.units(k, g["session_id"].to_numpy())
-            w = np.ones((len(keys), len(unit)), dtype=np.int64)
-            for row, (fold, u) in enumerate(keys):
-                if fold == k:
-                    w[row, unit == u] = 0
-            weights[k] = w
-        value = _statistic(s, weights, metric, kind) if weights else np.full(len(keys), np.nan)
-        values.append(value)
-    return np.nanmean(np.vstack(values), axis=0)
+def jackknife_keys(frames: list[pd.DataFrame], resampler: Resampler) -> np.ndarray:
+    """The jackknife units (clients, sessions or counselors) of any of the frames."""
+    units = {u for s in frames for k, g in _folds(s) for u in resampler.units(k, g["session_id"])}
+    return np.array(sorted(units))  # sorted: searchsorted finds each session's row
 
 
 def bca_interval(
@@ -290,20 +544,24 @@ def bca_interval(
 ) -> tuple[float, float]:
     """BCa interval from bootstrap replicates and leave-one-unit-out jackknife values.
 
-    The same formulas as ``scipy.stats.bootstrap(method="BCa")`` (tests compare them):
-    z0 from the mid-rank share of replicates below ``observed``, acceleration
-    a = sum(d^3) / (6 (sum d^2)^1.5) with d the jackknife deviations from their mean.
-    Undefined replicates (NaN) are dropped; NaN if the bias correction is infinite.
+    z0 from the mid-rank share of replicates below ``observed`` and the acceleration
+    a = sum(d^3) / (6 (sum d^2)^1.5), d the jackknife deviations from their mean: the formulas
+    of ``scipy.stats.bootstrap(method="BCa")``, equal to it for one fold of independent units
+    (tests compare them). With several folds the jackknife leaves out one unit of the whole
+    table (a client of one fold, or a counselor of several) and pools the deviations over all
+    folds, which scipy's per-sample jackknife does not do. NaN if any replicate or jackknife
+    value is undefined, or the bias correction is infinite.
     """
     from scipy.special import ndtr, ndtri
 
-    reps = replicates[np.isfinite(replicates)]
-    jack = jackknife[np.isfinite(jackknife)]
-    if len(reps) == 0:
+    if len(replicates) == 0 or not np.all(np.isfinite(replicates)):
         return (np.nan, np.nan)
+    if not np.all(np.isfinite(jackknife)):
+        return (np.nan, np.nan)
+    reps = replicates
     share = (np.sum(reps < observed) + np.sum(reps <= observed)) / (2 * len(reps))
     z0 = ndtri(share)
-    d = jack.mean() - jack if len(jack) else np.zeros(1)
+    d = jackknife.mean() - jackknife if len(jackknife) else np.zeros(1)
     denominator = np.sum(d**2) ** 1.5
     a = np.sum(d**3) / (6 * denominator) if denominator > 0 else 0.0
     tail = (1 - confidence) / 2
@@ -316,31 +574,32 @@ def bca_interval(
     return float(low), float(high)
 
 
-def _mean_over_folds(per_fold: list[np.ndarray], width: int) -> np.ndarray:
-    """Mean over folds per resample, skipping folds where the value is undefined."""
-    if not per_fold:
-        return np.full(width, np.nan)
-    stacked = np.vstack(per_fold)
-    counts = np.isfinite(stacked).sum(axis=0)
-    sums = np.where(np.isfinite(stacked), stacked, 0.0).sum(axis=0)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+def t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """mean ± t(n-1) sd/sqrt(n) over the finite values (one per fold); NaN below 2 values."""
+    from scipy import stats
+
+    finite = values[np.isfinite(values)]
+    if len(finite) < 2:
+        return (np.nan, np.nan)
+    half = stats.t.ppf(1 - (1 - confidence) / 2, len(finite) - 1) * finite.std(ddof=1)
+    half /= np.sqrt(len(finite))
+    return float(finite.mean() - half), float(finite.mean() + half)
 
 
 def fold_mean_resamples(scores: pd.DataFrame, resampler: Resampler, metric: str) -> np.ndarray:
     """The fold-mean ``metric`` in every resample, for one run and dimension's scored sessions.
 
-    Folds where a resample leaves the metric undefined are skipped in that resample's mean.
+    A resample where a fold the data define becomes undefined is NaN.
     """
-    return _statistic(scores, _weights(scores, resampler), metric, "fold_mean")
+    return _statistic(scores, resample_weights(scores, resampler), metric, "fold_mean")
 
 
 def interval(resamples: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Percentile interval of the finite resampled values."""
-    finite = resamples[np.isfinite(resamples)]
-    if len(finite) == 0:
+    """Percentile interval of the resampled values; NaN if any is undefined."""
+    if len(resamples) == 0 or not np.all(np.isfinite(resamples)):
         return (np.nan, np.nan)
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
+    low, high = np.percentile(resamples, [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -348,14 +607,13 @@ def paired_p_value(differences: np.ndarray) -> float:
     """Two-sided bootstrap p-value that the paired difference is zero.
 
     Twice the smaller share of resamples on either side of zero, with the usual +1 correction
-    so a finite number of resamples never yields p = 0.
+    so a finite number of resamples never yields p = 0. NaN if any resample is undefined.
     """
-    finite = differences[np.isfinite(differences)]
-    if len(finite) == 0:
+    if len(differences) == 0 or not np.all(np.isfinite(differences)):
         return np.nan
-    n = len(finite)
-    below = (np.sum(finite <= 0) + 1) / (n + 1)
-    above = (np.sum(finite >= 0) + 1) / (n + 1)
+    n = len(differences)
+    below = (np.sum(differences <= 0) + 1) / (n + 1)
+    above = (np.sum(differences >= 0) + 1) / (n + 1)
     return float(min(1.0, 2 * min(below, above)))
 
 
@@ -395,25 +653,22 @@ def paired_test(
         a_common, b_common = paired_sessions(one, other)
         if a_common.empty:
             continue
+        value = _paired_differences(a_common, b_common, resampler, metric, resampled=False)[0]
+        if not np.isfinite(value):
+            continue  # no fold where both are defined: this seed pair says nothing
         draws.append(_paired_differences(a_common, b_common, resampler, metric, resampled=True))
-        observed.append(
-            _paired_differences(a_common, b_common, resampler, metric, resampled=False)[0]
-        )
+        observed.append(value)
         n_common += len(a_common)
     if not draws:
-        return {"difference": np.nan, "p_value": np.nan, "n_common": 0}
+        return {"difference": np.nan, "p_value": np.nan, "n_common": n_common, "n_seeds": 0}
     stacked = np.vstack(draws)  # (seeds, resamples)
     if len(draws) > 1:
         rng = np.random.default_rng([resampler.spec.seed, len(draws), 7])
         picks = rng.integers(0, len(draws), size=(stacked.shape[1], len(draws)))
         stacked = stacked[picks.T, np.arange(stacked.shape[1])]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        differences = np.nanmean(stacked, axis=0)
-        difference = float(np.nanmean(observed))
     return {
-        "difference": difference,
-        "p_value": paired_p_value(differences),
+        "difference": float(np.mean(observed)),
+        "p_value": paired_p_value(stacked.mean(axis=0)),
         "n_common": n_common,
         "n_seeds": len(draws),
     }
@@ -422,7 +677,18 @@ def paired_test(
 def _paired_differences(
     a: pd.DataFrame, b: pd.DataFrame, resampler: Resampler, metric: str, resampled: bool
 ) -> np.ndarray:
+    """Per resample, the mean over folds of a's metric minus b's (folds both define)."""
+    a, b = Split.of(a), Split.of(b)
     per_a = fold_resamples(a, resampler, metric, resampled)
     per_b = fold_resamples(b, resampler, metric, resampled)
-    diffs = [per_a[k] - per_b[k] for k in sorted(per_a) if k in per_b]
-    return _mean_over_folds(diffs, resampler.spec.n_resamples if resampled else 1)
+    defined_a = fold_resamples(a, resampler, metric, resampled=False)
+    defined_b = fold_resamples(b, resampler, metric, resampled=False)
+    folds = [k for k in sorted(per_a) if k in per_b]
+    weights = resample_weights(a, resampler) if resampled else _ones(a)
+    width = resampler.spec.n_resamples if resampled else 1
+    return _mean_over_folds(
+        {k: per_a[k] - per_b[k] for k in folds},
+        {k: defined_a[k] - defined_b[k] for k in folds},
+        {k: weights[k].sum(axis=1) > 0 for k in folds},
+        width,
+    )

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from care.evaluate import bootstrap as bs
+from care.evaluate import multiplicity
 from care.evaluate.metrics import METRICS, fold_metrics, summarize_folds
 from care.io import atomic_open, write_table
 
@@ -207,12 +208,16 @@ def table2(
     resampler: bs.Resampler,
     selection: str,
     headline: str = "generated",
+    multiple_testing: str = "holm",
 ) -> pd.DataFrame:
     """Human counselor, zero-shot baselines and CARE per backbone, each under every scoring it
     has; each row tested against the best baseline row (any scoring) on shared sessions.
 
     ``runs``: dicts with model, variant, label, kind (counselor | zero_shot | fine_tuned) and
     optionally selection (a fine-tuned run's checkpoint selection; default ``selection``).
+    The best baseline of a dimension is the highest fold-mean r among the baselines whose r
+    is defined in every fold (a mean over fewer folds is not comparable). The p-values are
+    adjusted over the table (:func:`adjust_p`).
     """
     entries = scoring_rows(runs, scores, headline)
     common = {d: common_sessions(entries, d) for d in dims}
@@ -226,7 +231,8 @@ def table2(
     frame = pd.DataFrame(rows)
     baselines = frame[frame["kind"] != "fine_tuned"]
     for d in dims:
-        ranked = baselines.dropna(subset=[f"{d}_pearson_mean"])
+        complete = baselines[baselines[f"{d}_pearson_n_folds"] == baselines["n_folds"]]
+        ranked = complete.dropna(subset=[f"{d}_pearson_mean"])
         best = ranked[f"{d}_pearson_mean"].idxmax() if len(ranked) else None
         frame[f"{d}_best_baseline"] = (
             "none" if best is None else f"{frame.at[best, 'label']} ({frame.at[best, 'scoring']})"
@@ -244,6 +250,7 @@ def table2(
             pvals.append(result[f"{d}_pearson_p_vs_best"])
         frame[f"{d}_pearson_diff_vs_best"] = diffs
         frame[f"{d}_pearson_p_vs_best"] = pvals
+    adjust_p(frame, dims, "{d}_pearson_p_vs_best", multiple_testing)
     return _round(frame)
 
 
@@ -254,9 +261,13 @@ def table4(
     resampler: bs.Resampler,
     reference_variant: str = "score_only",
     headline: str = "generated",
+    multiple_testing: str = "holm",
 ) -> pd.DataFrame:
     """Backbone x variant (the ablation) under each scoring; each variant tested against the
-    backbone's ``reference_variant`` under the same scoring, on the sessions both scored."""
+    backbone's ``reference_variant`` under the same scoring, on the sessions both scored (with
+    seed replicates: over seeds and clients, :func:`bs.paired_test`). A dimension whose
+    reference r is defined in fewer folds than the table's is not tested. The p-values are
+    adjusted over the table (:func:`adjust_p`)."""
     entries = scoring_rows(runs, scores, headline)
     common = {d: common_sessions(entries, d) for d in dims}
     by_key = {(e["model"], e["variant"], e["scoring"]): e for e in entries}
@@ -267,7 +278,14 @@ def table4(
         ref = by_key.get((entry["model"], reference_variant, entry["scoring"]))
         if entry["variant"] != reference_variant and ref is not None:
             row.update(
-                paired_columns(entry["scores"], ref["scores"], dims, resampler, reference_variant)
+                paired_columns(
+                    entry["scores"],
+                    ref["scores"],
+                    dims,
+                    resampler,
+                    reference_variant,
+                    only=complete_dimensions(ref["scores"], dims, resampler),
+                )
             )
         else:
             row.update(
@@ -278,7 +296,38 @@ def table4(
                 }
             )
         rows.append(row)
-    return _round(pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
+    adjust_p(frame, dims, f"{{d}}_pearson_p_vs_{reference_variant}", multiple_testing)
+    return _round(frame)
+
+
+def complete_dimensions(
+    scores: Sequence[pd.DataFrame], dims: Sequence[str], resampler: bs.Resampler
+) -> list[str]:
+    """The dimensions whose fold-mean r (over replicates) is defined in every fold."""
+    summary = _fold_summary(list(scores))
+    return [
+        d
+        for d in dims
+        if d in summary.index and summary.at[d, "pearson_n_folds"] == len(resampler.folds)
+    ]
+
+
+def adjust_p(frame: pd.DataFrame, dims: Sequence[str], p_column: str, method: str) -> int:
+    """Add ``<p column>_adjusted`` per dimension: the table's p-values adjusted as one family
+    (:mod:`care.evaluate.multiplicity`). A row whose r is from fewer folds than the table's is
+    not in the family and gets no adjusted p (it is never starred). Returns the family size."""
+    columns = [p_column.format(d=d) for d in dims]
+    if frame.empty or any(c not in frame.columns for c in columns):
+        return 0
+    cells = [
+        frame[c].where(frame[f"{d}_pearson_n_folds"] == frame["n_folds"]).to_numpy(dtype=float)
+        for d, c in zip(dims, columns, strict=True)
+    ]
+    adjusted = multiplicity.adjust(np.concatenate(cells), method).reshape(len(dims), -1)
+    for column, values in zip(columns, adjusted, strict=True):
+        frame[f"{column}_adjusted"] = values
+    return int(np.isfinite(adjusted).sum())
 
 
 # ------------------------------------------------------------------------ Tables 2 and 4 files
@@ -293,31 +342,47 @@ class Protocol:
     headline: str = "generated"  # the scoring of each run's first row
 
 
-def write_table2(out, runs, scores, instrument, resampler, protocol: Protocol) -> pd.DataFrame:
+def write_table2(
+    out, runs, scores, instrument, resampler, protocol: Protocol, multiple_testing: str = "holm"
+) -> pd.DataFrame:
     """Build Table 2 (:func:`table2`) and write its files with their notes."""
     dims, labels = instrument.dimension_ids, dimension_labels(instrument)
-    frame = table2(runs, scores, dims, resampler, protocol.selection, protocol.headline)
+    frame = table2(
+        runs, scores, dims, resampler, protocol.selection, protocol.headline, multiple_testing
+    )
     best = ", ".join(f"{labels[d]}: {frame[f'{d}_best_baseline'].iloc[0] or 'none'}" for d in dims)
-    notes = alliance_notes(frame, dims, f"the best baseline ({best})", resampler, protocol)
+    p_column = "{d}_pearson_p_vs_best"
+    notes = alliance_notes(
+        frame, dims, f"the best baseline ({best})", resampler, protocol, p_column, multiple_testing
+    )
     columns = {"label": "Model", "scoring": "Scoring"}
     caption = "Table 2: alliance prediction against client ratings"
-    _write_alliance(out, frame, instrument, columns, "{d}_pearson_p_vs_best", caption, notes)
+    _write_alliance(out, frame, instrument, columns, p_column, caption, notes)
     return frame
 
 
 def write_table4(
-    out, runs, scores, instrument, resampler, protocol: Protocol, reference_variant: str
+    out,
+    runs,
+    scores,
+    instrument,
+    resampler,
+    protocol: Protocol,
+    reference_variant: str,
+    multiple_testing: str = "holm",
 ) -> pd.DataFrame:
     """Build Table 4 (:func:`table4`), every row under ``protocol.selection``, and write its
     files with their notes."""
     dims, ref = instrument.dimension_ids, reference_variant
-    frame = table4(runs, scores, dims, resampler, ref, protocol.headline)
+    frame = table4(runs, scores, dims, resampler, ref, protocol.headline, multiple_testing)
     frame.insert(3, "selection", protocol.selection)
     compared = f"the same backbone's {ref} run under the same scoring"
-    notes = alliance_notes(frame, dims, compared, resampler, protocol)
+    p_column = f"{{d}}_pearson_p_vs_{ref}"
+    notes = alliance_notes(frame, dims, compared, resampler, protocol, p_column, multiple_testing)
+    notes.insert(3, seed_note(frame, dims))
     columns = {"model": "Backbone", "variant": "Variant", "scoring": "Scoring"}
     caption = "Table 4: rationale supervision across backbones (ablation)"
-    _write_alliance(out, frame, instrument, columns, f"{{d}}_pearson_p_vs_{ref}", caption, notes)
+    _write_alliance(out, frame, instrument, columns, p_column, caption, notes)
     return frame
 
 
@@ -327,16 +392,59 @@ def alliance_notes(
     compared: str,
     resampler: bs.Resampler,
     protocol: Protocol,
+    p_column: str,
+    multiple_testing: str,
 ) -> list[str]:
-    """The notes under Tables 2 and 4: folds, protocol, the significance test, coverage."""
+    """The notes under Tables 2 and 4: folds, protocol, the significance test and its
+    correction, the intervals, coverage."""
+    adjusted = [f"{p_column.format(d=d)}_adjusted" for d in dims]
+    n_tests = int(sum(frame[c].notna().sum() for c in adjusted if c in frame.columns))
     return [
         f"Mean ± sd over {int(frame['n_folds'].max())} test folds; r Pearson, ρ Spearman.",
         protocol_note(frame, protocol),
-        f"(*) Pearson r differs from {compared} at p < .05, paired bootstrap on the sessions "
-        f"both scored. CSV: {resampler.spec.describe()}, p-values.",
+        f"(*) Pearson r differs from {compared} at p < .05 (paired bootstrap on the sessions "
+        f"both scored), p {multiplicity.describe(multiple_testing, n_tests)}; cells from fewer "
+        "folds are not tested. CSV: uncorrected p (*_p_vs_*) and adjusted (*_adjusted).",
+        interval_note(resampler.spec),
         PARTIAL_NOTE if partial_folds(frame, dims) else SCORED_NOTE,
         *flat_note(frame, dims),
     ]
+
+
+def interval_note(spec: bs.BootstrapSpec) -> str:
+    """Which intervals the CSV holds, and what simulation says of their coverage."""
+    return f"Intervals (CSV *_ci_low, *_ci_high): {spec.describe()}. " + COVERAGE_NOTE
+
+
+#: What `care bench coverage` found (README "Uncertainty" has its table and command).
+COVERAGE_NOTE = (
+    "In simulated corpora (care bench coverage), the default (percentile intervals from "
+    "counselors, then their clients) covered the true r about as often as stated at the "
+    "paper's size (82 clients), but at the demo's size (32 clients, 8 counselors) no interval "
+    "method did for the fold-mean r: intervals from a corpus that small are too narrow."
+)
+
+
+def seed_note(frame: pd.DataFrame, dims: Sequence[str]) -> str:
+    """How many training seeds stand behind each row, and how far apart they are."""
+    n_seeds = int(frame["n_seeds"].max()) if "n_seeds" in frame.columns else 1
+    if n_seeds < 2:
+        return (
+            "One training seed per run: each p-value is conditional on one model per fold "
+            "(training.seeds adds seed replicates; the test then redraws seeds and clients)."
+        )
+    spread = frame[[f"{d}_pearson_seed_sd" for d in dims]].to_numpy(dtype=float)
+    spread = spread[np.isfinite(spread)]
+    text = (
+        f"Up to {n_seeds} training seeds per run: values are means over seeds, and the paired "
+        "test redraws seeds and clients."
+    )
+    if len(spread):
+        text += (
+            f" Seed-to-seed sd of the fold-mean r: median {number(np.median(spread))}, "
+            f"max {number(spread.max())} (CSV *_pearson_seed_sd)."
+        )
+    return text
 
 
 def protocol_note(frame: pd.DataFrame, protocol: Protocol) -> str:
@@ -610,14 +718,10 @@ def alliance_display(
         data[(title, "")] = [latex_escape(v) for v in values] if latex else list(values)
     for d in dims:
         for metric in METRICS:
-            cells = []
-            for rec in frame.to_dict("records"):
-                text = mean_sd(rec[f"{d}_{metric}_mean"], rec[f"{d}_{metric}_sd"], latex=latex)
-                if metric == "pearson" and p_column:
-                    text += marker(rec.get(p_column.format(d=d)), latex=latex)
-                if 0 < rec.get(f"{d}_{metric}_n_folds", rec["n_folds"]) < rec["n_folds"]:
-                    text += r"$^{\dagger}$" if latex else "†"
-                cells.append(text)
+            p = p_column and metric == "pearson" and f"{p_column.format(d=d)}_adjusted"
+            cells = [
+                metric_cell(rec, d, metric, p or None, latex) for rec in frame.to_dict("records")
+            ]
             data[(dim_labels[d], names[metric])] = cells
         for column, title in (("pearson_pooled", "pooled"), ("pearson_common_mean", "common")):
             if f"{d}_{column}" in frame.columns:
@@ -633,8 +737,28 @@ def alliance_display(
     return display
 
 
+def metric_cell(
+    rec: Mapping, dim: str, metric: str, p_column: str | None, latex: bool = False
+) -> str:
+    """One cell: mean ± sd over folds with a star where the (adjusted) p is below .05; a mean
+    over fewer folds than the table's says so, e.g. "−0.02 (1 of 5 folds)", and has no star."""
+    mean, sd = rec[f"{dim}_{metric}_mean"], rec[f"{dim}_{metric}_sd"]
+    folds, total = fold_count(rec, dim, metric)
+    if 0 < folds < total:
+        return f"{number(mean, latex=latex)} ({folds} of {total} folds)"
+    text = mean_sd(mean, sd, latex=latex)
+    return text + (marker(rec.get(p_column), latex=latex) if p_column else "")
+
+
+def fold_count(rec: Mapping, dim: str, metric: str = "pearson") -> tuple[int, int]:
+    """(folds where the metric is defined, folds of the table) of one row."""
+    total = int(rec["n_folds"])
+    folds = rec.get(f"{dim}_{metric}_n_folds", total)
+    return (total if folds is None or pd.isna(folds) else int(folds)), total
+
+
 def partial_folds(frame: pd.DataFrame, dims: Sequence[str]) -> bool:
-    """Whether some mean covers fewer folds than the run has (the † mark of the display)."""
+    """Whether some mean covers fewer folds than the run has ("k of K folds" cells)."""
     return any(
         ((frame[f"{d}_{m}_n_folds"] > 0) & (frame[f"{d}_{m}_n_folds"] < frame["n_folds"])).any()
         for d in dims
@@ -651,8 +775,9 @@ SCORED_NOTE = (
     "none left out)."
 )
 PARTIAL_NOTE = (
-    "† Mean over fewer folds: a correlation is undefined in a fold where the predictions "
-    "are constant. " + SCORED_NOTE
+    "(k of K folds): the mean over the k folds where the metric is defined (a correlation is "
+    "undefined in a fold where the predictions are constant); not comparable with the other "
+    "cells, never tested or starred. " + SCORED_NOTE
 )
 
 

@@ -483,7 +483,7 @@ def test_every_page_states_model_validity_predictions_and_demo(tmp_path, instrum
     labeled = corpus["predictions"].assign(
         client_score=(corpus["predictions"]["score"].fillna(3) + noise).clip(1, 5))
     labeled.to_parquet(heldout)
-    notice = model_validity(heldout, instrument, model="llama · rationale · fold 1",
+    notice = model_validity([heldout], instrument, model="llama · rationale · fold 1",
                             synthetic=True)
     assert all(10 < d["n"] <= len(corpus["sessions"]) for d in notice.dimensions)  # scored
     assert all(d["low"] <= d["r"] <= d["high"] for d in notice.dimensions)
@@ -496,10 +496,31 @@ def test_every_page_states_model_validity_predictions_and_demo(tmp_path, instrum
     for path in pages:
         text = path.read_text(encoding="utf-8").replace("&#39;", "'")
         assert "llama · rationale · fold 1" in text, path
-        assert "Pearson r, 95% CI" in text and PREDICTIONS_NOTE in text, path
-        assert DEMO_NOTE in text, path
-    real = model_validity(heldout, instrument, model="m", synthetic=False)
+        assert "Pearson r pooled over the held-out folds" in text, path
+        assert PREDICTIONS_NOTE in text and DEMO_NOTE in text, path
+    real = model_validity([heldout], instrument, model="m", synthetic=False)
     assert DEMO_NOTE not in real.html()
+
+
+def test_pages_say_when_the_model_has_not_shown_it_can_rank(tmp_path, instrument, corpus):
+    """Validity is pooled over every held-out fold; where its interval includes 0 the notice
+    says the model has not shown it can rank sessions or counselors."""
+    from care.apply.notice import model_validity
+
+    rng = np.random.default_rng(1)
+    files = []
+    for k, signal in enumerate((1.0, 0.0)):  # fold 1 tracks the client, fold 2 is noise
+        pred = corpus["predictions"].assign(fold=k + 1)
+        client = pred["score"].fillna(3) * signal + rng.normal(0, 0.8, len(pred))
+        files.append(tmp_path / f"fold{k + 1}.parquet")
+        pred.assign(client_score=client.clip(1, 5)).to_parquet(files[-1])
+    one = model_validity(files[:1], instrument, model="m", synthetic=False)
+    assert not one.unshown and "has not shown" not in one.html()
+    noise = model_validity(files[1:], instrument, model="m", synthetic=False)
+    assert noise.unshown and "has not shown that it can rank" in " ".join(noise.lines())
+    pooled = model_validity(files, instrument, model="m", synthetic=False)
+    assert all(d["n"] == 2 * o["n"] for d, o in zip(pooled.dimensions, one.dimensions,
+                                                       strict=True))
 
 
 # --------------------------------------------------------------------------- session report

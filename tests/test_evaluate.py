@@ -531,3 +531,45 @@ def test_a_client_who_changed_counselors_is_drawn_with_the_main_one():
     w = res.weights(1, ids)
     c00 = (data.loc[data["fold"] == 1, "client_id"] == "c00").to_numpy()
     assert (w[:, c00] == w[:, c00][:, :1]).all()  # its sessions move together
+
+
+# ------------------------------------------------------------------ verdicts, flat predictions
+
+
+def test_verdict_agreement_against_own_score_reference_and_chance():
+    from care.evaluate.textmetrics import score_level, stated_level, verdict_agreement
+
+    phrases = (("high", ("supported",)), ("mid", ("was mixed",)), ("low", ("undermined",)))
+    assert stated_level("(turn 2) ... was mixed. Overall it supported it", phrases) == "high"
+    assert stated_level("no verdict", phrases) is None
+    assert [score_level(v, 1, 5) for v in (4, 3, 2, float("nan"))] == ["high", "mid", "low", None]
+    text = {"high": "Overall the session supported goals", "low": "the session undermined goals"}
+    pairs = pd.DataFrame({
+        "model": "m", "variant": "rationale", "fold": 1, "dimension": "goal",
+        "hypothesis": [text["high"], text["high"], text["low"], text["low"]],
+        "reference": [text["high"], text["low"], text["low"], text["low"]],
+        "score_generated": [5.0, 5.0, 1.0, 5.0],
+    })
+    row = verdict_agreement(pairs, phrases, (1, 5)).iloc[0]
+    assert row["verdict_score"] == pytest.approx(0.75)  # the last rationale says low, wrote 5
+    assert row["verdict_reference"] == pytest.approx(0.75)
+    # chance: the two marginals' product (rationales 1/2 high; references 1/4 high)
+    assert row["verdict_reference_chance"] == pytest.approx(0.5 * 0.25 + 0.5 * 0.75)
+    assert row["n_verdicts"] == 4
+
+
+def test_rows_with_nearly_constant_predictions_are_flagged():
+    from care.evaluate.tables import flat_note, spread_ratio
+
+    rng = np.random.default_rng(0)
+    client = rng.normal(4, 0.7, 40)
+    frame = pd.DataFrame({"fold": np.repeat([1, 2], 20), "client": client})
+    varied = frame.assign(predicted=client + rng.normal(0, 0.5, 40))
+    flat = frame.assign(predicted=4 + 0.01 * rng.normal(size=40))
+    assert spread_ratio([varied]) > 0.5 and spread_ratio([flat]) < 0.1
+    table = pd.DataFrame([
+        {"label": "A", "scoring": "expected", "goal_sd_ratio": spread_ratio([varied])},
+        {"label": "B", "scoring": "expected", "goal_sd_ratio": spread_ratio([flat])},
+    ])
+    (note,) = flat_note(table, ["goal"])
+    assert "B (expected)" in note and "A (expected)" not in note

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from care.cli import main
 from care.io import write_jsonl
 
@@ -26,10 +27,10 @@ COUNSELOR = ["How did that feel?", "Tell me more about it.", "What happened next
 TINY = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 600,
         "max_position_embeddings": 512, "seed": 0}
-RECIPE = {  # config.yaml's training section, scaled to this corpus
-    "learning_rate": 3e-3, "per_device_train_batch_size": 12, "num_train_epochs": 4,
+RECIPE = {  # config.yaml's training section (unpacked, as the rationale variant), scaled down
+    "learning_rate": 3e-3, "per_device_train_batch_size": 6, "num_train_epochs": 4,
     "min_steps": 300,
-    "warmup_ratio": 0.1, "deepspeed": None, "packing": "shared_prefix", "units_per_row": None,
+    "warmup_ratio": 0.1, "deepspeed": None, "packing": "none",
     "inner_val_fraction": 0.2, "seed": 123, "logging_steps": 20,
     "validation": {"scoring": "expected", "max_new_tokens": "auto", "max_cut_rate": 1},
 }
@@ -54,13 +55,33 @@ def corpus(rng, n_clients: int, prefix: str, items, labeled: bool) -> list[dict]
     return records
 
 
+#: one dimension of three items: every example of a session carries the signal, and the
+#: corpus stays small enough to train for a few hundred steps in well under a minute
+INSTRUMENT = {
+    "name": "Alliance-3", "title": {"en": "Alliance"}, "construct": {"en": "the alliance"},
+    "rating": {"en": "how often the client experienced it"},
+    "scale": {"min": 1, "max": 5, "integer": True,
+              "labels": {k: {"en": v} for k, v in
+                         zip(range(1, 6), ["Never", "Rarely", "Sometimes", "Often", "Always"])}},
+    "dimensions": [{"id": "alliance", "name": {"en": "Alliance"},
+                    "description": {"en": "the working alliance"}, "items": ["a", "b", "c"]}],
+    "items": [{"id": i, "text": {"en": t}} for i, t in
+              [("a", "We agree on what matters."), ("b", "The work helps me."),
+               ("c", "I feel understood.")]],
+}
+
+
 @pytest.fixture(scope="module")
-def signal_corpus(tmp_path_factory, instrument):
+def signal_corpus(tmp_path_factory):
+    from care.instrument import load_instrument
+
     root = tmp_path_factory.mktemp("learning")
+    (root / "instrument.yaml").write_text(yaml.safe_dump(INSTRUMENT), encoding="utf-8")
+    items = load_instrument(root / "instrument.yaml").item_ids
     rng = np.random.default_rng(7)
-    labeled = corpus(rng, 40, "c", instrument.item_ids, labeled=True)
+    labeled = corpus(rng, 48, "c", items, labeled=True)
     write_jsonl(root / "sessions.jsonl", labeled)
-    write_jsonl(root / "unlabeled.jsonl", corpus(rng, 30, "u", instrument.item_ids, False))
+    write_jsonl(root / "unlabeled.jsonl", corpus(rng, 40, "u", items, False))
     folds = ["session_id\tclient_id\tfold"] + [
         f"{r['session_id']}\t{r['client_id']}\t{int(r['client_id'][1:]) % 2 + 1}" for r in labeled
     ]
@@ -68,8 +89,9 @@ def signal_corpus(tmp_path_factory, instrument):
     return root
 
 
-def test_a_fine_tune_learns_an_obvious_lexical_signal(signal_corpus, instrument, tmp_path):
-    root, ins = signal_corpus, str(instrument.path)
+def test_a_fine_tune_learns_an_obvious_lexical_signal(signal_corpus, tmp_path):
+    root = signal_corpus
+    ins = str(root / "instrument.yaml")
     init, backbone, model = tmp_path / "init", tmp_path / "backbone", tmp_path / "model"
     assert main(["train", "backbone", "tiny", "--spec", json.dumps(TINY), "--sessions",
                  str(root / "unlabeled.jsonl"), "--instrument", ins, "--out", str(init)]) == 0

@@ -13,9 +13,14 @@ if UNLABELED:
     APP_INFER = {**config.get("inference", {}), **APP.get("inference", {})}
     APP_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
     APP_SETTINGS = {k: v for k, v in APP_INFER.items() if k not in APP_JOB_KEYS}
-    # Every page states the model's agreement with clients on its held-out fold, and that a
-    # synthetic corpus is a demonstration.
-    APP_HELDOUT = "results/predictions/{backbone}/{variant}/fold{fold}.parquet".format(**APP_MODEL)
+    # Every page states the agreement with clients of the model's recipe on every held-out
+    # fold (pooled), and that a synthetic corpus is a demonstration.
+    APP_HELDOUT = expand(
+        "results/predictions/{backbone}/{variant}/fold{k}.parquet",
+        backbone=APP_MODEL["backbone"],
+        variant=APP_MODEL["variant"],
+        k=FOLDS,
+    )
     APP_NOTICE = "--heldout {input.heldout}" + (
         " --synthetic" if config["demo_corpus"]["enabled"] else ""
     )
@@ -165,12 +170,12 @@ if UNLABELED:
             instrument=INSTRUMENT,
         output:
             pages=directory("results/application/sessions"),
-            # the lowest-alliance session's page, for the HTML report
+            # the first selected session's page, for the HTML report
             example=report(
                 "results/application/session_report.html",
                 caption="../report/session_reports.rst",
                 category="Application",
-                labels={"output": "Session report (lowest alliance)"},
+                labels={"output": "Session report (example)"},
             ),
         log:
             "logs/application/session_reports.log",

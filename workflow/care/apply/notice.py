@@ -21,6 +21,8 @@ PREDICTIONS_NOTE = (
     "Scores are a language model's predictions of how the client would rate the alliance, "
     "not the client's ratings, a clinical judgement or an appraisal of the counselor."
 )
+POOLED = ("Pearson r pooled over the held-out folds of this model's recipe, each session scored "
+          "by the fold model that never saw it; 95% Fisher-z CI; sessions")
 DEMO_NOTE = (
     "Demonstration: synthetic sessions scored by a tiny model trained on synthetic data. "
     "Nothing here describes real clients or counselors."
@@ -45,9 +47,25 @@ class Validity:
                              f" (n={d['n']})")
         return "; ".join(parts)
 
+    @property
+    def unshown(self) -> list[str]:
+        """Dimensions on which the model has not shown it can rank: no r, or an interval
+        that includes 0."""
+        return [d["label"] for d in self.dimensions
+                if d["r"] is None or not math.isfinite(d.get("low", math.nan)) or d["low"] <= 0]
+
+    def ranking_text(self) -> str:
+        if not self.unshown:
+            return ""
+        return (f"The model has not shown that it can rank sessions or counselors on "
+                f"{', '.join(self.unshown)}: its held-out r's interval includes 0 there, so "
+                "differences between sessions or counselors on the pages may be noise.")
+
     def lines(self) -> list[str]:
-        out = [f"Model: {self.model}. Held-out agreement with clients' ratings (Pearson r, "
-               f"95% CI, sessions): {self.r_text()}.", PREDICTIONS_NOTE]
+        out = [f"Model: {self.model}. Held-out agreement with clients' ratings ({POOLED}): "
+               f"{self.r_text()}.", PREDICTIONS_NOTE]
+        if self.unshown:
+            out.insert(1, self.ranking_text())
         if self.synthetic:
             out.insert(0, DEMO_NOTE)
         return out
@@ -62,9 +80,10 @@ class Validity:
             '<aside class="notice" style="border:1px solid #d9a400;background:#fffbea;'
             'color:#1f2933;padding:.5rem .9rem;margin:1rem 0;font-size:.9rem">'
             f"{demo}<p><strong>Model:</strong> {escape(self.model)}. "
-            "<strong>Held-out agreement with clients' ratings</strong> (Pearson r, 95% CI, "
-            f"sessions): {escape(self.r_text())}. Scale: {escape(self.scale)}.</p>"
-            f"<p>{escape(PREDICTIONS_NOTE)}</p></aside>"
+            f"<strong>Held-out agreement with clients' ratings</strong> ({POOLED}): "
+            f"{escape(self.r_text())}. Scale: {escape(self.scale)}.</p>"
+            + (f"<p><strong>{escape(self.ranking_text())}</strong></p>" if self.unshown else "")
+            + f"<p>{escape(PREDICTIONS_NOTE)}</p></aside>"
         )
 
 
@@ -84,20 +103,23 @@ def fisher_interval(r: float, n: int, confidence: float = 0.95) -> tuple[float, 
     return math.tanh(z - half), math.tanh(z + half)
 
 
-def model_validity(heldout: str | Path | None, instrument: Instrument, *, model: str,
+def model_validity(heldout: list[str | Path] | None, instrument: Instrument, *, model: str,
                    synthetic: bool, language: str = "en") -> Validity:
-    """Per dimension, the model's Pearson r with the client on its held-out fold."""
+    """Per dimension, the Pearson r with the client over every held-out fold of the model's
+    recipe (``heldout``: one predictions file per fold), not one fold's r: one fold of a few
+    clients can show r = .46 for a recipe whose pooled r is .07."""
     from care.evaluate.metrics import EVALUATED_COLUMNS, correlations, dimension_scores
     from care.infer.run import read_predictions
 
     scale = (f"{instrument.scale_min}–{instrument.scale_max} "
              f"({instrument.name}; dimension score = mean of its items)")
-    validity = Validity(model, scale, synthetic=synthetic, source=str(heldout or ""))
-    if heldout is None:
+    validity = Validity(model, scale, synthetic=synthetic,
+                        source=", ".join(map(str, heldout or [])))
+    if not heldout:
         validity.dimensions = [{"label": d.label(language), "r": None, "n": 0}
                                for d in instrument.dimensions]
         return validity
-    scores = dimension_scores(read_predictions([heldout], EVALUATED_COLUMNS), instrument)
+    scores = dimension_scores(read_predictions(list(heldout), EVALUATED_COLUMNS), instrument)
     for dim in instrument.dimensions:
         part = scores[scores["dimension"] == dim.id].dropna(subset=["predicted", "client"])
         r = correlations(part["predicted"].to_numpy(), part["client"].to_numpy())["pearson"]

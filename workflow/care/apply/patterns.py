@@ -34,7 +34,7 @@ from care.sessions import Session
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
 STAT_COLUMNS = ["dimension", "term", "coef", "se", "t", "p", "p_adjusted", "ci_low", "ci_high",
-                "stars", "n_sessions", "n_clusters", "r2", "note"]
+                "stars", "n_sessions", "n_clusters", "r2", "outcome_sd", "note"]
 CLUSTERS = {"client": "client_id", "counselor": "counselor_id", "none": None}
 
 
@@ -197,13 +197,14 @@ def fit_dimension(
             "ci_high": ci.loc[col, 1], "stars": stars(fit.pvalues[col]), "n_sessions": n,
             "n_clusters": clusters, "r2": fit.rsquared, "note": "",
         })
-    return rows
+    spread = float(data[dim].std(ddof=1)) if n > 1 else np.nan
+    return [{**row, "outcome_sd": spread} for row in rows]
 
 
 def _nan_row(dim: str, term: str, n: int, clusters: float, note: str) -> dict:
     return {"dimension": dim, "term": term, "coef": np.nan, "se": np.nan, "t": np.nan,
             "p": np.nan, "ci_low": np.nan, "ci_high": np.nan, "stars": "", "n_sessions": n,
-            "n_clusters": clusters, "r2": np.nan, "note": note}
+            "n_clusters": clusters, "r2": np.nan, "outcome_sd": np.nan, "note": note}
 
 
 def regress(
@@ -304,10 +305,23 @@ def table_notes(
         significance,
         *NOTES[1:-1],
         NOTES[-1][:-1] + (f" ({source})." if source else "."),
+        *outcome_note(table),
         "Reference category (rates left out; a session's rates sum to 1): "
         + (", ".join(reference) or "none") + ".",
         f"Standard errors: {regression.describe()}.",
     ]
+
+
+def outcome_note(table: pd.DataFrame | None) -> list[str]:
+    """The spread of the predicted outcome per dimension: a regression on a model output that
+    hardly varies can show stars and a high R² that say nothing about alliance."""
+    if table is None or "outcome_sd" not in table or table["outcome_sd"].isna().all():
+        return []
+    spread = table.dropna(subset=["outcome_sd"]).groupby("dimension", sort=False)["outcome_sd"]
+    parts = ", ".join(f"{dim} {sd:.2f}" for dim, sd in spread.first().items())
+    return [f"Spread of the outcome (sd of the predicted dimension score over sessions): "
+            f"{parts}. Coefficients are in scale points of that outcome; where its sd is a "
+            "few hundredths, they describe the model's small variations, not the alliance."]
 
 
 def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,

@@ -25,7 +25,8 @@ def _common(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
     if corpus:
         parser.add_argument("--corpus", required=True, help="the unlabeled sessions.jsonl")
     # what every page says about itself (care.apply.notice)
-    parser.add_argument("--heldout", help="the model's predictions on its held-out fold: "
+    parser.add_argument("--heldout", nargs="+", help="the predictions of the model's recipe on "
+                        "every held-out fold (pooled): "
                         "the validity (Pearson r, 95%% CI) every page states")
     parser.add_argument("--synthetic", action="store_true",
                         help="the corpus is synthetic: pages say they are a demonstration")

@@ -62,7 +62,8 @@ INSTRUMENT = {
     "rating": {"en": "how often the client experienced it"},
     "scale": {"min": 1, "max": 5, "integer": True,
               "labels": {k: {"en": v} for k, v in
-                         zip(range(1, 6), ["Never", "Rarely", "Sometimes", "Often", "Always"])}},
+                         zip(range(1, 6), ["Never", "Rarely", "Sometimes", "Often", "Always"],
+                             strict=True)}},
     "dimensions": [{"id": "alliance", "name": {"en": "Alliance"},
                     "description": {"en": "the working alliance"}, "items": ["a", "b", "c"]}],
     "items": [{"id": i, "text": {"en": t}} for i, t in

@@ -37,7 +37,7 @@ def run(folded, instrument, model: str, fold: int, out) -> pd.DataFrame:
 
 
 def test_lexical_baseline_predicts_held_out_sessions(folded, instrument, tmp_path):
-    frames = [run(folded, instrument, "lexical", k, tmp_path / f"f{k}.parquet") for k in (1, 2, 3, 4)]
+    frames = [run(folded, instrument, "lexical", k, tmp_path / f"{k}.parquet") for k in range(1, 5)]
     pred = pd.concat(frames)
     assert set(pred["model"]) == {"lexical"} and set(pred["variant"]) == {"tfidf_ridge"}
     # each item carries its dimension's prediction: the dimension mean is the prediction

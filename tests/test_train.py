@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -433,3 +434,23 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
     assert all(t.numel() > 0 for t in w.values())  # gathered, not ZeRO-3 placeholders
     base = weights(run.backbone)
     assert not all(same_weights({k: w[k]}, {k: base[k]}) for k in base)  # it trained
+
+
+def test_min_steps_raises_the_epochs_of_a_small_corpus(tmp_path, tiny_backbones, train_corpus,
+                                                       instrument):
+    """training.min_steps: a corpus too small for the configured epochs to reach that many
+    optimizer steps trains more epochs (a tiny model needs a few hundred steps to learn)."""
+    from types import SimpleNamespace
+
+    from care.train.run import steps_per_epoch, with_step_floor
+
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument,
+                   per_device_train_batch_size=4, num_train_epochs=2)
+    rows = [SimpleNamespace(n_examples=1)] * 30
+    plan = Plan.make(0, 1, 1, "torchrun")
+    assert steps_per_epoch(run.hp, rows, 1) == 8  # ceil(30 / 4)
+    assert with_step_floor(run, rows, plan) is run  # no floor
+    floored = dataclasses.replace(run, hp={**run.hp, "min_steps": 50})
+    assert with_step_floor(floored, rows, plan).hp["num_train_epochs"] == 7  # ceil(50 / 8)
+    packed = [SimpleNamespace(n_examples=4)] * 30  # 4 examples a row: 1 row a step
+    assert steps_per_epoch(run.hp, packed, 1) == 30

@@ -110,7 +110,7 @@ rule table2:
 
 rule table4:
     input:
-        scores=table_scores(RUNS.ablation),
+        scores=table_scores(RUNS.table4),
         folds="results/folds.tsv",
         sessions="results/data/sessions.tsv",
         instrument=INSTRUMENT,
@@ -123,7 +123,7 @@ rule table4:
     conda:
         CARE_ENV
     params:
-        runs=as_json(RUNS.ablation),
+        runs=as_json(RUNS.table4),
         bootstrap=as_json(EVAL.get("bootstrap", {})),
         seed=EVAL_SEED,
         multiple_testing=MULTIPLE_TESTING,

@@ -108,6 +108,11 @@ class EvaluationRuns:
         return self.baselines + self.care + self.sensitivity
 
     @property
+    def table4(self) -> list[dict]:
+        """The lexical baseline (the line every model is read against), then the ablation."""
+        return [r for r in self.baselines if r["model"] == "lexical"] + self.ablation
+
+    @property
     def fine_tuned_variants(self) -> list[tuple[str, str]]:
         """Every (backbone, variant directory) the tables read: replicates included."""
         out = []

@@ -4,6 +4,7 @@ retrains after settings change, missing epochs, cut answers, ranks (world size, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -126,25 +127,90 @@ def test_selection_resumes_where_it_stopped(finished, tmp_path, monkeypatch, cap
     assert "\x1b" not in log  # the inference bar inside it moves no cursor in a log
 
 
-def test_epochs_with_cut_answers_are_never_chosen(finished, tmp_path, monkeypatch):
-    run, scored = rerun(finished, tmp_path, monkeypatch, **validation(finished, max_cut_rate=0.0))
-    records = select.read_scores(run.checkpoint_dir)
-    for r in records:
-        r.update(answers_cut=r["items"] // 2, cut_rate=0.5)
+def write_cut(run, cut_and_r):
+    """Rewrite the run's scores: epoch e with cut rate and mean r ``cut_and_r[e]``; an epoch
+    with no weights yet gets epoch 2's (hard links), as if trained."""
+    records = {r["epoch"]: r for r in select.read_scores(run.checkpoint_dir)}
+    for epoch, (cut, r) in cut_and_r.items():
+        record = {**records.get(epoch, records[2]), "epoch": epoch}
+        record.update(answers_cut=round(record["items"] * cut), cut_rate=cut, mean_pearson=r)
+        records[epoch] = record
+        if epoch not in checkpoints.epoch_weights(run.checkpoint_dir):
+            dest = run.checkpoint_dir / f"epoch-{epoch}"
+            shutil.copytree(run.checkpoint_dir / "epoch-2", dest, copy_function=os.link)
+            (dest / "epoch.json").unlink()
+            (dest / "epoch.json").write_text(json.dumps({"epoch": epoch, "step": 9}))
     (run.checkpoint_dir / select.SCORES).write_text(
-        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+        "".join(json.dumps(records[e]) + "\n" for e in sorted(records)), encoding="utf-8"
     )
-    with pytest.raises(CareInputError, match="were cut at max_new_tokens=12"):
+
+
+def epoch_loop(run):
+    """The run's EpochLoop, set up as :func:`finetune` sets it up (nothing trained)."""
+    _, _, val, examples, stats = prepare(run)
+    plan = Plan.make(run.gpus, 1, 1, "torchrun")
+    settings = run_module.validation_settings(run.hp, stats)
+    vjob = run_module.validation_job(run, plan, val, settings, stats)
+    return run_module.EpochLoop(run, plan, examples, vjob, settings)
+
+
+#: epoch: (cut rate, mean r). Every epoch over max_cut_rate 0; epoch 2 has the fewest cut,
+#: epoch 1 the best r (chosen from max_cut_rate 0.5 on), epoch 3 is chosen by none.
+ALL_CUT = {1: (0.5, 0.9), 2: (0.25, 0.1), 3: (0.5, 0.05)}
+
+
+def test_no_epoch_within_max_cut_rate_keeps_what_a_rerun_needs(finished, tmp_path, monkeypatch):
+    run, _ = rerun(
+        finished, tmp_path, monkeypatch, keep_epoch_weights=False,
+        **validation(finished, max_cut_rate=0.0),
+    )
+    write_cut(run, ALL_CUT)
+    epoch_loop(run).retain()  # after scoring an epoch, every epoch over the limit
+    assert set(checkpoints.epoch_weights(run.checkpoint_dir)) == {1, 2}
+
+
+def test_every_epoch_cut_falls_back_with_a_warning(finished, tmp_path, monkeypatch, caplog):
+    run, scored = rerun(
+        finished, tmp_path / "first", monkeypatch, keep_epoch_weights=False,
+        **validation(finished, max_cut_rate=0.0),
+    )
+    write_cut(run, {e: ALL_CUT[e] for e in (1, 2)})
+    caplog.set_level("WARNING", logger="care.train")
+    record = finetune(run)
+    assert scored == [] and record["chosen"]["epoch"] == 2  # the fewest cut answers
+    assert "were cut at max_new_tokens=12" in record["cut_fallback"]
+    assert "Exporting epoch 2" in caplog.text
+    assert "max_cut_rate: 0.5 exports epoch 1" in caplog.text
+    assert "retrains all 2 epochs from the start (~" in caplog.text  # this run's training time
+    assert set(checkpoints.epoch_weights(run.checkpoint_dir)) == {1, 2}
+    # the rerun the warning names trains and rescores nothing
+    again, scored = rerun(run, tmp_path / "again", monkeypatch, **validation(run, max_cut_rate=0.5))
+    assert finetune(again)["chosen"]["epoch"] == 1 and scored == []
+
+
+def test_every_epoch_cut_fails_without_fallback(finished, tmp_path, monkeypatch):
+    run, scored = rerun(
+        finished, tmp_path, monkeypatch, keep_epoch_weights=True,
+        **validation(finished, max_cut_rate=0.0, cut_fallback=False),
+    )
+    write_cut(run, {e: ALL_CUT[e] for e in (1, 2)})
+    with pytest.raises(CareInputError, match="were cut at max_new_tokens=12") as failed:
         finetune(run)
+    assert "max_cut_rate: 0.5 exports epoch 1" in str(failed.value)
+    assert "rescores all 2 epochs from their kept weights" in str(failed.value)
     assert scored == [] and not run.out.exists()
 
 
 def test_choose_skips_cut_epochs():
     clean = {"mean_pearson": 0.2, "parse_rate": 1.0, "cut_rate": 0.0}
     cut = {"mean_pearson": 0.9, "parse_rate": 1.0, "cut_rate": 0.01}
-    assert select.choose([cut, clean]) == 1
+    assert select.choose([cut, clean], max_cut_rate=0.0) == 1
     assert select.choose([cut, clean], max_cut_rate=0.05) == 0
-    assert select.choose([cut]) is None
+    assert select.choose([cut], max_cut_rate=0.0) is None
+    more = {**cut, "cut_rate": 0.2, "mean_pearson": 0.95}
+    worse = {**more, "mean_pearson": 0.1}
+    assert select.fallback([more, cut, worse]) == 1
+    assert select.choosable([more, cut, worse]) == {0, 1}
 
 
 def test_a_second_trainer_is_refused(tiny_backbones, train_corpus, instrument, tmp_path):

@@ -74,7 +74,8 @@ def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
         "batch_size": 48,
         "scoring": "generated",
         "min_parse_rate": 0.0,
-        "max_cut_rate": 0.0,
+        "max_cut_rate": 0.05,
+        "cut_fallback": True,
         **hp.get("validation", {}),
     }
     if settings["max_new_tokens"] == "auto" and stats is not None:
@@ -145,7 +146,7 @@ JOB_KEYS = (
     "keep_epoch_weights",
 )
 #: Validation settings that only choose among scored epochs: changing them rescores nothing.
-CHOICE_KEYS = ("min_parse_rate", "max_cut_rate")
+CHOICE_KEYS = ("min_parse_rate", "max_cut_rate", "cut_fallback")
 
 
 def effective_batch(hp: dict[str, Any], ranks: int) -> int:
@@ -308,6 +309,7 @@ class EpochLoop:
         self.settings = settings
         self.epochs = int(run.hp["num_train_epochs"])
         self.seconds = {"training": 0.0, "selection": 0.0}
+        self.train_seconds: dict[int, float] = {}  # per epoch trained by this job: rerun costs
         self.stage()
 
     def stage(self) -> None:
@@ -379,15 +381,50 @@ class EpochLoop:
         self.stage()
         return False
 
-    def best(self, scored: dict[int, dict[str, Any]]) -> int | None:
+    def strict(self, scored: dict[int, dict[str, Any]]) -> tuple[list[int], list, int | None]:
+        """(epochs, their records, the index of the best within max_cut_rate or None)."""
         epochs = sorted(scored)
         records = [select.from_json(scored[e]) for e in epochs]
-        k = select.choose(
-            records,
-            float(self.settings.get("min_parse_rate", 0.0)),
-            float(self.settings.get("max_cut_rate", 0.0)),
-        )
+        k = select.choose(records, self.min_parse_rate, float(self.settings["max_cut_rate"]))
+        return epochs, records, k
+
+    @property
+    def min_parse_rate(self) -> float:
+        return float(self.settings.get("min_parse_rate", 0.0))
+
+    def best(self, scored: dict[int, dict[str, Any]]) -> int | None:
+        """The epoch to export: the best within max_cut_rate; when none is (and cut_fallback),
+        the best of the epochs with the fewest cut answers."""
+        epochs, records, k = self.strict(scored)
+        if k is None and self.settings.get("cut_fallback", True):
+            k = select.fallback(records, self.min_parse_rate)
         return None if k is None else epochs[k]
+
+    def needed(self, scored: dict[int, dict[str, Any]]) -> set[int]:
+        """Epochs whose weights selection needs: the best; when no epoch is within
+        max_cut_rate, every epoch some max_cut_rate chooses (so that the rerun the warning or
+        error suggests rescores and retrains nothing)."""
+        epochs, records, k = self.strict(scored)
+        keep = {k} if k is not None else select.choosable(records, self.min_parse_rate)
+        return {epochs[i] for i in keep}
+
+    def cut_problem(self, scored: dict[int, dict[str, Any]]) -> str | None:
+        """Why no epoch is within max_cut_rate, and what each rerun costs; None if one is."""
+        epochs, records, k = self.strict(scored)
+        if k is not None:
+            return None
+        return " ".join(
+            (
+                select.no_choice_message(
+                    [scored[e] for e in epochs],
+                    self.settings["max_new_tokens"],
+                    float(self.settings["max_cut_rate"]),
+                ),
+                select.rerun_costs(
+                    records, self.min_parse_rate, self.run_.hp.get("keep_epoch_weights", False)
+                ),
+            )
+        )
 
     def train(self) -> None:
         started = time.perf_counter()
@@ -397,7 +434,10 @@ class EpochLoop:
         after = checkpoints.latest_full_state(self.dir)
         if after is None or (before is not None and after.step <= before.step):
             raise RuntimeError(f"training saved no new checkpoint under {self.dir}")
-        self.seconds["training"] += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.seconds["training"] += elapsed
+        if after.epoch_end:
+            self.train_seconds[after.epoch_end] = elapsed
 
     def keep_fds(self) -> tuple[int, ...]:
         return () if self.lock is None else (self.lock,)
@@ -420,6 +460,8 @@ class EpochLoop:
         metrics = select.epoch_metrics(rows, load_instrument(self.vjob.instrument))
         record = {"validation_key": self.vjob.key, "epoch": epoch, "step": step, **metrics}
         record["seconds"] = round(time.perf_counter() - started, 1)
+        if epoch in self.train_seconds:
+            record["train_seconds"] = round(self.train_seconds[epoch], 1)
         select.append_score(self.dir, record)
         shutil.rmtree(work, ignore_errors=True)
         log.info(
@@ -437,8 +479,7 @@ class EpochLoop:
     def retain(self) -> None:
         if self.run_.hp.get("keep_epoch_weights", False):
             return
-        best = self.best(self.scored())
-        checkpoints.drop_epochs(self.dir, set() if best is None else {best})
+        checkpoints.drop_epochs(self.dir, self.needed(self.scored()))
 
     def select_and_export(self, instrument, val, stats) -> dict[str, Any]:
         """Choose among every epoch's scores, export the model, drop the training state."""
@@ -450,17 +491,17 @@ class EpochLoop:
             raise CareInputError(
                 self.dir, f"selection expects epochs 1-{self.epochs}; missing: {missing}"
             )
-        best = self.best(scored)
+        best, problem = self.best(scored), self.cut_problem(scored)
         if best is None:
-            raise CareInputError(
-                self.dir,
-                select.no_choice_message(
-                    [scored[e] for e in sorted(scored)],
-                    self.settings["max_new_tokens"],
-                    float(self.settings.get("max_cut_rate", 0.0)),
-                ),
+            raise CareInputError(self.dir, f"{problem} (training.validation.cut_fallback: false)")
+        if problem:
+            log.warning(
+                "%s: %s Exporting epoch %d, the best of those with the fewest cut answers "
+                "(training.validation.cut_fallback).", self.dir, problem, best,
             )
         record = self.selection_record(scored, best, val, stats)
+        if problem:
+            record["cut_fallback"] = problem
         chosen = checkpoints.epoch_weights(self.dir)[best]
         with atomic_directory(self.run_.out) as tmp:
             for f in checkpoints.model_files(chosen):
@@ -471,7 +512,7 @@ class EpochLoop:
             )
         checkpoints.rotate(self.dir, keep=None)  # the run is over: no optimizer state
         if not self.run_.hp.get("keep_epoch_weights", False):
-            checkpoints.drop_epochs(self.dir, {best})
+            checkpoints.drop_epochs(self.dir, self.needed(scored) | {best})
         shutil.rmtree(self.dir / "validation", ignore_errors=True)
         return record
 

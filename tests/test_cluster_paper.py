@@ -4,6 +4,7 @@ the SLURM profile with the paper's job counts and each job's requested resources
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter, defaultdict
 
@@ -13,7 +14,7 @@ from care.config import check_config
 from care.io import write_jsonl
 from jsonschema import Draft202012Validator
 
-from .cluster_helpers import snakemake
+from .cluster_helpers import dry_run_conda, snakemake
 from .conftest import REPO, copy_workflow
 
 PAPER = REPO / "configs" / "paper.yaml"
@@ -151,11 +152,18 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     work = copy_workflow(tmp_path)
     config = stand_in_config(work, small_corpus)
     (work / "stand_in.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    # the profile deploys the rules' conda environments; the login node's conda, as a dry run
+    # sees it
+    path = {"PATH": f"{dry_run_conda(tmp_path / 'bin')}{os.pathsep}{os.environ['PATH']}"}
     proc = snakemake(
-        work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None
+        work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None,
+        env=path,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
+    # the vLLM jobs (backend: vllm) get vLLM's own environment, every other job care's
+    assert "Conda environment envs/vllm.yaml will be created." in out
+    assert "Conda environment envs/care.yaml will be created." in out
     jobs = parse_dry_run(out)
     counts = Counter(rule for rule, *_ in jobs)
     print(job_table(jobs))
@@ -210,7 +218,7 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
         "--configfile",
         "stand_in.yaml",
         "--cache",
-        env={"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")},
+        env={"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache"), **path},
         cores=None,
     )
     cached_out = cached.stdout + cached.stderr

@@ -145,6 +145,15 @@ def test_paper_config_matches_table7():
     assert set(config["backbones"]) == {"llama", "qwen"}
 
 
+def test_paper_config_sizes_saves_and_validation_for_the_gpu():
+    """Saves by time (a step count sized for A100 saves every ~6 min on H100); validation
+    decodes several sessions per forward pass (one session's 12 items is memory-bound)."""
+    training = load(PAPER)["training"]
+    assert training["save_steps"] == 0 and 10 <= training["save_minutes"] <= 60
+    batch = training["validation"]["batch_size"]
+    assert 48 <= batch <= 96 and batch % 12 == 0  # whole sessions of 12 items
+
+
 @pytest.mark.slow
 def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     for var in SLURM_ENV_VARS:

@@ -318,3 +318,25 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     record = finetune(retry)
     assert "trained on 2 ranks (effective batch 16), this run has 1" in caplog.text
     assert record["ranks"] == 1 and [e["epoch"] for e in record["epochs"]] == [1, 2]
+
+
+def test_mid_epoch_saves_by_time(monkeypatch):
+    """save_minutes: a save after that much training since the last one, not at epoch ends."""
+    from care.train import trainer
+    from transformers import TrainerControl, TrainerState
+
+    now = [1000.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: now[0])
+    callback = trainer.lifecycle_callback({"save_minutes": 30, "rotate": False})
+    state, control = TrainerState(epoch=0.3, global_step=7), TrainerControl()
+    callback.on_train_begin(None, state, control)
+    now[0] += 29 * 60
+    assert not callback.on_step_end(None, state, control).should_save
+    now[0] += 61
+    assert callback.on_step_end(None, state, control).should_save
+    control.should_save = False
+    callback.on_save(None, state, control)  # the clock restarts at each save
+    now[0] += 25 * 60
+    assert not callback.on_step_end(None, state, control).should_save
+    state.epoch, now[0] = 1.0, now[0] + 3600  # an epoch end saves by itself
+    assert not callback.on_step_end(None, state, control).should_save

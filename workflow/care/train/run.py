@@ -143,6 +143,7 @@ JOB_KEYS = (
     "launcher",
     "threads",
     "save_steps",
+    "save_minutes",
     "keep_epoch_weights",
 )
 #: Validation settings that only choose among scored epochs: changing them rescores nothing.
@@ -206,6 +207,7 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "effective_batch": effective_batch(run.hp, plan.ranks),
         "rows_per_device": rows_per_step(run.hp["per_device_train_batch_size"], examples),
         "save_steps": int(run.hp.get("save_steps", 0)),
+        "save_minutes": float(run.hp.get("save_minutes", 0)),
         "pause_at_epoch_end": True,
         "rotate": True,
     }

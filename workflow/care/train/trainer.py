@@ -219,6 +219,9 @@ def lifecycle_callback(job: dict[str, Any]):
 
     - ``save_steps`` > 0: a resumable checkpoint every that many optimizer steps, besides the
       one at each epoch end (a mid-epoch kill then repeats at most that many steps);
+    - ``save_minutes`` > 0: one when that many minutes of training passed since the last save
+      (or the start): the overhead of a save stays the same share on any GPU, where a step
+      count sized for one GPU saves every few minutes on a faster one;
     - ``rotate``: once a save is complete, the older ``checkpoint-*`` dirs go (the run loop has
       scored and kept the weights of every earlier epoch it still needs);
     - ``pause_at_epoch_end``: training stops after each epoch-end save, so the run loop scores
@@ -229,16 +232,26 @@ def lifecycle_callback(job: dict[str, Any]):
     from care.train import checkpoints
 
     save_steps = int(job.get("save_steps") or 0)
+    save_seconds = 60.0 * float(job.get("save_minutes") or 0)
 
     class Lifecycle(TrainerCallback):
+        last_save = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
+
         def on_step_end(self, args, state, control, **kwargs):
             # the epoch end saves by itself (save_strategy="epoch"): no second save there
+            if checkpoints.is_epoch_end(state.epoch):
+                return control
             if save_steps and state.global_step % save_steps == 0:
-                if not checkpoints.is_epoch_end(state.epoch):
-                    control.should_save = True
+                control.should_save = True
+            if save_seconds and due(time.monotonic() - self.last_save >= save_seconds, args):
+                control.should_save = True
             return control
 
         def on_save(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
             if job.get("rotate", True) and state.is_world_process_zero:
                 checkpoints.rotate(args.output_dir, keep=f"{checkpoints.PREFIX}{state.global_step}")
             if job.get("pause_at_epoch_end", True) and checkpoints.is_epoch_end(state.epoch):
@@ -246,6 +259,19 @@ def lifecycle_callback(job: dict[str, Any]):
             return control
 
     return Lifecycle()
+
+
+def due(mine: bool, args) -> bool:
+    """One decision for every rank (any rank's clock says so): a ZeRO save is collective, so
+    ranks that disagreed on saving would wait for each other forever."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mine
+    flag = torch.tensor([int(mine)], device=args.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def test_rerun_with_same_settings_only_exports(finished, tmp_path, monkeypatch):
     record = finetune(run)
     assert scored == [] and record["chosen"]["epoch"] in (1, 2)
     assert (run.out / "model.safetensors").is_file()
+    assert record["examples_per_step"] == record["effective_batch"] == 8  # unpacked
 
 
 def test_changed_choice_setting_rescores_nothing(finished, tmp_path, monkeypatch):
@@ -340,3 +341,16 @@ def test_mid_epoch_saves_by_time(monkeypatch):
     assert not callback.on_step_end(None, state, control).should_save
     state.epoch, now[0] = 1.0, now[0] + 3600  # an epoch end saves by itself
     assert not callback.on_step_end(None, state, control).should_save
+
+
+def test_the_batch_records_whole_packed_rows(tiny_backbones, train_corpus, instrument, tmp_path):
+    """Packed, a device takes a whole row (a session's 12 items) even when per-device
+    examples say 1: the job and selection.json record the examples a step really holds."""
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument,
+                   packing="shared_prefix", per_device_train_batch_size=1,
+                   gradient_accumulation_steps=2)
+    *_, rows, _ = prepare(run)
+    job = stage_checkpoint_dir(run, rows, Plan.make(0, 2, 2, "torchrun"))
+    assert job["effective_batch"] == 4  # 1 x 2 accumulation x 2 ranks, as configured
+    assert job["examples_per_step"] == 12 * 2 * 2
+    assert run_module.examples_per_step(run.hp, 2, rows) == job["examples_per_step"]

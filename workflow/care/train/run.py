@@ -151,7 +151,21 @@ CHOICE_KEYS = ("min_parse_rate", "max_cut_rate", "cut_fallback")
 
 
 def effective_batch(hp: dict[str, Any], ranks: int) -> int:
+    """The configured batch: per-device examples x accumulation x ranks (the fingerprint's)."""
     return hp["per_device_train_batch_size"] * hp.get("gradient_accumulation_steps", 1) * ranks
+
+
+def examples_per_step(hp: dict[str, Any], ranks: int, rows) -> float:
+    """The examples one optimizer step trains on: packed, a device takes whole rows
+    (:func:`care.sft.rows_per_step`, at least one: 12 item examples of a session), so this
+    can exceed :func:`effective_batch` (1 x 2 x 8 GPUs configured, 192 trained)."""
+    from care.sft import rows_per_step
+
+    if not rows:
+        return float(effective_batch(hp, ranks))
+    per_row = sum(r.n_examples for r in rows) / len(rows)
+    steps = hp.get("gradient_accumulation_steps", 1) * ranks
+    return round(rows_per_step(hp["per_device_train_batch_size"], rows) * per_row * steps, 1)
 
 
 def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
@@ -205,6 +219,7 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "threads": plan.threads_per_rank,
         "ranks": plan.ranks,
         "effective_batch": effective_batch(run.hp, plan.ranks),
+        "examples_per_step": examples_per_step(run.hp, plan.ranks, examples),
         "rows_per_device": rows_per_step(run.hp["per_device_train_batch_size"], examples),
         "save_steps": int(run.hp.get("save_steps", 0)),
         "save_minutes": float(run.hp.get("save_minutes", 0)),
@@ -538,6 +553,7 @@ class EpochLoop:
             "validation_decoding": Decoding(self.settings["max_new_tokens"]).record(),
             "ranks": self.plan.ranks,
             "effective_batch": effective_batch(self.run_.hp, self.plan.ranks),
+            "examples_per_step": examples_per_step(self.run_.hp, self.plan.ranks, self.examples),
             "device": self.plan.device,
         }
 

@@ -274,3 +274,19 @@ def job_table(jobs) -> str:
         cells = ["/".join(sorted(r[k], key=str)) for k in ("gpu", "cpus", "mem", "rt")]
         lines.append(f"| {rule} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def test_paper_config_switches_recipe_with_one_key(tmp_path, small_corpus):
+    """Table 7 (lr 5e-7, 16 examples a step) or the public run (1e-8, 64): one `<<:` line."""
+    text = PAPER.read_text(encoding="utf-8")
+    assert text.count("<<: *table7") == 1
+    recipes = {
+        "table7": yaml.safe_load(text)["training"],
+        "public_run": yaml.safe_load(text.replace("<<: *table7", "<<: *public_run"))["training"],
+    }
+    batch = {name: t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
+             * t["gpus"] for name, t in recipes.items()}
+    assert recipes["table7"]["learning_rate"] == 5e-7 and batch["table7"] == 16
+    assert recipes["public_run"]["learning_rate"] == 1e-8 and batch["public_run"] == 64
+    config = stand_in_config(tmp_path, small_corpus)  # the anchors pass the schema
+    check_config(config, [PAPER])

@@ -354,3 +354,27 @@ def test_the_batch_records_whole_packed_rows(tiny_backbones, train_corpus, instr
     assert job["effective_batch"] == 4  # 1 x 2 accumulation x 2 ranks, as configured
     assert job["examples_per_step"] == 12 * 2 * 2
     assert run_module.examples_per_step(run.hp, 2, rows) == job["examples_per_step"]
+
+
+def test_a_restart_does_not_rehash_the_backbone(
+    tiny_backbones, train_corpus, instrument, tmp_path, monkeypatch
+):
+    """Every start (retry, resume) reuses the backbone digest while its files are unchanged:
+    reading an 8B model's 16 GB again kept the job's GPUs waiting."""
+    from care import fingerprint
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_backbones["llama"], backbone)
+    run = make_run(tmp_path, train_corpus, backbone, instrument)
+    *_, examples, _ = prepare(run)
+    hashed, digest = [], fingerprint.directory_digest
+    monkeypatch.setattr(fingerprint, "directory_digest", lambda p: hashed.append(p) or digest(p))
+    plan = Plan.make(0, 1, 1, "torchrun")
+    first = stage_checkpoint_dir(run, examples, plan)
+    again = stage_checkpoint_dir(run, examples, plan)
+    assert len(hashed) == 1 and again["fingerprint"] == first["fingerprint"]
+    config = backbone / "config.json"
+    config.write_bytes(config.read_bytes())  # written again: another signature, same bytes
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    third = stage_checkpoint_dir(run, examples, plan)
+    assert len(hashed) == 2 and third["fingerprint"] == first["fingerprint"]

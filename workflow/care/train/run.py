@@ -168,7 +168,22 @@ def examples_per_step(hp: dict[str, Any], ranks: int, rows) -> float:
     return round(rows_per_step(hp["per_device_train_batch_size"], rows) * per_row * steps, 1)
 
 
-def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
+def backbone_files(backbone: Path, old_job: dict[str, Any] | None) -> dict[str, str]:
+    """The backbone's content digest and file signature; the digest the last job here
+    recorded is reused while the signature is unchanged (hashing 16 GB of weights at every
+    start, retries and resumes included, kept 8 GPUs waiting)."""
+    from care.fingerprint import directory_signature, model_fingerprint
+
+    signature = directory_signature(backbone) if backbone.is_dir() else str(backbone)
+    known = (old_job or {}).get("backbone_files") or {}
+    if known.get("signature") == signature and known.get("digest"):
+        return known
+    return {"signature": signature, "digest": model_fingerprint(backbone)}
+
+
+def fingerprint(
+    run: FineTune, examples_blob: bytes, ranks: int = 1, backbone_digest: str | None = None
+) -> str:
     """Everything that determines the trained weights (checkpoints of another run differ).
 
     The world size is part of it: ZeRO state saved on n ranks does not load on m, and the
@@ -176,6 +191,8 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
     """
     from care.fingerprint import model_fingerprint
 
+    if backbone_digest is None:
+        backbone_digest = model_fingerprint(run.backbone)
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
     digest.update(
@@ -183,7 +200,7 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
             {
                 "hp": {k: v for k, v in run.hp.items() if k not in JOB_KEYS},
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-                "backbone": model_fingerprint(run.backbone),
+                "backbone": backbone_digest,
                 "world_size": ranks,
                 "effective_batch": effective_batch(run.hp, ranks),
             },
@@ -199,19 +216,20 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     from care.sft import rows_per_step
 
     blob = "".join(json.dumps(e.to_record(), separators=(",", ":")) + "\n" for e in examples)
-    key = fingerprint(run, blob.encode(), plan.ranks)
     job_file = run.checkpoint_dir / "job.json"
-    if job_file.is_file():
-        old = json.loads(job_file.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != key:
-            log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.hp, plan.ranks))
-            checkpoints.clear(run.checkpoint_dir)
+    old = json.loads(job_file.read_text(encoding="utf-8")) if job_file.is_file() else None
+    backbone = backbone_files(Path(run.backbone), old)
+    key = fingerprint(run, blob.encode(), plan.ranks, backbone["digest"])
+    if old is not None and old.get("fingerprint") != key:
+        log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.hp, plan.ranks))
+        checkpoints.clear(run.checkpoint_dir)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run.checkpoint_dir / "train.jsonl") as handle:
         handle.write(blob)
     job = {
         "fingerprint": key,
         "backbone": str(run.backbone),
+        "backbone_files": backbone,
         "checkpoint_dir": str(run.checkpoint_dir),
         "data": str(run.checkpoint_dir / "train.jsonl"),
         "hp": run.hp,

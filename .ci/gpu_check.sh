@@ -6,8 +6,8 @@
 # writes to $1, default gpu_check.json) the figures of `care bench gpu-check`:
 #   environment and bf16; care bench train at the Llama-3.1-8B layer shape (4 layers,
 #   ZeRO-3, bf16, activation checkpointing, 8k tokens): tokens/s, peak memory, MFU;
-#   care train with one GPU on a tiny stand-in through selection (GPU memory released
-#   before scoring); prefix-shared vs naive inference in bf16 at the 8B shape on 5k+-token
+#   care train with one GPU on a tiny stand-in through selection (each epoch scored in
+#   the training job while it waits: memory at scoring, peak); prefix-shared vs naive inference in bf16 at the 8B shape on 5k+-token
 #   prompts with 512 new tokens (seconds per validation session, answer tokens shared before
 #   the paths first differ) and their label probabilities within a tolerance.
 # The report is rewritten after every step ("complete": false until the end), so a run cut

@@ -297,6 +297,7 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     tiny_backbones, train_corpus, instrument, tmp_path, caplog
 ):
     """ZeRO-3 state from 2 CPU ranks, then a retry on 1: a log line and a clean run, no crash."""
+    from care.io import write_json
     from care.train.launch import launch
 
     run = make_run(
@@ -310,7 +311,9 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     *_, examples, _ = prepare(run)
     plan = Plan.make(0, 2, 2, "torchrun")
     job = stage_checkpoint_dir(run, examples, plan)
-    launch(plan, job, run.checkpoint_dir / "job.json")  # pauses after epoch 1
+    job["pause_at_epoch_end"] = True  # a job that stopped after epoch 1
+    write_json(run.checkpoint_dir / "job.json", job)
+    launch(plan, job, run.checkpoint_dir / "job.json")
     assert [c.epoch_end for c in checkpoints.full_states(run.checkpoint_dir)] == [1]
     import dataclasses
 
@@ -378,3 +381,22 @@ def test_a_restart_does_not_rehash_the_backbone(
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
     third = stage_checkpoint_dir(run, examples, plan)
     assert len(hashed) == 2 and third["fingerprint"] == first["fingerprint"]
+
+
+def test_epochs_are_scored_while_the_ranks_wait(
+    tiny_backbones, train_corpus, instrument, tmp_path, monkeypatch
+):
+    """One launch trains every epoch: each is scored after its save while training waits (no
+    exit, no reload of the backbone and the optimizer state per epoch)."""
+    launches, real = [], run_module.launch
+
+    def counting(*args, **kwargs):
+        launches.append(kwargs.get("on_epoch_saved"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "launch", counting)
+    record = finetune(make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument))
+    assert len(launches) == 1 and launches[0] is not None
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    scores = select.read_scores(tmp_path / "ckpt")
+    assert all(r["train_seconds"] > 0 for r in scores)  # each epoch's own training time

@@ -8,8 +8,9 @@ on an H100-class GPU). Steps, each with figures and a pass/fail:
 2. ``care bench train`` at the real Llama-3.1-8B layer shape (a few layers, ZeRO-3, bf16,
    activation checkpointing, 8k tokens): tokens/s, peak memory, MFU;
 3. ``care train run`` with one GPU on a small stand-in checkpoint (a tiny backbone built from a
-   generated corpus) through checkpoint selection, with the GPU memory still allocated when
-   selection starts scoring (it must have been released after training);
+   generated corpus) through checkpoint selection, each epoch scored inside the training job
+   while training waits: the GPU memory allocated when scoring starts (training's, still
+   held) and the peak;
 4. ``care bench infer`` with random weights at the 8B shape in bf16 on paper-length prompts
    (5k+ tokens, 512 new tokens): seconds per validation session (12 items) and how many
    answer tokens prefix-shared and naive decoding share before they first differ (bf16
@@ -38,9 +39,6 @@ from pathlib import Path
 
 log = logging.getLogger("care.gpucheck")
 
-#: GPU memory (bytes) that may stay allocated when selection starts, beyond what was
-#: allocated before training: the scorer then loads one model into a clean device.
-LEAKED_BYTES_LIMIT = 256 * 2**20
 #: Largest label-probability difference allowed between prefix-shared and naive inference
 #: (bf16 on the GPU; float32 on the CPU path agrees to ~1e-6).
 LABEL_PROB_TOLERANCE = 0.02
@@ -175,7 +173,7 @@ def bench_train(cuda: bool, work: Path, args) -> dict:
 
 
 def train_and_select(cuda: bool, work: Path, args) -> dict:
-    """One fine-tune on one GPU through selection; GPU memory released before scoring."""
+    """One fine-tune on one GPU through selection, scored inside the training job."""
     import torch
 
     from care.train import run as train_run
@@ -196,7 +194,6 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
         record = train_run.finetune(run)
     finally:
         select.score_rows = score
-    leaked = seen.get("allocated_at_selection", 0) - before
     out = {
         "epochs_scored": len(record["epochs"]),
         "chosen_epoch": record["chosen"]["epoch"],
@@ -209,8 +206,7 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
     }
     if cuda:
         out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    out["ok"] = bool(out["model_written"] and leaked <= LEAKED_BYTES_LIMIT
-                     and out["epochs_scored"] >= 1)
+    out["ok"] = bool(out["model_written"] and out["epochs_scored"] >= 1)
     return out
 
 

@@ -10,9 +10,10 @@ Steps (``care train run``), under an exclusive lock on the checkpoint directory:
    everything that defines the trained weights (examples, hyperparameters, DeepSpeed config,
    backbone, world size and effective batch); a rerun with the same fingerprint resumes, a
    changed one starts afresh and says why.
-3. Train one epoch at a time (:mod:`care.train.launch`, :mod:`care.train.trainer`), with
-   resumable checkpoints every ``save_steps`` steps; as soon as an epoch is saved, score it
-   on the validation sessions over all ranks (:mod:`care.train.select`), append its record to
+3. Train the epochs in one launch (:mod:`care.train.launch`, :mod:`care.train.trainer`), with
+   resumable checkpoints every ``save_steps`` steps or ``save_minutes``; as soon as an epoch
+   is saved, score it while the training ranks wait (no exit, no reload) on the validation
+   sessions over all ranks (:mod:`care.train.select`), append its record to
    ``scores.jsonl`` (keyed by the validation settings) and keep only what resuming and
    selection still need.
 4. Choose the best epoch among all of them (an epoch missing is an error, never a silent
@@ -241,7 +242,7 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "rows_per_device": rows_per_step(run.hp["per_device_train_batch_size"], examples),
         "save_steps": int(run.hp.get("save_steps", 0)),
         "save_minutes": float(run.hp.get("save_minutes", 0)),
-        "pause_at_epoch_end": True,
+        "pause_at_epoch_end": False,  # each epoch is scored while the ranks wait (EpochLoop)
         "rotate": True,
     }
     write_json(job_file, job)
@@ -331,11 +332,12 @@ def finetune(run: FineTune) -> dict[str, Any]:
 
 
 class EpochLoop:
-    """Train epoch by epoch, scoring each as soon as it is saved, under the retention rules.
+    """Train the epochs, scoring each as soon as it is saved, under the retention rules.
 
     Each turn: drop half-written checkpoints, check that every trained epoch is scored or
     still has its weights (else start afresh when settings changed, or fail loudly), score the
-    epochs not yet scored, then train the next epoch (the ranks pause after its save).
+    epochs not yet scored (a killed job's), then train the remaining epochs in one launch,
+    whose ranks wait after each epoch-end save while :meth:`score_saved` scores it.
     """
 
     def __init__(self, run: FineTune, plan: Plan, examples, vjob, settings, lock=None):
@@ -353,6 +355,7 @@ class EpochLoop:
 
     def run(self) -> None:
         with self.progress() as shown:
+            self.shown = shown
             while True:
                 checkpoints.drop_incomplete(self.dir)
                 trained = self.trained_epochs()
@@ -462,17 +465,27 @@ class EpochLoop:
         )
 
     def train(self) -> None:
-        started = time.perf_counter()
+        """Train the remaining epochs in one launch; each is scored as soon as it is saved,
+        while the ranks wait (no exit, no reload of the backbone or optimizer state)."""
+        self.mark = time.perf_counter()
         before = checkpoints.latest_full_state(self.dir)
-        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds())
+        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds(),
+               on_epoch_saved=self.score_saved)
         free_accelerator_memory()
         after = checkpoints.latest_full_state(self.dir)
         if after is None or (before is not None and after.step <= before.step):
             raise RuntimeError(f"training saved no new checkpoint under {self.dir}")
-        elapsed = time.perf_counter() - started
-        self.seconds["training"] += elapsed
-        if after.epoch_end:
-            self.train_seconds[after.epoch_end] = elapsed
+        self.seconds["training"] += time.perf_counter() - self.mark
+
+    def score_saved(self, epoch: int) -> None:
+        """An epoch the waiting ranks just saved: its training time, then its score."""
+        now = time.perf_counter()
+        self.train_seconds[epoch] = now - self.mark
+        self.seconds["training"] += now - self.mark
+        if epoch not in self.scored():
+            self.score(epoch)
+            self.shown.update()
+        self.mark = time.perf_counter()  # scoring is not training time
 
     def keep_fds(self) -> tuple[int, ...]:
         return () if self.lock is None else (self.lock,)

@@ -1,12 +1,13 @@
 """Checkpoint selection: score each epoch on the validation sessions as soon as it is saved.
 
-ZeRO-3 shards the model across ranks, so nothing is generated inside the training loop:
-training pauses after each epoch-end save (:mod:`care.train.trainer`), its ranks exit (their
-GPU memory with them), and the epoch's HF-format weights are scored with the shared inference
-engine (:class:`care.infer.hf.HFScorer`, the code path of the inference stage), data
-parallel: rank ``r`` of ``n`` (one process per GPU, or per CPU rank) scores its share of the
-validation sessions (:func:`shard`) and writes its answers to a file; a one-rank run scores
-in-process. A rank's file, once written, is reused by a retried job, and each epoch's record
+ZeRO-3 shards the live model across ranks, so scoring reads the epoch's saved 16-bit
+HF-format weights: after each epoch-end save the training ranks wait (their model, optimizer
+state and engine kept: no exit, no reload; :mod:`care.train.trainer`) while the epoch is
+scored with the shared inference engine (:class:`care.infer.hf.HFScorer`, the code path of
+the inference stage), data parallel: rank ``r`` of ``n`` (one process per GPU, beside the
+waiting training rank, or per CPU rank) scores its share of the validation sessions
+(:func:`shard`) and writes its answers to a file; a one-rank run scores in its training
+process. A rank's file, once written, is reused by a retried job, and each epoch's record
 is appended to ``scores.jsonl`` as soon as it is computed (:func:`append_score`), keyed by
 the validation settings: a job killed during selection resumes where it stopped, and every
 epoch's scores are kept.

@@ -25,6 +25,7 @@ model's device just before each forward pass.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -214,7 +215,7 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(path)
 
 
-def lifecycle_callback(job: dict[str, Any]):
+def lifecycle_callback(job: dict[str, Any], on_epoch_saved=None):
     """The checkpoint lifecycle inside the training loop (see :mod:`care.train.checkpoints`).
 
     - ``save_steps`` > 0: a resumable checkpoint every that many optimizer steps, besides the
@@ -225,11 +226,19 @@ def lifecycle_callback(job: dict[str, Any]):
     - ``rotate``: once a save is complete, the older ``checkpoint-*`` dirs go (the run loop has
       scored and kept the weights of every earlier epoch it still needs);
     - ``pause_at_epoch_end``: training stops after each epoch-end save, so the run loop scores
-      that epoch before the next one trains (and the job can resume from there).
+      that epoch before the next one trains (and the job can resume from there);
+    - ``on_epoch_saved(epoch)`` (a one-rank run in the run loop's process) or
+      :data:`HANDSHAKE_ENV` (ranks of a launcher the run loop listens to, through marker
+      files: :func:`epoch_handshake`): after each epoch-end save the ranks wait while the run
+      loop scores that epoch, then train on: no exit, no reload of the backbone or the
+      optimizer state.
     """
     from transformers import TrainerCallback
 
     from care.train import checkpoints
+
+    if on_epoch_saved is None and os.environ.get(HANDSHAKE_ENV):
+        on_epoch_saved = epoch_handshake(job)
 
     save_steps = int(job.get("save_steps") or 0)
     save_seconds = 60.0 * float(job.get("save_minutes") or 0)
@@ -256,9 +265,66 @@ def lifecycle_callback(job: dict[str, Any]):
                 checkpoints.rotate(args.output_dir, keep=f"{checkpoints.PREFIX}{state.global_step}")
             if job.get("pause_at_epoch_end", True) and checkpoints.is_epoch_end(state.epoch):
                 control.should_training_stop = True
+            elif on_epoch_saved is not None and checkpoints.is_epoch_end(state.epoch):
+                with aside():
+                    on_epoch_saved(round(state.epoch))
+                self.last_save = time.monotonic()  # scoring is not training time
             return control
 
     return Lifecycle()
+
+
+#: Set by the launcher for ranks whose epoch-end saves the run loop scores (marker files).
+HANDSHAKE_ENV = "CARE_EPOCH_HANDSHAKE"
+
+
+def handshake_dir(checkpoint_dir: str | Path) -> Path:
+    return Path(checkpoint_dir) / "handshake"
+
+
+def epoch_handshake(job: dict[str, Any]):
+    """For ranks in processes of their own: the first announces each epoch-end save
+    (``saved-{epoch}``); every rank waits for the run loop's ``scored-{epoch}``."""
+    import torch.distributed as dist
+
+    markers = handshake_dir(job["checkpoint_dir"])
+    limit = float(job.get("validation_timeout_s", 6 * 3600))
+
+    def wait(epoch: int) -> None:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            markers.mkdir(parents=True, exist_ok=True)
+            (markers / f"saved-{epoch}").touch()
+        started = time.monotonic()
+        while not (markers / f"scored-{epoch}").exists():
+            if time.monotonic() - started > limit:
+                raise RuntimeError(f"epoch {epoch} was not scored within {limit:.0f} s")
+            time.sleep(1.0)
+
+    return wait
+
+
+@contextlib.contextmanager
+def aside():
+    """Scoring inside the training process leaves training as it was: the random number
+    generators (data order, dropout) are restored, and a model loaded meanwhile is not
+    partitioned by the Trainer's global ZeRO-3 config."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    states = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    zero3 = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = zero3
+        random.setstate(states[0])
+        np.random.set_state(states[1])
 
 
 def due(mine: bool, args) -> bool:
@@ -274,8 +340,10 @@ def due(mine: bool, args) -> bool:
     return bool(flag.item())
 
 
-def run_worker(job: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume) one fine-tune on this rank; returns the final trainer state."""
+def run_worker(job: dict[str, Any], on_epoch_saved=None) -> dict[str, Any]:
+    """Train (or resume) one fine-tune on this rank; returns the final trainer state.
+
+    ``on_epoch_saved(epoch)``: a one-rank run's in-process scoring of each saved epoch."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -302,7 +370,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])
     trainer = make_trainer(job, args, model, tokenizer, read_examples(job["data"]))
-    trainer.add_callback(lifecycle_callback(job))
+    trainer.add_callback(lifecycle_callback(job, on_epoch_saved))
     latest = checkpoints.latest_full_state(job["checkpoint_dir"])
     resume = str(latest.path) if latest else None
     if resume:

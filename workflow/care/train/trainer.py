@@ -305,23 +305,32 @@ def epoch_handshake(job: dict[str, Any]):
 
 @contextlib.contextmanager
 def aside():
-    """Scoring inside the training process leaves training as it was: the random number
-    generators (data order, dropout) are restored, and a model loaded meanwhile is not
-    partitioned by the Trainer's global ZeRO-3 config."""
+    """Scoring while training waits leaves training as it was: the random number generators
+    (data order, dropout) are restored, a model loaded meanwhile is not partitioned by the
+    Trainer's global ZeRO-3 config (transformers keeps it in a module global), and the GPU
+    memory the allocator caches goes back first (a scoring process shares the GPU)."""
+    import gc
     import random
 
     import numpy as np
     import torch
     from transformers.integrations import deepspeed as hf_deepspeed
 
+    def release() -> None:
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
     states = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     zero3 = hf_deepspeed._hf_deepspeed_config_weak_ref
     hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    release()
     try:
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
+        release()
         hf_deepspeed._hf_deepspeed_config_weak_ref = zero3
         random.setstate(states[0])
         np.random.set_state(states[1])

@@ -347,6 +347,8 @@ class EpochLoop:
         self.epochs = int(run.hp["num_train_epochs"])
         self.seconds = {"training": 0.0, "selection": 0.0}
         self.train_seconds: dict[int, float] = {}  # per epoch trained by this job: rerun costs
+        self.shown = None  # the selection bar, while run() shows it
+        self.mark = 0.0  # when the current stretch of training began (train, score_saved)
         self.stage()
 
     def stage(self) -> None:
@@ -484,7 +486,8 @@ class EpochLoop:
         self.seconds["training"] += now - self.mark
         if epoch not in self.scored():
             self.score(epoch)
-            self.shown.update()
+            if self.shown is not None:
+                self.shown.update()
         self.mark = time.perf_counter()  # scoring is not training time
 
     def keep_fds(self) -> tuple[int, ...]:

@@ -5,11 +5,11 @@ DeepSpeed launcher; a one-rank run is called in-process by :mod:`care.train.laun
 file (written by :mod:`care.train.run`) names the backbone, the tokenized examples and the
 ``training`` config section. A checkpoint is saved at every epoch end (ZeRO-3 weights
 gathered into an HF-format ``model.safetensors``, the tokenizer beside them), and every
-``save_steps`` steps within an epoch; training pauses after each epoch-end save so that
-:mod:`care.train.run` scores the epoch and applies the retention rules
-(:mod:`care.train.checkpoints`) before the next epoch. A paused, killed or retried run
-resumes from its last complete checkpoint: model, optimizer, scheduler, data order and RNG
-states are restored and the run ends where an uninterrupted one ends.
+``save_steps`` steps (or ``save_minutes``) within an epoch; after each epoch-end save the
+ranks wait, their state kept, while :mod:`care.train.run` scores the epoch and applies the
+retention rules (:mod:`care.train.checkpoints`), then train the next epoch. A killed or
+retried run resumes from its last complete checkpoint: model, optimizer, scheduler, data
+order and RNG states are restored and the run ends where an uninterrupted one ends.
 
 Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
 ``answer_logits_only`` the collator left-pads and asks the model for logits only over the

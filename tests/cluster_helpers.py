@@ -39,3 +39,24 @@ def snakemake(
 def table_files(workdir: Path) -> dict[str, bytes]:
     """Every table the run wrote (results/table*.csv), by name."""
     return {p.name: p.read_bytes() for p in sorted((workdir / "results").glob("table*.csv"))}
+
+
+def dry_run_conda(bindir: Path) -> Path:
+    """A ``conda`` for dry runs under ``--software-deployment-method conda`` on a machine
+    without one: it answers the three questions Snakemake asks before it plans environments
+    (info, version, channel priority) and refuses anything else, so nothing is built."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    script = bindir / "conda"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  "info --json") echo \'{"conda_prefix": "/opt/conda", "platform": "linux-64"}\';;\n'
+        '  "--version") echo "conda 24.11.3";;\n'
+        '  "config --get channel_priority --json")\n'
+        '    echo \'{"get": {"channel_priority": "strict"}}\';;\n'
+        '  *) echo "dry-run conda: refusing $*" >&2; exit 1;;\n'
+        "esac\n",
+        encoding="utf-8",
+    )
+    script.chmod(0o755)
+    return bindir

@@ -4,6 +4,7 @@ the SLURM profile with the paper's job counts and each job's requested resources
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter, defaultdict
 
@@ -13,7 +14,7 @@ from care.config import check_config
 from care.io import write_jsonl
 from jsonschema import Draft202012Validator
 
-from .cluster_helpers import snakemake
+from .cluster_helpers import dry_run_conda, snakemake
 from .conftest import REPO, copy_workflow
 
 PAPER = REPO / "configs" / "paper.yaml"
@@ -144,6 +145,15 @@ def test_paper_config_matches_table7():
     assert set(config["backbones"]) == {"llama", "qwen"}
 
 
+def test_paper_config_sizes_saves_and_validation_for_the_gpu():
+    """Saves by time (a step count sized for A100 saves every ~6 min on H100); validation
+    decodes several sessions per forward pass (one session's 12 items is memory-bound)."""
+    training = load(PAPER)["training"]
+    assert training["save_steps"] == 0 and 10 <= training["save_minutes"] <= 60
+    batch = training["validation"]["batch_size"]
+    assert 48 <= batch <= 96 and batch % 12 == 0  # whole sessions of 12 items
+
+
 @pytest.mark.slow
 def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     for var in SLURM_ENV_VARS:
@@ -151,11 +161,18 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     work = copy_workflow(tmp_path)
     config = stand_in_config(work, small_corpus)
     (work / "stand_in.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    # the profile deploys the rules' conda environments; the login node's conda, as a dry run
+    # sees it
+    path = {"PATH": f"{dry_run_conda(tmp_path / 'bin')}{os.pathsep}{os.environ['PATH']}"}
     proc = snakemake(
-        work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None
+        work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None,
+        env=path,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
+    # the vLLM jobs (backend: vllm) get vLLM's own environment, every other job care's
+    assert "Conda environment envs/vllm.yaml will be created." in out
+    assert "Conda environment envs/care.yaml will be created." in out
     jobs = parse_dry_run(out)
     counts = Counter(rule for rule, *_ in jobs)
     print(job_table(jobs))
@@ -210,7 +227,7 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
         "--configfile",
         "stand_in.yaml",
         "--cache",
-        env={"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")},
+        env={"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache"), **path},
         cores=None,
     )
     cached_out = cached.stdout + cached.stderr
@@ -257,3 +274,19 @@ def job_table(jobs) -> str:
         cells = ["/".join(sorted(r[k], key=str)) for k in ("gpu", "cpus", "mem", "rt")]
         lines.append(f"| {rule} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def test_paper_config_switches_recipe_with_one_key(tmp_path, small_corpus):
+    """Table 7 (lr 5e-7, 16 examples a step) or the public run (1e-8, 64): one `<<:` line."""
+    text = PAPER.read_text(encoding="utf-8")
+    assert text.count("<<: *table7") == 1
+    recipes = {
+        "table7": yaml.safe_load(text)["training"],
+        "public_run": yaml.safe_load(text.replace("<<: *table7", "<<: *public_run"))["training"],
+    }
+    batch = {name: t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
+             * t["gpus"] for name, t in recipes.items()}
+    assert recipes["table7"]["learning_rate"] == 5e-7 and batch["table7"] == 16
+    assert recipes["public_run"]["learning_rate"] == 1e-8 and batch["public_run"] == 64
+    config = stand_in_config(tmp_path, small_corpus)  # the anchors pass the schema
+    check_config(config, [PAPER])

@@ -79,3 +79,12 @@ def test_profiles_are_commented_yaml():
         text = (REPO / "profiles" / name / "config.yaml").read_text(encoding="utf-8")
         assert text.lstrip().startswith("#")
         yaml.safe_load(text)
+
+
+def test_slurm_profile_deploys_each_rules_conda_env(monkeypatch):
+    """vLLM jobs need envs/vllm.yaml (vLLM's torch and transformers pins): the cluster run
+    deploys the rules' conda environments unless told the nodes share a prepared one."""
+    monkeypatch.delenv("CARE_SLURM_SOFTWARE", raising=False)
+    assert parse_profile("slurm")["software-deployment-method"] == "conda"
+    monkeypatch.setenv("CARE_SLURM_SOFTWARE", "none")
+    assert "software-deployment-method" not in parse_profile("slurm")

@@ -13,6 +13,7 @@ import json
 import warnings
 
 import pytest
+from care.infer.answers import prompt_key
 from care.infer.decoding import Decoding
 from care.infer.hf import HFScorer
 from care.infer.vllm_backend import VLLMScorer
@@ -118,14 +119,48 @@ def test_checkpoint_defaults_do_not_reach_generate(qwen_like_dir, instrument):
     assert hf.decoding.record()["repetition_penalty"] == 1.0
 
 
-def test_vllm_gets_a_whole_fold_per_call(model_dir, instrument):
+def test_vllm_answers_are_cached_chunk_by_chunk(model_dir, instrument, sessions, tmp_path,
+                                                monkeypatch):
+    """A preempted vLLM job keeps the answers of every call that finished: a call is a chunk
+    of ~256 prompts (~21 sessions), not a whole fold (25-60 min of 4 GPUs for a 70B)."""
+    import sys
+    from types import SimpleNamespace
+
+    assert VLLMScorer.prompts_per_call == 256
+    # vLLM is not installed here: its two input classes as plain data
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=dict))
+    monkeypatch.setitem(sys.modules, "vllm.inputs", SimpleNamespace(TokensPrompt=dict))
+
+    class Preempted(Exception):
+        pass
+
+    calls = []
+
+    class Engine:
+        def generate(self, prompts, params, use_tqdm):
+            calls.append(len(prompts))
+            if len(calls) == 2:
+                raise Preempted()
+            done = SimpleNamespace(token_ids=answer, logprobs=None, finish_reason="stop")
+            return [SimpleNamespace(outputs=[done]) for _ in prompts]
+
     scorer = VLLMScorer(
         str(model_dir),
         settings(variant="score_only", granularity="item", max_length=512, max_new_tokens=8),
         instrument=instrument,
-        llm=object(),
+        llm=Engine(),
+        cache=tmp_path / "answers.sqlite",
     )
-    assert scorer.sessions_per_group() * len(instrument.item_ids) >= 2000  # a paper fold: ~1,900
+    answer = scorer.tokenizer("Score: 4", add_special_tokens=False)["input_ids"]
+    items = len(instrument.item_ids)
+    assert scorer.sessions_per_group() * items <= VLLMScorer.prompts_per_call
+    monkeypatch.setattr(scorer, "prompts_per_call", 2 * items)  # two sessions a call here
+    with pytest.raises(Preempted):
+        list(scorer.score(sessions))
+    first = {prompt_key(scorer.decoding_fingerprint(), p)
+             for s in sessions[:2] for p in scorer.builder.prompts(s)}
+    kept = {k for (k,) in scorer.cache.db.execute("SELECT key FROM answers")}
+    assert calls == [2 * items, 2 * items] and kept == first  # the first call's answers
 
 
 def test_prefix_shared_scoring_uses_no_deprecated_argument(model_dir, instrument, sessions):

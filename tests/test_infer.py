@@ -458,6 +458,29 @@ def test_bench_runs_naive_and_shared_on_a_random_model(tmp_path, capsys):
     assert "naive / prefix-shared" in capsys.readouterr().out
 
 
+def test_bench_peer_is_batched_warmed_and_compared(tmp_path, capsys):
+    """--peer: the library's cache reuse batched as the project batches (the same generate
+    calls), every method timed --repeats times (median), label probabilities compared at
+    every answer's first token (a random model writes no score)."""
+    from care.cli import main
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", "infer", "--random-model", "tiny", "--n-sessions", "3", "--turns", "10",
+            "10", "--max-new-tokens", "3", "--peer", "--repeats", "2", "--json", str(out)]
+    assert main(argv) == 0
+    import json
+    import statistics
+
+    figures = json.loads(out.read_text())
+    library, shared = figures["library"], figures["prefix_shared"]
+    assert library["generate_calls"] == shared["generate_calls"] < 3  # not one per session
+    assert len(library["wall_s_runs"]) == len(figures["naive"]["wall_s_runs"]) == 2
+    assert library["wall_s"] == pytest.approx(statistics.median(library["wall_s_runs"]))
+    assert figures["label_probs_compared"] == 2 * 36 * 5  # two other runs, 36 prompts, 5 labels
+    assert figures["max_label_prob_diff"] < 1e-4 and figures["identical_outputs"] is True
+    assert "first answer token" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def score_trained(texts, sessions, instrument):
     """A tiny Llama trained for a few steps to answer "Score: N" (short, truncated prompts)."""

@@ -4,6 +4,7 @@ retrains after settings change, missing epochs, cut answers, ranks (world size, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -65,6 +66,7 @@ def test_rerun_with_same_settings_only_exports(finished, tmp_path, monkeypatch):
     record = finetune(run)
     assert scored == [] and record["chosen"]["epoch"] in (1, 2)
     assert (run.out / "model.safetensors").is_file()
+    assert record["examples_per_step"] == record["effective_batch"] == 8  # unpacked
 
 
 def test_changed_choice_setting_rescores_nothing(finished, tmp_path, monkeypatch):
@@ -126,25 +128,90 @@ def test_selection_resumes_where_it_stopped(finished, tmp_path, monkeypatch, cap
     assert "\x1b" not in log  # the inference bar inside it moves no cursor in a log
 
 
-def test_epochs_with_cut_answers_are_never_chosen(finished, tmp_path, monkeypatch):
-    run, scored = rerun(finished, tmp_path, monkeypatch, **validation(finished, max_cut_rate=0.0))
-    records = select.read_scores(run.checkpoint_dir)
-    for r in records:
-        r.update(answers_cut=r["items"] // 2, cut_rate=0.5)
+def write_cut(run, cut_and_r):
+    """Rewrite the run's scores: epoch e with cut rate and mean r ``cut_and_r[e]``; an epoch
+    with no weights yet gets epoch 2's (hard links), as if trained."""
+    records = {r["epoch"]: r for r in select.read_scores(run.checkpoint_dir)}
+    for epoch, (cut, r) in cut_and_r.items():
+        record = {**records.get(epoch, records[2]), "epoch": epoch}
+        record.update(answers_cut=round(record["items"] * cut), cut_rate=cut, mean_pearson=r)
+        records[epoch] = record
+        if epoch not in checkpoints.epoch_weights(run.checkpoint_dir):
+            dest = run.checkpoint_dir / f"epoch-{epoch}"
+            shutil.copytree(run.checkpoint_dir / "epoch-2", dest, copy_function=os.link)
+            (dest / "epoch.json").unlink()
+            (dest / "epoch.json").write_text(json.dumps({"epoch": epoch, "step": 9}))
     (run.checkpoint_dir / select.SCORES).write_text(
-        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+        "".join(json.dumps(records[e]) + "\n" for e in sorted(records)), encoding="utf-8"
     )
-    with pytest.raises(CareInputError, match="were cut at max_new_tokens=12"):
+
+
+def epoch_loop(run):
+    """The run's EpochLoop, set up as :func:`finetune` sets it up (nothing trained)."""
+    _, _, val, examples, stats = prepare(run)
+    plan = Plan.make(run.gpus, 1, 1, "torchrun")
+    settings = run_module.validation_settings(run.hp, stats)
+    vjob = run_module.validation_job(run, plan, val, settings, stats)
+    return run_module.EpochLoop(run, plan, examples, vjob, settings)
+
+
+#: epoch: (cut rate, mean r). Every epoch over max_cut_rate 0; epoch 2 has the fewest cut,
+#: epoch 1 the best r (chosen from max_cut_rate 0.5 on), epoch 3 is chosen by none.
+ALL_CUT = {1: (0.5, 0.9), 2: (0.25, 0.1), 3: (0.5, 0.05)}
+
+
+def test_no_epoch_within_max_cut_rate_keeps_what_a_rerun_needs(finished, tmp_path, monkeypatch):
+    run, _ = rerun(
+        finished, tmp_path, monkeypatch, keep_epoch_weights=False,
+        **validation(finished, max_cut_rate=0.0),
+    )
+    write_cut(run, ALL_CUT)
+    epoch_loop(run).retain()  # after scoring an epoch, every epoch over the limit
+    assert set(checkpoints.epoch_weights(run.checkpoint_dir)) == {1, 2}
+
+
+def test_every_epoch_cut_falls_back_with_a_warning(finished, tmp_path, monkeypatch, caplog):
+    run, scored = rerun(
+        finished, tmp_path / "first", monkeypatch, keep_epoch_weights=False,
+        **validation(finished, max_cut_rate=0.0),
+    )
+    write_cut(run, {e: ALL_CUT[e] for e in (1, 2)})
+    caplog.set_level("WARNING", logger="care.train")
+    record = finetune(run)
+    assert scored == [] and record["chosen"]["epoch"] == 2  # the fewest cut answers
+    assert "were cut at max_new_tokens=12" in record["cut_fallback"]
+    assert "Exporting epoch 2" in caplog.text
+    assert "max_cut_rate: 0.5 exports epoch 1" in caplog.text
+    assert "retrains all 2 epochs from the start (~" in caplog.text  # this run's training time
+    assert set(checkpoints.epoch_weights(run.checkpoint_dir)) == {1, 2}
+    # the rerun the warning names trains and rescores nothing
+    again, scored = rerun(run, tmp_path / "again", monkeypatch, **validation(run, max_cut_rate=0.5))
+    assert finetune(again)["chosen"]["epoch"] == 1 and scored == []
+
+
+def test_every_epoch_cut_fails_without_fallback(finished, tmp_path, monkeypatch):
+    run, scored = rerun(
+        finished, tmp_path, monkeypatch, keep_epoch_weights=True,
+        **validation(finished, max_cut_rate=0.0, cut_fallback=False),
+    )
+    write_cut(run, {e: ALL_CUT[e] for e in (1, 2)})
+    with pytest.raises(CareInputError, match="were cut at max_new_tokens=12") as failed:
         finetune(run)
+    assert "max_cut_rate: 0.5 exports epoch 1" in str(failed.value)
+    assert "rescores all 2 epochs from their kept weights" in str(failed.value)
     assert scored == [] and not run.out.exists()
 
 
 def test_choose_skips_cut_epochs():
     clean = {"mean_pearson": 0.2, "parse_rate": 1.0, "cut_rate": 0.0}
     cut = {"mean_pearson": 0.9, "parse_rate": 1.0, "cut_rate": 0.01}
-    assert select.choose([cut, clean]) == 1
+    assert select.choose([cut, clean], max_cut_rate=0.0) == 1
     assert select.choose([cut, clean], max_cut_rate=0.05) == 0
-    assert select.choose([cut]) is None
+    assert select.choose([cut], max_cut_rate=0.0) is None
+    more = {**cut, "cut_rate": 0.2, "mean_pearson": 0.95}
+    worse = {**more, "mean_pearson": 0.1}
+    assert select.fallback([more, cut, worse]) == 1
+    assert select.choosable([more, cut, worse]) == {0, 1}
 
 
 def test_a_second_trainer_is_refused(tiny_backbones, train_corpus, instrument, tmp_path):
@@ -230,6 +297,7 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     tiny_backbones, train_corpus, instrument, tmp_path, caplog
 ):
     """ZeRO-3 state from 2 CPU ranks, then a retry on 1: a log line and a clean run, no crash."""
+    from care.io import write_json
     from care.train.launch import launch
 
     run = make_run(
@@ -243,7 +311,9 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     *_, examples, _ = prepare(run)
     plan = Plan.make(0, 2, 2, "torchrun")
     job = stage_checkpoint_dir(run, examples, plan)
-    launch(plan, job, run.checkpoint_dir / "job.json")  # pauses after epoch 1
+    job["pause_at_epoch_end"] = True  # a job that stopped after epoch 1
+    write_json(run.checkpoint_dir / "job.json", job)
+    launch(plan, job, run.checkpoint_dir / "job.json")
     assert [c.epoch_end for c in checkpoints.full_states(run.checkpoint_dir)] == [1]
     import dataclasses
 
@@ -252,3 +322,81 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     record = finetune(retry)
     assert "trained on 2 ranks (effective batch 16), this run has 1" in caplog.text
     assert record["ranks"] == 1 and [e["epoch"] for e in record["epochs"]] == [1, 2]
+
+
+def test_mid_epoch_saves_by_time(monkeypatch):
+    """save_minutes: a save after that much training since the last one, not at epoch ends."""
+    from care.train import trainer
+    from transformers import TrainerControl, TrainerState
+
+    now = [1000.0]
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: now[0])
+    callback = trainer.lifecycle_callback({"save_minutes": 30, "rotate": False})
+    state, control = TrainerState(epoch=0.3, global_step=7), TrainerControl()
+    callback.on_train_begin(None, state, control)
+    now[0] += 29 * 60
+    assert not callback.on_step_end(None, state, control).should_save
+    now[0] += 61
+    assert callback.on_step_end(None, state, control).should_save
+    control.should_save = False
+    callback.on_save(None, state, control)  # the clock restarts at each save
+    now[0] += 25 * 60
+    assert not callback.on_step_end(None, state, control).should_save
+    state.epoch, now[0] = 1.0, now[0] + 3600  # an epoch end saves by itself
+    assert not callback.on_step_end(None, state, control).should_save
+
+
+def test_the_batch_records_whole_packed_rows(tiny_backbones, train_corpus, instrument, tmp_path):
+    """Packed, a device takes a whole row (a session's 12 items) even when per-device
+    examples say 1: the job and selection.json record the examples a step really holds."""
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument,
+                   packing="shared_prefix", per_device_train_batch_size=1,
+                   gradient_accumulation_steps=2)
+    *_, rows, _ = prepare(run)
+    job = stage_checkpoint_dir(run, rows, Plan.make(0, 2, 2, "torchrun"))
+    assert job["effective_batch"] == 4  # 1 x 2 accumulation x 2 ranks, as configured
+    assert job["examples_per_step"] == 12 * 2 * 2
+    assert run_module.examples_per_step(run.hp, 2, rows) == job["examples_per_step"]
+
+
+def test_a_restart_does_not_rehash_the_backbone(
+    tiny_backbones, train_corpus, instrument, tmp_path, monkeypatch
+):
+    """Every start (retry, resume) reuses the backbone digest while its files are unchanged:
+    reading an 8B model's 16 GB again kept the job's GPUs waiting."""
+    from care import fingerprint
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_backbones["llama"], backbone)
+    run = make_run(tmp_path, train_corpus, backbone, instrument)
+    *_, examples, _ = prepare(run)
+    hashed, digest = [], fingerprint.directory_digest
+    monkeypatch.setattr(fingerprint, "directory_digest", lambda p: hashed.append(p) or digest(p))
+    plan = Plan.make(0, 1, 1, "torchrun")
+    first = stage_checkpoint_dir(run, examples, plan)
+    again = stage_checkpoint_dir(run, examples, plan)
+    assert len(hashed) == 1 and again["fingerprint"] == first["fingerprint"]
+    config = backbone / "config.json"
+    config.write_bytes(config.read_bytes())  # written again: another signature, same bytes
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    third = stage_checkpoint_dir(run, examples, plan)
+    assert len(hashed) == 2 and third["fingerprint"] == first["fingerprint"]
+
+
+def test_epochs_are_scored_while_the_ranks_wait(
+    tiny_backbones, train_corpus, instrument, tmp_path, monkeypatch
+):
+    """One launch trains every epoch: each is scored after its save while training waits (no
+    exit, no reload of the backbone and the optimizer state per epoch)."""
+    launches, real = [], run_module.launch
+
+    def counting(*args, **kwargs):
+        launches.append(kwargs.get("on_epoch_saved"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "launch", counting)
+    record = finetune(make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument))
+    assert len(launches) == 1 and launches[0] is not None
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    scores = select.read_scores(tmp_path / "ckpt")
+    assert all(r["train_seconds"] > 0 for r in scores)  # each epoch's own training time

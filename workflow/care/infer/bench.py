@@ -9,11 +9,15 @@ With ``--backend hf`` (default) the same sessions are scored twice with the tran
 backend, naive (every prompt prefilled whole) and prefix-shared (the project's path: each
 session's system message + dialogue prefilled once, its units decoded as branches of one
 row), and the benchmark prints prefill tokens, wall time and tokens/s for both, their
-ratios, and whether the generated tokens are identical. ``--peer`` adds, in the same run
-and on the same prompts, the library's own cache reuse (:class:`LibraryCacheReuse`: one
-batch per session, the prefix prefilled into a ``DynamicCache``, repeated per unit, then
-``generate(cache=...)``) and prints the project path's speed-up over it and the largest
-label-probability difference between the runs. With
+ratios, and whether the generated tokens are identical (and how many they share before
+they first differ). ``--peer`` adds, in the same run and on the same prompts, the strongest
+practice the library offers (:class:`LibraryCacheReuse`: sessions batched as the project
+batches them, each prefix prefilled once into a ``DynamicCache`` with logits at its last
+position only, repeated per unit, then one ``generate(cache=...)``) and prints the
+project path's speed-up over it. Every method is warmed up and timed ``--repeats`` times,
+interleaved; the figures are medians. The label probabilities are compared at each answer's
+first token (every prompt has one, whatever the model writes; ``--mode label_probs``: at
+the forced score). With
 ``--backend vllm`` the sessions are scored by vLLM (prefix caching on) and its throughput is
 printed in the same units, to compare with the ``hf`` run.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer",
         action="store_true",
-        help="hf: also run transformers' own cache reuse (one batch per session)",
+        help="hf: also run transformers' own cache reuse, batched as the project batches",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="hf: timed runs of each method (medians)"
     )
 
 
@@ -90,15 +98,11 @@ def run(args) -> int:
         results = {"vllm": _run_vllm(args, instrument, sessions)}
     else:
         model, tokenizer = _model(args, sessions)
-        results = {}
-        runs = [("warmup", "shared"), ("naive", "naive")]
-        runs += [("library", "library")] if args.peer else []
-        runs += [("prefix_shared", "shared")]
-        for name, kind in runs:
-            picked = sessions[:1] if name == "warmup" else sessions
-            results[name] = _run_hf(args, instrument, model, tokenizer, picked, kind)
-        results.pop("warmup")
-        _compare(results)
+        if args.peer and args.mode == "label_probs":
+            raise SystemExit("--peer compares generation; label_probs forces the score line")
+        names = ["naive", *(["library"] if args.peer else []), "prefix_shared"]
+        results = _timed(args, instrument, model, tokenizer, sessions, names)
+        _compare(results, tokenizer)
     _print(args, results, len(sessions))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -178,7 +182,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _compare(results: dict) -> None:
+def _compare(results: dict, tokenizer) -> None:
     """Ratios against the naive run (and the library's), identical tokens, probability gap."""
     naive, shared = results["naive"], results["prefix_shared"]
     runs = [name for name in ("naive", "library", "prefix_shared") if name in results]
@@ -193,39 +197,98 @@ def _compare(results: dict) -> None:
     texts = [results[name].pop("texts") for name in runs]
     probs = [results[name].pop("probs") for name in runs]
     results["identical_outputs"] = all(t == texts[0] for t in texts)
+    results["tokens_to_first_divergence"] = divergence(texts[0], texts[-1], tokenizer)
     gaps = [
         abs(a - b)
         for other in probs[1:]
         for pa, pb in zip(probs[0], other, strict=True)
-        if pa.keys() == pb.keys()
-        for item in pa
-        for a, b in zip(pa[item], pb[item], strict=True)
+        if len(pa) == len(pb)
+        for a, b in zip(pa, pb, strict=True)
     ]
-    results["max_label_prob_diff"] = max(gaps, default=0.0)
+    results["max_label_prob_diff"] = max(gaps, default=math.nan)
     results["label_probs_compared"] = len(gaps)
     results["same_label_positions"] = all(
-        [p.keys() for p in other] == [p.keys() for p in probs[0]] for other in probs[1:]
+        [len(p) for p in other] == [len(p) for p in probs[0]] for other in probs[1:]
     )
 
 
+def divergence(a: list[str], b: list[str], tokenizer) -> dict:
+    """Per prompt, the answer tokens two runs share before they differ (re-encoded from the
+    text): low-precision kernels that reduce in another order flip a near-tied argmax, so
+    where two correct paths first part says more than whether they are identical."""
+    import statistics
+
+    def tokens(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    shared, same = [], 0
+    for x, y in zip(a, b, strict=True):
+        tx, ty = tokens(x), tokens(y)
+        pairs = zip(tx, ty, strict=False)  # the shorter answer may end first
+        n = next((k for k, (u, v) in enumerate(pairs) if u != v), min(len(tx), len(ty)))
+        shared.append(n)
+        same += tx == ty
+    return {
+        "min": min(shared, default=0),
+        "median": statistics.median(shared) if shared else 0,
+        "identical_prompts": same,
+        "prompts": len(shared),
+    }
+
+
+def _timed(args, instrument, model, tokenizer, sessions, names: list[str]) -> dict:
+    """Every method warmed up on one session, then ``--repeats`` timed runs, interleaved so
+    that drift (clocks, caches, other load) spreads over all of them; median wall time."""
+    import statistics
+
+    for name in names:
+        _run_hf(args, instrument, model, tokenizer, sessions[:1], name)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    results = {}
+    for _ in range(max(1, args.repeats)):
+        for name in names:
+            results[name] = _run_hf(args, instrument, model, tokenizer, sessions, name)
+            walls[name].append(results[name]["wall_s"])
+    for name in names:
+        rerun = _figures(statistics.median(walls[name]), results[name].get("prefill_tokens"),
+                         results[name]["prompt_tokens"], results[name].pop("answers"))
+        results[name] = {**results[name], **rerun, "wall_s_runs": walls[name]}
+    return results
+
+
 def _run_hf(args, instrument, model, tokenizer, sessions, kind: str) -> dict:
+    """One method over the sessions: answers, and the label distribution compared (at the
+    first answer token; label_probs: at the forced score)."""
     from care.infer.hf import HFScorer
+    from care.infer.labels import label_distribution
 
     cls = _library_class() if kind == "library" else HFScorer
-    settings = _settings(args).replace(prefix_sharing=kind == "shared")
+    settings = _settings(args).replace(prefix_sharing=kind == "prefix_shared")
     scorer = cls(model, tokenizer, settings, instrument=instrument)
+    group = scorer.sessions_per_group()
     _sync(args.device)
     start = time.perf_counter()
-    answers = []
-    for k in range(0, len(sessions), scorer.sessions_per_group()):
-        answers.extend(scorer.answer(sessions[k : k + scorer.sessions_per_group()]))
+    if args.mode == "label_probs":
+        answered = [a for k in range(0, len(sessions), group)
+                    for a in scorer.answer(sessions[k : k + group])]
+        prompts = [p for session in answered for p, _ in session]
+        flat = [a for session in answered for _, a in session]
+        probs = [[v for item in sorted(a.probs) for v in a.probs[item]] for a in flat]
+    else:
+        units = [scorer.builder.prompts(s) for s in sessions]
+        flat = [g for k in range(0, len(units), group)
+                for session in scorer.generate_group(units[k : k + group]) for g in session]
+        prompts = [p for session in units for p in session]
+        probs = [label_distribution(g.label_logprobs[0]) if g.label_logprobs else []
+                 for g in flat]
     _sync(args.device)
     wall = time.perf_counter() - start
-    flat = [a for session in answers for _, a in session]
-    prompt_tokens = sum(p.prompt_tokens for session in answers for p, _ in session)
+    prompt_tokens = sum(p.prompt_tokens for p in prompts)
     return _figures(wall, scorer.counters["prefill_tokens"], prompt_tokens, flat) | {
         "texts": [a.text for a in flat],
-        "probs": [a.probs for a in flat],
+        "probs": probs,
+        "answers": flat,
+        "generate_calls": scorer.counters["generate_calls"],
     }
 
 
@@ -249,38 +312,63 @@ def _library_class():
     from care.infer.hf import HFScorer, LabelRecorder
 
     class LibraryCacheReuse(HFScorer):
-        """The peer: transformers' own prefix-cache reuse, one ``generate`` per session.
+        """The peer: transformers' own prefix-cache reuse, batched as the project batches.
 
-        The session's common prefix is prefilled into a ``DynamicCache``, the cache is
-        repeated once per unit and ``generate(cache=...)`` continues every unit from it
-        (rows ``[prefix][pad holes][suffix]``; positions follow the attention mask).
+        Sessions of similar length (the project's :func:`length_groups`) share a batch: their
+        common prefixes are prefilled once, left-padded, into a ``DynamicCache`` (logits at
+        the last position only), the cache is repeated once per unit and one
+        ``generate(cache=...)`` continues every unit of every session from it (rows
+        ``[pad][prefix][pad holes][suffix]``; positions follow the attention mask).
         """
 
         def generate_group(self, prompts):
-            return [self._session(session) for session in prompts]
+            from care.infer.shared_decode import length_groups, row_length
 
-        def _session(self, session):
+            lengths = [row_length([p.ids for p in session]) for session in prompts]
+            gens = [[] for _ in prompts]
+            for group in length_groups(lengths, self.sessions_per_group()):
+                answers = self._sessions([[p.ids for p in prompts[k]] for k in group])
+                for k, session in zip(group, answers, strict=True):
+                    gens[k] = session
+            return gens
+
+        def _sessions(self, sessions):
             import torch
             from transformers import DynamicCache, GenerationConfig, LogitsProcessorList
 
             from care.sft import shared_prefix_length
 
-            units = [p.ids for p in session]
-            n = shared_prefix_length(units)
+            per = len(sessions[0])
+            if any(len(units) != per for units in sessions):
+                raise ValueError("every session of a batch needs the same number of units")
+            cut = [shared_prefix_length(units) for units in sessions]
+            width = max(cut)
+            tail = max(len(u) - n for units, n in zip(sessions, cut, strict=True) for u in units)
+            ids = torch.full((len(sessions), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, (units, n) in enumerate(zip(sessions, cut, strict=True)):
+                ids[r, width - n :], mask[r, width - n :] = torch.tensor(units[0][:n]), 1
             device = self.model.device
             cache = DynamicCache(config=self.model.config)
             with torch.inference_mode():
-                prefix = torch.tensor([units[0][:n]], device=device)
-                self.model(input_ids=prefix, cache=cache, use_cache=True)
-            cache.batch_repeat_interleave(len(units))
-            width = n + max(len(u) - n for u in units)
-            ids = torch.full((len(units), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            ids[:, :n], mask[:, :n] = torch.tensor(units[0][:n]), 1
-            for k, u in enumerate(units):
-                ids[k, width - (len(u) - n) :] = torch.tensor(u[n:])
-                mask[k, width - (len(u) - n) :] = 1
-            self.counters["prefill_tokens"] += n + sum(len(u) - n for u in units)
+                self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device),
+                           cache=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(per)
+            rows = ids.repeat_interleave(per, dim=0)
+            full = torch.full((len(rows), width + tail), self.pad_id, dtype=torch.long)
+            full_mask = torch.zeros_like(full)
+            full[:, :width], full_mask[:, :width] = rows, mask.repeat_interleave(per, dim=0)
+            k = 0
+            for units, n in zip(sessions, cut, strict=True):
+                for u in units:
+                    full[k, width + tail - (len(u) - n) :] = torch.tensor(u[n:])
+                    full_mask[k, width + tail - (len(u) - n) :] = 1
+                    k += 1
+            self.counters["prefill_tokens"] += sum(
+                n + sum(len(u) - n for u in units) for units, n in zip(sessions, cut, strict=True)
+            )
+            self.counters["generate_calls"] += 1
             recorder = LabelRecorder(self.label_ids)
             config = GenerationConfig(
                 max_new_tokens=self.max_new_tokens,
@@ -290,18 +378,16 @@ def _library_class():
             )
             with torch.inference_mode():
                 out = self.model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
+                    input_ids=full.to(device),
+                    attention_mask=full_mask.to(device),
                     cache=cache,
                     generation_config=config,
                     logits_processor=LogitsProcessorList([recorder]),
                 )
             steps = torch.stack(recorder.steps, dim=1).cpu()
-            new = out[:, width:].cpu()
-            return [self._generation(new[k].tolist(), steps[k]) for k in range(len(units))]
-
-        def sessions_per_group(self) -> int:
-            return 1
+            new = out[:, width + tail :].cpu()
+            gens = [self._generation(new[k].tolist(), steps[k]) for k in range(len(new))]
+            return [gens[r * per : (r + 1) * per] for r in range(len(sessions))]
 
     return LibraryCacheReuse
 
@@ -406,8 +492,10 @@ def _print(args, results: dict, n_sessions: int) -> None:
                 f"naive / library cache reuse: wall time {ratios['library_wall_time']:.2f}x; "
                 f"library / prefix-shared (the project): {ratios['library_over_shared']:.2f}x"
             )
+        where = "forced score" if args.mode == "label_probs" else "first answer token"
         print(
-            f"largest label-probability difference between runs: "
+            f"largest label-probability difference between runs ({where}): "
             f"{results['max_label_prob_diff']:.2e} over {results['label_probs_compared']} "
-            f"probabilities (same label positions: {results['same_label_positions']})"
+            f"probabilities (same label positions: {results['same_label_positions']}); "
+            f"answer tokens shared before they differ: {results['tokens_to_first_divergence']}"
         )

@@ -24,10 +24,12 @@ class VLLMScorer(Scorer):
     """Score sessions with vLLM on ``tensor_parallel_size`` GPUs."""
 
     backend = "vllm"
-    # Prompts handed to vLLM per generate call: a whole fold (~1,900 prompts) at once, so
-    # its scheduler batches and prefix-caches across sessions; the answer cache is written
-    # after each call. (``batch_size`` is the hf backend's forward batch, not used here.)
-    prompts_per_call = 4096
+    # Prompts handed to vLLM per generate call (whole sessions: ~21 of 12 items): enough to
+    # fill its scheduler's batch (max_num_seqs, 256 by default), and the answer cache is
+    # written after each call, so a preempted job redoes at most one chunk, not the fold
+    # (25-60 min of 4 GPUs for a 70B). The prefix cache outlives calls. (``batch_size`` is
+    # the hf backend's forward batch, not used here.)
+    prompts_per_call = 256
 
     def __init__(
         self,

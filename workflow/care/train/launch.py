@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,21 +103,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(plan: Plan, job: dict, job_path: str | Path, keep_fds: tuple[int, ...] = ()) -> None:
+def launch(
+    plan: Plan,
+    job: dict,
+    job_path: str | Path,
+    keep_fds: tuple[int, ...] = (),
+    on_epoch_saved=None,
+) -> None:
     """Run the ranks to completion; a failed rank raises ``CalledProcessError``.
 
     ``keep_fds`` stay open in the launcher (the checkpoint directory's lock: it stays held
-    while ranks run, even if this process is killed).
+    while ranks run, even if this process is killed). ``on_epoch_saved(epoch)`` scores each
+    epoch as the ranks save it while they wait: called in-process for
+    one rank, else when the ranks' marker says so (:func:`care.train.trainer.epoch_handshake`).
     """
     if plan.ranks == 1:
-        run_in_process(plan, job)
+        run_in_process(plan, job, on_epoch_saved)
         return
     command = plan.command(job_path)
     log.info("launching %d %s ranks: %s", plan.ranks, plan.device, " ".join(command))
-    subprocess.run(command, env=plan.env(), check=True, pass_fds=keep_fds)
+    if on_epoch_saved is None:
+        subprocess.run(command, env=plan.env(), check=True, pass_fds=keep_fds)
+        return
+    from care.train.trainer import HANDSHAKE_ENV, handshake_dir
+
+    markers = handshake_dir(job["checkpoint_dir"])
+    shutil.rmtree(markers, ignore_errors=True)  # a killed job's markers mean nothing now
+    env = {**plan.env(), HANDSHAKE_ENV: "1"}
+    ranks = subprocess.Popen(command, env=env, pass_fds=keep_fds)
+    try:
+        while ranks.poll() is None:
+            for saved in sorted(markers.glob("saved-*")):
+                epoch = int(saved.name.removeprefix("saved-"))
+                if not (markers / f"scored-{epoch}").exists():
+                    on_epoch_saved(epoch)
+                    (markers / f"scored-{epoch}").touch()
+            time.sleep(1.0)
+    except BaseException:
+        ranks.terminate()  # they would wait for a score that never comes
+        ranks.wait()
+        raise
+    if ranks.returncode != 0:
+        raise subprocess.CalledProcessError(ranks.returncode, command)
 
 
-def run_in_process(plan: Plan, job: dict) -> None:
+def run_in_process(plan: Plan, job: dict, on_epoch_saved=None) -> None:
     """One rank in this process, with the environment a launcher would set (then restored)."""
     from care.train.trainer import run_worker
 
@@ -138,7 +170,7 @@ def run_in_process(plan: Plan, job: dict) -> None:
     )
     os.environ.setdefault("MASTER_PORT", str(free_port()))
     try:
-        run_worker(job)
+        run_worker(job, on_epoch_saved)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -15,10 +15,12 @@ The collator builds ``branch_ids`` (0 prefix, ``j`` branch ``j``, -1 padding) an
 
 - ``shared_prefix_sdpa`` (default; registered with transformers by :func:`register`): the
   rule computed in two exact parts (:func:`shared_prefix_attention`): the prefix causally
-  (SDPA's causal kernels, flash on a GPU), then each row's branches as one batch over the
-  prefix's keys and values and their own (SDPA with a small mask: the memory-efficient
-  kernel on a GPU). Its cost is that of the unpacked examples' attention, with the prefix's
-  projections and MLPs computed once. Unpacked batches (packing: none) get plain SDPA.
+  (SDPA's causal kernels, flash on a GPU), then each row's branch tokens as one batch over
+  the row's keys and values (views, grouped-query heads unrepeated: no copies) with a mask
+  of the prefix and their own branch (the memory-efficient kernel on a GPU). Its cost is
+  the unpacked examples' attention plus the masked branch-to-branch columns, with the
+  prefix's projections and MLPs computed once. Unpacked batches (packing: none) get plain
+  SDPA.
 - ``sdpa``: one 4-D boolean block mask ``(batch, 1, L, L)``. On a GPU, SDPA runs an explicit
   mask with its memory-efficient kernel (no flash kernel): correct in bf16, memory linear
   in L, but it computes the full causal square, branch-to-branch blocks included, which
@@ -156,7 +158,11 @@ def attention_inputs(inputs: dict[str, Any], implementation: str, dtype) -> dict
 class SharedPrefixPlan:
     """Per packed row: the prefix length, the branch sizes and the branches' mask.
 
-    Built once per batch (the structure is the same in every layer)."""
+    Built once per batch (the structure is the same in every layer). A row's mask is
+    ``(branch tokens, row end)``: a branch token may see the whole prefix, then its own
+    branch causally (the other branches' columns are masked: a little wasted compute, no
+    per-branch copy of the prefix's keys and values).
+    """
 
     def __init__(self, rows: list[tuple[int, list[int], Any]], width: int) -> None:
         self.rows = rows  # (prefix length, branch sizes, branch mask)
@@ -166,23 +172,23 @@ class SharedPrefixPlan:
     def masks(self, dtype) -> list[Any]:
         """The rows' branch masks for queries of ``dtype``, made once per batch.
 
-        Boolean for float32; additive (0 / -inf in ``dtype``) for half precision, where
-        CPU SDPA with a boolean mask takes a path about twice as slow (measured in bf16).
+        Additive (0 / -inf in ``dtype``): SDPA turns a boolean mask into that in every call
+        (and keeps the copy for the backward pass), and CPU SDPA with a boolean mask takes a
+        path about twice as slow in bf16. The last dimension is allocated to a multiple of
+        16 (a view is passed): the GPU's memory-efficient kernel would otherwise pad a copy
+        in every layer.
         """
         import torch
 
         if dtype not in self._masks:
-            bools = [mask for _, _, mask in self.rows]
-            self._masks[dtype] = (
-                bools
-                if dtype == torch.float32
-                else [
-                    torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(
-                        ~m, float("-inf")
-                    )
-                    for m in bools
-                ]
-            )
+            out = []
+            for _, _, allowed in self.rows:
+                n, end = allowed.shape
+                mask = torch.zeros((n, -(-end // 16) * 16), dtype=dtype, device=allowed.device)
+                mask = mask[:, :end]
+                mask.masked_fill_(~allowed, float("-inf"))
+                out.append(mask[None, None])
+            self._masks[dtype] = out
         return self._masks[dtype]
 
     @classmethod
@@ -194,36 +200,31 @@ class SharedPrefixPlan:
         for ids in branch_ids.tolist():
             prefix = sum(1 for b in ids if b == 0)
             sizes = [ids.count(j) for j in range(1, max(ids, default=0) + 1)]
-            longest = max(sizes, default=0)
-            valid = torch.arange(longest)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]
-            causal = torch.ones(longest, longest, dtype=torch.bool).tril()
-            # a branch token sees the whole prefix, then its own branch causally
-            mask = torch.cat(
-                [
-                    torch.ones((len(sizes), longest, prefix), dtype=torch.bool),
-                    causal[None] & valid[:, None, :],
-                ],
-                dim=2,
-            )[:, None]
-            rows.append((prefix, sizes, mask.to(device)))
+            end = prefix + sum(sizes)
+            keys = torch.tensor(ids[:end], dtype=torch.long)
+            queries = keys[prefix:, None]
+            at = torch.arange(end)
+            allowed = (keys[None, :] == 0) | (
+                (keys[None, :] == queries) & (at[None, :] <= at[prefix:, None])
+            )
+            rows.append((prefix, sizes, allowed.to(device)))
         return cls(rows, branch_ids.shape[1])
 
 
 def shared_prefix_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
 ):
-    """Attention of packed rows in two exact parts, each sized to what it needs.
+    """Attention of packed rows in two exact parts, without copying keys or values.
 
-    The prefix attends to itself causally (SDPA's causal kernels: flash on a GPU); the
-    branches of a row form a batch that attends to the prefix's keys and values and to their
-    own, causally. The compute is that of the unpacked examples' attention, without the
-    branch-to-branch square a single block mask spends. Without a plan (not a packed batch)
-    this is plain SDPA.
+    The prefix attends to itself causally (SDPA's causal kernels, grouped-query heads as
+    they are: flash on a GPU); a row's branch tokens then attend, as one batch, to the row's
+    keys up to its end (views of the layer's keys and values) under the plan's mask: the
+    prefix and their own branch, causally. Without a plan (not a packed batch) this is plain
+    SDPA.
     """
     import torch
-    from torch.nn.functional import pad
     from torch.nn.functional import scaled_dot_product_attention as sdpa
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     plan = kwargs.pop("packed_plan", None)
     if plan is None:
@@ -231,39 +232,43 @@ def shared_prefix_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     groups = getattr(module, "num_key_value_groups", 1)
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     p = dropout if module.training else 0.0
-    out = []
     masks = plan.masks(query.dtype)
+    out = []
     for b, (prefix, sizes, _) in enumerate(plan.rows):
-        mask = masks[b]
         q, k, v = query[b], key[b], value[b]  # (heads, L, dim)
         end = prefix + sum(sizes)
         parts = []
         if prefix:
             parts.append(
                 sdpa(q[None, :, :prefix], k[None, :, :prefix], v[None, :, :prefix],
-                     is_causal=True, dropout_p=p, scale=scaling)[0]
+                     is_causal=True, dropout_p=p, scale=scaling, enable_gqa=groups > 1)[0]
             )
         if sizes:
-            longest, n = max(sizes), len(sizes)
-
-            def branches(x, sizes=sizes, prefix=prefix, end=end, longest=longest):
-                # (heads, L, dim) -> (branches, heads, longest, dim); slices, cheap backward
-                pieces = x[:, prefix:end].split(sizes, dim=1)
-                return torch.stack([pad(t, (0, 0, 0, longest - t.shape[1])) for t in pieces])
-
-            def with_prefix(x, n=n, prefix=prefix):
-                shared = x[None, :, :prefix].expand(n, -1, -1, -1)
-                return torch.cat([shared, branches(x)], dim=2)
-
-            o = sdpa(branches(q), with_prefix(k), with_prefix(v), attn_mask=mask,
-                     dropout_p=p, scale=scaling)
-            parts.extend(o[j, :, :size] for j, size in enumerate(sizes))
+            parts.append(branch_attention(q[:, prefix:end], k[:, :end], v[:, :end], masks[b],
+                                          groups, p, scaling))
         if end < plan.width:
             parts.append(q.new_zeros((q.shape[0], plan.width - end, q.shape[-1])))
         out.append(torch.cat(parts, dim=1))
     return torch.stack(out).transpose(1, 2).contiguous(), None
+
+
+def branch_attention(q, k, v, mask, groups: int, dropout: float, scaling):
+    """Branch queries ``(heads, n, dim)`` over keys and values ``(kv heads, end, dim)``.
+
+    Grouped-query attention without repeating keys and values: the ``groups`` query heads
+    that share a key/value head go to the batch dimension, where the keys and values are
+    broadcast (stride-0 views), so SDPA's masked kernels run without a copy (its
+    ``enable_gqa`` takes the math kernel when a GPU call has a mask).
+    """
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    heads, n, dim = q.shape
+    kv_heads, end, _ = k.shape
+    grouped = q.view(kv_heads, groups, n, dim).transpose(0, 1)  # (groups, kv heads, n, dim)
+    o = sdpa(grouped, k.expand(groups, -1, -1, -1), v.expand(groups, -1, -1, -1),
+             attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return o.transpose(0, 1).reshape(heads, n, dim)
 
 
 def register() -> None:

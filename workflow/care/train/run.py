@@ -10,9 +10,10 @@ Steps (``care train run``), under an exclusive lock on the checkpoint directory:
    everything that defines the trained weights (examples, hyperparameters, DeepSpeed config,
    backbone, world size and effective batch); a rerun with the same fingerprint resumes, a
    changed one starts afresh and says why.
-3. Train one epoch at a time (:mod:`care.train.launch`, :mod:`care.train.trainer`), with
-   resumable checkpoints every ``save_steps`` steps; as soon as an epoch is saved, score it
-   on the validation sessions over all ranks (:mod:`care.train.select`), append its record to
+3. Train the epochs in one launch (:mod:`care.train.launch`, :mod:`care.train.trainer`), with
+   resumable checkpoints every ``save_steps`` steps or ``save_minutes``; as soon as an epoch
+   is saved, score it while the training ranks wait (no exit, no reload) on the validation
+   sessions over all ranks (:mod:`care.train.select`), append its record to
    ``scores.jsonl`` (keyed by the validation settings) and keep only what resuming and
    selection still need.
 4. Choose the best epoch among all of them (an epoch missing is an error, never a silent
@@ -75,7 +76,8 @@ def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
         "batch_size": 48,
         "scoring": "generated",
         "min_parse_rate": 0.0,
-        "max_cut_rate": 0.0,
+        "max_cut_rate": 0.05,
+        "cut_fallback": True,
         **hp.get("validation", {}),
     }
     if settings["max_new_tokens"] == "auto" and stats is not None:
@@ -143,17 +145,47 @@ JOB_KEYS = (
     "launcher",
     "threads",
     "save_steps",
+    "save_minutes",
     "keep_epoch_weights",
 )
 #: Validation settings that only choose among scored epochs: changing them rescores nothing.
-CHOICE_KEYS = ("min_parse_rate", "max_cut_rate")
+CHOICE_KEYS = ("min_parse_rate", "max_cut_rate", "cut_fallback")
 
 
 def effective_batch(hp: dict[str, Any], ranks: int) -> int:
+    """The configured batch: per-device examples x accumulation x ranks (the fingerprint's)."""
     return hp["per_device_train_batch_size"] * hp.get("gradient_accumulation_steps", 1) * ranks
 
 
-def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
+def examples_per_step(hp: dict[str, Any], ranks: int, rows) -> float:
+    """The examples one optimizer step trains on: packed, a device takes whole rows
+    (:func:`care.sft.rows_per_step`, at least one: 12 item examples of a session), so this
+    can exceed :func:`effective_batch` (1 x 2 x 8 GPUs configured, 192 trained)."""
+    from care.sft import rows_per_step
+
+    if not rows:
+        return float(effective_batch(hp, ranks))
+    per_row = sum(r.n_examples for r in rows) / len(rows)
+    steps = hp.get("gradient_accumulation_steps", 1) * ranks
+    return round(rows_per_step(hp["per_device_train_batch_size"], rows) * per_row * steps, 1)
+
+
+def backbone_files(backbone: Path, old_job: dict[str, Any] | None) -> dict[str, str]:
+    """The backbone's content digest and file signature; the digest the last job here
+    recorded is reused while the signature is unchanged (hashing 16 GB of weights at every
+    start, retries and resumes included, kept 8 GPUs waiting)."""
+    from care.fingerprint import directory_signature, model_fingerprint
+
+    signature = directory_signature(backbone) if backbone.is_dir() else str(backbone)
+    known = (old_job or {}).get("backbone_files") or {}
+    if known.get("signature") == signature and known.get("digest"):
+        return known
+    return {"signature": signature, "digest": model_fingerprint(backbone)}
+
+
+def fingerprint(
+    run: FineTune, examples_blob: bytes, ranks: int = 1, backbone_digest: str | None = None
+) -> str:
     """Everything that determines the trained weights (checkpoints of another run differ).
 
     The world size is part of it: ZeRO state saved on n ranks does not load on m, and the
@@ -161,6 +193,8 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
     """
     from care.fingerprint import model_fingerprint
 
+    if backbone_digest is None:
+        backbone_digest = model_fingerprint(run.backbone)
     digest = hashlib.sha256(examples_blob)
     deepspeed = run.hp.get("deepspeed")
     digest.update(
@@ -168,7 +202,7 @@ def fingerprint(run: FineTune, examples_blob: bytes, ranks: int = 1) -> str:
             {
                 "hp": {k: v for k, v in run.hp.items() if k not in JOB_KEYS},
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
-                "backbone": model_fingerprint(run.backbone),
+                "backbone": backbone_digest,
                 "world_size": ranks,
                 "effective_batch": effective_batch(run.hp, ranks),
             },
@@ -184,19 +218,20 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     from care.sft import rows_per_step
 
     blob = "".join(json.dumps(e.to_record(), separators=(",", ":")) + "\n" for e in examples)
-    key = fingerprint(run, blob.encode(), plan.ranks)
     job_file = run.checkpoint_dir / "job.json"
-    if job_file.is_file():
-        old = json.loads(job_file.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != key:
-            log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.hp, plan.ranks))
-            checkpoints.clear(run.checkpoint_dir)
+    old = json.loads(job_file.read_text(encoding="utf-8")) if job_file.is_file() else None
+    backbone = backbone_files(Path(run.backbone), old)
+    key = fingerprint(run, blob.encode(), plan.ranks, backbone["digest"])
+    if old is not None and old.get("fingerprint") != key:
+        log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.hp, plan.ranks))
+        checkpoints.clear(run.checkpoint_dir)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run.checkpoint_dir / "train.jsonl") as handle:
         handle.write(blob)
     job = {
         "fingerprint": key,
         "backbone": str(run.backbone),
+        "backbone_files": backbone,
         "checkpoint_dir": str(run.checkpoint_dir),
         "data": str(run.checkpoint_dir / "train.jsonl"),
         "hp": run.hp,
@@ -204,9 +239,11 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "threads": plan.threads_per_rank,
         "ranks": plan.ranks,
         "effective_batch": effective_batch(run.hp, plan.ranks),
+        "examples_per_step": examples_per_step(run.hp, plan.ranks, examples),
         "rows_per_device": rows_per_step(run.hp["per_device_train_batch_size"], examples),
         "save_steps": int(run.hp.get("save_steps", 0)),
-        "pause_at_epoch_end": True,
+        "save_minutes": float(run.hp.get("save_minutes", 0)),
+        "pause_at_epoch_end": False,  # each epoch is scored while the ranks wait (EpochLoop)
         "rotate": True,
     }
     write_json(job_file, job)
@@ -324,11 +361,12 @@ def finetune(run: FineTune) -> dict[str, Any]:
 
 
 class EpochLoop:
-    """Train epoch by epoch, scoring each as soon as it is saved, under the retention rules.
+    """Train the epochs, scoring each as soon as it is saved, under the retention rules.
 
     Each turn: drop half-written checkpoints, check that every trained epoch is scored or
     still has its weights (else start afresh when settings changed, or fail loudly), score the
-    epochs not yet scored, then train the next epoch (the ranks pause after its save).
+    epochs not yet scored (a killed job's), then train the remaining epochs in one launch,
+    whose ranks wait after each epoch-end save while :meth:`score_saved` scores it.
     """
 
     def __init__(self, run: FineTune, plan: Plan, examples, vjob, settings, lock=None):
@@ -337,6 +375,9 @@ class EpochLoop:
         self.settings = settings
         self.epochs = int(run.hp["num_train_epochs"])
         self.seconds = {"training": 0.0, "selection": 0.0}
+        self.train_seconds: dict[int, float] = {}  # per epoch trained by this job: rerun costs
+        self.shown = None  # the selection bar, while run() shows it
+        self.mark = 0.0  # when the current stretch of training began (train, score_saved)
         self.stage()
 
     def stage(self) -> None:
@@ -345,6 +386,7 @@ class EpochLoop:
 
     def run(self) -> None:
         with self.progress() as shown:
+            self.shown = shown
             while True:
                 checkpoints.drop_incomplete(self.dir)
                 trained = self.trained_epochs()
@@ -408,25 +450,74 @@ class EpochLoop:
         self.stage()
         return False
 
-    def best(self, scored: dict[int, dict[str, Any]]) -> int | None:
+    def strict(self, scored: dict[int, dict[str, Any]]) -> tuple[list[int], list, int | None]:
+        """(epochs, their records, the index of the best within max_cut_rate or None)."""
         epochs = sorted(scored)
         records = [select.from_json(scored[e]) for e in epochs]
-        k = select.choose(
-            records,
-            float(self.settings.get("min_parse_rate", 0.0)),
-            float(self.settings.get("max_cut_rate", 0.0)),
-        )
+        k = select.choose(records, self.min_parse_rate, float(self.settings["max_cut_rate"]))
+        return epochs, records, k
+
+    @property
+    def min_parse_rate(self) -> float:
+        return float(self.settings.get("min_parse_rate", 0.0))
+
+    def best(self, scored: dict[int, dict[str, Any]]) -> int | None:
+        """The epoch to export: the best within max_cut_rate; when none is (and cut_fallback),
+        the best of the epochs with the fewest cut answers."""
+        epochs, records, k = self.strict(scored)
+        if k is None and self.settings.get("cut_fallback", True):
+            k = select.fallback(records, self.min_parse_rate)
         return None if k is None else epochs[k]
 
+    def needed(self, scored: dict[int, dict[str, Any]]) -> set[int]:
+        """Epochs whose weights selection needs: the best; when no epoch is within
+        max_cut_rate, every epoch some max_cut_rate chooses (so that the rerun the warning or
+        error suggests rescores and retrains nothing)."""
+        epochs, records, k = self.strict(scored)
+        keep = {k} if k is not None else select.choosable(records, self.min_parse_rate)
+        return {epochs[i] for i in keep}
+
+    def cut_problem(self, scored: dict[int, dict[str, Any]]) -> str | None:
+        """Why no epoch is within max_cut_rate, and what each rerun costs; None if one is."""
+        epochs, records, k = self.strict(scored)
+        if k is not None:
+            return None
+        return " ".join(
+            (
+                select.no_choice_message(
+                    [scored[e] for e in epochs],
+                    self.settings["max_new_tokens"],
+                    float(self.settings["max_cut_rate"]),
+                ),
+                select.rerun_costs(
+                    records, self.min_parse_rate, self.run_.hp.get("keep_epoch_weights", False)
+                ),
+            )
+        )
+
     def train(self) -> None:
-        started = time.perf_counter()
+        """Train the remaining epochs in one launch; each is scored as soon as it is saved,
+        while the ranks wait (no exit, no reload of the backbone or optimizer state)."""
+        self.mark = time.perf_counter()
         before = checkpoints.latest_full_state(self.dir)
-        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds())
+        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds(),
+               on_epoch_saved=self.score_saved)
         free_accelerator_memory()
         after = checkpoints.latest_full_state(self.dir)
         if after is None or (before is not None and after.step <= before.step):
             raise RuntimeError(f"training saved no new checkpoint under {self.dir}")
-        self.seconds["training"] += time.perf_counter() - started
+        self.seconds["training"] += time.perf_counter() - self.mark
+
+    def score_saved(self, epoch: int) -> None:
+        """An epoch the waiting ranks just saved: its training time, then its score."""
+        now = time.perf_counter()
+        self.train_seconds[epoch] = now - self.mark
+        self.seconds["training"] += now - self.mark
+        if epoch not in self.scored():
+            self.score(epoch)
+            if self.shown is not None:
+                self.shown.update()
+        self.mark = time.perf_counter()  # scoring is not training time
 
     def keep_fds(self) -> tuple[int, ...]:
         return () if self.lock is None else (self.lock,)
@@ -449,6 +540,8 @@ class EpochLoop:
         metrics = select.epoch_metrics(rows, load_instrument(self.vjob.instrument))
         record = {"validation_key": self.vjob.key, "epoch": epoch, "step": step, **metrics}
         record["seconds"] = round(time.perf_counter() - started, 1)
+        if epoch in self.train_seconds:
+            record["train_seconds"] = round(self.train_seconds[epoch], 1)
         select.append_score(self.dir, record)
         shutil.rmtree(work, ignore_errors=True)
         log.info(
@@ -466,8 +559,7 @@ class EpochLoop:
     def retain(self) -> None:
         if self.run_.hp.get("keep_epoch_weights", False):
             return
-        best = self.best(self.scored())
-        checkpoints.drop_epochs(self.dir, set() if best is None else {best})
+        checkpoints.drop_epochs(self.dir, self.needed(self.scored()))
 
     def select_and_export(self, instrument, val, stats) -> dict[str, Any]:
         """Choose among every epoch's scores, export the model, drop the training state."""
@@ -479,15 +571,13 @@ class EpochLoop:
             raise CareInputError(
                 self.dir, f"selection expects epochs 1-{self.epochs}; missing: {missing}"
             )
-        best = self.best(scored)
+        best, problem = self.best(scored), self.cut_problem(scored)
         if best is None:
-            raise CareInputError(
-                self.dir,
-                select.no_choice_message(
-                    [scored[e] for e in sorted(scored)],
-                    self.settings["max_new_tokens"],
-                    float(self.settings.get("max_cut_rate", 0.0)),
-                ),
+            raise CareInputError(self.dir, f"{problem} (training.validation.cut_fallback: false)")
+        if problem:
+            log.warning(
+                "%s: %s Exporting epoch %d, the best of those with the fewest cut answers "
+                "(training.validation.cut_fallback).", self.dir, problem, best,
             )
         if not any((scored[e].get("parse_rate") or 0) > 0 for e in scored):
             log.warning(
@@ -497,6 +587,8 @@ class EpochLoop:
                 self.dir, best,
             )
         record = self.selection_record(scored, best, val, stats)
+        if problem:
+            record["cut_fallback"] = problem
         chosen = checkpoints.epoch_weights(self.dir)[best]
         with atomic_directory(self.run_.out) as tmp:
             for f in checkpoints.model_files(chosen):
@@ -507,7 +599,7 @@ class EpochLoop:
             )
         checkpoints.rotate(self.dir, keep=None)  # the run is over: no optimizer state
         if not self.run_.hp.get("keep_epoch_weights", False):
-            checkpoints.drop_epochs(self.dir, {best})
+            checkpoints.drop_epochs(self.dir, self.needed(scored) | {best})
         shutil.rmtree(self.dir / "validation", ignore_errors=True)
         return record
 
@@ -531,6 +623,7 @@ class EpochLoop:
             "validation_decoding": Decoding(self.settings["max_new_tokens"]).record(),
             "ranks": self.plan.ranks,
             "effective_batch": effective_batch(self.run_.hp, self.plan.ranks),
+            "examples_per_step": examples_per_step(self.run_.hp, self.plan.ranks, self.examples),
             "device": self.plan.device,
         }
 

@@ -1,12 +1,13 @@
 """Checkpoint selection: score each epoch on the validation sessions as soon as it is saved.
 
-ZeRO-3 shards the model across ranks, so nothing is generated inside the training loop:
-training pauses after each epoch-end save (:mod:`care.train.trainer`), its ranks exit (their
-GPU memory with them), and the epoch's HF-format weights are scored with the shared inference
-engine (:class:`care.infer.hf.HFScorer`, the code path of the inference stage), data
-parallel: rank ``r`` of ``n`` (one process per GPU, or per CPU rank) scores its share of the
-validation sessions (:func:`shard`) and writes its answers to a file; a one-rank run scores
-in-process. A rank's file, once written, is reused by a retried job, and each epoch's record
+ZeRO-3 shards the live model across ranks, so scoring reads the epoch's saved 16-bit
+HF-format weights: after each epoch-end save the training ranks wait (their model, optimizer
+state and engine kept: no exit, no reload; :mod:`care.train.trainer`) while the epoch is
+scored with the shared inference engine (:class:`care.infer.hf.HFScorer`, the code path of
+the inference stage), data parallel: rank ``r`` of ``n`` (one process per GPU, beside the
+waiting training rank, or per CPU rank) scores its share of the validation sessions
+(:func:`shard`) and writes its answers to a file; a one-rank run scores in its training
+process. A rank's file, once written, is reused by a retried job, and each epoch's record
 is appended to ``scores.jsonl`` as soon as it is computed (:func:`append_score`), keyed by
 the validation settings: a job killed during selection resumes where it stopped, and every
 epoch's scores are kept.
@@ -16,8 +17,10 @@ dimension score and the client's, both from :func:`care.evaluate.metrics.dimensi
 (a session whose items did not all parse has no score), with the inference ``scoring`` the
 tables report; the checkpoint with the best mean r over dimensions is kept (ties: the earlier
 epoch; an undefined r, e.g. constant predictions, ranks lowest). Two guards (:func:`choose`):
-an epoch whose answers were cut at ``max_new_tokens`` more often than ``max_cut_rate`` is never
-chosen (its scores judge answers the model did not finish: raise the limit); an epoch whose
+an epoch whose answers were cut at ``max_new_tokens`` more often than ``max_cut_rate`` is
+chosen only when every epoch is (its scores judge answers the model did not finish; then
+:func:`fallback` picks among the fewest cut, and :func:`rerun_costs` says what raising the
+limit or the rate costs); an epoch whose
 answers parse for fewer than ``min_parse_rate`` of the validation items is eligible only when
 none reaches it (an r over the few sessions that parsed says little about the model).
 """
@@ -254,6 +257,21 @@ def choose(
     )
 
 
+def fallback(scored: list[dict[str, Any]], min_parse_rate: float = 0.0) -> int | None:
+    """The choice when every epoch has more answers cut than ``max_cut_rate`` allows: the best
+    of the epochs with the fewest cut (None: nothing scored)."""
+    if not scored:
+        return None
+    return choose(scored, min_parse_rate, min(_rate(s, "cut_rate", 0.0) for s in scored))
+
+
+def choosable(scored: list[dict[str, Any]], min_parse_rate: float = 0.0) -> set[int]:
+    """Every index :func:`choose` returns for some ``max_cut_rate``: the weights a rerun that
+    only changes ``max_cut_rate`` exports (it rescores nothing)."""
+    rates = {_rate(s, "cut_rate", 0.0) for s in scored}
+    return {k for rate in rates if (k := choose(scored, min_parse_rate, rate)) is not None}
+
+
 def _rate(record: dict, name: str, default: float) -> float:
     value = record.get(name, default)
     if value is None or math.isnan(value):
@@ -265,8 +283,8 @@ def no_choice_message(scored: list[dict], max_new_tokens: int, max_cut_rate: flo
     cuts = ", ".join(f"epoch {s['epoch']}: {s['answers_cut']} of {s['items']}" for s in scored)
     return (
         f"every epoch's validation answers were cut at max_new_tokens={max_new_tokens} more "
-        f"often than max_cut_rate={max_cut_rate} allows ({cuts}); the scores would judge "
-        "unfinished answers. Raise training.validation.max_new_tokens (or max_cut_rate)."
+        f"often than max_cut_rate={max_cut_rate} allows ({cuts}); the scores judge "
+        "unfinished answers."
         + (
             " No answer of any epoch parsed either: the model has not learned the answer "
             "format, so training was too short (raise training.min_steps or num_train_epochs)."
@@ -274,6 +292,41 @@ def no_choice_message(scored: list[dict], max_new_tokens: int, max_cut_rate: flo
             else ""
         )
     )
+
+
+def rerun_costs(scored: list[dict], min_parse_rate: float, weights_kept: bool) -> str:
+    """What each way out of :func:`no_choice_message` costs a rerun, from this run's records
+    (``seconds`` of scoring and ``train_seconds`` of training per epoch)."""
+    best = scored[choose(scored, min_parse_rate, 1.0)]
+    n = len(scored)
+    scoring = sum(s.get("seconds") or 0.0 for s in scored)
+    trained = [s["train_seconds"] for s in scored if s.get("train_seconds")]
+    # epochs trained by an earlier job have no time: the mean of the timed ones stands in
+    training = "training"
+    if trained:
+        training = f"~{duration(sum(trained) / len(trained) * n)} of training"
+    if weights_kept:
+        tokens = (
+            f"rescores all {n} epochs from their kept weights (~{duration(scoring)} of scoring "
+            "at the old length, more with longer answers) and trains nothing"
+        )
+    else:
+        tokens = (
+            f"retrains all {n} epochs from the start ({training}: their weights were not kept, "
+            f"training.keep_epoch_weights: false) and scores them again (~{duration(scoring)})"
+        )
+    return (
+        f"A rerun with training.validation.max_cut_rate: {_rate(best, 'cut_rate', 0.0):g} "
+        f"exports epoch {best['epoch']} (best r; its weights are kept) and rescores and trains "
+        f"nothing. Raising training.validation.max_new_tokens {tokens}."
+    )
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 40 s, 35 min, 7.2 h."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 # --------------------------------------------------------------------------- records

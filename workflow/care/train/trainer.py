@@ -5,11 +5,11 @@ DeepSpeed launcher; a one-rank run is called in-process by :mod:`care.train.laun
 file (written by :mod:`care.train.run`) names the backbone, the tokenized examples and the
 ``training`` config section. A checkpoint is saved at every epoch end (ZeRO-3 weights
 gathered into an HF-format ``model.safetensors``, the tokenizer beside them), and every
-``save_steps`` steps within an epoch; training pauses after each epoch-end save so that
-:mod:`care.train.run` scores the epoch and applies the retention rules
-(:mod:`care.train.checkpoints`) before the next epoch. A paused, killed or retried run
-resumes from its last complete checkpoint: model, optimizer, scheduler, data order and RNG
-states are restored and the run ends where an uninterrupted one ends.
+``save_steps`` steps (or ``save_minutes``) within an epoch; after each epoch-end save the
+ranks wait, their state kept, while :mod:`care.train.run` scores the epoch and applies the
+retention rules (:mod:`care.train.checkpoints`), then train the next epoch. A killed or
+retried run resumes from its last complete checkpoint: model, optimizer, scheduler, data
+order and RNG states are restored and the run ends where an uninterrupted one ends.
 
 Loss: cross-entropy on the answer tokens only (labels -100 elsewhere). With
 ``answer_logits_only`` the collator left-pads and asks the model for logits only over the
@@ -25,6 +25,7 @@ model's device just before each forward pass.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -214,42 +215,144 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(path)
 
 
-def lifecycle_callback(job: dict[str, Any]):
+def lifecycle_callback(job: dict[str, Any], on_epoch_saved=None):
     """The checkpoint lifecycle inside the training loop (see :mod:`care.train.checkpoints`).
 
     - ``save_steps`` > 0: a resumable checkpoint every that many optimizer steps, besides the
       one at each epoch end (a mid-epoch kill then repeats at most that many steps);
+    - ``save_minutes`` > 0: one when that many minutes of training passed since the last save
+      (or the start): the overhead of a save stays the same share on any GPU, where a step
+      count sized for one GPU saves every few minutes on a faster one;
     - ``rotate``: once a save is complete, the older ``checkpoint-*`` dirs go (the run loop has
       scored and kept the weights of every earlier epoch it still needs);
     - ``pause_at_epoch_end``: training stops after each epoch-end save, so the run loop scores
-      that epoch before the next one trains (and the job can resume from there).
+      that epoch before the next one trains (and the job can resume from there);
+    - ``on_epoch_saved(epoch)`` (a one-rank run in the run loop's process) or
+      :data:`HANDSHAKE_ENV` (ranks of a launcher the run loop listens to, through marker
+      files: :func:`epoch_handshake`): after each epoch-end save the ranks wait while the run
+      loop scores that epoch, then train on: no exit, no reload of the backbone or the
+      optimizer state.
     """
     from transformers import TrainerCallback
 
     from care.train import checkpoints
 
+    if on_epoch_saved is None and os.environ.get(HANDSHAKE_ENV):
+        on_epoch_saved = epoch_handshake(job)
+
     save_steps = int(job.get("save_steps") or 0)
+    save_seconds = 60.0 * float(job.get("save_minutes") or 0)
 
     class Lifecycle(TrainerCallback):
+        last_save = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
+
         def on_step_end(self, args, state, control, **kwargs):
             # the epoch end saves by itself (save_strategy="epoch"): no second save there
+            if checkpoints.is_epoch_end(state.epoch):
+                return control
             if save_steps and state.global_step % save_steps == 0:
-                if not checkpoints.is_epoch_end(state.epoch):
-                    control.should_save = True
+                control.should_save = True
+            if save_seconds and due(time.monotonic() - self.last_save >= save_seconds, args):
+                control.should_save = True
             return control
 
         def on_save(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
             if job.get("rotate", True) and state.is_world_process_zero:
                 checkpoints.rotate(args.output_dir, keep=f"{checkpoints.PREFIX}{state.global_step}")
             if job.get("pause_at_epoch_end", True) and checkpoints.is_epoch_end(state.epoch):
                 control.should_training_stop = True
+            elif on_epoch_saved is not None and checkpoints.is_epoch_end(state.epoch):
+                with aside():
+                    on_epoch_saved(round(state.epoch))
+                self.last_save = time.monotonic()  # scoring is not training time
             return control
 
     return Lifecycle()
 
 
-def run_worker(job: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume) one fine-tune on this rank; returns the final trainer state."""
+#: Set by the launcher for ranks whose epoch-end saves the run loop scores (marker files).
+HANDSHAKE_ENV = "CARE_EPOCH_HANDSHAKE"
+
+
+def handshake_dir(checkpoint_dir: str | Path) -> Path:
+    return Path(checkpoint_dir) / "handshake"
+
+
+def epoch_handshake(job: dict[str, Any]):
+    """For ranks in processes of their own: the first announces each epoch-end save
+    (``saved-{epoch}``); every rank waits for the run loop's ``scored-{epoch}``."""
+    import torch.distributed as dist
+
+    markers = handshake_dir(job["checkpoint_dir"])
+    limit = float(job.get("validation_timeout_s", 6 * 3600))
+
+    def wait(epoch: int) -> None:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            markers.mkdir(parents=True, exist_ok=True)
+            (markers / f"saved-{epoch}").touch()
+        started = time.monotonic()
+        while not (markers / f"scored-{epoch}").exists():
+            if time.monotonic() - started > limit:
+                raise RuntimeError(f"epoch {epoch} was not scored within {limit:.0f} s")
+            time.sleep(1.0)
+
+    return wait
+
+
+@contextlib.contextmanager
+def aside():
+    """Scoring while training waits leaves training as it was: the random number generators
+    (data order, dropout) are restored, a model loaded meanwhile is not partitioned by the
+    Trainer's global ZeRO-3 config (transformers keeps it in a module global), and the GPU
+    memory the allocator caches goes back first (a scoring process shares the GPU)."""
+    import gc
+    import random
+
+    import numpy as np
+    import torch
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    def release() -> None:
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+    states = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    zero3 = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    release()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        release()
+        hf_deepspeed._hf_deepspeed_config_weak_ref = zero3
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+
+
+def due(mine: bool, args) -> bool:
+    """One decision for every rank (any rank's clock says so): a ZeRO save is collective, so
+    ranks that disagreed on saving would wait for each other forever."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mine
+    flag = torch.tensor([int(mine)], device=args.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def run_worker(job: dict[str, Any], on_epoch_saved=None) -> dict[str, Any]:
+    """Train (or resume) one fine-tune on this rank; returns the final trainer state.
+
+    ``on_epoch_saved(epoch)``: a one-rank run's in-process scoring of each saved epoch."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -276,7 +379,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])
     trainer = make_trainer(job, args, model, tokenizer, read_examples(job["data"]))
-    trainer.add_callback(lifecycle_callback(job))
+    trainer.add_callback(lifecycle_callback(job, on_epoch_saved))
     latest = checkpoints.latest_full_state(job["checkpoint_dir"])
     resume = str(latest.path) if latest else None
     if resume:

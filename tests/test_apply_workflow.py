@@ -48,15 +48,18 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     pred = tmp_path / "results" / "application" / "predictions.parquet"
     pred.parent.mkdir(parents=True)
     frame.to_parquet(pred)
-    # the model's own held-out fold (client ratings known): the validity every page states
-    heldout = tmp_path / "results" / "predictions" / "llama" / "rationale" / "fold1.parquet"
-    heldout.parent.mkdir(parents=True)
+    # the recipe's held-out folds (client ratings known): the validity every page states
+    folds = tmp_path / "results" / "predictions" / "llama" / "rationale"
+    folds.mkdir(parents=True)
     rating = {(r["session_id"], i): float(v) for r in records
               for i, v in r["client_ratings"].items()}
-    frame.assign(client_score=[rating[k] for k in zip(frame["session_id"], frame["item_id"],
-                                                      strict=True)]).to_parquet(heldout)
+    labeled = frame.assign(client_score=[rating[k] for k in zip(
+        frame["session_id"], frame["item_id"], strict=True)])
+    heldout = [folds / f"fold{k}.parquet" for k in range(1, config["folds"]["n_folds"] + 1)]
+    for k, path in enumerate(heldout, 1):
+        labeled.assign(fold=k).to_parquet(path)
     old = pred.stat().st_mtime - 60
-    for path in (tmp_path / "data" / "unlabeled.jsonl", model, model / "config.json", heldout):
+    for path in (tmp_path / "data" / "unlabeled.jsonl", model, model / "config.json", *heldout):
         os.utime(path, (old, old))
 
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
@@ -84,7 +87,7 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     example = (tmp_path / "results/application/session_report.html").read_text(encoding="utf-8")
     assert example.startswith("<!DOCTYPE html>") and "<script src" not in example
     for page in (example, combined):  # the model, its held-out r, what the scores are
-        assert "llama · rationale · fold 1" in page and "Pearson r, 95% CI" in page
+        assert "llama · rationale · fold 1" in page and "pooled over the held-out folds" in page
         assert "predictions of how the client would rate" in page
     log = (tmp_path / "logs" / "application" / "table8.log").read_text()
     assert "Table 8 written" in log

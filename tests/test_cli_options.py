@@ -159,7 +159,7 @@ def test_every_rules_section_argument_passes_through_unchanged(tmp_path):
             assert getattr(args, section.dest) == passed, (argv[:3], section.path)
             checked.add(section.path)
     assert checked == {"training", "inference", "demo_corpus", "folds", "evaluation.bootstrap",
-                       "backbones.*.tiny",
+                       "backbones.*.tiny", "backbones.*.pretrain",
                        "evaluation.text_metrics", "evaluation.log_odds", "evaluation.human_eval",
                        "application", "application.digest", "application.patterns",
                        "application.report_sessions"}

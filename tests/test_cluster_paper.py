@@ -176,7 +176,10 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     jobs = parse_dry_run(out)
     counts = Counter(rule for rule, *_ in jobs)
     print(job_table(jobs))
-    assert len(jobs) == 112, counts  # the paper DAG's 110 jobs + provenance + training curves
+    # the paper DAG's 110 jobs + provenance + training curves, and the two text baselines:
+    # 5 folds each and their 2 metrics jobs
+    assert len(jobs) == 124, counts
+    assert counts["lexical_baseline"] == 10
 
     n_backbones, n_variants, n_folds = len(config["backbones"]), 2, 5
     zero_shot = {b["name"]: b for b in config["baselines"]["zero_shot"]}

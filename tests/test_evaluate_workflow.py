@@ -18,6 +18,7 @@ from .conftest import copy_workflow, run_snakemake
 from .latex import ENGINE, assert_compiles
 
 EVAL_RULES = [
+    "lexical_baseline",  # the text baselines fit on the data stage's folds, no model
     "evaluation_metrics",
     "text_metrics",
     "table2",
@@ -97,10 +98,13 @@ def test_tables_figures_report_from_predictions(tmp_path):
 
     table2 = pd.read_csv(work / "results/table2.csv")
     n_baselines = sum(1 for _, v, _ in runs if v in ("zero_shot", "human"))
-    assert len(table2) == n_baselines + len(config["backbones"])
+    text = {"lexical", "length"}  # on by default (baselines.lexical, baselines.length)
+    assert set(table2["model"]) >= text
+    assert len(table2) == n_baselines + len(text) + len(config["backbones"])
     assert table2["goal_pearson_mean"].notna().all()
     table4 = pd.read_csv(work / "results/table4.csv")
-    assert len(table4) == len(config["backbones"]) * len(config["variants"])
+    assert "lexical" in set(table4["model"])  # the line every model is read against
+    assert len(table4) == 1 + len(config["backbones"]) * len(config["variants"])
     table3 = pd.read_csv(work / "results/table3.csv")
     assert table3["goal_bertscore_mean"].between(0, 1).all()
     assert set(pd.read_csv(work / "results/table5.csv")["dimension"]) == {"goal", "task", "bond"}

@@ -149,7 +149,7 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
     baselines += [
         run(name, variant, TEXT_BASELINE_LABELS[name], "text")
         for name, variant in TEXT_BASELINES.items()
-        if baselines_cfg.get(name, True)
+        if baselines_cfg.get(name, False)  # the schema's default (on) fills a config
     ]
     baselines += [
         run(name, "zero_shot", label, "zero_shot")

@@ -74,7 +74,7 @@ def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str,
         lines += ["", f"Generated from the run recorded in `results/provenance.json`: commit "
                   f"{commit}, finished {provenance.get('finished', 'unknown')}."]
     if image:
-        lines += ["", f"![The demo's lowest-alliance session report (headless Chromium)]({image})"]
+        lines += ["", f"![A session report of the demo (headless Chromium)]({image})"]
     if digest_image:
         lines += ["", f"![The demo's counselor digests (headless Chromium)]({digest_image})"]
     lines += ["", END]

@@ -19,6 +19,8 @@ import yaml
 from care.cli import main
 from care.io import write_jsonl
 
+from tests.train_fixtures import write_client_folds
+
 POSITIVE = ["That really helps, thank you.", "Yes, I feel we are getting somewhere.",
             "I trust this plan, it makes sense to me."]
 NEGATIVE = ["This is not helping me at all.", "I do not see the point of this.",
@@ -83,10 +85,7 @@ def signal_corpus(tmp_path_factory):
     labeled = corpus(rng, 48, "c", items, labeled=True)
     write_jsonl(root / "sessions.jsonl", labeled)
     write_jsonl(root / "unlabeled.jsonl", corpus(rng, 40, "u", items, False))
-    folds = ["session_id\tclient_id\tfold"] + [
-        f"{r['session_id']}\t{r['client_id']}\t{int(r['client_id'][1:]) % 2 + 1}" for r in labeled
-    ]
-    (root / "folds.tsv").write_text("\n".join(folds) + "\n", encoding="utf-8")
+    write_client_folds(root / "folds.tsv", labeled, 2)
     return root
 
 

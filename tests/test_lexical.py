@@ -12,6 +12,8 @@ from care.infer import lexical
 from care.io import write_jsonl
 from care.sessions import load_sessions
 
+from tests.train_fixtures import write_client_folds
+
 
 @pytest.fixture(scope="module")
 def folded(tmp_path_factory, instrument):
@@ -19,12 +21,7 @@ def folded(tmp_path_factory, instrument):
     records, _ = generate(spec, instrument)
     root = tmp_path_factory.mktemp("lexical")
     write_jsonl(root / "sessions.jsonl", records)
-    clients = sorted({r["client_id"] for r in records})
-    fold = {c: n % 4 + 1 for n, c in enumerate(clients)}
-    lines = ["session_id\tclient_id\tfold"] + [
-        f"{r['session_id']}\t{r['client_id']}\t{fold[r['client_id']]}" for r in records
-    ]
-    (root / "folds.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_client_folds(root / "folds.tsv", records, 4)
     return root
 
 

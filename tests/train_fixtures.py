@@ -34,12 +34,7 @@ def train_corpus(tmp_path_factory, instrument):
     root = tmp_path_factory.mktemp("train_corpus")
     write_jsonl(root / "sessions.jsonl", records)
     write_jsonl(root / "rationales.jsonl", refs)
-    clients = sorted({r["client_id"] for r in records})
-    fold_of = {c: n % 3 + 1 for n, c in enumerate(clients)}
-    lines = ["session_id\tclient_id\tfold"] + [
-        f"{r['session_id']}\t{r['client_id']}\t{fold_of[r['client_id']]}" for r in records
-    ]
-    (root / "folds.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_client_folds(root / "folds.tsv", records, 3)
     return {
         "sessions": root / "sessions.jsonl",
         "rationales": root / "rationales.jsonl",
@@ -47,6 +42,17 @@ def train_corpus(tmp_path_factory, instrument):
         "records": records,
         "refs": refs,
     }
+
+
+def write_client_folds(path: Path, records: list[dict], n_folds: int) -> Path:
+    """A folds.tsv that deals the clients (sorted) over ``n_folds`` folds in turn."""
+    clients = sorted({r["client_id"] for r in records})
+    fold_of = {c: n % n_folds + 1 for n, c in enumerate(clients)}
+    lines = ["session_id\tclient_id\tfold"] + [
+        f"{r['session_id']}\t{r['client_id']}\t{fold_of[r['client_id']]}" for r in records
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def build_backbone(dest: Path, arch: str, corpus: dict, instrument, seed: int = 0) -> Path:

@@ -211,7 +211,8 @@ def _scale(d: Path, scale: int, args) -> list[Measure]:
         ("metrics (3 runs)", lambda: max(_metrics_cli(d, m, inst)() for m, _, _ in RUNS)),
         ("table2 + bootstrap", _cli(
             "evaluate", "table2", "--runs", json.dumps(runs), "--scores", *scores,
-            "--folds", d / "folds.tsv", "--instrument", inst,
+            "--folds", d / "folds.tsv", "--sessions-table", d / "sessions.tsv",
+            "--instrument", inst,
             "--bootstrap", json.dumps({"n_resamples": args.resamples}), "--out", d / "table2.csv",
         )),
         ("table5 (log-odds)", _cli(

@@ -60,7 +60,18 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    os.environ.setdefault("CARE_ALLOW_UNTESTED", "1")  # report versions; do not stop on them
+    """The check, with ``CARE_ALLOW_UNTESTED=1`` for the commands it runs (it reports
+    versions rather than stopping on them), restored afterwards for an in-process caller."""
+    before = os.environ.get("CARE_ALLOW_UNTESTED")
+    os.environ.setdefault("CARE_ALLOW_UNTESTED", "1")
+    try:
+        return _run(args)
+    finally:
+        if before is None:
+            os.environ.pop("CARE_ALLOW_UNTESTED", None)
+
+
+def _run(args) -> int:
     import torch
 
     cuda = torch.cuda.is_available()

@@ -32,24 +32,33 @@ def counselor_rows(
             # coverage (Table 2's "Scored") then counts the sessions the baseline cannot score
             rated = item in counselor
             score = float(counselor[item]) if rated else math.nan
-            yield {
-                "session_id": s.session_id,
-                "client_id": s.client_id,
-                "fold": fold,
-                "item_id": item,
-                "dimension": instrument.dimension_of(item),
-                "model": MODEL,
-                "variant": VARIANT,
-                "score": score,
-                "score_generated": score,
-                "score_expected": math.nan,
-                "score_argmax": math.nan,
-                "probs": None,
-                "rationale": None,
-                "raw_text": None,
-                "parsed": rated,
-                "parse_error": None if rated else NOT_RATED,
-                "prompt_tokens": 0,
-                "truncated": False,
-                "client_score": float(client[item]),
-            }
+            yield rating_row(s, item, instrument, MODEL, VARIANT, fold, score,
+                             None if rated else NOT_RATED)
+
+
+def rating_row(session: Session, item: str, instrument: Instrument, model: str, variant: str,
+               fold: int | None, score: float, parse_error: str | None = None) -> dict:
+    """One row of the predictions contract for a baseline that gives a number, not an answer
+    (no text, no label probabilities): the counselors, the text baselines. A NaN score is an
+    unanswered item, with ``parse_error`` saying why."""
+    return {
+        "session_id": session.session_id,
+        "client_id": session.client_id,
+        "fold": fold,
+        "item_id": item,
+        "dimension": instrument.dimension_of(item),
+        "model": model,
+        "variant": variant,
+        "score": score,
+        "score_generated": score,
+        "score_expected": math.nan,
+        "score_argmax": math.nan,
+        "probs": None,
+        "rationale": None,
+        "raw_text": None,
+        "parsed": parse_error is None,
+        "parse_error": parse_error,
+        "prompt_tokens": 0,
+        "truncated": False,
+        "client_score": float(session.client_ratings[item]),
+    }

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from care.evaluate.runs import TEXT_BASELINES as BASELINES  # model -> variant directory
+from care.infer.counselor import rating_row
 from care.instrument import Instrument
 from care.sessions import Session
 
@@ -127,13 +128,5 @@ def prediction_rows(
             if item not in client:
                 continue
             score = float(fit.predictions[n, dims[instrument.dimension_of(item)]])
-            rows.append({
-                "session_id": s.session_id, "client_id": s.client_id, "fold": fold,
-                "item_id": item, "dimension": instrument.dimension_of(item),
-                "model": model, "variant": BASELINES[model], "score": score,
-                "score_generated": score, "score_expected": np.nan, "score_argmax": np.nan,
-                "probs": None, "rationale": None, "raw_text": None, "parsed": True,
-                "parse_error": None, "prompt_tokens": 0, "truncated": False,
-                "client_score": float(client[item]),
-            })
+            rows.append(rating_row(s, item, instrument, model, BASELINES[model], fold, score))
     return rows

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+from pathlib import Path
 
 import pytest
 from care.cachedir import PRIVATE_MODE, code_fingerprint, ensure_private_cache
@@ -12,6 +14,8 @@ from care.errors import CareInputError
 
 from .cluster_helpers import snakemake
 from .conftest import copy_workflow
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 
 
 def mode_of(path) -> int:
@@ -150,3 +154,30 @@ def test_directory_digest_by_content_through_symlinks(tmp_path):
     changed = directory_digest(model)
     (model / "sub" / "weights.bin").rename(model / "weights.bin")  # names count too
     assert directory_digest(model) != changed
+
+
+def _rule_blocks(text: str):
+    """(name, body) of each rule in a rule file."""
+    parts = re.split(r"^rule (\w+):\n", text, flags=re.M)
+    return zip(parts[1::2], parts[2::2], strict=True)
+
+
+def test_cached_rules_key_every_output_wildcard():
+    """Snakemake's cache key hashes the rule's unformatted shell command and its params, not
+    the wildcards: a cached rule whose output wildcard reaches no param gives two jobs one key,
+    and the second takes the first's output from the cache (the lexical and length baselines
+    once did)."""
+    checked = 0
+    for path in sorted((WORKFLOW / "rules").glob("*.smk")):
+        for name, body in _rule_blocks(path.read_text()):
+            body = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]  # up to the next top level
+            if not re.search(r"^\s+cache:", body, re.M):
+                continue
+            output = re.search(r"^    output:\n(.*?)^    \w+:", body, re.M | re.S).group(1)
+            params = re.search(r"^    params:\n(.*?)(^    \w+:|\Z)", body, re.M | re.S).group(1)
+            for wildcard in set(re.findall(r"\{(\w+)\}", output)):
+                assert re.search(rf"\bwc\.{wildcard}\b", params), (
+                    f"{path.name}: rule {name}'s wildcard {wildcard} reaches no param"
+                )
+            checked += 1
+    assert checked >= 6

@@ -201,13 +201,16 @@ rule lexical_baseline:
     conda:
         CARE_ENV
     params:
+        # every wildcard goes through params: the output cache's key ignores wildcards
+        model=lambda wc: wc.model,
+        variant=lambda wc: wc.variant,
         fold=lambda wc: wc.fold,
         # the ridge penalty is chosen on the split the fine-tunes validate on
         selection=config.get("training", {}).get("selection", "inner_split"),
         fraction=config.get("training", {}).get("inner_val_fraction", 0.15),
         seed=lambda wc: run_seeds(config.get("training", {}))[0],
     shell:
-        "care infer lexical --model {wildcards.model} --sessions {input.sessions} "
+        "care infer lexical --model {params.model} --sessions {input.sessions} "
         "--instrument {input.instrument} --folds {input.folds} --fold {params.fold} "
         "--selection {params.selection} --inner-val-fraction {params.fraction} "
         "--seed {params.seed} --out {output.parquet} 2> {log}"

@@ -40,8 +40,9 @@ def instrument():
 
 @pytest.fixture(scope="session")
 def small_spec() -> CorpusSpec:
-    return CorpusSpec(n_clients=8, sessions_per_client=(2, 3), n_counselors=3,
-                      turns_per_session=(8, 10), seed=11)
+    return CorpusSpec(
+        n_clients=8, sessions_per_client=(2, 3), n_counselors=3, turns_per_session=(8, 10), seed=11
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +63,8 @@ SHALLOW_LAYERS = 2
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory) -> Path:
     """The real SmolLM2-135M-Instruct, imported once into a Hugging Face directory (fp32)
-    with ``care.checkpoint.import_gguf``, the code behind ``care train backbone import``."""
-    from care.checkpoint import import_gguf
+    with ``care.model.sources.import_gguf``, the code behind ``care train backbone import``."""
+    from care.model.sources import import_gguf
 
     out = tmp_path_factory.mktemp("smollm2") / "model"
     import_gguf(SMOLLM2, out, dtype="float32")
@@ -102,8 +103,18 @@ def copy_workflow(dest: Path) -> Path:
     """A fresh working copy of the workflow (no results) to run Snakemake in."""
     import shutil
 
-    ignore = shutil.ignore_patterns("results", ".snakemake", "logs", "benchmarks", "__pycache__",
-                                    ".venv", ".git", "*.egg-info", ".pytest_cache", ".ruff_cache")
+    ignore = shutil.ignore_patterns(
+        "results",
+        ".snakemake",
+        "logs",
+        "benchmarks",
+        "__pycache__",
+        ".venv",
+        ".git",
+        "*.egg-info",
+        ".pytest_cache",
+        ".ruff_cache",
+    )
     for name in ("Snakefile", "config.yaml", "workflow", "profiles", ".test", "envs", "configs"):
         src = REPO / name
         if src.is_dir():

@@ -6,15 +6,15 @@ import hashlib
 import json
 
 import pytest
-from care.backbone import (
+from care.cli import main
+from care.errors import CareInputError
+from care.model.backbone import (
     FAMILIES,
     check_causal_lm_dir,
     load_causal_lm,
     load_end_of_turn_ids,
     load_tokenizer,
 )
-from care.cli import main
-from care.errors import CareInputError
 
 from tests import train_fixtures
 

@@ -98,10 +98,10 @@ def test_hf_backend_batches_caches_and_keeps_order(tiny_model, tmp_path):
 
 
 def test_drafting_stops_where_training_ends_a_turn(tiny_model, tmp_path):
-    # one end-of-turn definition (care.backbone): the generation config's eos ids and the
+    # one end-of-turn definition (care.model.backbone): the generation config's eos ids and the
     # tokenizer's eos, not the first of them that is set
-    from care.backbone import load_end_of_turn_ids, load_tokenizer
     from care.llm.hf_chat import HFChat
+    from care.model.backbone import load_end_of_turn_ids, load_tokenizer
     from transformers import GenerationConfig
 
     tokenizer = load_tokenizer(tiny_model)
@@ -113,9 +113,9 @@ def test_drafting_stops_where_training_ends_a_turn(tiny_model, tmp_path):
 
 
 def test_hf_cache_key_follows_the_model_files(tiny_model, tmp_path):
-    # care.fingerprint: the same files are the same model wherever they are; new weights
+    # care.model.fingerprint: the same files are the same model wherever they are; new weights
     # (a model retrained in place) are another model, whatever their mtime says
-    from care.fingerprint import model_fingerprint
+    from care.model.fingerprint import model_fingerprint
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from care.backbone import load_end_of_turn_ids, load_tokenizer
+from care.model.attention import SPLIT, attention_inputs, register
+from care.model.backbone import load_end_of_turn_ids, load_tokenizer
 from care.sessions import load_sessions
 from care.sft import IGNORE, ExampleBuilder, SFTStats, build_examples, training_rows
-from care.train.packing import SPLIT, PackedCollator, attention_inputs, register
+from care.train.packing import PackedCollator
 from care.train.trainer import Collator
 
 # float64 models; transformers' loss upcasts logits to float32, which bounds the agreement
@@ -108,7 +109,7 @@ def test_units_per_row_deals_a_session_into_rows(
 ):
     """Each session's items are dealt over rows of at most N; every example in exactly one."""
     import torch
-    from care.backbone import load_causal_lm
+    from care.model.backbone import load_causal_lm
 
     path = tiny_backbones["llama"]
     examples, stats = two_sessions(path, instrument, sessions, train_corpus)
@@ -141,7 +142,7 @@ def test_packed_loss_and_gradients_equal_unpacked(
     tiny_backbones, instrument, sessions, train_corpus, arch, implementation, logits_only
 ):
     import torch
-    from care.backbone import load_causal_lm
+    from care.model.backbone import load_causal_lm
 
     path = tiny_backbones[arch]
     # two sessions of different lengths: the packed batch pads one of them
@@ -155,7 +156,7 @@ def test_packed_loss_and_gradients_equal_unpacked(
 @pytest.mark.parametrize("granularity", ["dimension", "session"])
 def test_other_granularities_pack(tiny_backbones, instrument, sessions, train_corpus, granularity):
     import torch
-    from care.backbone import load_causal_lm
+    from care.model.backbone import load_causal_lm
 
     path = tiny_backbones["qwen2"]
     tok = load_tokenizer(path)
@@ -179,7 +180,7 @@ def test_other_granularities_pack(tiny_backbones, instrument, sessions, train_co
 def test_packing_in_bf16(tiny_backbones, instrument, sessions, train_corpus):
     """bf16 weights (the GPU setting): the same loss to bf16 precision, finite gradients."""
     import torch
-    from care.backbone import load_causal_lm
+    from care.model.backbone import load_causal_lm
 
     path = tiny_backbones["llama"]
     examples, stats = two_sessions(path, instrument, sessions, train_corpus)
@@ -221,7 +222,7 @@ def test_packing_on_the_real_smollm2_checkpoint(
     import dataclasses
 
     import torch
-    from care.backbone import load_causal_lm
+    from care.model.backbone import load_causal_lm
 
     model = load_causal_lm(smollm2_shallow, dtype=torch.float32)
     tok = load_tokenizer(smollm2_shallow)
@@ -297,17 +298,19 @@ def test_batch_counts_examples_and_packing_may_differ_per_variant(
     assert rows_per_step(32, packed) == 3  # 32 examples ~ 3 sessions of 12 items
     assert rows_per_step(32, dealt) == 8
     assert rows_per_step(4, packed) == 1  # at least one row
-    by_variant = {"packing": {"rationale": "none", "score_only": "shared_prefix"},
-                  "units_per_row": {"score_only": 4}}
-    assert for_variant(by_variant, "score_only") == {"packing": "shared_prefix",
-                                                     "units_per_row": 4}
+    by_variant = {
+        "packing": {"rationale": "none", "score_only": "shared_prefix"},
+        "units_per_row": {"score_only": 4},
+    }
+    assert for_variant(by_variant, "score_only") == {"packing": "shared_prefix", "units_per_row": 4}
     assert for_variant(by_variant, "rationale") == {"packing": "none", "units_per_row": None}
     assert for_variant({"packing": "shared_prefix", "units_per_row": 6}, "rationale") == {
-        "packing": "shared_prefix", "units_per_row": 6}
+        "packing": "shared_prefix",
+        "units_per_row": 6,
+    }
     with pytest.raises(ValueError, match="training.packing"):
         for_variant({"packing": {"rationale": "zip"}}, "rationale")
     for variant in ("rationale", "score_only"):
         run = make_run(tmp_path, train_corpus, tmp_path, instrument, variant, **by_variant)
         assert run.hp["packing"] == by_variant["packing"][variant]
         assert run.hp["units_per_row"] == by_variant["units_per_row"].get(variant)
-

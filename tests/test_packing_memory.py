@@ -48,7 +48,7 @@ def leaves(batch: int, length: int, dtype):
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
 def test_packed_attention_keeps_less_than_the_unpacked_examples(dtype_name):
     import torch
-    from care.train.packing import SharedPrefixPlan, shared_prefix_attention
+    from care.model.attention import SharedPrefixPlan, shared_prefix_attention
 
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_packed_attention_keeps_less_than_the_unpacked_examples(dtype_name):
 def test_packed_attention_is_each_branchs_own():
     """Every branch token's output is that of its unpacked example (prefix + its branch)."""
     import torch
-    from care.train.packing import SharedPrefixPlan, shared_prefix_attention
+    from care.model.attention import SharedPrefixPlan, shared_prefix_attention
 
     torch.manual_seed(1)
     module = SimpleNamespace(num_key_value_groups=GROUPS, training=False)

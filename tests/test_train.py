@@ -92,7 +92,7 @@ def same_weights(a, b) -> bool:
 
 def test_answer_logits_only_gives_the_same_loss(tiny_backbones, train_corpus, instrument, tmp_path):
     import torch
-    from care.backbone import load_causal_lm
+    from care.model.backbone import load_causal_lm
     from care.train.trainer import Collator
 
     run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument, "rationale")
@@ -267,7 +267,7 @@ def test_killed_run_resumes_to_the_same_weights(
 
 
 def test_finetune_selects_exports_and_prunes(tmp_path, tiny_backbones, train_corpus, instrument):
-    from care.backbone import check_causal_lm_dir, load_tokenizer
+    from care.model.backbone import check_causal_lm_dir, load_tokenizer
 
     run = make_run(tmp_path, train_corpus, tiny_backbones["qwen2"], instrument, "rationale")
     record = finetune(run)
@@ -291,8 +291,9 @@ def test_finetune_selects_exports_and_prunes(tmp_path, tiny_backbones, train_cor
     kept = list(run.checkpoint_dir.glob("epoch-*"))
     assert [p.name for p in kept] == [f"epoch-{selection['chosen']['epoch']}"]
     assert (kept[0] / "model.safetensors").samefile(out / "model.safetensors")
-    assert selection["validation"]["sessions"] and len(selection["validation"]["sessions"]) == (
-        selection["validation_sessions"]
+    assert (
+        selection["validation"]["sessions"]
+        and len(selection["validation"]["sessions"]) == (selection["validation_sessions"])
     )
     assert [e["epoch"] for e in selection["epochs"]] == [1, 2]
     assert all(0 <= e["answers_cut"] <= e["items"] for e in selection["epochs"])
@@ -436,16 +437,23 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
     assert not all(same_weights({k: w[k]}, {k: base[k]}) for k in base)  # it trained
 
 
-def test_min_steps_raises_the_epochs_of_a_small_corpus(tmp_path, tiny_backbones, train_corpus,
-                                                       instrument):
+def test_min_steps_raises_the_epochs_of_a_small_corpus(
+    tmp_path, tiny_backbones, train_corpus, instrument
+):
     """training.min_steps: a corpus too small for the configured epochs to reach that many
     optimizer steps trains more epochs (a tiny model needs a few hundred steps to learn)."""
     from types import SimpleNamespace
 
     from care.train.run import steps_per_epoch, with_step_floor
 
-    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument,
-                   per_device_train_batch_size=4, num_train_epochs=2)
+    run = make_run(
+        tmp_path,
+        train_corpus,
+        tiny_backbones["llama"],
+        instrument,
+        per_device_train_batch_size=4,
+        num_train_epochs=2,
+    )
     rows = [SimpleNamespace(n_examples=1)] * 30
     plan = Plan.make(0, 1, 1, "torchrun")
     assert steps_per_epoch(run.hp, rows, 1) == 8  # ceil(30 / 4)

@@ -56,7 +56,7 @@ def write_client_folds(path: Path, records: list[dict], n_folds: int) -> Path:
 
 
 def build_backbone(dest: Path, arch: str, corpus: dict, instrument, seed: int = 0) -> Path:
-    from care.backbone import TinySpec, build_tiny, corpus_texts
+    from care.model.backbone import TinySpec, build_tiny, corpus_texts
 
     spec = TinySpec(arch=arch, seed=seed, **TINY)
     texts = list(corpus_texts(corpus["sessions"], instrument, [corpus["rationales"]]))

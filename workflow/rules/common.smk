@@ -41,8 +41,8 @@ FOLDS = list(range(1, N_FOLDS + 1))
 # ---- model sources (README "Fine-tuning": backbones) -------------------------------------
 # A backbone's or zero-shot model's `path` is a Hugging Face directory, used as it is, or a
 # GGUF file / `package:<module>` shipping one, which rule import_backbone turns into the
-# directory results/backbones/<name>/ (care.checkpoint).
-from care.checkpoint import is_gguf_source, resolve_gguf
+# directory results/backbones/<name>/ (care.model.sources).
+from care.model.sources import is_gguf_source, resolve_gguf
 
 _MODEL_ENTRIES = [
     *((name, spec) for name, spec in config.get("backbones", {}).items() if "path" in spec),

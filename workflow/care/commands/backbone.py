@@ -9,7 +9,7 @@ import logging
 
 from care.cli_options import Section
 
-log = logging.getLogger("care.backbone")
+log = logging.getLogger("care.model.backbone")
 
 
 def register(subparsers) -> None:
@@ -50,7 +50,9 @@ def register(subparsers) -> None:
         "--source", required=True, help="a .gguf file, or package:<module>[/<file>.gguf]"
     )
     p.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
         help="dtype of the saved weights",
     )
     p.add_argument("--out", required=True, help="model directory to write")
@@ -62,8 +64,8 @@ def register(subparsers) -> None:
 
 
 def tiny(args) -> int:
-    from care.backbone import TinySpec, build_tiny, corpus_texts
     from care.instrument import load_instrument
+    from care.model.backbone import TinySpec, build_tiny, corpus_texts
 
     spec = TinySpec.from_config(args.spec)
     instrument = load_instrument(args.instrument)
@@ -84,7 +86,7 @@ def pretrain(args) -> int:
 
 
 def import_checkpoint(args) -> int:
-    from care.checkpoint import import_gguf
+    from care.model.sources import import_gguf
 
     record = import_gguf(args.source, args.out, dtype=args.dtype)
     print(json.dumps(record, indent=2))
@@ -92,7 +94,7 @@ def import_checkpoint(args) -> int:
 
 
 def check(args) -> int:
-    from care.backbone import check_causal_lm_dir, load_tokenizer
+    from care.model.backbone import check_causal_lm_dir, load_tokenizer
 
     config = check_causal_lm_dir(args.path)
     tokenizer = load_tokenizer(args.path)

@@ -82,8 +82,9 @@ def inference_section(parser: argparse.ArgumentParser, base=None) -> None:
     from care.infer.settings import JOB_KEYS  # the job's keys and this command's --backend
 
     Section("inference", "--settings", exclude=JOB_KEYS, base=base).add_to(
-        parser, "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in "
-        "the file form.")
+        parser,
+        "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in the file form.",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +120,8 @@ def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
     folds = read_folds(args.folds) if getattr(args, "folds", None) else {}
     held_out = getattr(args, "fold", None)
     training = [
-        s for s in fold_sessions(args.sessions, instrument, None, None)
+        s
+        for s in fold_sessions(args.sessions, instrument, None, None)
         if folds.get(s.session_id) != held_out or held_out is None
     ]
     lengths = target_token_lengths(
@@ -240,8 +242,12 @@ def run_counselor(args) -> int:
     for d in instrument.dimensions:
         complete = _sessions_rating_all(rows, d.items)
         if not complete:
-            log.warning("counselor baseline, fold %s: no session has counselor ratings on "
-                        "every item of %s: that dimension cannot be scored", args.fold, d.id)
+            log.warning(
+                "counselor baseline, fold %s: no session has counselor ratings on "
+                "every item of %s: that dimension cannot be scored",
+                args.fold,
+                d.id,
+            )
     return 0
 
 
@@ -273,15 +279,26 @@ def run_lexical(args) -> int:
         result = lexical.fit_lexical(fit, val, train, test, instrument)
     else:
         result = lexical.fit_length(train, test, instrument)
-    rows = sort_rows(lexical.prediction_rows(test, result, instrument, args.model, args.fold),
-                     instrument)
+    rows = sort_rows(
+        lexical.prediction_rows(test, result, instrument, args.model, args.fold), instrument
+    )
     write_predictions(args.out, rows)
     variant = lexical.BASELINES[args.model]
     write_json(
         coverage_path(args.out),
-        {"model": args.model, "variant": variant, "fold": args.fold, "fit": result.chosen,
-         **coverage(rows)},
+        {
+            "model": args.model,
+            "variant": variant,
+            "fold": args.fold,
+            "fit": result.chosen,
+            **coverage(rows),
+        },
     )
-    log.info("%s baseline, fold %s: %d test sessions; %s", args.model, args.fold, len(test),
-             result.chosen)
+    log.info(
+        "%s baseline, fold %s: %d test sessions; %s",
+        args.model,
+        args.fold,
+        len(test),
+        result.chosen,
+    )
     return 0

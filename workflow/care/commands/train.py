@@ -39,8 +39,9 @@ def _data_args(p) -> None:
         "are cut to leave room for it, as at inference",
     )
     # job settings (the rule keeps them out of --hp; --gpus/--threads are this command's)
-    Section("training", "--hp", exclude=("threads", "mem_mb", "runtime", "seeds", "gpus")
-            ).add_to(p, "Replicate seeds (seeds) are separate runs: give one --seed.")
+    Section("training", "--hp", exclude=("threads", "mem_mb", "runtime", "seeds", "gpus")).add_to(
+        p, "Replicate seeds (seeds) are separate runs: give one --seed."
+    )
 
 
 def register(subparsers) -> None:
@@ -114,8 +115,8 @@ def train(args) -> int:
 def sft_data(args) -> int:
     from pathlib import Path
 
-    from care.backbone import load_tokenizer
     from care.io import write_jsonl
+    from care.model.backbone import load_tokenizer
     from care.train.run import prepare
 
     run = _finetune(args, checkpoint_dir=Path("."), out=Path(args.out))

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 
-from care.backbone import end_of_turn_ids
-from care.fingerprint import model_fingerprint
 from care.infer.decoding import neutral_model_defaults
 from care.infer.engine import Scorer
 from care.infer.labels import Generation, label_token_ids
 from care.infer.settings import InferenceSettings
 from care.infer.shared_decode import decode, length_groups, row_length
+from care.model.backbone import end_of_turn_ids
+from care.model.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class HFScorer(Scorer):
     ``scorer.score(sessions, model=..., variant=..., fold=...)`` yields one prediction row per
     (session, item) (the predictions contract's columns). The model is put in eval mode;
     ``cache`` (an SQLite path) keeps every answer so a rerun resumes, keyed by
-    ``fingerprint`` (by default :func:`care.fingerprint.model_fingerprint`, computed only
+    ``fingerprint`` (by default :func:`care.model.fingerprint.model_fingerprint`, computed only
     when caching).
     """
 
@@ -83,7 +83,7 @@ class HFScorer(Scorer):
         self.label_ids = label_token_ids(tokenizer, instrument.scale_points, sorted(langs))
         self.recorder = LabelRecorder(self.label_ids)
         if settings.prefix_sharing:
-            from care.train.packing import SPLIT, register
+            from care.model.attention import SPLIT, register
 
             register()  # plain SDPA unless a batch carries a shared-prefix plan
             self.model.set_attn_implementation(SPLIT)
@@ -257,7 +257,7 @@ def load_model(path, *, device: str = "cpu", dtype: str = "auto"):
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     try:
-        from care.backbone import load_causal_lm, load_tokenizer
+        from care.model.backbone import load_causal_lm, load_tokenizer
     except ImportError:
         load_causal_lm = load_tokenizer = None
     if load_causal_lm is not None:

@@ -3,7 +3,7 @@
 The training layout (:mod:`care.train.packing`) serves inference too. A session is one row:
 its prompts' common prefix (system message + dialogue) once, then each unit's suffix (its
 question) as a branch. Prefill runs the row in one forward pass with the split attention
-(:func:`care.train.packing.shared_prefix_attention`: the prefix causally, the branches over
+(:func:`care.model.attention.shared_prefix_attention`: the prefix causally, the branches over
 the prefix and themselves). Each decoding step then appends one token per unfinished branch
 to the same row; a 4-D mask lets it see the prefix, its own suffix and its own earlier
 tokens, and position ids continue the branch as if it followed the prefix alone. So every
@@ -78,7 +78,7 @@ def decode(
     import torch
     from transformers import DynamicCache
 
-    from care.train.packing import SharedPrefixPlan
+    from care.model.attention import SharedPrefixPlan
 
     device = model.device
     eos = set(eos_ids)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 
-from care.backbone import load_end_of_turn_ids
-from care.fingerprint import model_fingerprint
 from care.infer.engine import Scorer
 from care.infer.labels import Generation, label_token_ids
 from care.infer.settings import InferenceSettings
+from care.model.backbone import load_end_of_turn_ids
+from care.model.fingerprint import model_fingerprint
 
 
 class VLLMScorer(Scorer):

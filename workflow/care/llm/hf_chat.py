@@ -4,7 +4,7 @@ Prompts are rendered with the model's own chat template (``apply_chat_template(.
 add_generation_prompt=True)``), padded on the left, and generated greedily unless a
 temperature above zero is asked for. Requests are sorted by length so a batch wastes little
 padding; answers come back in input order. The cache key names the model by
-:func:`care.fingerprint.model_fingerprint` (its files' content), so a model retrained in
+:func:`care.model.fingerprint.model_fingerprint` (its files' content), so a model retrained in
 place is not served stale answers.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from care.fingerprint import model_fingerprint
 from care.llm.cache import ResponseCache, cache_key
+from care.model.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ class HFChat:
     ) -> None:
         import torch
 
-        from care.backbone import load_causal_lm, load_end_of_turn_ids, load_tokenizer
+        from care.model.backbone import load_causal_lm, load_end_of_turn_ids, load_tokenizer
 
         self.model_path = str(model_path)
         self.batch_size = max(1, int(batch_size))
         self.cache = ResponseCache(cache_dir)
         self.stats = {"calls": 0, "cache_hits": 0, "retries": 0}
         self._fingerprint = model_fingerprint(model_path)
-        # the loaders, stop tokens and fingerprint of training and inference (care.backbone)
+        # the loaders, stop tokens and fingerprint of training and inference (care.model.backbone)
         self.tokenizer = load_tokenizer(self.model_path)  # a chat template is required
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

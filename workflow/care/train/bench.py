@@ -23,7 +23,7 @@ import os
 import resource
 import time
 
-from care.backbone import SHAPES
+from care.model.backbone import SHAPES
 
 #: Dense bf16 tensor-core peak FLOP/s by device name (substring match, first wins).
 BF16_PEAK = [
@@ -48,7 +48,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--shape",
         default="tiny",
-        help=f"one of {sorted(SHAPES)} (care.backbone.SHAPES), or a JSON config (with 'arch')",
+        help=f"one of {sorted(SHAPES)} (care.model.backbone.SHAPES) or a JSON config (with 'arch')",
     )
     parser.add_argument(
         "--model", help="a local model directory (HF format) instead of a random --shape"
@@ -146,12 +146,12 @@ def run(args) -> int:
     if cuda:
         torch.cuda.set_device(device)
     if args.model:
-        from care.backbone import load_causal_lm
+        from care.model.backbone import load_causal_lm
 
         model = load_causal_lm(args.model, dtype="float32")
         arch = model.config.model_type
     else:
-        from care.backbone import init_model, resolve_shape
+        from care.model.backbone import init_model, resolve_shape
 
         arch, config = resolve_shape(args.shape)
         if args.layers:  # the real layer shape, fewer layers: fits one GPU

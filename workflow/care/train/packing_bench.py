@@ -120,7 +120,7 @@ def model_and_tokenizer(name: str, args, sessions_path: Path, instrument, tmp: P
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from care import WORKFLOW_DIR
-    from care.backbone import (
+    from care.model.backbone import (
         TinySpec,
         build_tiny,
         corpus_texts,
@@ -155,8 +155,8 @@ def bench_shape(name: str, args) -> dict:
 
     from care.instrument import load_instrument
     from care.io import write_jsonl
+    from care.model.attention import register
     from care.sft import ExampleBuilder, build_examples, training_rows
-    from care.train.packing import register
 
     instrument = load_instrument()
     turns, max_length = PACKING_SHAPES[name]
@@ -221,7 +221,8 @@ def epoch(model, mode: str, examples, packed, pad: int, args) -> dict:
     """One epoch, one session per AdamW step; tokens, padded tokens, wall, step losses."""
     import torch
 
-    from care.train.packing import PackedCollator, attention_inputs
+    from care.model.attention import attention_inputs
+    from care.train.packing import PackedCollator
     from care.train.trainer import Collator
 
     model.train()

@@ -54,9 +54,7 @@ def prompt_texts(paths: Iterable[str | Path], instrument, tokenizer) -> Iterator
             dialogue, _ = prompts.session_dialogue(session)
             unit = units[n % len(units)]
             variant = prompts.VARIANTS[n % len(prompts.VARIANTS)]
-            messages = prompts.build_messages(
-                instrument, unit, variant, session.language, dialogue
-            )
+            messages = prompts.build_messages(instrument, unit, variant, session.language, dialogue)
             yield tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
@@ -70,7 +68,7 @@ def pretrain(
     import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from care.backbone import atomic_directory, load_causal_lm, load_tokenizer
+    from care.model.backbone import atomic_directory, load_causal_lm, load_tokenizer
 
     torch.set_num_threads(max(1, threads))
     tokenizer = load_tokenizer(backbone)
@@ -79,8 +77,11 @@ def pretrain(
     if not texts:
         raise ValueError("pretraining: the corpora named hold no session")
     rows = [
-        {"input_ids": tokenizer(t, add_special_tokens=False, truncation=True,
-                                max_length=spec.max_length)["input_ids"]}
+        {
+            "input_ids": tokenizer(
+                t, add_special_tokens=False, truncation=True, max_length=spec.max_length
+            )["input_ids"]
+        }
         for t in texts
     ]
     if tokenizer.pad_token is None:

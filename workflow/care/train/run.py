@@ -87,8 +87,8 @@ def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
 
 def prepare(run: FineTune):
     """Sessions split, SFT examples and their stats; nothing written yet."""
-    from care.backbone import check_causal_lm_dir, load_end_of_turn_ids, load_tokenizer
     from care.instrument import load_instrument
+    from care.model.backbone import check_causal_lm_dir, load_end_of_turn_ids, load_tokenizer
     from care.sessions import load_sessions
     from care.sft import (
         ExampleBuilder,
@@ -174,7 +174,7 @@ def backbone_files(backbone: Path, old_job: dict[str, Any] | None) -> dict[str, 
     """The backbone's content digest and file signature; the digest the last job here
     recorded is reused while the signature is unchanged (hashing 16 GB of weights at every
     start, retries and resumes included, kept 8 GPUs waiting)."""
-    from care.fingerprint import directory_signature, model_fingerprint
+    from care.model.fingerprint import directory_signature, model_fingerprint
 
     signature = directory_signature(backbone) if backbone.is_dir() else str(backbone)
     known = (old_job or {}).get("backbone_files") or {}
@@ -191,7 +191,7 @@ def fingerprint(
     The world size is part of it: ZeRO state saved on n ranks does not load on m, and the
     effective batch (per-device batch x accumulation x ranks) changes the training itself.
     """
-    from care.fingerprint import model_fingerprint
+    from care.model.fingerprint import model_fingerprint
 
     if backbone_digest is None:
         backbone_digest = model_fingerprint(run.backbone)
@@ -326,7 +326,10 @@ def with_step_floor(run: FineTune, rows, plan: Plan) -> FineTune:
         return run
     log.info(
         "training.min_steps %d: %d optimizer steps per epoch, so %d epochs instead of %d",
-        floor, per_epoch, needed, epochs,
+        floor,
+        per_epoch,
+        needed,
+        epochs,
     )
     return dataclasses.replace(run, hp={**run.hp, "num_train_epochs": needed})
 
@@ -500,8 +503,13 @@ class EpochLoop:
         while the ranks wait (no exit, no reload of the backbone or optimizer state)."""
         self.mark = time.perf_counter()
         before = checkpoints.latest_full_state(self.dir)
-        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds(),
-               on_epoch_saved=self.score_saved)
+        launch(
+            self.plan,
+            self.job,
+            self.dir / "job.json",
+            keep_fds=self.keep_fds(),
+            on_epoch_saved=self.score_saved,
+        )
         free_accelerator_memory()
         after = checkpoints.latest_full_state(self.dir)
         if after is None or (before is not None and after.step <= before.step):
@@ -527,9 +535,7 @@ class EpochLoop:
         from care.instrument import load_instrument
 
         started = time.perf_counter()
-        state = next(
-            (s for s in checkpoints.full_states(self.dir) if s.epoch_end == epoch), None
-        )
+        state = next((s for s in checkpoints.full_states(self.dir) if s.epoch_end == epoch), None)
         weights = checkpoints.keep_epoch(self.dir, state) if state else None
         weights = weights or checkpoints.epoch_weights(self.dir)[epoch]
         step = json.loads((weights / "epoch.json").read_text(encoding="utf-8"))["step"]
@@ -563,7 +569,7 @@ class EpochLoop:
 
     def select_and_export(self, instrument, val, stats) -> dict[str, Any]:
         """Choose among every epoch's scores, export the model, drop the training state."""
-        from care.backbone import atomic_directory
+        from care.model.backbone import atomic_directory
 
         scored = self.scored()
         missing = [e for e in range(1, self.epochs + 1) if e not in scored]
@@ -577,14 +583,18 @@ class EpochLoop:
         if problem:
             log.warning(
                 "%s: %s Exporting epoch %d, the best of those with the fewest cut answers "
-                "(training.validation.cut_fallback).", self.dir, problem, best,
+                "(training.validation.cut_fallback).",
+                self.dir,
+                problem,
+                best,
             )
         if not any((scored[e].get("parse_rate") or 0) > 0 for e in scored):
             log.warning(
                 "%s: no validation answer of any epoch parsed: the model has not learned the "
                 "answer format, so training was too short (raise training.min_steps or "
                 "num_train_epochs); epoch %d is exported, its scores are not usable",
-                self.dir, best,
+                self.dir,
+                best,
             )
         record = self.selection_record(scored, best, val, stats)
         if problem:

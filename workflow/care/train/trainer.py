@@ -145,7 +145,8 @@ def training_arguments(job: dict[str, Any]):
 def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     from transformers import Trainer
 
-    from care.train.packing import PackedCollator, attention_inputs
+    from care.model.attention import attention_inputs
+    from care.train.packing import PackedCollator
 
     class SFTTrainer(Trainer):
         """Adds tokens/s (non-padding tokens per second since the last log) to each log;
@@ -194,8 +195,9 @@ def progress_callback():
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self.steps = bar(total=state.max_steps, initial=state.global_step,
-                                 desc="training", unit="step")
+                self.steps = bar(
+                    total=state.max_steps, initial=state.global_step, desc="training", unit="step"
+                )
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.steps is not None:
@@ -357,8 +359,9 @@ def run_worker(job: dict[str, Any], on_epoch_saved=None) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    from care.backbone import check_causal_lm_dir, load_tokenizer
-    from care.train import checkpoints, packing
+    from care.model import attention
+    from care.model.backbone import check_causal_lm_dir, load_tokenizer
+    from care.train import checkpoints
 
     torch.set_num_threads(max(1, int(job.get("threads", 1))))
     args = training_arguments(job)  # before the model: ZeRO-3 partitions it while loading
@@ -368,13 +371,13 @@ def run_worker(job: dict[str, Any], on_epoch_saved=None) -> dict[str, Any]:
 
         deepspeed.init_distributed()
     check_causal_lm_dir(job["backbone"])
-    packing.register()  # the shared_prefix_sdpa attention implementation
+    attention.register()  # the shared_prefix_sdpa attention implementation
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         job["backbone"],
         dtype=dtype,
         local_files_only=True,
-        attn_implementation=job["hp"].get("attn_implementation", packing.SPLIT),
+        attn_implementation=job["hp"].get("attn_implementation", attention.SPLIT),
     )
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])

@@ -11,7 +11,7 @@ The ``path`` of a backbone or a zero-shot model (config) is one of
 A GGUF source is imported once (``care train backbone import``, rule ``import_backbone``) into a
 plain Hugging Face directory: the dequantized weights as safetensors in the configured
 dtype, the tokenizer with its chat template, and a generation config whose end-of-turn ids
-come from :func:`care.backbone.end_of_turn_ids`. Training and inference then read that
+come from :func:`care.model.backbone.end_of_turn_ids`. Training and inference then read that
 directory with the code path of any other checkpoint. The import checks that the saved
 directory reproduces the loaded model's logits on a chat-rendered probe, and records the
 source's SHA-256 and the check in ``import.json``. Nothing is downloaded.
@@ -162,7 +162,12 @@ def import_gguf(spec: str | Path, out: str | Path, *, dtype: str = "float32") ->
     """
     from transformers import GenerationConfig
 
-    from care.backbone import atomic_directory, end_of_turn_ids, load_causal_lm, load_tokenizer
+    from care.model.backbone import (
+        atomic_directory,
+        end_of_turn_ids,
+        load_causal_lm,
+        load_tokenizer,
+    )
 
     if dtype not in IMPORT_DTYPES:
         raise CareInputError("<config>", f"unknown dtype {dtype!r}", field="import_dtype")

@@ -250,7 +250,7 @@ def test_top_terms_contract_and_order():
 
 
 def test_runs_follow_the_config():
-    from care.evaluate.runs import evaluation_runs
+    from care.runs import evaluation_runs
 
     config = {
         "variants": ["rationale", "score_only"],
@@ -389,7 +389,7 @@ def test_pooled_r_is_over_all_folds_sessions_and_shows_fold_offsets():
 
 
 def test_replicate_variants_carry_their_training_overrides():
-    from care.evaluate.runs import VARIANT_PATTERN, split_variant, training_overrides
+    from care.runs import VARIANT_PATTERN, split_variant, training_overrides
 
     training = {"seed": 123, "seeds": [123, 7], "selection": "inner_split"}
     assert training_overrides("rationale", training) == {"seed": 123}

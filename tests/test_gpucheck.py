@@ -104,7 +104,7 @@ def test_gpu_check_writes_each_step_as_it_finishes(tmp_path, monkeypatch):
 
 
 def test_tokens_to_first_divergence():
-    from care.infer.bench import divergence
+    from care.bench.infer import divergence
 
     def words(text, add_special_tokens):
         return {"input_ids": text.split()}

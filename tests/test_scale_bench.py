@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from care.scale_bench import Measure, growth_per_4x, report
+from care.bench.scale import Measure, growth_per_4x, report
 
 
 def test_growth_is_expressed_per_4x():

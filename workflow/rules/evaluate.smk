@@ -3,7 +3,7 @@
 # The runs come from the config: fine-tuned backbones x variants, zero-shot baselines and the
 # human counselor. Adding a backbone or a variant adds its jobs; the tables rebuild.
 
-from care.evaluate.runs import evaluation_runs
+from care.runs import evaluation_runs
 
 EVAL = config.get("evaluation", {})
 EVAL_SEED = EVAL.get("seed", config["seed"])

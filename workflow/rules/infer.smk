@@ -6,7 +6,7 @@
 
 import re
 
-from care.evaluate.runs import TEXT_BASELINES, evaluation_runs, run_seeds
+from care.runs import TEXT_BASELINES, evaluation_runs, run_seeds
 from care.infer.settings import answer_budget
 
 INFER = config.get("inference", {})

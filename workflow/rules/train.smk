@@ -7,7 +7,7 @@
 import re
 
 from care.infer.settings import answer_budget
-from care.evaluate.runs import VARIANT_PATTERN, evaluation_runs, split_variant, training_overrides
+from care.runs import VARIANT_PATTERN, evaluation_runs, split_variant, training_overrides
 
 TRAIN_BACKBONES = config.get("backbones", {})
 TRAINING = config.get("training", {})
@@ -34,7 +34,7 @@ if set(TRAIN_TINY) & set(IMPORTED):
 TRAIN_BACKBONE_PATTERN = "|".join(map(re.escape, TRAIN_BACKBONES)) or "(?!)"
 # Job settings (they shape the job, not the model), kept out of the hyperparameters.
 TRAIN_JOB_KEYS = ("threads", "mem_mb", "runtime")
-# `seeds` names replicate runs (care.evaluate.runs); each run gets its own `seed`.
+# `seeds` names replicate runs (care.runs); each run gets its own `seed`.
 TRAIN_HP = {k: v for k, v in TRAINING.items() if k not in (*TRAIN_JOB_KEYS, "seeds")}
 # A variant directory: rationale | score_only, optionally tagged -seed<N> | -testsel.
 train_hp = lambda variant: as_json({**TRAIN_HP, **training_overrides(variant, TRAINING)})

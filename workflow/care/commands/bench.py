@@ -7,12 +7,12 @@ Targets live here, never in timed tests. Each benchmark module defines
 import importlib
 
 BENCHMARKS = {
-    "train": ("care.train.bench", "fine-tuning throughput, peak memory, MFU on a GPU"),
-    "infer": ("care.infer.bench", "naive vs prefix-shared inference: prefill tokens, wall time"),
-    "evaluate": ("care.evaluate.bench", "evaluation stage timings"),
+    "train": ("care.bench.train", "fine-tuning throughput, peak memory, MFU on a GPU"),
+    "infer": ("care.bench.infer", "naive vs prefix-shared inference: prefill tokens, wall time"),
+    "evaluate": ("care.bench.evaluate", "evaluation stage timings"),
     "coverage": ("care.evaluate.coverage", "simulated coverage of the tables' intervals"),
     "gpu-check": ("care.gpucheck", "the GPU path on one GPU (.ci/gpu_check.sh); CPU: tiny"),
-    "scale": ("care.scale_bench", "CPU stages at 1x/4x/16x the demo corpus: time, memory, growth"),
+    "scale": ("care.bench.scale", "CPU stages at 1x/4x/16x the demo corpus: time, memory, growth"),
 }
 
 

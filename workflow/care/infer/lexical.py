@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from care.evaluate.runs import TEXT_BASELINES as BASELINES  # model -> variant directory
 from care.infer.counselor import rating_row
 from care.instrument import Instrument
+from care.runs import TEXT_BASELINES as BASELINES  # model -> variant directory
 from care.sessions import Session
 
 #: ridge penalties tried on the inner split (TF-IDF rows have unit norm: 0.01-100 spans

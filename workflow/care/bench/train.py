@@ -9,7 +9,7 @@ times full forward/backward/optimizer steps on random token sequences::
         --zero 3 --bf16 --gradient-checkpointing
 
 ``care bench train --packing`` compares one epoch packed vs unpacked on real examples
-instead (:mod:`care.train.packing_bench`).
+instead (:mod:`care.bench.packing`).
 
 Several GPUs: ``torchrun --nproc_per_node 8 -m care.cli bench train ...``. MFU counts
 ``6 * parameters + 12 * layers * hidden * seq_len`` FLOPs per token (forward and backward,
@@ -77,7 +77,7 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="compare an epoch packed (shared_prefix) vs unpacked: tokens and wall per epoch",
     )
-    from care.train import packing_bench
+    from care.bench import packing as packing_bench
 
     packing_bench.add_arguments(parser)
 
@@ -123,7 +123,7 @@ def deepspeed_config(stage: int, args, world: int, hidden: int) -> dict:
 
 def run(args) -> int:
     if args.packing:
-        from care.train import packing_bench
+        from care.bench import packing as packing_bench
 
         return packing_bench.run(args)
     os.environ.setdefault("RANK", "0")

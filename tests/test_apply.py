@@ -420,7 +420,7 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     assert (bond["n_sessions"] == len(data)).all()
     assert patterns.stars(0.0009) == "***" and patterns.stars(0.009) == "**"
     assert patterns.stars(0.04) == "*" and patterns.stars(0.2) == ""
-    from care.evaluate.tables import number
+    from care.tableformat import number
 
     # fixed decimals and a true minus sign, in a row as in a table (no .05 beside .047)
     assert number(-5.712) == "−5.71" and number(0.0472) == "0.05" and number(-0.001) == "0.00"

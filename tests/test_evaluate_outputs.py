@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from care import tableformat
 from care.cli import main
 from care.corpus import CorpusSpec, generate
 from care.errors import CareInputError
@@ -215,7 +216,7 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, larger_runs, inst
         p_column="{d}_pearson_p_vs_best",
     )
     out = tmp_path / "table2.csv"
-    tables.write_outputs(
+    tableformat.write_outputs(
         out,
         frame,
         tables.alliance_display(frame, latex=False, **kw),
@@ -223,7 +224,7 @@ def test_table2_columns_best_baseline_and_round_trip(tmp_path, larger_runs, inst
         "Table 2",
         ["note ±"],
     )
-    back = tables.read_table(out)
+    back = tableformat.read_table(out)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     tex = out.with_suffix(".tex").read_text(encoding="utf-8")
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
@@ -248,7 +249,7 @@ def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scor
         p_column="{d}_pearson_p_vs_best",
     )
     out = tmp_path / "table2.csv"
-    tables.write_outputs(
+    tableformat.write_outputs(
         out,
         frame,
         tables.alliance_display(frame, latex=False, **kw),
@@ -342,7 +343,7 @@ def test_table5_and_table3_round_trip(tmp_path, instrument):
     frame = tables.table5(terms, lengths, "expert")
     labels = {d.id: d.label("en") for d in instrument.dimensions}
     out = tmp_path / "table5.csv"
-    tables.write_outputs(
+    tableformat.write_outputs(
         out,
         frame,
         tables.terms_display(frame, labels, False),
@@ -350,7 +351,7 @@ def test_table5_and_table3_round_trip(tmp_path, instrument):
         "Table 5",
         ["n"],
     )
-    pd.testing.assert_frame_equal(tables.read_table(out), frame, check_dtype=False)
+    pd.testing.assert_frame_equal(tableformat.read_table(out), frame, check_dtype=False)
     assert list(frame["rank"][:2]) == [1, 2]
 
     quality = pd.DataFrame(
@@ -624,7 +625,7 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
     assert "care bench coverage" in md
     assert "Holm-adjusted over the table's" in md
     assert "r pooled" in md and "r common" in md
-    frame = tables.read_table(out2)
+    frame = tableformat.read_table(out2)
     care = frame[frame["label"] == "CARE (llama)"]
     assert list(care["scoring"]) == ["expected", "generated"]  # the headline first
     out4 = tmp_path / "table4.csv"
@@ -777,7 +778,7 @@ def test_table4_pairs_over_seeds_and_says_how_far_apart_they_are(larger_runs, in
     assert np.isfinite(generated.at["rationale", "goal_pearson_p_vs_score_only"])
     note = tables.seed_note(frame, ["goal"])
     spread = np.nanmedian(frame["goal_pearson_seed_sd"].to_numpy(float))
-    assert "2 training seeds" in note and f"median {tables.number(spread)}" in note
+    assert "2 training seeds" in note and f"median {tableformat.number(spread)}" in note
     assert "One training seed" in tables.seed_note(
         tables.table4(runs[2:], scores, ["goal"], res), ["goal"]
     )

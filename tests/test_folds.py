@@ -50,7 +50,7 @@ def test_fewer_clients_than_folds(demo_table, instrument):
 
 
 def test_table1_files_share_the_tables_writer(demo_table, instrument, tmp_path):
-    # Table 1 is written like Tables 2-8 (care.evaluate.tables.write_outputs): CSV, and
+    # Table 1 is written like Tables 2-8 (care.tableformat.write_outputs): CSV, and
     # Markdown, LaTeX (escaped headers) and HTML with mean ± sd cells and a note
     import json
 

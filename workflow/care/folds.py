@@ -77,7 +77,7 @@ def _summary(name: str, part: pd.DataFrame, dimensions: list[str]) -> dict:
 
 def table1_display(summary: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     """Table 1 for reading: human headers, ``mean ± sd`` cells (two decimals)."""
-    from care.evaluate.tables import mean_sd
+    from care.tableformat import mean_sd
 
     out = pd.DataFrame(
         {

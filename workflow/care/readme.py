@@ -26,7 +26,7 @@ CONSTANT = "undefined (constant scores)"
 
 def _r(value: float) -> str:
     """APA style: two decimals, no leading zero, a true minus sign."""
-    from care.evaluate.tables import number
+    from care.tableformat import number
 
     return number(value, 2).replace("0.", ".", 1)
 
@@ -35,7 +35,7 @@ def cell(row: Mapping, dim: str) -> str:
     """A dimension's r as printed; where it is undefined, why (nothing parsed, or scores that
     never vary, as a model's argmax that is always the same label); a mean over fewer folds
     than the table's with its fold count, as in the tables ("−.02 (1 of 5 folds)")."""
-    from care.evaluate.tables import fold_count
+    from care.tableformat import fold_count
 
     mean, sd = row[f"{dim}_pearson_mean"], row[f"{dim}_pearson_sd"]
     if pd.isna(mean):

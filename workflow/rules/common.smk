@@ -74,7 +74,7 @@ def as_json(value):
 
 def table_files(n):
     """Table n's files: the CSV and HTML shown in the report (caption report/table<n>.rst),
-    and the Markdown and LaTeX copies (care.evaluate.tables.write_outputs writes all four)."""
+    and the Markdown and LaTeX copies (care.tableformat.write_outputs writes all four)."""
     stem, caption = f"results/table{n}", f"../report/table{n}.rst"
     shown = lambda fmt: report(
         f"{stem}.{fmt.lower()}",

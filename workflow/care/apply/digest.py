@@ -268,7 +268,7 @@ def _environment():
     import jinja2
 
     from care.evaluate.figures import dimension_color
-    from care.evaluate.tables import number
+    from care.tableformat import number
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),

@@ -98,7 +98,7 @@ class Validity:
 
 
 def _r(value: float) -> str:
-    from care.evaluate.tables import number
+    from care.tableformat import number
 
     return number(value, 2)
 

@@ -303,7 +303,7 @@ def display_table(
 ) -> pd.DataFrame:
     """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells,
     every number with ``digits`` decimals and a true minus sign (no .05 beside .047)."""
-    from care.evaluate.tables import number
+    from care.tableformat import number
 
     terms = [t for t in table["term"].drop_duplicates() if t != INTERCEPT] + [INTERCEPT]
     out = {"Pattern": [*terms, "N sessions", "N clusters", "R²"]}
@@ -398,8 +398,8 @@ def write_table8(
     notes: list[str] | tuple[str, ...] = NOTES,
 ) -> None:
     """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout),
-    with the writer of every results table (:func:`care.evaluate.tables.write_outputs`)."""
-    from care.evaluate.tables import latex_display, write_outputs
+    with the writer of every results table (:func:`care.tableformat.write_outputs`)."""
+    from care.tableformat import latex_display, write_outputs
 
     pretty = display_table(table, instrument, language)
     write_outputs(csv, table.round(6), pretty, latex_display(pretty), CAPTION, list(notes))

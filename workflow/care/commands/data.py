@@ -180,10 +180,10 @@ def import_corpus(args) -> int:
 def folds(args) -> int:
     import pandas as pd
 
-    from care.evaluate.tables import latex_display, write_outputs
     from care.folds import make_folds, table1, table1_display
     from care.instrument import load_instrument
     from care.io import write_table
+    from care.tableformat import latex_display, write_outputs
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids

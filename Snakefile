@@ -7,7 +7,7 @@
 
 from snakemake.utils import min_version
 
-from care.config import validate_config
+from care.config import validate_config, without_job_keys
 
 min_version("9.0")
 

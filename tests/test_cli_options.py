@@ -10,7 +10,7 @@ import shlex
 import pytest
 import yaml
 from care.cli import build_parser, parse_args
-from care.config import check_config, schema
+from care.config import JOB_KEYS, check_config, schema
 
 from .conftest import REPO, copy_workflow, run_snakemake
 
@@ -63,18 +63,28 @@ def test_an_option_overrides_the_files_key(tmp_path, demo_config):
     assert not [k for k in vars(args) if k.startswith("hp:")]  # the options are merged away
 
 
+def inference_defaults() -> dict:
+    """The inference section's defaults a command fills (the job keys are its own)."""
+    keys = schema()["properties"]["inference"]["properties"]
+    return {k: v["default"] for k, v in keys.items()
+            if "default" in v and k not in (*JOB_KEYS, "backend")}
+
+
 def test_options_alone_make_the_section_with_the_schemas_defaults():
     hp = parse_args([*TRAIN, "--learning-rate", "1e-5", "--num-train-epochs", "3",
                      "--per-device-train-batch-size", "4"]).hp
     given = {"learning_rate": 1e-5, "num_train_epochs": 3, "per_device_train_batch_size": 4}
     keys = schema()["properties"]["training"]["properties"]
-    defaults = {k: v["default"] for k, v in keys.items() if "default" in v and k != "seeds"}
-    assert hp == {**given, **defaults}  # seeds: a job key, not filled
+    defaults = {k: v["default"] for k, v in keys.items()
+                if "default" in v and k not in (*JOB_KEYS, "seeds")}  # the job's: not filled
+    validation = keys["validation"]["properties"]
+    defaults["validation"] = {k: v["default"] for k, v in validation.items() if "default" in v}
+    assert hp == {**given, **defaults}
     assert hp["packing"] == "none" and hp["attn_implementation"] == "shared_prefix_sdpa"
     settings = parse_args([*INFER, "--batch-size", "8", "--dtype", "bfloat16", "--mode",
                            "label_probs", "--max-new-tokens", "auto"]).settings
-    assert settings == {"batch_size": 8, "dtype": "bfloat16", "mode": "label_probs",
-                        "max_new_tokens": "auto"}
+    assert settings == {**inference_defaults(), "batch_size": 8, "dtype": "bfloat16",
+                        "mode": "label_probs", "max_new_tokens": "auto"}
     assert parse_args([*INFER, "--language", "null"]).settings["language"] is None
     folds = parse_args(["data", "folds", "--sessions-table", "s.tsv", "--folds", "f.tsv",
                         "--table1", "t.csv", "--n-folds", "3"]).spec
@@ -170,5 +180,5 @@ def test_care_score_starts_from_the_config_files_inference_section(tmp_path):
     config.write_text("inference: {batch_size: 4, scoring: generated, threads: 2}\n")
     args = parse_args(["score", "--model", "m", "--sessions", "s.jsonl", "--config", str(config),
                        "--scoring", "expected"])
-    assert args.settings == {"batch_size": 4, "scoring": "expected", "max_new_tokens": "auto",
-                             "mode": "generate"}  # the job key (threads) is the command's own
+    # the job key (threads) is the command's own
+    assert args.settings == {**inference_defaults(), "batch_size": 4, "scoring": "expected"}

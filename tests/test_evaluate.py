@@ -249,16 +249,32 @@ def test_top_terms_contract_and_order():
 # ----------------------------------------------------------------------------- runs
 
 
+def _filled(**sections) -> dict:
+    """A config as the rule files read it: the schema's defaults filled."""
+    from care.config import check_config
+
+    recipe = {"learning_rate": 1e-5, "per_device_train_batch_size": 1, "num_train_epochs": 1}
+    training = {**recipe, **sections.pop("training", {})}
+    config = {"data": {"sessions": "s.jsonl"}, "variants": ["score_only"], "training": training}
+    return check_config({**config, **sections})
+
+
 def test_runs_follow_the_config():
     from care.runs import evaluation_runs
 
     config = {
         "variants": ["rationale", "score_only"],
-        "backbones": {"llama": {}, "qwen": {}},
-        "baselines": {"counselor": True, "zero_shot": [{"name": "gpt-4o", "label": "GPT-4o"}]},
-        "training": {"selection": "val_pearson"},
+        "rationales": {"edited_sheet": "e.xlsx"},
+        "backbones": {"llama": {"path": "/m"}, "qwen": {"path": "/m"}},
+        "baselines": {
+            "counselor": True,
+            "lexical": False,
+            "length": False,
+            "zero_shot": [{"name": "gpt-4o", "label": "GPT-4o", "backend": "openai", "model": "m"}],
+        },
+        "training": {"selection": "heldout_fold"},
     }
-    runs = evaluation_runs(config)
+    runs = evaluation_runs(_filled(**config))
     assert [r["label"] for r in runs.table2] == [
         "Human counselor",
         "GPT-4o",
@@ -271,11 +287,16 @@ def test_runs_follow_the_config():
         ("qwen", "rationale"),
         ("qwen", "score_only"),
     ]
-    assert runs.selection == "val_pearson" and runs.human_model == "llama"
-    # an ablation edit: one backbone, score-only; no baselines section at all
-    edited = evaluation_runs({"variants": ["score_only"], "backbones": {"qwen": {}}})
-    assert [(r["model"], r["variant"]) for r in edited.table2] == [("qwen", "score_only")]
-    assert edited.rationale == [] and edited.selection == "unspecified"
+    assert runs.selection == "heldout_fold" and runs.human_model == "llama"
+    # an ablation edit: one backbone, score-only; no baselines but the (default) text ones
+    edited = evaluation_runs(_filled(variants=["score_only"], backbones={"qwen": {"path": "/m"}}))
+    assert [(r["model"], r["variant"]) for r in edited.table2] == [
+        ("lexical", "tfidf_ridge"),
+        ("length", "word_count"),
+        ("qwen", "score_only"),
+    ]
+    # the selection the tables state is the one training uses: the schema's default
+    assert edited.rationale == [] and edited.selection == "inner_split"
     assert runs.fine_tuned_variants == [
         ("llama", "rationale"),
         ("qwen", "rationale"),
@@ -284,11 +305,13 @@ def test_runs_follow_the_config():
     ]
     # seeds make replicates; the sensitivity analysis adds test-fold-selection rows
     more = evaluation_runs(
-        {
-            **config,
-            "training": {"selection": "inner_split", "seed": 1, "seeds": [1, 5]},
-            "evaluation": {"sensitivity": {"test_fold_selection": True}},
-        }
+        _filled(
+            **{
+                **config,
+                "training": {"selection": "inner_split", "seed": 1, "seeds": [1, 5]},
+                "evaluation": {"sensitivity": {"test_fold_selection": True}},
+            }
+        )
     )
     assert more.care[0]["replicates"] == ["rationale", "rationale-seed5"]
     assert more.care[0]["selection"] == "inner_split"
@@ -300,9 +323,9 @@ def test_runs_follow_the_config():
     assert ("qwen", "rationale-testsel") in more.fine_tuned_variants
     assert ("llama", "score_only-seed5") in more.fine_tuned_variants
     with pytest.raises(ValueError, match="human_eval.model"):
-        evaluation_runs({**config, "evaluation": {"human_eval": {"model": "mistral"}}})
+        evaluation_runs(_filled(**config, evaluation={"human_eval": {"model": "mistral"}}))
     with pytest.raises(ValueError, match="log_odds.source"):
-        evaluation_runs({**config, "evaluation": {"log_odds": {"source": "gemma"}}})
+        evaluation_runs(_filled(**config, evaluation={"log_odds": {"source": "gemma"}}))
 
 
 def _skewed(n_clients=25, seed=4):

@@ -368,7 +368,7 @@ def test_config_defaults_fill_a_minimal_config():
     assert config["demo_corpus"] == {"enabled": False}
     assert config["folds"]["n_folds"] == 5 and config["prompts"] == "workflow/prompts"
     assert config["rationales"]["backend"] == "extractive"
-    assert "application" not in config and "backbones" not in config
+    assert "application" not in config and config["backbones"] == {}
 
 
 # --------------------------------------------------------------------------- import

@@ -211,9 +211,10 @@ class Section:
     or keys another option of the command sets); they are not required and get no default,
     but a whole-section argument may still carry them. ``include``: only these keys.
     ``extra``: keys the command's section adds from elsewhere in the config, by schema path
-    (``{"threshold": "application.low_alliance_threshold"}``). ``base``: where the section
-    comes from when the whole-section argument is not given (``care score``: the section of
-    a config file), as a function of the parsed arguments.
+    (``{"threshold": "application.low_alliance_threshold"}``). ``required``: keys the
+    command needs beyond those the section's schema requires (a fine-tune's recipe).
+    ``base``: where the section comes from when the whole-section argument is not given
+    (``care score``: the section of a config file), as a function of the parsed arguments.
     """
 
     path: str
@@ -221,6 +222,7 @@ class Section:
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
     base: Callable[[argparse.Namespace], dict] | None = None
     options: list[Option] = field(default_factory=list)
     parser: argparse.ArgumentParser | None = None
@@ -243,7 +245,9 @@ class Section:
             "$defs": _root()["$defs"],
             "properties": props,
             "required": [
-                k for k in node.get("required", []) if k in props and k not in self.exclude
+                k
+                for k in (*node.get("required", []), *self.required)
+                if k in props and k not in self.exclude
             ],
         }
 

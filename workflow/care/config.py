@@ -1,13 +1,14 @@
-"""The workflow config: validation against ``workflow/schemas/config.schema.yaml``.
+"""The workflow config: validation against the schema (``resources/schemas/config.schema.yaml``).
 
 A config stands alone over the schema's defaults (the Snakefile reads the demo's
 ``config.yaml`` only when no config is given), so the defaults filled in here are the only
-values a user's config does not set. An error names the config file(s) and the key.
+values a user's config does not set: the schema is their one home, and everything after
+:func:`check_config` reads ``config["x"]``. An error names the config file(s) and the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from care.io import check_expansion
 from care.resources import resource_path
 
 SCHEMA = resource_path("schemas", "config.schema.yaml")
+#: Keys of a stage's section that shape its job, not its outputs: the cluster request and the
+#: command's own options (``--threads``, ``--gpus``). Rules pass a section without them;
+#: commands take no option for them; fingerprints leave them out.
+JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
+
+
+def without_job_keys(section: Mapping, *more: str) -> dict:
+    """``section`` less its :data:`JOB_KEYS` (and ``more``): the settings a command takes."""
+    return {k: v for k, v in section.items() if k not in (*JOB_KEYS, *more)}
 
 
 def with_defaults(validator_class):
@@ -50,6 +60,11 @@ def schema() -> dict:
     return _schema(str(SCHEMA))
 
 
+def training_recipe() -> tuple[str, ...]:
+    """The ``training`` keys a fine-tune needs that have no default."""
+    return tuple(schema()["$defs"]["training_recipe"]["required"])
+
+
 def check_config(
     config: dict, sources: Sequence[str | Path] = (), schema: str | Path = SCHEMA
 ) -> dict:
@@ -66,6 +81,32 @@ def check_config(
         err = shallowest(errors)
         key = ".".join(str(p) for p in err.absolute_path) or None
         raise CareInputError(where, f"invalid config: {schema_message(err)}", field=key)
+    _inherit(_schema(str(schema)), config, config)
+    return config
+
+
+def _inherit(node: dict, instance, root: dict) -> None:
+    """Fill each key whose schema says ``x-default-from: <dotted key>`` from that key (an
+    override's default is the value it overrides: a zero-shot model's ``mem_mb`` is the
+    inference section's unless it sets its own); ``.key`` names a key beside it."""
+    if isinstance(instance, list):
+        for item in instance:
+            _inherit(node.get("items", {}), item, root)
+        return
+    if not isinstance(instance, dict):
+        return
+    for name, sub in node.get("properties", {}).items():
+        if name not in instance and "x-default-from" in sub:
+            source = sub["x-default-from"]  # ".key": a key beside it
+            scope = instance if source.startswith(".") else root
+            instance[name] = _copy(_lookup(scope, source.lstrip(".")))
+        if name in instance:
+            _inherit(sub, instance[name], root)
+
+
+def _lookup(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config[key]
     return config
 
 

@@ -1,9 +1,9 @@
 """Which runs the evaluation tables compare, derived from the workflow config.
 
-Imported by ``workflow/rules/evaluate.smk`` when Snakemake parses the workflow, so it stays
-free of heavy imports. A run is one (model, variant): fine-tuned backbones with each variant,
-zero-shot baselines (variant ``zero_shot``) and the human counselor (``counselor``/``human``).
-Sections that are absent (an older config, a stage not configured) give no runs.
+Imported by every rule file when Snakemake parses the workflow, so it stays free of heavy
+imports; it reads a config the schema filled (:func:`care.config.check_config`). A run is one
+(model, variant): fine-tuned backbones with each variant, zero-shot baselines (variant
+``zero_shot``) and the human counselor (``counselor``/``human``).
 
 Protocol replicates of a fine-tuned run are separate trainings whose directory carries a tag
 after the variant (``results/models/{backbone}/{variant}-{tag}/fold{k}``):
@@ -18,20 +18,6 @@ after the variant (``results/models/{backbone}/{variant}-{tag}/fold{k}``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-
-def _entries(section) -> list[tuple[str, str]]:
-    """(name, label) of a config section given as a mapping or a list of {name, label}."""
-    if isinstance(section, dict):
-        return [(name, (spec or {}).get("label", name)) for name, spec in section.items()]
-    out = []
-    for entry in section or []:
-        if isinstance(entry, dict):
-            out.append((entry["name"], entry.get("label", entry["name"])))
-        else:
-            out.append((str(entry), str(entry)))
-    return out
-
 
 #: text baselines (care.infer.lexical; kept here, free of heavy imports, for the rule files):
 #: model -> variant directory, and the tables' labels
@@ -65,10 +51,10 @@ def training_overrides(variant: str, training: dict) -> dict:
 
 def run_seeds(training: dict) -> list[int]:
     """Training seeds of each fine-tuned run: ``training.seeds``, else ``training.seed``."""
-    seeds = [int(s) for s in (training or {}).get("seeds") or []]
+    seeds = [int(s) for s in training["seeds"]]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"training.seeds: repeated seed in {seeds}")
-    return seeds or [int((training or {}).get("seed", 123))]
+    return seeds or [int(training["seed"])]
 
 
 def replicate_variants(variant: str, training: dict) -> list[str]:
@@ -93,10 +79,10 @@ def fine_tuned(model: str, variant: str, label: str, training: dict, **extra) ->
 class EvaluationRuns:
     backbones: list[str]
     care_variant: str
+    selection: str
     baselines: list[dict] = field(default_factory=list)
     care: list[dict] = field(default_factory=list)
     ablation: list[dict] = field(default_factory=list)
-    selection: str = "unspecified"
     human_model: str | None = None
 
     sensitivity: list[dict] = field(default_factory=list)
@@ -140,23 +126,22 @@ class EvaluationRuns:
 
 def evaluation_runs(config: dict) -> EvaluationRuns:
     variants = list(config["variants"])
-    backbones = [name for name, _ in _entries(config.get("backbones", {}))]
+    backbones = list(config["backbones"])
     care_variant = "rationale" if "rationale" in variants else variants[0]
-    baselines_cfg = config.get("baselines", {}) or {}
+    baselines_cfg = config["baselines"]
     baselines = []
-    if baselines_cfg.get("counselor", False):
+    if baselines_cfg["counselor"]:
         baselines.append(run("counselor", "human", "Human counselor", "counselor"))
     baselines += [
         run(name, variant, TEXT_BASELINE_LABELS[name], "text")
         for name, variant in TEXT_BASELINES.items()
-        if baselines_cfg.get(name, False)  # the schema's default (on) fills a config
+        if baselines_cfg[name]
     ]
     baselines += [
-        run(name, "zero_shot", label, "zero_shot")
-        for name, label in _entries(baselines_cfg.get("zero_shot", []))
+        run(b["name"], "zero_shot", b["label"], "zero_shot") for b in baselines_cfg["zero_shot"]
     ]
-    training = config.get("training", {}) or {}
-    selection = str(training.get("selection", "unspecified"))
+    training = config["training"]
+    selection = training["selection"]
     care_label = {
         b: f"CARE ({b})" if care_variant == "rationale" else f"CARE ({b}, {care_variant})"
         for b in backbones
@@ -169,9 +154,9 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         for b in backbones
         for v in variants
     ]
-    evaluation = config.get("evaluation", {}) or {}
+    evaluation = config["evaluation"]
     sensitivity = []
-    if (evaluation.get("sensitivity", {}) or {}).get("test_fold_selection", False):
+    if evaluation["sensitivity"]["test_fold_selection"]:
         sensitivity = [
             {
                 **run(
@@ -185,9 +170,9 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
             }
             for b in backbones
         ]
-    human = evaluation.get("human_eval", {}) or {}
-    _check_backbone(human.get("model"), backbones, "evaluation.human_eval.model", variants)
-    source = (evaluation.get("log_odds", {}) or {}).get("source", "expert")
+    human = evaluation["human_eval"]
+    _check_backbone(human["model"], backbones, "evaluation.human_eval.model", variants)
+    source = evaluation["log_odds"]["source"]
     if source != "expert":
         _check_backbone(source, backbones, "evaluation.log_odds.source", variants)
     return EvaluationRuns(
@@ -198,7 +183,7 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         ablation=ablation,
         sensitivity=sensitivity,
         selection=selection,
-        human_model=human.get("model") or (backbones[0] if backbones else None),
+        human_model=human["model"] or (backbones[0] if backbones else None),
     )
 
 

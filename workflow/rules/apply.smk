@@ -8,11 +8,9 @@ if UNLABELED:
     APP = config["application"]
     APP_MODEL = APP["model"]
     APP_MODEL_DIR = "results/models/{backbone}/{variant}/fold{fold}".format(**APP_MODEL)
-    # Decoding as in the inference section, with the application's overrides on top; the
-    # job keys (threads, gpus, mem_mb, runtime) shape the job, not the predictions.
-    APP_INFER = {**config.get("inference", {}), **APP.get("inference", {})}
-    APP_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
-    APP_SETTINGS = {k: v for k, v in APP_INFER.items() if k not in APP_JOB_KEYS}
+    # Decoding as in the inference section, with the application's overrides on top.
+    APP_INFER = {**config["inference"], **APP["inference"]}
+    APP_SETTINGS = without_job_keys(APP_INFER)
     # Every page states the agreement with clients of the model's recipe on every held-out
     # fold (pooled), and that a synthetic corpus is a demonstration.
     APP_HELDOUT = expand(
@@ -37,14 +35,14 @@ if UNLABELED:
         benchmark:
             "benchmarks/application/predict_corpus.tsv"
         conda:
-            infer_env(APP_INFER.get("backend", "hf"))
-        threads: APP_INFER.get("threads", 1)
+            infer_env(APP_INFER["backend"])
+        threads: APP_INFER["threads"]
         resources:
-            gpu=APP_INFER.get("gpus", 0),
+            gpu=APP_INFER["gpus"],
             nodes=1,  # all of a job's GPUs on one node (one launch)
-            cpus_per_task=APP_INFER.get("threads", 1),
-            mem_mb=APP_INFER.get("mem_mb", 4000),
-            runtime=APP_INFER.get("runtime", 60),
+            cpus_per_task=APP_INFER["threads"],
+            mem_mb=APP_INFER["mem_mb"],
+            runtime=APP_INFER["runtime"],
         params:
             prompts=PROMPTS,
             name=APP_MODEL["backbone"],
@@ -52,9 +50,9 @@ if UNLABELED:
             fold=APP_MODEL["fold"],
             granularity=config["granularity"],
             max_length=config["max_length"],
-            backend=APP_INFER.get("backend", "hf"),
+            backend=APP_INFER["backend"],
             settings=as_json(APP_SETTINGS),
-            gpus=APP_INFER.get("gpus", 0),
+            gpus=APP_INFER["gpus"],
             # per-unit answers, outside the declared outputs: a failed job resumes
             cache="results/cache/application/answers.sqlite",
         shell:
@@ -119,7 +117,7 @@ if UNLABELED:
             cov_type=APP["regression"]["cov_type"],
             cluster=APP["regression"]["cluster"],
             multiple_testing=MULTIPLE_TESTING,
-            scoring=APP_INFER.get("scoring", "generated"),
+            scoring=APP_INFER["scoring"],
             model=shlex.quote("{backbone}/{variant} fold {fold}".format(**APP["model"])),
         shell:
             "care apply table8 --predictions {input.predictions} --corpus {input.corpus} "

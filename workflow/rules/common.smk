@@ -27,7 +27,7 @@ def workflow_path(path):
 
 INSTRUMENT = workflow_path(config["instrument"])
 SESSIONS = config["data"]["sessions"]
-UNLABELED = config["data"].get("unlabeled")
+UNLABELED = config["data"]["unlabeled"]
 # Prompt templates (config `prompts`): inputs of the jobs that render them, so an edited
 # template reruns exactly those; `care --prompts DIR` makes a command read them there.
 PROMPTS = workflow_path(config["prompts"])
@@ -45,12 +45,12 @@ FOLDS = list(range(1, N_FOLDS + 1))
 from care.model.sources import is_gguf_source, resolve_gguf
 
 _MODEL_ENTRIES = [
-    *((name, spec) for name, spec in config.get("backbones", {}).items() if "path" in spec),
-    *((b["name"], b) for b in config.get("baselines", {}).get("zero_shot", []) if "path" in b),
+    *((name, spec) for name, spec in config["backbones"].items() if "path" in spec),
+    *((b["name"], b) for b in config["baselines"]["zero_shot"] if "path" in b),
 ]
 # name -> what to import; a name given two different GGUF sources is refused below
 IMPORTED = {
-    name: {"source": spec["path"], "dtype": spec.get("import_dtype", "float32")}
+    name: {"source": spec["path"], "dtype": spec["import_dtype"]}
     for name, spec in _MODEL_ENTRIES
     if is_gguf_source(spec["path"])
 }
@@ -58,7 +58,7 @@ _IMPORT_CLASHES = sorted(
     name
     for name, spec in _MODEL_ENTRIES
     if is_gguf_source(spec["path"])
-    and IMPORTED[name] != {"source": spec["path"], "dtype": spec.get("import_dtype", "float32")}
+    and IMPORTED[name] != {"source": spec["path"], "dtype": spec["import_dtype"]}
 )
 if _IMPORT_CLASHES:
     raise ValueError(f"models {_IMPORT_CLASHES} name different GGUF sources: rename one")

@@ -5,19 +5,19 @@
 
 from care.runs import evaluation_runs
 
-EVAL = config.get("evaluation", {})
-EVAL_SEED = EVAL.get("seed", config["seed"])
-MULTIPLE_TESTING = EVAL.get("multiple_testing", "holm")
+EVAL = config["evaluation"]
+EVAL_SEED = EVAL["seed"]
+MULTIPLE_TESTING = EVAL["multiple_testing"]
 RUNS = evaluation_runs(config)
-HUMAN_SHEETS = list(EVAL.get("human_eval", {}).get("sheets", []))
-LOG_ODDS_SOURCE = EVAL.get("log_odds", {}).get("source", "expert")
+HUMAN_SHEETS = list(EVAL["human_eval"]["sheets"])
+LOG_ODDS_SOURCE = EVAL["log_odds"]["source"]
 PREDICTIONS = "results/predictions/{model}/{variant}/fold{k}.parquet"
 SCORES = "results/evaluation/{model}/{variant}/scores.parquet"
 TEXT_METRICS = "results/evaluation/{model}/{variant}/text_metrics.csv"
 # The headline rows of Tables 2 and 4 use the inference stage's scoring (both are shown).
-HEADLINE_SCORING = config.get("inference", {}).get("scoring", "generated")
+HEADLINE_SCORING = config["inference"]["scoring"]
 # The scoring checkpoint selection maximised (the notes say if it is not the headline's).
-SELECTION_SCORING = config.get("training", {}).get("validation", {}).get("scoring", "generated")
+SELECTION_SCORING = config["training"]["validation"]["scoring"]
 # A table's score files: each run's, a fine-tuned run's seed replicates in order.
 table_scores = lambda runs: [
     SCORES.format(model=r["model"], variant=v)
@@ -67,7 +67,7 @@ rule text_metrics:
     resources:
         mem_mb=3000,
     params:
-        spec=as_json(EVAL.get("text_metrics", {})),
+        spec=as_json(EVAL["text_metrics"]),
     shell:
         "HF_HUB_OFFLINE=1 care evaluate text-metrics --predictions {input.predictions} "
         "--expert {input.expert} --sessions-table {input.sessions} "
@@ -91,7 +91,7 @@ rule table2:
         CARE_ENV
     params:
         runs=as_json(RUNS.table2),
-        bootstrap=as_json(EVAL.get("bootstrap", {})),
+        bootstrap=as_json(EVAL["bootstrap"]),
         seed=EVAL_SEED,
         multiple_testing=MULTIPLE_TESTING,
         selection=shlex.quote(RUNS.selection),
@@ -124,7 +124,7 @@ rule table4:
         CARE_ENV
     params:
         runs=as_json(RUNS.table4),
-        bootstrap=as_json(EVAL.get("bootstrap", {})),
+        bootstrap=as_json(EVAL["bootstrap"]),
         seed=EVAL_SEED,
         multiple_testing=MULTIPLE_TESTING,
         selection=shlex.quote(RUNS.selection),
@@ -160,7 +160,7 @@ rule table3:
             if HUMAN_SHEETS
             else ""
         ),
-        spec=as_json(EVAL.get("text_metrics", {})),
+        spec=as_json(EVAL["text_metrics"]),
         selection=shlex.quote(RUNS.selection),
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
@@ -185,7 +185,7 @@ rule table5:
         CARE_ENV
     params:
         source="--expert" if LOG_ODDS_SOURCE == "expert" else "--predictions",
-        spec=as_json(EVAL.get("log_odds", {})),
+        spec=as_json(EVAL["log_odds"]),
     shell:
         "care evaluate table5 {params.source} {input.texts} "
         "--sessions-table {input.sessions} --instrument {input.instrument} "
@@ -208,7 +208,7 @@ rule human_eval_export:
     conda:
         CARE_ENV
     params:
-        spec=as_json(EVAL.get("human_eval", {})),
+        spec=as_json(EVAL["human_eval"]),
         seed=EVAL_SEED,
     shell:
         "care evaluate human-eval-export --predictions {input.predictions} "
@@ -233,7 +233,7 @@ rule human_eval_import:
     conda:
         CARE_ENV
     params:
-        spec=as_json(EVAL.get("human_eval", {})),
+        spec=as_json(EVAL["human_eval"]),
     shell:
         "care evaluate human-eval-import --sheets {input.sheets} --key {input.key} "
         "--instrument {input.instrument} --spec {params.spec} "
@@ -246,6 +246,7 @@ if RUNS.ablation:
     ALL_TARGETS.append("results/table4.csv")
 if RUNS.rationale:
     ALL_TARGETS.extend(["results/table3.csv", "results/human_eval/rating_sheet.xlsx"])
-ALL_TARGETS.append("results/table5.csv")
+if LOG_ODDS_SOURCE != "expert" or EXPERT_RATIONALES:
+    ALL_TARGETS.append("results/table5.csv")
 if HUMAN_SHEETS and RUNS.rationale:
     ALL_TARGETS.append("results/human_eval/summary.csv")

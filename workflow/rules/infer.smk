@@ -9,13 +9,11 @@ import re
 from care.runs import TEXT_BASELINES, evaluation_runs, run_seeds
 from care.infer.settings import answer_budget
 
-INFER = config.get("inference", {})
-BASELINES = config.get("baselines", {})
-ZERO_SHOT = {b["name"]: b for b in BASELINES.get("zero_shot", [])}
-BACKBONE_NAMES = list(config.get("backbones", {}))
-# Job settings, not scorer settings (they shape the job, not its output).
-INFER_JOB_KEYS = ("threads", "gpus", "mem_mb", "runtime")
-INFER_SETTINGS = {k: v for k, v in INFER.items() if k not in INFER_JOB_KEYS}
+INFER = config["inference"]
+BASELINES = config["baselines"]
+ZERO_SHOT = {b["name"]: b for b in BASELINES["zero_shot"]}
+BACKBONE_NAMES = list(config["backbones"])
+INFER_SETTINGS = without_job_keys(INFER)
 ZERO_SHOT_SCORER_KEYS = ("max_new_tokens", "batch_size", "dtype", "mode", "scoring")
 ZERO_SHOT_API_KEYS = (
     "model",
@@ -34,11 +32,8 @@ ZERO_SHOT_PATTERN = "|".join(map(re.escape, ZERO_SHOT)) or "(?!)"
 # Per zero-shot model: its inputs (a local model directory, none for an API), scorer
 # settings (the inference section with its overrides) and how the model is named.
 # The answer format each zero-shot model is asked for (its own `prompt_variant`, else the
-# baselines section's).
-ZERO_SHOT_PROMPT = {
-    name: b.get("prompt_variant", BASELINES.get("prompt_variant", "rationale"))
-    for name, b in ZERO_SHOT.items()
-}
+# baselines section's: the config fills it).
+ZERO_SHOT_PROMPT = {name: b["prompt_variant"] for name, b in ZERO_SHOT.items()}
 # max_new_tokens `auto` for a zero-shot model: its tokenizer measures the training answers,
 # which for the rationale format needs the rationales.
 ZERO_SHOT_MEASURES = {
@@ -46,6 +41,12 @@ ZERO_SHOT_MEASURES = {
     and answer_budget({**INFER, **b}, ZERO_SHOT_PROMPT[name]) == "auto"
     for name, b in ZERO_SHOT.items()
 }
+_UNMEASURED = [name for name, measures in ZERO_SHOT_MEASURES.items() if measures]
+if _UNMEASURED and not EXPERT_RATIONALES:
+    raise ValueError(
+        f"zero-shot models {_UNMEASURED} measure their answer budget (max_new_tokens: auto) "
+        "on the expert rationales: set rationales.edited_sheet, or give them max_new_tokens"
+    )
 ZERO_SHOT_INPUTS = {
     name: {
         **INFER_INPUTS,
@@ -84,25 +85,25 @@ rule infer_finetuned:
         fold=r"\d+",
     cache: "omit-software"
     conda:
-        infer_env(INFER.get("backend", "hf"))
-    threads: INFER.get("threads", 1)
+        infer_env(INFER["backend"])
+    threads: INFER["threads"]
     resources:
-        gpu=INFER.get("gpus", 0),
+        gpu=INFER["gpus"],
         nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=INFER.get("threads", 1),
-        mem_mb=INFER.get("mem_mb", 4000),
-        runtime=INFER.get("runtime", 60),
+        cpus_per_task=INFER["threads"],
+        mem_mb=INFER["mem_mb"],
+        runtime=INFER["runtime"],
     params:
         prompts=PROMPTS,
         name=lambda wc: wc.backbone,
         variant=lambda wc: wc.variant,
         prompt_variant=lambda wc: base_variant(wc.variant),
         fold=lambda wc: wc.fold,
-        backend=INFER.get("backend", "hf"),
+        backend=INFER["backend"],
         settings=as_json(INFER_SETTINGS),
         granularity=config["granularity"],
         max_length=config["max_length"],
-        gpus=INFER.get("gpus", 0),
+        gpus=INFER["gpus"],
         answers=lambda wc: f"results/cache/predictions/{wc.backbone}/{wc.variant}/fold{wc.fold}.sqlite",
     shell:
         "care --prompts {params.prompts} --benchmark benchmarks/infer/{wildcards.backbone}/"
@@ -129,13 +130,13 @@ rule infer_zero_shot:
     cache: "omit-software"
     conda:
         lambda wc: infer_env(ZERO_SHOT[wc.baseline]["backend"])
-    threads: INFER.get("threads", 1)
+    threads: INFER["threads"]
     resources:
-        gpu=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        gpu=lambda wc: ZERO_SHOT[wc.baseline]["gpus"],
         nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=INFER.get("threads", 1),
-        mem_mb=lambda wc: ZERO_SHOT[wc.baseline].get("mem_mb", INFER.get("mem_mb", 4000)),
-        runtime=lambda wc: ZERO_SHOT[wc.baseline].get("runtime", INFER.get("runtime", 60)),
+        cpus_per_task=INFER["threads"],
+        mem_mb=lambda wc: ZERO_SHOT[wc.baseline]["mem_mb"],
+        runtime=lambda wc: ZERO_SHOT[wc.baseline]["runtime"],
     params:
         prompts=PROMPTS,
         name=lambda wc: wc.baseline,
@@ -149,7 +150,7 @@ rule infer_zero_shot:
         settings=lambda wc: ZERO_SHOT_SETTINGS[wc.baseline],
         granularity=config["granularity"],
         max_length=config["max_length"],
-        gpus=lambda wc: ZERO_SHOT[wc.baseline].get("gpus", 0),
+        gpus=lambda wc: ZERO_SHOT[wc.baseline]["gpus"],
         answers=lambda wc: f"results/cache/predictions/{wc.baseline}/zero_shot/fold{wc.fold}.sqlite",
     shell:
         "care --prompts {params.prompts} --benchmark "
@@ -206,9 +207,9 @@ rule lexical_baseline:
         variant=lambda wc: wc.variant,
         fold=lambda wc: wc.fold,
         # the ridge penalty is chosen on the split the fine-tunes validate on
-        selection=config.get("training", {}).get("selection", "inner_split"),
-        fraction=config.get("training", {}).get("inner_val_fraction", 0.15),
-        seed=lambda wc: run_seeds(config.get("training", {}))[0],
+        selection=config["training"]["selection"],
+        fraction=config["training"]["inner_val_fraction"],
+        seed=lambda wc: run_seeds(config["training"])[0],
     shell:
         "care infer lexical --model {params.model} --sessions {input.sessions} "
         "--instrument {input.instrument} --folds {input.folds} --fold {params.fold} "
@@ -234,7 +235,7 @@ ZERO_SHOT_PREDICTIONS = expand(
 )
 COUNSELOR_PREDICTIONS = (
     expand("results/predictions/counselor/human/fold{fold}.parquet", fold=FOLDS)
-    if BASELINES.get("counselor", True)
+    if BASELINES["counselor"]
     else []
 )
 

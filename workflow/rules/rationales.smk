@@ -4,6 +4,9 @@
 # failed or interrupted drafting job resumes without repeating a request.
 
 RAT = config["rationales"]
+# The experts' edited sheet: the rationale variant needs it (the schema then requires it);
+# a config without one builds no rationales and no table of them.
+EXPERT_RATIONALES = "edited_sheet" in RAT
 RAT_BACKEND = RAT["backend"]
 RAT_DRAFTS = "results/rationales/drafts.jsonl"
 RAT_SHEET = "results/rationales/expert_sheet.xlsx"
@@ -26,10 +29,10 @@ rule draft_rationales:
     params:
         prompts=lambda wc, input: PROMPTS,  # the inputs' directory
         backend=RAT_BACKEND,
-        spec=as_json(RAT.get(RAT_BACKEND, {})),
-        max_new_tokens=RAT.get("max_new_tokens", 256),
-        temperature=RAT.get("temperature", 0.0),
-        budget=as_json(RAT.get("dialogue_budget")),
+        spec=as_json(RAT[RAT_BACKEND]),
+        max_new_tokens=RAT["max_new_tokens"],
+        temperature=RAT["temperature"],
+        budget=as_json(RAT["dialogue_budget"]),
         cache=RAT["cache_dir"],
     shell:
         "care --prompts {params.prompts} rationales draft "
@@ -51,14 +54,14 @@ rule export_expert_sheet:
     conda:
         CARE_ENV
     params:
-        editors=as_json(RAT.get("editors", [])),
+        editors=as_json(RAT["editors"]),
     shell:
         "care rationales export --drafts {input.drafts} --sessions {input.sessions} "
         "--instrument {input.instrument} --editors {params.editors} --out {output} 2> {log}"
 
 
 # Demo only: reference rationales play the expert, written into a real filled-in sheet.
-if RAT.get("simulate_experts_from"):
+if EXPERT_RATIONALES and RAT["simulate_experts_from"]:
 
     rule simulate_expert_edits:
         input:
@@ -71,31 +74,33 @@ if RAT.get("simulate_experts_from"):
         conda:
             CARE_ENV
         params:
-            editor=RAT.get("simulated_editor", "demo-expert"),
+            editor=RAT["simulated_editor"],
         shell:
             "care rationales simulate-edits --sheet {input.sheet} "
             "--references {input.references} --editor {params.editor} --out {output} 2> {log}"
 
 
-rule import_expert_edits:
-    input:
-        sheet=RAT["edited_sheet"],
-        drafts=RAT_DRAFTS,
-        sessions=SESSIONS,
-        instrument=INSTRUMENT,
-    output:
-        "results/rationales.parquet",
-    log:
-        "logs/rationales/import.log",
-    conda:
-        CARE_ENV
-    params:
-        editors=as_json(RAT.get("editors", [])),
-        allow_unedited=as_json(RAT["allow_unedited"]),
-    shell:
-        "care rationales import --sheet {input.sheet} --drafts {input.drafts} "
-        "--sessions {input.sessions} --instrument {input.instrument} --editors {params.editors} "
-        "--allow-unedited {params.allow_unedited} --out {output} 2> {log}"
+if EXPERT_RATIONALES:
+
+    rule import_expert_edits:
+        input:
+            sheet=RAT["edited_sheet"],
+            drafts=RAT_DRAFTS,
+            sessions=SESSIONS,
+            instrument=INSTRUMENT,
+        output:
+            "results/rationales.parquet",
+        log:
+            "logs/rationales/import.log",
+        conda:
+            CARE_ENV
+        params:
+            editors=as_json(RAT["editors"]),
+            allow_unedited=as_json(RAT["allow_unedited"]),
+        shell:
+            "care rationales import --sheet {input.sheet} --drafts {input.drafts} "
+            "--sessions {input.sessions} --instrument {input.instrument} --editors {params.editors} "
+            "--allow-unedited {params.allow_unedited} --out {output} 2> {log}"
 
 
 rule rationale_stats:
@@ -118,4 +123,5 @@ rule rationale_stats:
         "--instrument {input.instrument} --out {output} 2> {log}"
 
 
-ALL_TARGETS.extend(["results/rationales.parquet", "results/rationale_stats.csv"])
+if EXPERT_RATIONALES:
+    ALL_TARGETS.extend(["results/rationales.parquet", "results/rationale_stats.csv"])

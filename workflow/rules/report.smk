@@ -18,8 +18,8 @@ PROVENANCE_SOURCES = sorted(
         INSTRUMENT,
         SESSIONS,
         *([UNLABELED] if UNLABELED else []),
-        config["rationales"]["edited_sheet"],
-        *([TRAINING["deepspeed"]] if TRAINING.get("deepspeed") else []),
+        *([RAT["edited_sheet"]] if EXPERT_RATIONALES else []),
+        *([TRAINING["deepspeed"]] if TRAINING["deepspeed"] else []),
         *(model_input(b["path"]) for b in TRAIN_BACKBONES.values() if "path" in b),
         *PROMPT_FILES,
     }

@@ -9,8 +9,8 @@ import re
 from care.infer.settings import answer_budget
 from care.runs import VARIANT_PATTERN, evaluation_runs, split_variant, training_overrides
 
-TRAIN_BACKBONES = config.get("backbones", {})
-TRAINING = config.get("training", {})
+TRAIN_BACKBONES = config["backbones"]
+TRAINING = config["training"]
 # A `path` wins over `tiny` (a config may give both).
 TRAIN_TINY = [
     name for name, spec in TRAIN_BACKBONES.items() if "tiny" in spec and "path" not in spec
@@ -32,15 +32,13 @@ if set(TRAIN_TINY) & set(IMPORTED):
         "imported model share a name (both would be results/backbones/<name>)"
     )
 TRAIN_BACKBONE_PATTERN = "|".join(map(re.escape, TRAIN_BACKBONES)) or "(?!)"
-# Job settings (they shape the job, not the model), kept out of the hyperparameters.
-TRAIN_JOB_KEYS = ("threads", "mem_mb", "runtime")
 # `seeds` names replicate runs (care.runs); each run gets its own `seed`.
-TRAIN_HP = {k: v for k, v in TRAINING.items() if k not in (*TRAIN_JOB_KEYS, "seeds")}
+TRAIN_HP = without_job_keys(TRAINING, "seeds")
 # A variant directory: rationale | score_only, optionally tagged -seed<N> | -testsel.
 train_hp = lambda variant: as_json({**TRAIN_HP, **training_overrides(variant, TRAINING)})
 base_variant = lambda variant: split_variant(variant)[0]
 # The inference answer budget of a variant: training cuts dialogues to leave room for it.
-answer_tokens = lambda variant: answer_budget(config.get("inference", {}), base_variant(variant))
+answer_tokens = lambda variant: answer_budget(config["inference"], base_variant(variant))
 
 
 # Helpers other rule files may call (lambdas: `snakemake --lint` wants no defs beside rules).
@@ -60,7 +58,7 @@ train_inputs = lambda wc: {
     "folds": "results/folds.tsv",
     "instrument": INSTRUMENT,
     "prompts": prompt_files("system", "score"),
-    **({"deepspeed": TRAINING["deepspeed"]} if TRAINING.get("deepspeed") else {}),
+    **({"deepspeed": TRAINING["deepspeed"]} if TRAINING["deepspeed"] else {}),
     **(
         {"rationales": "results/rationales.parquet"}
         if base_variant(wc.variant) == "rationale"
@@ -74,7 +72,7 @@ rule build_backbone:
         # tokenizer text outside the labeled corpus (one tokenizer serves every test fold)
         sessions=lambda wc: TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"]["tokenizer_sessions"],
         instrument=INSTRUMENT,
-        texts=lambda wc: TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"].get("tokenizer_texts", []),
+        texts=lambda wc: TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"]["tokenizer_texts"],
     output:
         directory("results/backbones/{backbone}"),
     log:
@@ -107,10 +105,10 @@ rule pretrain_backbone:
     cache: "omit-software"
     conda:
         CARE_ENV
-    threads: TRAINING.get("threads", 1)
+    threads: TRAINING["threads"]
     resources:
-        mem_mb=TRAINING.get("mem_mb", 8000),
-        runtime=TRAINING.get("runtime", 60),
+        mem_mb=TRAINING["mem_mb"],
+        runtime=TRAINING["runtime"],
     params:
         prompts=PROMPTS,
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["pretrain"]),
@@ -154,13 +152,13 @@ rule train:
     cache: "omit-software"
     conda:
         CARE_ENV
-    threads: TRAINING.get("threads", 1)
+    threads: TRAINING["threads"]
     resources:
-        gpu=TRAINING.get("gpus", 0),
+        gpu=TRAINING["gpus"],
         nodes=1,  # all of a job's GPUs on one node (one launch)
-        cpus_per_task=TRAINING.get("threads", 1),
-        mem_mb=TRAINING.get("mem_mb", 8000),
-        runtime=TRAINING.get("runtime", 60),
+        cpus_per_task=TRAINING["threads"],
+        mem_mb=TRAINING["mem_mb"],
+        runtime=TRAINING["runtime"],
     params:
         prompts=PROMPTS,
         backbone=lambda wc: backbone_dir(wc.backbone),
@@ -170,7 +168,7 @@ rule train:
         answer_tokens=lambda wc: answer_tokens(wc.variant),
         granularity=config["granularity"],
         max_length=config["max_length"],
-        gpus=TRAINING.get("gpus", 0),
+        gpus=TRAINING["gpus"],
         rationales=lambda wc, input: (
             f"--rationales {input.rationales}" if base_variant(wc.variant) == "rationale" else ""
         ),

@@ -79,9 +79,9 @@ def register(subparsers) -> None:
 def inference_section(parser: argparse.ArgumentParser, base=None) -> None:
     """``--settings`` (the inference section) and its options (``--batch-size 8``, ...);
     ``base``: the section when --settings is not given (:class:`care.cli_options.Section`)."""
-    from care.infer.settings import JOB_KEYS  # the job's keys and this command's --backend
+    from care.infer.settings import NOT_SETTINGS
 
-    Section("inference", "--settings", exclude=JOB_KEYS, base=base).add_to(
+    Section("inference", "--settings", exclude=NOT_SETTINGS, base=base).add_to(
         parser,
         "max_new_tokens per answer format ({rationale: N, score_only: M}) goes in the file form.",
     )

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from care.commands.infer import inference_section
-from care.infer.settings import JOB_KEYS
+from care.infer.settings import NOT_SETTINGS
 
 log = logging.getLogger("care.score")
 
@@ -62,7 +62,9 @@ def register(subparsers) -> None:
     inference_section(
         p,
         base=lambda args: {
-            k: v for k, v in _config(args.config).get("inference", {}).items() if k not in JOB_KEYS
+            k: v
+            for k, v in _config(args.config).get("inference", {}).items()
+            if k not in NOT_SETTINGS
         },
     )
     p.set_defaults(func=run)

@@ -14,6 +14,7 @@ import json
 import logging
 
 from care.cli_options import Section
+from care.config import JOB_KEYS, training_recipe
 
 log = logging.getLogger("care.train")
 
@@ -38,8 +39,8 @@ def _data_args(p) -> None:
         help="the inference answer budget (max_new_tokens of the variant, or auto): dialogues "
         "are cut to leave room for it, as at inference",
     )
-    # job settings (the rule keeps them out of --hp; --gpus/--threads are this command's)
-    Section("training", "--hp", exclude=("threads", "mem_mb", "runtime", "seeds", "gpus")).add_to(
+    # the rule keeps the job keys and the replicate seeds out of --hp
+    Section("training", "--hp", exclude=(*JOB_KEYS, "seeds"), required=training_recipe()).add_to(
         p, "Replicate seeds (seeds) are separate runs: give one --seed."
     )
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from care.config import JOB_KEYS
 from care.errors import CareInputError
 
 SCORINGS = ("generated", "expected")
@@ -25,9 +26,9 @@ SCORINGS = ("generated", "expected")
 #: label_probs: each item's score prefix is forced and the next-token distribution over the
 #: scale labels read there (multiple-choice style: every item is scored, nothing generated).
 MODES = ("generate", "label_probs")
-#: Keys of the inference section that shape the job, not the answers: the command's own
-#: options (``--backend``, ``--gpus``, ``--threads``) or the job's resources.
-JOB_KEYS = ("backend", "threads", "gpus", "mem_mb", "runtime")
+#: Keys of the inference section a scorer does not take: the job's (:data:`care.config.JOB_KEYS`)
+#: and the command's own ``--backend``.
+NOT_SETTINGS = ("backend", *JOB_KEYS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +88,7 @@ class InferenceSettings:
             )
         _check(dict(section), schema, source)
         values = _defaults(schema)
-        values.update((k, v) for k, v in section.items() if k not in JOB_KEYS)
+        values.update((k, v) for k, v in section.items() if k not in NOT_SETTINGS)
         values["max_new_tokens"] = answer_budget(values, run.get("variant"))
         try:
             return cls(**values, **run)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from care.config import JOB_KEYS
 from care.errors import CareInputError
 from care.train import checkpoints, select
 from care.train.launch import Plan, launch
@@ -137,13 +138,12 @@ def prepare(run: FineTune):
     return instrument, train, val, rows, stats
 
 
-#: ``training`` keys that shape the job, not the weights: left out of the training fingerprint.
-JOB_KEYS = (
+#: ``training`` keys that do not change the weights: left out of the training fingerprint.
+NOT_WEIGHTS = (
+    *JOB_KEYS,
     "validation",
-    "gpus",
     "cpu_ranks",
     "launcher",
-    "threads",
     "save_steps",
     "save_minutes",
     "keep_epoch_weights",
@@ -200,7 +200,7 @@ def fingerprint(
     digest.update(
         json.dumps(
             {
-                "hp": {k: v for k, v in run.hp.items() if k not in JOB_KEYS},
+                "hp": {k: v for k, v in run.hp.items() if k not in NOT_WEIGHTS},
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
                 "backbone": backbone_digest,
                 "world_size": ranks,

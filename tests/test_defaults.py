@@ -11,7 +11,13 @@ import pytest
 from care.config import check_config, schema
 
 ROOT = Path(__file__).resolve().parents[1]
-RULE_FILES = sorted([ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
+RULE_FILES = sorted(
+    [
+        ROOT / "Snakefile",
+        *(ROOT / "workflow" / "rules").glob("*.smk"),
+        *(ROOT / "workflow" / "report").glob("*.rst"),  # the report's captions read the config
+    ]
+)
 # .get("key", default) or .get("key"): a lookup that tolerates a missing key
 GET = re.compile(r"\.get\(\s*\"(\w+)\"\s*(,)?")
 

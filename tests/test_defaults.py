@@ -82,3 +82,38 @@ def test_rationales_are_needed_only_by_the_rationale_variant():
     check_config({"data": {"sessions": "s.jsonl"}, "variants": ["score_only"]})
     with pytest.raises(Exception, match="edited_sheet"):
         check_config({"data": {"sessions": "s.jsonl"}, "variants": ["rationale"]})
+
+
+# the typed settings objects: a field of a schema key takes the schema's default
+SETTINGS = [
+    ("care.infer.settings", "InferenceSettings", "inference"),
+    ("care.model.backbone", "TinySpec", "backbones.*.tiny"),
+    ("care.train.pretrain", "PretrainSpec", "backbones.*.pretrain"),
+]
+
+
+def own_defaults(module: str, name: str, section: str) -> list[str]:
+    """Fields of the dataclass ``name`` that are keys of ``section`` with a default that is
+    not the schema's (:func:`care.config.default`)."""
+    import ast
+    import importlib
+
+    from care.config import schema_node
+
+    keys = schema_node(section)["properties"]
+    tree = ast.parse(Path(importlib.import_module(module).__file__).read_text(encoding="utf-8"))
+    body = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name).body
+    found = []
+    for field in body:
+        if not isinstance(field, ast.AnnAssign) or field.value is None:
+            continue
+        key = field.target.id
+        calls = [n.func.id for n in ast.walk(field.value) if isinstance(n, ast.Call)]
+        if key in keys and "default" in keys[key] and "default" not in [*calls, ""]:
+            found.append(f"{name}.{key} = {ast.unparse(field.value)}")
+    return found
+
+
+@pytest.mark.parametrize("module, name, section", SETTINGS, ids=[s[1] for s in SETTINGS])
+def test_settings_objects_take_the_schemas_defaults(module, name, section):
+    assert own_defaults(module, name, section) == []

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from care.commands import json_arg
+from care.config import deref, schema, schema_node
 
 SECTIONS = "_config_sections"  # the Namespace attribute listing a command's sections
 SCALARS = ("null", "boolean", "integer", "number", "string")
@@ -36,32 +37,9 @@ METAVARS = {
 }
 
 
-def _root() -> dict:
-    from care.config import schema
-
-    return schema()
-
-
-def _deref(node: dict) -> dict:
-    """A schema node with its ``$ref`` (to ``#/$defs/...``) followed, description kept."""
-    while "$ref" in node:
-        name = node["$ref"].removeprefix("#/$defs/")
-        node = {**_root()["$defs"][name], **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
-
-
-def _at(path: str) -> dict:
-    """The schema node of a dotted config path (``evaluation.text_metrics``; ``*``: any name,
-    ``backbones.*.tiny``)."""
-    node = _root()
-    for key in path.split("."):
-        node = _deref(node["additionalProperties"] if key == "*" else node["properties"][key])
-    return node
-
-
 def _alternatives(node: dict) -> list[dict]:
     """The value shapes a node allows: one dict per type, enum or const."""
-    node = _deref(node)
+    node = deref(node)
     for branch in ("oneOf", "anyOf"):
         if branch in node:
             return [alt for sub in node[branch] for alt in _alternatives(sub)]
@@ -233,16 +211,16 @@ class Section:
 
     def schema(self) -> dict:
         """The section's schema as this command takes it (excluded keys without defaults)."""
-        node = _at(self.path)
+        node = schema_node(self.path)
         keys = [k for k in node.get("properties", {}) if self.include is None or k in self.include]
-        props = {k: _deref(node["properties"][k]) for k in keys}
-        props.update({k: _at(p) for k, p in self.extra.items()})
+        props = {k: deref(node["properties"][k]) for k in keys}
+        props.update({k: schema_node(p) for k, p in self.extra.items()})
         for k in self.exclude:
             props[k] = {n: v for n, v in props[k].items() if n != "default"}
         rest = {k: v for k, v in node.items() if k not in ("properties", "required", "default")}
         return {
             **rest,
-            "$defs": _root()["$defs"],
+            "$defs": schema()["$defs"],
             "properties": props,
             "required": [
                 k
@@ -276,7 +254,7 @@ class Section:
         return self
 
     def _add(self, group, key: tuple[str, ...], node: dict) -> None:
-        node = _deref(node)
+        node = deref(node)
         if node.get("type") == "object" and node.get("properties"):
             for sub, child in node["properties"].items():
                 self._add(group, (*key, sub), child)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
@@ -58,6 +59,29 @@ def _schema(path: str) -> dict:
 def schema() -> dict:
     """The packaged config schema (read once); :mod:`care.cli_options` derives options from it."""
     return _schema(str(SCHEMA))
+
+
+def deref(node: dict) -> dict:
+    """A schema node with its ``$ref`` (to ``#/$defs/...``) followed, its own keys kept."""
+    while "$ref" in node:
+        name = node["$ref"].removeprefix("#/$defs/")
+        node = {**schema()["$defs"][name], **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def schema_node(path: str) -> dict:
+    """The schema node of a dotted config path (``evaluation.text_metrics``; ``*``: any name,
+    ``backbones.*.tiny``)."""
+    node = schema()
+    for key in path.split("."):
+        node = deref(node["additionalProperties"] if key == "*" else node["properties"][key])
+    return node
+
+
+def default(path: str) -> Any:
+    """The schema's default of a dotted config key: what a typed settings object falls back
+    to when built without the config (a test, a benchmark)."""
+    return _copy(schema_node(path)["default"])
 
 
 def training_recipe() -> tuple[str, ...]:

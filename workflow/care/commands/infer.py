@@ -95,41 +95,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="predictions .parquet")
 
 
-def auto_max_new_tokens(args, scorer, instrument, prompt_variant: str) -> int:
-    """``auto``: what the training answers need (:func:`care.sft.answer_token_limit`).
-
-    A model fine-tuned here carries the number its training measured (``selection.json``);
-    another model's tokenizer measures the training folds' answers (``--rationales``).
-    """
-    import json
-    from pathlib import Path
-
-    from care.sft import answer_token_limit, load_rationales, target_token_lengths
-
-    selection = Path(args.model_path or "") / "selection.json"
-    if args.model_path and selection.is_file():
-        limit = json.loads(selection.read_text(encoding="utf-8")).get("sft", {})
-        if "answer_token_limit" in limit:
-            return int(limit["answer_token_limit"])
-    rationales = None
-    if prompt_variant == "rationale":
-        rationales = load_rationales(_need(getattr(args, "rationales", None), "--rationales"))
-    from care.infer.run import fold_sessions, read_folds
-
-    _need(getattr(args, "sessions", None), "max_new_tokens (auto needs the training sessions)")
-    folds = read_folds(args.folds) if getattr(args, "folds", None) else {}
-    held_out = getattr(args, "fold", None)
-    training = [
-        s
-        for s in fold_sessions(args.sessions, instrument, None, None)
-        if folds.get(s.session_id) != held_out or held_out is None
-    ]
-    lengths = target_token_lengths(
-        scorer.count_tokens, instrument, training, rationales, prompt_variant, args.granularity
-    )
-    return answer_token_limit(lengths)
-
-
 def build_scorer(args, instrument):
     """The scorer the arguments ask for (also used by ``care apply predict``, ``care score``)."""
     from care.infer.settings import InferenceSettings
@@ -146,7 +111,19 @@ def build_scorer(args, instrument):
     auto = settings.max_new_tokens == "auto"
     scorer = _scorer(args, instrument, settings.replace(max_new_tokens=1) if auto else settings)
     if auto:
-        limit = auto_max_new_tokens(args, scorer, instrument, prompt_variant)
+        from care.infer.budget import auto_budget
+
+        limit = auto_budget(
+            scorer.count_tokens,
+            instrument,
+            prompt_variant=prompt_variant,
+            granularity=args.granularity,
+            model_path=args.model_path,
+            sessions=getattr(args, "sessions", None),
+            folds=getattr(args, "folds", None),
+            fold=getattr(args, "fold", None),
+            rationales=getattr(args, "rationales", None),
+        )
         scorer.set_max_new_tokens(limit)
         log.info("max_new_tokens auto: %d (the training answers need, with a margin)", limit)
     return scorer

@@ -62,7 +62,7 @@ class Scorer:
         if not isinstance(settings.max_new_tokens, int):
             raise ValueError(
                 f"max_new_tokens {settings.max_new_tokens!r}: resolve it to a number before "
-                "the scorer is built (care.commands.infer.build_scorer resolves auto)"
+                "the scorer is built (care.infer.budget.auto_budget resolves auto)"
             )
         self.settings = settings
         self.instrument = instrument

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from care.config import JOB_KEYS
+from care.config import JOB_KEYS, default
 from care.errors import CareInputError
 
 SCORINGS = ("generated", "expected")
@@ -39,17 +39,17 @@ class InferenceSettings:
     variant: str
     granularity: str
     max_length: int
-    # the inference section's
-    max_new_tokens: int | str = "auto"  # ``auto``: resolved with the model's tokenizer
-    batch_size: int = 48
-    language: str | None = None  # None: each session's own
-    scoring: str = "generated"
-    mode: str = "generate"
-    prefix_sharing: bool = True  # hf
-    device: str = "auto"  # hf: auto, cpu, cuda
-    dtype: str = "auto"  # hf, vllm
-    top_logprobs: int = 20  # vllm: label probabilities from the top k at each step
-    gpu_memory_utilization: float = 0.85  # vllm
+    # the inference section's (the schema's defaults)
+    max_new_tokens: int | str = default("inference.max_new_tokens")  # auto: the tokenizer's
+    batch_size: int = default("inference.batch_size")
+    language: str | None = default("inference.language")  # None: each session's own
+    scoring: str = default("inference.scoring")
+    mode: str = default("inference.mode")
+    prefix_sharing: bool = default("inference.prefix_sharing")  # hf
+    device: str = default("inference.device")  # hf: auto, cpu, cuda
+    dtype: str = default("inference.dtype")  # hf, vllm
+    top_logprobs: int = default("inference.top_logprobs")  # vllm: label probabilities read
+    gpu_memory_utilization: float = default("inference.gpu_memory_utilization")  # vllm
     tensor_parallel_size: int = 1  # vllm: the job's GPUs
     # the answer budget the dialogue leaves room for (None: max_new_tokens); checkpoint
     # selection generates fewer tokens but reserves the inference budget, as training does
@@ -87,8 +87,8 @@ class InferenceSettings:
                 field=unknown[0],
             )
         _check(dict(section), schema, source)
-        values = _defaults(schema)
-        values.update((k, v) for k, v in section.items() if k not in NOT_SETTINGS)
+        values = {**_defaults(schema), **section}
+        values = {k: v for k, v in values.items() if k not in NOT_SETTINGS}
         values["max_new_tokens"] = answer_budget(values, run.get("variant"))
         try:
             return cls(**values, **run)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from care.config import default
 from care.errors import CareInputError
 
 # The real templates of each family (Meta-Llama-3-Instruct; Qwen2-Instruct), as format specs.
@@ -100,26 +101,29 @@ ROLES = ("system", "user", "assistant")
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
+TINY = "backbones.*.tiny"  # the config section of a tiny backbone
+
+
 @dataclass(frozen=True)
 class TinySpec:
     """Sizes of a tiny backbone (config ``backbones.<name>.tiny``)."""
 
     arch: str = "llama"
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 2
-    num_key_value_heads: int = 1
-    max_position_embeddings: int = 2048
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = True
-    vocab_size: int = 3000
-    cross_word_merges: bool = True
-    tokenizer_texts: tuple[str, ...] = ()  # more files to train the tokenizer on
+    hidden_size: int = default(f"{TINY}.hidden_size")
+    intermediate_size: int = default(f"{TINY}.intermediate_size")
+    num_hidden_layers: int = default(f"{TINY}.num_hidden_layers")
+    num_attention_heads: int = default(f"{TINY}.num_attention_heads")
+    num_key_value_heads: int = default(f"{TINY}.num_key_value_heads")
+    max_position_embeddings: int = default(f"{TINY}.max_position_embeddings")
+    rope_theta: float = default(f"{TINY}.rope_theta")
+    tie_word_embeddings: bool = default(f"{TINY}.tie_word_embeddings")
+    vocab_size: int = default(f"{TINY}.vocab_size")
+    cross_word_merges: bool = default(f"{TINY}.cross_word_merges")
+    tokenizer_texts: tuple[str, ...] = tuple(default(f"{TINY}.tokenizer_texts"))
     # the corpus whose turns and prompts train the tokenizer (the rule passes it as
     # --sessions): text outside the labeled corpus, so no test fold's words become tokens
     tokenizer_sessions: str | None = None
-    seed: int = 0
+    seed: int = default(f"{TINY}.seed")
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TinySpec:
@@ -127,7 +131,8 @@ class TinySpec:
         unknown = sorted(set(section) - known)
         if unknown:
             raise ValueError(f"unknown tiny backbone settings: {unknown}")
-        spec = cls(**{**section, "tokenizer_texts": tuple(section.get("tokenizer_texts", ()))})
+        lists = {k: tuple(v) for k, v in section.items() if isinstance(v, list)}
+        spec = cls(**{**section, **lists})
         if spec.arch not in FAMILIES:
             raise ValueError(f"unknown arch {spec.arch!r}; expected one of {sorted(FAMILIES)}")
         return spec

@@ -17,7 +17,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from care.config import default
+
 log = logging.getLogger("care.train")
+
+
+PRETRAIN = "backbones.*.pretrain"  # the config section of a tiny backbone's pretraining
 
 
 @dataclass(frozen=True)
@@ -25,20 +30,22 @@ class PretrainSpec:
     """``backbones.<name>.tiny.pretrain``: the corpora and the recipe."""
 
     sessions: tuple[str, ...] = ()
-    epochs: int = 4
-    learning_rate: float = 3e-3
-    batch_size: int = 16
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    max_length: int = 1024
-    seed: int = 0
+    epochs: int = default(f"{PRETRAIN}.epochs")
+    learning_rate: float = default(f"{PRETRAIN}.learning_rate")
+    batch_size: int = default(f"{PRETRAIN}.batch_size")
+    warmup_ratio: float = default(f"{PRETRAIN}.warmup_ratio")
+    weight_decay: float = default(f"{PRETRAIN}.weight_decay")
+    max_length: int = default(f"{PRETRAIN}.max_length")
+    seed: int = default(f"{PRETRAIN}.seed")
 
     @classmethod
     def from_config(cls, section: dict) -> PretrainSpec:
         unknown = sorted(set(section) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown pretraining settings: {unknown}")
-        return cls(**{**section, "sessions": tuple(section.get("sessions", ()))})
+        return cls(
+            **{**section, **{k: tuple(v) for k, v in section.items() if isinstance(v, list)}}
+        )
 
 
 def prompt_texts(paths: Iterable[str | Path], instrument, tokenizer) -> Iterator[str]:

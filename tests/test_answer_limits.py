@@ -16,6 +16,7 @@ from care.commands.infer import build_scorer
 from care.infer.run import predict_fold
 from care.sft import IGNORE, answer_token_limit
 from care.train.run import prepare, validation_settings
+from care.train.settings import ValidationSettings
 
 from tests.test_train import make_run
 
@@ -34,11 +35,12 @@ def test_auto_validation_budget_fits_every_training_answer(
     *_, examples, stats = prepare(run)
     answers = [sum(1 for v in e.labels if v != IGNORE) for e in examples]
     assert stats.max_answer_tokens == max(answers) > 20  # rationales: long answers
-    budget = validation_settings(run.hp, stats)["max_new_tokens"]
+    budget = validation_settings(run.settings, stats)["max_new_tokens"]
     assert budget == answer_token_limit(answers) >= max(answers)
     assert stats.as_dict()["answer_token_limit"] == budget
     # an explicit number stays what it is
-    assert validation_settings({"validation": {"max_new_tokens": 7}}, stats)["max_new_tokens"] == 7
+    explicit = run.settings.replace(validation=ValidationSettings(max_new_tokens=7))
+    assert validation_settings(explicit, stats)["max_new_tokens"] == 7
 
 
 def infer_args(model, corpus, **kw) -> Namespace:

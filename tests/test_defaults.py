@@ -89,6 +89,8 @@ SETTINGS = [
     ("care.infer.settings", "InferenceSettings", "inference"),
     ("care.model.backbone", "TinySpec", "backbones.*.tiny"),
     ("care.train.pretrain", "PretrainSpec", "backbones.*.pretrain"),
+    ("care.train.settings", "TrainingSettings", "training"),
+    ("care.train.settings", "ValidationSettings", "training.validation"),
 ]
 
 
@@ -109,7 +111,9 @@ def own_defaults(module: str, name: str, section: str) -> list[str]:
             continue
         key = field.target.id
         calls = [n.func.id for n in ast.walk(field.value) if isinstance(n, ast.Call)]
-        if key in keys and "default" in keys[key] and "default" not in [*calls, ""]:
+        from_schema = any(c.endswith("default") for c in calls)
+        section_default = isinstance(keys.get(key, {}).get("default"), dict)  # its own object
+        if key in keys and "default" in keys[key] and not (from_schema or section_default):
             found.append(f"{name}.{key} = {ast.unparse(field.value)}")
     return found
 

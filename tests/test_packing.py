@@ -287,7 +287,8 @@ def test_batch_counts_examples_and_packing_may_differ_per_variant(
 ):
     """per_device_train_batch_size means examples whatever the packing (Table 7's meaning);
     ``packing: {rationale: ..., score_only: ...}`` resolves per run."""
-    from care.sft import Example, PackedSession, for_variant, rows_per_step
+    from care.sft import Example, PackedSession, rows_per_step
+    from care.train.settings import TrainingSettings
 
     from tests.test_train import make_run
 
@@ -302,15 +303,21 @@ def test_batch_counts_examples_and_packing_may_differ_per_variant(
         "packing": {"rationale": "none", "score_only": "shared_prefix"},
         "units_per_row": {"score_only": 4},
     }
-    assert for_variant(by_variant, "score_only") == {"packing": "shared_prefix", "units_per_row": 4}
-    assert for_variant(by_variant, "rationale") == {"packing": "none", "units_per_row": None}
-    assert for_variant({"packing": "shared_prefix", "units_per_row": 6}, "rationale") == {
+    recipe = {"learning_rate": 1e-5, "per_device_train_batch_size": 1, "num_train_epochs": 1}
+
+    def resolved(section, variant):
+        settings = TrainingSettings.from_config({**recipe, **section}, variant)
+        return {"packing": settings.packing, "units_per_row": settings.units_per_row}
+
+    assert resolved(by_variant, "score_only") == {"packing": "shared_prefix", "units_per_row": 4}
+    assert resolved(by_variant, "rationale") == {"packing": "none", "units_per_row": None}
+    assert resolved({"packing": "shared_prefix", "units_per_row": 6}, "rationale") == {
         "packing": "shared_prefix",
         "units_per_row": 6,
     }
     with pytest.raises(ValueError, match="training.packing"):
-        for_variant({"packing": {"rationale": "zip"}}, "rationale")
+        resolved({"packing": {"rationale": "zip"}}, "rationale")
     for variant in ("rationale", "score_only"):
         run = make_run(tmp_path, train_corpus, tmp_path, instrument, variant, **by_variant)
-        assert run.hp["packing"] == by_variant["packing"][variant]
-        assert run.hp["units_per_row"] == by_variant["units_per_row"].get(variant)
+        assert run.settings.packing == by_variant["packing"][variant]
+        assert run.settings.units_per_row == by_variant["units_per_row"].get(variant)

@@ -225,6 +225,7 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
     from care.train.checkpoints import full_states, model_files
     from care.train.launch import Plan, launch
     from care.train.run import FineTune, stage_checkpoint_dir
+    from care.train.settings import TrainingSettings
 
     smollm2 = smollm2_shallow
 
@@ -258,7 +259,7 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
         variant="score_only",
         granularity="item",
         max_length=1024,
-        hp=hp,
+        settings=TrainingSettings.from_config(hp, "score_only"),
         checkpoint_dir=tmp_path / "ckpt",
         out=tmp_path / "model",
     )

@@ -12,6 +12,7 @@ import sys
 import pytest
 from care.train.launch import Plan, launch
 from care.train.run import FineTune, finetune, prepare, stage_checkpoint_dir
+from care.train.settings import TrainingSettings
 
 HP = {
     "learning_rate": 5e-3,
@@ -59,7 +60,7 @@ def make_run(tmp_path, corpus, backbone, instrument, variant="score_only", **hp)
         variant=variant,
         granularity="item",
         max_length=512,
-        hp=merged,
+        settings=TrainingSettings.from_config(merged, variant),
         checkpoint_dir=tmp_path / "ckpt",
         out=tmp_path / "model",
         rationales=corpus["rationales"],
@@ -69,7 +70,7 @@ def make_run(tmp_path, corpus, backbone, instrument, variant="score_only", **hp)
 def train_only(run: FineTune, **lifecycle) -> None:
     """Prepare and train all epochs in one go (no selection): every checkpoint stays."""
     *_, examples, _ = prepare(run)
-    plan = Plan.make(0, run.hp["cpu_ranks"], 1, run.hp["launcher"])
+    plan = Plan.make(0, run.settings.cpu_ranks, 1, run.settings.launcher)
     job = stage_checkpoint_dir(run, examples, plan)
     job.update({"pause_at_epoch_end": False, "rotate": False, **lifecycle})
     launch(plan, job, run.checkpoint_dir / "job.json")
@@ -418,7 +419,7 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
         "--max-length",
         "512",
         "--hp",
-        json.dumps(run.hp),
+        json.dumps(run.settings.as_json()),
         "--checkpoints",
         str(run.checkpoint_dir),
         "--out",
@@ -456,9 +457,9 @@ def test_min_steps_raises_the_epochs_of_a_small_corpus(
     )
     rows = [SimpleNamespace(n_examples=1)] * 30
     plan = Plan.make(0, 1, 1, "torchrun")
-    assert steps_per_epoch(run.hp, rows, 1) == 8  # ceil(30 / 4)
+    assert steps_per_epoch(run.settings, rows, 1) == 8  # ceil(30 / 4)
     assert with_step_floor(run, rows, plan) is run  # no floor
-    floored = dataclasses.replace(run, hp={**run.hp, "min_steps": 50})
-    assert with_step_floor(floored, rows, plan).hp["num_train_epochs"] == 7  # ceil(50 / 8)
+    floored = dataclasses.replace(run, settings=run.settings.replace(min_steps=50))
+    assert with_step_floor(floored, rows, plan).settings.num_train_epochs == 7  # ceil(50 / 8)
     packed = [SimpleNamespace(n_examples=4)] * 30  # 4 examples a row: 1 row a step
-    assert steps_per_epoch(run.hp, packed, 1) == 30
+    assert steps_per_epoch(run.settings, packed, 1) == 30

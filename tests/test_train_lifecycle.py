@@ -16,6 +16,7 @@ from care.train import checkpoints, select
 from care.train import run as run_module
 from care.train.launch import Plan
 from care.train.run import finetune, prepare, stage_checkpoint_dir
+from care.train.settings import TrainingSettings
 
 from tests.test_train import make_run
 
@@ -39,8 +40,10 @@ def rerun(finished, tmp_path, monkeypatch, *, may_train=False, **hp):
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(finished.checkpoint_dir, ckpt)
-    merged = {**finished.hp, **hp}
-    run = dataclasses.replace(finished, hp=merged, checkpoint_dir=ckpt, out=tmp_path / "model")
+    settings = TrainingSettings.from_config({**finished.settings.as_json(), **hp})
+    run = dataclasses.replace(
+        finished, settings=settings, checkpoint_dir=ckpt, out=tmp_path / "model"
+    )
     scored = []
     score = run_module.EpochLoop.score
 
@@ -58,7 +61,7 @@ def rerun(finished, tmp_path, monkeypatch, *, may_train=False, **hp):
 
 
 def validation(finished, **changes):
-    return {"validation": {**finished.hp["validation"], **changes}}
+    return {"validation": {**finished.settings.validation.as_dict(), **changes}}
 
 
 def test_rerun_with_same_settings_only_exports(finished, tmp_path, monkeypatch):
@@ -151,7 +154,7 @@ def epoch_loop(run):
     """The run's EpochLoop, set up as :func:`finetune` sets it up (nothing trained)."""
     _, _, val, examples, stats = prepare(run)
     plan = Plan.make(run.gpus, 1, 1, "torchrun")
-    settings = run_module.validation_settings(run.hp, stats)
+    settings = run_module.validation_settings(run.settings, stats)
     vjob = run_module.validation_job(run, plan, val, settings, stats)
     return run_module.EpochLoop(run, plan, examples, vjob, settings)
 
@@ -328,7 +331,7 @@ def test_a_retry_on_fewer_ranks_starts_afresh(
     import dataclasses
 
     caplog.set_level("INFO", logger="care.train")
-    retry = dataclasses.replace(run, hp={**run.hp, "cpu_ranks": 1})
+    retry = dataclasses.replace(run, settings=run.settings.replace(cpu_ranks=1))
     record = finetune(retry)
     assert "trained on 2 ranks (effective batch 16), this run has 1" in caplog.text
     assert record["ranks"] == 1 and [e["epoch"] for e in record["epochs"]] == [1, 2]
@@ -372,7 +375,7 @@ def test_the_batch_records_whole_packed_rows(tiny_backbones, train_corpus, instr
     job = stage_checkpoint_dir(run, rows, Plan.make(0, 2, 2, "torchrun"))
     assert job["effective_batch"] == 4  # 1 x 2 accumulation x 2 ranks, as configured
     assert job["examples_per_step"] == 12 * 2 * 2
-    assert run_module.examples_per_step(run.hp, 2, rows) == job["examples_per_step"]
+    assert run_module.examples_per_step(run.settings, 2, rows) == job["examples_per_step"]
 
 
 def test_a_restart_does_not_rehash_the_backbone(

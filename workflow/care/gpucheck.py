@@ -331,6 +331,7 @@ def _stand_in_run(work: Path, gpus: int):
     from care.model.backbone import TinySpec, build_tiny, corpus_texts
     from care.resources import resource_path
     from care.train.run import FineTune
+    from care.train.settings import TrainingSettings
 
     instrument = load_instrument()
     spec = CorpusSpec(
@@ -397,7 +398,7 @@ def _stand_in_run(work: Path, gpus: int):
         variant="rationale",
         granularity="item",
         max_length=512,
-        hp=hp,
+        settings=TrainingSettings.from_config(hp, "rationale"),
         checkpoint_dir=work / "checkpoints",
         out=work / "model",
         rationales=work / "rationales.jsonl",

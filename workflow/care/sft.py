@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from care import prompts
 from care.errors import CareInputError
@@ -428,21 +427,6 @@ def pack_shared_prefix(
     stats.packed_tokens = sum(len(r.input_ids) for r in rows)
     stats.packed_max_tokens = max((len(r.input_ids) for r in rows), default=0)
     return rows
-
-
-#: ``training`` keys that may be given per variant ({rationale: ..., score_only: ...}), with
-#: the value a variant the mapping leaves out gets.
-PER_VARIANT = {"packing": "none", "units_per_row": None}
-
-
-def for_variant(hp: Mapping[str, Any], variant: str) -> dict[str, Any]:
-    """``hp`` with its per-variant keys resolved to ``variant``'s values."""
-    out = dict(hp)
-    for key, default in PER_VARIANT.items():
-        value = out.get(key, default)
-        out[key] = value.get(variant, default) if isinstance(value, Mapping) else value
-    check_packing(out["packing"])
-    return out
 
 
 def check_packing(packing: str) -> None:

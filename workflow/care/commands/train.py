@@ -70,6 +70,7 @@ def _finetune(args, **extra):
     from pathlib import Path
 
     from care.train.run import FineTune
+    from care.train.settings import TrainingSettings
 
     return FineTune(
         backbone=Path(args.backbone),
@@ -80,7 +81,7 @@ def _finetune(args, **extra):
         variant=args.variant,
         granularity=args.granularity,
         max_length=args.max_length,
-        hp=args.hp,
+        settings=TrainingSettings.from_config(args.hp, args.variant),
         rationales=Path(args.rationales) if args.rationales else None,
         answer_tokens=args.answer_tokens,
         **extra,

@@ -30,21 +30,23 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from care.config import JOB_KEYS
+from care.config import JOB_KEYS, default
 from care.errors import CareInputError
 from care.train import checkpoints, select
 from care.train.launch import Plan, launch
+from care.train.settings import TrainingSettings
 
 log = logging.getLogger("care.train")
 
 
 @dataclass(frozen=True)
 class FineTune:
-    """What one (backbone, variant, fold) run needs; the ``training`` section is ``hp``."""
+    """What one (backbone, variant, fold) run needs; the ``training`` section is ``settings``."""
 
     backbone: Path
     sessions: Path
@@ -54,7 +56,7 @@ class FineTune:
     variant: str
     granularity: str
     max_length: int
-    hp: dict[str, Any]
+    settings: TrainingSettings
     checkpoint_dir: Path
     out: Path
     rationales: Path | None = None
@@ -62,28 +64,15 @@ class FineTune:
     threads: int = 1
     answer_tokens: int | str | None = None  # inference max_new_tokens (or auto): the answer budget
 
-    def __post_init__(self) -> None:
-        # settings given per variant ({rationale: ..., score_only: ...}) resolve to this run's
-        from care.sft import for_variant
 
-        object.__setattr__(self, "hp", for_variant(self.hp, self.variant))
-
-
-def validation_settings(hp: dict[str, Any], stats=None) -> dict[str, Any]:
-    """The ``training.validation`` settings; ``max_new_tokens: auto`` (the default) is what
-    the training answers need (:func:`care.sft.answer_token_limit`, from ``stats``)."""
-    settings = {
-        "max_new_tokens": "auto",
-        "batch_size": 48,
-        "scoring": "generated",
-        "min_parse_rate": 0.0,
-        "max_cut_rate": 0.05,
-        "cut_fallback": True,
-        **hp.get("validation", {}),
-    }
-    if settings["max_new_tokens"] == "auto" and stats is not None:
-        settings["max_new_tokens"] = stats.as_dict()["answer_token_limit"]
-    return settings
+def validation_settings(settings: TrainingSettings, stats=None) -> dict[str, Any]:
+    """The ``training.validation`` settings as selection records them; ``max_new_tokens:
+    auto`` (the default) is what the training answers need (:func:`care.sft.answer_token_limit`,
+    from ``stats``)."""
+    validation = settings.validation
+    if stats is not None:
+        validation = validation.resolved(stats.as_dict()["answer_token_limit"])
+    return validation.as_dict()
 
 
 def prepare(run: FineTune):
@@ -107,9 +96,9 @@ def prepare(run: FineTune):
         sessions,
         load_folds(run.folds),
         run.fold,
-        selection=run.hp.get("selection", "inner_split"),
-        inner_val_fraction=run.hp.get("inner_val_fraction", 0.15),
-        seed=run.hp.get("seed", 123),
+        selection=run.settings.selection,
+        inner_val_fraction=run.settings.inner_val_fraction,
+        seed=run.settings.seed,
         folds_path=run.folds,
     )
     tokenizer = load_tokenizer(run.backbone)
@@ -131,9 +120,9 @@ def prepare(run: FineTune):
     rows = training_rows(
         examples,
         stats,
-        run.hp["packing"],
-        run.hp["units_per_row"],
-        seed=run.hp.get("seed", 123),
+        run.settings.packing,
+        run.settings.units_per_row,
+        seed=run.settings.seed,
     )
     return instrument, train, val, rows, stats
 
@@ -152,22 +141,22 @@ NOT_WEIGHTS = (
 CHOICE_KEYS = ("min_parse_rate", "max_cut_rate", "cut_fallback")
 
 
-def effective_batch(hp: dict[str, Any], ranks: int) -> int:
+def effective_batch(settings: TrainingSettings, ranks: int) -> int:
     """The configured batch: per-device examples x accumulation x ranks (the fingerprint's)."""
-    return hp["per_device_train_batch_size"] * hp.get("gradient_accumulation_steps", 1) * ranks
+    return settings.per_device_train_batch_size * settings.gradient_accumulation_steps * ranks
 
 
-def examples_per_step(hp: dict[str, Any], ranks: int, rows) -> float:
+def examples_per_step(settings: TrainingSettings, ranks: int, rows) -> float:
     """The examples one optimizer step trains on: packed, a device takes whole rows
     (:func:`care.sft.rows_per_step`, at least one: 12 item examples of a session), so this
     can exceed :func:`effective_batch` (1 x 2 x 8 GPUs configured, 192 trained)."""
     from care.sft import rows_per_step
 
     if not rows:
-        return float(effective_batch(hp, ranks))
+        return float(effective_batch(settings, ranks))
     per_row = sum(r.n_examples for r in rows) / len(rows)
-    steps = hp.get("gradient_accumulation_steps", 1) * ranks
-    return round(rows_per_step(hp["per_device_train_batch_size"], rows) * per_row * steps, 1)
+    steps = settings.gradient_accumulation_steps * ranks
+    return round(rows_per_step(settings.per_device_train_batch_size, rows) * per_row * steps, 1)
 
 
 def backbone_files(backbone: Path, old_job: dict[str, Any] | None) -> dict[str, str]:
@@ -184,27 +173,34 @@ def backbone_files(backbone: Path, old_job: dict[str, Any] | None) -> dict[str, 
 
 
 def fingerprint(
-    run: FineTune, examples_blob: bytes, ranks: int = 1, backbone_digest: str | None = None
+    run: FineTune,
+    examples_blob: bytes,
+    ranks: int = 1,
+    backbone_digest: str | None = None,
+    keys: Collection[str] | None = None,
 ) -> str:
     """Everything that determines the trained weights (checkpoints of another run differ).
 
     The world size is part of it: ZeRO state saved on n ranks does not load on m, and the
     effective batch (per-device batch x accumulation x ranks) changes the training itself.
+    ``keys``: only these settings (a ``job.json`` written before the schema held every
+    default: :func:`same_run_before_defaults`).
     """
     from care.model.fingerprint import model_fingerprint
 
     if backbone_digest is None:
         backbone_digest = model_fingerprint(run.backbone)
     digest = hashlib.sha256(examples_blob)
-    deepspeed = run.hp.get("deepspeed")
+    deepspeed = run.settings.deepspeed
+    hp = {k: v for k, v in run.settings.as_json().items() if k not in NOT_WEIGHTS}
     digest.update(
         json.dumps(
             {
-                "hp": {k: v for k, v in run.hp.items() if k not in NOT_WEIGHTS},
+                "hp": {k: v for k, v in hp.items() if keys is None or k in keys},
                 "deepspeed": Path(deepspeed).read_text(encoding="utf-8") if deepspeed else None,
                 "backbone": backbone_digest,
                 "world_size": ranks,
-                "effective_batch": effective_batch(run.hp, ranks),
+                "effective_batch": effective_batch(run.settings, ranks),
             },
             sort_keys=True,
         ).encode()
@@ -222,8 +218,12 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     old = json.loads(job_file.read_text(encoding="utf-8")) if job_file.is_file() else None
     backbone = backbone_files(Path(run.backbone), old)
     key = fingerprint(run, blob.encode(), plan.ranks, backbone["digest"])
-    if old is not None and old.get("fingerprint") != key:
-        log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.hp, plan.ranks))
+    same = old is not None and (
+        old.get("fingerprint") == key
+        or same_run_before_defaults(old, run, blob.encode(), plan.ranks, backbone["digest"])
+    )
+    if old is not None and not same:
+        log.warning("%s: %s", run.checkpoint_dir, restart_reason(old, run.settings, plan.ranks))
         checkpoints.clear(run.checkpoint_dir)
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run.checkpoint_dir / "train.jsonl") as handle:
@@ -234,15 +234,15 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
         "backbone_files": backbone,
         "checkpoint_dir": str(run.checkpoint_dir),
         "data": str(run.checkpoint_dir / "train.jsonl"),
-        "hp": run.hp,
+        "hp": run.settings.as_json(),
         "device": plan.device,
         "threads": plan.threads_per_rank,
         "ranks": plan.ranks,
-        "effective_batch": effective_batch(run.hp, plan.ranks),
-        "examples_per_step": examples_per_step(run.hp, plan.ranks, examples),
-        "rows_per_device": rows_per_step(run.hp["per_device_train_batch_size"], examples),
-        "save_steps": int(run.hp.get("save_steps", 0)),
-        "save_minutes": float(run.hp.get("save_minutes", 0)),
+        "effective_batch": effective_batch(run.settings, plan.ranks),
+        "examples_per_step": examples_per_step(run.settings, plan.ranks, examples),
+        "rows_per_device": rows_per_step(run.settings.per_device_train_batch_size, examples),
+        "save_steps": int(run.settings.save_steps),
+        "save_minutes": float(run.settings.save_minutes),
         "pause_at_epoch_end": False,  # each epoch is scored while the ranks wait (EpochLoop)
         "rotate": True,
     }
@@ -250,13 +250,29 @@ def stage_checkpoint_dir(run: FineTune, examples, plan: Plan) -> dict[str, Any]:
     return job
 
 
-def restart_reason(old_job: dict[str, Any], hp: dict[str, Any], ranks: int) -> str:
+def same_run_before_defaults(
+    old_job: dict[str, Any], run: FineTune, examples_blob: bytes, ranks: int, backbone_digest: str
+) -> bool:
+    """A ``job.json`` written before the schema held every training default: its ``hp`` lacks
+    the keys its config left out, which trained with the values that are now the defaults.
+    The same run if its fingerprint matches over its own keys and every other key is at its
+    default."""
+    old_keys = set(old_job.get("hp", {}))
+    current = run.settings.as_json()
+    left_out = [k for k in current if k not in old_keys and k not in NOT_WEIGHTS]
+    if not old_keys or any(current[k] != default(f"training.{k}") for k in left_out):
+        return False
+    key = fingerprint(run, examples_blob, ranks, backbone_digest, keys=old_keys)
+    return old_job.get("fingerprint") == key
+
+
+def restart_reason(old_job: dict[str, Any], settings: TrainingSettings, ranks: int) -> str:
     old_ranks = old_job.get("ranks")
     if old_ranks is not None and old_ranks != ranks:
         return (
             f"its checkpoints were trained on {old_ranks} ranks (effective batch "
             f"{old_job.get('effective_batch')}), this run has {ranks} (effective batch "
-            f"{effective_batch(hp, ranks)}): ZeRO state does not carry over to another world "
+            f"{effective_batch(settings, ranks)}): ZeRO state does not carry over to another world "
             "size and the batch changes the training, so it starts afresh"
         )
     return "its checkpoints belong to another configuration: starting afresh"
@@ -277,7 +293,7 @@ def validation_job(run: FineTune, plan: Plan, val, settings, stats) -> select.Va
         "batch_size": settings["batch_size"],
         "scoring": settings["scoring"],
     }
-    dtype = "bfloat16" if _bf16(run.hp, plan) else "float32"
+    dtype = "bfloat16" if _bf16(run.settings, plan) else "float32"
     digest = hashlib.sha256()
     for session in val:
         record = dataclasses.asdict(session)
@@ -304,13 +320,13 @@ def validation_job(run: FineTune, plan: Plan, val, settings, stats) -> select.Va
     )
 
 
-def steps_per_epoch(hp: dict[str, Any], rows, ranks: int) -> int:
+def steps_per_epoch(settings: TrainingSettings, rows, ranks: int) -> int:
     """Optimizer steps in one pass over the training rows (the Trainer's count)."""
     from care.sft import rows_per_step
 
-    per_step = rows_per_step(hp["per_device_train_batch_size"], rows) * ranks
+    per_step = rows_per_step(settings.per_device_train_batch_size, rows) * ranks
     batches = math.ceil(len(rows) / per_step)
-    return max(1, batches // hp.get("gradient_accumulation_steps", 1))
+    return max(1, batches // settings.gradient_accumulation_steps)
 
 
 def with_step_floor(run: FineTune, rows, plan: Plan) -> FineTune:
@@ -318,9 +334,9 @@ def with_step_floor(run: FineTune, rows, plan: Plan) -> FineTune:
     ones to reach that many optimizer steps. A tiny model learns the ratings' marginal within
     ~50 steps and their dependence on the dialogue only after a few hundred, so a small
     corpus needs the steps, not the epochs, of a large one."""
-    floor = int(run.hp.get("min_steps") or 0)
-    per_epoch = steps_per_epoch(run.hp, rows, plan.ranks)
-    epochs = int(run.hp["num_train_epochs"])
+    floor = int(run.settings.min_steps)
+    per_epoch = steps_per_epoch(run.settings, rows, plan.ranks)
+    epochs = int(run.settings.num_train_epochs)
     needed = max(epochs, math.ceil(floor / per_epoch))
     if needed == epochs:
         return run
@@ -331,13 +347,12 @@ def with_step_floor(run: FineTune, rows, plan: Plan) -> FineTune:
         needed,
         epochs,
     )
-    return dataclasses.replace(run, hp={**run.hp, "num_train_epochs": needed})
+    return dataclasses.replace(run, settings=run.settings.replace(num_train_epochs=needed))
 
 
 def finetune(run: FineTune) -> dict[str, Any]:
     """Run one fine-tune; returns the selection record written to ``selection.json``."""
-    hp = run.hp
-    plan = Plan.make(run.gpus, hp.get("cpu_ranks", 1), run.threads, hp.get("launcher", "torchrun"))
+    plan = Plan.make(run.gpus, run.settings.cpu_ranks, run.threads, run.settings.launcher)
     started = time.perf_counter()
     with checkpoints.exclusive(run.checkpoint_dir) as lock:
         instrument, train, val, examples, stats = prepare(run)
@@ -350,7 +365,7 @@ def finetune(run: FineTune) -> dict[str, Any]:
         )
         stats.warn_truncation(log, f"fold {run.fold} training examples")
         run = with_step_floor(run, examples, plan)
-        settings = validation_settings(run.hp, stats)  # max_new_tokens auto: resolved
+        settings = validation_settings(run.settings, stats)  # max_new_tokens auto: resolved
         vjob = validation_job(run, plan, val, settings, stats)
         loop = EpochLoop(run, plan, examples, vjob, settings, lock)
         loop.run()
@@ -376,7 +391,7 @@ class EpochLoop:
         self.run_, self.plan, self.examples, self.vjob, self.lock = run, plan, examples, vjob, lock
         self.dir = run.checkpoint_dir
         self.settings = settings
-        self.epochs = int(run.hp["num_train_epochs"])
+        self.epochs = int(run.settings.num_train_epochs)
         self.seconds = {"training": 0.0, "selection": 0.0}
         self.train_seconds: dict[int, float] = {}  # per epoch trained by this job: rerun costs
         self.shown = None  # the selection bar, while run() shows it
@@ -462,13 +477,13 @@ class EpochLoop:
 
     @property
     def min_parse_rate(self) -> float:
-        return float(self.settings.get("min_parse_rate", 0.0))
+        return float(self.settings["min_parse_rate"])
 
     def best(self, scored: dict[int, dict[str, Any]]) -> int | None:
         """The epoch to export: the best within max_cut_rate; when none is (and cut_fallback),
         the best of the epochs with the fewest cut answers."""
         epochs, records, k = self.strict(scored)
-        if k is None and self.settings.get("cut_fallback", True):
+        if k is None and self.settings["cut_fallback"]:
             k = select.fallback(records, self.min_parse_rate)
         return None if k is None else epochs[k]
 
@@ -493,7 +508,7 @@ class EpochLoop:
                     float(self.settings["max_cut_rate"]),
                 ),
                 select.rerun_costs(
-                    records, self.min_parse_rate, self.run_.hp.get("keep_epoch_weights", False)
+                    records, self.min_parse_rate, self.run_.settings.keep_epoch_weights
                 ),
             )
         )
@@ -563,7 +578,7 @@ class EpochLoop:
         self.seconds["selection"] += time.perf_counter() - started
 
     def retain(self) -> None:
-        if self.run_.hp.get("keep_epoch_weights", False):
+        if self.run_.settings.keep_epoch_weights:
             return
         checkpoints.drop_epochs(self.dir, self.needed(self.scored()))
 
@@ -608,7 +623,7 @@ class EpochLoop:
                 json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
         checkpoints.rotate(self.dir, keep=None)  # the run is over: no optimizer state
-        if not self.run_.hp.get("keep_epoch_weights", False):
+        if not self.run_.settings.keep_epoch_weights:
             checkpoints.drop_epochs(self.dir, self.needed(scored) | {best})
         shutil.rmtree(self.dir / "validation", ignore_errors=True)
         return record
@@ -620,7 +635,7 @@ class EpochLoop:
         fields = ("epoch", "step", "pearson", "mean_pearson", "parse_rate")
         fields += ("items", "answers_cut", "cut_rate")
         return {
-            "selection": self.run_.hp.get("selection", "inner_split"),
+            "selection": self.run_.settings.selection,
             "validation": {
                 **self.settings,
                 "key": self.vjob.key,
@@ -632,8 +647,10 @@ class EpochLoop:
             "sft": stats.as_dict(),
             "validation_decoding": Decoding(self.settings["max_new_tokens"]).record(),
             "ranks": self.plan.ranks,
-            "effective_batch": effective_batch(self.run_.hp, self.plan.ranks),
-            "examples_per_step": examples_per_step(self.run_.hp, self.plan.ranks, self.examples),
+            "effective_batch": effective_batch(self.run_.settings, self.plan.ranks),
+            "examples_per_step": examples_per_step(
+                self.run_.settings, self.plan.ranks, self.examples
+            ),
             "device": self.plan.device,
         }
 
@@ -649,7 +666,7 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _bf16(hp: dict[str, Any], plan: Plan) -> bool:
+def _bf16(settings: TrainingSettings, plan: Plan) -> bool:
     from care.train.trainer import resolve_bf16
 
-    return resolve_bf16(hp.get("bf16", "auto"), plan.device == "cpu")
+    return resolve_bf16(settings.bf16, plan.device == "cpu")

@@ -91,6 +91,13 @@ def resolve_bf16(setting: Any, use_cpu: bool) -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def job_settings(job: dict[str, Any]):
+    """The training settings of a ``job.json`` (its ``hp``, resolved for the run's variant)."""
+    from care.train.settings import TrainingSettings
+
+    return TrainingSettings.from_config(job["hp"])
+
+
 def training_arguments(job: dict[str, Any]):
     """``TrainingArguments`` from the job: every Table 7 hyperparameter comes from config."""
     import dataclasses
@@ -105,34 +112,34 @@ def training_arguments(job: dict[str, Any]):
         else "gradient_checkpointing"
     )
 
-    hp = job["hp"]
+    hp = job_settings(job)
     use_cpu = job["device"] == "cpu"
     deepspeed = None
-    if hp.get("deepspeed"):
-        deepspeed = json.loads(Path(hp["deepspeed"]).read_text(encoding="utf-8"))
+    if hp.deepspeed:
+        deepspeed = json.loads(Path(hp.deepspeed).read_text(encoding="utf-8"))
     return TrainingArguments(
         output_dir=job["checkpoint_dir"],
-        learning_rate=hp["learning_rate"],
-        lr_scheduler_type=hp.get("lr_scheduler_type", "cosine"),
-        warmup_steps=float(hp.get("warmup_ratio", 0.0)),  # a float < 1 is a ratio
+        learning_rate=hp.learning_rate,
+        lr_scheduler_type=hp.lr_scheduler_type,
+        warmup_steps=float(hp.warmup_ratio),  # a float < 1 is a ratio
         # rows: examples per step over the examples a row holds (care.sft.rows_per_step)
-        per_device_train_batch_size=job.get("rows_per_device", hp["per_device_train_batch_size"]),
-        gradient_accumulation_steps=hp.get("gradient_accumulation_steps", 1),
-        num_train_epochs=hp["num_train_epochs"],
-        optim=hp.get("optim", "adamw_torch"),
-        weight_decay=hp.get("weight_decay", 0.0),
-        max_grad_norm=hp.get("max_grad_norm", 1.0),
-        seed=hp.get("seed", 123),
-        data_seed=hp.get("seed", 123),
-        bf16=resolve_bf16(hp.get("bf16", "auto"), use_cpu),
-        **{checkpointing: hp.get("gradient_checkpointing", False)},
+        per_device_train_batch_size=job.get("rows_per_device", hp.per_device_train_batch_size),
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        num_train_epochs=hp.num_train_epochs,
+        optim=hp.optim,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        seed=hp.seed,
+        data_seed=hp.seed,
+        bf16=resolve_bf16(hp.bf16, use_cpu),
+        **{checkpointing: hp.gradient_checkpointing},
         deepspeed=deepspeed,
         use_cpu=use_cpu,
-        train_sampling_strategy=hp.get("sampling", "random"),
+        train_sampling_strategy=hp.sampling,
         save_strategy="epoch",
         save_only_model=False,
         logging_strategy="steps",
-        logging_steps=hp.get("logging_steps", 10),
+        logging_steps=hp.logging_steps,
         logging_first_step=True,
         include_num_input_tokens_seen="non_padding",
         report_to=[],
@@ -172,14 +179,14 @@ def make_trainer(job: dict[str, Any], args, model, tokenizer, dataset):
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
-    packed = job["hp"].get("packing", "none") == "shared_prefix"
-    collator = PackedCollator if packed else Collator
+    settings = job_settings(job)
+    collator = PackedCollator if settings.packing == "shared_prefix" else Collator
     return SFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        data_collator=collator(pad_id, job["hp"].get("answer_logits_only", True)),
+        data_collator=collator(pad_id, settings.answer_logits_only),
         callbacks=[progress_callback()],
     )
 
@@ -377,7 +384,7 @@ def run_worker(job: dict[str, Any], on_epoch_saved=None) -> dict[str, Any]:
         job["backbone"],
         dtype=dtype,
         local_files_only=True,
-        attn_implementation=job["hp"].get("attn_implementation", attention.SPLIT),
+        attn_implementation=job_settings(job).attn_implementation,
     )
     model.config.use_cache = False
     tokenizer = load_tokenizer(job["backbone"])

@@ -485,7 +485,7 @@ def test_fold_coverage_counts_the_folds_sessions_a_run_has_no_rows_for(predictio
     assert (over_folds["coverage"] <= (n_fold - 2) / n_fold + 1e-12).all()
 
 
-# ------------------------------------------------------------ interval methods (issue 22)
+# ------------------------------------------------------------------------ interval methods
 
 
 def _with_counselors(n_clients=24, n_counselors=4, n_folds=3, seed=0):

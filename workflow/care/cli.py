@@ -3,8 +3,8 @@
 Subcommands are registered by the modules of :mod:`care.commands` (each defines
 ``register(subparsers)``), under their stage (``add_parser("data folds")`` is ``care data
 folds``); :class:`Stages` creates each stage's group, and every ``--instrument`` defaults to
-the packaged WAI-SR. An unknown command (a name from before the grouping, ``care validate``)
-is refused with the command it now is (``did you mean `care data validate`?``). A config
+the packaged WAI-SR. An unknown command is refused with the closest one (``care validate``:
+``did you mean `care data validate`?``). A config
 section a command reads comes whole or as typed options (:mod:`care.cli_options`). Commands
 import their heavy dependencies (torch, transformers) only when run, so ``care --help`` and
 light stages start fast. Input errors print one line naming

@@ -103,7 +103,7 @@ for _log in workflow.logger_manager.get_logfile():
     )
 
 
-# ---- between-workflow output cache guard (issue 7; README "Running at scale") --------------
+# ---- between-workflow output cache guard (README "Running at scale") -----------------------
 # `snakemake --cache` moves outputs of `cache:` rules (models, predictions: derived from
 # transcripts) into $SNAKEMAKE_OUTPUT_CACHE, world-readable. Before anything is cached, make
 # sure that directory exists and grants nothing to "other" users; refuse to run otherwise.

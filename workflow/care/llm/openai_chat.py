@@ -130,7 +130,7 @@ class OpenAIChat:
         return cls(
             spec["model"],
             **{key: spec[key] for key in CONFIG_KEYS if key in spec},
-            allow_remote_transcripts=opt_in(spec, section),
+            allow_remote_transcripts=opt_in(spec),
             opt_in_section=section,
             cache_dir=cache_dir,
         )

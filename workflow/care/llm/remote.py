@@ -3,8 +3,7 @@
 Transcripts stay on the machine unless the config opts in: a loopback endpoint (a local vLLM
 or ``transformers serve`` at localhost, 127.0.0.0/8 or ::1) is always allowed; any other
 host needs ``allow_remote_transcripts: true`` (:data:`OPT_IN`, the one name of this setting
-in every config section that names an endpoint; the zero-shot entries' former
-``allow_remote`` is refused with the new name). API keys are read from the environment
+in every config section that names an endpoint). API keys are read from the environment
 variable the config names; their value is never logged, stored or put in an error message.
 """
 
@@ -20,7 +19,6 @@ from care.errors import CareInputError
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 OPT_IN = "allow_remote_transcripts"
-RENAMED = {"allow_remote": OPT_IN}  # former name -> current name
 #: The key sent to a loopback server that needs none (the openai client insists on one).
 NO_KEY = "EMPTY"
 
@@ -44,16 +42,8 @@ def is_loopback(base_url: str) -> bool:
         return False
 
 
-def opt_in(spec: Mapping[str, Any], section: str) -> bool:
-    """The opt-in of a config section; a former name is refused with the current one."""
-    for old, new in RENAMED.items():
-        if old in spec:
-            raise CareInputError(
-                "config",
-                f"`{old}` was renamed `{new}` (one name for the opt-in everywhere): "
-                f"write `{new}: {str(bool(spec[old])).lower()}` in {section}",
-                field=f"{section}.{old}",
-            )
+def opt_in(spec: Mapping[str, Any]) -> bool:
+    """The opt-in of a config section (off unless it says so)."""
     return bool(spec.get(OPT_IN, False))
 
 

@@ -40,9 +40,8 @@ def instrument():
 
 @pytest.fixture(scope="session")
 def small_spec() -> CorpusSpec:
-    return CorpusSpec(
-        n_clients=8, sessions_per_client=(2, 3), n_counselors=3, turns_per_session=(8, 10), seed=11
-    )
+    return CorpusSpec(n_clients=8, sessions_per_client=(2, 3), n_counselors=3,
+                      turns_per_session=(8, 10), seed=11)
 
 
 @pytest.fixture(scope="session")
@@ -103,18 +102,8 @@ def copy_workflow(dest: Path) -> Path:
     """A fresh working copy of the workflow (no results) to run Snakemake in."""
     import shutil
 
-    ignore = shutil.ignore_patterns(
-        "results",
-        ".snakemake",
-        "logs",
-        "benchmarks",
-        "__pycache__",
-        ".venv",
-        ".git",
-        "*.egg-info",
-        ".pytest_cache",
-        ".ruff_cache",
-    )
+    ignore = shutil.ignore_patterns("results", ".snakemake", "logs", "benchmarks", "__pycache__",
+                                    ".venv", ".git", "*.egg-info", ".pytest_cache", ".ruff_cache")
     for name in ("Snakefile", "config.yaml", "workflow", "profiles", ".test", "envs", "configs"):
         src = REPO / name
         if src.is_dir():

@@ -29,10 +29,7 @@ def assert_compiles(tex: Path, workdir: Path) -> str:
     doc.write_text(PREAMBLE + f"\\input{{{tex.resolve()}}}\n\\end{{document}}\n", encoding="utf-8")
     done = subprocess.run(
         [ENGINE, "-interaction=nonstopmode", "-halt-on-error", doc.name],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        cwd=workdir, capture_output=True, text=True, timeout=120,
     )
     log = (workdir / doc.with_suffix(".log").name).read_text(encoding="utf-8", errors="replace")
     assert done.returncode == 0, f"{tex.name} does not compile:\n{log[-3000:]}"

@@ -24,14 +24,8 @@ from tests.test_train import make_run
 def test_auto_validation_budget_fits_every_training_answer(
     tmp_path, tiny_backbones, train_corpus, instrument
 ):
-    run = make_run(
-        tmp_path,
-        train_corpus,
-        tiny_backbones["llama"],
-        instrument,
-        "rationale",
-        validation={"batch_size": 8},
-    )
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument, "rationale",
+                   validation={"batch_size": 8})
     *_, examples, stats = prepare(run)
     answers = [sum(1 for v in e.labels if v != IGNORE) for e in examples]
     assert stats.max_answer_tokens == max(answers) > 20  # rationales: long answers
@@ -45,19 +39,10 @@ def test_auto_validation_budget_fits_every_training_answer(
 
 def infer_args(model, corpus, **kw) -> Namespace:
     base = dict(
-        backend="hf",
-        model_path=str(model),
-        variant="rationale",
-        prompt_variant=None,
-        granularity="item",
-        max_length=1024,
-        settings={"max_new_tokens": "auto", "device": "cpu", "batch_size": 16},
-        gpus=0,
-        cache=None,
-        rationales=str(corpus["rationales"]),
-        sessions=str(corpus["sessions"]),
-        folds=str(corpus["folds"]),
-        fold=1,
+        backend="hf", model_path=str(model), variant="rationale", prompt_variant=None,
+        granularity="item", max_length=1024, settings={"max_new_tokens": "auto", "device": "cpu",
+        "batch_size": 16}, gpus=0, cache=None, rationales=str(corpus["rationales"]),
+        sessions=str(corpus["sessions"]), folds=str(corpus["folds"]), fold=1,
     )
     return Namespace(**{**base, **kw})
 
@@ -76,34 +61,23 @@ def test_auto_inference_budget(tmp_path, tiny_backbones, train_corpus, instrumen
     assert build_scorer(infer_args(finetuned, train_corpus), instrument).max_new_tokens == 77
 
 
-def test_cut_answers_warn_and_are_counted(
-    tmp_path, tiny_backbones, train_corpus, instrument, caplog
-):
-    args = infer_args(
-        tiny_backbones["llama"],
-        train_corpus,
-        settings={"max_new_tokens": 2, "device": "cpu", "batch_size": 16},
-    )
+def test_cut_answers_warn_and_are_counted(tmp_path, tiny_backbones, train_corpus, instrument,
+                                          caplog):
+    args = infer_args(tiny_backbones["llama"], train_corpus,
+                      settings={"max_new_tokens": 2, "device": "cpu", "batch_size": 16})
     scorer = build_scorer(args, instrument)
     out = tmp_path / "fold1.parquet"
     with caplog.at_level(logging.WARNING):
-        predict_fold(
-            scorer,
-            sessions_path=args.sessions,
-            instrument=instrument,
-            folds_path=args.folds,
-            fold=1,
-            model="m",
-            variant="rationale",
-            out=out,
-        )
+        predict_fold(scorer, sessions_path=args.sessions, instrument=instrument,
+                     folds_path=args.folds, fold=1, model="m", variant="rationale", out=out)
     coverage = json.loads(out.with_name("fold1.coverage.json").read_text())
     assert coverage["answers_cut"] == coverage["rows"]  # an untrained model never stops in 2
     assert coverage["decoding"]["max_new_tokens"] == 2
     assert "stopped at max_new_tokens 2" in caplog.text
 
 
-def test_cut_dialogues_warn_in_training(tmp_path, tiny_backbones, train_corpus, instrument, caplog):
+def test_cut_dialogues_warn_in_training(tmp_path, tiny_backbones, train_corpus, instrument,
+                                        caplog):
     import dataclasses
 
     run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument)

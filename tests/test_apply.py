@@ -29,24 +29,13 @@ from .latex import ENGINE, assert_compiles
 INSTRUMENT = REPO / "workflow" / "instruments" / "wai_sr.yaml"
 
 TAXONOMY = {
-    "strategies": {
-        "reflection": "Supporting",
-        "affirmation": "Supporting",
-        "restatement": "Supporting",
-        "self_disclosure": "Supporting",
-        "inquiry": "Exploring",
-        "suggestion": "Guiding",
-        "information": "Guiding",
-        "challenge": "Challenging",
-    },
+    "strategies": {"reflection": "Supporting", "affirmation": "Supporting",
+                   "restatement": "Supporting", "self_disclosure": "Supporting",
+                   "inquiry": "Exploring", "suggestion": "Guiding", "information": "Guiding",
+                   "challenge": "Challenging"},
     "reactions": {"positive": "Positive", "neutral": "Neutral", "negative": "Negative"},
-    "predictors": [
-        "Supporting-Positive",
-        "Challenging-Positive",
-        "Supporting-Negative",
-        "Challenging-Negative",
-        "Guiding-Negative",
-    ],
+    "predictors": ["Supporting-Positive", "Challenging-Positive", "Supporting-Negative",
+                   "Challenging-Negative", "Guiding-Negative"],
 }
 
 
@@ -61,19 +50,12 @@ def fake_rows(records, refs, instrument, unparsed=()):
             probs = (weights / weights.sum()).tolist()
             ok = (rec["session_id"], item) not in unparsed
             yield {
-                "session_id": rec["session_id"],
-                "item_id": item,
-                "score": score if ok else math.nan,
-                "score_generated": score if ok else math.nan,
-                "score_expected": float(np.dot(probs, points)),
-                "score_argmax": score,
-                "probs": probs,
-                "rationale": ref[(rec["session_id"], item)],
-                "raw_text": "...",
-                "parsed": ok,
-                "parse_error": None if ok else "no score found",
-                "prompt_tokens": 321,
-                "truncated": False,
+                "session_id": rec["session_id"], "item_id": item,
+                "score": score if ok else math.nan, "score_generated": score if ok else math.nan,
+                "score_expected": float(np.dot(probs, points)), "score_argmax": score,
+                "probs": probs, "rationale": ref[(rec["session_id"], item)],
+                "raw_text": "...", "parsed": ok, "parse_error": None if ok else "no score found",
+                "prompt_tokens": 321, "truncated": False,
             }
 
 
@@ -89,32 +71,20 @@ class FakeScorer:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, instrument):
     """An 'unlabeled' corpus (ratings kept to fake predictions), its file and predictions."""
-    spec = CorpusSpec(
-        n_clients=14, sessions_per_client=(3, 6), n_counselors=3, turns_per_session=(10, 14), seed=5
-    )
+    spec = CorpusSpec(n_clients=14, sessions_per_client=(3, 6), n_counselors=3,
+                      turns_per_session=(10, 14), seed=5)
     records, refs = generate(spec, instrument, labeled=True, prefix="u")
     tmp = tmp_path_factory.mktemp("apply")
     path = tmp / "unlabeled.jsonl"
-    write_jsonl(path, [{k: v for k, v in r.items() if not k.endswith("_ratings")} for r in records])
+    write_jsonl(path, [{k: v for k, v in r.items() if not k.endswith("_ratings")}
+                       for r in records])
     sessions = predict.load_corpus(path, instrument)
     unparsed = {(records[0]["session_id"], "4")}
-    frame = predict.prediction_frame(
-        fake_rows(records, refs, instrument, unparsed),
-        sessions,
-        instrument,
-        model="llama",
-        variant="rationale",
-        fold=1,
-    )
-    return {
-        "records": records,
-        "refs": refs,
-        "path": path,
-        "sessions": sessions,
-        "predictions": frame,
-        "scores": predict.session_scores(frame, instrument),
-        "tmp": tmp,
-    }
+    frame = predict.prediction_frame(fake_rows(records, refs, instrument, unparsed), sessions,
+                                     instrument, model="llama", variant="rationale", fold=1)
+    return {"records": records, "refs": refs, "path": path, "sessions": sessions,
+            "predictions": frame, "scores": predict.session_scores(frame, instrument),
+            "tmp": tmp}
 
 
 # --------------------------------------------------------------------------- predict
@@ -152,45 +122,24 @@ def care(*args):
     return SimpleNamespace(returncode=code, stderr=err.getvalue())
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        None,  # no config.json
-        {"model_type": "vit", "architectures": ["ViTModel"]},  # not a language model
-        {"model_type": "llama", "architectures": ["LlamaForSequenceClassification"]},
-    ],
-)
+@pytest.mark.parametrize("config", [
+    None,                                                         # no config.json
+    {"model_type": "vit", "architectures": ["ViTModel"]},         # not a language model
+    {"model_type": "llama", "architectures": ["LlamaForSequenceClassification"]},
+])
 def test_predict_rejects_a_model_dir_that_is_not_a_causal_lm(tmp_path, corpus, config):
     model = tmp_path / "model"
     model.mkdir()
     if config is not None:
         (model / "config.json").write_text(json.dumps(config))
     out = tmp_path / "pred.parquet"
-    done = care(
-        "apply",
-        "predict",
-        "--corpus",
-        corpus["path"],
-        "--instrument",
-        INSTRUMENT,
-        "--model-path",
-        model,
-        "--name",
-        "llama",
-        "--variant",
-        "rationale",
-        "--fold",
-        1,
-        "--max-length",
-        512,
-        "--out",
-        out,
-    )
+    done = care("apply", "predict", "--corpus", corpus["path"], "--instrument", INSTRUMENT,
+                "--model-path", model, "--name", "llama", "--variant", "rationale",
+                "--fold", 1, "--max-length", 512, "--out", out)
     assert done.returncode == 2, done.stderr
     assert f"{model}/config.json" in done.stderr
-    assert (
-        "config.json is missing" if config is None else "not a causal language model"
-    ) in done.stderr
+    assert ("config.json is missing" if config is None else "not a causal language model") \
+        in done.stderr
     assert not out.exists()
 
 
@@ -199,14 +148,8 @@ def test_predictions_follow_the_contract(tmp_path, instrument, corpus):
     out1, out2 = tmp_path / "a.parquet", tmp_path / "b.parquet"
     for out in (out1, out2):
         frame = predict.predict_corpus(
-            corpus["path"],
-            instrument,
-            out,
-            model="llama",
-            variant="rationale",
-            fold=2,
-            make_scorer=lambda: FakeScorer(reversed(rows)),
-        )
+            corpus["path"], instrument, out, model="llama", variant="rationale", fold=2,
+            make_scorer=lambda: FakeScorer(reversed(rows)))
     assert out1.read_bytes() == out2.read_bytes()
     assert list(frame.columns) == predict.COLUMNS
     assert len(frame) == len(corpus["records"]) * len(instrument.item_ids)
@@ -223,8 +166,7 @@ def test_session_scores_are_item_means_and_never_imputed(instrument, corpus):
     assert math.isnan(scores.loc[rec["session_id"], "goal"])  # item 4 unparsed
     ratings = rec["client_ratings"]
     assert scores.loc[rec["session_id"], "bond"] == pytest.approx(
-        np.mean([ratings[i] for i in ("3", "5", "7", "9")])
-    )
+        np.mean([ratings[i] for i in ("3", "5", "7", "9")]))
 
 
 def test_predict_with_a_real_tiny_model(tmp_path, instrument, corpus):
@@ -242,30 +184,10 @@ def test_predict_with_a_real_tiny_model(tmp_path, instrument, corpus):
     write_jsonl(small, corpus["records"][:2])
     out = tmp_path / "pred.parquet"
     settings = {"max_new_tokens": 8, "batch_size": 12, "device": "cpu"}
-    done = care(
-        "apply",
-        "predict",
-        "--corpus",
-        small,
-        "--instrument",
-        INSTRUMENT,
-        "--model-path",
-        model_dir,
-        "--name",
-        "llama",
-        "--variant",
-        "rationale",
-        "--fold",
-        3,
-        "--max-length",
-        1024,
-        "--settings",
-        json.dumps(settings),
-        "--cache",
-        tmp_path / "cache.sqlite",
-        "--out",
-        out,
-    )
+    done = care("apply", "predict", "--corpus", small, "--instrument", INSTRUMENT, "--model-path",
+                model_dir, "--name", "llama", "--variant", "rationale", "--fold", 3,
+                "--max-length", 1024, "--settings", json.dumps(settings), "--cache",
+                tmp_path / "cache.sqlite", "--out", out)
     assert done.returncode == 0, done.stderr
     frame = pd.read_parquet(out)
     assert len(frame) == 2 * len(instrument.item_ids)
@@ -288,20 +210,19 @@ def test_profiles_match_direct_t_intervals(instrument, corpus):
     counselor = sorted(kept)[0]
     row = table[(table["counselor_id"] == counselor) & (table["dimension"] == "task")].iloc[0]
     values = scores.loc[scores["counselor_id"] == counselor, "task"].dropna()
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(),
+                                 scale=stats.sem(values))
     assert row["mean"] == pytest.approx(values.mean())
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
-    corpus_row = table[
-        (table["counselor_id"] == profiles.CORPUS) & (table["dimension"] == "goal")
-    ].iloc[0]
+    corpus_row = table[(table["counselor_id"] == profiles.CORPUS)
+                       & (table["dimension"] == "goal")].iloc[0]
     assert corpus_row["mean"] == pytest.approx(scores["goal"].mean())
     assert corpus_row["n_scored"] == scores["goal"].notna().sum()
 
 
 def test_profiles_anonymize_by_volume(instrument, corpus):
-    table = profiles.counselor_profiles(
-        corpus["scores"], instrument, min_sessions=1, anonymize=True
-    )
+    table = profiles.counselor_profiles(corpus["scores"], instrument, min_sessions=1,
+                                        anonymize=True)
     counts = corpus["scores"].groupby("counselor_id").size()
     busiest = counts.idxmax()
     assert table.loc[table["counselor_id"] == busiest, "label"].iloc[0] == "Counselor A"
@@ -343,23 +264,14 @@ def session_of(turns, line=7):
 
 def test_exchanges_pair_each_counselor_turn_with_the_direct_reply():
     tax = patterns.Taxonomy.from_config(TAXONOMY)
-    s = session_of(
-        [
-            ("counselor", "a", "reflection", None),
-            ("client", "b", None, "negative"),
-            ("counselor", "c", "challenge", None),
-            ("counselor", "d", "inquiry", None),
-            ("client", "e", None, "positive"),
-            ("client", "f", None, "positive"),
-            ("counselor", "g", None, None),
-            ("client", "h", None, "neutral"),
-        ]
-    )
-    assert patterns.exchanges(s, tax) == [
-        ("Supporting", "Negative"),
-        ("Exploring", "Positive"),
-        None,
-    ]
+    s = session_of([
+        ("counselor", "a", "reflection", None), ("client", "b", None, "negative"),
+        ("counselor", "c", "challenge", None), ("counselor", "d", "inquiry", None),
+        ("client", "e", None, "positive"), ("client", "f", None, "positive"),
+        ("counselor", "g", None, None), ("client", "h", None, "neutral"),
+    ])
+    assert patterns.exchanges(s, tax) == [("Supporting", "Negative"), ("Exploring", "Positive"),
+                                          None]
     rates = patterns.pattern_rates([s], tax).iloc[0]
     assert rates["n_exchanges"] == 2
     assert rates["Supporting-Negative"] == 0.5 and rates["Exploring-Positive"] == 0.5
@@ -368,16 +280,12 @@ def test_exchanges_pair_each_counselor_turn_with_the_direct_reply():
 
 def test_unknown_pattern_label_names_file_line_and_field():
     tax = patterns.Taxonomy.from_config(TAXONOMY)
-    s = session_of(
-        [("counselor", "a", "reflection", None), ("client", "b", None, "angry")], line=12
-    )
+    s = session_of([("counselor", "a", "reflection", None), ("client", "b", None, "angry")],
+                   line=12)
     with pytest.raises(CareInputError) as err:
         patterns.pattern_rates([s], tax, "corpus.jsonl")
-    assert (err.value.path, err.value.line, err.value.field) == (
-        "corpus.jsonl",
-        12,
-        "turns.1.reaction",
-    )
+    assert (err.value.path, err.value.line, err.value.field) == ("corpus.jsonl", 12,
+                                                                 "turns.1.reaction")
     assert "'angry'" in str(err.value)
     s = session_of([("counselor", "a", "hypnosis", None)], line=3)
     with pytest.raises(CareInputError, match="strategies") as err:
@@ -399,16 +307,8 @@ def test_ols_matches_least_squares_and_flags_unobserved(instrument, corpus):
     rates["Supporting-Negative"] = 0.0
     table = patterns.regress(rates, corpus["scores"], instrument, tax)
     data = rates.merge(corpus["scores"], on="session_id").dropna(subset=["bond"])
-    names = [
-        p
-        for p in (
-            "Supporting-Positive",
-            "Challenging-Positive",
-            "Challenging-Negative",
-            "Guiding-Negative",
-        )
-        if data[p].nunique() > 1
-    ]
+    names = [p for p in ("Supporting-Positive", "Challenging-Positive", "Challenging-Negative",
+                         "Guiding-Negative") if data[p].nunique() > 1]
     x = np.column_stack([np.ones(len(data)), data[names].to_numpy()])
     beta, *_ = np.linalg.lstsq(x, data["bond"].to_numpy(), rcond=None)
     bond = table[table["dimension"] == "bond"].set_index("term")
@@ -435,11 +335,8 @@ def test_table8_errors_are_clustered_by_client(instrument, corpus):
     tax = patterns.Taxonomy.from_config(TAXONOMY)
     rates = patterns.pattern_rates(corpus["sessions"], tax)
     table = patterns.regress(rates, corpus["scores"], instrument, tax)
-    data = (
-        rates[rates["n_exchanges"] > 0]
-        .merge(corpus["scores"].drop(columns="counselor_id"), on="session_id")
-        .dropna(subset=["goal"])
-    )
+    data = rates[rates["n_exchanges"] > 0].merge(corpus["scores"].drop(columns="counselor_id"),
+                                                 on="session_id").dropna(subset=["goal"])
     names = [p for p in ("-".join(q) for q in tax.predictors) if data[p].nunique() > 1]
     x = sm.add_constant(data[names].astype(float))
     y = data["goal"].to_numpy(float)
@@ -448,10 +345,8 @@ def test_table8_errors_are_clustered_by_client(instrument, corpus):
     # the sandwich by hand: (X'X)^-1 sum_g X_g'u_g u_g'X_g (X'X)^-1, CR1 small-sample factor
     xm, u = x.to_numpy(), ref.resid
     bread = np.linalg.inv(xm.T @ xm)
-    meat = sum(
-        np.outer(xm[groups == g].T @ u[groups == g], xm[groups == g].T @ u[groups == g])
-        for g in np.unique(groups)
-    )
+    meat = sum(np.outer(xm[groups == g].T @ u[groups == g], xm[groups == g].T @ u[groups == g])
+               for g in np.unique(groups))
     n, k, g = len(y), xm.shape[1], len(np.unique(groups))
     se = np.sqrt(np.diag(bread @ meat @ bread) * g / (g - 1) * (n - 1) / (n - k))
     goal = table[table["dimension"] == "goal"].set_index("term")
@@ -461,22 +356,15 @@ def test_table8_errors_are_clustered_by_client(instrument, corpus):
         assert row["se"] == pytest.approx(ref.bse[name]) and row["se"] == pytest.approx(se[j])
         assert row["p"] == pytest.approx(ref.pvalues[name])
     assert (goal["n_clusters"] == data["client_id"].nunique()).all()
-    classical = patterns.regress(
-        rates, corpus["scores"], instrument, tax, patterns.Regression(cluster="none")
-    )
+    classical = patterns.regress(rates, corpus["scores"], instrument, tax,
+                                 patterns.Regression(cluster="none"))
     assert not np.allclose(classical["se"].dropna(), table["se"].dropna())
     assert classical["n_clusters"].isna().all()
-    by_counselor = patterns.regress(
-        rates, corpus["scores"], instrument, tax, patterns.Regression(cluster="counselor")
-    )
+    by_counselor = patterns.regress(rates, corpus["scores"], instrument, tax,
+                                    patterns.Regression(cluster="counselor"))
     assert (by_counselor["n_clusters"] == data["counselor_id"].nunique()).all()
-    hc3 = patterns.regress(
-        rates,
-        corpus["scores"],
-        instrument,
-        tax,
-        patterns.Regression(cluster="none", cov_type="HC3"),
-    )
+    hc3 = patterns.regress(rates, corpus["scores"], instrument, tax,
+                           patterns.Regression(cluster="none", cov_type="HC3"))
     ref3 = sm.OLS(y, x).fit(cov_type="HC3")
     assert hc3[hc3["dimension"] == "goal"]["se"].iloc[0] == pytest.approx(ref3.bse["const"])
     notes = patterns.table_notes(tax, patterns.Regression())
@@ -489,16 +377,14 @@ def test_table8_errors_are_clustered_by_client(instrument, corpus):
 
 def test_table8_files_parse_back(tmp_path, instrument, corpus):
     tax = patterns.Taxonomy.from_config(TAXONOMY)
-    table = patterns.regress(
-        patterns.pattern_rates(corpus["sessions"], tax), corpus["scores"], instrument, tax
-    )
+    table = patterns.regress(patterns.pattern_rates(corpus["sessions"], tax), corpus["scores"],
+                             instrument, tax)
     csv = tmp_path / "table8.csv"
     patterns.write_table8(table, instrument, csv)
     back = pd.read_csv(csv, keep_default_na=False, na_values=[""])
     assert list(back.columns) == patterns.STAT_COLUMNS
-    assert np.allclose(
-        back["coef"].to_numpy(float), table["coef"].to_numpy(float), equal_nan=True, atol=1e-6
-    )
+    assert np.allclose(back["coef"].to_numpy(float), table["coef"].to_numpy(float),
+                       equal_nan=True, atol=1e-6)
     md = (tmp_path / "table8.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Pattern"))
     assert [c.strip() for c in header.split("|")[1:-1]] == ["Pattern", "Goal", "Task", "Bond"]
@@ -517,20 +403,8 @@ def test_cli_table8_unknown_label_writes_nothing(tmp_path, corpus):
     pred = tmp_path / "p.parquet"
     corpus["predictions"].to_parquet(pred)
     out = tmp_path / "table8.csv"
-    done = care(
-        "apply",
-        "table8",
-        "--predictions",
-        pred,
-        "--corpus",
-        path,
-        "--instrument",
-        INSTRUMENT,
-        "--patterns",
-        json.dumps(TAXONOMY),
-        "--out",
-        out,
-    )
+    done = care("apply", "table8", "--predictions", pred, "--corpus", path,
+                "--instrument", INSTRUMENT, "--patterns", json.dumps(TAXONOMY), "--out", out)
     assert done.returncode == 2
     assert f"{path}:3: field 'turns.0.strategy'" in done.stderr and "telepathy" in done.stderr
     assert not list(tmp_path.glob("table8*"))
@@ -543,17 +417,8 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
     scores = corpus["scores"]
     counselor = scores.groupby("counselor_id").size().idxmax()
     digests = digest.write_digests(
-        corpus["predictions"],
-        scores,
-        instrument,
-        corpus["sessions"],
-        tmp_path,
-        counselors=[],
-        min_sessions=1,
-        threshold=3.0,
-        top_k=5,
-        n_examples=2,
-    )
+        corpus["predictions"], scores, instrument, corpus["sessions"], tmp_path,
+        counselors=[], min_sessions=1, threshold=3.0, top_k=5, n_examples=2)
     assert all(d.rule == "at most 3 on the 1–5 scale" for d in digests)
     assert {d.counselor_id for d in digests} == set(scores["counselor_id"])
     mine = next(d for d in digests if d.counselor_id == counselor)
@@ -562,11 +427,8 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
         assert dim.n_low == int((sub[dim.dimension] <= 3.0).sum())
     low_dim = max(mine.dimensions, key=lambda d: d.n_low)
     assert low_dim.n_low > 0 and low_dim.examples and low_dim.terms
-    low_ids = set(
-        scores[(scores["counselor_id"] == counselor) & (scores[low_dim.dimension] <= 3.0)][
-            "session_id"
-        ]
-    )
+    low_ids = set(scores[(scores["counselor_id"] == counselor)
+                         & (scores[low_dim.dimension] <= 3.0)]["session_id"])
     assert {e["session_id"] for e in low_dim.examples} <= low_ids
     assert all(t["z"] > 0 for t in low_dim.terms)
     md = (tmp_path / f"{file_stem(counselor)}.md").read_text()
@@ -579,34 +441,19 @@ def test_digest_finds_low_sessions_terms_and_examples(tmp_path, instrument, corp
 
 def test_digest_unknown_counselor_is_an_error(tmp_path, instrument, corpus):
     with pytest.raises(CareInputError, match="nobody"):
-        digest.write_digests(
-            corpus["predictions"],
-            corpus["scores"],
-            instrument,
-            corpus["sessions"],
-            tmp_path,
-            counselors=["nobody"],
-            min_sessions=1,
-            threshold=2,
-        )
+        digest.write_digests(corpus["predictions"], corpus["scores"], instrument,
+                             corpus["sessions"], tmp_path, counselors=["nobody"],
+                             min_sessions=1, threshold=2)
 
 
-def test_low_alliance_is_a_point_of_the_scale_shown_in_the_distribution(
-    tmp_path, instrument, corpus
-):
+def test_low_alliance_is_a_point_of_the_scale_shown_in_the_distribution(tmp_path, instrument,
+                                                                          corpus):
     for bad in (None, 0.5, 7):
         with pytest.raises(CareInputError, match="1-5 scale"):
             digest.low_thresholds(["goal"], instrument, bad)
     digests = digest.write_digests(
-        corpus["predictions"],
-        corpus["scores"],
-        instrument,
-        corpus["sessions"],
-        tmp_path,
-        counselors=[],
-        min_sessions=1,
-        threshold=2.5,
-    )
+        corpus["predictions"], corpus["scores"], instrument, corpus["sessions"], tmp_path,
+        counselors=[], min_sessions=1, threshold=2.5)
     dim = digests[0].dimensions[0]
     assert dim.threshold == 2.5
     bins = dim.histogram
@@ -618,7 +465,8 @@ def test_low_alliance_is_a_point_of_the_scale_shown_in_the_distribution(
 
 
 def test_counselor_comparison_needs_an_interval_that_excludes_the_corpus_mean():
-    x = digest.DimensionDigest("goal", "Goal", 2.0, 20, 0, 4.03, 4.10, "counselor", ci=(3.90, 4.16))
+    x = digest.DimensionDigest("goal", "Goal", 2.0, 20, 0, 4.03, 4.10, "counselor",
+                               ci=(3.90, 4.16))
     assert digest.compare(x) == "no clear difference"
     x.ci = (3.95, 4.08)
     assert digest.compare(x).startswith("lower")
@@ -633,28 +481,17 @@ def test_every_page_states_model_validity_predictions_and_demo(tmp_path, instrum
     heldout = tmp_path / "fold1.parquet"
     noise = np.random.default_rng(0).normal(0, 0.8, len(corpus["predictions"]))
     labeled = corpus["predictions"].assign(
-        client_score=(corpus["predictions"]["score"].fillna(3) + noise).clip(1, 5)
-    )
+        client_score=(corpus["predictions"]["score"].fillna(3) + noise).clip(1, 5))
     labeled.to_parquet(heldout)
-    notice = model_validity(
-        [heldout], instrument, model="llama · rationale · fold 1", synthetic=True
-    )
+    notice = model_validity([heldout], instrument, model="llama · rationale · fold 1",
+                            synthetic=True)
     assert all(10 < d["n"] <= len(corpus["sessions"]) for d in notice.dimensions)  # scored
     assert all(d["low"] <= d["r"] <= d["high"] for d in notice.dimensions)
-    digest.write_digests(
-        corpus["predictions"],
-        corpus["scores"],
-        instrument,
-        corpus["sessions"],
-        tmp_path / "d",
-        counselors=[],
-        min_sessions=1,
-        threshold=2,
-        notice=notice,
-    )
-    page = session_report.write_session_report(
-        corpus["sessions"][0], corpus["predictions"], instrument, tmp_path / "s.html", notice
-    )
+    digest.write_digests(corpus["predictions"], corpus["scores"], instrument,
+                         corpus["sessions"], tmp_path / "d", counselors=[], min_sessions=1,
+                         threshold=2, notice=notice)
+    page = session_report.write_session_report(corpus["sessions"][0], corpus["predictions"],
+                                               instrument, tmp_path / "s.html", notice)
     pages = [*(tmp_path / "d").glob("*.html"), *(tmp_path / "d").glob("*.md"), page]
     for path in pages:
         text = path.read_text(encoding="utf-8").replace("&#39;", "'")
@@ -682,7 +519,8 @@ def test_pages_say_when_the_model_has_not_shown_it_can_rank(tmp_path, instrument
     noise = model_validity(files[1:], instrument, model="m", synthetic=False)
     assert noise.unshown and "has not shown that it can rank" in " ".join(noise.lines())
     pooled = model_validity(files, instrument, model="m", synthetic=False)
-    assert all(d["n"] == 2 * o["n"] for d, o in zip(pooled.dimensions, one.dimensions, strict=True))
+    assert all(d["n"] == 2 * o["n"] for d, o in zip(pooled.dimensions, one.dimensions,
+                                                       strict=True))
 
 
 # --------------------------------------------------------------------------- session report
@@ -690,9 +528,8 @@ def test_pages_say_when_the_model_has_not_shown_it_can_rank(tmp_path, instrument
 
 def test_session_report_is_self_contained_and_links_cited_turns(tmp_path, instrument, corpus):
     session = corpus["sessions"][1]
-    out = session_report.write_session_report(
-        session, corpus["predictions"], instrument, tmp_path / "r.html"
-    )
+    out = session_report.write_session_report(session, corpus["predictions"], instrument,
+                                              tmp_path / "r.html")
     html = out.read_text()
     for external in ("http://", "https://", "<script", "<link", "url(", "@import", "src="):
         assert external not in html
@@ -713,9 +550,8 @@ def test_session_report_is_self_contained_and_links_cited_turns(tmp_path, instru
 def test_select_sessions(corpus):
     scores = corpus["scores"]
     overall = scores.set_index("session_id")[["goal", "task", "bond"]].mean(axis=1).dropna()
-    chosen = session_report.select_sessions(
-        scores, lowest=2, highest=1, ids=[scores["session_id"].iloc[3]]
-    )
+    chosen = session_report.select_sessions(scores, lowest=2, highest=1,
+                                            ids=[scores["session_id"].iloc[3]])
     assert chosen[0] == scores["session_id"].iloc[3]
     assert chosen[-1] == overall.sort_values().index[-1]
     assert overall[chosen[1]] == overall.min()
@@ -723,30 +559,15 @@ def test_select_sessions(corpus):
         session_report.select_sessions(scores, ids=["nope"])
 
 
-@pytest.mark.skipif(
-    session_report.find_browser() is None,
-    reason="Chromium is not installed (apt-get install chromium); CI has it",
-)
+@pytest.mark.skipif(session_report.find_browser() is None,
+                    reason="Chromium is not installed (apt-get install chromium); CI has it")
 def test_session_report_renders_in_headless_chromium(tmp_path, corpus):
     pred = tmp_path / "p.parquet"
     corpus["predictions"].to_parquet(pred)
     out_dir, png = tmp_path / "sessions", tmp_path / "shot.png"
-    done = care(
-        "apply",
-        "report-session",
-        "--predictions",
-        pred,
-        "--corpus",
-        corpus["path"],
-        "--instrument",
-        INSTRUMENT,
-        "--select",
-        json.dumps({"lowest": 1, "highest": 1}),
-        "--out-dir",
-        out_dir,
-        "--screenshot",
-        png,
-    )
+    done = care("apply", "report-session", "--predictions", pred, "--corpus", corpus["path"],
+                "--instrument", INSTRUMENT, "--select", json.dumps({"lowest": 1, "highest": 1}),
+                "--out-dir", out_dir, "--screenshot", png)
     assert done.returncode == 0, done.stderr
     assert len(list(out_dir.glob("*.html"))) == 3  # two sessions and the index
     assert_not_blank(png, min_colors=50, min_ink=0.1)
@@ -757,16 +578,8 @@ def test_cli_report_one_session(tmp_path, corpus):
     corpus["predictions"].to_parquet(pred)
     sid = corpus["sessions"][2].session_id
     out = tmp_path / f"{sid}.html"
-    args = [
-        "apply",
-        "report-session",
-        "--predictions",
-        pred,
-        "--corpus",
-        corpus["path"],
-        "--instrument",
-        INSTRUMENT,
-    ]
+    args = ["apply", "report-session", "--predictions", pred, "--corpus", corpus["path"],
+            "--instrument", INSTRUMENT]
     done = care(*args, "--session-id", sid, "--out", out)
     assert done.returncode == 0, done.stderr
     assert f"Alliance report: session {sid}" in out.read_text()
@@ -778,7 +591,8 @@ def test_cli_report_one_session(tmp_path, corpus):
 def test_constant_predictions_give_no_regression(instrument, corpus):
     tax = patterns.Taxonomy.from_config(TAXONOMY)
     flat = corpus["scores"].assign(goal=4.0, task=4.0, bond=4.0)
-    table = patterns.regress(patterns.pattern_rates(corpus["sessions"], tax), flat, instrument, tax)
+    table = patterns.regress(patterns.pattern_rates(corpus["sessions"], tax), flat, instrument,
+                             tax)
     assert table["coef"].isna().all()
     assert (table["note"] == "predicted scores do not vary").all()
 

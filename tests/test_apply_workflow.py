@@ -23,12 +23,8 @@ from .conftest import REPO
 from .latex import ENGINE, assert_compiles
 from .test_apply import fake_rows
 
-TARGETS = [
-    "results/figure2.png",
-    "results/table8.csv",
-    "results/application/digests",
-    "results/application/sessions",
-]
+TARGETS = ["results/figure2.png", "results/table8.csv", "results/application/digests",
+           "results/application/sessions"]
 
 
 @pytest.mark.slow
@@ -39,35 +35,26 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     config["instrument"] = str(REPO / "workflow" / "instruments" / "wai_sr.yaml")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
 
-    spec = CorpusSpec(
-        n_clients=10, sessions_per_client=(3, 5), n_counselors=3, turns_per_session=(10, 12), seed=9
-    )
+    spec = CorpusSpec(n_clients=10, sessions_per_client=(3, 5), n_counselors=3,
+                      turns_per_session=(10, 12), seed=9)
     records, refs = generate(spec, instrument, labeled=True, prefix="u")
     write_jsonl(tmp_path / "data" / "unlabeled.jsonl", records)  # ratings: ignored
     model = tmp_path / "results" / "models" / "llama" / "rationale" / "fold1"
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     sessions = predict.load_corpus(tmp_path / "data" / "unlabeled.jsonl", instrument)
-    frame = predict.prediction_frame(
-        fake_rows(records, refs, instrument),
-        sessions,
-        instrument,
-        model="llama",
-        variant="rationale",
-        fold=1,
-    )
+    frame = predict.prediction_frame(fake_rows(records, refs, instrument), sessions, instrument,
+                                     model="llama", variant="rationale", fold=1)
     pred = tmp_path / "results" / "application" / "predictions.parquet"
     pred.parent.mkdir(parents=True)
     frame.to_parquet(pred)
     # the recipe's held-out folds (client ratings known): the validity every page states
     folds = tmp_path / "results" / "predictions" / "llama" / "rationale"
     folds.mkdir(parents=True)
-    rating = {
-        (r["session_id"], i): float(v) for r in records for i, v in r["client_ratings"].items()
-    }
-    labeled = frame.assign(
-        client_score=[rating[k] for k in zip(frame["session_id"], frame["item_id"], strict=True)]
-    )
+    rating = {(r["session_id"], i): float(v) for r in records
+              for i, v in r["client_ratings"].items()}
+    labeled = frame.assign(client_score=[rating[k] for k in zip(
+        frame["session_id"], frame["item_id"], strict=True)])
     heldout = [folds / f"fold{k}.parquet" for k in range(1, config["folds"]["n_folds"] + 1)]
     for k, path in enumerate(heldout, 1):
         labeled.assign(fold=k).to_parquet(path)
@@ -75,20 +62,9 @@ def test_application_rules_from_cached_predictions(tmp_path, instrument):
     for path in (tmp_path / "data" / "unlabeled.jsonl", model, model / "config.json", *heldout):
         os.utime(path, (old, old))
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--cores",
-        "2",
-        *TARGETS,
-    ]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
+           *TARGETS]
     # the report once the run is done, in the same invocation
     report = ["--report", "results/report.html", "--report-after-run"]
     done = subprocess.run([*cmd, *report], capture_output=True, text=True, cwd=tmp_path)

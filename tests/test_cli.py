@@ -14,13 +14,8 @@ from .conftest import REPO
 
 
 def care(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "care.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return subprocess.run([sys.executable, "-m", "care.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_help_is_plain_text_grouped_by_stage():
@@ -39,8 +34,7 @@ def test_stage_commands_parse_and_earlier_names_are_refused(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["validate", "--sessions", "s.jsonl"])
     assert "unknown command 'validate'; did you mean `care data validate`?" in (
-        capsys.readouterr().err
-    )
+        capsys.readouterr().err)
     assert "validate" not in _subparsers(parser).choices  # not even hidden
     run = parser.parse_args(["apply", "figure2", "--predictions", "p.parquet", "--out", "f.png"])
     assert run.func.__name__ == "run_figure2"
@@ -81,22 +75,9 @@ def test_score_prints_a_table_and_writes_predictions(tmp_path, small_corpus):
     model_dir = tmp_path / "models" / "llama" / "score_only" / "fold1"
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    done = care(
-        "score",
-        "--model",
-        model_dir,
-        "--sessions",
-        path,
-        "--scoring",
-        "expected",
-        "--max-new-tokens",
-        "4",
-        "--out",
-        tmp_path / "p.csv",
-        "--threads",
-        "1",
-        cwd=tmp_path,
-    )
+    done = care("score", "--model", model_dir, "--sessions", path, "--scoring", "expected",
+                "--max-new-tokens", "4", "--out", tmp_path / "p.csv", "--threads", "1",
+                cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     header = done.stdout.splitlines()[0].split()
     assert header == ["session", "counselor", "Goal", "Task", "Bond"]

@@ -165,13 +165,7 @@ def test_paper_dry_run_under_slurm_profile(tmp_path, small_corpus, monkeypatch):
     # sees it
     path = {"PATH": f"{dry_run_conda(tmp_path / 'bin')}{os.pathsep}{os.environ['PATH']}"}
     proc = snakemake(
-        work,
-        "-n",
-        "--profile",
-        "profiles/slurm",
-        "--configfile",
-        "stand_in.yaml",
-        cores=None,
+        work, "-n", "--profile", "profiles/slurm", "--configfile", "stand_in.yaml", cores=None,
         env=path,
     )
     out = proc.stdout + proc.stderr
@@ -293,10 +287,8 @@ def test_paper_config_switches_recipe_with_one_key(tmp_path, small_corpus):
         "table7": yaml.safe_load(text)["training"],
         "public_run": yaml.safe_load(text.replace("<<: *table7", "<<: *public_run"))["training"],
     }
-    batch = {
-        name: t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * t["gpus"]
-        for name, t in recipes.items()
-    }
+    batch = {name: t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
+             * t["gpus"] for name, t in recipes.items()}
     assert recipes["table7"]["learning_rate"] == 5e-7 and batch["table7"] == 16
     assert recipes["public_run"]["learning_rate"] == 1e-8 and batch["public_run"] == 64
     config = stand_in_config(tmp_path, small_corpus)  # the anchors pass the schema

@@ -16,9 +16,8 @@ from .conftest import REPO
 
 
 def write_lines(path, records):
-    path.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-    )
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                    encoding="utf-8")
     return path
 
 
@@ -26,11 +25,8 @@ def test_wai_sr_items_and_subscales(instrument):
     assert instrument.name == "WAI-SR"
     assert instrument.scale_points == [1, 2, 3, 4, 5]
     dims = {d.id: set(d.items) for d in instrument.dimensions}
-    assert dims == {
-        "task": {"1", "2", "10", "12"},
-        "bond": {"3", "5", "7", "9"},
-        "goal": {"4", "6", "8", "11"},
-    }
+    assert dims == {"task": {"1", "2", "10", "12"}, "bond": {"3", "5", "7", "9"},
+                    "goal": {"4", "6", "8", "11"}}
     for item in instrument.items.values():
         assert item.wording("en") and item.wording("zh")
     assert instrument.scale_label(5, "zh") == "总是"
@@ -49,9 +45,7 @@ def test_other_instrument_loads_the_same_way(tmp_path):
         "name: Mini\nscale: {min: 0, max: 6, labels: {0: {en: never}, 1: {en: a}, 2: {en: b},"
         " 3: {en: c}, 4: {en: d}, 5: {en: e}, 6: {en: always}}}\n"
         "dimensions: [{id: trust, items: [a, b]}]\n"
-        "items: [{id: a, text: {en: A}}, {id: b, text: {en: B}}]\n",
-        encoding="utf-8",
-    )
+        "items: [{id: a, text: {en: A}}, {id: b, text: {en: B}}]\n", encoding="utf-8")
     ins = load_instrument(path)
     assert ins.item_ids == ["a", "b"] and ins.scale_points == list(range(7))
 
@@ -62,8 +56,7 @@ def test_instrument_with_orphan_item_is_rejected(tmp_path):
         "name: Bad\nscale: {min: 1, max: 2, labels: {1: {en: x}, 2: {en: y}}}\n"
         "dimensions: [{id: d, items: [a]}]\n"
         "items: [{id: a, text: {en: A}}, {id: b, text: {en: B}}]\n",
-        encoding="utf-8",
-    )
+        encoding="utf-8")
     with pytest.raises(CareInputError, match="items in no dimension"):
         load_instrument(path)
 
@@ -90,43 +83,19 @@ BAD_CASES = {
     "malformed json": (None, 2, None, "malformed JSON"),
     "missing field": (lambda r: r[1].pop("counselor_id"), 2, "counselor_id", "required"),
     "unknown field": (lambda r: _set(r[0], "mood", "ok"), 1, "mood", "unknown field"),
-    "rating off scale": (
-        lambda r: r[2]["client_ratings"].__setitem__("4", 7),
-        3,
-        "client_ratings.4",
-        "outside the scale",
-    ),
-    "unknown item": (
-        lambda r: r[0]["client_ratings"].__setitem__("13", 3),
-        1,
-        "client_ratings.13",
-        "not in instrument",
-    ),
-    "duplicate session": (
-        lambda r: _set(r[3], "session_id", r[0]["session_id"]),
-        4,
-        "session_id",
-        "duplicate session_id",
-    ),
+    "rating off scale": (lambda r: r[2]["client_ratings"].__setitem__("4", 7), 3,
+                         "client_ratings.4", "outside the scale"),
+    "unknown item": (lambda r: r[0]["client_ratings"].__setitem__("13", 3), 1,
+                     "client_ratings.13", "not in instrument"),
+    "duplicate session": (lambda r: _set(r[3], "session_id", r[0]["session_id"]), 4,
+                          "session_id", "duplicate session_id"),
     "empty turns": (lambda r: _set(r[1], "turns", []), 2, "turns", "at least one turn"),
-    "unknown speaker": (
-        lambda r: r[0]["turns"][1].__setitem__("speaker", "therapist"),
-        1,
-        "turns.1.speaker",
-        "unknown speaker",
-    ),
-    "conflicting formats": (
-        lambda r: _set(r[1], "language", "zh"),
-        2,
-        "language",
-        "conflicting formats",
-    ),
-    "missing ratings": (
-        lambda r: r[0].pop("client_ratings"),
-        1,
-        "client_ratings",
-        "needs client ratings",
-    ),
+    "unknown speaker": (lambda r: r[0]["turns"][1].__setitem__("speaker", "therapist"), 1,
+                        "turns.1.speaker", "unknown speaker"),
+    "conflicting formats": (lambda r: _set(r[1], "language", "zh"), 2, "language",
+                            "conflicting formats"),
+    "missing ratings": (lambda r: r[0].pop("client_ratings"), 1, "client_ratings",
+                        "needs client ratings"),
 }
 
 
@@ -167,9 +136,8 @@ def test_unlabeled_corpus_drops_ratings(small_corpus, instrument):
 
 
 def _care(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "care.cli", *args], cwd=cwd, capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-m", "care.cli", *args], cwd=cwd,
+                          capture_output=True, text=True)
 
 
 def test_cli_error_exits_nonzero_and_writes_nothing(small_corpus, tmp_path):
@@ -177,17 +145,8 @@ def test_cli_error_exits_nonzero_and_writes_nothing(small_corpus, tmp_path):
     no_turns = _mutate(records[:4], lambda r: _set(r[2], "turns", []))
     bad = write_lines(tmp_path / "bad.jsonl", no_turns)
     out = tmp_path / "table.tsv"
-    proc = _care(
-        "data",
-        "validate",
-        "--sessions",
-        str(bad),
-        "--instrument",
-        "workflow/instruments/wai_sr.yaml",
-        "--out",
-        str(out),
-        cwd=REPO,
-    )
+    proc = _care("data", "validate", "--sessions", str(bad), "--instrument",
+                 "workflow/instruments/wai_sr.yaml", "--out", str(out), cwd=REPO)
     assert proc.returncode == 2
     assert f"{bad}:3: field 'turns'" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".table.tsv*"))
@@ -196,18 +155,8 @@ def test_cli_error_exits_nonzero_and_writes_nothing(small_corpus, tmp_path):
 def test_fewer_clients_than_folds(small_corpus, tmp_path):
     path, _, _ = small_corpus
     out = tmp_path / "table.tsv"
-    proc = _care(
-        "data",
-        "validate",
-        "--sessions",
-        str(path),
-        "--instrument",
-        "workflow/instruments/wai_sr.yaml",
-        "--min-clients",
-        "50",
-        "--out",
-        str(out),
-        cwd=REPO,
-    )
+    proc = _care("data", "validate", "--sessions", str(path), "--instrument",
+                 "workflow/instruments/wai_sr.yaml", "--min-clients", "50", "--out", str(out),
+                 cwd=REPO)
     assert proc.returncode == 2 and "cannot fill 50 client-grouped folds" in proc.stderr
     assert "field 'client_id'" in proc.stderr and not out.exists()

@@ -25,9 +25,8 @@ def test_same_seed_gives_identical_bytes(tmp_path, instrument, small_spec):
 
 def test_demo_corpus_shape_and_contract(tmp_path, instrument):
     spec = CorpusSpec()
-    write_corpus(
-        spec, instrument, tmp_path / "s.jsonl", tmp_path / "r.jsonl", tmp_path / "u.jsonl", 10
-    )
+    write_corpus(spec, instrument, tmp_path / "s.jsonl", tmp_path / "r.jsonl",
+                 tmp_path / "u.jsonl", 10)
     sessions = load_sessions(tmp_path / "s.jsonl", instrument)
     per_client = pd.Series([s.client_id for s in sessions]).value_counts()
     assert len(per_client) == 40 and per_client.between(4, 10).all()
@@ -51,10 +50,8 @@ def test_alliance_is_skewed_and_counselor_ratings_agree_weakly(instrument):
 def test_text_carries_the_alliance(instrument):
     """Share of positive client reactions tracks the client's mean rating."""
     records, _ = generate(CorpusSpec(n_clients=60), instrument)
-    positive = [
-        np.mean([t["reaction"] == "positive" for t in r["turns"] if t["speaker"] == "client"])
-        for r in records
-    ]
+    positive = [np.mean([t["reaction"] == "positive" for t in r["turns"]
+                         if t["speaker"] == "client"]) for r in records]
     mean_rating = [np.mean(list(r["client_ratings"].values())) for r in records]
     assert stats.pearsonr(positive, mean_rating)[0] > 0.5
 

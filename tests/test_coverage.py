@@ -42,42 +42,14 @@ def test_coverage_counts_undefined_intervals_as_misses():
     truth = {("goal", "a"): 0.5, ("goal", "b"): 0.2}
     rows = pd.DataFrame(
         [
-            {
-                "dimension": "goal",
-                "predictor": "a",
-                "estimand": "fold_mean",
-                "method": "m",
-                "value": 0.45,
-                "ci_low": 0.4,
-                "ci_high": 0.6,
-            },
-            {
-                "dimension": "goal",
-                "predictor": "a",
-                "estimand": "fold_mean",
-                "method": "m",
-                "value": 0.7,
-                "ci_low": 0.6,
-                "ci_high": 0.8,
-            },
-            {
-                "dimension": "goal",
-                "predictor": "b",
-                "estimand": "fold_mean",
-                "method": "m",
-                "value": 0.2,
-                "ci_low": np.nan,
-                "ci_high": np.nan,
-            },
-            {
-                "dimension": "goal",
-                "predictor": "a-b",
-                "estimand": "difference",
-                "method": "m",
-                "value": 0.3,
-                "ci_low": 0.0,
-                "ci_high": 0.5,
-            },
+            {"dimension": "goal", "predictor": "a", "estimand": "fold_mean", "method": "m",
+             "value": 0.45, "ci_low": 0.4, "ci_high": 0.6},
+            {"dimension": "goal", "predictor": "a", "estimand": "fold_mean", "method": "m",
+             "value": 0.7, "ci_low": 0.6, "ci_high": 0.8},
+            {"dimension": "goal", "predictor": "b", "estimand": "fold_mean", "method": "m",
+             "value": 0.2, "ci_low": np.nan, "ci_high": np.nan},
+            {"dimension": "goal", "predictor": "a-b", "estimand": "difference", "method": "m",
+             "value": 0.3, "ci_low": 0.0, "ci_high": 0.5},
         ]
     )
     summary = coverage.summarize(rows, truth).set_index("estimand")
@@ -90,25 +62,8 @@ def test_coverage_counts_undefined_intervals_as_misses():
 
 
 def test_the_bench_prints_the_coverage_table(capsys):
-    assert (
-        main(
-            [
-                "bench",
-                "coverage",
-                "--shapes",
-                "demo",
-                "--corpora",
-                "2",
-                "--population",
-                "2",
-                "--resamples",
-                "20",
-                "--workers",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert main(["bench", "coverage", "--shapes", "demo", "--corpora", "2", "--population",
+                 "2", "--resamples", "20", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "shape demo: 32 clients" in out and "true r (2 corpora pooled)" in out
     for method in coverage.METHODS:

@@ -31,9 +31,8 @@ def test_bad_corpus_stops_before_folds(tmp_path):
     (work / "real.yaml").write_text(
         "demo_corpus: {enabled: false}\ndata: {sessions: data/sessions.jsonl}\n", encoding="utf-8"
     )
-    proc = run_snakemake(
-        work, "results/table1.csv", "--configfile", ".test/config.yaml", "real.yaml"
-    )
+    proc = run_snakemake(work, "results/table1.csv", "--configfile", ".test/config.yaml",
+                         "real.yaml")
     assert proc.returncode != 0
     log = (work / "logs/validate_sessions.log").read_text(encoding="utf-8")
     assert "data/sessions.jsonl:1: field 'client_id': required field is missing" in log

@@ -67,12 +67,8 @@ def vllm_effective(args: dict) -> dict:
         out["repetition_penalty"] = round(float(args["repetition_penalty"]), 6)
     if args["min_tokens"] > 0:
         out["min_tokens"] = args["min_tokens"]
-    for key, neutral in (
-        ("presence_penalty", 0.0),
-        ("frequency_penalty", 0.0),
-        ("min_p", 0.0),
-        ("top_p", 1.0),
-    ):
+    for key, neutral in (("presence_penalty", 0.0), ("frequency_penalty", 0.0), ("min_p", 0.0),
+                         ("top_p", 1.0)):
         if args[key] != neutral:
             out[key] = True
     if args["top_k"] not in (0, -1):
@@ -114,9 +110,8 @@ def test_hf_and_vllm_apply_the_same_logits_processing(qwen_like_dir, instrument,
 def test_checkpoint_defaults_do_not_reach_generate(qwen_like_dir, instrument):
     hf = HFScorer.from_pretrained(
         qwen_like_dir,
-        settings(
-            variant="score_only", granularity="item", max_length=512, max_new_tokens=8, batch_size=4
-        ),
+        settings(variant="score_only", granularity="item", max_length=512, max_new_tokens=8,
+                 batch_size=4),
         instrument=instrument,
     )
     assert hf_effective(hf) == {}
@@ -124,9 +119,8 @@ def test_checkpoint_defaults_do_not_reach_generate(qwen_like_dir, instrument):
     assert hf.decoding.record()["repetition_penalty"] == 1.0
 
 
-def test_vllm_answers_are_cached_chunk_by_chunk(
-    model_dir, instrument, sessions, tmp_path, monkeypatch
-):
+def test_vllm_answers_are_cached_chunk_by_chunk(model_dir, instrument, sessions, tmp_path,
+                                                monkeypatch):
     """A preempted vLLM job keeps the answers of every call that finished: a call is a chunk
     of ~256 prompts (~21 sessions), not a whole fold (25-60 min of 4 GPUs for a 70B)."""
     import sys
@@ -163,11 +157,8 @@ def test_vllm_answers_are_cached_chunk_by_chunk(
     monkeypatch.setattr(scorer, "prompts_per_call", 2 * items)  # two sessions a call here
     with pytest.raises(Preempted):
         list(scorer.score(sessions))
-    first = {
-        prompt_key(scorer.decoding_fingerprint(), p)
-        for s in sessions[:2]
-        for p in scorer.builder.prompts(s)
-    }
+    first = {prompt_key(scorer.decoding_fingerprint(), p)
+             for s in sessions[:2] for p in scorer.builder.prompts(s)}
     kept = {k for (k,) in scorer.cache.db.execute("SELECT key FROM answers")}
     assert calls == [2 * items, 2 * items] and kept == first  # the first call's answers
 
@@ -176,14 +167,8 @@ def test_prefix_shared_scoring_uses_no_deprecated_argument(model_dir, instrument
     """``past_key_values=`` is deprecated in the installed transformers (``cache=``)."""
     hf = HFScorer.from_pretrained(
         model_dir,
-        settings(
-            variant="score_only",
-            granularity="item",
-            max_length=512,
-            max_new_tokens=3,
-            batch_size=8,
-            prefix_sharing=True,
-        ),
+        settings(variant="score_only", granularity="item", max_length=512, max_new_tokens=3,
+                 batch_size=8, prefix_sharing=True),
         instrument=instrument,
     )
     with warnings.catch_warnings():

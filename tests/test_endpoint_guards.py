@@ -59,15 +59,8 @@ def redirect_to(target: str):
 
 
 def chat(base_url: str, tmp_path, **kwargs) -> OpenAIChat:
-    return OpenAIChat(
-        "stub-model",
-        base_url=base_url,
-        api_key_env=None,
-        concurrency=1,
-        cache_dir=tmp_path / "cache",
-        backoff_s=0.01,
-        **kwargs,
-    )
+    return OpenAIChat("stub-model", base_url=base_url, api_key_env=None, concurrency=1,
+                      cache_dir=tmp_path / "cache", backoff_s=0.01, **kwargs)
 
 
 @pytest.fixture
@@ -96,9 +89,8 @@ def test_a_redirect_off_the_machine_is_not_followed(tmp_path, elsewhere):
 def test_with_the_opt_in_a_redirect_is_followed(tmp_path, elsewhere):
     with _Server(redirect_to(elsewhere.base_url)) as local:
         client = chat(local.base_url, tmp_path, allow_remote_transcripts=True)
-        assert client.complete_many(MESSAGES, max_tokens=8) == [
-            echo_responder({"messages": MESSAGES[0]})
-        ]
+        assert client.complete_many(MESSAGES, max_tokens=8) == [echo_responder(
+            {"messages": MESSAGES[0]})]
     assert len(elsewhere.requests) == 1
 
 
@@ -128,8 +120,7 @@ def test_timeout_bounds_the_whole_request(tmp_path):
         with pytest.raises(EndpointError) as err:
             client.complete_many(MESSAGES, max_tokens=8)
     assert err.value.field == "timeout_s" and "no answer within 1 s after 2 attempt" in str(
-        err.value
-    )
+        err.value)
     assert client.stats == {"calls": 2, "cache_hits": 0, "retries": 1}
 
 

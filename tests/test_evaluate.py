@@ -298,9 +298,7 @@ def test_runs_follow_the_config():
     # the selection the tables state is the one training uses: the schema's default
     assert edited.rationale == [] and edited.selection == "inner_split"
     assert runs.fine_tuned_variants == [
-        ("llama", "rationale"),
-        ("qwen", "rationale"),
-        ("llama", "score_only"),
+        ("llama", "rationale"), ("qwen", "rationale"), ("llama", "score_only"),
         ("qwen", "score_only"),
     ]
     # seeds make replicates; the sensitivity analysis adds test-fold-selection rows
@@ -358,25 +356,14 @@ def test_bca_interval_equals_scipy_bca_on_the_same_resamples(metric):
     replicates = bs.fold_mean_resamples(data, res, metric)
     given = type("Given", (), {"bootstrap_distribution": replicates})()
     ref = stats.bootstrap(
-        (x, y),
-        statistic,
-        paired=True,
-        vectorized=True,
-        n_resamples=0,
-        bootstrap_result=given,
-        method="BCa",
-        confidence_level=0.95,
+        (x, y), statistic, paired=True, vectorized=True, n_resamples=0,
+        bootstrap_result=given, method="BCa", confidence_level=0.95,
     ).confidence_interval
     assert ours["value"] == pytest.approx(statistic(x, y))
     assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
     fresh = stats.bootstrap(
-        (x, y),
-        statistic,
-        paired=True,
-        vectorized=True,
-        n_resamples=4000,
-        method="BCa",
-        rng=np.random.default_rng(0),
+        (x, y), statistic, paired=True, vectorized=True, n_resamples=4000,
+        method="BCa", rng=np.random.default_rng(0),
     ).confidence_interval
     width = fresh.high - fresh.low
     assert abs(ours["ci_low"] - fresh.low) < 0.1 * width
@@ -393,15 +380,9 @@ def test_pooled_r_is_over_all_folds_sessions_and_shows_fold_offsets():
     for fold in (1, 2, 3):
         for c in range(10):
             truth = rng.normal(0, 1)
-            rows.append(
-                {
-                    "session_id": f"f{fold}c{c}",
-                    "client_id": f"f{fold}c{c}",
-                    "fold": fold,
-                    "client": truth + 2 * fold,
-                    "predicted": truth + rng.normal(0, 0.3) - 4 * fold,
-                }
-            )
+            rows.append({"session_id": f"f{fold}c{c}", "client_id": f"f{fold}c{c}",
+                         "fold": fold, "client": truth + 2 * fold,
+                         "predicted": truth + rng.normal(0, 0.3) - 4 * fold})
     data = pd.DataFrame(rows)
     res = bs.Resampler(data, bs.BootstrapSpec(unit="client", n_resamples=300, seed=1))
     fold_mean = bs.estimate(data, res, "pearson", "fold_mean")
@@ -440,15 +421,8 @@ def test_seed_replicates_average_and_pair_over_seeds_and_clients(corpus, instrum
 
     def scores(model, noise, seed):
         per = synthetic.predictions(
-            sessions,
-            refs,
-            folds,
-            instrument,
-            model,
-            "rationale",
-            noise=noise,
-            fail_rate=0.0,
-            seed=seed,
+            sessions, refs, folds, instrument, model, "rationale", noise=noise,
+            fail_rate=0.0, seed=seed,
         )
         return metrics.run_scores(pd.concat(per.values()), instrument)
 
@@ -496,16 +470,9 @@ def _with_counselors(n_clients=24, n_counselors=4, n_folds=3, seed=0):
         counselor, effect = c % n_counselors, rng.normal(0, 1)
         for s in range(3):
             truth = effect + rng.normal(0, 0.5)
-            rows.append(
-                {
-                    "session_id": f"c{c:02d}s{s}",
-                    "client_id": f"c{c:02d}",
-                    "counselor_id": f"t{counselor}",
-                    "fold": c % n_folds + 1,
-                    "client": truth,
-                    "predicted": truth + rng.normal(0, 1),
-                }
-            )
+            rows.append({"session_id": f"c{c:02d}s{s}", "client_id": f"c{c:02d}",
+                         "counselor_id": f"t{counselor}", "fold": c % n_folds + 1,
+                         "client": truth, "predicted": truth + rng.normal(0, 1)})
     return pd.DataFrame(rows)
 
 
@@ -527,11 +494,7 @@ def test_two_stage_bootstrap_draws_counselors_then_their_clients():
     assert (copies.sum(axis=0) == 4).all()  # 4 counselors drawn with replacement
     assert (copies == 0).any()  # some counselor left out of some resample, across folds
     assert set(res.units(1, data.loc[data["fold"] == 1, "session_id"].to_numpy())) <= {
-        "t0",
-        "t1",
-        "t2",
-        "t3",
-    }  # the jackknife leaves out a counselor
+        "t0", "t1", "t2", "t3"}  # the jackknife leaves out a counselor
     no_counselors = data.drop(columns="counselor_id")
     with pytest.raises(CareInputError, match="counselor_id"):
         bs.Resampler(no_counselors, bs.BootstrapSpec(n_resamples=10, unit="counselor"))
@@ -559,8 +522,7 @@ def test_t_interval_over_folds_and_the_fold_centred_pooled_r():
     gaps = np.subtract(per_fold, per_other)
     assert diff["value"] == pytest.approx(gaps.mean())
     assert (diff["ci_low"], diff["ci_high"]) == pytest.approx(
-        stats.t.interval(0.95, 2, loc=gaps.mean(), scale=stats.sem(gaps))
-    )
+        stats.t.interval(0.95, 2, loc=gaps.mean(), scale=stats.sem(gaps)))
 
 
 @pytest.mark.parametrize("interval", ["bca", "percentile"])
@@ -605,17 +567,12 @@ def test_verdict_agreement_against_own_score_reference_and_chance():
     assert stated_level("no verdict", phrases) is None
     assert [score_level(v, 1, 5) for v in (4, 3, 2, float("nan"))] == ["high", "mid", "low", None]
     text = {"high": "Overall the session supported goals", "low": "the session undermined goals"}
-    pairs = pd.DataFrame(
-        {
-            "model": "m",
-            "variant": "rationale",
-            "fold": 1,
-            "dimension": "goal",
-            "hypothesis": [text["high"], text["high"], text["low"], text["low"]],
-            "reference": [text["high"], text["low"], text["low"], text["low"]],
-            "score_generated": [5.0, 5.0, 1.0, 5.0],
-        }
-    )
+    pairs = pd.DataFrame({
+        "model": "m", "variant": "rationale", "fold": 1, "dimension": "goal",
+        "hypothesis": [text["high"], text["high"], text["low"], text["low"]],
+        "reference": [text["high"], text["low"], text["low"], text["low"]],
+        "score_generated": [5.0, 5.0, 1.0, 5.0],
+    })
     row = verdict_agreement(pairs, phrases, (1, 5)).iloc[0]
     assert row["verdict_score"] == pytest.approx(0.75)  # the last rationale says low, wrote 5
     assert row["verdict_reference"] == pytest.approx(0.75)
@@ -633,11 +590,9 @@ def test_rows_with_nearly_constant_predictions_are_flagged():
     varied = frame.assign(predicted=client + rng.normal(0, 0.5, 40))
     flat = frame.assign(predicted=4 + 0.01 * rng.normal(size=40))
     assert spread_ratio([varied]) > 0.5 and spread_ratio([flat]) < 0.1
-    table = pd.DataFrame(
-        [
-            {"label": "A", "scoring": "expected", "goal_sd_ratio": spread_ratio([varied])},
-            {"label": "B", "scoring": "expected", "goal_sd_ratio": spread_ratio([flat])},
-        ]
-    )
+    table = pd.DataFrame([
+        {"label": "A", "scoring": "expected", "goal_sd_ratio": spread_ratio([varied])},
+        {"label": "B", "scoring": "expected", "goal_sd_ratio": spread_ratio([flat])},
+    ])
     (note,) = flat_note(table, ["goal"])
     assert "B (expected)" in note and "A (expected)" not in note

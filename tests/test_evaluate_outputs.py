@@ -242,12 +242,9 @@ def test_table2_latex_compiles_fits_and_is_numbered_once(tmp_path, runs_and_scor
     res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=1))
     frame = tables.table2(runs, scores, instrument.dimension_ids, res, "val_pearson")
     frame.loc[0, "goal_pearson_mean"] = -0.123  # a negative mean: a true minus sign
-    kw = dict(
-        dims=instrument.dimension_ids,
-        dim_labels={d.id: d.label("en") for d in instrument.dimensions},
-        row_columns={"label": "Model"},
-        p_column="{d}_pearson_p_vs_best",
-    )
+    kw = dict(dims=instrument.dimension_ids, dim_labels={d.id: d.label("en") for d in
+              instrument.dimensions}, row_columns={"label": "Model"},
+              p_column="{d}_pearson_p_vs_best")
     out = tmp_path / "table2.csv"
     tableformat.write_outputs(
         out,
@@ -268,11 +265,8 @@ def test_table2_sensitivity_rows_carry_their_selection(runs_and_scores, instrume
     runs, scores, folds, _, _ = runs_and_scores
     res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=50, seed=1))
     care = runs[2]
-    sensitivity = {
-        **care,
-        "label": f"{care['label']}, test-fold selection (optimistic)",
-        "selection": "heldout_fold",
-    }
+    sensitivity = {**care, "label": f"{care['label']}, test-fold selection (optimistic)",
+                   "selection": "heldout_fold"}
     frame = tables.table2([runs[0], care, sensitivity], scores, ["goal"], res, "inner_split")
     rows = frame[frame["headline"]].set_index("label")
     assert rows.at["CARE (llama)", "selection"] == "inner_split"
@@ -286,10 +280,8 @@ def test_table4_tests_rationale_against_score_only(larger_runs, instrument):
     res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=200, seed=1))
     frame = tables.table4(runs[2:], scores, instrument.dimension_ids, res)
     assert sorted(zip(frame["variant"], frame["scoring"], strict=True)) == [
-        ("rationale", "expected"),
-        ("rationale", "generated"),
-        ("score_only", "expected"),
-        ("score_only", "generated"),
+        ("rationale", "expected"), ("rationale", "generated"),
+        ("score_only", "expected"), ("score_only", "generated"),
     ]
     frame = frame[frame["scoring"] == "generated"]
     rationale = frame[frame["variant"] == "rationale"].iloc[0]
@@ -587,38 +579,14 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
         scores[run["model"], run["variant"]].to_parquet(path, index=False)
         paths.append(str(path))
     common = [
-        "--folds",
-        str(tmp_path / "folds.tsv"),
-        "--instrument",
-        instrument.path,
-        "--sessions-table",
-        str(tmp_path / "sessions.tsv"),
-        "--bootstrap",
-        json.dumps({"n_resamples": 50}),
-        "--selection",
-        "inner_split",
-        "--selection-scoring",
-        "expected",
-        "--headline-scoring",
-        "expected",
+        "--folds", str(tmp_path / "folds.tsv"), "--instrument", instrument.path,
+        "--sessions-table", str(tmp_path / "sessions.tsv"),
+        "--bootstrap", json.dumps({"n_resamples": 50}), "--selection", "inner_split",
+        "--selection-scoring", "expected", "--headline-scoring", "expected",
     ]
     out2 = tmp_path / "table2.csv"
-    assert (
-        main(
-            [
-                "evaluate",
-                "table2",
-                "--runs",
-                json.dumps(runs[:3]),
-                "--scores",
-                *paths[:3],
-                *common,
-                "--out",
-                str(out2),
-            ]
-        )
-        == 0
-    )
+    assert main(["evaluate", "table2", "--runs", json.dumps(runs[:3]), "--scores", *paths[:3],
+                 *common, "--out", str(out2)]) == 0
     md = out2.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md and "Headline scoring: expected" in md
     assert "95% percentile intervals from 50 resamples of counselors" in md
@@ -629,22 +597,8 @@ def test_cli_tables_2_and_4_state_selection_scoring_and_intervals(
     care = frame[frame["label"] == "CARE (llama)"]
     assert list(care["scoring"]) == ["expected", "generated"]  # the headline first
     out4 = tmp_path / "table4.csv"
-    assert (
-        main(
-            [
-                "evaluate",
-                "table4",
-                "--runs",
-                json.dumps(runs[2:]),
-                "--scores",
-                *paths[2:],
-                *common,
-                "--out",
-                str(out4),
-            ]
-        )
-        == 0
-    )
+    assert main(["evaluate", "table4", "--runs", json.dumps(runs[2:]), "--scores", *paths[2:],
+                 *common, "--out", str(out4)]) == 0
     md4 = out4.with_suffix(".md").read_text(encoding="utf-8")
     assert "inner_split" in md4 and "Headline scoring: expected" in md4
     assert "One training seed per run" in md4
@@ -654,22 +608,16 @@ def test_a_run_that_parsed_nothing_has_zero_coverage_not_an_error(runs_and_score
     """An untrained zero-shot model may parse no answer at all: its row reads 0% scored and
     it is left out of the common-session comparison."""
     runs, scores, folds, sessions, refs = runs_and_scores
-    per = synthetic.predictions(
-        sessions, refs, folds, instrument, "mute", "zero_shot", fail_rate=1.0, seed=9
-    )
+    per = synthetic.predictions(sessions, refs, folds, instrument, "mute", "zero_shot",
+                                fail_rate=1.0, seed=9)
     mute = metrics.run_scores(pd.concat(per.values()), instrument)
     assert set(mute["scoring"]) == {"generated"} and mute["predicted"].isna().all()
     per_fold = metrics.fold_metrics(mute)
     assert (per_fold["n_scored"] == 0).all() and (per_fold["coverage"] == 0).all()
     run = {"model": "mute", "variant": "zero_shot", "label": "mute", "kind": "zero_shot"}
     res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=30, seed=1))
-    frame = tables.table2(
-        [runs[1], run, runs[2]],
-        {**scores, ("mute", "zero_shot"): mute},
-        ["goal"],
-        res,
-        "inner_split",
-    )
+    frame = tables.table2([runs[1], run, runs[2]], {**scores, ("mute", "zero_shot"): mute},
+                          ["goal"], res, "inner_split")
     row = frame.set_index("label").loc["mute"]
     assert row["goal_coverage"] == 0 and np.isnan(row["goal_pearson_mean"])
     care = frame[frame["label"] == "CARE (llama)"].iloc[0]
@@ -708,7 +656,9 @@ def _partial(scores: pd.DataFrame, dim: str, keep_fold: int) -> pd.DataFrame:
     return out
 
 
-def test_table2_stars_are_corrected_and_partial_cells_counted_not_starred(larger_runs, instrument):
+def test_table2_stars_are_corrected_and_partial_cells_counted_not_starred(
+    larger_runs, instrument
+):
     """Stars come from p-values Holm-adjusted over the table; the uncorrected p stays in the
     CSV. A baseline whose r exists in one fold (r = 1 there) is shown as "1.00 (1 of 3 folds)",
     never starred, and is not the best baseline the others are tested against."""
@@ -724,25 +674,17 @@ def test_table2_stars_are_corrected_and_partial_cells_counted_not_starred(larger
     assert row["goal_pearson_n_folds"] == 1 and row["goal_pearson_mean"] == pytest.approx(1.0)
     assert "flat" not in frame["goal_best_baseline"].iloc[0]
     assert np.isnan(row["goal_pearson_p_vs_best_adjusted"])
-    p = np.concatenate(
-        [
-            frame[f"{d}_pearson_p_vs_best"]
-            .where(frame[f"{d}_pearson_n_folds"] == frame["n_folds"])
-            .to_numpy(float)
-            for d in dims
-        ]
-    )
-    adjusted = np.concatenate(
-        [frame[f"{d}_pearson_p_vs_best_adjusted"].to_numpy(float) for d in dims]
-    )
+    p = np.concatenate([frame[f"{d}_pearson_p_vs_best"].where(
+        frame[f"{d}_pearson_n_folds"] == frame["n_folds"]).to_numpy(float) for d in dims])
+    adjusted = np.concatenate([frame[f"{d}_pearson_p_vs_best_adjusted"].to_numpy(float)
+                               for d in dims])
     finite = np.isfinite(p)
     assert finite.sum() >= 9 and np.array_equal(np.isfinite(adjusted), finite)
     holm = multipletests(p[finite], method="holm")[1]
     assert adjusted[finite] == pytest.approx(holm, abs=1e-5)  # the CSV rounds to 6 decimals
     labels = {d.id: d.label("en") for d in instrument.dimensions}
-    display = tables.alliance_display(
-        frame, dims, labels, {"label": "Model"}, "{d}_pearson_p_vs_best", latex=False
-    )
+    display = tables.alliance_display(frame, dims, labels, {"label": "Model"},
+                                      "{d}_pearson_p_vs_best", latex=False)
     cells = display[(labels["goal"], "r")]
     assert cells[frame["label"] == "flat"].tolist() == ["1.00 (1 of 3 folds)"]
     for cell, q in zip(cells, frame["goal_pearson_p_vs_best_adjusted"], strict=True):
@@ -751,11 +693,9 @@ def test_table2_stars_are_corrected_and_partial_cells_counted_not_starred(larger
     assert tables.adjust_p(none, dims, "{d}_pearson_p_vs_best", "none") == finite.sum()
     assert none["goal_pearson_p_vs_best_adjusted"].to_numpy(float) == pytest.approx(
         none["goal_pearson_p_vs_best"].where(none["goal_pearson_n_folds"] == 3).to_numpy(float),
-        nan_ok=True,
-    )
-    notes = tables.alliance_notes(
-        frame, dims, "x", res, tables.Protocol(), "{d}_pearson_p_vs_best", "holm"
-    )
+        nan_ok=True)
+    notes = tables.alliance_notes(frame, dims, "x", res, tables.Protocol(),
+                                  "{d}_pearson_p_vs_best", "holm")
     assert any(f"Holm-adjusted over the table's {finite.sum()} tests" in n for n in notes)
     assert any("(k of K folds)" in n for n in notes)
 
@@ -767,9 +707,8 @@ def test_table4_pairs_over_seeds_and_says_how_far_apart_they_are(larger_runs, in
     res = bs.Resampler(folds, bs.BootstrapSpec(unit="client", n_resamples=100, seed=1))
     extra = {}
     for (model, variant), noise in ((("llama", "rationale"), 0.5), (("llama", "score_only"), 0.9)):
-        per = synthetic.predictions(
-            sessions, refs, folds, instrument, model, variant, noise=noise, seed=40
-        )
+        per = synthetic.predictions(sessions, refs, folds, instrument, model, variant,
+                                    noise=noise, seed=40)
         extra[model, f"{variant}-seed7"] = metrics.run_scores(pd.concat(per.values()), instrument)
     seeded = [{**r, "replicates": [r["variant"], f"{r['variant']}-seed7"]} for r in runs[2:]]
     frame = tables.table4(seeded, {**scores, **extra}, ["goal"], res)

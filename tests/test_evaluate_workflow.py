@@ -157,26 +157,15 @@ def _readme_follows_the_run(work):
 
     readme = work / "README.md"
     readme.write_text(f"# demo\n\n{START}\n{END}\n", encoding="utf-8")
-    care = [
-        sys.executable,
-        "-m",
-        "care.cli",
-        "readme",
-        "--table2",
-        "results/table2.csv",
-        "--instrument",
-        "workflow/instruments/wai_sr.yaml",
-        "--readme",
-        "README.md",
-    ]
+    care = [sys.executable, "-m", "care.cli", "readme", "--table2", "results/table2.csv",
+            "--instrument", "workflow/instruments/wai_sr.yaml", "--readme", "README.md"]
     wrote = subprocess.run([*care, "--write"], cwd=work, capture_output=True, text=True)
     assert wrote.returncode == 0, wrote.stderr
     ok = subprocess.run([*care, "--check"], cwd=work, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
     text = readme.read_text(encoding="utf-8")
-    stale = re.sub(
-        r"\| (−?)\.(\d)(\d) ±", lambda m: f"| {m[1]}.{m[2]}{(int(m[3]) + 1) % 10} ±", text, count=1
-    )
+    stale = re.sub(r"\| (−?)\.(\d)(\d) ±", lambda m: f"| {m[1]}.{m[2]}{(int(m[3]) + 1) % 10} ±",
+                   text, count=1)
     readme.write_text(stale, encoding="utf-8")
     bad = subprocess.run([*care, "--check"], cwd=work, capture_output=True, text=True)
     assert bad.returncode == 1 and "README.md:" in bad.stdout

@@ -60,25 +60,10 @@ def test_table1_files_share_the_tables_writer(demo_table, instrument, tmp_path):
     demo_table.to_csv(sessions, sep="\t", index=False)
     out = tmp_path / "table1.csv"
     spec = json.dumps({"n_folds": 5, "n_strata": 3, "seed": 123})
-    assert (
-        main(
-            [
-                "data",
-                "folds",
-                "--sessions-table",
-                str(sessions),
-                "--instrument",
-                instrument.path,
-                "--spec",
-                spec,
-                "--folds",
-                str(tmp_path / "folds.tsv"),
-                "--table1",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(["data", "folds", "--sessions-table", str(sessions),
+                 "--instrument", instrument.path, "--spec", spec,
+                 "--folds", str(tmp_path / "folds.tsv"),
+                 "--table1", str(out)]) == 0
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert md.startswith("**Table 1:") and " ± " in md and "mean of its items" in md
     tex = out.with_suffix(".tex").read_text(encoding="utf-8")

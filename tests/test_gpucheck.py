@@ -16,30 +16,18 @@ from .conftest import REPO
 @pytest.mark.slow
 def test_gpu_check_runs_its_cpu_path(tmp_path):
     out = tmp_path / "gpu_check.json"
-    env = {
-        **os.environ,
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "CARE_GPU_CHECK_ALLOW_CPU": "1",
-    }
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "CARE_GPU_CHECK_ALLOW_CPU": "1"}
     done = subprocess.run(
-        [str(REPO / ".ci/gpu_check.sh"), str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        cwd=tmp_path,
+        [str(REPO / ".ci/gpu_check.sh"), str(out)], capture_output=True, text=True,
+        env=env, timeout=900, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["ok"] and report["complete"] and not report["gpu"]
     steps = report["steps"]
     assert set(steps) == {
-        "environment",
-        "bench_train",
-        "train_and_select",
-        "bench_infer",
-        "label_probs",
+        "environment", "bench_train", "train_and_select", "bench_infer", "label_probs"
     }
     assert steps["bench_train"]["tokens_per_second"] > 0
     assert steps["train_and_select"]["epochs_scored"] == 2
@@ -58,20 +46,8 @@ def test_gpu_check_fails_when_torch_cannot_use_a_gpu(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "care.cli",
-            "bench",
-            "gpu-check",
-            "--require-gpu",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+        [sys.executable, "-m", "care.cli", "bench", "gpu-check", "--require-gpu", "--out",
+         str(out)], capture_output=True, text=True, env=env, timeout=300,
     )
     assert done.returncode == 1, done.stderr[-2000:]
     report = json.loads(out.read_text(encoding="utf-8"))
@@ -94,9 +70,8 @@ def test_gpu_check_writes_each_step_as_it_finishes(tmp_path, monkeypatch):
         raise RuntimeError("killed")
 
     monkeypatch.setattr(gpucheck, "STEPS", (("first", first), ("second", second)))
-    args = argparse.Namespace(
-        out=str(out), workdir=str(tmp_path / "work"), require_gpu=False, infer_sessions=1
-    )
+    args = argparse.Namespace(out=str(out), workdir=str(tmp_path / "work"), require_gpu=False,
+                              infer_sessions=1)
     assert gpucheck.run(args) == 1
     assert seen[0]["steps"]["first"]["figure"] == 1 and seen[0]["complete"] is False
     final = json.loads(out.read_text(encoding="utf-8"))

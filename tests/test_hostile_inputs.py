@@ -58,134 +58,57 @@ def _turn_text(text: str):
 
 # kind -> (file lines from the small corpus's records, line, field, message)
 CORPUS_CASES = {
-    "rating 10**400": (
-        lambda r: mutated(r, _rating(10**400)),
-        2,
-        "client_ratings.4",
-        "outside the scale",
-    ),
-    "rating of 5000 digits": (
-        lambda r: replaced(r, 2, '"4": ', '"4": ' + "9" * 5000 + ', "x": '),
-        2,
-        None,
-        "malformed JSON",
-    ),
-    "rating NaN": (
-        lambda r: replaced(r, 2, '"4": ', '"4": NaN, "x": '),
-        2,
-        "client_ratings.4",
-        "outside the scale",
-    ),
-    "rating Infinity": (
-        lambda r: mutated(r, _rating(float("inf"))),
-        2,
-        "client_ratings.4",
-        "outside the scale",
-    ),
-    "lone surrogate in a turn": (
-        lambda r: [*lines(r[:2]), lines(r[2:3])[0].replace('"text": "', '"text": "\\ud800', 1)],
-        3,
-        "turns.0.text",
-        "lone surrogate",
-    ),
-    "lone surrogate in an id": (
-        lambda r: [lines(r[:1])[0].replace('"session_id": "', '"session_id": "\\udfff', 1)],
-        1,
-        "session_id",
-        "lone surrogate",
-    ),
-    "duplicate key": (
-        lambda r: replaced(r, 3, '"language": ', '"language": "zh", "language": '),
-        3,
-        "language",
-        "duplicate key",
-    ),
+    "rating 10**400": (lambda r: mutated(r, _rating(10**400)), 2, "client_ratings.4",
+                       "outside the scale"),
+    "rating of 5000 digits": (lambda r: replaced(r, 2, '"4": ', '"4": ' + "9" * 5000 + ", \"x\": "),
+                              2, None, "malformed JSON"),
+    "rating NaN": (lambda r: replaced(r, 2, '"4": ', '"4": NaN, "x": '), 2, "client_ratings.4",
+                   "outside the scale"),
+    "rating Infinity": (lambda r: mutated(r, _rating(float("inf"))), 2, "client_ratings.4",
+                        "outside the scale"),
+    "lone surrogate in a turn": (lambda r: [
+        *lines(r[:2]), lines(r[2:3])[0].replace('"text": "', '"text": "\\ud800', 1)
+    ], 3, "turns.0.text", "lone surrogate"),
+    "lone surrogate in an id": (lambda r: [
+        lines(r[:1])[0].replace('"session_id": "', '"session_id": "\\udfff', 1)
+    ], 1, "session_id", "lone surrogate"),
+    "duplicate key": (lambda r: replaced(r, 3, '"language": ', '"language": "zh", "language": '),
+                      3, "language", "duplicate key"),
     "session ids differing in case": (
-        lambda r: mutated(r, _ids("c001-s01", "C001-S01", "session_id")),
-        3,
-        "session_id",
-        "only in case",
-    ),
+        lambda r: mutated(r, _ids("c001-s01", "C001-S01", "session_id")), 3, "session_id",
+        "only in case"),
     "counselor ids differing in case": (
-        lambda r: mutated(r, _ids("Dr. Lee", "dr. lee", "counselor_id")),
-        3,
-        "counselor_id",
-        "only in case",
-    ),
-    "nested too deeply": (
-        lambda r: [*lines(r[:1]), "[" * 100_000 + "]" * 100_000],
-        2,
-        None,
-        "nested too deeply",
-    ),
-    "a 2 MB speaker": (
-        lambda r: mutated(r, lambda x: x[0]["turns"][0].__setitem__("speaker", "s" * 2_000_000)),
-        1,
-        "turns.0.speaker",
-        "unknown speaker",
-    ),
-    "NUL in an id": (
-        lambda r: mutated(r, _ids("a\x00b", "c", "client_id")),
-        1,
-        "client_id",
-        "control characters",
-    ),
+        lambda r: mutated(r, _ids("Dr. Lee", "dr. lee", "counselor_id")), 3, "counselor_id",
+        "only in case"),
+    "nested too deeply": (lambda r: [*lines(r[:1]), "[" * 100_000 + "]" * 100_000], 2, None,
+                          "nested too deeply"),
+    "a 2 MB speaker": (lambda r: mutated(
+        r, lambda x: x[0]["turns"][0].__setitem__("speaker", "s" * 2_000_000)), 1,
+        "turns.0.speaker", "unknown speaker"),
+    "NUL in an id": (lambda r: mutated(r, _ids("a\x00b", "c", "client_id")), 1, "client_id",
+                     "control characters"),
     "blank text": (lambda r: mutated(r, _turn_text(" \u3000\n")), 3, "turns.0.text", "blank"),
-    "turns not a list": (
-        lambda r: mutated(r, lambda x: x[3].__setitem__("turns", {"a": 1})),
-        4,
-        "turns",
-        "is not of type 'array'",
-    ),
-    "a record that is a list": (
-        lambda r: [*lines(r[:1]), "[1, 2, 3]"],
-        2,
-        None,
-        "is not of type 'object'",
-    ),
+    "turns not a list": (lambda r: mutated(r, lambda x: x[3].__setitem__("turns", {"a": 1})),
+                         4, "turns", "is not of type 'array'"),
+    "a record that is a list": (lambda r: [*lines(r[:1]), "[1, 2, 3]"], 2, None,
+                                "is not of type 'object'"),
     "an empty object": (lambda r: [*lines(r[:1]), "{}"], 2, "session_id", "required"),
-    "a turn text that is a number": (
-        lambda r: mutated(r, _turn_text(5)),
-        3,
-        "turns.0.text",
-        "is not of type 'string'",
-    ),
-    "ratings as a list": (
-        lambda r: mutated(r, lambda x: x[1].__setitem__("client_ratings", [4, 4])),
-        2,
-        "client_ratings",
-        "is not of type 'object'",
-    ),
-    "rating -Infinity": (
-        lambda r: mutated(r, _rating(float("-inf"))),
-        2,
-        "client_ratings.4",
-        "outside the scale",
-    ),
-    "duplicate rating key": (
-        lambda r: replaced(r, 2, '"4": ', '"4": 1, "4": '),
-        2,
-        "4",
-        "duplicate key",
-    ),
-    "an id of 200 characters": (
-        lambda r: mutated(r, _ids("s" * 200, "t", "session_id")),
-        1,
-        "session_id",
-        "at most 128 characters",
-    ),
-    "an id with surrounding space": (
-        lambda r: mutated(r, _ids(" s1", "t", "session_id")),
-        1,
-        "session_id",
-        "whitespace",
-    ),
-    "speaker in another case": (
-        lambda r: mutated(r, lambda x: x[0]["turns"][0].__setitem__("speaker", "Counselor")),
-        1,
-        "turns.0.speaker",
-        "unknown speaker",
-    ),
+    "a turn text that is a number": (lambda r: mutated(r, _turn_text(5)), 3, "turns.0.text",
+                                     "is not of type 'string'"),
+    "ratings as a list": (lambda r: mutated(r, lambda x: x[1].__setitem__("client_ratings",
+                                                                          [4, 4])),
+                          2, "client_ratings", "is not of type 'object'"),
+    "rating -Infinity": (lambda r: mutated(r, _rating(float("-inf"))), 2, "client_ratings.4",
+                         "outside the scale"),
+    "duplicate rating key": (lambda r: replaced(r, 2, '"4": ', '"4": 1, "4": '), 2, "4",
+                             "duplicate key"),
+    "an id of 200 characters": (lambda r: mutated(r, _ids("s" * 200, "t", "session_id")), 1,
+                                "session_id", "at most 128 characters"),
+    "an id with surrounding space": (lambda r: mutated(r, _ids(" s1", "t", "session_id")), 1,
+                                     "session_id", "whitespace"),
+    "speaker in another case": (lambda r: mutated(
+        r, lambda x: x[0]["turns"][0].__setitem__("speaker", "Counselor")), 1,
+        "turns.0.speaker", "unknown speaker"),
 }
 
 
@@ -196,13 +119,8 @@ def write_case(tmp_path: Path, records, kind: str) -> Path:
 
 
 def care(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "care.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return subprocess.run([sys.executable, "-m", "care.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
 
 
 def assert_one_line(proc, code: int, *fragments: str) -> str:
@@ -228,22 +146,13 @@ def test_each_hostile_corpus_is_one_line(kind, small_corpus, instrument, tmp_pat
     assert len(str(err.value)) < 600
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "rating 10**400",
-        "lone surrogate in a turn",
-        "duplicate key",
-        "session ids differing in case",
-        "a 2 MB speaker",
-    ],
-)
+@pytest.mark.parametrize("kind", ["rating 10**400", "lone surrogate in a turn", "duplicate key",
+                                  "session ids differing in case", "a 2 MB speaker"])
 def test_validate_command_on_hostile_corpora(kind, small_corpus, tmp_path):
     path = write_case(tmp_path, small_corpus[1], kind)
     out = tmp_path / "table.tsv"
-    proc = care(
-        "data", "validate", "--sessions", str(path), "--instrument", str(WAI), "--out", str(out)
-    )
+    proc = care("data", "validate", "--sessions", str(path), "--instrument", str(WAI),
+                "--out", str(out))
     assert_one_line(proc, 2, f"{path}:{CORPUS_CASES[kind][1]}:", CORPUS_CASES[kind][3])
     assert not out.exists() and not list(tmp_path.glob(".table.tsv*"))
 
@@ -251,9 +160,8 @@ def test_validate_command_on_hostile_corpora(kind, small_corpus, tmp_path):
 def test_a_file_without_newlines_is_not_read_whole(tmp_path):
     """``data.sessions: /dev/zero``: one endless line, refused at the line cap."""
     out = tmp_path / "table.tsv"
-    proc = care(
-        "data", "validate", "--sessions", "/dev/zero", "--instrument", str(WAI), "--out", str(out)
-    )
+    proc = care("data", "validate", "--sessions", "/dev/zero", "--instrument", str(WAI),
+                "--out", str(out))
     assert_one_line(proc, 2, "/dev/zero:1:", "longer than")
     assert not out.exists()
 
@@ -287,7 +195,6 @@ def test_the_importer_reads_no_endless_file_whole(tmp_path):
 
 # ------------------------------------------------------------------ YAML: aliases, nesting
 
-
 def _anchors(form: str, sep: str = "") -> str:
     """Eight more levels over ``&a`` (nine values), each nine aliases of the one before:
     9^9 values from under 1 KB of YAML."""
@@ -302,14 +209,11 @@ BOMB = f"a: &a {NINE}\n" + _anchors("{0}: &{0} [{1}]\n")
 RECURSIVE = "name: &n [*n]\n"
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (BOMB, "YAML aliases"),
-        (RECURSIVE, "YAML aliases"),
-        ("a: " + "[" * 3_000 + "]" * 3_000 + "\n", "nested too deeply"),
-    ],
-)
+@pytest.mark.parametrize(("text", "message"), [
+    (BOMB, "YAML aliases"),
+    (RECURSIVE, "YAML aliases"),
+    ("a: " + "[" * 3_000 + "]" * 3_000 + "\n", "nested too deeply"),
+])
 def test_an_instrument_alias_bomb_is_refused(tmp_path, text, message):
     """9^9 values from 1 KB: before, `care data validate` grew past 1.3 GB in 180 s."""
     bomb = tmp_path / "bomb.yaml"
@@ -318,9 +222,8 @@ def test_an_instrument_alias_bomb_is_refused(tmp_path, text, message):
     with pytest.raises(CareInputError, match=message) as err:
         load_instrument(bomb)
     assert err.value.path == str(bomb)
-    proc = care(
-        "data", "validate", "--sessions", str(tmp_path / "none.jsonl"), "--instrument", str(bomb)
-    )
+    proc = care("data", "validate", "--sessions", str(tmp_path / "none.jsonl"), "--instrument",
+                str(bomb))
     assert_one_line(proc, 2, str(bomb), message)
 
 
@@ -332,16 +235,10 @@ def _wai(old: str, new: str) -> str:
 
 # kind -> (instrument file text, field, message)
 INSTRUMENT_CASES = {
-    "a scale of 10^9 points": (
-        lambda: _wai("  max: 5\n", "  max: 1000000000\n"),
-        "scale/labels",
-        "labels must cover every point",
-    ),
-    "a label key that is not a number": (
-        lambda: _wai("    1: {en:", "    one: {en:"),
-        "scale/labels",
-        "label keys must be",
-    ),
+    "a scale of 10^9 points": (lambda: _wai("  max: 5\n", "  max: 1000000000\n"),
+                               "scale/labels", "labels must cover every point"),
+    "a label key that is not a number": (lambda: _wai("    1: {en:", "    one: {en:"),
+                                         "scale/labels", "label keys must be"),
     "a list, not a mapping": (lambda: "- 1\n- 2\n", None, "is not of type 'object'"),
     "an unclosed bracket": (lambda: "name: [WAI\n", None, "cannot read instrument"),
 }
@@ -385,8 +282,7 @@ def test_a_config_alias_bomb_is_one_line(tmp_path):
     text = (REPO / ".test/config.yaml").read_text(encoding="utf-8")
     assert "variants: [rationale, score_only]" in text
     (work / "bomb.yaml").write_text(
-        text.replace("variants: [rationale, score_only]", CONFIG_BOMB), encoding="utf-8"
-    )
+        text.replace("variants: [rationale, score_only]", CONFIG_BOMB), encoding="utf-8")
     done = run_snakemake(work, "-n", "--configfile", "bomb.yaml", timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-2000:]
@@ -396,12 +292,8 @@ def test_a_config_alias_bomb_is_one_line(tmp_path):
 
 # ------------------------------------------------------------------ through the workflow
 
-WORKFLOW_KINDS = [
-    "rating 10**400",
-    "lone surrogate in a turn",
-    "session ids differing in case",
-    "instrument alias bomb",
-]
+WORKFLOW_KINDS = ["rating 10**400", "lone surrogate in a turn", "session ids differing in case",
+                  "instrument alias bomb"]
 
 
 @pytest.fixture(scope="module")
@@ -409,11 +301,10 @@ def workdir(tmp_path_factory) -> Path:
     """The workflow, configured for a corpus and an instrument of the user's own (data/)."""
     work = copy_workflow(tmp_path_factory.mktemp("hostile"))
     text = (REPO / ".test/config.yaml").read_text(encoding="utf-8")
-    for old, new in [
-        ("sessions: results/demo/sessions.jsonl", "sessions: data/sessions.jsonl"),
-        ("instrument: workflow/instruments/wai_sr.yaml", "instrument: data/instrument.yaml"),
-        ("  enabled: true", "  enabled: false"),
-    ]:
+    for old, new in [("sessions: results/demo/sessions.jsonl", "sessions: data/sessions.jsonl"),
+                     ("instrument: workflow/instruments/wai_sr.yaml",
+                      "instrument: data/instrument.yaml"),
+                     ("  enabled: true", "  enabled: false")]:
         assert old in text
         text = text.replace(old, new, 1)
     (work / "own.yaml").write_text(text, encoding="utf-8")
@@ -430,24 +321,16 @@ def test_the_workflow_stops_before_the_expert_sheet(kind, workdir, small_corpus)
     if kind in CORPUS_CASES:
         _, line, _, message = CORPUS_CASES[kind]
         where = f"data/sessions.jsonl:{line}:"
-        corpus.write_text(
-            "\n".join(CORPUS_CASES[kind][0](small_corpus[1])) + "\n", encoding="utf-8"
-        )
+        corpus.write_text("\n".join(CORPUS_CASES[kind][0](small_corpus[1])) + "\n",
+                          encoding="utf-8")
         instrument.write_text(WAI.read_text(encoding="utf-8"), encoding="utf-8")
     else:
         where, message = "data/instrument.yaml:", "YAML aliases"
         corpus.write_text("\n".join(lines(small_corpus[1])) + "\n", encoding="utf-8")
         instrument.write_text(BOMB, encoding="utf-8")
-    done = run_snakemake(
-        workdir,
-        "--keep-going",
-        "--configfile",
-        "own.yaml",
-        "--",
-        "results/data/sessions.tsv",
-        "results/rationales/expert_sheet.xlsx",
-        timeout=300,
-    )
+    done = run_snakemake(workdir, "--keep-going", "--configfile", "own.yaml", "--",
+                         "results/data/sessions.tsv", "results/rationales/expert_sheet.xlsx",
+                         timeout=300)
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     for log in ("logs/validate_sessions.log", "logs/rationales/draft.log"):

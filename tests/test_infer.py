@@ -100,12 +100,10 @@ def test_settings_from_the_config_section_refuse_unknown_keys_and_fill_defaults(
     assert got.max_new_tokens == 9 and got.mode == "generate" and got.batch_size == 48
     assert InferenceSettings.from_config({}, **run).max_new_tokens == "auto"
     # the schema's defaults are the dataclass's: the two cannot disagree
-    defaults = {
-        k: v["default"] for k, v in section_schema()["properties"].items() if "default" in v
-    }
-    assert defaults and all(
-        getattr(got.replace(max_new_tokens="auto"), k) == v for k, v in defaults.items()
-    )
+    defaults = {k: v["default"] for k, v in section_schema()["properties"].items()
+                if "default" in v}
+    assert defaults and all(getattr(got.replace(max_new_tokens="auto"), k) == v
+                            for k, v in defaults.items())
     with pytest.raises(CareInputError, match="--settings: field 'batchsize'.*unknown"):
         InferenceSettings.from_config({"batchsize": 4}, source="--settings", **run)
     with pytest.raises(CareInputError, match="field 'batch_size'"):
@@ -197,16 +195,8 @@ def folds_tsv(tmp_path_factory, sessions):
 
 def predict(scorer, corpus, folds_tsv, fold, out) -> dict:
     """Model "m", variant rationale: one fold of the corpus predicted to ``out``."""
-    return predict_fold(
-        scorer,
-        sessions_path=corpus[0],
-        instrument=scorer.instrument,
-        folds_path=folds_tsv,
-        fold=fold,
-        model="m",
-        variant="rationale",
-        out=out,
-    )
+    return predict_fold(scorer, sessions_path=corpus[0], instrument=scorer.instrument,
+                        folds_path=folds_tsv, fold=fold, model="m", variant="rationale", out=out)
 
 
 def test_two_runs_give_identical_parquet_bytes(tiny, instrument, small_corpus, folds_tsv, tmp_path):
@@ -475,24 +465,8 @@ def test_bench_peer_is_batched_warmed_and_compared(tmp_path, capsys):
     from care.cli import main
 
     out = tmp_path / "bench.json"
-    argv = [
-        "bench",
-        "infer",
-        "--random-model",
-        "tiny",
-        "--n-sessions",
-        "3",
-        "--turns",
-        "10",
-        "10",
-        "--max-new-tokens",
-        "3",
-        "--peer",
-        "--repeats",
-        "2",
-        "--json",
-        str(out),
-    ]
+    argv = ["bench", "infer", "--random-model", "tiny", "--n-sessions", "3", "--turns", "10",
+            "10", "--max-new-tokens", "3", "--peer", "--repeats", "2", "--json", str(out)]
     assert main(argv) == 0
     import json
     import statistics

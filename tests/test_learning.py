@@ -21,39 +21,19 @@ from care.io import write_jsonl
 
 from tests.train_fixtures import write_client_folds
 
-POSITIVE = [
-    "That really helps, thank you.",
-    "Yes, I feel we are getting somewhere.",
-    "I trust this plan, it makes sense to me.",
-]
-NEGATIVE = [
-    "This is not helping me at all.",
-    "I do not see the point of this.",
-    "You are not listening to me.",
-]
+POSITIVE = ["That really helps, thank you.", "Yes, I feel we are getting somewhere.",
+            "I trust this plan, it makes sense to me."]
+NEGATIVE = ["This is not helping me at all.", "I do not see the point of this.",
+            "You are not listening to me."]
 COUNSELOR = ["How did that feel?", "Tell me more about it.", "What happened next?"]
-TINY = {
-    "arch": "llama",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "vocab_size": 600,
-    "max_position_embeddings": 512,
-    "seed": 0,
-}
+TINY = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 600,
+        "max_position_embeddings": 512, "seed": 0}
 RECIPE = {  # config.yaml's training section (unpacked, as the rationale variant), scaled down
-    "learning_rate": 3e-3,
-    "per_device_train_batch_size": 6,
-    "num_train_epochs": 4,
+    "learning_rate": 3e-3, "per_device_train_batch_size": 6, "num_train_epochs": 4,
     "min_steps": 300,
-    "warmup_ratio": 0.1,
-    "deepspeed": None,
-    "packing": "none",
-    "inner_val_fraction": 0.2,
-    "seed": 123,
-    "logging_steps": 20,
+    "warmup_ratio": 0.1, "deepspeed": None, "packing": "none",
+    "inner_val_fraction": 0.2, "seed": 123, "logging_steps": 20,
     "validation": {"scoring": "expected", "max_new_tokens": "auto", "max_cut_rate": 1},
 }
 
@@ -69,13 +49,8 @@ def corpus(rng, n_clients: int, prefix: str, items, labeled: bool) -> list[dict]
                 reply = POSITIVE if rng.uniform() < share else NEGATIVE
                 turns.append({"speaker": "client", "text": str(rng.choice(reply))})
             positive = sum(t["text"] in POSITIVE for t in turns) / 5
-            record = {
-                "session_id": f"{prefix}{c:02d}-{s}",
-                "client_id": f"{prefix}{c:02d}",
-                "counselor_id": f"t{c % 3}",
-                "language": "en",
-                "turns": turns,
-            }
+            record = {"session_id": f"{prefix}{c:02d}-{s}", "client_id": f"{prefix}{c:02d}",
+                      "counselor_id": f"t{c % 3}", "language": "en", "turns": turns}
             if labeled:
                 record["client_ratings"] = {i: int(round(1 + 4 * positive)) for i in items}
             records.append(record)
@@ -85,37 +60,17 @@ def corpus(rng, n_clients: int, prefix: str, items, labeled: bool) -> list[dict]
 #: one dimension of three items: every example of a session carries the signal, and the
 #: corpus stays small enough to train for a few hundred steps in well under a minute
 INSTRUMENT = {
-    "name": "Alliance-3",
-    "title": {"en": "Alliance"},
-    "construct": {"en": "the alliance"},
+    "name": "Alliance-3", "title": {"en": "Alliance"}, "construct": {"en": "the alliance"},
     "rating": {"en": "how often the client experienced it"},
-    "scale": {
-        "min": 1,
-        "max": 5,
-        "integer": True,
-        "labels": {
-            k: {"en": v}
-            for k, v in zip(
-                range(1, 6), ["Never", "Rarely", "Sometimes", "Often", "Always"], strict=True
-            )
-        },
-    },
-    "dimensions": [
-        {
-            "id": "alliance",
-            "name": {"en": "Alliance"},
-            "description": {"en": "the working alliance"},
-            "items": ["a", "b", "c"],
-        }
-    ],
-    "items": [
-        {"id": i, "text": {"en": t}}
-        for i, t in [
-            ("a", "We agree on what matters."),
-            ("b", "The work helps me."),
-            ("c", "I feel understood."),
-        ]
-    ],
+    "scale": {"min": 1, "max": 5, "integer": True,
+              "labels": {k: {"en": v} for k, v in
+                         zip(range(1, 6), ["Never", "Rarely", "Sometimes", "Often", "Always"],
+                             strict=True)}},
+    "dimensions": [{"id": "alliance", "name": {"en": "Alliance"},
+                    "description": {"en": "the working alliance"}, "items": ["a", "b", "c"]}],
+    "items": [{"id": i, "text": {"en": t}} for i, t in
+              [("a", "We agree on what matters."), ("b", "The work helps me."),
+               ("c", "I feel understood.")]],
 }
 
 
@@ -138,98 +93,21 @@ def test_a_fine_tune_learns_an_obvious_lexical_signal(signal_corpus, tmp_path):
     root = signal_corpus
     ins = str(root / "instrument.yaml")
     init, backbone, model = tmp_path / "init", tmp_path / "backbone", tmp_path / "model"
-    assert (
-        main(
-            [
-                "train",
-                "backbone",
-                "tiny",
-                "--spec",
-                json.dumps(TINY),
-                "--sessions",
-                str(root / "unlabeled.jsonl"),
-                "--instrument",
-                ins,
-                "--out",
-                str(init),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "backbone", "tiny", "--spec", json.dumps(TINY), "--sessions",
+                 str(root / "unlabeled.jsonl"), "--instrument", ins, "--out", str(init)]) == 0
     pretrain = {"sessions": [str(root / "unlabeled.jsonl")], "epochs": 4, "batch_size": 8}
-    assert (
-        main(
-            [
-                "train",
-                "pretrain",
-                "--backbone",
-                str(init),
-                "--spec",
-                json.dumps(pretrain),
-                "--instrument",
-                ins,
-                "--out",
-                str(backbone),
-            ]
-        )
-        == 0
-    )
-    data = [
-        "--sessions",
-        str(root / "sessions.jsonl"),
-        "--folds",
-        str(root / "folds.tsv"),
-        "--instrument",
-        ins,
-        "--fold",
-        "1",
-        "--granularity",
-        "item",
-        "--max-length",
-        "512",
-    ]
-    assert (
-        main(
-            [
-                "train",
-                "run",
-                "--backbone",
-                str(backbone),
-                *data,
-                "--variant",
-                "score_only",
-                "--hp",
-                json.dumps(RECIPE),
-                "--checkpoints",
-                str(tmp_path / "ckpt"),
-                "--out",
-                str(model),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "pretrain", "--backbone", str(init), "--spec", json.dumps(pretrain),
+                 "--instrument", ins, "--out", str(backbone)]) == 0
+    data = ["--sessions", str(root / "sessions.jsonl"), "--folds", str(root / "folds.tsv"),
+            "--instrument", ins, "--fold", "1", "--granularity", "item", "--max-length", "512"]
+    assert main(["train", "run", "--backbone", str(backbone), *data, "--variant", "score_only",
+                 "--hp", json.dumps(RECIPE), "--checkpoints", str(tmp_path / "ckpt"),
+                 "--out", str(model)]) == 0
     out = tmp_path / "pred.parquet"
     settings = {"scoring": "expected", "max_new_tokens": {"score_only": 6}, "batch_size": 48}
-    assert (
-        main(
-            [
-                "infer",
-                "model",
-                "--model-path",
-                str(model),
-                "--name",
-                "m",
-                "--variant",
-                "score_only",
-                *data,
-                "--settings",
-                json.dumps(settings),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(["infer", "model", "--model-path", str(model), "--name", "m", "--variant",
+                 "score_only", *data, "--settings", json.dumps(settings),
+                 "--out", str(out)]) == 0
     pred = pd.read_parquet(out)
     sessions = pred.groupby("session_id")[["score", "client_score"]].mean()
     r = np.corrcoef(sessions["score"], sessions["client_score"])[0, 1]

@@ -26,27 +26,10 @@ def folded(tmp_path_factory, instrument):
 
 
 def run(folded, instrument, model: str, fold: int, out) -> pd.DataFrame:
-    assert (
-        main(
-            [
-                "infer",
-                "lexical",
-                "--model",
-                model,
-                "--sessions",
-                str(folded / "sessions.jsonl"),
-                "--instrument",
-                str(instrument.path),
-                "--folds",
-                str(folded / "folds.tsv"),
-                "--fold",
-                str(fold),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(["infer", "lexical", "--model", model, "--sessions",
+                 str(folded / "sessions.jsonl"), "--instrument", str(instrument.path),
+                 "--folds", str(folded / "folds.tsv"), "--fold", str(fold),
+                 "--out", str(out)]) == 0
     return pd.read_parquet(out)
 
 

@@ -35,8 +35,7 @@ def test_run_summary_lists_outputs_and_table2(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results/table2.csv").write_text("x\n")
     (tmp_path / "results/table2.md").write_text("**Table 2: ...**\n\n| Model |\n")
-    text = run_summary(
-        ["results/table2.csv", "results/missing.csv"], "2000-01-01T00:00:00+00:00", tmp_path
-    )
+    text = run_summary(["results/table2.csv", "results/missing.csv"], "2000-01-01T00:00:00+00:00",
+                       tmp_path)
     assert "1 of 1 final outputs built in this run" in text
     assert "Tables:\n  * results/table2.csv" in text and "| Model |" in text

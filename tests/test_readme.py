@@ -29,12 +29,8 @@ def table2() -> pd.DataFrame:
 def test_block_round_trip_and_every_disagreement_named():
     frame = table2()
     readme = f"# Title\n\nBefore.\n\n{START}\nold\n{END}\n\nAfter.\n"
-    block = render_block(
-        frame,
-        DIMS,
-        LABELS,
-        {"git": {"commit": "abc123", "dirty": False}, "finished": "2026-01-01T00:00:00+00:00"},
-    )
+    block = render_block(frame, DIMS, LABELS, {"git": {"commit": "abc123", "dirty": False},
+                                               "finished": "2026-01-01T00:00:00+00:00"})
     text = splice(readme, block)
     assert text.startswith("# Title\n\nBefore.\n\n") and text.endswith("\n\nAfter.\n")
     assert "| CARE (llama) | .46 ± .12 | .36 ± .12 | .26 ± .12 |" in text
@@ -47,10 +43,8 @@ def test_block_round_trip_and_every_disagreement_named():
     fresh.loc[2, "bond_pearson_mean"] = 0.2551  # same to the printed precision: not reported
     problems = check(text, fresh, DIMS)
     assert problems == ["README.md: CARE (llama) / goal: README '.46 ± .12', run '.44 ± .12'"]
-    assert any(
-        "lacks" in p
-        for p in check(text, pd.concat([fresh, frame.iloc[[0]].assign(label="new")]), DIMS)
-    )
+    assert any("lacks" in p for p in check(text, pd.concat([fresh, frame.iloc[[0]].assign(
+        label="new")]), DIMS))
 
 
 def test_negative_r_prints_a_true_minus_sign():
@@ -67,6 +61,7 @@ def test_the_readme_has_a_generated_block():
         parse_block("no markers here")
 
 
+
 def test_scorings_are_named_and_a_constant_prediction_is_not_called_unparsed():
     frame = table2().assign(scoring="expected")
     argmax = frame.iloc[[1]].assign(scoring="generated", goal_coverage=1.0)
@@ -80,10 +75,7 @@ def test_a_mean_from_fewer_folds_says_how_many():
     """As in the tables: one fold's r is not a mean over 5 folds, and the block says so."""
     frame = table2().assign(n_folds=5)
     frame.loc[2, ["goal_pearson_mean", "goal_pearson_sd", "goal_pearson_n_folds"]] = (
-        -0.02,
-        np.nan,
-        1,
-    )
+        -0.02, np.nan, 1)
     frame.loc[2, ["task_pearson_n_folds"]] = 2
     block = render_block(frame, DIMS, LABELS)
     assert "| CARE (llama) | −.02 (1 of 5 folds) | .36 (2 of 5 folds) | .26 ± .12 |" in block

@@ -113,11 +113,7 @@ def test_training_and_inference_render_the_same_prompt(
     eot = load_end_of_turn_ids(smollm2, tokenizer)
     assert scorer(model, tokenizer, instrument).eos_ids == eot  # inference stops on them
     builder = ExampleBuilder(
-        tokenizer,
-        instrument,
-        variant=variant,
-        granularity="item",
-        max_length=1024,
+        tokenizer, instrument, variant=variant, granularity="item", max_length=1024,
         end_of_turn=eot,
     )
     rationales = load_rationales(train_corpus["rationales"]) if variant == "rationale" else None
@@ -231,11 +227,7 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
 
     tokenizer = load_tokenizer(smollm2)
     builder = ExampleBuilder(
-        tokenizer,
-        instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=1024,
+        tokenizer, instrument, variant="score_only", granularity="item", max_length=1024,
         end_of_turn=load_end_of_turn_ids(smollm2, tokenizer),
     )
     examples, _ = build_examples(builder, short_sessions, None)
@@ -279,7 +271,9 @@ def test_three_deepspeed_steps_then_save_reload_and_score(
     )
     assert changed
     rows = list(scorer(model, tok, instrument, mode="label_probs").score(short_sessions[:1]))
-    assert all(instrument.scale_min <= r["score_expected"] <= instrument.scale_max for r in rows)
+    assert all(
+        instrument.scale_min <= r["score_expected"] <= instrument.scale_max for r in rows
+    )
 
 
 # --------------------------------------------------------------------------- workflow

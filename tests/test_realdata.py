@@ -23,24 +23,8 @@ from care.sessions import check_corpus, load_sessions
 
 from .conftest import REPO, copy_workflow, run_snakemake
 
-HOSTILE_IDS = [
-    "../../../x",
-    "..",
-    ".",
-    "a/b",
-    "/etc/passwd",
-    "a\\b",
-    "C:\\x",
-    "CON",
-    "nul.txt",
-    "lpt1",
-    "李-01",
-    "é" * 100,
-    "x" * MAX_ID_LENGTH,
-    "with space",
-    "-rf",
-    "a:b*?<>|",
-]
+HOSTILE_IDS = ["../../../x", "..", ".", "a/b", "/etc/passwd", "a\\b", "C:\\x", "CON", "nul.txt",
+               "lpt1", "李-01", "é" * 100, "x" * MAX_ID_LENGTH, "with space", "-rf", "a:b*?<>|"]
 
 
 def care(*args):
@@ -70,19 +54,12 @@ def test_file_stem_is_safe_and_unique_for_hostile_ids():
     assert file_stem("c001-s01") == "c001-s01"  # ordinary ids keep their name
 
 
-@pytest.mark.parametrize(
-    "bad, why",
-    [
-        ("a\x00b", "control characters"),
-        ("a\nb", "control characters"),
-        ("x" * 300, "at most 128 characters"),
-        (" a", "whitespace"),
-        ("a\u2028b", "control"),
-    ],
-)
-def test_ids_a_file_name_cannot_hold_are_refused_naming_the_line(
-    tmp_path, small_corpus, instrument, bad, why
-):
+@pytest.mark.parametrize("bad, why", [
+    ("a\x00b", "control characters"), ("a\nb", "control characters"),
+    ("x" * 300, "at most 128 characters"), (" a", "whitespace"), ("a\u2028b", "control"),
+])
+def test_ids_a_file_name_cannot_hold_are_refused_naming_the_line(tmp_path, small_corpus,
+                                                                 instrument, bad, why):
     _, records, _ = small_corpus
     recs = [dict(r) for r in records[:4]]
     recs[2]["counselor_id"] = bad
@@ -100,9 +77,8 @@ def hostile_corpus(tmp_path_factory, instrument):
 
     from .test_apply import fake_rows
 
-    spec = CorpusSpec(
-        n_clients=6, sessions_per_client=(3, 3), n_counselors=2, turns_per_session=(8, 10), seed=3
-    )
+    spec = CorpusSpec(n_clients=6, sessions_per_client=(3, 3), n_counselors=2,
+                      turns_per_session=(8, 10), seed=3)
     records, refs = generate(spec, instrument, labeled=True, prefix="h")
     rename = dict(zip([r["session_id"] for r in records], HOSTILE_IDS, strict=False))
     clients = sorted({r["client_id"] for r in records})
@@ -116,51 +92,23 @@ def hostile_corpus(tmp_path_factory, instrument):
     path = tmp / "corpus.jsonl"
     write_jsonl(path, records)
     sessions = predict.load_corpus(path, instrument)
-    frame = predict.prediction_frame(
-        fake_rows(records, refs, instrument),
-        sessions,
-        instrument,
-        model="m",
-        variant="rationale",
-        fold=1,
-    )
-    return {
-        "path": path,
-        "records": records,
-        "refs": refs,
-        "sessions": sessions,
-        "predictions": frame,
-        "scores": predict.session_scores(frame, instrument),
-    }
+    frame = predict.prediction_frame(fake_rows(records, refs, instrument), sessions, instrument,
+                                     model="m", variant="rationale", fold=1)
+    return {"path": path, "records": records, "refs": refs, "sessions": sessions,
+            "predictions": frame, "scores": predict.session_scores(frame, instrument)}
 
 
 def test_hostile_ids_stay_inside_every_per_session_and_per_counselor_output(
-    tmp_path, instrument, hostile_corpus
-):
+        tmp_path, instrument, hostile_corpus):
     work = tmp_path / "deep" / "er" / "out"
     work.mkdir(parents=True)
     c = hostile_corpus
     assert load_sessions(c["path"], instrument)  # the contract accepts them
-    session_report.write_reports(
-        c["sessions"],
-        c["predictions"],
-        instrument,
-        c["scores"],
-        work / "sessions",
-        ids=[s.session_id for s in c["sessions"]],
-    )
-    digest.write_digests(
-        c["predictions"],
-        c["scores"],
-        instrument,
-        c["sessions"],
-        work / "digests",
-        counselors=[],
-        min_sessions=1,
-        threshold=3.0,
-        top_k=3,
-        n_examples=1,
-    )
+    session_report.write_reports(c["sessions"], c["predictions"], instrument, c["scores"],
+                                 work / "sessions", ids=[s.session_id for s in c["sessions"]])
+    digest.write_digests(c["predictions"], c["scores"], instrument, c["sessions"],
+                         work / "digests", counselors=[], min_sessions=1, threshold=3.0,
+                         top_k=3, n_examples=1)
     written = files_under(tmp_path)
     assert all(work in p.parents for p in written), sorted(map(str, written))
     pages = files_under(work / "sessions")
@@ -174,58 +122,15 @@ def test_hostile_ids_survive_the_expert_sheet_round_trip(tmp_path, hostile_corpu
     write_jsonl(refs, c["refs"])
     inst = REPO / "workflow/instruments/wai_sr.yaml"
     steps = [
-        [
-            "rationales",
-            "draft",
-            "--sessions",
-            c["path"],
-            "--instrument",
-            inst,
-            "--backend",
-            "extractive",
-            "--spec",
-            "{}",
-            "--cache-dir",
-            tmp_path / "cache",
-            "--out",
-            tmp_path / "drafts.jsonl",
-        ],
-        [
-            "rationales",
-            "export",
-            "--drafts",
-            tmp_path / "drafts.jsonl",
-            "--sessions",
-            c["path"],
-            "--instrument",
-            inst,
-            "--out",
-            tmp_path / "sheet.xlsx",
-        ],
-        [
-            "rationales",
-            "simulate-edits",
-            "--sheet",
-            tmp_path / "sheet.xlsx",
-            "--references",
-            refs,
-            "--editor",
-            "e1",
-            "--out",
-            tmp_path / "edited.xlsx",
-        ],
-        [
-            "rationales",
-            "import",
-            "--sheet",
-            tmp_path / "edited.xlsx",
-            "--drafts",
-            tmp_path / "drafts.jsonl",
-            "--instrument",
-            inst,
-            "--out",
-            tmp_path / "r.parquet",
-        ],
+        ["rationales", "draft", "--sessions", c["path"], "--instrument", inst, "--backend",
+         "extractive", "--spec", "{}", "--cache-dir", tmp_path / "cache",
+         "--out", tmp_path / "drafts.jsonl"],
+        ["rationales", "export", "--drafts", tmp_path / "drafts.jsonl", "--sessions", c["path"],
+         "--instrument", inst, "--out", tmp_path / "sheet.xlsx"],
+        ["rationales", "simulate-edits", "--sheet", tmp_path / "sheet.xlsx", "--references",
+         refs, "--editor", "e1", "--out", tmp_path / "edited.xlsx"],
+        ["rationales", "import", "--sheet", tmp_path / "edited.xlsx", "--drafts",
+         tmp_path / "drafts.jsonl", "--instrument", inst, "--out", tmp_path / "r.parquet"],
     ]
     for step in steps:
         done = care(*step)
@@ -262,39 +167,21 @@ def test_validate_reports_every_error_with_line_and_field(tmp_path, small_corpus
     _, records, _ = small_corpus
     path = _bad_corpus(tmp_path, records)
     out = tmp_path / "table.tsv"
-    done = care(
-        "data",
-        "validate",
-        "--sessions",
-        path,
-        "--instrument",
-        REPO / "workflow/instruments/wai_sr.yaml",
-        "--out",
-        out,
-    )
+    done = care("data", "validate", "--sessions", path, "--instrument",
+                REPO / "workflow/instruments/wai_sr.yaml", "--out", out)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and not out.exists()
-    want = [
-        (1, "client_ratings.3", "is not a number: write it without quotes"),
-        (2, "client_ratings.4", "not an integer"),
-        (3, "turns.1.text", "blank"),
-        (4, "turns", "no counselor turns"),
-        (5, "session_id", "control characters"),
-    ]
+    want = [(1, "client_ratings.3", "is not a number: write it without quotes"),
+            (2, "client_ratings.4", "not an integer"),
+            (3, "turns.1.text", "blank"),
+            (4, "turns", "no counselor turns"),
+            (5, "session_id", "control characters")]
     assert len(lines) == len(want), done.stderr
     for line, (n, field, text) in zip(lines, want, strict=True):
         assert line.startswith(f"care data validate: error: {path}:{n}: field '{field}':"), line
         assert text in line
-    limited = care(
-        "data",
-        "validate",
-        "--sessions",
-        path,
-        "--instrument",
-        REPO / "workflow/instruments/wai_sr.yaml",
-        "--max-errors",
-        "2",
-    )
+    limited = care("data", "validate", "--sessions", path, "--instrument",
+                   REPO / "workflow/instruments/wai_sr.yaml", "--max-errors", "2")
     assert limited.stderr.count("care data validate: error:") == 3  # 2 errors + "stopped after"
     assert "stopped after 2 errors" in limited.stderr
 
@@ -326,15 +213,8 @@ def test_bom_is_accepted_and_missing_languages_warn(tmp_path, small_corpus, inst
 
 def test_summary_counts(tmp_path, small_corpus):
     path, records, _ = small_corpus
-    done = care(
-        "data",
-        "validate",
-        "--sessions",
-        path,
-        "--instrument",
-        REPO / "workflow/instruments/wai_sr.yaml",
-        "--summary",
-    )
+    done = care("data", "validate", "--sessions", path, "--instrument",
+                REPO / "workflow/instruments/wai_sr.yaml", "--summary")
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert f"sessions: {len(records)}" in text
@@ -347,24 +227,14 @@ def test_summary_counts(tmp_path, small_corpus):
 
 def test_config_errors_name_the_config_file():
     with pytest.raises(CareInputError) as err:
-        check_config(
-            {
-                "data": {"sessions": "x"},
-                "rationales": {"edited_sheet": "e.xlsx"},
-                "max_length": "long",
-            },
-            ["/home/me/study.yaml"],
-        )
+        check_config({"data": {"sessions": "x"}, "rationales": {"edited_sheet": "e.xlsx"},
+                      "max_length": "long"}, ["/home/me/study.yaml"])
     assert str(err.value).startswith("/home/me/study.yaml: field 'max_length': invalid config")
 
 
 def test_config_defaults_fill_a_minimal_config():
-    config = check_config(
-        {
-            "data": {"sessions": "x.jsonl", "unlabeled": None},
-            "rationales": {"edited_sheet": "e.xlsx"},
-        }
-    )
+    config = check_config({"data": {"sessions": "x.jsonl", "unlabeled": None},
+                           "rationales": {"edited_sheet": "e.xlsx"}})
     assert config["demo_corpus"] == {"enabled": False}
     assert config["folds"]["n_folds"] == 5 and config["prompts"] == "workflow/prompts"
     assert config["rationales"]["backend"] == "extractive"
@@ -379,33 +249,18 @@ def _conversations(n=6):
     for k in range(n):
         dialog = [{"role": "system", "content": "conversation start"}]
         for t in range(4):
-            dialog.append(
-                {
-                    "role": "supporter",
-                    "content": f"How are you, {t}?",
-                    "annotation": {"strategy": "Question"},
-                }
-            )
+            dialog.append({"role": "supporter", "content": f"How are you, {t}?",
+                           "annotation": {"strategy": "Question"}})
             dialog.append({"role": "seeker", "content": f"I am fine {t}." if t else "  "})
-        out.append(
-            {
-                "conv": f"conv {k}",
-                "user": f"u{k // 2}",
-                "lang": "en",
-                "dialog": dialog,
-                "survey": {"empathy": str(1 + k % 5), "relevance": 2 + k % 3},
-            }
-        )
+        out.append({"conv": f"conv {k}", "user": f"u{k // 2}", "lang": "en", "dialog": dialog,
+                    "survey": {"empathy": str(1 + k % 5), "relevance": 2 + k % 3}})
     out[1]["survey"]["empathy"] = "n/a"
     out[2]["dialog"] = [t for t in out[2]["dialog"] if t["role"] != "supporter"]
     return out
 
 
 MAPPING = {
-    "session_id": "conv",
-    "client_id": "user",
-    "language": {"field": "lang"},
-    "turns": "dialog",
+    "session_id": "conv", "client_id": "user", "language": {"field": "lang"}, "turns": "dialog",
     "turn": {"speaker": "role", "text": "content", "strategy": "annotation.strategy"},
     "speakers": {"supporter": "counselor", "seeker": "client"},
     "client_ratings": {"empathy": "survey.empathy", "relevance": "survey.relevance"},
@@ -417,31 +272,16 @@ def test_import_conversations_reports_what_it_dropped(tmp_path, caplog):
     src.write_text(json.dumps(_conversations()), encoding="utf-8")
     (tmp_path / "map.yaml").write_text(yaml.safe_dump(MAPPING))
     with caplog.at_level("INFO"):
-        done = care(
-            "data",
-            "import",
-            "conversations",
-            "--input",
-            src,
-            "--mapping",
-            tmp_path / "map.yaml",
-            "--out",
-            tmp_path / "s.jsonl",
-            "--unlabeled-out",
-            tmp_path / "u.jsonl",
-            "--instrument-out",
-            tmp_path / "inst.yaml",
-            "--report",
-            tmp_path / "r.json",
-        )
+        done = care("data", "import", "conversations", "--input", src, "--mapping",
+                    tmp_path / "map.yaml", "--out", tmp_path / "s.jsonl", "--unlabeled-out",
+                    tmp_path / "u.jsonl", "--instrument-out", tmp_path / "inst.yaml",
+                    "--report", tmp_path / "r.json")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["sessions_read"] == 6
     assert report["dropped_sessions"] == {"no counselor turn": 1}
-    assert report["dropped_turns"] == {
-        "speaker 'system' not in the mapping's speakers": 6,
-        "empty text": 6,
-    }
+    assert report["dropped_turns"] == {"speaker 'system' not in the mapping's speakers": 6,
+                                       "empty text": 6}
     assert report["dropped_ratings"] == {"item empathy: not a number ('n/a')": 1}
     # conv 1 lost a rating: it and its client's other session (conv 0) go unlabeled
     assert report["sessions_written"] == 3 and report["unlabeled_written"] == 2
@@ -450,9 +290,8 @@ def test_import_conversations_reports_what_it_dropped(tmp_path, caplog):
     assert set(inst.item_ids) == {"empathy", "relevance"} and inst.integer
     sessions = load_sessions(tmp_path / "s.jsonl", inst)
     assert [s.counselor_id for s in sessions] == ["unknown"] * 3
-    assert all(
-        t.strategy == "Question" for s in sessions for t in s.turns if t.speaker == "counselor"
-    )
+    assert all(t.strategy == "Question" for s in sessions for t in s.turns
+               if t.speaker == "counselor")
     assert load_sessions(tmp_path / "u.jsonl", inst, labeled=False)
     assert "sessions dropped: 1 (no counselor turn)" in caplog.text
 
@@ -462,76 +301,36 @@ def test_import_turn_table(tmp_path, suffix):
     rows, ratings = [], []
     for k, conv in enumerate(_conversations(4)):
         for n, t in enumerate(conv["dialog"]):
-            rows.append(
-                {
-                    "sid": conv["conv"],
-                    "cid": conv["user"],
-                    "th": f"t{k % 2}",
-                    "who": t["role"],
-                    "utterance": t["content"],
-                    "n": str(10 - n),
-                }
-            )
-        ratings.append(
-            {
-                "session": conv["conv"],
-                "e": conv["survey"]["empathy"],
-                "r": str(conv["survey"]["relevance"]),
-            }
-        )
+            rows.append({"sid": conv["conv"], "cid": conv["user"], "th": f"t{k % 2}",
+                         "who": t["role"], "utterance": t["content"], "n": str(10 - n)})
+        ratings.append({"session": conv["conv"], "e": conv["survey"]["empathy"],
+                        "r": str(conv["survey"]["relevance"])})
     turns, rates = tmp_path / f"turns{suffix}", tmp_path / f"ratings{suffix}"
     for frame, path in ((pd.DataFrame(rows), turns), (pd.DataFrame(ratings), rates)):
         if suffix == ".parquet":
             frame.to_parquet(path)
         else:
             frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
-    mapping = {
-        "session_id": "sid",
-        "client_id": "cid",
-        "counselor_id": "th",
-        "language": "en",
-        "turn": {"speaker": "who", "text": "utterance", "order": "n"},
-        "speakers": {"supporter": "counselor", "seeker": "client"},
-        "client_ratings": {"empathy": "e", "relevance": "r"},
-        "ratings_session_id": "session",
-    }
+    mapping = {"session_id": "sid", "client_id": "cid", "counselor_id": "th", "language": "en",
+               "turn": {"speaker": "who", "text": "utterance", "order": "n"},
+               "speakers": {"supporter": "counselor", "seeker": "client"},
+               "client_ratings": {"empathy": "e", "relevance": "r"},
+               "ratings_session_id": "session"}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
-    done = care(
-        "data",
-        "import",
-        "turns",
-        "--turns",
-        turns,
-        "--ratings",
-        rates,
-        "--mapping",
-        tmp_path / "m.yaml",
-        "--out",
-        tmp_path / "s.jsonl",
-    )
+    done = care("data", "import", "turns", "--turns", turns, "--ratings", rates, "--mapping",
+                tmp_path / "m.yaml", "--out", tmp_path / "s.jsonl")
     assert done.returncode == 0, done.stderr
     recs = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert [r["session_id"] for r in recs] == ["conv 3"]  # 0, 1 (n/a) unlabeled; 2 dropped
     assert recs[0]["turns"][0]["text"] == "I am fine 3."  # ordered by the `n` column
     assert recs[0]["counselor_id"] == "t1" and recs[0]["client_ratings"] == {
-        "empathy": 4,
-        "relevance": 2,
-    }
+        "empathy": 4, "relevance": 2}
 
 
 def test_import_mapping_errors_name_the_key(tmp_path):
     (tmp_path / "m.yaml").write_text(yaml.safe_dump({**MAPPING, "speakers": {"a": "therapist"}}))
-    done = care(
-        "data",
-        "import",
-        "conversations",
-        "--input",
-        tmp_path / "x.json",
-        "--mapping",
-        tmp_path / "m.yaml",
-        "--out",
-        tmp_path / "s.jsonl",
-    )
+    done = care("data", "import", "conversations", "--input", tmp_path / "x.json", "--mapping",
+                tmp_path / "m.yaml", "--out", tmp_path / "s.jsonl")
     assert done.returncode == 2 and "field 'speakers.a'" in done.stderr
     assert not (tmp_path / "s.jsonl").exists()
 
@@ -554,20 +353,14 @@ def test_a_user_config_stands_alone(tmp_path, small_corpus):
     checkpoint = tmp_path / "checkpoint"  # a local model directory (only its config is read)
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (work / "my.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "data": {"sessions": str(path), "unlabeled": None},
-                "variants": ["score_only"],
-                "backbones": {"m": {"path": str(checkpoint)}},
-                "rationales": {"edited_sheet": "edited.xlsx"},
-            }
-        )
-    )
-    for args in (
-        ["results/table2.csv", "--configfile", "my.yaml"],
-        ["--configfile", "my.yaml", "--", "results/table2.csv"],
-    ):
+    (work / "my.yaml").write_text(yaml.safe_dump({
+        "data": {"sessions": str(path), "unlabeled": None},
+        "variants": ["score_only"],
+        "backbones": {"m": {"path": str(checkpoint)}},
+        "rationales": {"edited_sheet": "edited.xlsx"},
+    }))
+    for args in (["results/table2.csv", "--configfile", "my.yaml"],
+                 ["--configfile", "my.yaml", "--", "results/table2.csv"]):
         dry = run_snakemake(work, "-n", *args)
         out = dry.stdout + dry.stderr
         assert dry.returncode == 0, out[-3000:]
@@ -596,31 +389,13 @@ def test_table5_with_one_dimension_says_why_it_is_empty(tmp_path, small_corpus):
     path, records, refs = small_corpus
     inst = one_dimension_instrument(tmp_path)
     table = tmp_path / "sessions.tsv"
-    assert (
-        care(
-            "data", "validate", "--sessions", path, "--instrument", inst, "--out", table
-        ).returncode
-        == 0
-    )
-    pd.DataFrame(
-        {
-            "session_id": [r["session_id"] for r in refs],
-            "item_id": [r["item_id"] for r in refs],
-            "final": [r["rationale"] for r in refs],
-        }
-    ).to_parquet(tmp_path / "r.parquet")
-    done = care(
-        "evaluate",
-        "table5",
-        "--expert",
-        tmp_path / "r.parquet",
-        "--sessions-table",
-        table,
-        "--instrument",
-        inst,
-        "--out",
-        tmp_path / "table5.csv",
-    )
+    assert care("data", "validate", "--sessions", path, "--instrument", inst, "--out", table
+                ).returncode == 0
+    pd.DataFrame({"session_id": [r["session_id"] for r in refs],
+                  "item_id": [r["item_id"] for r in refs],
+                  "final": [r["rationale"] for r in refs]}).to_parquet(tmp_path / "r.parquet")
+    done = care("evaluate", "table5", "--expert", tmp_path / "r.parquet", "--sessions-table",
+                table, "--instrument", inst, "--out", tmp_path / "table5.csv")
     assert done.returncode == 0, done.stderr
     md = (tmp_path / "table5.md").read_text()
     assert "has a single dimension" in md and "other two" not in md
@@ -631,16 +406,14 @@ def test_figure2_with_one_counselor_says_so(tmp_path, instrument, hostile_corpus
 
     scores = hostile_corpus["scores"].assign(counselor_id="unknown")
     with caplog.at_level("WARNING"):
-        profiles = figure2(
-            scores, instrument, stem=tmp_path / "figure2", table=None, min_sessions=1
-        )
+        profiles = figure2(scores, instrument, stem=tmp_path / "figure2", table=None,
+                           min_sessions=1)
     assert "one counselor" in caplog.text and (tmp_path / "figure2.png").stat().st_size > 0
     assert profiles["counselor_id"].nunique() == 2  # the corpus and its one counselor
 
 
-def test_table8_without_reaction_labels_is_a_note_not_an_error(
-    tmp_path, instrument, hostile_corpus
-):
+def test_table8_without_reaction_labels_is_a_note_not_an_error(tmp_path, instrument,
+                                                              hostile_corpus):
     from care.apply.patterns import Taxonomy, pattern_rates, regress, write_table8
 
     from .test_apply import TAXONOMY
@@ -653,9 +426,8 @@ def test_table8_without_reaction_labels_is_a_note_not_an_error(
     write_jsonl(path, records)
     sessions = predict.load_corpus(path, instrument)
     taxonomy = Taxonomy.from_config(TAXONOMY)
-    table = regress(
-        pattern_rates(sessions, taxonomy, path), hostile_corpus["scores"], instrument, taxonomy
-    )
+    table = regress(pattern_rates(sessions, taxonomy, path), hostile_corpus["scores"],
+                    instrument, taxonomy)
     assert table["coef"].isna().all() and (table["n_sessions"] == 0).all()
     write_table8(table, instrument, tmp_path / "table8.csv")
     assert "no labeled exchanges" in (tmp_path / "table8.md").read_text()
@@ -664,38 +436,11 @@ def test_table8_without_reaction_labels_is_a_note_not_an_error(
 def test_locked_sheet_column_edits_are_logged(tmp_path, hostile_corpus, caplog):
     c = hostile_corpus
     inst = REPO / "workflow/instruments/wai_sr.yaml"
-    assert (
-        care(
-            "rationales",
-            "draft",
-            "--sessions",
-            c["path"],
-            "--instrument",
-            inst,
-            "--backend",
-            "extractive",
-            "--cache-dir",
-            tmp_path / "cache",
-            "--out",
-            tmp_path / "d.jsonl",
-        ).returncode
-        == 0
-    )
-    assert (
-        care(
-            "rationales",
-            "export",
-            "--drafts",
-            tmp_path / "d.jsonl",
-            "--sessions",
-            c["path"],
-            "--instrument",
-            inst,
-            "--out",
-            tmp_path / "s.xlsx",
-        ).returncode
-        == 0
-    )
+    assert care("rationales", "draft", "--sessions", c["path"], "--instrument", inst,
+                "--backend", "extractive", "--cache-dir", tmp_path / "cache",
+                "--out", tmp_path / "d.jsonl").returncode == 0
+    assert care("rationales", "export", "--drafts", tmp_path / "d.jsonl", "--sessions",
+                c["path"], "--instrument", inst, "--out", tmp_path / "s.xlsx").returncode == 0
     from openpyxl import load_workbook
 
     wb = load_workbook(tmp_path / "s.xlsx")
@@ -704,18 +449,8 @@ def test_locked_sheet_column_edits_are_logged(tmp_path, hostile_corpus, caplog):
     ws.cell(row=3, column=head.index("draft") + 1, value="my edit, in the wrong column")
     wb.save(tmp_path / "edited.xlsx")
     with caplog.at_level("WARNING"):
-        done = care(
-            "rationales",
-            "import",
-            "--sheet",
-            tmp_path / "edited.xlsx",
-            "--drafts",
-            tmp_path / "d.jsonl",
-            "--instrument",
-            inst,
-            "--out",
-            tmp_path / "r.parquet",
-        )
+        done = care("rationales", "import", "--sheet", tmp_path / "edited.xlsx", "--drafts",
+                    tmp_path / "d.jsonl", "--instrument", inst, "--out", tmp_path / "r.parquet")
     assert done.returncode == 0, done.stderr
     assert "row 3" in caplog.text or ":3" in caplog.text
     assert "locked column 'draft' was edited" in caplog.text
@@ -726,27 +461,15 @@ def test_prompts_name_only_the_instrument_they_are_given(tmp_path):
     from care.rationales.draft import drafting_messages
     from care.sessions import Session, Turn
 
-    inst = {
-        "name": "SRS",
-        "scale": {
-            "min": 0,
-            "max": 10,
-            "labels": {p: {"en": f"level {p}", "zh": f"{p}级"} for p in range(11)},
-        },
-        "dimensions": [{"id": "fit", "items": ["a", "b"]}],
-        "items": [{"id": i, "text": {"en": f"item {i}", "zh": f"条目{i}"}} for i in "ab"],
-    }
+    inst = {"name": "SRS", "scale": {"min": 0, "max": 10, "labels": {
+                p: {"en": f"level {p}", "zh": f"{p}级"} for p in range(11)}},
+            "dimensions": [{"id": "fit", "items": ["a", "b"]}],
+            "items": [{"id": i, "text": {"en": f"item {i}", "zh": f"条目{i}"}} for i in "ab"]}
     (tmp_path / "i.yaml").write_text(yaml.safe_dump(inst, allow_unicode=True))
     inst = load_instrument(tmp_path / "i.yaml")
     for lang in ("en", "zh"):
-        session = Session(
-            "s",
-            "c",
-            "t",
-            lang,
-            (Turn("counselor", "hi"), Turn("client", "ok")),
-            {"a": 7.0, "b": 3.0},
-        )
+        session = Session("s", "c", "t", lang, (Turn("counselor", "hi"), Turn("client", "ok")),
+                          {"a": 7.0, "b": 3.0})
         texts = [m["content"] for m in build_messages(inst, ["a", "b"], "rationale", lang, "x")]
         texts += [m["content"] for m in drafting_messages(inst, session, "a", "x")]
         joined = " ".join(texts)
@@ -763,22 +486,12 @@ def test_summary_counts_dialogue_tokens_of_a_model_tokenizer(tmp_path, small_cor
     tok = train_tokenizer(texts, FAMILIES["llama"], 400)
     tok.chat_template = FAMILIES["llama"].chat_template
     tok.save_pretrained(tmp_path / "tok")
-    done = care(
-        "data",
-        "validate",
-        "--sessions",
-        path,
-        "--instrument",
-        REPO / "workflow/instruments/wai_sr.yaml",
-        "--summary",
-        "--tokenizer",
-        tmp_path / "tok",
-    )
+    done = care("data", "validate", "--sessions", path, "--instrument",
+                REPO / "workflow/instruments/wai_sr.yaml", "--summary", "--tokenizer",
+                tmp_path / "tok")
     assert done.returncode == 0, done.stderr
-    lengths = [
-        len(tok("\n".join(t["text"] for t in r["turns"]), add_special_tokens=False)["input_ids"])
-        for r in records
-    ]
+    lengths = [len(tok("\n".join(t["text"] for t in r["turns"]),
+                       add_special_tokens=False)["input_ids"]) for r in records]
     line = next(x for x in done.stdout.splitlines() if x.startswith("dialogue length (tokens"))
     assert f"max {max(lengths)}" in line and f"min {min(lengths)}" in line
 
@@ -800,7 +513,6 @@ def test_long_dialogues_are_cut_with_few_tokenizations():
     assert longer == (text, dropped)
     middle = len(lines) // 2
     k = dropped - 1  # one turn fewer dropped no longer fits
-    fewer = "\n".join(
-        [*lines[: middle - k // 2], f"[... {k} turns omitted ...]", *lines[middle + (k + 1) // 2 :]]
-    )
+    fewer = "\n".join([*lines[:middle - k // 2], f"[... {k} turns omitted ...]",
+                       *lines[middle + (k + 1) // 2:]])
     assert len(fewer.split()) > 500

@@ -19,11 +19,9 @@ import yaml
 
 from .conftest import copy_workflow, run_snakemake
 
-WORDS = (
-    "plan week sleep family worry work talk listen change goal step feel trust try "
-    "morning anxious calm friend school money help hard better notice small write next "
-    "together decide understand because really maybe often again still"
-).split()
+WORDS = ("plan week sleep family worry work talk listen change goal step feel trust try "
+         "morning anxious calm friend school money help hard better notice small write next "
+         "together decide understand because really maybe often again still").split()
 ITEMS = {"q_warm": "rapport", "q_aims": "progress", "q_steps": "progress"}
 
 
@@ -40,23 +38,17 @@ def conversations(rng: random.Random) -> list[dict]:
             for t in range(150 + rng.randrange(20)):
                 role = "therapist" if t % 2 == 0 else "patient"
                 dialog.append({"role": role, "utterance": sentence(rng, rng.randint(6, 14))})
-            out.append(
-                {
-                    "conversation": f"P{c:02d}/visit {k + 1}",  # a '/' in an id, a space too
-                    "patient": f"P{c:02d}",
-                    "dialog": dialog,
-                    "survey": {name: str(rng.randint(1, 7)) for name in ITEMS},  # text, as exported
-                }
-            )
+            out.append({
+                "conversation": f"P{c:02d}/visit {k + 1}",   # a '/' in an id, a space too
+                "patient": f"P{c:02d}", "dialog": dialog,
+                "survey": {name: str(rng.randint(1, 7)) for name in ITEMS},  # text, as exported
+            })
     out[0]["survey"] |= {"q_warm": "1", "q_aims": "7"}  # the scale's ends are observed
     return out
 
 
 MAPPING = {
-    "session_id": "conversation",
-    "client_id": "patient",
-    "language": "en",
-    "turns": "dialog",
+    "session_id": "conversation", "client_id": "patient", "language": "en", "turns": "dialog",
     "turn": {"speaker": "role", "text": "utterance"},
     "speakers": {"therapist": "counselor", "patient": "client"},
     "client_ratings": {item: f"survey.{item}" for item in ITEMS},
@@ -71,11 +63,8 @@ def finish_instrument(path) -> None:
     inst["title"] = {"en": "Session Rating Scale (seven points)"}
     inst["construct"] = {"en": "the client's sense of the session"}
     inst["dimensions"] = [
-        {
-            "id": dim,
-            "name": {"en": dim.capitalize()},
-            "items": [i for i, d in ITEMS.items() if d == dim],
-        }
+        {"id": dim, "name": {"en": dim.capitalize()},
+         "items": [i for i, d in ITEMS.items() if d == dim]}
         for dim in dict.fromkeys(ITEMS.values())
     ]
     for item in inst["items"]:
@@ -90,41 +79,22 @@ def user_config(work) -> dict:
         "folds": {"n_folds": 2, "n_strata": 1},
         "variants": ["rationale"],
         "max_length": 1024,
-        "backbones": {
-            "mini": {
-                "tiny": {
-                    "arch": "qwen2",
-                    "hidden_size": 32,
-                    "intermediate_size": 64,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "num_key_value_heads": 1,
-                    "vocab_size": 800,
-                    "seed": 3,
-                    # a test stand-in, not a model: its tokenizer may see the labeled corpus
-                    "tokenizer_sessions": "data/sessions.jsonl",
-                    "tokenizer_texts": ["data/expert_rationales.jsonl"],
-                }
-            }
-        },
-        "training": {
-            "learning_rate": 5.0e-3,
-            "per_device_train_batch_size": 8,
-            "num_train_epochs": 1,
-            "deepspeed": None,
-            "inner_val_fraction": 0.3,
-            # answer limits: `auto` (the default), from the training answers
-            # max_cut_rate 1: a one-epoch mini model does not end its answers
-            # yet; selection's cut-answer guard has its own tests
-            "validation": {
-                "batch_size": 16,
-                "scoring": "expected",
-                "min_parse_rate": 0.0,
-                "max_cut_rate": 1.0,
-            },
-        },
+        "backbones": {"mini": {"tiny": {
+            "arch": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 800, "seed": 3,
+            # a test stand-in, not a model: its tokenizer may see the labeled corpus
+            "tokenizer_sessions": "data/sessions.jsonl",
+            "tokenizer_texts": ["data/expert_rationales.jsonl"]}}},
+        "training": {"learning_rate": 5.0e-3, "per_device_train_batch_size": 8,
+                     "num_train_epochs": 1, "deepspeed": None, "inner_val_fraction": 0.3,
+                     # answer limits: `auto` (the default), from the training answers
+                     # max_cut_rate 1: a one-epoch mini model does not end its answers
+                     # yet; selection's cut-answer guard has its own tests
+                     "validation": {"batch_size": 16, "scoring": "expected",
+                                    "min_parse_rate": 0.0, "max_cut_rate": 1.0}},
         "inference": {"device": "cpu", "batch_size": 32, "scoring": "expected"},
-        "rationales": {"backend": "extractive", "edited_sheet": "data/expert_sheet.edited.xlsx"},
+        "rationales": {"backend": "extractive",
+                       "edited_sheet": "data/expert_sheet.edited.xlsx"},
         "evaluation": {"bootstrap": {"n_resamples": 20}},
     }
 
@@ -141,13 +111,8 @@ def expert_rationales(sessions: list[dict], rng: random.Random) -> list[dict]:
 
 
 def care(work, *args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "care.cli", *map(str, args)],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = subprocess.run([sys.executable, "-m", "care.cli", *map(str, args)], cwd=work,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -163,11 +128,8 @@ def digest_of(paths) -> str:
 def test_readme_real_data_recipe_end_to_end(tmp_path):
     (tmp_path / "wf").mkdir()
     work = copy_workflow(tmp_path / "wf")
-    demo_files = [
-        work / "config.yaml",
-        *sorted((work / "workflow/instruments").glob("*")),
-        *sorted((work / "workflow/prompts").glob("*")),
-    ]
+    demo_files = [work / "config.yaml", *sorted((work / "workflow/instruments").glob("*")),
+                  *sorted((work / "workflow/prompts").glob("*"))]
     before = digest_of(demo_files)
     rng = random.Random(7)
     raw = tmp_path / "raw.jsonl"
@@ -175,67 +137,33 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
     (work / "mapping.yaml").write_text(yaml.safe_dump(MAPPING), encoding="utf-8")
 
     # 1. convert, finish the instrument skeleton, check
-    care(
-        work,
-        "data",
-        "import",
-        "conversations",
-        "--input",
-        raw,
-        "--mapping",
-        "mapping.yaml",
-        "--out",
-        "data/sessions.jsonl",
-        "--instrument-out",
-        "data/instrument.yaml",
-    )
+    care(work, "data", "import", "conversations", "--input", raw, "--mapping", "mapping.yaml",
+         "--out", "data/sessions.jsonl", "--instrument-out", "data/instrument.yaml")
     finish_instrument(work / "data/instrument.yaml")
-    summary = care(
-        work,
-        "data",
-        "validate",
-        "--sessions",
-        "data/sessions.jsonl",
-        "--instrument",
-        "data/instrument.yaml",
-        "--summary",
-    ).stdout
+    summary = care(work, "data", "validate", "--sessions", "data/sessions.jsonl", "--instrument",
+                   "data/instrument.yaml", "--summary").stdout
     assert "sessions: 12" in summary and "counselors: 1" in summary
-    sessions = [
-        json.loads(line)
-        for line in (work / "data/sessions.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    sessions = [json.loads(line) for line in
+                (work / "data/sessions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert min(len(s["turns"]) for s in sessions) >= 150
     assert {s["counselor_id"] for s in sessions} == {"unknown"}
     refs = expert_rationales(sessions, rng)
     (work / "data/expert_rationales.jsonl").write_text(
-        "\n".join(json.dumps(r) for r in refs), encoding="utf-8"
-    )
+        "\n".join(json.dumps(r) for r in refs), encoding="utf-8")
     (work / "my.yaml").write_text(yaml.safe_dump(user_config(work)), encoding="utf-8")
 
     # 2. drafts and the expert sheet; the experts fill it (played by simulate-edits)
     step = run_snakemake(work, "results/rationales/expert_sheet.xlsx", "--configfile", "my.yaml")
     assert step.returncode == 0, (step.stdout + step.stderr)[-4000:]
-    care(
-        work,
-        "rationales",
-        "simulate-edits",
-        "--sheet",
-        "results/rationales/expert_sheet.xlsx",
-        "--references",
-        "data/expert_rationales.jsonl",
-        "--editor",
-        "expert-1",
-        "--out",
-        "data/expert_sheet.edited.xlsx",
-    )
+    care(work, "rationales", "simulate-edits", "--sheet", "results/rationales/expert_sheet.xlsx",
+         "--references", "data/expert_rationales.jsonl", "--editor", "expert-1",
+         "--out", "data/expert_sheet.edited.xlsx")
 
     # 3. Table 2 and the report
     run = run_snakemake(work, "results/table2.csv", "--configfile", "my.yaml", timeout=1500)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
-    report = run_snakemake(
-        work, "--report", "results/report.html", "results/table2.csv", "--configfile", "my.yaml"
-    )
+    report = run_snakemake(work, "--report", "results/report.html", "results/table2.csv",
+                           "--configfile", "my.yaml")
     assert report.returncode == 0, (report.stdout + report.stderr)[-4000:]
     assert (work / "results/report.html").stat().st_size > 10_000
 
@@ -267,8 +195,7 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
     assert min(len(tok(t)["input_ids"]) for t in final) >= 100
     for k in (1, 2):
         selection = json.loads(
-            (work / f"results/models/mini/rationale/fold{k}/selection.json").read_text()
-        )
+            (work / f"results/models/mini/rationale/fold{k}/selection.json").read_text())
         sft = selection["sft"]
         assert sft["max_answer_tokens"] >= 100 and sft["dropped_examples"] == 0
         assert sft["answer_token_limit"] > sft["max_answer_tokens"]
@@ -277,9 +204,8 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
         assert set(preds["item_id"]) == set(ITEMS)
         # one epoch on 4 sessions teaches a random-init model no answer format: Table 2 then
         # shows dashes and "Scored 0%", which is what the coverage files say
-        coverage = json.loads(
-            (work / f"results/predictions/mini/rationale/fold{k}.coverage.json").read_text()
-        )
+        coverage = json.loads((work / f"results/predictions/mini/rationale/fold{k}.coverage.json"
+                               ).read_text())
         assert coverage["rows"] == len(preds) and coverage["sessions"] == 6
 
     # the same corpus under a one-dimension instrument: another instrument is a config edit

@@ -20,8 +20,7 @@ def test_copied_and_moved_workdir_has_nothing_to_do(tiny_finished, tmp_path):
         again = run_snakemake(where, "-n", *TINY_TARGETS, *CONFIG)
         assert again.returncode == 0, again.stderr[-3000:]
         assert "Nothing to be done" in again.stdout + again.stderr, (
-            f"{where.name}: {(again.stdout + again.stderr)[-3000:]}"
-        )
+            f"{where.name}: {(again.stdout + again.stderr)[-3000:]}")
 
 
 def test_no_absolute_path_reaches_a_rule(tmp_path):

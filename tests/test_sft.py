@@ -178,13 +178,8 @@ def test_training_and_inference_cut_a_dialogue_alike(tiny_backbones, instrument,
     _, free = build_examples(full, sessions[:4], None)
     limit, budget = free.max_tokens - 10, 40
     train = ExampleBuilder(
-        full.tokenizer,
-        instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=limit,
-        end_of_turn=full.end_of_turn,
-        answer_tokens=budget,
+        full.tokenizer, instrument, variant="score_only", granularity="item", max_length=limit,
+        end_of_turn=full.end_of_turn, answer_tokens=budget,
     )
     settings = InferenceSettings(
         variant="score_only", granularity="item", max_length=limit, max_new_tokens=budget
@@ -214,13 +209,8 @@ def test_auto_answer_budget_is_the_limit_inference_reads(tiny_backbones, instrum
 
     full = builder(tiny_backbones["llama"], instrument, "score_only")
     auto = ExampleBuilder(
-        full.tokenizer,
-        instrument,
-        variant="score_only",
-        granularity="item",
-        max_length=1024,
-        end_of_turn=full.end_of_turn,
-        answer_tokens="auto",
+        full.tokenizer, instrument, variant="score_only", granularity="item", max_length=1024,
+        end_of_turn=full.end_of_turn, answer_tokens="auto",
     )
     _, stats = build_examples(auto, sessions[:3], None)
     assert auto.answer_tokens == stats.as_dict()["answer_token_limit"]

@@ -292,9 +292,8 @@ def test_finetune_selects_exports_and_prunes(tmp_path, tiny_backbones, train_cor
     kept = list(run.checkpoint_dir.glob("epoch-*"))
     assert [p.name for p in kept] == [f"epoch-{selection['chosen']['epoch']}"]
     assert (kept[0] / "model.safetensors").samefile(out / "model.safetensors")
-    assert (
-        selection["validation"]["sessions"]
-        and len(selection["validation"]["sessions"]) == (selection["validation_sessions"])
+    assert selection["validation"]["sessions"] and len(selection["validation"]["sessions"]) == (
+        selection["validation_sessions"]
     )
     assert [e["epoch"] for e in selection["epochs"]] == [1, 2]
     assert all(0 <= e["answers_cut"] <= e["items"] for e in selection["epochs"])
@@ -438,23 +437,16 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
     assert not all(same_weights({k: w[k]}, {k: base[k]}) for k in base)  # it trained
 
 
-def test_min_steps_raises_the_epochs_of_a_small_corpus(
-    tmp_path, tiny_backbones, train_corpus, instrument
-):
+def test_min_steps_raises_the_epochs_of_a_small_corpus(tmp_path, tiny_backbones, train_corpus,
+                                                       instrument):
     """training.min_steps: a corpus too small for the configured epochs to reach that many
     optimizer steps trains more epochs (a tiny model needs a few hundred steps to learn)."""
     from types import SimpleNamespace
 
     from care.train.run import steps_per_epoch, with_step_floor
 
-    run = make_run(
-        tmp_path,
-        train_corpus,
-        tiny_backbones["llama"],
-        instrument,
-        per_device_train_batch_size=4,
-        num_train_epochs=2,
-    )
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument,
+                   per_device_train_batch_size=4, num_train_epochs=2)
     rows = [SimpleNamespace(n_examples=1)] * 30
     plan = Plan.make(0, 1, 1, "torchrun")
     assert steps_per_epoch(run.settings, rows, 1) == 8  # ceil(30 / 4)

@@ -88,12 +88,11 @@ def test_changed_validation_rescores_the_kept_epochs(finished, tmp_path, monkeyp
     assert record["validation"]["key"] in keys
 
 
-def test_changed_validation_without_weights_starts_afresh(finished, tmp_path, monkeypatch, caplog):
+def test_changed_validation_without_weights_starts_afresh(
+    finished, tmp_path, monkeypatch, caplog
+):
     run, _ = rerun(
-        finished,
-        tmp_path,
-        monkeypatch,
-        keep_epoch_weights=False,
+        finished, tmp_path, monkeypatch, keep_epoch_weights=False,
         **validation(finished, max_new_tokens=8),
     )
     chosen = json.loads((finished.out / "selection.json").read_text())["chosen"]["epoch"]
@@ -166,10 +165,7 @@ ALL_CUT = {1: (0.5, 0.9), 2: (0.25, 0.1), 3: (0.5, 0.05)}
 
 def test_no_epoch_within_max_cut_rate_keeps_what_a_rerun_needs(finished, tmp_path, monkeypatch):
     run, _ = rerun(
-        finished,
-        tmp_path,
-        monkeypatch,
-        keep_epoch_weights=False,
+        finished, tmp_path, monkeypatch, keep_epoch_weights=False,
         **validation(finished, max_cut_rate=0.0),
     )
     write_cut(run, ALL_CUT)
@@ -179,10 +175,7 @@ def test_no_epoch_within_max_cut_rate_keeps_what_a_rerun_needs(finished, tmp_pat
 
 def test_every_epoch_cut_falls_back_with_a_warning(finished, tmp_path, monkeypatch, caplog):
     run, scored = rerun(
-        finished,
-        tmp_path / "first",
-        monkeypatch,
-        keep_epoch_weights=False,
+        finished, tmp_path / "first", monkeypatch, keep_epoch_weights=False,
         **validation(finished, max_cut_rate=0.0),
     )
     write_cut(run, {e: ALL_CUT[e] for e in (1, 2)})
@@ -201,10 +194,7 @@ def test_every_epoch_cut_falls_back_with_a_warning(finished, tmp_path, monkeypat
 
 def test_every_epoch_cut_fails_without_fallback(finished, tmp_path, monkeypatch):
     run, scored = rerun(
-        finished,
-        tmp_path,
-        monkeypatch,
-        keep_epoch_weights=True,
+        finished, tmp_path, monkeypatch, keep_epoch_weights=True,
         **validation(finished, max_cut_rate=0.0, cut_fallback=False),
     )
     write_cut(run, {e: ALL_CUT[e] for e in (1, 2)})
@@ -362,15 +352,9 @@ def test_mid_epoch_saves_by_time(monkeypatch):
 def test_the_batch_records_whole_packed_rows(tiny_backbones, train_corpus, instrument, tmp_path):
     """Packed, a device takes a whole row (a session's 12 items) even when per-device
     examples say 1: the job and selection.json record the examples a step really holds."""
-    run = make_run(
-        tmp_path,
-        train_corpus,
-        tiny_backbones["llama"],
-        instrument,
-        packing="shared_prefix",
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=2,
-    )
+    run = make_run(tmp_path, train_corpus, tiny_backbones["llama"], instrument,
+                   packing="shared_prefix", per_device_train_batch_size=1,
+                   gradient_accumulation_steps=2)
     *_, rows, _ = prepare(run)
     job = stage_checkpoint_dir(run, rows, Plan.make(0, 2, 2, "torchrun"))
     assert job["effective_batch"] == 4  # 1 x 2 accumulation x 2 ranks, as configured

@@ -44,36 +44,10 @@ def test_installed_libraries_are_in_the_tested_ranges():
 
 def test_an_untested_transformers_stops_care_train_with_the_reason(monkeypatch, capsys):
     fake_versions(monkeypatch, transformers="4.46.0")
-    code = main(
-        [
-            "train",
-            "run",
-            "--backbone",
-            "x",
-            "--sessions",
-            "x",
-            "--folds",
-            "x",
-            "--instrument",
-            "x",
-            "--fold",
-            "1",
-            "--variant",
-            "score_only",
-            "--max-length",
-            "64",
-            "--learning-rate",
-            "1e-5",
-            "--num-train-epochs",
-            "1",
-            "--per-device-train-batch-size",
-            "1",
-            "--checkpoints",
-            "x",
-            "--out",
-            "x",
-        ]
-    )
+    code = main(["train", "run", "--backbone", "x", "--sessions", "x", "--folds", "x",
+                 "--instrument", "x", "--fold", "1", "--variant", "score_only",
+                 "--max-length", "64", "--learning-rate", "1e-5", "--num-train-epochs", "1",
+                 "--per-device-train-batch-size", "1", "--checkpoints", "x", "--out", "x"])
     err = capsys.readouterr().err
     assert code == 3
     assert "transformers 4.46.0 is outside the tested range" in err and "RoPE" in err
@@ -82,11 +56,9 @@ def test_an_untested_transformers_stops_care_train_with_the_reason(monkeypatch, 
 def test_vllm_environment_is_checked_against_what_vllm_requires(monkeypatch):
     fake_versions(monkeypatch, vllm="0.33.0", transformers="5.24.0")
     monkeypatch.setattr(
-        versions.metadata,
-        "requires",
-        lambda name: (
-            ["transformers<5.21.0,>=5.16.1", "torch==2.13.0", "numpy"] if name == "vllm" else None
-        ),
+        versions.metadata, "requires",
+        lambda name: ["transformers<5.21.0,>=5.16.1", "torch==2.13.0", "numpy"]
+        if name == "vllm" else None,
     )
     found = versions.vllm_problems()
     assert found == ["transformers 5.24.0 is outside the tested range <5.21.0,>=5.16.1"]

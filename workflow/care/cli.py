@@ -72,14 +72,10 @@ class Stages:
     def _group(self, stage: str):
         if stage not in self.groups:
             parser = self.top.choices.get(stage) or self.top.add_parser(
-                stage, help=GROUPS[stage], description=GROUPS[stage]
-            )
+                stage, help=GROUPS[stage], description=GROUPS[stage])
             found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-            self.groups[stage] = (
-                found[0]
-                if found
-                else parser.add_subparsers(dest=f"{stage}_action", required=True, metavar="ACTION")
-            )
+            self.groups[stage] = found[0] if found else parser.add_subparsers(
+                dest=f"{stage}_action", required=True, metavar="ACTION")
         return self.groups[stage]
 
     def add_parser(self, name: str, **kwargs):
@@ -104,8 +100,7 @@ class CareParser(argparse.ArgumentParser):
             kwargs.pop("required", None)
             kwargs["default"] = str(DEFAULT)
             kwargs["help"] = (kwargs.get("help") or "instrument file") + (
-                " (default: the packaged WAI-SR)"
-            )
+                " (default: the packaged WAI-SR)")
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
@@ -126,24 +121,17 @@ class CareParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CareParser(
-        prog="care", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CareParser(prog="care", description=HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"care {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument(
-        "--benchmark",
-        metavar="TSV",
-        dest="timing_file",
-        help="write the command's wall time, CPU time and peak memory here "
-        "(Snakemake's benchmark format; for rules that cannot have benchmark:)",
-    )
-    parser.add_argument(
-        "--prompts", metavar="DIR", help="prompt template directory (the config's `prompts`)"
-    )
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=CareParser
-    )
+    parser.add_argument("--benchmark", metavar="TSV", dest="timing_file",
+                        help="write the command's wall time, CPU time and peak memory here "
+                        "(Snakemake's benchmark format; for rules that cannot have benchmark:)")
+    parser.add_argument("--prompts", metavar="DIR",
+                        help="prompt template directory (the config's `prompts`)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=CareParser)
     stages = Stages(sub)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(stages)
@@ -213,10 +201,8 @@ def write_benchmark(path: str, seconds: float) -> None:
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     with atomic_open(path) as f:
         f.write("s\th:m:s\tmax_rss\tcpu_time\n")
-        f.write(
-            f"{seconds:.4f}\t{datetime.timedelta(seconds=round(seconds))}\t"
-            f"{rss_mb:.2f}\t{cpu:.2f}\n"
-        )
+        f.write(f"{seconds:.4f}\t{datetime.timedelta(seconds=round(seconds))}\t"
+                f"{rss_mb:.2f}\t{cpu:.2f}\n")
 
 
 if __name__ == "__main__":

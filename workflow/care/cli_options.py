@@ -28,13 +28,8 @@ from care.config import deref, schema, schema_node
 
 SECTIONS = "_config_sections"  # the Namespace attribute listing a command's sections
 SCALARS = ("null", "boolean", "integer", "number", "string")
-METAVARS = {
-    "integer": "INT",
-    "number": "NUM",
-    "string": "TEXT",
-    "null": "null",
-    "boolean": "true|false",
-}
+METAVARS = {"integer": "INT", "number": "NUM", "string": "TEXT", "null": "null",
+            "boolean": "true|false"}
 
 
 def _alternatives(node: dict) -> list[dict]:
@@ -91,17 +86,8 @@ def _number(text: str) -> int | float:
 
 
 def _expected(alts: list[dict]) -> str:
-    kinds = [
-        {
-            "integer": "an integer",
-            "number": "a number",
-            "string": "a text",
-            "null": "null",
-            "boolean": "true or false",
-        }[a["type"]]
-        for a in alts
-        if "type" in a
-    ]
+    kinds = [{"integer": "an integer", "number": "a number", "string": "a text",
+              "null": "null", "boolean": "true or false"}[a["type"]] for a in alts if "type" in a]
     consts = [_show(v) for v in _constants(alts)]
     return " or ".join(kinds + ([f"one of {', '.join(consts)}"] if consts else []))
 
@@ -129,17 +115,11 @@ class Option:
             items = _alternatives(arrays[0].get("items", {})) + scalars
             size = arrays[0].get("minItems")
             exact = size is not None and size == arrays[0].get("maxItems")
-            group.add_argument(
-                self.flag,
-                nargs=size if exact else "*",
-                metavar=_metavar(items),
-                type=lambda t, alts=items: parse_value(t, alts),
-                **kwargs,
-            )
+            group.add_argument(self.flag, nargs=size if exact else "*", metavar=_metavar(items),
+                               type=lambda t, alts=items: parse_value(t, alts), **kwargs)
             return
-        group.add_argument(
-            self.flag, metavar=_metavar(alts), type=lambda t: parse_value(t, alts), **kwargs
-        )
+        group.add_argument(self.flag, metavar=_metavar(alts),
+                           type=lambda t: parse_value(t, alts), **kwargs)
 
     def _help(self) -> str:
         text = self.node.get("description", "").strip().rstrip(".")
@@ -169,16 +149,11 @@ def _metavar(alts: list[dict]) -> str:
 def _typed(node: dict) -> list[dict]:
     """The shapes of a key an option can give: scalars and lists of scalars (an object
     alternative, ``max_new_tokens: {rationale: .., score_only: ..}``, is left to the file)."""
-
     def scalar(alt: dict) -> bool:
         return alt.get("type") in (None, *SCALARS)
 
-    return [
-        a
-        for a in _alternatives(node)
-        if scalar(a)
-        or (a.get("type") == "array" and all(map(scalar, _alternatives(a.get("items", {})))))
-    ]
+    return [a for a in _alternatives(node) if scalar(a) or (
+        a.get("type") == "array" and all(map(scalar, _alternatives(a.get("items", {})))))]
 
 
 @dataclass
@@ -237,15 +212,9 @@ class Section:
             f"{name} options",
             f"The config's `{name}` section: give it whole with {self.arg} (a YAML/JSON "
             "file, or a JSON string), or key by key with the options below, which override "
-            f"its keys.{' ' + help if help else ''}",
-        )
-        group.add_argument(
-            self.arg,
-            type=json_arg,
-            default=None,
-            metavar="FILE|JSON",
-            help=f"the `{name}` section as a whole",
-        )
+            f"its keys.{' ' + help if help else ''}")
+        group.add_argument(self.arg, type=json_arg, default=None, metavar="FILE|JSON",
+                           help=f"the `{name}` section as a whole")
         props = self.schema()["properties"]
         for key, node in props.items():
             if key not in self.exclude:
@@ -270,10 +239,8 @@ class Section:
         if base is None:
             base = self.base(args) if self.base else {}
         if not isinstance(base, dict):
-            self._fail(
-                f"argument {self.arg}: expected the `{self.path}` section (a mapping), "
-                f"got {type(base).__name__}"
-            )
+            self._fail(f"argument {self.arg}: expected the `{self.path}` section (a mapping), "
+                       f"got {type(base).__name__}")
         merged, given = copy.deepcopy(base), {}
         for option in self.options:
             if hasattr(args, option.dest):
@@ -283,7 +250,8 @@ class Section:
                 for k in option.key[:-1]:
                     node = node.setdefault(k, {})
                     if not isinstance(node, dict):
-                        self._fail(f"argument {option.flag}: {self.arg} sets {k} to a non-mapping")
+                        self._fail(f"argument {option.flag}: {self.arg} sets {k} to a "
+                                   "non-mapping")
                 node[option.key[-1]] = value
                 given[option.key] = option.flag
         self._check(merged, given)

@@ -112,21 +112,14 @@ class _Generator:
             n_sessions = int(self.rng.integers(lo, hi + 1))
             bank = SLOTS[self.lang]
             goal, other = (str(x) for x in self.rng.choice(bank["goal"], 2, replace=False))
-            slots = {
-                "goal": goal,
-                "other": other,
-                "task": self.pick(bank["task"]),
-                "feeling": self.pick(bank["feeling"]),
-                "topic": self.pick(bank["topic"]),
-            }
+            slots = {"goal": goal, "other": other, "task": self.pick(bank["task"]),
+                     "feeling": self.pick(bank["feeling"]), "topic": self.pick(bank["topic"])}
             for t in range(1, n_sessions + 1):
                 yield self.session(client_id, counselor, g, e, t, slots)
 
     def session(self, client_id, counselor, g, e, t, slots) -> tuple[dict, list[dict]]:
-        z = {
-            d: g + e[k] + self.skill[counselor, k] + 0.08 * (t - 1) + self.rng.normal(0, 0.5)
-            for k, d in enumerate(self.dims)
-        }
+        z = {d: g + e[k] + self.skill[counselor, k] + 0.08 * (t - 1) + self.rng.normal(0, 0.5)
+             for k, d in enumerate(self.dims)}
         alliance = {d: _alliance(z[d]) for d in self.dims}
         turns, marks = self.dialogue(alliance, slots)
         record = {
@@ -144,11 +137,8 @@ class _Generator:
         else:  # rationale text only (no ratings written), drawing nothing from the rng
             ratings = self.expected_ratings(alliance)
         refs = [
-            {
-                "session_id": record["session_id"],
-                "item_id": i,
-                "rationale": self.rationale(i, ratings[i], marks),
-            }
+            {"session_id": record["session_id"], "item_id": i,
+             "rationale": self.rationale(i, ratings[i], marks)}
             for i in self.ins.item_ids
         ]
         return record, refs
@@ -163,16 +153,10 @@ class _Generator:
         def say(speaker, text, **labels):
             turns.append({"speaker": speaker, "text": text, **labels})
 
-        say(
-            "counselor",
-            self.fill(self.pick(self.bank[("filler", "open", "counselor")]), slots),
-            strategy=OPEN_STRATEGY,
-        )
-        say(
-            "client",
-            self.fill(self.pick(self.bank[("filler", "open", "client")]), slots),
-            reaction="neutral",
-        )
+        say("counselor", self.fill(self.pick(self.bank[("filler", "open", "counselor")]), slots),
+            strategy=OPEN_STRATEGY)
+        say("client", self.fill(self.pick(self.bank[("filler", "open", "client")]), slots),
+            reaction="neutral")
         focus_dims = [d for d in self.dims if (d, "good", "counselor") in self.bank]
         for _ in range(max(n_exchanges - 2, 1)):
             d = focus_dims[int(self.rng.integers(len(focus_dims)))] if focus_dims else None
@@ -181,11 +165,8 @@ class _Generator:
             p = (alliance[d] - 1) / 4
             p = p * p / (p * p + (1 - p) * (1 - p))
             quality = "good" if self.rng.random() < p else "poor"
-            say(
-                "counselor",
-                self.fill(self.pick(self.bank[(d, quality, "counselor")]), slots),
-                strategy=self.pick(STRATEGY[(d, quality)]),
-            )
+            say("counselor", self.fill(self.pick(self.bank[(d, quality, "counselor")]), slots),
+                strategy=self.pick(STRATEGY[(d, quality)]))
             marks[d].append((len(turns), quality, "counselor"))
             r = self.rng.random()
             if quality == "good":
@@ -199,11 +180,8 @@ class _Generator:
                 reply = self.fill(self.pick(self.bank[(d, reply_quality, "client")]), slots)
                 marks[d].append((len(turns) + 1, reply_quality, "client"))
             say("client", reply, reaction=reaction)
-        say(
-            "counselor",
-            self.pick(self.bank[("filler", "close", "counselor")]),
-            strategy=CLOSE_STRATEGY,
-        )
+        say("counselor", self.pick(self.bank[("filler", "close", "counselor")]),
+            strategy=CLOSE_STRATEGY)
         say("client", self.pick(self.bank[("filler", "close", "client")]), reaction="neutral")
         return turns, marks
 
@@ -221,28 +199,16 @@ class _Generator:
         """Noise-free ratings (what the rationales of an unlabeled session are written for)."""
         lo, hi = self.ins.scale_min, self.ins.scale_max
         return {
-            i: int(
-                min(
-                    hi,
-                    max(
-                        lo,
-                        round(
-                            lo
-                            + (alliance[self.ins.dimension_of(i)] - 1) / 4 * (hi - lo)
-                            + self.item_bias[i]
-                        ),
-                    ),
-                )
-            )
+            i: int(min(hi, max(lo, round(lo + (alliance[self.ins.dimension_of(i)] - 1) / 4
+                                     * (hi - lo) + self.item_bias[i]))))
             for i in self.ins.item_ids
         }
 
     def counselor_ratings(self, z: dict[str, float], counselor: int) -> dict[str, int]:
         lo, hi = self.ins.scale_min, self.ins.scale_max
         out = {}
-        impression = {
-            d: 0.25 * z[d] + self.rng.normal(0, 0.95) + self.leniency[counselor] for d in self.dims
-        }
+        impression = {d: 0.25 * z[d] + self.rng.normal(0, 0.95) + self.leniency[counselor]
+                      for d in self.dims}
         for i in self.ins.item_ids:
             a = _alliance(impression[self.ins.dimension_of(i)])
             v = lo + (a - 1) / 4 * (hi - lo) + self.rng.normal(0, 0.4)
@@ -260,19 +226,14 @@ class _Generator:
         zh = self.lang == "zh"
         parts = [
             (f"{cite[(d, q, s)]}（第{n}轮）" if zh else f"{cite[(d, q, s)]} (turn {n})")
-            for n, q, s in cited
-            if (d, q, s) in cite
+            for n, q, s in cited if (d, q, s) in cite
         ]
         aspect = ASPECT[self.lang].get(item_id) or self.ins.dimension(d).description.get(
-            self.lang, d
-        )
+            self.lang, d)
         summary = SUMMARY[self.lang][level].format(aspect=aspect)
         if not parts:
-            return summary + (
-                "，但对话很少涉及这一方面。"
-                if zh
-                else ", though the dialogue rarely touched on it."
-            )
+            return summary + ("，但对话很少涉及这一方面。" if zh else
+                              ", though the dialogue rarely touched on it.")
         if zh:
             body = "；".join(parts)
             return f"{body[0:]}。{summary}。"
@@ -312,12 +273,9 @@ def write_corpus(
     stats = {"sessions": len(sessions), "clients": spec.n_clients, "rationales": len(refs)}
     if unlabeled_path is not None:
         uspec = CorpusSpec(
-            n_clients=unlabeled_clients,
-            sessions_per_client=spec.sessions_per_client,
-            n_counselors=spec.n_counselors,
-            turns_per_session=spec.turns_per_session,
-            language=spec.language,
-            seed=spec.seed,
+            n_clients=unlabeled_clients, sessions_per_client=spec.sessions_per_client,
+            n_counselors=spec.n_counselors, turns_per_session=spec.turns_per_session,
+            language=spec.language, seed=spec.seed,
         )
         unlabeled, unlabeled_refs = generate(uspec, instrument, labeled=False, prefix="u")
         write_jsonl(unlabeled_path, unlabeled)

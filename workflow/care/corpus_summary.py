@@ -31,10 +31,8 @@ def _counts(counter: Counter) -> str:
 
 
 def summarize(
-    sessions: Sequence[Session],
-    instrument: Instrument,
-    count_tokens: Callable[[str], int] | None = None,
-    token_unit: str = "tokens",
+    sessions: Sequence[Session], instrument: Instrument,
+    count_tokens: Callable[[str], int] | None = None, token_unit: str = "tokens",
 ) -> str:
     """A plain-text summary of a validated corpus (one fact per line)."""
     clients = {s.client_id for s in sessions}
@@ -60,7 +58,9 @@ def summarize(
     lines.append(f"  sessions with any: {len(rated)}")
     for d in instrument.dimensions:
         full = sum(all(i in (s.counselor_ratings or {}) for i in d.items) for s in sessions)
-        missing = Counter(i for s in rated for i in d.items if i not in (s.counselor_ratings or {}))
+        missing = Counter(
+            i for s in rated for i in d.items if i not in (s.counselor_ratings or {})
+        )
         note = f"; missing items: {_counts(missing)}" if missing else ""
         lines.append(f"  {d.id}: scorable in {full} of {len(sessions)} sessions{note}")
     strategies = Counter(t.strategy for s in sessions for t in s.turns if t.strategy)

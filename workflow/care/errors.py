@@ -39,9 +39,8 @@ class CareInputErrors(CareInputError):
         self.errors = list(errors)
         self.more = more
         first = self.errors[0]
-        super().__init__(
-            first.path, first.message, line=first.line, field=first.field, where=first.where
-        )
+        super().__init__(first.path, first.message, line=first.line, field=first.field,
+                         where=first.where)
 
     def __str__(self) -> str:
         lines = [CareInputError.__str__(e) for e in self.errors]

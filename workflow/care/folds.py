@@ -30,8 +30,7 @@ def make_folds(
     n_clients = table["client_id"].nunique()
     if n_clients < n_folds:
         raise CareInputError(
-            "sessions",
-            f"{n_clients} clients cannot fill {n_folds} client-grouped folds",
+            "sessions", f"{n_clients} clients cannot fill {n_folds} client-grouped folds",
             field="client_id",
         )
     table = table.sort_values("session_id").reset_index(drop=True)
@@ -65,9 +64,7 @@ def table1(table: pd.DataFrame, folds: pd.DataFrame, dimensions: list[str]) -> p
 
 def _summary(name: str, part: pd.DataFrame, dimensions: list[str]) -> dict:
     row: dict = {
-        "fold": name,
-        "n_clients": part["client_id"].nunique(),
-        "n_sessions": len(part),
+        "fold": name, "n_clients": part["client_id"].nunique(), "n_sessions": len(part),
     }
     for d in dimensions:
         row[f"{d}_mean"] = part[d].mean()
@@ -79,15 +76,12 @@ def table1_display(summary: pd.DataFrame, labels: dict[str, str]) -> pd.DataFram
     """Table 1 for reading: human headers, ``mean ± sd`` cells (two decimals)."""
     from care.tableformat import mean_sd
 
-    out = pd.DataFrame(
-        {
-            "Fold": summary["fold"].map(lambda f: "All" if f == "all" else f),
-            "Clients": summary["n_clients"].astype(int).astype(str),
-            "Sessions": summary["n_sessions"].astype(int).astype(str),
-        }
-    )
+    out = pd.DataFrame({
+        "Fold": summary["fold"].map(lambda f: "All" if f == "all" else f),
+        "Clients": summary["n_clients"].astype(int).astype(str),
+        "Sessions": summary["n_sessions"].astype(int).astype(str),
+    })
     for dim, label in labels.items():
-        out[label] = [
-            mean_sd(m, s) for m, s in zip(summary[f"{dim}_mean"], summary[f"{dim}_sd"], strict=True)
-        ]
+        out[label] = [mean_sd(m, s)
+                      for m, s in zip(summary[f"{dim}_mean"], summary[f"{dim}_sd"], strict=True)]
     return out

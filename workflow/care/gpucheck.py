@@ -116,9 +116,8 @@ def gpu_unusable() -> dict:
     import torch
 
     try:
-        listed = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60, check=False
-        ).stdout.strip()
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                timeout=60, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         listed = ""
     build = torch.version.cuda or "none (a CPU-only wheel)"
@@ -132,7 +131,6 @@ def gpu_unusable() -> dict:
         f"{seen}. --require-gpu stops here: the CPU path would pass without checking the "
         "GPU path.",
     }
-
 
 # --------------------------------------------------------------------------- steps
 
@@ -172,36 +170,14 @@ def environment(cuda: bool, work: Path, args) -> dict:
 
 def bench_train(cuda: bool, work: Path, args) -> dict:
     if cuda:
-        size = [
-            "--shape",
-            "llama-3.1-8b",
-            "--layers",
-            "4",
-            "--seq-len",
-            "8192",
-            "--steps",
-            "5",
-            "--warmup-steps",
-            "2",
-            "--bf16",
-        ]
+        size = ["--shape", "llama-3.1-8b", "--layers", "4", "--seq-len", "8192",
+                "--steps", "5", "--warmup-steps", "2", "--bf16"]
     else:
         size = ["--shape", "tiny", "--seq-len", "128", "--steps", "2", "--warmup-steps", "1"]
-    figures = _care_json(
-        ["bench", "train", *size, "--zero", "3", "--gradient-checkpointing", "--json"]
-    )
-    keep = (
-        "shape",
-        "layers",
-        "seq_len",
-        "tokens_per_second",
-        "peak_memory_gib",
-        "mfu",
-        "model_tflops_per_rank",
-        "device",
-        "final_loss",
-        "seconds",
-    )
+    figures = _care_json(["bench", "train", *size, "--zero", "3",
+                          "--gradient-checkpointing", "--json"])
+    keep = ("shape", "layers", "seq_len", "tokens_per_second", "peak_memory_gib", "mfu",
+            "model_tflops_per_rank", "device", "final_loss", "seconds")
     out = {k: figures[k] for k in keep if k in figures}
     out["ok"] = figures["tokens_per_second"] > 0 and figures["final_loss"] == figures["final_loss"]
     return out
@@ -247,30 +223,16 @@ def train_and_select(cuda: bool, work: Path, args) -> dict:
 
 def _infer_size(cuda: bool) -> list[str]:
     if cuda:  # the 8B shape in bf16; dialogues long enough that truncation cuts them to ~5.6k
-        return [
-            "--random-model",
-            "llama-3-8b",
-            "--device",
-            "cuda",
-            "--dtype",
-            "bfloat16",
-            "--max-length",
-            "6144",
-            "--turns",
-            "2000",
-            "2000",
-            "--batch-size",
-            "12",
-        ]
+        return ["--random-model", "llama-3-8b", "--device", "cuda", "--dtype", "bfloat16",
+                "--max-length", "6144", "--turns", "2000", "2000", "--batch-size", "12"]
     return ["--random-model", "tiny", "--max-length", "512"]
 
 
 def bench_infer(cuda: bool, work: Path, args) -> dict:
     """Generated answers (a full rationale per item): speed, and where the two paths part."""
     new_tokens = "512" if cuda else "8"
-    figures = _bench_infer(
-        work, "generate", [*_infer_size(cuda), "--max-new-tokens", new_tokens], args.infer_sessions
-    )
+    figures = _bench_infer(work, "generate", [*_infer_size(cuda), "--max-new-tokens", new_tokens],
+                           args.infer_sessions)
     shared, naive = figures["prefix_shared"], figures["naive"]
     prompt_tokens = naive["prompt_tokens"] / max(naive["prompts"], 1)
     out = {
@@ -334,9 +296,8 @@ def _stand_in_run(work: Path, gpus: int):
     from care.train.settings import TrainingSettings
 
     instrument = load_instrument()
-    spec = CorpusSpec(
-        n_clients=9, sessions_per_client=(2, 3), n_counselors=3, turns_per_session=(8, 10), seed=5
-    )
+    spec = CorpusSpec(n_clients=9, sessions_per_client=(2, 3), n_counselors=3,
+                      turns_per_session=(8, 10), seed=5)
     records, refs = generate(spec, instrument)
     write_jsonl(work / "sessions.jsonl", records)
     write_jsonl(work / "rationales.jsonl", refs)
@@ -344,50 +305,27 @@ def _stand_in_run(work: Path, gpus: int):
     fold_of = {c: n % 3 + 1 for n, c in enumerate(clients)}
     (work / "folds.tsv").write_text(
         "session_id\tclient_id\tfold\n"
-        + "".join(
-            f"{r['session_id']}\t{r['client_id']}\t{fold_of[r['client_id']]}\n" for r in records
-        ),
+        + "".join(f"{r['session_id']}\t{r['client_id']}\t{fold_of[r['client_id']]}\n"
+                  for r in records),
         encoding="utf-8",
     )
     backbone = work / "backbone"
     if not (backbone / "config.json").is_file():
         texts = list(corpus_texts(work / "sessions.jsonl", instrument, [work / "rationales.jsonl"]))
-        build_tiny(
-            TinySpec(
-                arch="llama",
-                seed=0,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                vocab_size=800,
-                max_position_embeddings=1024,
-            ),
-            texts,
-            backbone,
-        )
+        build_tiny(TinySpec(arch="llama", seed=0, hidden_size=64, intermediate_size=128,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            vocab_size=800, max_position_embeddings=1024), texts, backbone)
     hp = {
-        "learning_rate": 5e-3,
-        "lr_scheduler_type": "cosine",
-        "warmup_ratio": 0.1,
-        "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 1,
-        "num_train_epochs": 2,
-        "optim": "adamw_torch",
-        "seed": 123,
-        "bf16": "auto",
-        "gradient_checkpointing": True,
-        "deepspeed": str(resource_path("deepspeed", "zero3.json")),
-        "answer_logits_only": True,
-        "logging_steps": 2,
-        "selection": "inner_split",
+        "learning_rate": 5e-3, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
+        "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+        "num_train_epochs": 2, "optim": "adamw_torch", "seed": 123, "bf16": "auto",
+        "gradient_checkpointing": True, "deepspeed": str(resource_path("deepspeed", "zero3.json")),
+        "answer_logits_only": True, "logging_steps": 2, "selection": "inner_split",
         # max_cut_rate 1: a 2-epoch random-init stand-in rarely ends its answers; this checks
         # the path and the memory, not the model (the cut-answer guard has its own tests)
         "inner_val_fraction": 0.3,
         "validation": {"batch_size": 48, "scoring": "expected", "max_cut_rate": 1.0},
-        "cpu_ranks": 1,
-        "launcher": "torchrun",
+        "cpu_ranks": 1, "launcher": "torchrun",
     }
     return FineTune(
         backbone=backbone,
@@ -427,9 +365,8 @@ def _version(name: str) -> str | None:
 
 def _care(argv: list[str]) -> str:
     """Run a ``care`` command in a fresh interpreter (its own CUDA and DeepSpeed state)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "care.cli", *argv], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([sys.executable, "-m", "care.cli", *argv], capture_output=True,
+                          text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"care {' '.join(argv[:2])} failed: {done.stderr[-2000:]}")
     return done.stdout

@@ -54,17 +54,8 @@ from care.sessions import SPEAKERS
 
 UNKNOWN_COUNSELOR = "unknown"
 MAPPING_KEYS = {
-    "session_id",
-    "client_id",
-    "counselor_id",
-    "language",
-    "session_index",
-    "turns",
-    "turn",
-    "speakers",
-    "client_ratings",
-    "counselor_ratings",
-    "ratings_session_id",
+    "session_id", "client_id", "counselor_id", "language", "session_index", "turns", "turn",
+    "speakers", "client_ratings", "counselor_ratings", "ratings_session_id",
 }
 TURN_KEYS = {"speaker", "text", "strategy", "reaction", "order"}
 
@@ -89,21 +80,17 @@ class ImportReport:
             f"{self.unlabeled_written} unlabeled; turns written: {self.turns_written}",
             f"ratings written as text and converted to numbers: {self.converted_ratings}",
         ]
-        for title, counter in (
-            ("sessions dropped", self.dropped_sessions),
-            ("turns dropped", self.dropped_turns),
-            ("ratings dropped", self.dropped_ratings),
-        ):
+        for title, counter in (("sessions dropped", self.dropped_sessions),
+                               ("turns dropped", self.dropped_turns),
+                               ("ratings dropped", self.dropped_ratings)):
             for reason, n in sorted(counter.items(), key=lambda kv: -kv[1]):
                 out.append(f"{title}: {n} ({reason})")
         return out
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "sessions_read": self.sessions_read,
-            "sessions_written": self.sessions_written,
-            "unlabeled_written": self.unlabeled_written,
-            "turns_written": self.turns_written,
+            "sessions_read": self.sessions_read, "sessions_written": self.sessions_written,
+            "unlabeled_written": self.unlabeled_written, "turns_written": self.turns_written,
             "converted_ratings": self.converted_ratings,
             "dropped_sessions": dict(self.dropped_sessions),
             "dropped_turns": dict(self.dropped_turns),
@@ -131,24 +118,20 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
             raise CareInputError(path, "required: the field holding the session id", field=key)
     for key in ("speaker", "text"):
         if not isinstance(turn.get(key), str):
-            raise CareInputError(
-                path, "required: the field of a turn's " + key, field=f"turn.{key}"
-            )
+            raise CareInputError(path, "required: the field of a turn's " + key,
+                                 field=f"turn.{key}")
     bad_turn = sorted(set(turn) - TURN_KEYS)
     if bad_turn:
-        raise CareInputError(
-            path, f"unknown key (known: {sorted(TURN_KEYS)})", field=f"turn.{bad_turn[0]}"
-        )
+        raise CareInputError(path, f"unknown key (known: {sorted(TURN_KEYS)})",
+                             field=f"turn.{bad_turn[0]}")
     speakers = mapping.get("speakers")
     if not isinstance(speakers, dict) or not speakers:
-        raise CareInputError(
-            path, "required: source speaker name -> counselor | client", field="speakers"
-        )
+        raise CareInputError(path, "required: source speaker name -> counselor | client",
+                             field="speakers")
     for name, role in speakers.items():
         if role not in SPEAKERS:
-            raise CareInputError(
-                path, f"{role!r} is not one of {list(SPEAKERS)}", field=f"speakers.{name}"
-            )
+            raise CareInputError(path, f"{role!r} is not one of {list(SPEAKERS)}",
+                                 field=f"speakers.{name}")
     for key in ("client_ratings", "counselor_ratings"):
         if not isinstance(mapping.get(key) or {}, dict):
             raise CareInputError(path, "item id -> source field", field=key)
@@ -174,10 +157,8 @@ def _get(record: Any, dotted: str | None) -> Any:
 
 
 def _blank(value: Any) -> bool:
-    return (
-        value is None
-        or (isinstance(value, float) and math.isnan(value))
-        or (isinstance(value, str) and not value.strip())
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip()
     )
 
 
@@ -234,9 +215,8 @@ def _turn(raw: dict, mapping: dict, report: ImportReport) -> dict | None:
     return turn
 
 
-def _session(
-    record: Any, turns: list[dict], ratings_source: Any, mapping: dict, report: ImportReport
-) -> tuple[dict | None, str | None]:
+def _session(record: Any, turns: list[dict], ratings_source: Any, mapping: dict,
+             report: ImportReport) -> tuple[dict | None, str | None]:
     """The contract record of one conversation, or (None, why it was dropped)."""
     sid = _get(record, mapping["session_id"])
     if _blank(sid):
@@ -299,7 +279,8 @@ def read_conversations(path: str | Path) -> list[Any]:
     except DuplicateKeyError as exc:
         raise CareInputError(path, f"{exc}: which one is meant?", field=exc.key) from None
     except (RecursionError, ValueError) as exc:  # nested too deeply; a 5000-digit number
-        raise CareInputError(path, f"malformed JSON: {brief(exc) or 'nested too deeply'}") from None
+        raise CareInputError(path, f"malformed JSON: {brief(exc) or 'nested too deeply'}") \
+            from None
 
 
 def read_table(path: str | Path):
@@ -312,7 +293,8 @@ def read_table(path: str | Path):
         if suffix == ".parquet":
             return pd.read_parquet(path)
         sep = "\t" if suffix in (".tsv", ".tab") else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                           encoding="utf-8-sig")
     except (OSError, ValueError) as exc:
         raise CareInputError(path, f"cannot read the table: {exc}") from None
 
@@ -329,19 +311,15 @@ def import_conversations(path: str | Path, mapping: dict) -> tuple[list[dict], I
         if not isinstance(raw_turns, list):
             report.dropped_sessions["no list of turns in the mapped field"] += 1
             continue
-        turns = [
-            t
-            for t in (_turn(r, mapping, report) for r in raw_turns if isinstance(r, dict))
-            if t is not None
-        ]
+        turns = [t for t in (_turn(r, mapping, report) for r in raw_turns if isinstance(r, dict))
+                 if t is not None]
         rec, why = _session(record, turns, record, mapping, report)
         _keep(rec, why, out, report)
     return out, report
 
 
-def import_turn_table(
-    turns_path: str | Path, ratings_path: str | Path | None, mapping: dict
-) -> tuple[list[dict], ImportReport]:
+def import_turn_table(turns_path: str | Path, ratings_path: str | Path | None,
+                      mapping: dict) -> tuple[list[dict], ImportReport]:
     turns = read_table(turns_path)
     spec = mapping.get("turn") or {}
     _require_columns(turns_path, turns, [mapping["session_id"], spec["speaker"], spec["text"]])
@@ -349,10 +327,8 @@ def import_turn_table(
     if ratings_path is not None:
         table = read_table(ratings_path)
         key = mapping.get("ratings_session_id", mapping["session_id"])
-        wanted = [
-            *(mapping.get("client_ratings") or {}).values(),
-            *(mapping.get("counselor_ratings") or {}).values(),
-        ]
+        wanted = [*(mapping.get("client_ratings") or {}).values(),
+                  *(mapping.get("counselor_ratings") or {}).values()]
         _require_columns(ratings_path, table, [key, *wanted])
         for row in table.to_dict("records"):
             ratings[str(row[key]).strip()] = row
@@ -376,9 +352,8 @@ def import_turn_table(
 def _require_columns(path, table, columns) -> None:
     missing = [c for c in columns if c and c not in table.columns]
     if missing:
-        raise CareInputError(
-            path, f"no column {missing[0]!r} (columns: {list(table.columns)})", field=missing[0]
-        )
+        raise CareInputError(path, f"no column {missing[0]!r} (columns: {list(table.columns)})",
+                             field=missing[0])
 
 
 def _keep(rec: dict | None, why: str | None, out: list[dict], report: ImportReport) -> None:
@@ -388,13 +363,8 @@ def _keep(rec: dict | None, why: str | None, out: list[dict], report: ImportRepo
         out.append(rec)
 
 
-def write_import(
-    records: list[dict],
-    mapping: dict,
-    report: ImportReport,
-    out: str | Path,
-    unlabeled_out: str | Path | None,
-) -> None:
+def write_import(records: list[dict], mapping: dict, report: ImportReport, out: str | Path,
+                 unlabeled_out: str | Path | None) -> None:
     """Labeled sessions to ``out``; sessions without complete client ratings to
     ``unlabeled_out`` (or dropped, counted, when it is not given)."""
     seen: set[str] = set()
@@ -444,12 +414,8 @@ def instrument_skeleton(report: ImportReport, out: str | Path, name: str = "my-i
         "title": {"en": name},
         "construct": {"en": "the client's experience of the session"},
         "rating": {"en": "how strongly the client agreed with the item"},
-        "scale": {
-            "min": lo,
-            "max": hi,
-            "integer": integer,
-            "labels": {p: {"en": str(p)} for p in range(lo, hi + 1)},
-        },
+        "scale": {"min": lo, "max": hi, "integer": integer,
+                  "labels": {p: {"en": str(p)} for p in range(lo, hi + 1)}},
         "dimensions": [
             {"id": _dim_id(item), "name": {"en": item}, "items": [item]}
             for item in report.rating_values

@@ -181,14 +181,12 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
         for item_id in d["items"]:
             if item_id not in item_text:
                 raise CareInputError(
-                    path,
-                    f"dimension {d['id']!r} names unknown item {item_id!r}",
+                    path, f"dimension {d['id']!r} names unknown item {item_id!r}",
                     field=f"dimensions/{n}/items",
                 )
             if item_id in owner:
                 raise CareInputError(
-                    path,
-                    f"item {item_id!r} is in both {owner[item_id]!r} and {d['id']!r}",
+                    path, f"item {item_id!r} is in both {owner[item_id]!r} and {d['id']!r}",
                     field=f"dimensions/{n}/items",
                 )
             owner[item_id] = d["id"]
@@ -201,15 +199,7 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
 
     items = {i: Item(i, owner[i], item_text[i]) for i in item_text}
     return Instrument(
-        raw["name"],
-        smin,
-        smax,
-        labels,
-        tuple(dims),
-        items,
-        str(path),
-        integer=raw["scale"].get("integer", True),
-        title=raw.get("title", {}),
-        construct=raw.get("construct", {}),
-        rating_meaning=raw.get("rating", {}),
+        raw["name"], smin, smax, labels, tuple(dims), items, str(path),
+        integer=raw["scale"].get("integer", True), title=raw.get("title", {}),
+        construct=raw.get("construct", {}), rating_meaning=raw.get("rating", {}),
     )

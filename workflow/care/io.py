@@ -139,7 +139,9 @@ def loads_strict(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_unique_keys)
 
 
-def json_lines(path: str | os.PathLike, max_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+def json_lines(
+    path: str | os.PathLike, max_bytes: int | None = None
+) -> Iterator[tuple[int, Any]]:
     """(line, record) per non-blank line of a JSON-lines file, or (line, CareInputError) where
     a line is not valid UTF-8 or not JSON (the caller decides whether to go on). A line longer
     than ``max_bytes`` (:data:`MAX_LINE_BYTES`) ends the file: what follows cannot be found
@@ -158,14 +160,9 @@ def json_lines(path: str | os.PathLike, max_bytes: int | None = None) -> Iterato
             if not raw:
                 return
             if len(raw) > max_bytes:
-                yield (
-                    line_no,
-                    CareInputError(
-                        path,
-                        f"the line is longer than {max_bytes:,} bytes: not JSON lines "
-                        "(one record a line)? stopped reading",
-                        line=line_no,
-                    ),
+                yield line_no, CareInputError(
+                    path, f"the line is longer than {max_bytes:,} bytes: not JSON lines "
+                    "(one record a line)? stopped reading", line=line_no,
                 )
                 return
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -180,8 +177,7 @@ def _json_line(path: str | os.PathLike, line_no: int, raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return CareInputError(
-            path,
-            f"not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})",
+            path, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
             line=line_no,
         )
     if not text.strip():
@@ -273,14 +269,8 @@ def xlsx_value(value: Any) -> Any:
 
 #: What reading a workbook someone returned can raise: not a zip, a part missing, XML that
 #: is not well-formed (an entity, a truncated file), a value openpyxl refuses.
-XLSX_READ_ERRORS = (
-    OSError,
-    zipfile.BadZipFile,
-    KeyError,
-    ValueError,
-    ElementTree.ParseError,
-    ExpatError,
-)
+XLSX_READ_ERRORS = (OSError, zipfile.BadZipFile, KeyError, ValueError, ElementTree.ParseError,
+                    ExpatError)
 
 
 @contextlib.contextmanager
@@ -387,9 +377,8 @@ def check_expansion(obj: Any, path: str | os.PathLike, limit: int = MAX_YAML_VAL
 
     if expanded_size(obj, limit) > limit:
         raise CareInputError(
-            path,
-            f"holds more than {limit:,} values once its YAML aliases are expanded (or an "
-            "alias that contains itself): refused",
+            path, f"holds more than {limit:,} values once its YAML aliases are expanded (or an "
+            "alias that contains itself): refused"
         )
     return obj
 

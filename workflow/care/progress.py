@@ -31,33 +31,19 @@ class _Lines:
         self.stream.flush()
 
 
-def bar(
-    iterable: Iterable | None = None,
-    *,
-    total: int | None = None,
-    desc: str,
-    unit: str = "it",
-    **kwargs: Any,
-):
+def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str,
+        unit: str = "it", **kwargs: Any):
     """A tqdm bar on stderr (``with bar(total=n, desc=...) as b: b.update()`` or wrapping)."""
     from tqdm import tqdm
 
     stream = sys.stderr
     tty = hasattr(stream, "isatty") and stream.isatty()
-    options = (
-        {"mininterval": 0.5}
-        if tty
-        else {
-            "file": _Lines(stream),
-            "mininterval": LOG_INTERVAL,
-            "ncols": 100,
-            "ascii": True,
-            "position": 0,
-        }
-    )
-    return (tqdm if tty else _log_bar())(
-        iterable, total=total, desc=desc, unit=unit, dynamic_ncols=tty, **{**options, **kwargs}
-    )
+    options = {"mininterval": 0.5} if tty else {
+        "file": _Lines(stream), "mininterval": LOG_INTERVAL, "ncols": 100, "ascii": True,
+        "position": 0,
+    }
+    return (tqdm if tty else _log_bar())(iterable, total=total, desc=desc, unit=unit,
+                                         dynamic_ncols=tty, **{**options, **kwargs})
 
 
 @lru_cache(maxsize=1)

@@ -39,36 +39,21 @@ def set_prompt_dir(directory: str | Path) -> None:
     if not (directory / "score.en.txt").is_file():
         from care.errors import CareInputError
 
-        raise CareInputError(
-            directory, "not a prompt directory (no score.en.txt in it)", field="prompts"
-        )
+        raise CareInputError(directory, "not a prompt directory (no score.en.txt in it)",
+                             field="prompts")
     _prompt_dir = directory
 
 
 def prompt_dir() -> Path:
     return _prompt_dir
-
-
 GRANULARITIES = ("item", "dimension", "session")
 VARIANTS = ("rationale", "score_only")
 
 LABELS = {
-    "en": {
-        "rationale": "Rationale:",
-        "score": "Score:",
-        "item": "Item",
-        "counselor": "Counselor",
-        "client": "Client",
-        "omitted": "turns omitted",
-    },
-    "zh": {
-        "rationale": "理由：",
-        "score": "评分：",
-        "item": "条目",
-        "counselor": "咨询师",
-        "client": "来访者",
-        "omitted": "轮对话已省略",
-    },
+    "en": {"rationale": "Rationale:", "score": "Score:", "item": "Item",
+           "counselor": "Counselor", "client": "Client", "omitted": "turns omitted"},
+    "zh": {"rationale": "理由：", "score": "评分：", "item": "条目",
+           "counselor": "咨询师", "client": "来访者", "omitted": "轮对话已省略"},
 }
 UNIT = {
     "en": {"item": "item", "dimension": "items", "session": "items"},
@@ -181,7 +166,9 @@ def instrument_slots(instrument: Instrument, language: str) -> dict[str, str]:
 
 def scale_text(instrument: Instrument, language: str) -> str:
     sep = "，" if language.startswith("zh") else ", "
-    return sep.join(f"{p} = {instrument.scale_label(p, language)}" for p in instrument.scale_points)
+    return sep.join(
+        f"{p} = {instrument.scale_label(p, language)}" for p in instrument.scale_points
+    )
 
 
 def items_text(instrument: Instrument, item_ids: Sequence[str], language: str) -> str:
@@ -281,9 +268,8 @@ _SCORE = re.compile(
     r"(?:score|rating|评分|得分|分数|评定)\s*\**\s*[:：=]?\s*\**\s*([0-9０-９]+(?:[.．][0-9]+)?)",
     re.I,
 )
-_ITEM = re.compile(
-    r"^\s*[#*\[]*\s*(?:item|条目|题目)\s*#?\s*([0-9A-Za-z_]+)\s*[\]*:：.]*\s*$", re.I | re.M
-)
+_ITEM = re.compile(r"^\s*[#*\[]*\s*(?:item|条目|题目)\s*#?\s*([0-9A-Za-z_]+)\s*[\]*:：.]*\s*$",
+                   re.I | re.M)
 _FULLWIDTH = str.maketrans("０１２３４５６７８９．", "0123456789.")
 
 
@@ -301,8 +287,7 @@ def parse_output(
     """Read each item's rationale and score; a missing or off-scale score is a failed parse."""
     spans = item_spans(text, item_ids)
     return {
-        i: _parse_block(text[spans[i][0] : spans[i][1]], instrument)
-        if i in spans
+        i: _parse_block(text[spans[i][0]:spans[i][1]], instrument) if i in spans
         else ParsedItem(None, None, False, "item block missing")
         for i in item_ids
     }
@@ -340,7 +325,7 @@ def _parse_block(text: str, instrument: Instrument) -> ParsedItem:
     rat = _RAT.search(text)
     if rat:
         end = next((s.start() for s in scores if s.start() > rat.end()), len(text))
-        rationale = text[rat.end() : end].strip() or None
+        rationale = text[rat.end():end].strip() or None
     elif scores and scores[-1].start() > 0:
         rationale = text[: scores[-1].start()].strip() or None
     if not scores:
@@ -351,9 +336,8 @@ def _parse_block(text: str, instrument: Instrument) -> ParsedItem:
     return ParsedItem(value, rationale, True)
 
 
-_CITE = re.compile(
-    r"(?:turns?\s*|第\s*|\[)(\d+(?:\s*(?:,|，|、|and|和|-|–)\s*\d+)*)\s*(?:轮|\])?", re.I
-)
+_CITE = re.compile(r"(?:turns?\s*|第\s*|\[)(\d+(?:\s*(?:,|，|、|and|和|-|–)\s*\d+)*)\s*(?:轮|\])?",
+                   re.I)
 
 
 def cited_turns(rationale: str) -> list[int]:
@@ -368,6 +352,5 @@ def session_dialogue(
     session: Session, budget: int | None = None, count_tokens: Callable[[str], int] = len
 ) -> tuple[str, int]:
     """The session's numbered dialogue, cut to ``budget`` tokens; (text, turns dropped)."""
-    return fit_dialogue(
-        turn_lines(session.turns, session.language), budget, count_tokens, session.language
-    )
+    return fit_dialogue(turn_lines(session.turns, session.language), budget, count_tokens,
+                        session.language)

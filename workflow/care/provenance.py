@@ -28,24 +28,9 @@ STARTED_ENV = "CARE_RUN_STARTED"  # set by the Snakefile when the run starts
 COMMAND_ENV = "CARE_RUN_COMMAND"  # and the command line that started it
 NOTE = f"Provenance (config, commit, package versions, input checksums): {RECORD}."
 PACKAGES = (
-    "care-alliance",
-    "torch",
-    "transformers",
-    "deepspeed",
-    "accelerate",
-    "tokenizers",
-    "snakemake",
-    "numpy",
-    "pandas",
-    "scipy",
-    "scikit-learn",
-    "statsmodels",
-    "sacrebleu",
-    "rouge-score",
-    "bert-score",
-    "matplotlib",
-    "openpyxl",
-    "vllm",
+    "care-alliance", "torch", "transformers", "deepspeed", "accelerate", "tokenizers",
+    "snakemake", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "sacrebleu",
+    "rouge-score", "bert-score", "matplotlib", "openpyxl", "vllm",
 )
 
 
@@ -78,11 +63,9 @@ def checksums(paths: Iterable[str]) -> dict[str, str]:
 
 def git_state(root: str | os.PathLike = ".") -> dict[str, Any]:
     """Commit and dirty flag of the checkout, or why there is none."""
-
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -104,10 +87,9 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:12],
+        "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "hostname_hash": hashlib.sha256(
+            platform.node().encode()).hexdigest()[:12],
     }
     try:
         pages = os.sysconf("SC_PHYS_PAGES")
@@ -117,9 +99,8 @@ def hardware() -> dict[str, Any]:
     if "torch" in sys.modules or _installed("torch"):
         import torch
 
-        info["cuda_devices"] = [
-            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-        ]
+        info["cuda_devices"] = [torch.cuda.get_device_name(i)
+                                for i in range(torch.cuda.device_count())]
     return info
 
 
@@ -147,12 +128,8 @@ def seeds(config: Any, prefix: str = "") -> dict[str, Any]:
     return found
 
 
-def collect(
-    config: Mapping,
-    inputs: Iterable[str],
-    outputs: Iterable[str] = (),
-    root: str | os.PathLike = ".",
-) -> dict[str, Any]:
+def collect(config: Mapping, inputs: Iterable[str], outputs: Iterable[str] = (),
+            root: str | os.PathLike = ".") -> dict[str, Any]:
     return {
         "started": os.environ.get(STARTED_ENV),
         "finished": now(),
@@ -188,25 +165,15 @@ def summary_rst(record: Mapping[str, Any]) -> str:
         ":Inputs (SHA-256):",
         "",
     ]
-    lines += [
-        f"   - ``{path}``: ``{digest.split(':', 1)[-1][:16]}…``"
-        for path, digest in record["inputs"].items()
-    ]
-    lines += [
-        "",
-        "The full record, the configuration as resolved included, is "
-        "``results/provenance.json`` (under Provenance in this report).",
-    ]
+    lines += [f"   - ``{path}``: ``{digest.split(':', 1)[-1][:16]}…``"
+              for path, digest in record["inputs"].items()]
+    lines += ["", "The full record, the configuration as resolved included, is "
+              "``results/provenance.json`` (under Provenance in this report)."]
     return "\n".join(lines) + "\n"
 
 
-def write(
-    config: Mapping,
-    inputs: Iterable[str],
-    outputs: Iterable[str],
-    out: str | Path,
-    rst: str | Path | None = None,
-) -> dict[str, Any]:
+def write(config: Mapping, inputs: Iterable[str], outputs: Iterable[str], out: str | Path,
+          rst: str | Path | None = None) -> dict[str, Any]:
     record = collect(config, inputs, outputs)
     write_json(out, record)
     if rst is not None:

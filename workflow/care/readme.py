@@ -53,40 +53,26 @@ def row_name(row: Mapping) -> str:
     return f"{row['label']} ({row['scoring']})" if "scoring" in row else str(row["label"])
 
 
-def render_block(
-    table2: pd.DataFrame,
-    dims: Sequence[str],
-    labels: Mapping[str, str],
-    provenance: Mapping | None = None,
-    image: str | None = None,
-    digest_image: str | None = None,
-) -> str:
+def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
+                 provenance: Mapping | None = None, image: str | None = None,
+                 digest_image: str | None = None) -> str:
     """The generated README block: Table 2's Pearson r, where it came from, the screenshot."""
     n_folds = ""
     col = f"{dims[0]}_pearson_n_folds"
     if col in table2.columns and table2[col].notna().any():
         n_folds = f" over {int(table2[col].max())} folds"
-    lines = [
-        START,
-        "",
-        f"Demo Table 2 (Pearson r with the client's ratings, mean ± sd{n_folds}; "
-        "a cell from fewer folds gives their count):",
-        "",
-        "| | " + " | ".join(labels[d] for d in dims) + " |",
-        "|---|" + "---|" * len(dims),
-    ]
+    lines = [START, "", f"Demo Table 2 (Pearson r with the client's ratings, mean ± sd{n_folds}; "
+             "a cell from fewer folds gives their count):",
+             "", "| | " + " | ".join(labels[d] for d in dims) + " |",
+             "|---|" + "---|" * len(dims)]
     for row in table2.to_dict("records"):
         lines.append(f"| {row_name(row)} | " + " | ".join(cell(row, d) for d in dims) + " |")
     if provenance:
         git = provenance.get("git", {})
-        commit = (git.get("commit") or "unknown")[:10] + (
-            " (uncommitted changes)" if git.get("dirty") else ""
-        )
-        lines += [
-            "",
-            f"Generated from the run recorded in `results/provenance.json`: commit "
-            f"{commit}, finished {provenance.get('finished', 'unknown')}.",
-        ]
+        commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)"
+                                                            if git.get("dirty") else "")
+        lines += ["", f"Generated from the run recorded in `results/provenance.json`: commit "
+                  f"{commit}, finished {provenance.get('finished', 'unknown')}."]
     if image:
         lines += ["", f"![A session report of the demo (headless Chromium)]({image})"]
     if digest_image:
@@ -98,9 +84,8 @@ def render_block(
 def _block(text: str, source: str) -> tuple[int, int]:
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
-        raise CareInputError(
-            source, f"no generated block: the README needs the lines {START!r} and {END!r}"
-        )
+        raise CareInputError(source, f"no generated block: the README needs the lines {START!r} "
+                             f"and {END!r}")
     return start, end + len(END) + 1
 
 
@@ -120,9 +105,8 @@ def parse_block(readme: str, source: str = "README.md") -> dict[str, list[str]]:
     return rows
 
 
-def check(
-    readme: str, table2: pd.DataFrame, dims: Sequence[str], source: str = "README.md"
-) -> list[str]:
+def check(readme: str, table2: pd.DataFrame, dims: Sequence[str],
+          source: str = "README.md") -> list[str]:
     """Every difference between the README's block and Table 2, at the printed precision."""
     printed = parse_block(readme, source)
     problems = []
@@ -147,3 +131,4 @@ def read_provenance(path: str | Path | None) -> dict | None:
 
 def relative_image(image: str | Path, readme: str | Path) -> str:
     return Path(image).resolve().relative_to(Path(readme).resolve().parent).as_posix()
+

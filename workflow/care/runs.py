@@ -147,7 +147,8 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
         for b in backbones
     }
     care = [
-        fine_tuned(b, care_variant, care_label[b], training, selection=selection) for b in backbones
+        fine_tuned(b, care_variant, care_label[b], training, selection=selection)
+        for b in backbones
     ]
     ablation = [
         fine_tuned(b, v, f"{b} · {v}", training, selection=selection)
@@ -159,12 +160,8 @@ def evaluation_runs(config: dict) -> EvaluationRuns:
     if evaluation["sensitivity"]["test_fold_selection"]:
         sensitivity = [
             {
-                **run(
-                    b,
-                    f"{care_variant}-{TEST_FOLD_TAG}",
-                    f"{care_label[b]}, {TEST_FOLD_LABEL}",
-                    "fine_tuned",
-                ),
+                **run(b, f"{care_variant}-{TEST_FOLD_TAG}", f"{care_label[b]}, {TEST_FOLD_LABEL}",
+                      "fine_tuned"),
                 "replicates": [f"{care_variant}-{TEST_FOLD_TAG}"],
                 "selection": "heldout_fold",
             }

@@ -103,10 +103,8 @@ def _check_ratings(
     for item_id, value in ratings.items():
         if item_id not in instrument.items:
             raise CareInputError(
-                path,
-                f"item {item_id!r} is not in instrument {instrument.name}",
-                line=line,
-                field=f"{name}.{item_id}",
+                path, f"item {item_id!r} is not in instrument {instrument.name}",
+                line=line, field=f"{name}.{item_id}",
             )
         # the scale first: math.isnan overflows on an integer too large for a float (10**400)
         if isinstance(value, bool) or not instrument.in_scale(value) or math.isnan(value):
@@ -114,16 +112,14 @@ def _check_ratings(
                 path,
                 f"rating {brief(repr(value), 40)} is outside the scale "
                 f"{instrument.scale_min}..{instrument.scale_max}",
-                line=line,
-                field=f"{name}.{item_id}",
+                line=line, field=f"{name}.{item_id}",
             )
         if instrument.integer and not float(value).is_integer():
             raise CareInputError(
                 path,
                 f"rating {value!r} is not an integer, and {instrument.name}'s scale is "
                 "(an instrument of mean or fractional ratings sets `scale.integer: false`)",
-                line=line,
-                field=f"{name}.{item_id}",
+                line=line, field=f"{name}.{item_id}",
             )
         out[item_id] = float(value)
     return out
@@ -146,17 +142,15 @@ def _surrogate(value: object, field: str = "") -> str | None:
     return None
 
 
+
 def _check_record(path: Path, line: int, rec: dict) -> None:
     """Checks the schema cannot express: text every output can store, ids, blank text, a
     counselor in the dialogue."""
     bad = _surrogate(rec)
     if bad is not None:
         raise CareInputError(
-            path,
-            "a lone surrogate (an escape like \\ud800 without its pair): not a character, "
-            "and no file can store it as UTF-8",
-            line=line,
-            field=bad,
+            path, "a lone surrogate (an escape like \\ud800 without its pair): not a character, "
+            "and no file can store it as UTF-8", line=line, field=bad,
         )
     for name in ID_FIELDS:
         problem = id_problem(rec[name])
@@ -165,13 +159,12 @@ def _check_record(path: Path, line: int, rec: dict) -> None:
             raise CareInputError(path, f"{problem}: {shown!r}", line=line, field=name)
     for n, turn in enumerate(rec["turns"]):
         if not turn["text"].strip():
-            raise CareInputError(path, "a turn's text is blank", line=line, field=f"turns.{n}.text")
+            raise CareInputError(path, "a turn's text is blank", line=line,
+                                 field=f"turns.{n}.text")
     if not any(t["speaker"] == "counselor" for t in rec["turns"]):
         raise CareInputError(
-            path,
-            "the session has no counselor turns: there is no alliance to rate",
-            line=line,
-            field="turns",
+            path, "the session has no counselor turns: there is no alliance to rate",
+            line=line, field="turns",
         )
 
 
@@ -208,15 +201,10 @@ def _to_session(path: Path, line: int, rec: dict, instrument: Instrument) -> Ses
     if counselor is not None:
         counselor = _check_ratings(path, line, "counselor_ratings", counselor, instrument)
     return Session(
-        session_id=rec["session_id"],
-        client_id=rec["client_id"],
-        counselor_id=rec["counselor_id"],
-        language=rec["language"],
-        turns=turns,
-        client_ratings=client,
-        counselor_ratings=counselor,
-        session_index=rec.get("session_index"),
-        line=line,
+        session_id=rec["session_id"], client_id=rec["client_id"],
+        counselor_id=rec["counselor_id"], language=rec["language"], turns=turns,
+        client_ratings=client, counselor_ratings=counselor,
+        session_index=rec.get("session_index"), line=line,
     )
 
 
@@ -236,11 +224,7 @@ class CorpusCheck:
 
 
 def check_corpus(
-    path: str | Path,
-    instrument: Instrument,
-    *,
-    labeled: bool = True,
-    max_errors: int = 1,
+    path: str | Path, instrument: Instrument, *, labeled: bool = True, max_errors: int = 1,
     languages: Iterable[str] | None = None,
 ) -> CorpusCheck:
     """Check every record of a corpus, collecting up to ``max_errors`` errors.
@@ -277,11 +261,7 @@ def check_corpus(
 
 
 def _check_across(
-    path: Path,
-    s: Session,
-    seen: dict,
-    client_format: dict,
-    instrument: Instrument,
+    path: Path, s: Session, seen: dict, client_format: dict, instrument: Instrument,
     labeled: bool,
 ) -> None:
     _check_ids(path, s, seen)
@@ -290,13 +270,14 @@ def _check_across(
     fmt = (s.language, s.labeled)
     first = client_format.setdefault(s.client_id, (*fmt, s.line))
     if first[:2] != fmt:
-        what, fld = ("language", "language") if first[0] != fmt[0] else ("rating", "client_ratings")
+        what, fld = (
+            ("language", "language") if first[0] != fmt[0] else ("rating", "client_ratings")
+        )
         raise CareInputError(
             path,
             f"client {s.client_id!r} has sessions in conflicting formats: {what} differs "
             f"from its session on line {first[2]}",
-            line=s.line,
-            field=fld,
+            line=s.line, field=fld,
         )
 
 
@@ -309,8 +290,7 @@ def _check_ids(path: Path, s: Session, seen: dict[tuple[str, str], tuple[str, in
         if first == value and (name != "session_id" or first_line == s.line):
             continue
         problem = (
-            f"duplicate session_id {value!r}"
-            if first == value
+            f"duplicate session_id {value!r}" if first == value
             else f"{name} {value!r} differs from {first!r} only in case (ids name files, and "
             "macOS and Windows would take the two for one)"
         )
@@ -330,14 +310,11 @@ def _language_warnings(
     for lang, n in sorted(used.items()):
         base = lang.split("-")[0]
         if lang not in worded and base not in worded:
-            out.append(
-                f"{n} sessions in {lang!r}: the instrument has no wording in it; "
-                "its items are shown in English"
-            )
+            out.append(f"{n} sessions in {lang!r}: the instrument has no wording in it; "
+                       "its items are shown in English")
         if prompts is not None and base not in prompts:
-            out.append(
-                f"{n} sessions in {lang!r}: no prompt templates in it; the English ones are used"
-            )
+            out.append(f"{n} sessions in {lang!r}: no prompt templates in it; the English "
+                       "ones are used")
     return out
 
 
@@ -360,10 +337,8 @@ def load_sessions(
 def _require_complete(path: Path, s: Session, instrument: Instrument) -> None:
     if not s.client_ratings:
         raise CareInputError(
-            path,
-            "a labeled corpus needs client ratings on every session",
-            line=s.line,
-            field="client_ratings",
+            path, "a labeled corpus needs client ratings on every session",
+            line=s.line, field="client_ratings",
         )
     missing = [i for i in instrument.item_ids if i not in s.client_ratings]
     if missing:
@@ -374,15 +349,8 @@ def _require_complete(path: Path, s: Session, instrument: Instrument) -> None:
 
 def _strip_ratings(s: Session) -> Session:
     return Session(
-        s.session_id,
-        s.client_id,
-        s.counselor_id,
-        s.language,
-        s.turns,
-        None,
-        None,
-        s.session_index,
-        s.line,
+        s.session_id, s.client_id, s.counselor_id, s.language, s.turns,
+        None, None, s.session_index, s.line,
     )
 
 
@@ -396,11 +364,8 @@ def session_table(sessions: list[Session], instrument: Instrument) -> pd.DataFra
     rows = []
     for s in sessions:
         row = {
-            "session_id": s.session_id,
-            "client_id": s.client_id,
-            "counselor_id": s.counselor_id,
-            "language": s.language,
-            "n_turns": len(s.turns),
+            "session_id": s.session_id, "client_id": s.client_id,
+            "counselor_id": s.counselor_id, "language": s.language, "n_turns": len(s.turns),
         }
         client = instrument.dimension_scores(s.client_ratings or {})
         counselor = instrument.dimension_scores(s.counselor_ratings or {})
@@ -415,7 +380,6 @@ def check_min_clients(path: str | Path, sessions: list[Session], n_folds: int) -
     n_clients = len({s.client_id for s in sessions})
     if n_clients < n_folds:
         raise CareInputError(
-            path,
-            f"{n_clients} clients cannot fill {n_folds} client-grouped folds",
+            path, f"{n_clients} clients cannot fill {n_folds} client-grouped folds",
             field="client_id",
         )

@@ -158,17 +158,12 @@ class SFTStats:
         if share > TRUNCATION_WARN_SHARE:
             log.warning(
                 "%s: %d of %d sessions (%.0f%%) lost %d dialogue turns to max_length",
-                what,
-                self.truncated_sessions,
-                self.sessions,
-                100 * share,
-                self.dropped_turns,
+                what, self.truncated_sessions, self.sessions, 100 * share, self.dropped_turns,
             )
         if self.dropped_examples:
             log.warning(
                 "%s: %d examples do not fit max_length even with the dialogue cut: left out",
-                what,
-                self.dropped_examples,
+                what, self.dropped_examples,
             )
 
 

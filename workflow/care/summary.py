@@ -36,12 +36,8 @@ def _started(started: str | None) -> float | None:
         return None
 
 
-def run_summary(
-    targets: Iterable[str],
-    started: str | None = None,
-    root: str | Path = ".",
-    table: str = "results/table2.md",
-) -> str:
+def run_summary(targets: Iterable[str], started: str | None = None, root: str | Path = ".",
+                table: str = "results/table2.md") -> str:
     root = Path(root)
     since = _started(started)
     groups: dict[str, list[str]] = {}
@@ -54,28 +50,20 @@ def run_summary(
         built += new
         kind = next(name for name, test in KINDS if test(path))
         groups.setdefault(kind, []).append(f"{'*' if new else ' '} {path}")
-    lines = [
-        f"care-alliance: {built} of {sum(map(len, groups.values()))} final outputs built "
-        "in this run (*), the others were up to date."
-    ]
+    lines = [f"care-alliance: {built} of {sum(map(len, groups.values()))} final outputs built "
+             "in this run (*), the others were up to date."]
     for kind, _ in KINDS:
         if kind in groups:
             lines += ["", f"{kind}:", *(f"  {line}" for line in groups[kind])]
     if (root / table).exists():
         lines += ["", (root / table).read_text(encoding="utf-8").rstrip()]
-    lines += [
-        "",
-        "Provenance: results/provenance.json. HTML report: snakemake --report results/report.html",
-    ]
+    lines += ["", "Provenance: results/provenance.json. HTML report: "
+              "snakemake --report results/report.html"]
     return "\n".join(lines) + "\n"
 
 
-def status_lines(
-    logs: str | Path = "logs",
-    within_s: float = 600.0,
-    now: float | None = None,
-    finished: bool = False,
-) -> list[str]:
+def status_lines(logs: str | Path = "logs", within_s: float = 600.0,
+                 now: float | None = None, finished: bool = False) -> list[str]:
     """``job: last progress line`` for every log with a bar written in the last minutes
     (bars at 100% only with ``finished``)."""
     now = time.time() if now is None else now
@@ -96,4 +84,4 @@ def _last_progress(path: Path, tail: int = 16384) -> str | None:
         handle.seek(max(0, path.stat().st_size - tail))
         text = handle.read().decode("utf-8", errors="replace")
     lines = [line for line in text.splitlines() if line.startswith(f"{PREFIX} ")]
-    return lines[-1][len(PREFIX) + 1 :] if lines else None
+    return lines[-1][len(PREFIX) + 1:] if lines else None

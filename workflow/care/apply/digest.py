@@ -72,25 +72,20 @@ class CounselorDigest:
     notice: object = None  # care.apply.notice.Validity: model, held-out r, what scores are
 
 
-def low_thresholds(
-    dims: list[str], instrument: Instrument, threshold: float | None
-) -> tuple[dict[str, float], str]:
+def low_thresholds(dims: list[str], instrument: Instrument, threshold: float | None
+                   ) -> tuple[dict[str, float], str]:
     """Per dimension, the score on the scale at or below which a session is low-alliance."""
     lo, hi = instrument.scale_min, instrument.scale_max
     if threshold is None or not lo <= float(threshold) <= hi:
-        raise CareInputError(
-            "config",
-            f"low_alliance_threshold must be a point of the "
-            f"instrument's {lo}-{hi} scale (got {threshold!r})",
-            field="application.low_alliance_threshold",
-        )
+        raise CareInputError("config", f"low_alliance_threshold must be a point of the "
+                             f"instrument's {lo}-{hi} scale (got {threshold!r})",
+                             field="application.low_alliance_threshold")
     rule = f"at most {float(threshold):g} on the {lo}–{hi} scale"
     return {d: float(threshold) for d in dims}, rule
 
 
-def histogram(
-    mine: pd.Series, corpus: pd.Series, instrument: Instrument, threshold: float, bins: int = 8
-) -> list[dict]:
+def histogram(mine: pd.Series, corpus: pd.Series, instrument: Instrument, threshold: float,
+              bins: int = 8) -> list[dict]:
     """Shares of the counselor's and the corpus' sessions per bin of the whole scale."""
     import numpy as np
 
@@ -98,21 +93,12 @@ def histogram(
     rows = []
     for n, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         last = n == bins - 1
-
         def share(v, low=low, high=high, last=last):
             v = v.dropna()
             inside = (v >= low) & ((v <= high) if last else (v < high))
             return float(inside.mean()) if len(v) else 0.0
-
-        rows.append(
-            {
-                "low": float(low),
-                "high": float(high),
-                "counselor": share(mine),
-                "corpus": share(corpus),
-                "below": high <= threshold + 1e-9,
-            }
-        )
+        rows.append({"low": float(low), "high": float(high), "counselor": share(mine),
+                     "corpus": share(corpus), "below": high <= threshold + 1e-9})
     return rows
 
 
@@ -138,18 +124,9 @@ def _quote(session: Session | None, turn_no: int, language: str, width: int = 18
 
 
 def dimension_digest(
-    counselor: str,
-    dim: str,
-    predictions: pd.DataFrame,
-    scores: pd.DataFrame,
-    instrument: Instrument,
-    sessions: dict[str, Session],
-    *,
-    threshold: float,
-    contrast: str,
-    top_k: int,
-    n_examples: int,
-    language: str,
+    counselor: str, dim: str, predictions: pd.DataFrame, scores: pd.DataFrame,
+    instrument: Instrument, sessions: dict[str, Session], *, threshold: float, contrast: str,
+    top_k: int, n_examples: int, language: str,
 ) -> DimensionDigest:
     from care.apply.profiles import mean_interval
     from care.evaluate.logodds import top_terms
@@ -161,14 +138,8 @@ def dimension_digest(
     else:
         rest_ids = set(mine.loc[mine[dim] > threshold, "session_id"])
     digest = DimensionDigest(
-        dim,
-        instrument.dimension(dim).label(language),
-        threshold,
-        int(mine[dim].notna().sum()),
-        len(low_ids),
-        float(mine[dim].mean()),
-        float(scores[dim].mean()),
-        contrast,
+        dim, instrument.dimension(dim).label(language), threshold, int(mine[dim].notna().sum()),
+        len(low_ids), float(mine[dim].mean()), float(scores[dim].mean()), contrast,
         mean_interval(mine[dim], 0.95)[1:],
         histogram(mine[dim], scores[dim], instrument, threshold),
     )
@@ -178,21 +149,12 @@ def dimension_digest(
     if low.empty:
         return digest
     if not rest.empty:
-        terms = top_terms(
-            {"low": low["rationale"].tolist(), "rest": rest["rationale"].tolist()},
-            language,
-            top_k,
-            stopwords=stopwords(language),
-        )
+        terms = top_terms({"low": low["rationale"].tolist(), "rest": rest["rationale"].tolist()},
+                          language, top_k, stopwords=stopwords(language))
         terms = terms[(terms["group"] == "low") & (terms["z"] >= MIN_Z)]
         digest.terms = [
-            {
-                "term": str(r.term),
-                "z": float(r.z),
-                "log_odds": float(r.log_odds),
-                "count": int(r.count),
-            }
-            for r in terms.head(top_k).itertuples()
+            {"term": str(r.term), "z": float(r.z), "log_odds": float(r.log_odds),
+             "count": int(r.count)} for r in terms.head(top_k).itertuples()
         ]
     digest.examples = _examples(low, digest.terms, sessions, instrument, n_examples, language)
     return digest
@@ -201,53 +163,31 @@ def dimension_digest(
 def _examples(low, terms, sessions, instrument, n_examples, language) -> list[dict]:
     ranked = low.assign(
         weight=low["rationale"].map(lambda t: _term_weight(t, terms)),
-    ).sort_values(["weight", "score", "session_id", "item_id"], ascending=[False, True, True, True])
+    ).sort_values(["weight", "score", "session_id", "item_id"],
+                  ascending=[False, True, True, True])
     examples, seen = [], set()
     for r in ranked.itertuples():
         if r.rationale in seen or r.session_id in seen:
             continue  # one example per session: items of a dimension often read alike
         seen.update((r.rationale, r.session_id))
         session = sessions.get(r.session_id)
-        examples.append(
-            {
-                "session_id": r.session_id,
-                "item_id": r.item_id,
-                "item": instrument.items[r.item_id].wording(language),
-                "score": None if pd.isna(r.score) else float(r.score),
-                "rationale": r.rationale,
-                "cited": [_quote(session, n, language) for n in cited_turns(r.rationale)][:3],
-            }
-        )
+        examples.append({
+            "session_id": r.session_id, "item_id": r.item_id,
+            "item": instrument.items[r.item_id].wording(language),
+            "score": None if pd.isna(r.score) else float(r.score),
+            "rationale": r.rationale,
+            "cited": [_quote(session, n, language) for n in cited_turns(r.rationale)][:3],
+        })
         if len(examples) == n_examples:
             break
     return examples
 
 
-def counselor_digest(
-    counselor,
-    predictions,
-    scores,
-    instrument,
-    sessions,
-    *,
-    thresholds,
-    rule,
-    notice=None,
-    **options,
-) -> CounselorDigest:
-    dims = [
-        dimension_digest(
-            counselor,
-            d,
-            predictions,
-            scores,
-            instrument,
-            sessions,
-            threshold=thresholds[d],
-            **options,
-        )
-        for d in instrument.dimension_ids
-    ]
+def counselor_digest(counselor, predictions, scores, instrument, sessions, *, thresholds,
+                     rule, notice=None, **options) -> CounselorDigest:
+    dims = [dimension_digest(counselor, d, predictions, scores, instrument, sessions,
+                             threshold=thresholds[d], **options)
+            for d in instrument.dimension_ids]
     n = int(scores.loc[scores["counselor_id"] == counselor, "session_id"].nunique())
     return CounselorDigest(counselor, n, rule, dims, notice)
 
@@ -271,19 +211,12 @@ def _environment():
     from care.tableformat import number
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.globals.update(
-        num=lambda v: "n/a" if v is None or pd.isna(v) else number(v, 2),
-        color=dimension_color,
-        compare=compare,
-        hist=histogram_svg,
-    )
+    env.globals.update(num=lambda v: "n/a" if v is None or pd.isna(v) else number(v, 2),
+                       color=dimension_color, compare=compare, hist=histogram_svg)
     return env
 
 
@@ -292,20 +225,10 @@ def render(digest: CounselorDigest, fmt: str) -> str:
 
 
 def write_digests(
-    predictions: pd.DataFrame,
-    scores: pd.DataFrame,
-    instrument: Instrument,
-    sessions: list[Session],
-    out_dir: str | Path,
-    *,
-    counselors: list[str],
-    min_sessions: int,
-    threshold: float | None = None,
-    contrast: str = "counselor",
-    top_k: int = 10,
-    n_examples: int = 3,
-    language: str = "en",
-    notice=None,
+    predictions: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument,
+    sessions: list[Session], out_dir: str | Path, *, counselors: list[str], min_sessions: int,
+    threshold: float | None = None, contrast: str = "counselor",
+    top_k: int = 10, n_examples: int = 3, language: str = "en", notice=None,
 ) -> list[CounselorDigest]:
     """Write ``{counselor}.md`` and ``.html`` per chosen counselor, and an index of each."""
     out_dir = Path(out_dir)
@@ -314,45 +237,28 @@ def write_digests(
     chosen = choose_counselors(scores, counselors, min_sessions)
     unknown = sorted(set(chosen) - set(scores["counselor_id"]))
     if unknown:
-        raise CareInputError(
-            "config",
-            f"counselor {unknown[0]!r} has no predicted sessions",
-            field="application.digest.counselors",
-        )
+        raise CareInputError("config", f"counselor {unknown[0]!r} has no predicted sessions",
+                             field="application.digest.counselors")
     digests = []
     for counselor in chosen:
         digest = counselor_digest(
-            counselor,
-            predictions,
-            scores,
-            instrument,
-            by_id,
-            thresholds=thresholds,
-            rule=rule,
-            contrast=contrast,
-            top_k=top_k,
-            n_examples=n_examples,
-            language=language,
+            counselor, predictions, scores, instrument, by_id, thresholds=thresholds, rule=rule,
+            contrast=contrast, top_k=top_k, n_examples=n_examples, language=language,
             notice=notice,
         )
         for fmt in ("md", "html"):
             with atomic_open(out_dir / f"{file_stem(str(counselor))}.{fmt}") as f:
                 f.write(render(digest, fmt))
         digests.append(digest)
-        log.info(
-            "digest for %s: %s low-alliance sessions (%s)",
-            counselor,
-            "/".join(str(d.n_low) for d in digest.dimensions),
-            "/".join(d.dimension for d in digest.dimensions),
-        )
+        log.info("digest for %s: %s low-alliance sessions (%s)", counselor,
+                 "/".join(str(d.n_low) for d in digest.dimensions),
+                 "/".join(d.dimension for d in digest.dimensions))
     env = _environment()
     for fmt in ("md", "html"):
         with atomic_open(out_dir / f"index.{fmt}") as f:
-            f.write(
-                env.get_template(f"digest_index.{fmt}.j2").render(
-                    digests=digests, rule=rule, safe_name=lambda c: file_stem(str(c)), notice=notice
-                )
-            )
+            f.write(env.get_template(f"digest_index.{fmt}.j2").render(
+                digests=digests, rule=rule, safe_name=lambda c: file_stem(str(c)),
+                notice=notice))
     return digests
 
 
@@ -368,6 +274,7 @@ def write_combined(digests: list[CounselorDigest], path: str | Path) -> None:
         f.write(f"{head}<body>\n{body}\n</body>\n</html>\n")
 
 
+
 def histogram_svg(x: DimensionDigest, color: str, width: int = 320, height: int = 90):
     """The counselor's (colour) and the corpus' (grey) share of sessions per bin of the whole
     scale, the low-alliance region shaded: where the threshold lies in the distribution."""
@@ -378,35 +285,25 @@ def histogram_svg(x: DimensionDigest, color: str, width: int = 320, height: int 
         return Markup("")
     lo, hi = rows[0]["low"], rows[-1]["high"]
     plot_h, top = height - 18, max(max(r["counselor"], r["corpus"]) for r in rows) or 1.0
-
     def px(v):
         return (v - lo) / (hi - lo) * width
-
     slot = width / len(rows)
-    parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="distribution of predicted {x.label} scores">',
-        f'<rect x="0" y="0" width="{px(min(x.threshold, hi)):.1f}" height="{plot_h}" '
-        'fill="#fde8e8"><title>low-alliance region</title></rect>',
-    ]
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="distribution of predicted {x.label} scores">',
+             f'<rect x="0" y="0" width="{px(min(x.threshold, hi)):.1f}" height="{plot_h}" '
+             'fill="#fde8e8"><title>low-alliance region</title></rect>']
     for n, r in enumerate(rows):
         for k, (key, fill) in enumerate((("counselor", color), ("corpus", "#9aa5b1"))):
             h = r[key] / top * (plot_h - 4)
-            parts.append(
-                f'<rect x="{n * slot + 2 + k * (slot - 4) / 2:.1f}" y="{plot_h - h:.1f}" '
-                f'width="{(slot - 4) / 2:.1f}" height="{h:.1f}" fill="{fill}">'
-                f"<title>{key}: {100 * r[key]:.0f}% of sessions in "
-                f"{r['low']:.1f}–{r['high']:.1f}</title></rect>"
-            )
-    parts.append(
-        f'<line x1="{px(x.threshold):.1f}" x2="{px(x.threshold):.1f}" y1="0" '
-        f'y2="{plot_h}" stroke="#b42318" stroke-dasharray="3 2"/>'
-    )
+            parts.append(f'<rect x="{n * slot + 2 + k * (slot - 4) / 2:.1f}" y="{plot_h - h:.1f}" '
+                         f'width="{(slot - 4) / 2:.1f}" height="{h:.1f}" fill="{fill}">'
+                         f'<title>{key}: {100 * r[key]:.0f}% of sessions in '
+                         f'{r["low"]:.1f}–{r["high"]:.1f}</title></rect>')
+    parts.append(f'<line x1="{px(x.threshold):.1f}" x2="{px(x.threshold):.1f}" y1="0" '
+                 f'y2="{plot_h}" stroke="#b42318" stroke-dasharray="3 2"/>')
     for v in range(int(lo), int(hi) + 1):
         anchor = "start" if v == lo else "end" if v == hi else "middle"
-        parts.append(
-            f'<text x="{px(v):.1f}" y="{height - 3}" font-size="11" '
-            f'text-anchor="{anchor}">{v}</text>'
-        )
+        parts.append(f'<text x="{px(v):.1f}" y="{height - 3}" font-size="11" '
+                     f'text-anchor="{anchor}">{v}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

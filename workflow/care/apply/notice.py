@@ -21,10 +21,8 @@ PREDICTIONS_NOTE = (
     "Scores are a language model's predictions of how the client would rate the alliance, "
     "not the client's ratings, a clinical judgement or an appraisal of the counselor."
 )
-POOLED = (
-    "Pearson r pooled over the held-out folds of this model's recipe, each session scored "
-    "by the fold model that never saw it; 95% Fisher-z CI; sessions"
-)
+POOLED = ("Pearson r pooled over the held-out folds of this model's recipe, each session scored "
+          "by the fold model that never saw it; 95% Fisher-z CI; sessions")
 DEMO_NOTE = (
     "Demonstration: synthetic sessions scored by a tiny model trained on synthetic data. "
     "Nothing here describes real clients or counselors."
@@ -45,36 +43,27 @@ class Validity:
             if d["r"] is None:
                 parts.append(f"{d['label']} n/a (n={d['n']})")
             else:
-                parts.append(
-                    f"{d['label']} r = {_r(d['r'])} [{_r(d['low'])}, {_r(d['high'])}] (n={d['n']})"
-                )
+                parts.append(f"{d['label']} r = {_r(d['r'])} [{_r(d['low'])}, {_r(d['high'])}]"
+                             f" (n={d['n']})")
         return "; ".join(parts)
 
     @property
     def unshown(self) -> list[str]:
         """Dimensions on which the model has not shown it can rank: no r, or an interval
         that includes 0."""
-        return [
-            d["label"]
-            for d in self.dimensions
-            if d["r"] is None or not math.isfinite(d.get("low", math.nan)) or d["low"] <= 0
-        ]
+        return [d["label"] for d in self.dimensions
+                if d["r"] is None or not math.isfinite(d.get("low", math.nan)) or d["low"] <= 0]
 
     def ranking_text(self) -> str:
         if not self.unshown:
             return ""
-        return (
-            f"The model has not shown that it can rank sessions or counselors on "
-            f"{', '.join(self.unshown)}: its held-out r's interval includes 0 there, so "
-            "differences between sessions or counselors on the pages may be noise."
-        )
+        return (f"The model has not shown that it can rank sessions or counselors on "
+                f"{', '.join(self.unshown)}: its held-out r's interval includes 0 there, so "
+                "differences between sessions or counselors on the pages may be noise.")
 
     def lines(self) -> list[str]:
-        out = [
-            f"Model: {self.model}. Held-out agreement with clients' ratings ({POOLED}): "
-            f"{self.r_text()}.",
-            PREDICTIONS_NOTE,
-        ]
+        out = [f"Model: {self.model}. Held-out agreement with clients' ratings ({POOLED}): "
+               f"{self.r_text()}.", PREDICTIONS_NOTE]
         if self.unshown:
             out.insert(1, self.ranking_text())
         if self.synthetic:
@@ -85,7 +74,8 @@ class Validity:
         return "\n".join(f"> {line}  " for line in self.lines()) + "\n"
 
     def html(self) -> Markup:
-        demo = f'<p class="demo"><strong>{escape(DEMO_NOTE)}</strong></p>' if self.synthetic else ""
+        demo = (f'<p class="demo"><strong>{escape(DEMO_NOTE)}</strong></p>'
+                if self.synthetic else "")
         return Markup(
             '<aside class="notice" style="border:1px solid #d9a400;background:#fffbea;'
             'color:#1f2933;padding:.5rem .9rem;margin:1rem 0;font-size:.9rem">'
@@ -113,31 +103,21 @@ def fisher_interval(r: float, n: int, confidence: float = 0.95) -> tuple[float, 
     return math.tanh(z - half), math.tanh(z + half)
 
 
-def model_validity(
-    heldout: list[str | Path] | None,
-    instrument: Instrument,
-    *,
-    model: str,
-    synthetic: bool,
-    language: str = "en",
-) -> Validity:
+def model_validity(heldout: list[str | Path] | None, instrument: Instrument, *, model: str,
+                   synthetic: bool, language: str = "en") -> Validity:
     """Per dimension, the Pearson r with the client over every held-out fold of the model's
     recipe (``heldout``: one predictions file per fold), not one fold's r: one fold of a few
     clients can show r = .46 for a recipe whose pooled r is .07."""
     from care.evaluate.metrics import EVALUATED_COLUMNS, correlations, dimension_scores
     from care.infer.run import read_predictions
 
-    scale = (
-        f"{instrument.scale_min}–{instrument.scale_max} "
-        f"({instrument.name}; dimension score = mean of its items)"
-    )
-    validity = Validity(
-        model, scale, synthetic=synthetic, source=", ".join(map(str, heldout or []))
-    )
+    scale = (f"{instrument.scale_min}–{instrument.scale_max} "
+             f"({instrument.name}; dimension score = mean of its items)")
+    validity = Validity(model, scale, synthetic=synthetic,
+                        source=", ".join(map(str, heldout or [])))
     if not heldout:
-        validity.dimensions = [
-            {"label": d.label(language), "r": None, "n": 0} for d in instrument.dimensions
-        ]
+        validity.dimensions = [{"label": d.label(language), "r": None, "n": 0}
+                               for d in instrument.dimensions]
         return validity
     scores = dimension_scores(read_predictions(list(heldout), EVALUATED_COLUMNS), instrument)
     for dim in instrument.dimensions:
@@ -145,13 +125,6 @@ def model_validity(
         r = correlations(part["predicted"].to_numpy(), part["client"].to_numpy())["pearson"]
         low, high = fisher_interval(r, len(part))
         ok = math.isfinite(r)
-        validity.dimensions.append(
-            {
-                "label": dim.label(language),
-                "r": r if ok else None,
-                "low": low,
-                "high": high,
-                "n": len(part),
-            }
-        )
+        validity.dimensions.append({"label": dim.label(language), "r": r if ok else None,
+                                    "low": low, "high": high, "n": len(part)})
     return validity

@@ -33,23 +33,8 @@ from care.sessions import Session
 
 log = logging.getLogger(__name__)
 INTERCEPT = "(Intercept)"
-STAT_COLUMNS = [
-    "dimension",
-    "term",
-    "coef",
-    "se",
-    "t",
-    "p",
-    "p_adjusted",
-    "ci_low",
-    "ci_high",
-    "stars",
-    "n_sessions",
-    "n_clusters",
-    "r2",
-    "outcome_sd",
-    "note",
-]
+STAT_COLUMNS = ["dimension", "term", "coef", "se", "t", "p", "p_adjusted", "ci_low", "ci_high",
+                "stars", "n_sessions", "n_clusters", "r2", "outcome_sd", "note"]
 CLUSTERS = {"client": "client_id", "counselor": "counselor_id", "none": None}
 
 
@@ -57,15 +42,13 @@ CLUSTERS = {"client": "client_id", "counselor": "counselor_id", "none": None}
 class Regression:
     """How Table 8's standard errors are computed (``application.regression``)."""
 
-    cluster: str = "client"  # client | counselor | none
-    cov_type: str = "nonrobust"  # statsmodels cov_type when cluster is none (HC3, ...)
+    cluster: str = "client"        # client | counselor | none
+    cov_type: str = "nonrobust"    # statsmodels cov_type when cluster is none (HC3, ...)
 
     def describe(self) -> str:
         if self.cluster != "none":
-            return (
-                f"cluster-robust by {self.cluster} (statsmodels CR1, t on G - 1 df, "
-                "G clusters in the table)"
-            )
+            return (f"cluster-robust by {self.cluster} (statsmodels CR1, t on G - 1 df, "
+                    "G clusters in the table)")
         return {"nonrobust": "classical OLS"}.get(self.cov_type, self.cov_type)
 
     def fit(self, model, data: pd.DataFrame):
@@ -82,8 +65,8 @@ class Regression:
 
 @dataclass(frozen=True)
 class Taxonomy:
-    strategies: dict[str, str]  # counselor strategy label -> category
-    reactions: dict[str, str]  # client reaction label -> polarity
+    strategies: dict[str, str]   # counselor strategy label -> category
+    reactions: dict[str, str]    # client reaction label -> polarity
     predictors: tuple[tuple[str, str], ...]  # (category, polarity) pairs regressed on
 
     @classmethod
@@ -96,8 +79,7 @@ class Taxonomy:
             category, _, polarity = str(name).rpartition("-")
             if category not in categories or polarity not in polarities:
                 raise CareInputError(
-                    "config",
-                    f"predictor {name!r} is not <category>-<polarity> with a category "
+                    "config", f"predictor {name!r} is not <category>-<polarity> with a category "
                     f"in {sorted(categories)} and a polarity in {sorted(polarities)}",
                     field=f"{where}.predictors.{n}",
                 )
@@ -139,8 +121,7 @@ def check_labels(path: str | Path, session: Session, taxonomy: Taxonomy) -> None
                 path,
                 f"{field} label {label!r} is not in the pattern taxonomy "
                 f"(application.patterns.{key}: {sorted(known)})",
-                line=session.line,
-                field=f"turns.{k}.{field}",
+                line=session.line, field=f"turns.{k}.{field}",
             )
 
 
@@ -167,12 +148,8 @@ def pattern_rates(
         check_labels(path, session, taxonomy)
         labeled = [e for e in exchanges(session, taxonomy) if e is not None]
         counts = pd.Series([pattern_name(*e) for e in labeled], dtype=object).value_counts()
-        row = {
-            "session_id": session.session_id,
-            "client_id": session.client_id,
-            "counselor_id": session.counselor_id,
-            "n_exchanges": len(labeled),
-        }
+        row = {"session_id": session.session_id, "client_id": session.client_id,
+               "counselor_id": session.counselor_id, "n_exchanges": len(labeled)}
         for name in names:
             row[name] = counts.get(name, 0) / len(labeled) if labeled else np.nan
         rows.append(row)
@@ -214,61 +191,32 @@ def fit_dimension(
             note = "never observed" if never else "no variation"
             rows.append(_nan_row(dim, term, n, clusters, note))
             continue
-        rows.append(
-            {
-                "dimension": dim,
-                "term": term,
-                "coef": fit.params[col],
-                "se": fit.bse[col],
-                "t": fit.tvalues[col],
-                "p": fit.pvalues[col],
-                "ci_low": ci.loc[col, 0],
-                "ci_high": ci.loc[col, 1],
-                "stars": stars(fit.pvalues[col]),
-                "n_sessions": n,
-                "n_clusters": clusters,
-                "r2": fit.rsquared,
-                "note": "",
-            }
-        )
+        rows.append({
+            "dimension": dim, "term": term, "coef": fit.params[col], "se": fit.bse[col],
+            "t": fit.tvalues[col], "p": fit.pvalues[col], "ci_low": ci.loc[col, 0],
+            "ci_high": ci.loc[col, 1], "stars": stars(fit.pvalues[col]), "n_sessions": n,
+            "n_clusters": clusters, "r2": fit.rsquared, "note": "",
+        })
     spread = float(data[dim].std(ddof=1)) if n > 1 else np.nan
     return [{**row, "outcome_sd": spread} for row in rows]
 
 
 def _nan_row(dim: str, term: str, n: int, clusters: float, note: str) -> dict:
-    return {
-        "dimension": dim,
-        "term": term,
-        "coef": np.nan,
-        "se": np.nan,
-        "t": np.nan,
-        "p": np.nan,
-        "ci_low": np.nan,
-        "ci_high": np.nan,
-        "stars": "",
-        "n_sessions": n,
-        "n_clusters": clusters,
-        "r2": np.nan,
-        "outcome_sd": np.nan,
-        "note": note,
-    }
+    return {"dimension": dim, "term": term, "coef": np.nan, "se": np.nan, "t": np.nan,
+            "p": np.nan, "ci_low": np.nan, "ci_high": np.nan, "stars": "", "n_sessions": n,
+            "n_clusters": clusters, "r2": np.nan, "outcome_sd": np.nan, "note": note}
 
 
 def regress(
-    rates: pd.DataFrame,
-    scores: pd.DataFrame,
-    instrument: Instrument,
-    taxonomy: Taxonomy,
-    regression: Regression | None = None,
-    multiple_testing: str = "holm",
+    rates: pd.DataFrame, scores: pd.DataFrame, instrument: Instrument, taxonomy: Taxonomy,
+    regression: Regression | None = None, multiple_testing: str = "holm",
 ) -> pd.DataFrame:
     """Table 8 in long form: one row per (dimension, term). ``p`` is each test's own p-value;
     ``p_adjusted`` and the stars adjust it over every coefficient of the table
     (``multiple_testing``, :mod:`care.evaluate.multiplicity`)."""
     data = rates[rates["n_exchanges"] > 0].merge(
         scores.drop(columns=["counselor_id", "client_id"], errors="ignore"),
-        on="session_id",
-        how="inner",
+        on="session_id", how="inner",
     )
     dropped = len(rates) - int((rates["n_exchanges"] > 0).sum())
     if dropped:
@@ -298,9 +246,8 @@ def adjust_stars(table: pd.DataFrame, method: str) -> pd.DataFrame:
     return table.assign(p_adjusted=adjusted, stars=[stars(p) for p in adjusted])
 
 
-def display_table(
-    table: pd.DataFrame, instrument: Instrument, language: str = "en", digits: int = 2
-) -> pd.DataFrame:
+def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "en",
+                  digits: int = 2) -> pd.DataFrame:
     """Wide, paper-style: rows = patterns, columns = dimensions, ``coef*** (se)`` cells,
     every number with ``digits`` decimals and a true minus sign (no .05 beside .047)."""
     from care.tableformat import number
@@ -312,26 +259,18 @@ def display_table(
         cells = []
         for term in terms:
             r = sub.loc[term]
-            cells.append(
-                r["note"]
-                if pd.isna(r["coef"])
-                else f"{number(r['coef'], digits)}{r['stars']} ({number(r['se'], digits)})"
-            )
+            cells.append(r["note"] if pd.isna(r["coef"]) else
+                         f"{number(r['coef'], digits)}{r['stars']} ({number(r['se'], digits)})")
         r2 = sub["r2"].dropna()
         groups = sub["n_clusters"].iloc[0]
-        cells += [
-            str(int(sub["n_sessions"].iloc[0])),
-            "" if pd.isna(groups) else str(int(groups)),
-            number(r2.iloc[0], digits) if len(r2) else "",
-        ]
+        cells += [str(int(sub["n_sessions"].iloc[0])), "" if pd.isna(groups) else str(int(groups)),
+                  number(r2.iloc[0], digits) if len(r2) else ""]
         out[instrument.dimension(dim).label(language)] = cells
     return pd.DataFrame(out)
 
 
-CAPTION = (
-    "Table 8: OLS coefficients (standard errors) of counselor-client interaction "
-    "pattern rates predicting session-level predicted alliance"
-)
+CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
+           "pattern rates predicting session-level predicted alliance")
 NOTES = (
     "*** p < .001, ** p < .01, * p < .05 (p Holm-adjusted over the table's tests).",
     "A pattern is a counselor turn (strategy category) answered directly by the client "
@@ -355,9 +294,7 @@ def table_notes(
     n_tests = int(table["p"].notna().sum()) if table is not None else 0
     significance = (
         f"*** p < .001, ** p < .01, * p < .05, p {multiplicity.describe(multiple_testing, n_tests)}"
-        " (CSV: p uncorrected, p_adjusted)."
-        if table is not None
-        else NOTES[0]
+        " (CSV: p uncorrected, p_adjusted)." if table is not None else NOTES[0]
     )
     entered = set(taxonomy.predictors)
     reference = [display_name(*p) for p in taxonomy.patterns if p not in entered]
@@ -370,8 +307,7 @@ def table_notes(
         NOTES[-1][:-1] + (f" ({source})." if source else "."),
         *outcome_note(table),
         "Reference category (rates left out; a session's rates sum to 1): "
-        + (", ".join(reference) or "none")
-        + ".",
+        + (", ".join(reference) or "none") + ".",
         f"Standard errors: {regression.describe()}.",
     ]
 
@@ -383,20 +319,13 @@ def outcome_note(table: pd.DataFrame | None) -> list[str]:
         return []
     spread = table.dropna(subset=["outcome_sd"]).groupby("dimension", sort=False)["outcome_sd"]
     parts = ", ".join(f"{dim} {sd:.2f}" for dim, sd in spread.first().items())
-    return [
-        f"Spread of the outcome (sd of the predicted dimension score over sessions): "
-        f"{parts}. Coefficients are in scale points of that outcome; where its sd is a "
-        "few hundredths, they describe the model's small variations, not the alliance."
-    ]
+    return [f"Spread of the outcome (sd of the predicted dimension score over sessions): "
+            f"{parts}. Coefficients are in scale points of that outcome; where its sd is a "
+            "few hundredths, they describe the model's small variations, not the alliance."]
 
 
-def write_table8(
-    table: pd.DataFrame,
-    instrument: Instrument,
-    csv: str | Path,
-    language: str = "en",
-    notes: list[str] | tuple[str, ...] = NOTES,
-) -> None:
+def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
+                 language: str = "en", notes: list[str] | tuple[str, ...] = NOTES) -> None:
     """``table8.csv`` (long, one column per statistic) and .md, .tex, .html (paper layout),
     with the writer of every results table (:func:`care.tableformat.write_outputs`)."""
     from care.tableformat import latex_display, write_outputs

@@ -29,25 +29,9 @@ from care.sessions import Session, count_rated, load_sessions
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "session_id",
-    "client_id",
-    "counselor_id",
-    "fold",
-    "item_id",
-    "dimension",
-    "model",
-    "variant",
-    "score",
-    "score_generated",
-    "score_expected",
-    "score_argmax",
-    "probs",
-    "rationale",
-    "raw_text",
-    "parsed",
-    "parse_error",
-    "prompt_tokens",
-    "truncated",
+    "session_id", "client_id", "counselor_id", "fold", "item_id", "dimension", "model",
+    "variant", "score", "score_generated", "score_expected", "score_argmax", "probs",
+    "rationale", "raw_text", "parsed", "parse_error", "prompt_tokens", "truncated",
     "client_score",
 ]
 FLOAT_COLUMNS = ["score", "score_generated", "score_expected", "score_argmax", "client_score"]
@@ -65,10 +49,7 @@ def load_corpus(path: str | Path, instrument: Instrument) -> list[Session]:
     if n_rated:
         log.warning(
             "%s: %d of %d sessions carry client ratings; they are ignored (the application "
-            "predicts alliance from the transcript alone)",
-            path,
-            n_rated,
-            len(sessions),
+            "predicts alliance from the transcript alone)", path, n_rated, len(sessions),
         )
     return sessions  # the contract's checks include a counselor turn in every session
 
@@ -77,13 +58,8 @@ def load_corpus(path: str | Path, instrument: Instrument) -> list[Session]:
 
 
 def prediction_frame(
-    rows: Iterable[dict],
-    sessions: list[Session],
-    instrument: Instrument,
-    *,
-    model: str,
-    variant: str,
-    fold: int,
+    rows: Iterable[dict], sessions: list[Session], instrument: Instrument,
+    *, model: str, variant: str, fold: int,
 ) -> pd.DataFrame:
     """Scorer rows as the contract's frame: fixed columns, dtypes and row order."""
     frame = pd.DataFrame(list(rows))

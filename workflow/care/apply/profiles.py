@@ -46,10 +46,8 @@ def counselor_labels(counts: pd.Series, anonymize: bool) -> dict[str, str]:
     if not anonymize:
         return {c: str(c) for c in order}
     letters = list(string.ascii_uppercase)
-    names = [
-        letters[n] if n < 26 else f"{letters[n // 26 - 1]}{letters[n % 26]}"
-        for n in range(len(order))
-    ]
+    names = [letters[n] if n < 26 else f"{letters[n // 26 - 1]}{letters[n % 26]}"
+             for n in range(len(order))]
     return {c: f"Counselor {name}" for c, name in zip(order, names, strict=True)}
 
 
@@ -86,25 +84,14 @@ def counselor_profiles(
 
 def _row(group, label, frame, dim, mean, low, high, corpus_mean) -> dict:
     return {
-        "counselor_id": group,
-        "label": label,
-        "dimension": dim,
-        "n_sessions": int(frame["session_id"].nunique()),
-        "n_scored": int(frame[dim].notna().sum()),
-        "mean": mean,
-        "ci_low": low,
-        "ci_high": high,
-        "diff_from_corpus": mean - corpus_mean,
+        "counselor_id": group, "label": label, "dimension": dim,
+        "n_sessions": int(frame["session_id"].nunique()), "n_scored": int(frame[dim].notna().sum()),
+        "mean": mean, "ci_low": low, "ci_high": high, "diff_from_corpus": mean - corpus_mean,
     }
 
 
-def plot_profiles(
-    profiles: pd.DataFrame,
-    instrument: Instrument,
-    language: str = "en",
-    note: str | None = None,
-    notice=None,
-):
+def plot_profiles(profiles: pd.DataFrame, instrument: Instrument, language: str = "en",
+                  note: str | None = None, notice=None):
     """Per dimension, each counselor's mean with its 95% interval beside the corpus mean.
 
     The y-axis spans the instrument's whole scale, so a difference of a few hundredths does
@@ -123,45 +110,24 @@ def plot_profiles(
         for j, dim in enumerate(dims):
             row = corpus.loc[dim]
             label = f"corpus mean, 95% CI (n={int(row['n_sessions'])})"
-            ax.fill_between(
-                [j - 0.42, j + 0.42],
-                row["ci_low"],
-                row["ci_high"],
-                color="grey",
-                alpha=0.25,
-                linewidth=0,
-            )
-            ax.hlines(
-                row["mean"],
-                j - 0.42,
-                j + 0.42,
-                colors="black",
-                linestyles="--",
-                linewidth=1.1,
-                label=label if j == 0 else None,
-            )
+            ax.fill_between([j - 0.42, j + 0.42], row["ci_low"], row["ci_high"], color="grey",
+                            alpha=0.25, linewidth=0)
+            ax.hlines(row["mean"], j - 0.42, j + 0.42, colors="black", linestyles="--",
+                      linewidth=1.1, label=label if j == 0 else None)
         for k, label in enumerate(counselors):
             sub = profiles[profiles["label"] == label].set_index("dimension").loc[dims]
             x = np.arange(len(dims)) - 0.35 + step * (k + 0.5)
             err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
-            ax.errorbar(
-                x,
-                sub["mean"],
-                yerr=np.nan_to_num(err),
-                fmt="o",
-                capsize=3,
-                markersize=5,
-                color=PALETTE[k % len(PALETTE)],
-                label=f"{label} (n={int(sub['n_sessions'].iloc[0])})",
-            )
+            ax.errorbar(x, sub["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3,
+                        markersize=5, color=PALETTE[k % len(PALETTE)],
+                        label=f"{label} (n={int(sub['n_sessions'].iloc[0])})")
         ax.set_xticks(range(len(dims)), [instrument.dimension(d).label(language) for d in dims])
         ax.set_xlim(-0.5, len(dims) - 0.5)
         pad = 0.04 * (instrument.scale_max - instrument.scale_min)
         ax.set_ylim(instrument.scale_min - pad, instrument.scale_max + pad)
         ax.set_yticks(instrument.scale_points)
-        ax.set_ylabel(
-            f"mean predicted score (95% CI), {instrument.scale_min}–{instrument.scale_max} scale"
-        )
+        ax.set_ylabel(f"mean predicted score (95% CI), {instrument.scale_min}–"
+                      f"{instrument.scale_max} scale")
         if notice is not None:
             import textwrap
 
@@ -176,35 +142,19 @@ def plot_profiles(
 
 
 def figure2(
-    scores: pd.DataFrame,
-    instrument: Instrument,
-    *,
-    stem: str | Path,
-    table: str | Path | None,
-    min_sessions: int,
-    confidence: float = 0.95,
-    anonymize: bool = False,
-    language: str = "en",
-    source: str = "predictions",
-    notice=None,
+    scores: pd.DataFrame, instrument: Instrument, *, stem: str | Path, table: str | Path | None,
+    min_sessions: int, confidence: float = 0.95, anonymize: bool = False, language: str = "en",
+    source: str = "predictions", notice=None,
 ) -> pd.DataFrame:
     """Write ``stem.png`` and ``stem.pdf`` (and the table behind them); return the table."""
     from care.evaluate.figures import save
 
-    profiles = counselor_profiles(
-        scores,
-        instrument,
-        min_sessions=min_sessions,
-        confidence=confidence,
-        anonymize=anonymize,
-        source=source,
-    )
+    profiles = counselor_profiles(scores, instrument, min_sessions=min_sessions,
+                                  confidence=confidence, anonymize=anonymize, source=source)
     note = None
     if scores["counselor_id"].nunique() < 2:
-        note = (
-            "The corpus has one counselor: the profile is the corpus mean itself, "
-            "so there is nothing to compare."
-        )
+        note = ("The corpus has one counselor: the profile is the corpus mean itself, "
+                "so there is nothing to compare.")
         log.warning("Figure 2: %s", note)
     save(plot_profiles(profiles, instrument, language, note, notice), stem)
     if table is not None:

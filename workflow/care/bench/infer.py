@@ -250,12 +250,8 @@ def _timed(args, instrument, model, tokenizer, sessions, names: list[str]) -> di
             results[name] = _run_hf(args, instrument, model, tokenizer, sessions, name)
             walls[name].append(results[name]["wall_s"])
     for name in names:
-        rerun = _figures(
-            statistics.median(walls[name]),
-            results[name].get("prefill_tokens"),
-            results[name]["prompt_tokens"],
-            results[name].pop("answers"),
-        )
+        rerun = _figures(statistics.median(walls[name]), results[name].get("prefill_tokens"),
+                         results[name]["prompt_tokens"], results[name].pop("answers"))
         results[name] = {**results[name], **rerun, "wall_s_runs": walls[name]}
     return results
 
@@ -273,24 +269,18 @@ def _run_hf(args, instrument, model, tokenizer, sessions, kind: str) -> dict:
     _sync(args.device)
     start = time.perf_counter()
     if args.mode == "label_probs":
-        answered = [
-            a
-            for k in range(0, len(sessions), group)
-            for a in scorer.answer(sessions[k : k + group])
-        ]
+        answered = [a for k in range(0, len(sessions), group)
+                    for a in scorer.answer(sessions[k : k + group])]
         prompts = [p for session in answered for p, _ in session]
         flat = [a for session in answered for _, a in session]
         probs = [[v for item in sorted(a.probs) for v in a.probs[item]] for a in flat]
     else:
         units = [scorer.builder.prompts(s) for s in sessions]
-        flat = [
-            g
-            for k in range(0, len(units), group)
-            for session in scorer.generate_group(units[k : k + group])
-            for g in session
-        ]
+        flat = [g for k in range(0, len(units), group)
+                for session in scorer.generate_group(units[k : k + group]) for g in session]
         prompts = [p for session in units for p in session]
-        probs = [label_distribution(g.label_logprobs[0]) if g.label_logprobs else [] for g in flat]
+        probs = [label_distribution(g.label_logprobs[0]) if g.label_logprobs else []
+                 for g in flat]
     _sync(args.device)
     wall = time.perf_counter() - start
     prompt_tokens = sum(p.prompt_tokens for p in prompts)
@@ -361,14 +351,9 @@ def _library_class():
             device = self.model.device
             cache = DynamicCache(config=self.model.config)
             with torch.inference_mode():
-                self.model(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device),
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
+                self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device),
+                           cache=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(per)
             rows = ids.repeat_interleave(per, dim=0)
             full = torch.full((len(rows), width + tail), self.pad_id, dtype=torch.long)

@@ -32,5 +32,4 @@ def json_arg(text: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"neither valid JSON nor a .yaml/.json file: {exc}"
-        ) from None
+            f"neither valid JSON nor a .yaml/.json file: {exc}") from None

@@ -25,18 +25,11 @@ def _common(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
     if corpus:
         parser.add_argument("--corpus", required=True, help="the unlabeled sessions.jsonl")
     # what every page says about itself (care.apply.notice)
-    parser.add_argument(
-        "--heldout",
-        nargs="+",
-        help="the predictions of the model's recipe on "
-        "every held-out fold (pooled): "
-        "the validity (Pearson r, 95%% CI) every page states",
-    )
-    parser.add_argument(
-        "--synthetic",
-        action="store_true",
-        help="the corpus is synthetic: pages say they are a demonstration",
-    )
+    parser.add_argument("--heldout", nargs="+", help="the predictions of the model's recipe on "
+                        "every held-out fold (pooled): "
+                        "the validity (Pearson r, 95%% CI) every page states")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="the corpus is synthetic: pages say they are a demonstration")
 
 
 def register(subparsers) -> None:
@@ -59,9 +52,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("apply figure2", help="counselor alliance profiles (Figure 2)")
     _common(p, corpus=False)
-    Section(
-        "application", "--spec", include=("min_sessions", "confidence", "anonymize_counselors")
-    ).add_to(p)
+    Section("application", "--spec",
+            include=("min_sessions", "confidence", "anonymize_counselors")).add_to(p)
     p.add_argument("--out", required=True, help="figure2.png (a .pdf is written beside it)")
     p.add_argument("--table", help="CSV of the plotted means and intervals")
     p.set_defaults(func=run_figure2)
@@ -69,25 +61,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("apply table8", help="interaction patterns vs alliance (Table 8)")
     _common(p)
     Section("application.patterns", "--patterns").add_to(
-        p, "The label maps (strategies, reactions) are given in the file."
-    )
-    p.add_argument(
-        "--cluster",
-        default="client",
-        choices=["client", "counselor", "none"],
-        help="cluster-robust standard errors by this grouping (none: --cov-type)",
-    )
-    p.add_argument(
-        "--cov-type",
-        default="nonrobust",
-        help="statsmodels covariance without clustering (nonrobust, HC3, ...)",
-    )
-    p.add_argument(
-        "--multiple-testing",
-        default="holm",
-        choices=list(MULTIPLE_TESTING),
-        help="correction of the table's p-values for its stars (evaluation.multiple_testing)",
-    )
+        p, "The label maps (strategies, reactions) are given in the file.")
+    p.add_argument("--cluster", default="client", choices=["client", "counselor", "none"],
+                   help="cluster-robust standard errors by this grouping (none: --cov-type)")
+    p.add_argument("--cov-type", default="nonrobust",
+                   help="statsmodels covariance without clustering (nonrobust, HC3, ...)")
+    p.add_argument("--multiple-testing", default="holm",
+                   choices=list(MULTIPLE_TESTING),
+                   help="correction of the table's p-values for its stars "
+                   "(evaluation.multiple_testing)")
     p.add_argument("--outcome-scoring", help="the predictions' scoring (for the table note)")
     p.add_argument("--outcome-model", help="the model that made the predictions (note)")
     p.add_argument("--rates", help="also write the per-session pattern rates (CSV)")
@@ -96,27 +78,20 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("apply digest", help="per-counselor digests of low-alliance sessions")
     _common(p)
-    Section(
-        "application.digest",
-        "--spec",
-        extra={
-            "threshold": "application.low_alliance_threshold",
-            "min_sessions": "application.min_sessions",
-        },
-    ).add_to(p)
+    Section("application.digest", "--spec", extra={
+        "threshold": "application.low_alliance_threshold",
+        "min_sessions": "application.min_sessions"}).add_to(p)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--combined", help="also write every digest on this one HTML page")
     p.set_defaults(func=run_digest)
 
-    p = subparsers.add_parser(
-        "apply report-session", help="one session as a self-contained HTML page"
-    )
+    p = subparsers.add_parser("apply report-session",
+                              help="one session as a self-contained HTML page")
     _common(p)
     p.add_argument("--session-id", help="the session to report (with --out)")
     p.add_argument("--out", help="HTML file for --session-id")
     Section("application.report_sessions", "--select").add_to(
-        p, "The sessions given a page with --out-dir."
-    )
+        p, "The sessions given a page with --out-dir.")
     p.add_argument("--out-dir", help="directory for the selected sessions' pages")
     p.add_argument("--screenshot", help="also render the (first) page to this PNG (Chromium)")
     p.add_argument("--example", help="also copy the first page here (for the HTML report)")
@@ -148,9 +123,8 @@ def _notice(args, predictions, instrument, language: str = "en"):
 
     first = predictions.iloc[0]
     model = f"{first['model']} · {first['variant']} · fold {first['fold']}"
-    return model_validity(
-        args.heldout, instrument, model=model, synthetic=args.synthetic, language=language
-    )
+    return model_validity(args.heldout, instrument, model=model, synthetic=args.synthetic,
+                          language=language)
 
 
 def run_predict(args) -> int:
@@ -167,25 +141,13 @@ def run_predict(args) -> int:
     check_causal_lm_dir(args.model_path)
     # the inference stage's scorer, so prompts, decoding and the answer cache are the same
     scorer_args = argparse.Namespace(
-        backend=args.backend,
-        model_path=args.model_path,
-        api={},
-        variant=args.variant,
-        prompt_variant=args.variant,
-        granularity=args.granularity,
-        max_length=args.max_length,
-        settings=args.settings,
-        gpus=args.gpus,
-        cache=args.cache,
+        backend=args.backend, model_path=args.model_path, api={}, variant=args.variant,
+        prompt_variant=args.variant, granularity=args.granularity, max_length=args.max_length,
+        settings=args.settings, gpus=args.gpus, cache=args.cache,
     )
     predict_corpus(
-        args.corpus,
-        instrument,
-        args.out,
-        model=args.name,
-        variant=args.variant,
-        fold=args.fold,
-        make_scorer=lambda: build_scorer(scorer_args, instrument),
+        args.corpus, instrument, args.out, model=args.name, variant=args.variant,
+        fold=args.fold, make_scorer=lambda: build_scorer(scorer_args, instrument),
     )
     return 0
 
@@ -196,15 +158,11 @@ def run_figure2(args) -> int:
     instrument, predictions, scores, _ = _load(args, corpus=False)
     spec = args.spec
     profiles = figure2(
-        scores,
-        instrument,
-        stem=Path(args.out).with_suffix(""),
-        table=args.table,
+        scores, instrument, stem=Path(args.out).with_suffix(""), table=args.table,
         notice=_notice(args, predictions, instrument),
         min_sessions=int(spec.get("min_sessions", 1)),
         confidence=float(spec.get("confidence", 0.95)),
-        anonymize=bool(spec.get("anonymize_counselors", False)),
-        source=args.predictions,
+        anonymize=bool(spec.get("anonymize_counselors", False)), source=args.predictions,
     )
     n = profiles["counselor_id"].nunique() - 1
     log.info("Figure 2: %d counselors with >= %s sessions", n, spec.get("min_sessions", 1))
@@ -229,9 +187,8 @@ def run_table8(args) -> int:
     table = regress(rates, scores, instrument, taxonomy, regression, args.multiple_testing)
     if args.rates:
         write_table(args.rates, rates, float_format="%.6f")
-    notes = table_notes(
-        taxonomy, regression, args.outcome_model, args.outcome_scoring, table, args.multiple_testing
-    )
+    notes = table_notes(taxonomy, regression, args.outcome_model, args.outcome_scoring, table,
+                        args.multiple_testing)
     write_table8(table, instrument, args.out, _language(sessions), notes)
     log.info("Table 8 written: %s", Path(args.out).with_suffix(".md"))
     return 0
@@ -243,18 +200,11 @@ def run_digest(args) -> int:
     instrument, predictions, scores, sessions = _load(args)
     spec = args.spec
     digests = write_digests(
-        predictions,
-        scores,
-        instrument,
-        sessions,
-        args.out_dir,
+        predictions, scores, instrument, sessions, args.out_dir,
         counselors=list(spec.get("counselors") or []),
-        min_sessions=int(spec.get("min_sessions", 1)),
-        threshold=spec.get("threshold"),
-        contrast=spec.get("contrast", "counselor"),
-        top_k=int(spec.get("top_terms", 10)),
-        n_examples=int(spec.get("examples", 3)),
-        language=_language(sessions),
+        min_sessions=int(spec.get("min_sessions", 1)), threshold=spec.get("threshold"),
+        contrast=spec.get("contrast", "counselor"), top_k=int(spec.get("top_terms", 10)),
+        n_examples=int(spec.get("examples", 3)), language=_language(sessions),
         notice=_notice(args, predictions, instrument, _language(sessions)),
     )
     if args.combined:
@@ -266,13 +216,11 @@ def run_digest(args) -> int:
 def _no_pages(notice) -> str:
     """The report's example page when no session has a complete predicted score."""
     log.warning("no session has a complete predicted score: no session page to show")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Session '
-        f"reports</title></head>\n<body><h1>Session reports</h1>\n{notice.html()}\n"
-        "<p>No session of the corpus has a complete predicted score (every item of a "
-        "dimension parsed), so there is no session page to show. The predictions' parse "
-        "coverage is in the log of predict_corpus.</p>\n</body></html>\n"
-    )
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Session '
+            f"reports</title></head>\n<body><h1>Session reports</h1>\n{notice.html()}\n"
+            "<p>No session of the corpus has a complete predicted score (every item of a "
+            "dimension parsed), so there is no session page to show. The predictions' parse "
+            "coverage is in the log of predict_corpus.</p>\n</body></html>\n")
 
 
 def run_report_session(args) -> int:
@@ -286,20 +234,14 @@ def run_report_session(args) -> int:
             raise SystemExit("care apply report-session: --session-id needs --out")
         session = next((s for s in sessions if s.session_id == args.session_id), None)
         if session is None:
-            raise CareInputError(args.corpus, f"no session {args.session_id!r}", field="session_id")
+            raise CareInputError(args.corpus, f"no session {args.session_id!r}",
+                                 field="session_id")
         pages = [write_session_report(session, predictions, instrument, args.out, notice)]
     elif args.select is not None and args.out_dir:
-        pages = write_reports(
-            sessions,
-            predictions,
-            instrument,
-            scores,
-            args.out_dir,
-            notice,
-            lowest=int(args.select.get("lowest", 0)),
-            highest=int(args.select.get("highest", 0)),
-            ids=list(args.select.get("ids") or []),
-        )
+        pages = write_reports(sessions, predictions, instrument, scores, args.out_dir, notice,
+                              lowest=int(args.select.get("lowest", 0)),
+                              highest=int(args.select.get("highest", 0)),
+                              ids=list(args.select.get("ids") or []))
     else:
         raise SystemExit("care apply report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))

@@ -50,9 +50,7 @@ def register(subparsers) -> None:
         "--source", required=True, help="a .gguf file, or package:<module>[/<file>.gguf]"
     )
     p.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
         help="dtype of the saved weights",
     )
     p.add_argument("--out", required=True, help="model directory to write")

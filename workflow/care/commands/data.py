@@ -12,8 +12,7 @@ log = logging.getLogger("care.data")
 def register(subparsers) -> None:
     p = subparsers.add_parser("data demo-corpus", help="write the seeded synthetic demo corpus")
     Section("demo_corpus", "--spec", exclude=("enabled",)).add_to(
-        p, "Keys left unset take the corpus generator's own values."
-    )
+        p, "Keys left unset take the corpus generator's own values.")
     p.add_argument("--instrument", required=True)
     p.add_argument("--sessions", required=True, help="labeled corpus (jsonl) to write")
     p.add_argument("--references", required=True, help="reference rationales (jsonl)")
@@ -29,17 +28,10 @@ def register(subparsers) -> None:
     p.add_argument("--unlabeled", action="store_true", help="ratings not required (ignored)")
     p.add_argument("--min-clients", type=int, default=1, help="e.g. the number of folds")
     p.add_argument("--out", help="session table (tsv) to write when the corpus is valid")
-    p.add_argument(
-        "--max-errors",
-        type=int,
-        default=20,
-        help="report up to this many errors before stopping (default 20)",
-    )
-    p.add_argument(
-        "--summary",
-        action="store_true",
-        help="print counts: sessions, ratings per item, labels, dialogue lengths",
-    )
+    p.add_argument("--max-errors", type=int, default=20,
+                   help="report up to this many errors before stopping (default 20)")
+    p.add_argument("--summary", action="store_true",
+                   help="print counts: sessions, ratings per item, labels, dialogue lengths")
     p.add_argument("--tokenizer", help="--summary: dialogue length in this tokenizer's tokens")
     p.set_defaults(func=validate)
 
@@ -58,9 +50,8 @@ def register(subparsers) -> None:
     for q in (conv, table):
         q.add_argument("--mapping", required=True, help="YAML mapping (see care.importer)")
         q.add_argument("--out", required=True, help="sessions.jsonl to write (labeled)")
-        q.add_argument(
-            "--unlabeled-out", help="write sessions without complete client ratings here"
-        )
+        q.add_argument("--unlabeled-out",
+                       help="write sessions without complete client ratings here")
         q.add_argument("--instrument-out", help="write an instrument skeleton for the ratings")
         q.add_argument("--report", help="write the counts of mapped and dropped records (json)")
 
@@ -87,13 +78,8 @@ def demo_corpus(args) -> int:
         seed=spec.get("seed", 0),
     )
     stats = write_corpus(
-        corpus,
-        load_instrument(args.instrument),
-        args.sessions,
-        args.references,
-        args.unlabeled,
-        spec.get("unlabeled_clients", 0),
-        args.unlabeled_references,
+        corpus, load_instrument(args.instrument), args.sessions, args.references,
+        args.unlabeled, spec.get("unlabeled_clients", 0), args.unlabeled_references,
     )
     log.info("demo corpus: %s", stats)
     return 0
@@ -107,10 +93,7 @@ def validate(args) -> int:
 
     instrument = load_instrument(args.instrument)
     check = check_corpus(
-        args.sessions,
-        instrument,
-        labeled=not args.unlabeled,
-        max_errors=args.max_errors,
+        args.sessions, instrument, labeled=not args.unlabeled, max_errors=args.max_errors,
         languages=_prompt_languages(),
     )
     for warning in check.warnings:
@@ -124,11 +107,8 @@ def validate(args) -> int:
             log.warning("%s: %d sessions carry ratings; they are ignored", args.sessions, rated)
     check_min_clients(args.sessions, sessions, args.min_clients)
     log.info(
-        "%s: %d sessions, %d clients, %d counselors: valid",
-        args.sessions,
-        len(sessions),
-        len({s.client_id for s in sessions}),
-        len({s.counselor_id for s in sessions}),
+        "%s: %d sessions, %d clients, %d counselors: valid", args.sessions, len(sessions),
+        len({s.client_id for s in sessions}), len({s.counselor_id for s in sessions}),
     )
     if args.summary:
         print(_summary(sessions, instrument, args.tokenizer))
@@ -167,11 +147,8 @@ def import_corpus(args) -> int:
         log.info("import: %s", line)
     if args.instrument_out:
         importer.instrument_skeleton(report, args.instrument_out)
-        log.info(
-            "import: instrument skeleton for %d rating fields: %s (edit it before use)",
-            len(report.rating_values),
-            args.instrument_out,
-        )
+        log.info("import: instrument skeleton for %d rating fields: %s (edit it before use)",
+                 len(report.rating_values), args.instrument_out)
     if args.report:
         write_json(args.report, report.as_dict())
     return 0
@@ -195,16 +172,11 @@ def folds(args) -> int:
     labels = {d: instrument.dimension(d).label("en") for d in dims}
     display = table1_display(summary, labels)
     write_outputs(
-        args.table1,
-        summary,
-        display,
-        latex_display(display),
+        args.table1, summary, display, latex_display(display),
         "Table 1: client-grouped folds (clients, sessions, client-rated alliance)",
-        [
-            f"{', '.join(labels.values())}: the client's dimension score (mean of its items on the "
-            f"{instrument.scale_min}–{instrument.scale_max} scale), mean ± sd over the row's "
-            "sessions. No client is in two folds."
-        ],
+        [f"{', '.join(labels.values())}: the client's dimension score (mean of its items on the "
+         f"{instrument.scale_min}–{instrument.scale_max} scale), mean ± sd over the row's "
+         "sessions. No client is in two folds."],
     )
     write_table(args.folds, folds)
     log.info("folds:\n%s", summary.round(2).to_string(index=False))

@@ -177,9 +177,8 @@ def _read_scores(paths: list[str], runs: list[dict]):
         frame = pd.read_parquet(path)
         frame["session_id"] = frame["session_id"].astype(str)
         if "scoring" not in frame:
-            raise CareInputError(
-                path, "no scoring column (rerun care evaluate metrics)", field="scoring"
-            )
+            raise CareInputError(path, "no scoring column (rerun care evaluate metrics)",
+                                 field="scoring")
         scores[key] = frame
     return scores
 

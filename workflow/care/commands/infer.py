@@ -219,12 +219,8 @@ def run_counselor(args) -> int:
     for d in instrument.dimensions:
         complete = _sessions_rating_all(rows, d.items)
         if not complete:
-            log.warning(
-                "counselor baseline, fold %s: no session has counselor ratings on "
-                "every item of %s: that dimension cannot be scored",
-                args.fold,
-                d.id,
-            )
+            log.warning("counselor baseline, fold %s: no session has counselor ratings on "
+                        "every item of %s: that dimension cannot be scored", args.fold, d.id)
     return 0
 
 
@@ -256,26 +252,15 @@ def run_lexical(args) -> int:
         result = lexical.fit_lexical(fit, val, train, test, instrument)
     else:
         result = lexical.fit_length(train, test, instrument)
-    rows = sort_rows(
-        lexical.prediction_rows(test, result, instrument, args.model, args.fold), instrument
-    )
+    rows = sort_rows(lexical.prediction_rows(test, result, instrument, args.model, args.fold),
+                     instrument)
     write_predictions(args.out, rows)
     variant = lexical.BASELINES[args.model]
     write_json(
         coverage_path(args.out),
-        {
-            "model": args.model,
-            "variant": variant,
-            "fold": args.fold,
-            "fit": result.chosen,
-            **coverage(rows),
-        },
+        {"model": args.model, "variant": variant, "fold": args.fold, "fit": result.chosen,
+         **coverage(rows)},
     )
-    log.info(
-        "%s baseline, fold %s: %d test sessions; %s",
-        args.model,
-        args.fold,
-        len(test),
-        result.chosen,
-    )
+    log.info("%s baseline, fold %s: %d test sessions; %s", args.model, args.fold, len(test),
+             result.chosen)
     return 0

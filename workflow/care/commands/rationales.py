@@ -77,8 +77,7 @@ def register(subparsers) -> None:
         help="JSON true/false: may a row keep the draft by leaving the cell empty",
     )
     p.add_argument(
-        "--sessions",
-        help="the sessions the sheet was exported from: an edit to any locked "
+        "--sessions", help="the sessions the sheet was exported from: an edit to any locked "
         "column is then reported (without it, edits to the draft column only)",
     )
     p.add_argument("--out", required=True, help="rationales.parquet to write")
@@ -122,11 +121,7 @@ def export(args) -> int:
     instrument = load_instrument(args.instrument)
     sessions = load_sessions(args.sessions, instrument)
     n = export_sheet(
-        read_jsonl(args.drafts),
-        sessions,
-        instrument,
-        args.out,
-        editors=args.editors or [],
+        read_jsonl(args.drafts), sessions, instrument, args.out, editors=args.editors or [],
         source=args.sessions,
     )
     log.info("expert sheet: %d rows for %d sessions -> %s", n, len(sessions), args.out)

@@ -36,11 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="also write the block here")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="rewrite the block in the README")
-    mode.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 1 when the README's block differs from the run's Table 2",
-    )
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 when the README's block differs from the run's Table 2")
     p.set_defaults(func=readme)
 
     p = subparsers.add_parser(
@@ -55,13 +52,9 @@ def register(subparsers) -> None:
         "evaluate training-curves",
         help="training loss and validation Pearson by epoch of fine-tuned models (a figure)",
     )
-    p.add_argument(
-        "--models",
-        nargs="+",
-        required=True,
-        help="fine-tuned model dirs .../{backbone}/{variant}/fold{k} "
-        "(train_log.csv, selection.json)",
-    )
+    p.add_argument("--models", nargs="+", required=True,
+                   help="fine-tuned model dirs .../{backbone}/{variant}/fold{k} "
+                   "(train_log.csv, selection.json)")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     p.add_argument("--out", required=True, help="output stem (no suffix)")
     p.set_defaults(func=training_curves)
@@ -71,13 +64,9 @@ def provenance(args) -> int:
     from care.provenance import write
 
     record = write(args.config, args.inputs, args.outputs, args.out, args.rst)
-    log.info(
-        "provenance: commit %s%s, %d inputs checksummed -> %s",
-        record["git"].get("commit"),
-        " (dirty)" if record["git"].get("dirty") else "",
-        len(record["inputs"]),
-        args.out,
-    )
+    log.info("provenance: commit %s%s, %d inputs checksummed -> %s",
+             record["git"].get("commit"), " (dirty)" if record["git"].get("dirty") else "",
+             len(record["inputs"]), args.out)
     return 0
 
 
@@ -96,10 +85,8 @@ def training_curves(args) -> int:
         path = Path(model)
         match = re.fullmatch(r"fold(\d+)", path.name)
         if not match:
-            raise CareInputError(
-                model,
-                "expected a directory named fold<k> (results/models/{backbone}/{variant}/fold<k>)",
-            )
+            raise CareInputError(model, "expected a directory named fold<k> "
+                                 "(results/models/{backbone}/{variant}/fold<k>)")
         for name in ("train_log.csv", "selection.json"):
             if not (path / name).is_file():
                 raise CareInputError(str(path / name), "missing: not a finished fine-tune")
@@ -115,11 +102,8 @@ def status(args) -> int:
     from care.summary import status_lines
 
     lines = status_lines(args.logs, args.within, finished=args.finished)
-    print(
-        "\n".join(lines)
-        if lines
-        else f"no job wrote progress to {args.logs}/ in the last {args.within:g} s"
-    )
+    print("\n".join(lines) if lines else f"no job wrote progress to {args.logs}/ in the last "
+          f"{args.within:g} s")
     return 0
 
 
@@ -155,9 +139,8 @@ def readme(args) -> int:
         screenshot(args.digest_page, args.digest_image, height=1600)
         digest_image = relative_image(args.digest_image, args.readme)
     labels = {d.id: d.label("en") for d in instrument.dimensions}
-    block = render_block(
-        table2, dims, labels, read_provenance(args.provenance), image, digest_image
-    )
+    block = render_block(table2, dims, labels, read_provenance(args.provenance), image,
+                         digest_image)
     with atomic_open(args.readme) as f:
         f.write(splice(text, block, args.readme))
     if args.out:

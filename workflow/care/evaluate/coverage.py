@@ -78,12 +78,8 @@ APPLIES = {
 
 def add_arguments(parser) -> None:
     parser.add_argument("--corpora", type=int, default=200, help="simulated corpora per shape")
-    parser.add_argument(
-        "--population",
-        type=int,
-        default=300,
-        help="corpora pooled to estimate the true r (per shape)",
-    )
+    parser.add_argument("--population", type=int, default=300,
+                        help="corpora pooled to estimate the true r (per shape)")
     # fewer than the tables' 1000 to fit a few minutes on 2 cores; the header says how many
     parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -133,14 +129,10 @@ def _seeds(seed: int, stream: int, n: int) -> np.ndarray:
 
 def _scores(table: pd.DataFrame, dim: str, predictor: str) -> pd.DataFrame:
     """One predictor's scored sessions of one dimension, in the bootstrap's columns."""
-    return pd.DataFrame(
-        {
-            "fold": table["fold"],
-            "session_id": table["session_id"],
-            "predicted": table[f"{dim}_{predictor}"],
-            "client": table[dim],
-        }
-    ).dropna()
+    return pd.DataFrame({
+        "fold": table["fold"], "session_id": table["session_id"],
+        "predicted": table[f"{dim}_{predictor}"], "client": table[dim],
+    }).dropna()
 
 
 def corpus_intervals(
@@ -153,9 +145,8 @@ def corpus_intervals(
     table = table.merge(folds[["session_id", "fold"]], on="session_id")
     rows = []
     for unit in sorted({m.unit for m in METHODS}):
-        sampler = bs.Resampler(
-            table[["session_id", "client_id", "counselor_id", "fold"]], replace(boot, unit=unit)
-        )
+        sampler = bs.Resampler(table[["session_id", "client_id", "counselor_id", "fold"]],
+                               replace(boot, unit=unit))
         sessions = bs.Split.of(_scores(table, dims[0], PREDICTORS[0]))
         # every dimension and predictor scores the same sessions: one set of weights for all
         keys = bs.jackknife_keys([sessions], sampler)
@@ -167,26 +158,16 @@ def corpus_intervals(
             for estimand in ESTIMANDS:
                 for label, parts in _parts(estimand, runs, sampler, draws, jackknife).items():
                     rows += [
-                        {
-                            "dimension": d,
-                            "predictor": label,
-                            "estimand": estimand,
-                            "method": m.name,
-                            **_interval(m, estimand, parts, runs.get(label), boot.confidence),
-                        }
-                        for m in methods
-                        if m.name in APPLIES[estimand]
+                        {"dimension": d, "predictor": label, "estimand": estimand,
+                         "method": m.name, **_interval(m, estimand, parts, runs.get(label),
+                                                       boot.confidence)}
+                        for m in methods if m.name in APPLIES[estimand]
                     ]
     return rows
 
 
-def _parts(
-    estimand: str,
-    runs: dict[str, pd.DataFrame],
-    sampler: bs.Resampler,
-    draws: dict,
-    jackknife: dict,
-) -> dict:
+def _parts(estimand: str, runs: dict[str, pd.DataFrame], sampler: bs.Resampler, draws: dict,
+           jackknife: dict) -> dict:
     """label -> :func:`bs.statistic_parts` of the estimand on the given weights."""
     kind = "fold_mean" if estimand == "difference" else estimand
     if estimand == "difference":
@@ -196,15 +177,8 @@ def _parts(
         statistics = {p: bs.run_statistic([s], "pearson", kind) for p, s in runs.items()}
     needs = {"draws", "jackknife", "per_fold"}
     return {
-        label: bs.statistic_parts(
-            stat,
-            list(runs.values()),
-            sampler,
-            per_fold,
-            needs,
-            weights=lambda _: draws,
-            jackknife=lambda _: jackknife,
-        )
+        label: bs.statistic_parts(stat, list(runs.values()), sampler, per_fold, needs,
+                                  weights=lambda _: draws, jackknife=lambda _: jackknife)
         for label, (stat, per_fold) in statistics.items()
     }
 
@@ -229,17 +203,14 @@ def _band(scores: pd.DataFrame) -> dict[str, float]:
 
 def truth_of(rows: pd.DataFrame, truth: dict[tuple[str, str], float]) -> pd.Series:
     """Each row's true value: the population r of its predictor, or the difference of two."""
-
     def one(dim: str, predictor: str) -> float:
         if "-" in predictor:
             a, b = predictor.split("-")
             return truth[dim, a] - truth[dim, b]
         return truth[dim, predictor]
 
-    return pd.Series(
-        [one(d, p) for d, p in zip(rows["dimension"], rows["predictor"], strict=True)],
-        index=rows.index,
-    )
+    return pd.Series([one(d, p) for d, p in zip(rows["dimension"], rows["predictor"],
+                                                 strict=True)], index=rows.index)
 
 
 def summarize(rows: pd.DataFrame, truth: dict[tuple[str, str], float]) -> pd.DataFrame:
@@ -249,18 +220,14 @@ def summarize(rows: pd.DataFrame, truth: dict[tuple[str, str], float]) -> pd.Dat
     defined = rows["ci_low"].notna() & rows["ci_high"].notna()
     rows = rows.assign(
         covered=defined & (rows["ci_low"] <= rows["truth"]) & (rows["truth"] <= rows["ci_high"]),
-        undefined=~defined,
-        width=(rows["ci_high"] - rows["ci_low"]).where(defined),
+        undefined=~defined, width=(rows["ci_high"] - rows["ci_low"]).where(defined),
         error=rows["value"] - rows["truth"],
     )
     keys = ["estimand", "method"]
     cells = rows.groupby([*keys, "dimension", "predictor"], sort=False)["covered"].mean()
     out = rows.groupby(keys, sort=False).agg(
-        coverage=("covered", "mean"),
-        undefined=("undefined", "mean"),
-        width=("width", "mean"),
-        bias=("error", "mean"),
-        n=("covered", "size"),
+        coverage=("covered", "mean"), undefined=("undefined", "mean"),
+        width=("width", "mean"), bias=("error", "mean"), n=("covered", "size"),
     )
     out["min_cell"] = cells.groupby(level=keys, sort=False).min()
     order = {name: n for n, name in enumerate([*ESTIMANDS, *(m.name for m in METHODS)])}
@@ -270,7 +237,8 @@ def summarize(rows: pd.DataFrame, truth: dict[tuple[str, str], float]) -> pd.Dat
 def run_shape(name: str, args, instrument: Instrument) -> tuple[pd.DataFrame, dict]:
     spec = SHAPES[name]
     truth = population_r(spec, instrument, args.population, args.seed, args.workers)
-    boot = bs.BootstrapSpec(n_resamples=args.resamples, confidence=args.confidence, seed=args.seed)
+    boot = bs.BootstrapSpec(n_resamples=args.resamples, confidence=args.confidence,
+                            seed=args.seed)
     specs = [replace(spec, seed=int(s)) for s in _seeds(args.seed, 0, args.corpora)]
     n = len(specs)
     with ProcessPoolExecutor(args.workers) as pool:
@@ -279,23 +247,20 @@ def run_shape(name: str, args, instrument: Instrument) -> tuple[pd.DataFrame, di
     return summarize(rows, truth), truth
 
 
-def format_summary(name: str, spec: CorpusSpec, summary: pd.DataFrame, truth: dict, args) -> str:
+def format_summary(name: str, spec: CorpusSpec, summary: pd.DataFrame, truth: dict,
+                   args) -> str:
     lines = [
         f"shape {name}: {spec.n_clients} clients, {spec.sessions_per_client[0]}-"
         f"{spec.sessions_per_client[1]} sessions each, {spec.n_counselors} counselors, "
         f"{args.folds} folds; {args.corpora} corpora, {args.resamples} resamples, "
         f"nominal {args.confidence:.0%}",
-        "true r ("
-        + f"{args.population} corpora pooled): "
-        + ", ".join(f"{d}/{p} {v:.3f}" for (d, p), v in truth.items()),
+        "true r (" + f"{args.population} corpora pooled): " + ", ".join(
+            f"{d}/{p} {v:.3f}" for (d, p), v in truth.items()),
         f"{'estimand':<33}{'method':<46}{'coverage':>9}{'min':>7}{'undef':>7}{'width':>7}"
         f"{'bias':>8}",
     ]
-    default = next(
-        m.name
-        for m in METHODS
-        if (m.unit, m.interval) == (bs.BootstrapSpec.unit, bs.BootstrapSpec.interval)
-    )
+    default = next(m.name for m in METHODS
+                   if (m.unit, m.interval) == (bs.BootstrapSpec.unit, bs.BootstrapSpec.interval))
     for rec in summary.to_dict("records"):
         method = rec["method"] + (" [tables]" if rec["method"] == default else "")
         lines.append(
@@ -321,8 +286,6 @@ def run(args) -> int:
         summary, truth = run_shape(name, args, instrument)
         print(format_summary(name, SHAPES[name], summary, truth, args), flush=True)
         print(flush=True)
-    print(
-        f"care bench coverage: {time.perf_counter() - start:.0f} s wall, {_cpu_seconds():.0f} "
-        f"s CPU, {args.workers} process(es), seed {args.seed}"
-    )
+    print(f"care bench coverage: {time.perf_counter() - start:.0f} s wall, {_cpu_seconds():.0f} "
+          f"s CPU, {args.workers} process(es), seed {args.seed}")
     return 0

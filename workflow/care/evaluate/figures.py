@@ -37,8 +37,6 @@ DIMENSION_COLORS = ["#2b6cb0", "#2f855a", "#c05621", "#6b46c1", "#b83280", "#2c7
 
 def dimension_color(index: int) -> str:
     return DIMENSION_COLORS[index % len(DIMENSION_COLORS)]
-
-
 FORMATS = ("png", "pdf")
 
 
@@ -182,33 +180,24 @@ def training_curves(
     plt = _pyplot()
     labels = list(dict.fromkeys(label for label, *_ in runs))
     folds = sorted({fold for _, fold, *_ in runs})
-    colors = {
-        f: plt.get_cmap("viridis")(n / max(len(folds) - 1, 1) * 0.85) for n, f in enumerate(folds)
-    }
+    colors = {f: plt.get_cmap("viridis")(n / max(len(folds) - 1, 1) * 0.85)
+              for n, f in enumerate(folds)}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
-            len(labels), 2, figsize=(7.0, 2.2 * len(labels) + 0.4), squeeze=False
-        )
+        fig, axes = plt.subplots(len(labels), 2, figsize=(7.0, 2.2 * len(labels) + 0.4),
+                                 squeeze=False)
         for label, fold, log, selection in runs:
             loss_ax, val_ax = axes[labels.index(label)]
             log = log.dropna(subset=["loss"])
-            loss_ax.plot(
-                log["epoch"], log["loss"], color=colors[fold], linewidth=1, label=f"fold {fold}"
-            )
+            loss_ax.plot(log["epoch"], log["loss"], color=colors[fold], linewidth=1,
+                         label=f"fold {fold}")
             epochs = selection.get("epochs", [])
             xs = [e["epoch"] for e in epochs]
             ys = [np.nan if e.get("mean_pearson") is None else e["mean_pearson"] for e in epochs]
             val_ax.plot(xs, ys, marker="o", markersize=3, color=colors[fold], linewidth=1)
             chosen = selection.get("chosen", {})
             if chosen.get("mean_pearson") is not None:
-                val_ax.plot(
-                    [chosen["epoch"]],
-                    [chosen["mean_pearson"]],
-                    marker="o",
-                    markersize=9,
-                    markerfacecolor="none",
-                    color=colors[fold],
-                )
+                val_ax.plot([chosen["epoch"]], [chosen["mean_pearson"]], marker="o",
+                            markersize=9, markerfacecolor="none", color=colors[fold])
             loss_ax.set_title(f"{label}: training loss")
             mode = selection.get("selection", "")
             val_ax.set_title(f"{label}: validation mean Pearson r ({mode})")

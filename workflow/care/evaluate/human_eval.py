@@ -141,9 +141,8 @@ def export_sheet(
         ratings.column_dimensions[letter].width = widths.get(column, 14)
         for cell in ratings[letter][1:]:
             # long text wraps, every cell reads from the top, scores show two decimals
-            cell.alignment = Alignment(
-                wrap_text=column in ("rationale", "item", "comment"), vertical="top"
-            )
+            cell.alignment = Alignment(wrap_text=column in ("rationale", "item", "comment"),
+                                       vertical="top")
             if column == "client_rating":
                 cell.number_format = "0.00"
             if column in editable:  # only the raters' columns can be typed into
@@ -151,11 +150,7 @@ def export_sheet(
                 cell.fill = fill
     protect = ratings.protection
     protect.sheet, protect.autoFilter, protect.formatColumns, protect.formatRows = (
-        True,
-        False,
-        False,
-        False,
-    )
+        True, False, False, False)
     check = DataValidation(
         type="whole",
         operator="between",

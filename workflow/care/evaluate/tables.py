@@ -31,10 +31,8 @@ METRIC_LABEL = {"pearson": "r", "spearman": "ρ", "mse": "MSE"}
 METRIC_LATEX = {"pearson": "$r$", "spearman": r"$\rho$", "mse": "MSE"}
 TEXT_LABEL = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "bertscore": "BERTScore"}
 #: verdict agreement of generated rationales (care.evaluate.textmetrics.verdict_agreement)
-VERDICT_LABEL = {
-    "verdict_score": "Verdict agrees with own score",
-    "verdict_reference": "Verdict agrees with reference",
-}
+VERDICT_LABEL = {"verdict_score": "Verdict agrees with own score",
+                 "verdict_reference": "Verdict agrees with reference"}
 
 
 # ----------------------------------------------------------------------------- alliance tables

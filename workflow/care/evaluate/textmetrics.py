@@ -84,7 +84,8 @@ class TextMetricSpec:
         """The recipe and the BERTScore settings, for the note under Table 3."""
         path = resolve_encoder(self.bertscore_model)
         return [
-            f"Recipe {self.recipe}: " + RECIPES[self.recipe].format(zh_tokens=self.zh_tokens) + ".",
+            f"Recipe {self.recipe}: " + RECIPES[self.recipe].format(zh_tokens=self.zh_tokens)
+            + ".",
             f"BERTScore: F1 of {self.bertscore_model} (layer "
             f"{encoder_layers(path, self.bertscore_layers)}), no baseline rescaling, no idf.",
         ]
@@ -286,11 +287,8 @@ def rationale_quality(
         row = dict(zip(keys, key, strict=True))
         sentence_level = recipe == "llamafactory_sentence"
         row["bleu"] = (
-            float(group["bleu"].mean())
-            if sentence_level and len(group)
-            else np.nan
-            if sentence_level
-            else _bleu_by_language(group)
+            float(group["bleu"].mean()) if sentence_level and len(group)
+            else np.nan if sentence_level else _bleu_by_language(group)
         )
         for metric in ("rouge1", "rougeL", "bertscore"):
             row[metric] = float(group[metric].mean()) if len(group) else np.nan
@@ -309,13 +307,8 @@ def rationale_quality(
 # ``verdict_phrases``) occurs last in it; a score's level is high above the scale's midpoint
 # + 0.5, low below midpoint - 0.5, else mid.
 
-VERDICT_COLUMNS = [
-    "verdict_score",
-    "verdict_score_chance",
-    "verdict_reference",
-    "verdict_reference_chance",
-    "n_verdicts",
-]
+VERDICT_COLUMNS = ["verdict_score", "verdict_score_chance", "verdict_reference",
+                   "verdict_reference_chance", "n_verdicts"]
 
 
 def stated_level(text, phrases: Sequence[tuple[str, Sequence[str]]]) -> str | None:
@@ -348,7 +341,9 @@ def agreement(a: pd.Series, b: pd.Series) -> tuple[float, float]:
     return float((a == b).mean()), float(sum(pa.get(k, 0) * pb.get(k, 0) for k in pa.index))
 
 
-def verdict_agreement(pairs: pd.DataFrame, phrases, scale: tuple[float, float]) -> pd.DataFrame:
+def verdict_agreement(
+    pairs: pd.DataFrame, phrases, scale: tuple[float, float]
+) -> pd.DataFrame:
     """Per (run, fold, dimension): how often a generated rationale's stated level agrees with
     the score the model wrote and with the reference rationale's level, and chance rates."""
     keys = ["model", "variant", "fold", "dimension"]
@@ -361,16 +356,10 @@ def verdict_agreement(pairs: pd.DataFrame, phrases, scale: tuple[float, float]) 
     for key, group in frame.groupby(keys, sort=True):
         score, score_chance = agreement(group["level"], group["level_score"])
         ref, ref_chance = agreement(group["level"], group["level_ref"])
-        rows.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "verdict_score": score,
-                "verdict_score_chance": score_chance,
-                "verdict_reference": ref,
-                "verdict_reference_chance": ref_chance,
-                "n_verdicts": int(group["level"].notna().sum()),
-            }
-        )
+        rows.append({**dict(zip(keys, key, strict=True)), "verdict_score": score,
+                     "verdict_score_chance": score_chance, "verdict_reference": ref,
+                     "verdict_reference_chance": ref_chance,
+                     "n_verdicts": int(group["level"].notna().sum())})
     return pd.DataFrame(rows, columns=[*keys, *VERDICT_COLUMNS])
 
 

@@ -1,4 +1,5 @@
-"""The answer cache: each unit's answer in SQLite, so an interrupted run resumes."""
+"""The answer cache: each unit's answer in SQLite, so an interrupted run resumes.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class UnitAnswer:
     probs: dict[str, list[float]] = field(default_factory=dict)
     hit_limit: bool = False
     n_generated: int = 0
+
+
+
 
 
 class AnswerCache:

@@ -32,21 +32,12 @@ def counselor_rows(
             # coverage (Table 2's "Scored") then counts the sessions the baseline cannot score
             rated = item in counselor
             score = float(counselor[item]) if rated else math.nan
-            yield rating_row(
-                s, item, instrument, MODEL, VARIANT, fold, score, None if rated else NOT_RATED
-            )
+            yield rating_row(s, item, instrument, MODEL, VARIANT, fold, score,
+                             None if rated else NOT_RATED)
 
 
-def rating_row(
-    session: Session,
-    item: str,
-    instrument: Instrument,
-    model: str,
-    variant: str,
-    fold: int | None,
-    score: float,
-    parse_error: str | None = None,
-) -> dict:
+def rating_row(session: Session, item: str, instrument: Instrument, model: str, variant: str,
+               fold: int | None, score: float, parse_error: str | None = None) -> dict:
     """One row of the predictions contract for a baseline that gives a number, not an answer
     (no text, no label probabilities): the counselors, the text baselines. A NaN score is an
     unanswered item, with ``parse_error`` saying why."""

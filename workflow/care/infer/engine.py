@@ -222,18 +222,14 @@ class Scorer:
             log.warning(
                 "%d of %d answers (%.0f%%) stopped at max_new_tokens %d: raise it (or use "
                 "auto, what the training answers need)",
-                self.stats["answers_cut"],
-                units,
-                100 * self.stats["answers_cut"] / units,
+                self.stats["answers_cut"], units, 100 * self.stats["answers_cut"] / units,
                 self.max_new_tokens,
             )
         if sessions and self.stats["truncated_sessions"] / sessions > TRUNCATION_WARN_SHARE:
             log.warning(
                 "%d of %d sessions (%.0f%%) lost dialogue turns to max_length %d",
-                self.stats["truncated_sessions"],
-                sessions,
-                100 * self.stats["truncated_sessions"] / sessions,
-                self.settings.max_length,
+                self.stats["truncated_sessions"], sessions,
+                100 * self.stats["truncated_sessions"] / sessions, self.settings.max_length,
             )
 
     def score(
@@ -249,9 +245,8 @@ class Scorer:
 
         sessions = list(sessions)
         group: list[Session] = []
-        with bar(
-            total=len(sessions), desc=f"scoring {model or ''}".strip(), unit="session"
-        ) as shown:
+        with bar(total=len(sessions), desc=f"scoring {model or ''}".strip(),
+                 unit="session") as shown:
             for session in sessions:
                 group.append(session)
                 if len(group) == self.sessions_per_group():

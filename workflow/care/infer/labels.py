@@ -33,6 +33,9 @@ class Generation:
     char_end: Callable[[int], int] | None = None
 
 
+
+
+
 def label_distribution(logprobs: Sequence[float]) -> list[float]:
     """Renormalise label log-probabilities into a distribution over the scale points."""
     top = max(logprobs)

@@ -100,12 +100,8 @@ class OpenAIChat:
         self._lock = threading.Lock()
         self._jitter = random.Random(seed)
         allowed = allow_remote_transcripts
-        hop = partial(
-            check_hop,
-            allow_remote_transcripts=allowed,
-            base_url=self.base_url,
-            section=opt_in_section,
-        )
+        hop = partial(check_hop, allow_remote_transcripts=allowed, base_url=self.base_url,
+                      section=opt_in_section)
         self._client = openai.OpenAI(
             base_url=self.base_url,
             api_key=read_api_key(api_key_env, self.base_url),
@@ -171,10 +167,8 @@ class OpenAIChat:
             )
             from care.progress import bar
 
-            with (
-                ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool,
-                bar(total=len(todo), desc=f"{self.model} requests", unit="request") as shown,
-            ):
+            with (ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai") as pool,
+                  bar(total=len(todo), desc=f"{self.model} requests", unit="request") as shown):
                 futures = {
                     pool.submit(self._answer, message_lists[n], keys[n], params): n for n in todo
                 }

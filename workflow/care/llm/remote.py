@@ -64,7 +64,9 @@ def require_remote_opt_in(
     return url
 
 
-def check_hop(url: str, allow_remote_transcripts: bool, *, base_url: str, section: str) -> None:
+def check_hop(
+    url: str, allow_remote_transcripts: bool, *, base_url: str, section: str
+) -> None:
     """Refuse a request (a redirect hop included) to a host the opt-in does not cover.
 
     The configured URL was checked by :func:`require_remote_opt_in`; a loopback server may

@@ -41,9 +41,7 @@ def directory_signature(path: str | os.PathLike) -> str:
                 continue
             f = Path(folder, name)
             st = f.stat()
-            digest.update(
-                f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode()
-            )
+            digest.update(f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 

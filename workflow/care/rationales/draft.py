@@ -157,10 +157,8 @@ def _extractive(pairs, instrument: Instrument, spec: dict[str, Any]) -> tuple[li
     drafter = ExtractiveDrafter(instrument, max_turns=int(spec.get("max_turns", 3)))
     from care.progress import bar
 
-    texts = [
-        drafter.draft(s, i, s.client_ratings[i])
-        for s, i in bar(pairs, desc="drafting", unit="draft")
-    ]
+    texts = [drafter.draft(s, i, s.client_ratings[i])
+             for s, i in bar(pairs, desc="drafting", unit="draft")]
     log.info("drafting: %d extractive drafts (no model calls)", len(texts))
     return texts, f"extractive(max_turns={drafter.max_turns})"
 

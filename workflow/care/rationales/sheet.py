@@ -150,17 +150,15 @@ def export_sheet(
         _write_items(
             wb.create_sheet(SHEET), drafts, by_id, instrument, first_turn_row, editors, style
         )
-        cut = _write_dialogues(wb.create_sheet(DIALOGUES), reviewed, first_item_row, style, source)
+        cut = _write_dialogues(
+            wb.create_sheet(DIALOGUES), reviewed, first_item_row, style, source
+        )
         _write_instructions(wb.create_sheet(INSTRUCTIONS), style)
         save_workbook(wb, out)
     if cut:
         log.warning(
             "%s: %d turn(s) longer than a cell's %s characters are cut on the sheet '%s'; "
-            "each says where its whole text is",
-            out,
-            cut,
-            f"{MAX_CELL_CHARS:,}",
-            DIALOGUES,
+            "each says where its whole text is", out, cut, f"{MAX_CELL_CHARS:,}", DIALOGUES,
         )
     return len(drafts)
 
@@ -618,12 +616,11 @@ def import_edits(
                 locked_edits.setdefault(column, []).append(r.row)
     for column, rows in locked_edits.items():
         log.warning(
-            "%s",
-            sheet.error(
+            "%s", sheet.error(
                 f"the locked column {column!r} was edited on {len(rows)} row(s) (first: row "
                 f"{rows[0]}); the edits are ignored (write the rationale in final_rationale)",
                 column=column,
-            ),
+            )
         )
     missing = [k for k in expected if k not in seen]
     if missing:
@@ -724,10 +721,8 @@ def _locked_edited(values: dict[str, Any], exported: dict[str, Any]) -> list[str
     """The locked columns (sheet protection has no password) whose text differs from the
     export's: their edits would otherwise be lost unseen."""
     return [
-        column
-        for column in LOCKED
-        if column in values
-        and column in exported
+        column for column in LOCKED
+        if column in values and column in exported
         and _norm(_text(values[column])) != _norm(_text(xlsx_value(exported[column])))
     ]
 

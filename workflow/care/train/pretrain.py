@@ -61,7 +61,9 @@ def prompt_texts(paths: Iterable[str | Path], instrument, tokenizer) -> Iterator
             dialogue, _ = prompts.session_dialogue(session)
             unit = units[n % len(units)]
             variant = prompts.VARIANTS[n % len(prompts.VARIANTS)]
-            messages = prompts.build_messages(instrument, unit, variant, session.language, dialogue)
+            messages = prompts.build_messages(
+                instrument, unit, variant, session.language, dialogue
+            )
             yield tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
@@ -84,11 +86,8 @@ def pretrain(
     if not texts:
         raise ValueError("pretraining: the corpora named hold no session")
     rows = [
-        {
-            "input_ids": tokenizer(
-                t, add_special_tokens=False, truncation=True, max_length=spec.max_length
-            )["input_ids"]
-        }
+        {"input_ids": tokenizer(t, add_special_tokens=False, truncation=True,
+                                max_length=spec.max_length)["input_ids"]}
         for t in texts
     ]
     if tokenizer.pad_token is None:

@@ -342,10 +342,7 @@ def with_step_floor(run: FineTune, rows, plan: Plan) -> FineTune:
         return run
     log.info(
         "training.min_steps %d: %d optimizer steps per epoch, so %d epochs instead of %d",
-        floor,
-        per_epoch,
-        needed,
-        epochs,
+        floor, per_epoch, needed, epochs,
     )
     return dataclasses.replace(run, settings=run.settings.replace(num_train_epochs=needed))
 
@@ -518,13 +515,8 @@ class EpochLoop:
         while the ranks wait (no exit, no reload of the backbone or optimizer state)."""
         self.mark = time.perf_counter()
         before = checkpoints.latest_full_state(self.dir)
-        launch(
-            self.plan,
-            self.job,
-            self.dir / "job.json",
-            keep_fds=self.keep_fds(),
-            on_epoch_saved=self.score_saved,
-        )
+        launch(self.plan, self.job, self.dir / "job.json", keep_fds=self.keep_fds(),
+               on_epoch_saved=self.score_saved)
         free_accelerator_memory()
         after = checkpoints.latest_full_state(self.dir)
         if after is None or (before is not None and after.step <= before.step):
@@ -550,7 +542,9 @@ class EpochLoop:
         from care.instrument import load_instrument
 
         started = time.perf_counter()
-        state = next((s for s in checkpoints.full_states(self.dir) if s.epoch_end == epoch), None)
+        state = next(
+            (s for s in checkpoints.full_states(self.dir) if s.epoch_end == epoch), None
+        )
         weights = checkpoints.keep_epoch(self.dir, state) if state else None
         weights = weights or checkpoints.epoch_weights(self.dir)[epoch]
         step = json.loads((weights / "epoch.json").read_text(encoding="utf-8"))["step"]
@@ -598,18 +592,14 @@ class EpochLoop:
         if problem:
             log.warning(
                 "%s: %s Exporting epoch %d, the best of those with the fewest cut answers "
-                "(training.validation.cut_fallback).",
-                self.dir,
-                problem,
-                best,
+                "(training.validation.cut_fallback).", self.dir, problem, best,
             )
         if not any((scored[e].get("parse_rate") or 0) > 0 for e in scored):
             log.warning(
                 "%s: no validation answer of any epoch parsed: the model has not learned the "
                 "answer format, so training was too short (raise training.min_steps or "
                 "num_train_epochs); epoch %d is exported, its scores are not usable",
-                self.dir,
-                best,
+                self.dir, best,
             )
         record = self.selection_record(scored, best, val, stats)
         if problem:

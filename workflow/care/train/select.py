@@ -347,7 +347,9 @@ def append_score(checkpoint_dir: str | Path, record: dict[str, Any]) -> None:
     from care.io import write_jsonl
 
     same = (record["validation_key"], record["epoch"])
-    kept = [r for r in read_scores(checkpoint_dir) if (r["validation_key"], r["epoch"]) != same]
+    kept = [
+        r for r in read_scores(checkpoint_dir) if (r["validation_key"], r["epoch"]) != same
+    ]
     write_jsonl(Path(checkpoint_dir) / SCORES, [*kept, to_json(record)])
 
 

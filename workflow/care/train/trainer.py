@@ -202,9 +202,8 @@ def progress_callback():
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self.steps = bar(
-                    total=state.max_steps, initial=state.global_step, desc="training", unit="step"
-                )
+                self.steps = bar(total=state.max_steps, initial=state.global_step,
+                                 desc="training", unit="step")
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.steps is not None:

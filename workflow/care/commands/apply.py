@@ -14,6 +14,7 @@ from pathlib import Path
 
 from care.cli_options import Section
 from care.commands.infer import inference_section
+from care.config import default
 from care.evaluate.multiplicity import METHODS as MULTIPLE_TESTING
 
 log = logging.getLogger("care.apply")
@@ -62,11 +63,12 @@ def register(subparsers) -> None:
     _common(p)
     Section("application.patterns", "--patterns").add_to(
         p, "The label maps (strategies, reactions) are given in the file.")
-    p.add_argument("--cluster", default="client", choices=["client", "counselor", "none"],
+    p.add_argument("--cluster", default=default("application.regression.cluster"),
+                   choices=["client", "counselor", "none"],
                    help="cluster-robust standard errors by this grouping (none: --cov-type)")
-    p.add_argument("--cov-type", default="nonrobust",
+    p.add_argument("--cov-type", default=default("application.regression.cov_type"),
                    help="statsmodels covariance without clustering (nonrobust, HC3, ...)")
-    p.add_argument("--multiple-testing", default="holm",
+    p.add_argument("--multiple-testing", default=default("evaluation.multiple_testing"),
                    choices=list(MULTIPLE_TESTING),
                    help="correction of the table's p-values for its stars "
                    "(evaluation.multiple_testing)")
@@ -160,12 +162,12 @@ def run_figure2(args) -> int:
     profiles = figure2(
         scores, instrument, stem=Path(args.out).with_suffix(""), table=args.table,
         notice=_notice(args, predictions, instrument),
-        min_sessions=int(spec.get("min_sessions", 1)),
-        confidence=float(spec.get("confidence", 0.95)),
-        anonymize=bool(spec.get("anonymize_counselors", False)), source=args.predictions,
+        min_sessions=int(spec["min_sessions"]),
+        confidence=float(spec["confidence"]),
+        anonymize=bool(spec["anonymize_counselors"]), source=args.predictions,
     )
     n = profiles["counselor_id"].nunique() - 1
-    log.info("Figure 2: %d counselors with >= %s sessions", n, spec.get("min_sessions", 1))
+    log.info("Figure 2: %d counselors with >= %s sessions", n, spec["min_sessions"])
     return 0
 
 
@@ -201,10 +203,10 @@ def run_digest(args) -> int:
     spec = args.spec
     digests = write_digests(
         predictions, scores, instrument, sessions, args.out_dir,
-        counselors=list(spec.get("counselors") or []),
-        min_sessions=int(spec.get("min_sessions", 1)), threshold=spec.get("threshold"),
-        contrast=spec.get("contrast", "counselor"), top_k=int(spec.get("top_terms", 10)),
-        n_examples=int(spec.get("examples", 3)), language=_language(sessions),
+        counselors=list(spec["counselors"]),
+        min_sessions=int(spec.get("min_sessions", 1)), threshold=spec["threshold"],
+        contrast=spec["contrast"], top_k=int(spec["top_terms"]),
+        n_examples=int(spec["examples"]), language=_language(sessions),
         notice=_notice(args, predictions, instrument, _language(sessions)),
     )
     if args.combined:
@@ -239,9 +241,9 @@ def run_report_session(args) -> int:
         pages = [write_session_report(session, predictions, instrument, args.out, notice)]
     elif args.select is not None and args.out_dir:
         pages = write_reports(sessions, predictions, instrument, scores, args.out_dir, notice,
-                              lowest=int(args.select.get("lowest", 0)),
-                              highest=int(args.select.get("highest", 0)),
-                              ids=list(args.select.get("ids") or []))
+                              lowest=int(args.select["lowest"]),
+                              highest=int(args.select["highest"]),
+                              ids=list(args.select["ids"]))
     else:
         raise SystemExit("care apply report-session: give --session-id/--out or --select/--out-dir")
     log.info("%d session reports written", len(pages))

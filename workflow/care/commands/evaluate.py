@@ -376,17 +376,17 @@ def _human_export(args) -> None:
     instrument = load_instrument(args.instrument)
     pred = read_predictions(args.predictions, metrics.EVALUATED_COLUMNS)
     spec = args.spec
-    language = spec.get("language", "en")
+    language = spec["language"]
     sheet = human_eval.sample_rows(
         pred,
         instrument,
-        int(spec.get("n_sessions", 10)),
+        int(spec["n_sessions"]),
         int(spec.get("seed", args.seed)),
         language,
     )
     sessions = load_sessions(args.sessions, instrument)
     dialogues = human_eval.dialogue_rows(sessions, set(sheet["session_id"]))
-    human_eval.export_sheet(args.out, sheet, dialogues, tuple(spec.get("scale", [1, 5])))
+    human_eval.export_sheet(args.out, sheet, dialogues, tuple(spec["scale"]))
     log.info(
         "rating sheet: %d rationales of %d sessions", len(sheet), sheet["session_id"].nunique()
     )
@@ -401,10 +401,10 @@ def _human_import(args) -> None:
 
     instrument = load_instrument(args.instrument)
     key = pd.read_excel(args.key, sheet_name=human_eval.SHEET, dtype={"row_id": str})
-    scale = tuple(args.spec.get("scale", [1, 5]))
+    scale = tuple(args.spec["scale"])
     ratings = human_eval.import_sheets([Path(p) for p in args.sheets], key, scale)
     summary = human_eval.summarize(
-        ratings, instrument.dimension_ids, args.spec.get("level", "ordinal")
+        ratings, instrument.dimension_ids, args.spec["level"]
     )
     if args.ratings:
         write_table(args.ratings, ratings)

@@ -99,14 +99,21 @@ def check_config(
     """
     where = ", ".join(map(str, sources)) or "config"
     check_expansion(config, where)  # before anything walks it: an alias bomb would not end
-    cls = with_defaults(jsonschema.Draft202012Validator)
-    errors = list(cls(_schema(str(schema))).iter_errors(config))
+    errors = fill_defaults(config, schema)
     if errors:
         err = shallowest(errors)
         key = ".".join(str(p) for p in err.absolute_path) or None
         raise CareInputError(where, f"invalid config: {schema_message(err)}", field=key)
-    _inherit(_schema(str(schema)), config, config)
     return config
+
+
+def fill_defaults(config: dict, schema: str | Path = SCHEMA) -> list:
+    """Fill the schema's defaults into ``config`` (in place); the schema's complaints."""
+    cls = with_defaults(jsonschema.Draft202012Validator)
+    errors = list(cls(_schema(str(schema))).iter_errors(config))
+    if not errors:  # an invalid config may lack the keys others inherit from
+        _inherit(_schema(str(schema)), config, config)
+    return errors
 
 
 def _inherit(node: dict, instance, root: dict) -> None:
@@ -138,7 +145,8 @@ def validate_config(config: dict, workflow, schema: str | Path = SCHEMA) -> dict
     """:func:`check_config` from the Snakefile: the error is a one-line WorkflowError."""
     from snakemake.exceptions import WorkflowError
 
-    if workflow.modifier.skip_validation:
+    if workflow.modifier.skip_validation:  # unchecked, but the rules read a filled config
+        fill_defaults(config, Path(workflow.basedir) / schema)
         return config
     sources = [str(p) for p in workflow.configfiles] or ["config (--config)"]
     try:

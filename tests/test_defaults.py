@@ -121,3 +121,25 @@ def own_defaults(module: str, name: str, section: str) -> list[str]:
 @pytest.mark.parametrize("module, name, section", SETTINGS, ids=[s[1] for s in SETTINGS])
 def test_settings_objects_take_the_schemas_defaults(module, name, section):
     assert own_defaults(module, name, section) == []
+
+
+@pytest.mark.slow
+def test_a_score_only_config_builds_without_an_expert_sheet(tmp_path):
+    """The tiny config, score-only and without rationales.edited_sheet: a DAG without the
+    rationale stage (no drafts, no sheet import, no Tables 3 and 5)."""
+    import yaml
+
+    from .conftest import copy_workflow, run_snakemake
+
+    work = copy_workflow(tmp_path)
+    config = yaml.safe_load((work / ".test" / "config.yaml").read_text(encoding="utf-8"))
+    config["variants"] = ["score_only"]
+    del config["rationales"]["edited_sheet"]
+    config["rationales"]["simulate_experts_from"] = None
+    config["application"]["model"]["variant"] = "score_only"
+    (work / "score_only.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = run_snakemake(work, "-n", "--forceall", "--configfile", "score_only.yaml")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "results/models/llama/score_only/fold1" in done.stdout
+    for absent in ("rationales.parquet", "table3.csv", "table5.csv", "draft_rationales"):
+        assert absent not in done.stdout + done.stderr, absent

@@ -109,9 +109,10 @@ class InferenceSettings:
 
 def answer_budget(section: Mapping[str, Any], variant: str | None) -> int | str:
     """The section's ``max_new_tokens`` for answer format ``variant`` (it may give one per
-    format): tokens, or ``auto`` (the default)."""
-    value = section.get("max_new_tokens", "auto")
-    value = value.get(variant, "auto") if isinstance(value, Mapping) else value
+    format): tokens, or ``auto`` (the default); a format the mapping leaves out is ``auto``."""
+    auto = default("inference.max_new_tokens")
+    value = section.get("max_new_tokens", auto)
+    value = value.get(variant, auto) if isinstance(value, Mapping) else value
     return value if value == "auto" else int(value)
 
 

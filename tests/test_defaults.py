@@ -91,6 +91,8 @@ SETTINGS = [
     ("care.train.pretrain", "PretrainSpec", "backbones.*.pretrain"),
     ("care.train.settings", "TrainingSettings", "training"),
     ("care.train.settings", "ValidationSettings", "training.validation"),
+    ("care.evaluate.bootstrap", "BootstrapSpec", "evaluation.bootstrap"),
+    ("care.evaluate.textmetrics", "TextMetricSpec", "evaluation.text_metrics"),
 ]
 
 

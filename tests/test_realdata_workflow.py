@@ -1,4 +1,4 @@
-"""The README's "Using real data" recipe, end to end, on a corpus unlike the demo in every
+"""The README's own-data recipe (docs/data.md), end to end, on a corpus unlike the demo in every
 assumption (issue 12): other speaker names (mapped by `care data import`), other item ids, a 1-7
 scale, two dimensions of unequal size, no counselor ids or ratings, no unlabeled corpus,
 dialogues of 150+ turns, expert rationales of 100+ tokens; one tiny backbone of another

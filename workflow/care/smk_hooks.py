@@ -12,7 +12,7 @@ Two things there have no public mechanism in Snakemake 9.27 (checked in its sour
   which ``spawn_jobs`` drops from a cluster job's command line, so cluster jobs cache
   nothing. :class:`CacheableRules` names the rules (read after all rule files are parsed).
   The public alternative is naming the rules on the command line (``--cache train
-  infer_finetuned ...``), which the README's bare ``--cache`` would then have to list.
+  infer_finetuned ...``), which docs/scale.md's bare ``--cache`` would then have to list.
 - Under a cluster executor each job's own Snakemake computes the cache key with only that
   job in its DAG, so an upstream model directory is hashed as a plain input, and
   ``_IOFile.checksum(force=True)`` opens it as a file (``IsADirectoryError``).
@@ -116,7 +116,7 @@ def install_cache_hooks(workflow):
         # Snakemake would warn and then fail every cached job ("Cache backend unavailable").
         raise WorkflowError(
             f"--cache needs {CACHE_ENVVAR}: export {CACHE_ENVVAR}=/a/private/shared/dir "
-            "(README: Running at scale)"
+            "(docs/scale.md)"
         )
     try:
         cache = ensure_private_cache(os.environ[CACHE_ENVVAR])

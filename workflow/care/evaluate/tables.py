@@ -416,7 +416,7 @@ def interval_note(spec: bs.BootstrapSpec) -> str:
     return f"Intervals (CSV *_ci_low, *_ci_high): {spec.describe()}. " + COVERAGE_NOTE
 
 
-#: What `care bench coverage` found (README "Uncertainty" has its table and command).
+#: What `care bench coverage` found (docs/evaluation.md, "Uncertainty", has its table and command).
 COVERAGE_NOTE = (
     "In simulated corpora (care bench coverage), the default (percentile intervals from "
     "counselors, then their clients) covered the true r about as often as stated at the "

@@ -31,12 +31,17 @@ def test_the_readme_is_a_front_page():
 def test_the_readme_commands_are_what_ci_runs():
     """The test command's setup and checks, in .ci/run's order (CI runs the README's command)."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    test_cmd = next(line for line in text.splitlines()
-                    if line.startswith("python3 -m venv") and "pytest" in line)
+    test_cmd = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("python3 -m venv") and "pytest" in line
+    )
     steps = [s.strip() for s in test_cmd.split("&&")][2:]  # after the venv and its activation
     ci = (REPO / ".ci/run").read_text(encoding="utf-8")
-    ci_steps = [line.replace("pip install -q", "pip install").replace("pytest -q", "pytest")
-                for line in ci.splitlines()]
+    ci_steps = [
+        line.replace("pip install -q", "pip install").replace("pytest -q", "pytest")
+        for line in ci.splitlines()
+    ]
     positions = [ci_steps.index(step) for step in steps]
     assert positions == sorted(positions)
 

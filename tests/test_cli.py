@@ -18,12 +18,26 @@ def care(*args, cwd=None):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_help_is_plain_text_grouped_by_stage():
+def test_help_lists_the_commands_people_type_first_and_the_rules_steps_apart():
     text = build_parser().format_help()
     assert "``" not in text and ":func:" not in text
+    commands, steps = text.split("workflow steps", 1)
+    assert commands.index("care score") < commands.index("care data import ACTION")
+    for name in ("care status", "care data validate", "care bench ACTION"):
+        assert name in commands
     for stage in ("data", "rationales", "train", "infer", "evaluate", "apply"):
-        assert f"care {stage} " in text
-    assert "care score" in text and "care status" in text
+        assert re.search(rf"^  {stage} +\S", steps, re.M)
+    assert "training-curves" in steps and "metrics" not in commands
+    assert "positional arguments" not in text  # no second list of the same commands
+
+
+def test_commands_register_by_full_name_only():
+    """One registration style: no command module makes a group of its own."""
+    modules = (REPO / "workflow/care/commands").glob("*.py")
+    assert not [p.name for p in modules if "add_subparsers" in p.read_text(encoding="utf-8")]
+    run = build_parser().parse_args(["evaluate", "training-curves", "--models", "m/fold1",
+                                     "--out", "curves"])
+    assert run.func.__module__ == "care.commands.evaluate"
 
 
 def test_stage_commands_parse_and_earlier_names_are_refused(capsys):

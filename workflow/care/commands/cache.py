@@ -6,6 +6,7 @@ import os
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "cache-check",
+        typed=True,
         help="create (mode 2770) or check the output cache directory "
         "(default: $SNAKEMAKE_OUTPUT_CACHE)",
     )

@@ -22,7 +22,9 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=demo_corpus)
 
-    p = subparsers.add_parser("data validate", help="check a corpus against the data contract")
+    p = subparsers.add_parser(
+        "data validate", typed=True, help="check a corpus against the data contract"
+    )
     p.add_argument("--sessions", required=True)
     p.add_argument("--instrument", required=True)
     p.add_argument("--unlabeled", action="store_true", help="ratings not required (ignored)")
@@ -35,18 +37,15 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", help="--summary: dialogue length in this tokenizer's tokens")
     p.set_defaults(func=validate)
 
-    p = subparsers.add_parser(
-        "data import",
-        help="convert a corpus (conversations, or a turn table) into the data contract",
-    )
-    sub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT")
-    conv = sub.add_parser("conversations", help="a JSON array or JSON-lines of conversations")
+    conv = subparsers.add_parser("data import conversations", typed=True,
+                                 help="a JSON array or JSON-lines of conversations")
     conv.add_argument("--input", required=True, help=".json (array) or .jsonl")
-    conv.set_defaults(func=import_corpus)
-    table = sub.add_parser("turns", help="a CSV/TSV/Parquet table of turns + a ratings table")
+    conv.set_defaults(func=import_corpus, import_format="conversations")
+    table = subparsers.add_parser("data import turns", typed=True,
+                                  help="a CSV/TSV/Parquet table of turns + a ratings table")
     table.add_argument("--turns", required=True, help="one row per turn (.csv, .tsv, .parquet)")
     table.add_argument("--ratings", help="one row per session with its ratings")
-    table.set_defaults(func=import_corpus)
+    table.set_defaults(func=import_corpus, import_format="turns")
     for q in (conv, table):
         q.add_argument("--mapping", required=True, help="YAML mapping (see care.importer)")
         q.add_argument("--out", required=True, help="sessions.jsonl to write (labeled)")

@@ -38,6 +38,10 @@ def test_commands_register_by_full_name_only():
     run = build_parser().parse_args(["evaluate", "training-curves", "--models", "m/fold1",
                                      "--out", "curves"])
     assert run.func.__module__ == "care.commands.evaluate"
+    assert run.command_name == "care evaluate training-curves"  # what its errors start with
+    table4 = build_parser().parse_args(["evaluate", "table4", "--runs", "[]", "--scores", "s",
+                                        "--folds", "f", "--out", "o"])
+    assert table4.evaluate_action == "table4"  # the handler it shares with table2 reads it
 
 
 def test_stage_commands_parse_and_earlier_names_are_refused(capsys):

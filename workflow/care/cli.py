@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", metavar="DIR",
                         help="prompt template directory (the config's `prompts`)")
     # the commands are listed by Stages.overview, not by argparse
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog="care",
                                 parser_class=CareParser, help=argparse.SUPPRESS)
     stages = Stages(sub)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

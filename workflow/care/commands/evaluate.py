@@ -265,7 +265,7 @@ def _text_metrics(args) -> None:
 
 
 def _table2(args) -> None:
-    """Tables 2 and 4 (``args.action``): parse, then the stage module builds and writes."""
+    """Tables 2 and 4 (``args.evaluate_action``): parse, then the stage module writes."""
     from care.evaluate import tables
     from care.instrument import load_instrument
 
@@ -278,7 +278,7 @@ def _table2(args) -> None:
         _resampler(args),
         protocol,
     )
-    if args.action == "table4":
+    if args.evaluate_action == "table4":
         tables.write_table4(*inputs, args.reference_variant, args.multiple_testing)
     else:
         tables.write_table2(*inputs, args.multiple_testing)

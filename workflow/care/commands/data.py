@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from care.cli_options import Section
+from care.importer import ID_MAKERS
 
 log = logging.getLogger("care.data")
 
@@ -40,6 +41,9 @@ def register(subparsers) -> None:
     conv = subparsers.add_parser("data import conversations", typed=True,
                                  help="a JSON array or JSON-lines of conversations")
     conv.add_argument("--input", required=True, help=".json (array) or .jsonl")
+    conv.add_argument("--make-ids", choices=ID_MAKERS,
+                      help="a corpus without session ids: row (the record's number in the "
+                      "file) or hash (of its content); the mapping then names no session_id")
     conv.set_defaults(func=import_corpus, import_format="conversations")
     table = subparsers.add_parser("data import turns", typed=True,
                                   help="a CSV/TSV/Parquet table of turns + a ratings table")
@@ -136,9 +140,10 @@ def import_corpus(args) -> int:
     from care import importer
     from care.io import write_json
 
-    mapping = importer.load_mapping(args.mapping)
+    make_ids = getattr(args, "make_ids", None)
+    mapping = importer.load_mapping(args.mapping, make_ids)
     if args.import_format == "conversations":
-        records, report = importer.import_conversations(args.input, mapping)
+        records, report = importer.import_conversations(args.input, mapping, make_ids)
     else:
         records, report = importer.import_turn_table(args.turns, args.ratings, mapping)
     importer.write_import(records, mapping, report, args.out, args.unlabeled_out)

@@ -102,6 +102,8 @@ def test_score_prints_a_table_and_writes_predictions(tmp_path, small_corpus):
     assert f"{len(records)} sessions" in done.stdout and "not the client's ratings" in done.stdout
     frame = pd.read_csv(tmp_path / "p.csv")
     assert len(frame) == 12 * len(records) and set(frame["variant"]) == {"score_only"}
+    assert f"scoring {len(records)} sessions with {model_dir} (score_only answers)" in done.stderr
+    assert " fold 0" not in done.stderr and set(frame["model"]) == {str(model_dir)}
 
 
 @pytest.mark.parametrize("missing", ["--model", "--sessions"])

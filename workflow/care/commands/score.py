@@ -88,8 +88,10 @@ def run(args) -> int:
     )
     sessions = Path(args.sessions)
     out = Path(args.out) if args.out else sessions.with_suffix(".predictions.parquet")
-    frame = predict_corpus(sessions, instrument, out, model=Path(args.model).name,
-                           variant=variant, fold=0,
+    # a model given by path belongs to no run: the frame's fold is 0 (none), and the log and
+    # the model column name the path
+    frame = predict_corpus(sessions, instrument, out, model=str(args.model), variant=variant,
+                           fold=0, name=f"{args.model} ({variant} answers)",
                            make_scorer=lambda: build_scorer(scorer_args, instrument))
     table = session_scores(frame, instrument)
     labels = {d.id: d.label("en") for d in instrument.dimensions}

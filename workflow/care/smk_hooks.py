@@ -1,7 +1,7 @@
 """The workflow's only uses of Snakemake internals: the between-workflow output cache.
 
 ``workflow/rules/common.smk`` calls :func:`install_cache_hooks` under ``snakemake --cache``.
-Two things there have no public mechanism in Snakemake 9.27 (checked in its sources:
+Two things there have no public mechanism in Snakemake 9.20-9.27.1 (checked in their sources:
 ``cli.py`` ``--cache``, ``settings/types.py`` ``WorkflowSettings.cache``,
 ``spawn_jobs.py`` ``general_args``, ``caching/hash.py`` ``ProvenanceHashMap``,
 ``caching/rule.py``, ``io/__init__.py`` ``_IOFile.checksum``/``is_checksum_eligible``; the
@@ -20,8 +20,11 @@ Two things there have no public mechanism in Snakemake 9.27 (checked in its sour
   (:func:`care.cachedir.directory_digest`).
 
 Both depend on private names, so :func:`hook_problems` checks them against the installed
-Snakemake before anything is patched (and ``tests/test_smk_hooks.py`` fails when a
-release changes them); the tested Snakemake range is pinned in ``pyproject.toml``.
+Snakemake before anything is patched, and ``--cache`` stops with what changed (a run without
+``--cache`` touches no private name). That check, not the version, guards the hooks, so
+``pyproject.toml`` allows Snakemake from 9.20 (the oldest release whose sources were checked
+and whose tests passed) to the next major release; ``tests/test_smk_hooks.py`` fails in CI
+on the first release that changes a name.
 """
 
 from __future__ import annotations

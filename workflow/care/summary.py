@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from care.progress import PREFIX
+from care.provenance import RECORD
 
 KINDS = (  # (heading, test on the path), first match wins
     ("Tables", lambda p: Path(p).name.startswith("table")),
@@ -39,7 +40,7 @@ def _started(started: str | None) -> float | None:
 
 def run_summary(targets: Iterable[str], started: str | None = None, root: str | Path = ".",
                 instrument: str | Path | None = None, table: str = "results/table2.csv",
-                record: str = "results/provenance.json") -> str:
+                record: str = RECORD) -> str:
     root = Path(root)
     since = _started(started)
     counts: dict[str, list[int]] = {}  # kind -> [outputs, built in this run]

@@ -1,11 +1,11 @@
 """The ``care`` command line: commands grouped by stage, named as the workflow's rules.
 
 Subcommands are registered by the modules of :mod:`care.commands` (each defines
-``register(stages)``) by their full name (``stages.add_parser("data folds")`` is ``care data
-folds``); :class:`Stages` creates the groups, and ``care --help`` lists the commands people
-type apart from the workflow's steps. Every ``--instrument`` defaults to the packaged WAI-SR.
-An unknown command (``care validate``) is answered with the command meant (``did you mean
-`care data validate`?``). A config
+``register(subparsers)``, given a :class:`Stages`) by their full name
+(``subparsers.add_parser("data folds")`` is ``care data folds``); :class:`Stages` creates the
+groups, and ``care --help`` lists the commands people type apart from the workflow's steps.
+Every ``--instrument`` defaults to the packaged WAI-SR. An unknown command (``care
+validate``) is answered with the command meant (``did you mean `care data validate`?``). A config
 section a command reads comes whole or as typed options (:mod:`care.cli_options`). Commands
 import their heavy dependencies (torch, transformers) only when run, so ``care --help`` and
 light stages start fast. Input errors print one line naming
@@ -44,7 +44,7 @@ FIRST = ("score", "status", "data import ACTION", "data validate")
 #: Every command group's help (a group is created by the first command filed under it).
 GROUPS = {
     "data": "the corpus: demo corpus, import, validation, folds and Table 1",
-    "data import": "convert a corpus (conversations, or a turn table) into the data contract",
+    "data import": "convert a corpus into the data contract",
     "rationales": "draft rationales, the expert sheet and its import",
     "train": "tiny backbones, SFT examples, fine-tuning",
     "train backbone": "build a tiny backbone, import a GGUF checkpoint or check a model dir",
@@ -82,9 +82,9 @@ class Stages:
         group, _, action = name.rpartition(" ")
         return (self._group(group) if group else self.top).add_parser(action, **kwargs)
 
-    def overview(self) -> str:
-        """The commands people type, one line each (a group whose commands all are: one line
-        for the group), those in :data:`FIRST` first; then the workflow's steps by stage."""
+    def _listed(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The commands people type (name -> help; a group whose commands all are: one entry
+        for the group) and the workflow's steps by stage."""
         typed: dict[str, str] = {}
         steps: dict[str, list[str]] = {}
         for name, (text, is_typed) in self.commands.items():
@@ -98,19 +98,24 @@ class Stages:
                 typed[f"{group} ACTION"] = f"{GROUPS[group]}: {actions}"
             else:
                 typed[name] = text
-        order = [*FIRST, *GROUPS]
-        first = sorted(typed, key=lambda n: (n not in FIRST, FIRST.index(n) if n in FIRST else n))
+        return typed, steps
+
+    def overview(self) -> str:
+        """``care --help``'s list: the commands people type, those in :data:`FIRST` first,
+        then the workflow's steps by stage, in the pipeline's order."""
+        typed, steps = self._listed()
         width = max(map(len, typed))
         lines = ["commands:"]
-        for name in first:
+        for name in sorted(typed, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n)):
             lines += _wrap(typed[name], f"  care {name:<{width}}  ")
-        lines += ["", "workflow steps (the Snakemake rules call them, by the rules' names):"]
-        for stage in sorted(steps, key=lambda s: order.index(s) if s in order else len(order)):
+        lines += ["", "workflow steps (what the Snakemake rules call; `care STAGE --help`):"]
+        stages = list(GROUPS)
+        for stage in sorted(steps, key=lambda s: stages.index(s) if s in stages else len(stages)):
             lines += _wrap(", ".join(steps[stage]), f"  {stage:<11} ")
         return "\n".join(line.rstrip() for line in lines)
 
 
-def _wrap(text: str, lead: str, width: int = 92) -> list[str]:
+def _wrap(text: str, lead: str, width: int = 96) -> list[str]:
     return textwrap.wrap(text, width, initial_indent=lead, subsequent_indent=" " * len(lead),
                          break_on_hyphens=False) or [lead]
 

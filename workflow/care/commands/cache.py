@@ -7,8 +7,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "cache-check",
         typed=True,
-        help="create (mode 2770) or check the output cache directory "
-        "(default: $SNAKEMAKE_OUTPUT_CACHE)",
+        help="create or check the private output cache ($SNAKEMAKE_OUTPUT_CACHE)",
     )
     parser.add_argument(
         "directory",

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "readme",
         typed=True,
-        help="write (--write) or check (--check) the README's generated demo-results block",
+        help="write or check the README's generated demo-results block",
     )
     p.add_argument("--table2", required=True, help="a run's results/table2.csv")
     p.add_argument("--instrument", required=True)
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "status", typed=True,
-        help="one line per running job: its progress bar, rate and ETA (from logs/)"
+        help="each running job's progress, rate and ETA (from logs/)"
     )
     p.add_argument("--logs", default="logs", help="the workflow's log directory")
     p.add_argument("--within", type=float, default=600, help="logs written in these seconds")

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score",
         typed=True,
-        help="score the sessions of a .jsonl file with a model directory; print a table",
+        help="score a .jsonl of sessions with a model directory; print a table",
         description="Score every session of a transcript file with a fine-tuned model: print "
         "a per-session table of predicted dimension scores and write the item predictions.",
     )

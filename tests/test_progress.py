@@ -57,3 +57,6 @@ def test_run_summary_counts_outputs_and_prints_table2_and_one_provenance_line(tm
     after = run_summary(targets, "2000-01-01T00:00:00+00:00", tmp_path, DEFAULT)
     assert "Provenance: results/provenance.json (commit 0123456789, finished 2000-01-02)" in after
     assert max(map(len, after.splitlines())) <= 100
+    pd.DataFrame([{"label": "x"}]).to_csv(tmp_path / "results/table2.csv", index=False)
+    stale = run_summary(targets, None, tmp_path, DEFAULT)  # another instrument's table
+    assert "results/table2.csv: not summarized" in stale and "Provenance" in stale

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+from care.errors import CareInputError
 from care.progress import PREFIX
 from care.provenance import RECORD
 
@@ -56,7 +57,10 @@ def run_summary(targets: Iterable[str], started: str | None = None, root: str | 
              "  " + "; ".join(f"{kind.lower()} {counts[kind][0]} ({counts[kind][1]} built)"
                               for kind, _ in KINDS if kind in counts)]
     if instrument is not None and (root / table).exists():
-        title, *rows = _pearson_table(root / table, instrument)
+        try:
+            title, *rows = _pearson_table(root / table, instrument)
+        except (CareInputError, KeyError, ValueError) as exc:  # a stale table: still a summary
+            title, rows = f"{table}: not summarized ({exc})", []
         lines += ["", *textwrap.wrap(title, 92), *rows,
                   f"(every statistic: {Path(table).with_suffix('.md')})"]
     lines += ["", _provenance_line(root / record, record, since),

@@ -176,7 +176,8 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
     assert not any("goal" in c or "bond" in c for c in table.columns)
     md = (work / "results/table2.md").read_text(encoding="utf-8")
     assert "CARE (mini)" in md and "Goal" not in md
-    assert "SRS-7 prediction against client ratings" in md and "alliance" not in md.lower()
+    assert "prediction of the client's sense of the session against" in md
+    assert "alliance" not in md.lower()
 
     # nothing of the demo: no demo output, no demo name, no demo file changed
     assert not (work / "results/demo").exists()

@@ -440,7 +440,6 @@ def instrument_skeleton(report: ImportReport, out: str | Path, name: str = "my-i
         "name": name,
         "title": {"en": name},
         "construct": {"en": "the client's experience of the session"},
-        "topic": {"en": name},
         "rating": {"en": "how strongly the client agreed with the item"},
         "scale": {"min": lo, "max": hi, "integer": integer,
                   "labels": {p: {"en": str(p)} for p in range(lo, hi + 1)}},
@@ -454,8 +453,8 @@ def instrument_skeleton(report: ImportReport, out: str | Path, name: str = "my-i
         "# Instrument skeleton written by `care data import` from the rating fields it found.\n"
         "# Before use: group the items into dimensions (a dimension's score is the mean of\n"
         "# its items), write each item's wording and each scale point's label, check the\n"
-        f"# scale (observed: {min(values):g}..{max(values):g}), the title/construct texts the\n"
-        "# prompts use and the topic titles use. Format: workflow/schemas/instrument.schema.yaml.\n"
+        f"# scale (observed: {min(values):g}..{max(values):g}) and the title/construct texts\n"
+        "# the prompts and titles use. Format: workflow/schemas/instrument.schema.yaml.\n"
     )
     with atomic_open(out) as f:
         f.write(header + yaml.safe_dump(skeleton, allow_unicode=True, sort_keys=False))

@@ -57,7 +57,6 @@ class Instrument:
     # Texts the prompts, captions and tables use, per language (defaults: neutral wording).
     title: Mapping[str, str] = field(default_factory=dict)
     construct: Mapping[str, str] = field(default_factory=dict)
-    topic: Mapping[str, str] = field(default_factory=dict)
     rating_meaning: Mapping[str, str] = field(default_factory=dict)
 
     def display_title(self, language: str) -> str:
@@ -69,11 +68,6 @@ class Instrument:
         if self.construct:
             return _pick(self.construct, language)
         return "所测的体验" if language.startswith("zh") else "the client's experience"
-
-    def topic_text(self, language: str) -> str:
-        """What titles call the construct (``topic``: "alliance"), else the instrument's name:
-        an instrument that measures something else never gets "alliance" in a title."""
-        return _pick(self.topic, language) if self.topic else self.name
 
     def rating_text(self, language: str) -> str:
         """What a rating means (``rating``): shown with the scale."""
@@ -207,6 +201,5 @@ def load_instrument(path: str | Path = DEFAULT) -> Instrument:
     return Instrument(
         raw["name"], smin, smax, labels, tuple(dims), items, str(path),
         integer=raw["scale"].get("integer", True), title=raw.get("title", {}),
-        construct=raw.get("construct", {}), topic=raw.get("topic", {}),
-        rating_meaning=raw.get("rating", {}),
+        construct=raw.get("construct", {}), rating_meaning=raw.get("rating", {}),
     )

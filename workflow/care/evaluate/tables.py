@@ -356,7 +356,7 @@ def write_table2(
         frame, dims, f"the best baseline ({best})", resampler, protocol, p_column, multiple_testing
     )
     columns = {"label": "Model", "scoring": "Scoring"}
-    caption = f"Table 2: {instrument.topic_text('en')} prediction against client ratings"
+    caption = f"Table 2: prediction of {instrument.construct_text('en')} against client ratings"
     _write_alliance(out, frame, instrument, columns, p_column, caption, notes)
     return frame
 

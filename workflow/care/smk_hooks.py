@@ -22,9 +22,9 @@ Two things there have no public mechanism in Snakemake 9.20-9.27.1 (checked in t
 Both depend on private names, so :func:`hook_problems` checks them against the installed
 Snakemake before anything is patched, and ``--cache`` stops with what changed (a run without
 ``--cache`` touches no private name). That check, not the version, guards the hooks, so
-``pyproject.toml`` allows Snakemake from 9.20 (the oldest release whose sources were checked
-and whose tests passed) to the next major release; ``tests/test_smk_hooks.py`` fails in CI
-on the first release that changes a name.
+``pyproject.toml`` allows Snakemake from 9.26 (the oldest release whose cache tests passed)
+to the next major release; ``tests/test_smk_hooks.py`` fails in CI on the first release that
+changes a name.
 """
 
 from __future__ import annotations

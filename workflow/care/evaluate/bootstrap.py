@@ -20,7 +20,8 @@ replacement, then, for each drawn counselor, as many of its clients as it has, w
 replacement (a two-stage cluster bootstrap; a client seen by several counselors goes with
 the one who saw most of its sessions); a fold a resample leaves empty is skipped. It is the
 default, with percentile intervals: ``care bench coverage`` found that pair closest to the
-nominal coverage (README, "Uncertainty"); a bootstrap over clients alone is too narrow.
+nominal coverage (docs/evaluation.md, "Uncertainty"); a bootstrap over clients alone is too
+narrow.
 
 Intervals: ``bca`` (bias-corrected and accelerated, Efron & Tibshirani 1993, ch. 14): the bias
 correction from the share of resamples below the observed value, the acceleration from a
@@ -62,8 +63,8 @@ _UNIT_TEXT = {
 class BootstrapSpec:
     n_resamples: int = 1000
     confidence: float = 0.95
-    # the defaults: the method closest to nominal coverage in `care bench coverage` (README,
-    # "Uncertainty"); the schema's defaults are the same
+    # the defaults: the method closest to nominal coverage in `care bench coverage`
+    # (docs/evaluation.md, "Uncertainty"); the schema's defaults are the same
     unit: str = "counselor"
     seed: int = 123
     interval: str = "percentile"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: run on a bare one-GPU machine from a copy of this repository, before a
-# paper-scale run (README "Running at scale"). Nothing is downloaded: it uses the machine's
+# paper-scale run (docs/scale.md). Nothing is downloaded: it uses the machine's
 # own torch / transformers / deepspeed (their versions are reported, not enforced) and this
 # copy's `care` package from source. Under 8 minutes on an H100-class GPU. Prints (and
 # writes to $1, default gpu_check.json) the figures of `care bench gpu-check`:

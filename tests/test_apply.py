@@ -390,6 +390,7 @@ def test_table8_files_parse_back(tmp_path, instrument, corpus):
     assert [c.strip() for c in header.split("|")[1:-1]] == ["Pattern", "Goal", "Task", "Bond"]
     assert "Challenging - Negative" in md and "results/provenance.json" in md
     assert "\\toprule" in (tmp_path / "table8.tex").read_text()
+    assert "predicting the session-level prediction of the working alliance" in md
     assert "Challenging - Negative" in (tmp_path / "table8.html").read_text()
     if ENGINE:
         assert_compiles(tmp_path / "table8.tex", tmp_path)
@@ -497,9 +498,27 @@ def test_every_page_states_model_validity_predictions_and_demo(tmp_path, instrum
         text = path.read_text(encoding="utf-8").replace("&#39;", "'")
         assert "llama · rationale · fold 1" in text, path
         assert "Pearson r pooled over the held-out folds" in text, path
-        assert PREDICTIONS_NOTE in text and DEMO_NOTE in text, path
+        note = PREDICTIONS_NOTE.format(construct="the working alliance")
+        assert note in text and DEMO_NOTE in text, path
     real = model_validity([heldout], instrument, model="m", synthetic=False)
     assert DEMO_NOTE not in real.html()
+
+
+def test_titles_and_notices_name_what_the_instrument_measures(tmp_path, instrument):
+    """Titles and notices say what the instrument measures (its `construct`): the working
+    alliance for WAI-SR, never "alliance" for a corpus rated on another instrument."""
+    import yaml
+    from care.apply.notice import model_validity
+    from care.instrument import DEFAULT, load_instrument
+
+    raw = yaml.safe_load(DEFAULT.read_text(encoding="utf-8"))
+    raw |= {"name": "SRS-7", "title": {"en": "Session Rating Scale"},
+            "construct": {"en": "the session's fit"}}
+    (tmp_path / "srs.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    other = load_instrument(tmp_path / "srs.yaml")
+    notice = model_validity(None, other, model="m", synthetic=False)
+    assert "how the client would rate the session's fit," in notice.markdown()
+    assert "alliance" not in notice.markdown() + str(notice.html())
 
 
 def test_pages_say_when_the_model_has_not_shown_it_can_rank(tmp_path, instrument, corpus):

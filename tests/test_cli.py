@@ -18,12 +18,30 @@ def care(*args, cwd=None):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_help_is_plain_text_grouped_by_stage():
+def test_help_lists_the_commands_people_type_first_and_the_rules_steps_apart():
     text = build_parser().format_help()
     assert "``" not in text and ":func:" not in text
+    commands, steps = text.split("workflow steps", 1)
+    assert commands.index("care score") < commands.index("care data import ACTION")
+    for name in ("care status", "care data validate", "care bench ACTION"):
+        assert name in commands
     for stage in ("data", "rationales", "train", "infer", "evaluate", "apply"):
-        assert f"care {stage} " in text
-    assert "care score" in text and "care status" in text
+        assert re.search(rf"^  {stage} +\S", steps, re.M)
+    assert "training-curves" in steps and "metrics" not in commands
+    assert "positional arguments" not in text  # no second list of the same commands
+
+
+def test_commands_register_by_full_name_only():
+    """One registration style: no command module makes a group of its own."""
+    modules = (REPO / "workflow/care/commands").glob("*.py")
+    assert not [p.name for p in modules if "add_subparsers" in p.read_text(encoding="utf-8")]
+    run = build_parser().parse_args(["evaluate", "training-curves", "--models", "m/fold1",
+                                     "--out", "curves"])
+    assert run.func.__module__ == "care.commands.evaluate"
+    assert run.command_name == "care evaluate training-curves"  # what its errors start with
+    table4 = build_parser().parse_args(["evaluate", "table4", "--runs", "[]", "--scores", "s",
+                                        "--folds", "f", "--out", "o"])
+    assert table4.evaluate_action == "table4"  # the handler it shares with table2 reads it
 
 
 def test_stage_commands_parse_and_earlier_names_are_refused(capsys):
@@ -84,6 +102,8 @@ def test_score_prints_a_table_and_writes_predictions(tmp_path, small_corpus):
     assert f"{len(records)} sessions" in done.stdout and "not the client's ratings" in done.stdout
     frame = pd.read_csv(tmp_path / "p.csv")
     assert len(frame) == 12 * len(records) and set(frame["variant"]) == {"score_only"}
+    assert f"scoring {len(records)} sessions with {model_dir} (score_only answers)" in done.stderr
+    assert " fold 0" not in done.stderr and set(frame["model"]) == {str(model_dir)}
 
 
 @pytest.mark.parametrize("missing", ["--model", "--sessions"])

@@ -299,7 +299,7 @@ def test_table5_from_expert_rationales(tmp_path, instrument):
     from care.evaluate import logodds
 
     rows = [
-        {"item_id": item, "final": text}
+        {"item_id": item, "final": text, "unedited": False}
         for item, text in [
             ("4", "they agreed on the goal"),
             ("6", "a shared goal for therapy"),
@@ -311,7 +311,8 @@ def test_table5_from_expert_rationales(tmp_path, instrument):
     pd.DataFrame(rows).to_parquet(path)
     texts, source = logodds.rationale_texts(instrument, expert=path)
     frame, notes = logodds.table5(texts, source, instrument, "en", {"top_k": 2})
-    assert source == "expert" and notes[0].startswith("Rationales: expert.")
+    assert source == "expert-reviewed rationales"
+    assert notes[0].startswith("Rationales: expert-reviewed rationales.")
     assert set(frame["dimension"]) == {"goal", "task", "bond"}
     goal = frame[frame["dimension"] == "goal"]
     assert "goal" in set(goal["term"]) and goal["length_mean"].iloc[0] == pytest.approx(24)

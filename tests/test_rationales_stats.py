@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 from care.rationales.sheet import rationale_table
-from care.rationales.stats import STATS_COLUMNS, rationale_stats
+from care.rationales.stats import STATS_COLUMNS, rationale_stats, reference_label
 
 
 def test_stats_per_dimension_and_overall(instrument):
@@ -63,3 +63,15 @@ def test_stats_per_dimension_and_overall(instrument):
     assert frame.loc[frame["item_id"] == "6", "edit_distance"].item() == pytest.approx(
         1 - 4 / len("abcdefgh (turn 2) (turn 3)")
     )
+
+
+@pytest.mark.parametrize(
+    ("unedited", "label"),
+    [
+        ([False, False], "expert-reviewed rationales"),
+        ([True, True], "unedited drafts (no expert reviewed them)"),
+        ([True, False], "reference rationales (50% expert-reviewed, the rest unedited drafts)"),
+    ],
+)
+def test_reference_label_calls_unreviewed_drafts_drafts(unedited, label):
+    assert reference_label(pd.DataFrame({"unedited": unedited})) == label

@@ -293,7 +293,7 @@ def test_a_gguf_backbone_runs_the_same_rules_as_any_checkpoint(tmp_path):
         yaml.safe_dump({"backbones": {"smol": {"path": SOURCE, "import_dtype": "bfloat16"}}})
     )
     proc = run_snakemake(
-        work, "results/table2.csv", "-n", "--configfile", ".test/config.yaml", "smol.yaml"
+        work, "results/table2.csv", "-n", "-p", "--configfile", ".test/config.yaml", "smol.yaml"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = set()

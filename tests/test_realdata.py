@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -340,6 +341,43 @@ def test_importer_reads_json_lines(tmp_path):
     path.write_text("\n".join(json.dumps(c) for c in _conversations()), encoding="utf-8")
     records, report = importer.import_conversations(path, MAPPING)
     assert len(records) == 5 and report.sessions_read == 6
+
+
+def test_import_makes_ids_for_a_corpus_without_them(tmp_path):
+    """--make-ids row numbers the records; hash digests them, so the ids survive reordering
+    and a conversation given twice is one session."""
+    convs = [{k: v for k, v in c.items() if k != "conv"} for c in _conversations()]
+    mapping = {k: v for k, v in MAPPING.items() if k != "session_id"}
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in convs), encoding="utf-8")
+    rows, _ = importer.import_conversations(path, mapping, "row")
+    assert [r["session_id"] for r in rows] == ["row-000001", "row-000002", "row-000004",
+                                               "row-000005", "row-000006"]  # 3: no counselor
+    hashed, _ = importer.import_conversations(path, mapping, "hash")
+    path.write_text("\n".join(json.dumps(c) for c in [*convs[::-1], convs[0]]),
+                    encoding="utf-8")
+    again, _ = importer.import_conversations(path, mapping, "hash")
+    ids = [r["session_id"] for r in hashed]
+    assert len(set(ids)) == 5 and all(re.fullmatch(r"h-[0-9a-f]{16}", i) for i in ids)
+    assert sorted(r["session_id"] for r in again) == sorted([*ids, ids[0]])
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    done = care("data", "import", "conversations", "--input", path, "--mapping",
+                tmp_path / "m.yaml", "--make-ids", "hash", "--out", tmp_path / "s.jsonl",
+                "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["dropped_sessions"] == {
+        "no counselor turn": 1, "duplicate session id": 1, "incomplete client ratings "
+        "(no --unlabeled-out)": 2}
+
+
+def test_ids_come_from_the_mapping_or_the_option_never_both(tmp_path):
+    no_ids = {k: v for k, v in MAPPING.items() if k != "session_id"}
+    (tmp_path / "none.yaml").write_text(yaml.safe_dump(no_ids))
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(MAPPING))
+    with pytest.raises(CareInputError, match="--make-ids row"):
+        importer.load_mapping(tmp_path / "none.yaml")
+    with pytest.raises(CareInputError, match="makes the session ids"):
+        importer.load_mapping(tmp_path / "both.yaml", "row")
 
 
 # --------------------------------------------------------------------------- config

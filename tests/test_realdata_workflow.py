@@ -1,4 +1,4 @@
-"""The README's "Using real data" recipe, end to end, on a corpus unlike the demo in every
+"""The README's own-data recipe (docs/data.md), end to end, on a corpus unlike the demo in every
 assumption: other speaker names (mapped by `care data import`), other item ids, a 1-7
 scale, two dimensions of unequal size, no counselor ids or ratings, no unlabeled corpus,
 dialogues of 150+ turns, expert rationales of 100+ tokens; one tiny backbone of another
@@ -159,13 +159,16 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
          "--references", "data/expert_rationales.jsonl", "--editor", "expert-1",
          "--out", "data/expert_sheet.edited.xlsx")
 
-    # 3. Table 2 and the report
-    run = run_snakemake(work, "results/table2.csv", "--configfile", "my.yaml", timeout=1500)
+    # 3. every table and figure and the run's record, then the report
+    run = run_snakemake(work, "--configfile", "my.yaml", timeout=1800)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
-    report = run_snakemake(work, "--report", "results/report.html", "results/table2.csv",
-                           "--configfile", "my.yaml")
+    record = json.loads((work / "results/provenance.json").read_text(encoding="utf-8"))
+    assert "results/table2.csv" in record["outputs"]
+    assert "Provenance: results/provenance.json (commit" in run.stdout + run.stderr
+    report = run_snakemake(work, "--report", "results/report.html", "--configfile", "my.yaml")
     assert report.returncode == 0, (report.stdout + report.stderr)[-4000:]
-    assert (work / "results/report.html").stat().st_size > 10_000
+    html = (work / "results/report.html").read_text(encoding="utf-8", errors="replace")
+    assert len(html) > 10_000 and "No provenance record" not in html and "provenance.json" in html
 
     table = pd.read_csv(work / "results/table2.csv")
     assert any(c.startswith("rapport") for c in table.columns)
@@ -173,6 +176,8 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
     assert not any("goal" in c or "bond" in c for c in table.columns)
     md = (work / "results/table2.md").read_text(encoding="utf-8")
     assert "CARE (mini)" in md and "Goal" not in md
+    assert "prediction of the client's sense of the session against" in md
+    assert "alliance" not in md.lower()
 
     # nothing of the demo: no demo output, no demo name, no demo file changed
     assert not (work / "results/demo").exists()

@@ -1,10 +1,11 @@
 """The ``care`` command line: commands grouped by stage, named as the workflow's rules.
 
 Subcommands are registered by the modules of :mod:`care.commands` (each defines
-``register(subparsers)``), under their stage (``add_parser("data folds")`` is ``care data
-folds``); :class:`Stages` creates each stage's group, and every ``--instrument`` defaults to
-the packaged WAI-SR. An unknown command is refused with the closest one (``care validate``:
-``did you mean `care data validate`?``). A config
+``register(subparsers)``, given a :class:`Stages`) by their full name
+(``subparsers.add_parser("data folds")`` is ``care data folds``); :class:`Stages` creates the
+groups, and ``care --help`` lists the commands people type apart from the workflow's steps.
+Every ``--instrument`` defaults to the packaged WAI-SR. An unknown command (``care
+validate``) is answered with the command meant (``did you mean `care data validate`?``). A config
 section a command reads comes whole or as typed options (:mod:`care.cli_options`). Commands
 import their heavy dependencies (torch, transformers) only when run, so ``care --help`` and
 light stages start fast. Input errors print one line naming
@@ -22,6 +23,7 @@ import logging
 import pkgutil
 import re
 import sys
+import textwrap
 import time
 
 from care import __version__, commands
@@ -31,57 +33,91 @@ from care.versions import VersionError
 
 HELP = """\
 care: predict and explain the client-perceived therapeutic alliance from counseling
-transcripts (the CARE workflow). The Snakemake rules call these commands; people mostly use
-`care score` and `care status`.
-
-commands, by stage (rule names in brackets):
-  care data        demo-corpus [demo_corpus], import (your data into the contract),
-                   validate [validate_sessions], folds [folds]
-  care rationales  draft, export, simulate-edits, import, stats [*_rationales, rationale_stats]
-  care train       backbone tiny|check [build_backbone], pretrain [pretrain_backbone],
-                   run [train], sft-data
-  care infer       model [infer_finetuned, infer_zero_shot], counselor [counselor_baseline],
-                   lexical [lexical_baseline]
-  care evaluate    metrics, text-metrics, table2..table5, figures, training-curves,
-                   human-eval-export, human-eval-import
-  care apply       predict [predict_corpus], figure2, table8, digest [counselor_digests],
-                   report-session [session_reports]
-  care score       score a transcript file with a model directory and print the result
-  care status      one line per running job: progress, rate, ETA
-  care provenance, care readme, care bench, care cache-check
-
-`care <command> --help` describes each. --instrument defaults to the packaged WAI-SR.
+transcripts (the CARE workflow).
+"""
+FOOTER = """\
+`care COMMAND --help` describes each. --instrument defaults to the packaged WAI-SR.
 A config section comes whole (--hp training.yaml) and/or key by key (--learning-rate 1e-5).
 """
-# Stage groups that no module creates.
+#: The commands a newcomer types first, listed first by ``care --help``.
+FIRST = ("score", "status", "data import ACTION", "data validate")
+#: Every command group's help (a group is created by the first command filed under it).
 GROUPS = {
     "data": "the corpus: demo corpus, import, validation, folds and Table 1",
+    "data import": "convert a corpus into the data contract",
+    "rationales": "draft rationales, the expert sheet and its import",
     "train": "tiny backbones, SFT examples, fine-tuning",
+    "train backbone": "build a tiny backbone, import a GGUF checkpoint or check a model dir",
+    "infer": "predict scores and rationales for a fold",
+    "evaluate": "metrics, tables, figures, human evaluation",
     "apply": "score an unlabeled corpus: Figure 2, Table 8, digests, session pages",
+    "bench": "run a benchmark and print its figures",
 }
 
 
 class Stages:
-    """What command modules register into: ``"stage action"`` files the action under its
-    stage (created on first use), a single name is a top-level command."""
+    """What command modules register into. A name of several words files its last word under
+    the group the others name (``"data folds"``, ``"train backbone tiny"``; each group is
+    created on first use), one word is a top-level command. ``typed=True`` marks a command
+    people type; the others are the workflow's steps, which the rules call, and ``care --help``
+    lists them apart."""
 
     def __init__(self, top) -> None:
         self.top = top
         self.groups: dict[str, argparse._SubParsersAction] = {}
+        self.commands: dict[str, tuple[str, bool]] = {}  # full name -> (help, typed)
 
-    def _group(self, stage: str):
-        if stage not in self.groups:
-            parser = self.top.choices.get(stage) or self.top.add_parser(
-                stage, help=GROUPS[stage], description=GROUPS[stage])
-            found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-            self.groups[stage] = found[0] if found else parser.add_subparsers(
-                dest=f"{stage}_action", required=True, metavar="ACTION")
-        return self.groups[stage]
+    def _group(self, path: str):
+        if path not in self.groups:
+            parent, _, name = path.rpartition(" ")
+            parser = (self._group(parent) if parent else self.top).add_parser(
+                name, help=GROUPS[path], description=GROUPS[path])
+            self.groups[path] = parser.add_subparsers(
+                dest=f"{path.replace(' ', '_')}_action", required=True, metavar="ACTION")
+        return self.groups[path]
 
-    def add_parser(self, name: str, **kwargs):
+    def add_parser(self, name: str, *, typed: bool = False, **kwargs):
         kwargs.setdefault("description", kwargs.get("help"))
-        stage, _, action = name.rpartition(" ")
-        return (self._group(stage) if stage else self.top).add_parser(action, **kwargs)
+        self.commands[name] = (kwargs.get("help") or "", typed)
+        group, _, action = name.rpartition(" ")
+        return (self._group(group) if group else self.top).add_parser(action, **kwargs)
+
+    def _listed(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The commands people type (name -> help; a group whose commands all are: one entry
+        for the group) and the workflow's steps by stage."""
+        typed: dict[str, str] = {}
+        steps: dict[str, list[str]] = {}
+        for name, (text, is_typed) in self.commands.items():
+            group = name.rpartition(" ")[0]
+            siblings = [n for n in self.commands if n.rpartition(" ")[0] == group]
+            if not is_typed:
+                stage, _, action = name.partition(" ")
+                steps.setdefault(stage, []).extend([action] if action else [])
+            elif group and len(siblings) > 1 and all(self.commands[n][1] for n in siblings):
+                actions = ", ".join(n.rpartition(" ")[2] for n in siblings)
+                typed[f"{group} ACTION"] = f"{GROUPS[group]}: {actions}"
+            else:
+                typed[name] = text
+        return typed, steps
+
+    def overview(self) -> str:
+        """``care --help``'s list: the commands people type, those in :data:`FIRST` first,
+        then the workflow's steps by stage, in the pipeline's order."""
+        typed, steps = self._listed()
+        width = max(map(len, typed))
+        lines = ["commands:"]
+        for name in sorted(typed, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n)):
+            lines += _wrap(typed[name], f"  care {name:<{width}}  ")
+        lines += ["", "workflow steps (what the Snakemake rules call; `care STAGE --help`):"]
+        stages = list(GROUPS)
+        for stage in sorted(steps, key=lambda s: stages.index(s) if s in stages else len(stages)):
+            lines += _wrap(", ".join(steps[stage]), f"  {stage:<11} ")
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _wrap(text: str, lead: str, width: int = 96) -> list[str]:
+    return textwrap.wrap(text, width, initial_indent=lead, subsequent_indent=" " * len(lead),
+                         break_on_hyphens=False) or [lead]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict:
@@ -121,7 +157,7 @@ class CareParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CareParser(prog="care", description=HELP,
+    parser = CareParser(prog="care", usage="%(prog)s [options] COMMAND ...",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"care {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -130,11 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Snakemake's benchmark format; for rules that cannot have benchmark:)")
     parser.add_argument("--prompts", metavar="DIR",
                         help="prompt template directory (the config's `prompts`)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=CareParser)
+    # the commands are listed by Stages.overview, not by argparse
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog="care",
+                                parser_class=CareParser, help=argparse.SUPPRESS)
     stages = Stages(sub)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(stages)
+    parser.description = f"{HELP}\n{stages.overview()}\n\n{FOOTER}"
     _name_commands(parser)
     return parser
 

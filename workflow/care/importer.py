@@ -23,6 +23,12 @@ are optional)::
     counselor_ratings: {}
     ratings_session_id: session     # turns: the ratings table's session column
 
+A corpus without session ids gets them from ``--make-ids`` (conversations only, and then the
+mapping names no ``session_id``): ``row``, the record's number in the file (``row-000017``;
+stable while the file keeps its order), or ``hash``, a digest of the record's content
+(``h-`` and 16 hex digits; stable under reordering, and a conversation given twice gets one
+id and is dropped as a duplicate). See :func:`made_id`.
+
 Ratings written as text (``"5"``) are converted and counted; anything not a number is
 dropped and reported. A session is written only if it satisfies the contract; every record
 dropped is counted with its reason. :func:`instrument_skeleton` writes an instrument file
@@ -31,6 +37,7 @@ for the rating fields found, for the user to complete (dimensions, wording, labe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -58,6 +65,8 @@ MAPPING_KEYS = {
     "speakers", "client_ratings", "counselor_ratings", "ratings_session_id",
 }
 TURN_KEYS = {"speaker", "text", "strategy", "reaction", "order"}
+#: How ``--make-ids`` makes a session id (:func:`made_id`).
+ID_MAKERS = ("row", "hash")
 
 
 @dataclass
@@ -101,7 +110,8 @@ class ImportReport:
 # ------------------------------------------------------------------------------ mapping
 
 
-def load_mapping(path: str | Path) -> dict[str, Any]:
+def load_mapping(path: str | Path, make_ids: str | None = None) -> dict[str, Any]:
+    """The mapping, checked; with ``make_ids`` the ids are made, so it names no session id."""
     path = Path(path)
     try:
         mapping = read_yaml(path)
@@ -113,9 +123,13 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise CareInputError(path, f"unknown key (known: {sorted(MAPPING_KEYS)})", field=unknown[0])
     turn = mapping.get("turn") or {}
-    for key in ("session_id",):
-        if not isinstance(mapping.get(key), str):
-            raise CareInputError(path, "required: the field holding the session id", field=key)
+    if make_ids and "session_id" in mapping:
+        raise CareInputError(path, f"--make-ids {make_ids} makes the session ids: drop this key "
+                             "or the option", field="session_id")
+    if not make_ids and not isinstance(mapping.get("session_id"), str):
+        raise CareInputError(path, "required: the field holding the session id (a corpus "
+                             "without one: care data import conversations --make-ids row|hash)",
+                             field="session_id")
     for key in ("speaker", "text"):
         if not isinstance(turn.get(key), str):
             raise CareInputError(path, "required: the field of a turn's " + key,
@@ -215,10 +229,21 @@ def _turn(raw: dict, mapping: dict, report: ImportReport) -> dict | None:
     return turn
 
 
+def made_id(record: Any, number: int, how: str) -> str:
+    """A session id for a record that has none: ``row``, its 1-based ``number`` in the file;
+    ``hash``, the SHA-256 of its content as canonical JSON (sorted keys), 16 hex digits."""
+    if how == "row":
+        return f"row-{number:06d}"
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"h-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
+
+
 def _session(record: Any, turns: list[dict], ratings_source: Any, mapping: dict,
-             report: ImportReport) -> tuple[dict | None, str | None]:
-    """The contract record of one conversation, or (None, why it was dropped)."""
-    sid = _get(record, mapping["session_id"])
+             report: ImportReport, sid: str | None = None) -> tuple[dict | None, str | None]:
+    """The contract record of one conversation (its id ``sid`` where the import makes ids),
+    or (None, why it was dropped)."""
+    if sid is None:
+        sid = _get(record, mapping["session_id"])
     if _blank(sid):
         return None, "no session id"
     sid = str(sid).strip()
@@ -302,10 +327,11 @@ def read_table(path: str | Path):
 # ------------------------------------------------------------------------------ importers
 
 
-def import_conversations(path: str | Path, mapping: dict) -> tuple[list[dict], ImportReport]:
+def import_conversations(path: str | Path, mapping: dict,
+                         make_ids: str | None = None) -> tuple[list[dict], ImportReport]:
     report = ImportReport()
     out = []
-    for record in read_conversations(path):
+    for number, record in enumerate(read_conversations(path), 1):
         report.sessions_read += 1
         raw_turns = _get(record, mapping.get("turns", "turns"))
         if not isinstance(raw_turns, list):
@@ -313,7 +339,8 @@ def import_conversations(path: str | Path, mapping: dict) -> tuple[list[dict], I
             continue
         turns = [t for t in (_turn(r, mapping, report) for r in raw_turns if isinstance(r, dict))
                  if t is not None]
-        rec, why = _session(record, turns, record, mapping, report)
+        sid = made_id(record, number, make_ids) if make_ids else None
+        rec, why = _session(record, turns, record, mapping, report, sid)
         _keep(rec, why, out, report)
     return out, report
 
@@ -427,7 +454,7 @@ def instrument_skeleton(report: ImportReport, out: str | Path, name: str = "my-i
         "# Before use: group the items into dimensions (a dimension's score is the mean of\n"
         "# its items), write each item's wording and each scale point's label, check the\n"
         f"# scale (observed: {min(values):g}..{max(values):g}) and the title/construct texts\n"
-        "# the prompts use. Format: workflow/schemas/instrument.schema.yaml.\n"
+        "# the prompts and titles use. Format: workflow/schemas/instrument.schema.yaml.\n"
     )
     with atomic_open(out) as f:
         f.write(header + yaml.safe_dump(skeleton, allow_unicode=True, sort_keys=False))

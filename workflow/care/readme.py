@@ -53,26 +53,39 @@ def row_name(row: Mapping) -> str:
     return f"{row['label']} ({row['scoring']})" if "scoring" in row else str(row["label"])
 
 
-def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
-                 provenance: Mapping | None = None, image: str | None = None,
-                 digest_image: str | None = None) -> str:
-    """The generated README block: Table 2's Pearson r, where it came from, the screenshot."""
+def pearson_table(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
+                  title: str = "Table 2") -> list[str]:
+    """Table 2's Pearson r as a Markdown table, one column per dimension, under a line that
+    says what the cells are (the README block and the end-of-run summary print it)."""
     n_folds = ""
     col = f"{dims[0]}_pearson_n_folds"
     if col in table2.columns and table2[col].notna().any():
         n_folds = f" over {int(table2[col].max())} folds"
-    lines = [START, "", f"Demo Table 2 (Pearson r with the client's ratings, mean ± sd{n_folds}; "
+    lines = [f"{title} (Pearson r with the client's ratings, mean ± sd{n_folds}; "
              "a cell from fewer folds gives their count):",
              "", "| | " + " | ".join(labels[d] for d in dims) + " |",
              "|---|" + "---|" * len(dims)]
     for row in table2.to_dict("records"):
         lines.append(f"| {row_name(row)} | " + " | ".join(cell(row, d) for d in dims) + " |")
+    return lines
+
+
+def run_line(provenance: Mapping) -> str:
+    """The run a provenance record describes: its commit and when it finished."""
+    git = provenance.get("git", {})
+    commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)"
+                                                        if git.get("dirty") else "")
+    return f"commit {commit}, finished {provenance.get('finished', 'unknown')}"
+
+
+def render_block(table2: pd.DataFrame, dims: Sequence[str], labels: Mapping[str, str],
+                 provenance: Mapping | None = None, image: str | None = None,
+                 digest_image: str | None = None) -> str:
+    """The generated README block: Table 2's Pearson r, where it came from, the screenshot."""
+    lines = [START, "", *pearson_table(table2, dims, labels, "Demo Table 2")]
     if provenance:
-        git = provenance.get("git", {})
-        commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)"
-                                                            if git.get("dirty") else "")
-        lines += ["", f"Generated from the run recorded in `results/provenance.json`: commit "
-                  f"{commit}, finished {provenance.get('finished', 'unknown')}."]
+        lines += ["", "Generated from the run recorded in `results/provenance.json`: "
+                  f"{run_line(provenance)}."]
     if image:
         lines += ["", f"![A session report of the demo (headless Chromium)]({image})"]
     if digest_image:

@@ -1,7 +1,7 @@
 """The workflow's only uses of Snakemake internals: the between-workflow output cache.
 
 ``workflow/rules/common.smk`` calls :func:`install_cache_hooks` under ``snakemake --cache``.
-Two things there have no public mechanism in Snakemake 9.27 (checked in its sources:
+Two things there have no public mechanism in Snakemake 9.20-9.27.1 (checked in their sources:
 ``cli.py`` ``--cache``, ``settings/types.py`` ``WorkflowSettings.cache``,
 ``spawn_jobs.py`` ``general_args``, ``caching/hash.py`` ``ProvenanceHashMap``,
 ``caching/rule.py``, ``io/__init__.py`` ``_IOFile.checksum``/``is_checksum_eligible``; the
@@ -12,7 +12,7 @@ Two things there have no public mechanism in Snakemake 9.27 (checked in its sour
   which ``spawn_jobs`` drops from a cluster job's command line, so cluster jobs cache
   nothing. :class:`CacheableRules` names the rules (read after all rule files are parsed).
   The public alternative is naming the rules on the command line (``--cache train
-  infer_finetuned ...``), which the README's bare ``--cache`` would then have to list.
+  infer_finetuned ...``), which docs/scale.md's bare ``--cache`` would then have to list.
 - Under a cluster executor each job's own Snakemake computes the cache key with only that
   job in its DAG, so an upstream model directory is hashed as a plain input, and
   ``_IOFile.checksum(force=True)`` opens it as a file (``IsADirectoryError``).
@@ -20,8 +20,11 @@ Two things there have no public mechanism in Snakemake 9.27 (checked in its sour
   (:func:`care.cachedir.directory_digest`).
 
 Both depend on private names, so :func:`hook_problems` checks them against the installed
-Snakemake before anything is patched (and ``tests/test_smk_hooks.py`` fails when a
-release changes them); the tested Snakemake range is pinned in ``pyproject.toml``.
+Snakemake before anything is patched, and ``--cache`` stops with what changed (a run without
+``--cache`` touches no private name). That check, not the version, guards the hooks, so
+``pyproject.toml`` allows Snakemake from 9.26 (the oldest release whose cache tests passed)
+to the next major release; ``tests/test_smk_hooks.py`` fails in CI on the first release that
+changes a name.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def install_cache_hooks(workflow):
         # Snakemake would warn and then fail every cached job ("Cache backend unavailable").
         raise WorkflowError(
             f"--cache needs {CACHE_ENVVAR}: export {CACHE_ENVVAR}=/a/private/shared/dir "
-            "(README: Running at scale)"
+            "(docs/scale.md)"
         )
     try:
         cache = ensure_private_cache(os.environ[CACHE_ENVVAR])

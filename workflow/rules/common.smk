@@ -38,7 +38,7 @@ N_FOLDS = config["folds"]["n_folds"]
 FOLDS = list(range(1, N_FOLDS + 1))
 
 
-# ---- model sources (README "Fine-tuning": backbones) -------------------------------------
+# ---- model sources (docs/fine-tuning.md: backbones) --------------------------------------
 # A backbone's or zero-shot model's `path` is a Hugging Face directory, used as it is, or a
 # GGUF file / `package:<module>` shipping one, which rule import_backbone turns into the
 # directory results/backbones/<name>/ (care.model.sources).
@@ -103,7 +103,7 @@ for _log in workflow.logger_manager.get_logfile():
     )
 
 
-# ---- between-workflow output cache guard (README "Running at scale") -----------------------
+# ---- between-workflow output cache guard (docs/scale.md) ---------------------------------
 # `snakemake --cache` moves outputs of `cache:` rules (models, predictions: derived from
 # transcripts) into $SNAKEMAKE_OUTPUT_CACHE, world-readable. Before anything is cached, make
 # sure that directory exists and grants nothing to "other" users; refuse to run otherwise.

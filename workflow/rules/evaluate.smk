@@ -145,6 +145,7 @@ rule table3:
     input:
         quality=[TEXT_METRICS.format(**r) for r in RUNS.rationale],
         human=["results/human_eval/summary.csv"] if HUMAN_SHEETS else [],
+        references="results/rationales.parquet",
         instrument=INSTRUMENT,
     output:
         **table_files(3),
@@ -164,6 +165,7 @@ rule table3:
         selection=shlex.quote(RUNS.selection),
     shell:
         "care evaluate table3 --runs {params.runs} --quality {input.quality} "
+        "--references {input.references} "
         "--instrument {input.instrument} {params.human} --spec {params.spec} "
         "--selection {params.selection} --out {output.csv} 2> {log}"
 

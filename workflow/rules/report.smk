@@ -83,8 +83,8 @@ rule readme:
 ALL_TARGETS.append("results/provenance.json")
 
 
-# The end of a run: what was built and where, Table 2, the provenance record.
+# The end of a run: outputs built per kind, Table 2's Pearson r, the provenance record.
 onsuccess:
     from care.summary import run_summary
 
-    print(run_summary(ALL_TARGETS, _os.environ.get(STARTED_ENV)))
+    print(run_summary(ALL_TARGETS, _os.environ.get(STARTED_ENV), instrument=INSTRUMENT))

@@ -18,7 +18,7 @@ from markupsafe import Markup, escape
 from care.instrument import Instrument
 
 PREDICTIONS_NOTE = (
-    "Scores are a language model's predictions of how the client would rate the alliance, "
+    "Scores are a language model's predictions of how the client would rate {construct}, "
     "not the client's ratings, a clinical judgement or an appraisal of the counselor."
 )
 POOLED = ("Pearson r pooled over the held-out folds of this model's recipe, each session scored "
@@ -33,9 +33,14 @@ DEMO_NOTE = (
 class Validity:
     model: str
     scale: str
+    construct: str  # what the instrument measures ("the working alliance")
     dimensions: list[dict] = field(default_factory=list)  # label, r, low, high, n
     synthetic: bool = False
     source: str = ""
+
+    @property
+    def predictions_note(self) -> str:
+        return PREDICTIONS_NOTE.format(construct=self.construct)
 
     def r_text(self) -> str:
         parts = []
@@ -63,7 +68,7 @@ class Validity:
 
     def lines(self) -> list[str]:
         out = [f"Model: {self.model}. Held-out agreement with clients' ratings ({POOLED}): "
-               f"{self.r_text()}.", PREDICTIONS_NOTE]
+               f"{self.r_text()}.", self.predictions_note]
         if self.unshown:
             out.insert(1, self.ranking_text())
         if self.synthetic:
@@ -83,7 +88,7 @@ class Validity:
             f"<strong>Held-out agreement with clients' ratings</strong> ({POOLED}): "
             f"{escape(self.r_text())}. Scale: {escape(self.scale)}.</p>"
             + (f"<p><strong>{escape(self.ranking_text())}</strong></p>" if self.unshown else "")
-            + f"<p>{escape(PREDICTIONS_NOTE)}</p></aside>"
+            + f"<p>{escape(self.predictions_note)}</p></aside>"
         )
 
 
@@ -113,7 +118,7 @@ def model_validity(heldout: list[str | Path] | None, instrument: Instrument, *, 
 
     scale = (f"{instrument.scale_min}–{instrument.scale_max} "
              f"({instrument.name}; dimension score = mean of its items)")
-    validity = Validity(model, scale, synthetic=synthetic,
+    validity = Validity(model, scale, instrument.construct_text(language), synthetic=synthetic,
                         source=", ".join(map(str, heldout or [])))
     if not heldout:
         validity.dimensions = [{"label": d.label(language), "r": None, "n": 0}

@@ -270,7 +270,7 @@ def display_table(table: pd.DataFrame, instrument: Instrument, language: str = "
 
 
 CAPTION = ("Table 8: OLS coefficients (standard errors) of counselor-client interaction "
-           "pattern rates predicting session-level predicted alliance")
+           "pattern rates predicting the session-level prediction of {construct}")
 NOTES = (
     "*** p < .001, ** p < .01, * p < .05 (p Holm-adjusted over the table's tests).",
     "A pattern is a counselor turn (strategy category) answered directly by the client "
@@ -331,4 +331,5 @@ def write_table8(table: pd.DataFrame, instrument: Instrument, csv: str | Path,
     from care.tableformat import latex_display, write_outputs
 
     pretty = display_table(table, instrument, language)
-    write_outputs(csv, table.round(6), pretty, latex_display(pretty), CAPTION, list(notes))
+    caption = CAPTION.format(construct=instrument.construct_text(language))
+    write_outputs(csv, table.round(6), pretty, latex_display(pretty), caption, list(notes))

@@ -97,16 +97,18 @@ def predict_corpus(
     model: str,
     variant: str,
     fold: int,
+    name: str | None = None,
 ) -> pd.DataFrame:
     """Score every session of ``corpus``; write and return the predictions frame.
 
     ``make_scorer`` builds the inference engine's scorer (anything whose ``score(sessions)``
     yields prediction rows); it is called after the corpus validates, so bad data fails
-    before a model is loaded.
+    before a model is loaded. ``name`` is how the log names the model (default: the run,
+    ``model/variant fold k``).
     """
     sessions = load_corpus(corpus, instrument)
     scorer = make_scorer()
-    log.info("scoring %d sessions with %s/%s fold %s", len(sessions), model, variant, fold)
+    log.info("scoring %d sessions with %s", len(sessions), name or f"{model}/{variant} fold {fold}")
     rows = _progress(scorer.score(sessions), len(sessions), instrument.item_ids[-1])
     frame = prediction_frame(rows, sessions, instrument, model=model, variant=variant, fold=fold)
     log.info("%d predictions, parse coverage %.1f%%", len(frame), 100 * frame["parsed"].mean())

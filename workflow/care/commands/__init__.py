@@ -1,7 +1,10 @@
 """CLI subcommands, one module per stage; each defines ``register(subparsers)``.
 
 Keep these modules light: import torch/transformers inside the handler, not at module level.
-A module registers ``"stage action"`` names (``care data folds``; see :class:`care.cli.Stages`).
+A module registers every command by its full name (``subparsers.add_parser("data folds")``,
+``"train backbone tiny"``; see :class:`care.cli.Stages`), never a group of its own, and marks
+the commands people type with ``typed=True`` (``care --help`` lists the rest, the rules'
+steps, apart).
 Rules pass config values as arguments (a config section as one JSON string), so a config edit
 is a params change Snakemake sees, and the between-workflow cache hashes it; people give the
 same section as a file and/or one option per key (:mod:`care.cli_options`).

@@ -87,7 +87,7 @@ def register(subparsers) -> None:
     p.add_argument("--combined", help="also write every digest on this one HTML page")
     p.set_defaults(func=run_digest)
 
-    p = subparsers.add_parser("apply report-session",
+    p = subparsers.add_parser("apply report-session", typed=True,
                               help="one session as a self-contained HTML page")
     _common(p)
     p.add_argument("--session-id", help="the session to report (with --out)")

@@ -13,13 +13,9 @@ log = logging.getLogger("care.model.backbone")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train backbone",
-        help="build a tiny backbone, import a GGUF checkpoint or check a model dir",
+    p = subparsers.add_parser(
+        "train backbone tiny", help="a tiny random-init Llama/Qwen2 with a corpus tokenizer"
     )
-    sub = parser.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
-
-    p = sub.add_parser("tiny", help="a tiny random-init Llama/Qwen2 with a corpus tokenizer")
     p.add_argument("--sessions", required=True, help="corpus (jsonl) to train the tokenizer on")
     p.add_argument("--instrument", required=True)
     p.add_argument(
@@ -43,8 +39,9 @@ def register(subparsers) -> None:
     Section("backbones.*.pretrain", "--spec").add_to(p)
     p.set_defaults(func=pretrain)
 
-    p = sub.add_parser(
-        "import", help="import a GGUF file (or a package shipping one) as a Hugging Face dir"
+    p = subparsers.add_parser(
+        "train backbone import",
+        help="import a GGUF file (or a package shipping one) as a Hugging Face dir"
     )
     p.add_argument(
         "--source", required=True, help="a .gguf file, or package:<module>[/<file>.gguf]"
@@ -56,7 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=import_checkpoint)
 
-    p = sub.add_parser("check", help="check that a directory holds a local causal LM")
+    p = subparsers.add_parser(
+        "train backbone check", typed=True, help="check that a directory holds a local causal LM"
+    )
     p.add_argument("path")
     p.set_defaults(func=check)
 

@@ -17,10 +17,8 @@ BENCHMARKS = {
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
-    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, (module, help_text) in BENCHMARKS.items():
-        bench = sub.add_parser(name, help=help_text)
+        bench = subparsers.add_parser(f"bench {name}", typed=True, help=help_text)
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError:

@@ -6,8 +6,8 @@ import os
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "cache-check",
-        help="create (mode 2770) or check the output cache directory "
-        "(default: $SNAKEMAKE_OUTPUT_CACHE)",
+        typed=True,
+        help="create or check the private output cache ($SNAKEMAKE_OUTPUT_CACHE)",
     )
     parser.add_argument(
         "directory",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from care.cli_options import Section
+from care.importer import ID_MAKERS
 
 log = logging.getLogger("care.data")
 
@@ -22,7 +23,9 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=demo_corpus)
 
-    p = subparsers.add_parser("data validate", help="check a corpus against the data contract")
+    p = subparsers.add_parser(
+        "data validate", typed=True, help="check a corpus against the data contract"
+    )
     p.add_argument("--sessions", required=True)
     p.add_argument("--instrument", required=True)
     p.add_argument("--unlabeled", action="store_true", help="ratings not required (ignored)")
@@ -35,18 +38,18 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", help="--summary: dialogue length in this tokenizer's tokens")
     p.set_defaults(func=validate)
 
-    p = subparsers.add_parser(
-        "data import",
-        help="convert a corpus (conversations, or a turn table) into the data contract",
-    )
-    sub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT")
-    conv = sub.add_parser("conversations", help="a JSON array or JSON-lines of conversations")
+    conv = subparsers.add_parser("data import conversations", typed=True,
+                                 help="a JSON array or JSON-lines of conversations")
     conv.add_argument("--input", required=True, help=".json (array) or .jsonl")
-    conv.set_defaults(func=import_corpus)
-    table = sub.add_parser("turns", help="a CSV/TSV/Parquet table of turns + a ratings table")
+    conv.add_argument("--make-ids", choices=ID_MAKERS,
+                      help="a corpus without session ids: row (the record's number in the "
+                      "file) or hash (of its content); the mapping then names no session_id")
+    conv.set_defaults(func=import_corpus, import_format="conversations")
+    table = subparsers.add_parser("data import turns", typed=True,
+                                  help="a CSV/TSV/Parquet table of turns + a ratings table")
     table.add_argument("--turns", required=True, help="one row per turn (.csv, .tsv, .parquet)")
     table.add_argument("--ratings", help="one row per session with its ratings")
-    table.set_defaults(func=import_corpus)
+    table.set_defaults(func=import_corpus, import_format="turns")
     for q in (conv, table):
         q.add_argument("--mapping", required=True, help="YAML mapping (see care.importer)")
         q.add_argument("--out", required=True, help="sessions.jsonl to write (labeled)")
@@ -137,9 +140,10 @@ def import_corpus(args) -> int:
     from care import importer
     from care.io import write_json
 
-    mapping = importer.load_mapping(args.mapping)
+    make_ids = getattr(args, "make_ids", None)
+    mapping = importer.load_mapping(args.mapping, make_ids)
     if args.import_format == "conversations":
-        records, report = importer.import_conversations(args.input, mapping)
+        records, report = importer.import_conversations(args.input, mapping, make_ids)
     else:
         records, report = importer.import_turn_table(args.turns, args.ratings, mapping)
     importer.write_import(records, mapping, report, args.out, args.unlabeled_out)

@@ -22,10 +22,9 @@ log = logging.getLogger("care.evaluate")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="metrics, tables, figures, human evaluation")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    p = actions.add_parser("metrics", help="dimension scores and per-fold metrics of one run")
+    p = subparsers.add_parser(
+        "evaluate metrics", help="dimension scores and per-fold metrics of one run"
+    )
     p.add_argument("--predictions", nargs="+", required=True, help="the run's fold files")
     p.add_argument("--instrument", required=True)
     p.add_argument("--scores", required=True, help="output: per-session dimension scores")
@@ -33,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--folds", help="folds.tsv: coverage over the folds' sessions")
     p.set_defaults(func=_metrics)
 
-    p = actions.add_parser("text-metrics", help="rationale quality of one run per fold")
+    p = subparsers.add_parser("evaluate text-metrics", help="rationale quality of one run per fold")
     p.add_argument("--predictions", nargs="+", required=True)
     p.add_argument("--expert", required=True, help="rationales.parquet (column 'final')")
     p.add_argument("--sessions-table", required=True, help="sessions.tsv (for languages)")
@@ -44,7 +43,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_text_metrics)
 
     for name, helptext in [("table2", "main results vs baselines"), ("table4", "the ablation")]:
-        p = actions.add_parser(name, help=helptext)
+        p = subparsers.add_parser(f"evaluate {name}", help=helptext)
         p.add_argument(
             "--runs",
             type=json_arg,
@@ -89,9 +88,12 @@ def register(subparsers) -> None:
             p.add_argument("--reference-variant", default="score_only")
             p.set_defaults(func=_table4)
 
-    p = actions.add_parser("table3", help="rationale quality (+ human evaluation)")
+    p = subparsers.add_parser("evaluate table3", help="rationale quality (+ human evaluation)")
     p.add_argument("--runs", type=json_arg, required=True, help="JSON list, in --quality order")
     p.add_argument("--quality", nargs="+", required=True)
+    p.add_argument(
+        "--references", required=True, help="rationales.parquet: the reference rationales"
+    )
     p.add_argument("--instrument", required=True)
     p.add_argument("--human-summary", help="human-evaluation summary CSV")
     p.add_argument("--human-model", help="MODEL/VARIANT the human sheet rated")
@@ -100,7 +102,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table3)
 
-    p = actions.add_parser("table5", help="distinctive terms per dimension (log-odds)")
+    p = subparsers.add_parser("evaluate table5", help="distinctive terms per dimension (log-odds)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--expert", help="rationales.parquet: the expert-edited rationales")
     source.add_argument("--predictions", nargs="+", help="generated rationales instead")
@@ -110,7 +112,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_table5)
 
-    p = actions.add_parser("figures", help="Figure 3, prediction scatter, ablation bars")
+    p = subparsers.add_parser(
+        "evaluate figures", help="Figure 3, prediction scatter, ablation bars"
+    )
     p.add_argument("kind", choices=["distribution", "scatter", "ablation"])
     p.add_argument(
         "--input", required=True, help="sessions.tsv | a run's scores.parquet | table4.csv"
@@ -126,7 +130,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output stem (no suffix)")
     p.set_defaults(func=_figures)
 
-    p = actions.add_parser("human-eval-export", help="a rating sheet of sampled rationales")
+    p = subparsers.add_parser(
+        "evaluate human-eval-export", help="a rating sheet of sampled rationales"
+    )
     p.add_argument("--predictions", nargs="+", required=True)
     p.add_argument("--sessions", required=True, help="sessions.jsonl (the dialogues)")
     p.add_argument("--instrument", required=True)
@@ -135,7 +141,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help=".xlsx")
     p.set_defaults(func=_human_export)
 
-    p = actions.add_parser("human-eval-import", help="summarize filled rating sheets")
+    p = subparsers.add_parser("evaluate human-eval-import", help="summarize filled rating sheets")
     p.add_argument("--sheets", nargs="+", required=True, help="filled copies (.xlsx or .csv)")
     p.add_argument("--key", required=True, help="the exported sheet (checks row ids)")
     p.add_argument("--instrument", required=True)
@@ -144,6 +150,17 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="summary CSV")
     p.set_defaults(func=_human_import)
 
+
+    p = subparsers.add_parser(
+        "evaluate training-curves",
+        help="training loss and validation Pearson by epoch of fine-tuned models (a figure)",
+    )
+    p.add_argument("--models", nargs="+", required=True,
+                   help="fine-tuned model dirs .../{backbone}/{variant}/fold{k} "
+                   "(train_log.csv, selection.json)")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    p.add_argument("--out", required=True, help="output stem (no suffix)")
+    p.set_defaults(func=training_curves)
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -251,7 +268,7 @@ def _text_metrics(args) -> None:
 
 
 def _table2(args) -> None:
-    """Tables 2 and 4 (``args.action``): parse, then the stage module builds and writes."""
+    """Tables 2 and 4 (``args.evaluate_action``): parse, then the stage module writes."""
     from care.evaluate import tables
     from care.instrument import load_instrument
 
@@ -264,7 +281,7 @@ def _table2(args) -> None:
         _resampler(args),
         protocol,
     )
-    if args.action == "table4":
+    if args.evaluate_action == "table4":
         tables.write_table4(*inputs, args.reference_variant, args.multiple_testing)
     else:
         tables.write_table2(*inputs, args.multiple_testing)
@@ -279,7 +296,9 @@ def _table3(args) -> None:
     from care import tableformat
     from care.errors import CareInputError
     from care.evaluate import tables
+    from care.evaluate.textmetrics import TextMetricSpec
     from care.instrument import load_instrument
+    from care.rationales.stats import reference_label
 
     instrument = load_instrument(args.instrument)
     dims = instrument.dimension_ids
@@ -292,10 +311,10 @@ def _table3(args) -> None:
         human = pd.read_csv(args.human_summary)
         human_model = tuple(args.human_model.split("/", 1)) if args.human_model else None
     frame = tables.table3(quality, dims, labels, human, human_model)
-    from care.evaluate.textmetrics import TextMetricSpec
-
+    reference = reference_label(pd.read_parquet(args.references))
     notes = [
-        "Generated vs expert rationales of the held-out folds; mean ± sd over folds; 0-1. "
+        f"Generated rationales of the held-out folds vs the {reference}; mean ± sd over folds; "
+        "0-1. "
         f"Fine-tuned checkpoints selected on: {args.selection}.",
         *TextMetricSpec.from_config(args.spec).describe(),
     ]
@@ -414,3 +433,31 @@ def _human_import(args) -> None:
         int(ratings["rating"].notna().sum()),
         ratings["rater"].nunique(),
     )
+
+
+def training_curves(args) -> int:
+    import json
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from care.errors import CareInputError
+    from care.evaluate.figures import training_curves as plot
+
+    runs = []
+    for model in args.models:
+        path = Path(model)
+        match = re.fullmatch(r"fold(\d+)", path.name)
+        if not match:
+            raise CareInputError(model, "expected a directory named fold<k> "
+                                 "(results/models/{backbone}/{variant}/fold<k>)")
+        for name in ("train_log.csv", "selection.json"):
+            if not (path / name).is_file():
+                raise CareInputError(str(path / name), "missing: not a finished fine-tune")
+        label = f"{path.parent.parent.name} · {path.parent.name}"
+        selection = json.loads((path / "selection.json").read_text(encoding="utf-8"))
+        runs.append((label, int(match[1]), pd.read_csv(path / "train_log.csv"), selection))
+    plot(runs, args.out, args.formats)
+    log.info("training curves of %d runs -> %s", len(runs), args.out)
+    return 0

@@ -20,10 +20,7 @@ log = logging.getLogger("care.infer")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("infer", help="predict scores and rationales for a fold")
-    sub = parser.add_subparsers(dest="infer_command", required=True, metavar="WHAT")
-
-    model = sub.add_parser("model", help="score a fold's sessions with a model")
+    model = subparsers.add_parser("infer model", help="score a fold's sessions with a model")
     _common(model)
     model.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf")
     model.add_argument("--model-path", help="local model directory (hf, vllm backends)")
@@ -56,12 +53,14 @@ def register(subparsers) -> None:
     inference_section(model)
     model.set_defaults(func=run_model)
 
-    counselor = sub.add_parser("counselor", help="the human counselor baseline for a fold")
+    counselor = subparsers.add_parser(
+        "infer counselor", help="the human counselor baseline for a fold"
+    )
     _common(counselor)
     counselor.set_defaults(func=run_counselor)
 
-    lexical = sub.add_parser(
-        "lexical", help="a text baseline for a fold: TF-IDF + ridge, or dialogue length"
+    lexical = subparsers.add_parser(
+        "infer lexical", help="a text baseline for a fold: TF-IDF + ridge, or dialogue length"
     )
     _common(lexical)
     lexical.add_argument("--model", choices=["lexical", "length"], default="lexical")

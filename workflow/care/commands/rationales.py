@@ -18,12 +18,9 @@ log = logging.getLogger("care.rationales")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "rationales", help="draft, export, import rationales", description=__doc__
+    p = subparsers.add_parser(
+        "rationales draft", help="draft a rationale for every (session, item)"
     )
-    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-
-    p = sub.add_parser("draft", help="draft a rationale for every (session, item)")
     p.add_argument("--sessions", required=True, help="labeled corpus (jsonl)")
     p.add_argument("--instrument", required=True)
     p.add_argument("--backend", required=True, choices=["extractive", "openai", "hf"])
@@ -45,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="drafts (jsonl) to write")
     p.set_defaults(func=draft)
 
-    p = sub.add_parser("export", help="write the expert sheet (.xlsx)")
+    p = subparsers.add_parser("rationales export", help="write the expert sheet (.xlsx)")
     p.add_argument("--drafts", required=True)
     p.add_argument("--sessions", required=True)
     p.add_argument("--instrument", required=True)
@@ -53,14 +50,18 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="the .xlsx to write")
     p.set_defaults(func=export)
 
-    p = sub.add_parser("simulate-edits", help="fill a sheet from reference rationales (demo)")
+    p = subparsers.add_parser(
+        "rationales simulate-edits", help="fill a sheet from reference rationales (demo)"
+    )
     p.add_argument("--sheet", required=True, help="the exported .xlsx")
     p.add_argument("--references", required=True, help="jsonl {session_id, item_id, rationale}")
     p.add_argument("--editor", required=True, help="editor id written on every row")
     p.add_argument("--out", required=True, help="the filled .xlsx to write")
     p.set_defaults(func=simulate_edits)
 
-    p = sub.add_parser("import", help="validate the edited sheet and write rationales.parquet")
+    p = subparsers.add_parser(
+        "rationales import", help="validate the edited sheet and write rationales.parquet"
+    )
     p.add_argument("--sheet", required=True, help="the edited .xlsx, or a CSV export of it")
     p.add_argument("--drafts", required=True)
     p.add_argument("--instrument", required=True)
@@ -83,7 +84,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="rationales.parquet to write")
     p.set_defaults(func=import_)
 
-    p = sub.add_parser("stats", help="rationale length and edit statistics per dimension")
+    p = subparsers.add_parser(
+        "rationales stats", help="rationale length and edit statistics per dimension"
+    )
     p.add_argument("--rationales", required=True, help="rationales.parquet")
     p.add_argument("--instrument", required=True)
     p.add_argument("--out", required=True, help="rationale_stats.csv to write")

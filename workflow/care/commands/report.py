@@ -23,7 +23,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "readme",
-        help="write (--write) or check (--check) the README's generated demo-results block",
+        typed=True,
+        help="write or check the README's generated demo-results block",
     )
     p.add_argument("--table2", required=True, help="a run's results/table2.csv")
     p.add_argument("--instrument", required=True)
@@ -41,23 +42,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=readme)
 
     p = subparsers.add_parser(
-        "status", help="one line per running job: its progress bar, rate and ETA (from logs/)"
+        "status", typed=True,
+        help="each running job's progress, rate and ETA (from logs/)"
     )
     p.add_argument("--logs", default="logs", help="the workflow's log directory")
     p.add_argument("--within", type=float, default=600, help="logs written in these seconds")
     p.add_argument("--finished", action="store_true", help="also bars that reached 100%%")
     p.set_defaults(func=status)
-
-    p = subparsers.add_parser(
-        "evaluate training-curves",
-        help="training loss and validation Pearson by epoch of fine-tuned models (a figure)",
-    )
-    p.add_argument("--models", nargs="+", required=True,
-                   help="fine-tuned model dirs .../{backbone}/{variant}/fold{k} "
-                   "(train_log.csv, selection.json)")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
-    p.add_argument("--out", required=True, help="output stem (no suffix)")
-    p.set_defaults(func=training_curves)
 
 
 def provenance(args) -> int:
@@ -67,34 +58,6 @@ def provenance(args) -> int:
     log.info("provenance: commit %s%s, %d inputs checksummed -> %s",
              record["git"].get("commit"), " (dirty)" if record["git"].get("dirty") else "",
              len(record["inputs"]), args.out)
-    return 0
-
-
-def training_curves(args) -> int:
-    import json
-    import re
-    from pathlib import Path
-
-    import pandas as pd
-
-    from care.errors import CareInputError
-    from care.evaluate.figures import training_curves as plot
-
-    runs = []
-    for model in args.models:
-        path = Path(model)
-        match = re.fullmatch(r"fold(\d+)", path.name)
-        if not match:
-            raise CareInputError(model, "expected a directory named fold<k> "
-                                 "(results/models/{backbone}/{variant}/fold<k>)")
-        for name in ("train_log.csv", "selection.json"):
-            if not (path / name).is_file():
-                raise CareInputError(str(path / name), "missing: not a finished fine-tune")
-        label = f"{path.parent.parent.name} · {path.parent.name}"
-        selection = json.loads((path / "selection.json").read_text(encoding="utf-8"))
-        runs.append((label, int(match[1]), pd.read_csv(path / "train_log.csv"), selection))
-    plot(runs, args.out, args.formats)
-    log.info("training curves of %d runs -> %s", len(runs), args.out)
     return 0
 
 

@@ -22,7 +22,8 @@ log = logging.getLogger("care.score")
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score",
-        help="score the sessions of a .jsonl file with a model directory; print a table",
+        typed=True,
+        help="score a .jsonl of sessions with a model directory; print a table",
         description="Score every session of a transcript file with a fine-tuned model: print "
         "a per-session table of predicted dimension scores and write the item predictions.",
     )
@@ -92,8 +93,10 @@ def run(args) -> int:
     )
     sessions = Path(args.sessions)
     out = Path(args.out) if args.out else sessions.with_suffix(".predictions.parquet")
-    frame = predict_corpus(sessions, instrument, out, model=Path(args.model).name,
-                           variant=variant, fold=0,
+    # a model given by path belongs to no run: the frame's fold is 0 (none), and the log and
+    # the model column name the path
+    frame = predict_corpus(sessions, instrument, out, model=str(args.model), variant=variant,
+                           fold=0, name=f"{args.model} ({variant} answers)",
                            make_scorer=lambda: build_scorer(scorer_args, instrument))
     table = session_scores(frame, instrument)
     labels = {d.id: d.label("en") for d in instrument.dimensions}

@@ -60,7 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads shared by the ranks")
     p.set_defaults(func=train)
 
-    p = subparsers.add_parser("train sft-data", help="write a fold's rendered SFT examples (jsonl)")
+    p = subparsers.add_parser(
+        "train sft-data", typed=True, help="write a fold's rendered SFT examples (jsonl)"
+    )
     _data_args(p)
     p.add_argument("--out", required=True, help="jsonl: text, labelled text, ids, labels")
     p.set_defaults(func=sft_data)

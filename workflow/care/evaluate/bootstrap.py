@@ -20,7 +20,8 @@ replacement, then, for each drawn counselor, as many of its clients as it has, w
 replacement (a two-stage cluster bootstrap; a client seen by several counselors goes with
 the one who saw most of its sessions); a fold a resample leaves empty is skipped. It is the
 default, with percentile intervals: ``care bench coverage`` found that pair closest to the
-nominal coverage (README, "Uncertainty"); a bootstrap over clients alone is too narrow.
+nominal coverage (docs/evaluation.md, "Uncertainty"); a bootstrap over clients alone is too
+narrow.
 
 Intervals: ``bca`` (bias-corrected and accelerated, Efron & Tibshirani 1993, ch. 14): the bias
 correction from the share of resamples below the observed value, the acceleration from a
@@ -66,8 +67,8 @@ BOOTSTRAP = "evaluation.bootstrap"
 class BootstrapSpec:
     n_resamples: int = default(f"{BOOTSTRAP}.n_resamples")
     confidence: float = default(f"{BOOTSTRAP}.confidence")
-    # the defaults: the method closest to nominal coverage in `care bench coverage` (README,
-    # "Uncertainty")
+    # the defaults: the method closest to nominal coverage in `care bench coverage`
+    # (docs/evaluation.md, "Uncertainty")
     unit: str = default(f"{BOOTSTRAP}.unit")
     seed: int = default("seed")
     interval: str = default(f"{BOOTSTRAP}.interval")

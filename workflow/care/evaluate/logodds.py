@@ -146,6 +146,7 @@ def rationale_texts(instrument, *, expert=None, predictions=None) -> tuple[pd.Da
     from care.errors import CareInputError
     from care.evaluate.metrics import EVALUATED_COLUMNS
     from care.infer.run import read_predictions
+    from care.rationales.stats import reference_label
 
     if expert:
         texts = pd.read_parquet(expert)
@@ -153,7 +154,7 @@ def rationale_texts(instrument, *, expert=None, predictions=None) -> tuple[pd.Da
             if column not in texts.columns:
                 raise CareInputError(expert, "missing column", field=column)
         texts = texts.assign(text=texts["final"])
-        source = "expert"
+        source = reference_label(texts)
     else:
         texts = read_predictions(predictions, EVALUATED_COLUMNS)
         texts = texts[texts["parsed"].astype(bool)].assign(text=texts["rationale"])

@@ -360,7 +360,7 @@ def write_table2(
         frame, dims, f"the best baseline ({best})", resampler, protocol, p_column, multiple_testing
     )
     columns = {"label": "Model", "scoring": "Scoring"}
-    caption = "Table 2: alliance prediction against client ratings"
+    caption = f"Table 2: prediction of {instrument.construct_text('en')} against client ratings"
     _write_alliance(out, frame, instrument, columns, p_column, caption, notes)
     return frame
 
@@ -420,7 +420,7 @@ def interval_note(spec: bs.BootstrapSpec) -> str:
     return f"Intervals (CSV *_ci_low, *_ci_high): {spec.describe()}. " + COVERAGE_NOTE
 
 
-#: What `care bench coverage` found (README "Uncertainty" has its table and command).
+#: What `care bench coverage` found (docs/evaluation.md, "Uncertainty", has its table and command).
 COVERAGE_NOTE = (
     "In simulated corpora (care bench coverage), the default (percentile intervals from "
     "counselors, then their clients) covered the true r about as often as stated at the "

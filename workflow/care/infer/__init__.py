@@ -16,7 +16,7 @@ predictions contract). :mod:`care.infer.run` writes a fold's predictions;
 :mod:`care.infer.counselor` is the human counselor baseline.
 """
 
-#: Columns of a predictions table, in order (the path contract in the README).
+#: Columns of a predictions table, in order (the path contract in docs/inference.md).
 PREDICTION_COLUMNS = (
     "session_id",
     "client_id",

@@ -52,3 +52,17 @@ def _summary(name: str, part: pd.DataFrame) -> dict:
         if n
         else float("nan"),
     }
+
+
+def reference_label(frame: pd.DataFrame) -> str:
+    """What the reference rationales are, for table notes: a draft nobody reviewed (imported
+    untouched, no editor id) is a draft, not an expert rationale."""
+    if "unedited" not in frame.columns or frame.empty:
+        return "reference rationales (review status not recorded)"
+    reviewed = 1.0 - frame["unedited"].astype(bool).mean()
+    if reviewed == 1.0:
+        return "expert-reviewed rationales"
+    if reviewed == 0.0:
+        return "unedited drafts (no expert reviewed them)"
+    return f"reference rationales ({reviewed:.0%} expert-reviewed, the rest unedited drafts)"
+

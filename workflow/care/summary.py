@@ -73,7 +73,7 @@ def _new(path: Path, since: float | None) -> bool:
 
 
 def _pearson_table(table: Path, instrument: str | Path) -> list[str]:
-    from care.evaluate.tables import read_table
+    from care.tableformat import read_table
     from care.instrument import load_instrument
     from care.readme import pearson_table
 

@@ -73,9 +73,9 @@ def _new(path: Path, since: float | None) -> bool:
 
 
 def _pearson_table(table: Path, instrument: str | Path) -> list[str]:
-    from care.tableformat import read_table
     from care.instrument import load_instrument
     from care.readme import pearson_table
+    from care.tableformat import read_table
 
     inst = load_instrument(instrument)
     labels = {d.id: d.label("en") for d in inst.dimensions}

@@ -397,6 +397,16 @@ def test_a_user_config_stands_alone(tmp_path, small_corpus):
         "backbones": {"m": {"path": str(checkpoint)}},
         "rationales": {"edited_sheet": "edited.xlsx"},
     }))
+    # a fine-tune needs a recipe no default gives: said before any job runs
+    dry = run_snakemake(work, "-n", "results/table2.csv", "--configfile", "my.yaml")
+    assert dry.returncode != 0
+    assert "my.yaml: field 'training': invalid config: 'learning_rate' is a required property" in (
+        dry.stdout + dry.stderr
+    )
+    config = yaml.safe_load((work / "my.yaml").read_text())
+    config["training"] = {"learning_rate": 5.0e-7, "per_device_train_batch_size": 1,
+                          "num_train_epochs": 10}
+    (work / "my.yaml").write_text(yaml.safe_dump(config))
     for args in (["results/table2.csv", "--configfile", "my.yaml"],
                  ["--configfile", "my.yaml", "--", "results/table2.csv"]):
         dry = run_snakemake(work, "-n", *args)

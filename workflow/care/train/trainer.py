@@ -429,7 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s rank{os.environ.get('RANK', '0')} %(levelname)s %(name)s: %(message)s",
     )
     run_worker(json.loads(Path(args.job).read_text(encoding="utf-8")))
+    close_process_group()
     return 0
+
+
+def close_process_group() -> None:
+    """Tear the process group down before the rank exits: gloo's threads left to the
+    interpreter's exit can abort a finished rank ("terminate called without an active
+    exception", SIGABRT), failing a run whose work is saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

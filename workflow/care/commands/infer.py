@@ -15,6 +15,7 @@ import logging
 
 from care.cli_options import Section
 from care.commands import json_arg
+from care.config import default
 
 log = logging.getLogger("care.infer")
 
@@ -67,11 +68,18 @@ def register(subparsers) -> None:
     lexical.add_argument(
         "--selection",
         choices=["inner_split", "heldout_fold"],
-        default="inner_split",
+        default=default("training.selection"),
         help="validation split of the ridge penalty (training.selection)",
     )
-    lexical.add_argument("--inner-val-fraction", type=float, default=0.15)
-    lexical.add_argument("--seed", type=int, default=123, help="inner split seed (training.seed)")
+    lexical.add_argument(
+        "--inner-val-fraction", type=float, default=default("training.inner_val_fraction")
+    )
+    lexical.add_argument(
+        "--seed",
+        type=int,
+        default=default("training.seed"),
+        help="inner split seed (training.seed)",
+    )
     lexical.set_defaults(func=run_lexical)
 
 

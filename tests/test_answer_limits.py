@@ -12,6 +12,7 @@ import json
 import logging
 from argparse import Namespace
 
+import pytest
 from care.commands.infer import build_scorer
 from care.infer.run import predict_fold
 from care.sft import IGNORE, answer_token_limit
@@ -59,6 +60,30 @@ def test_auto_inference_budget(tmp_path, tiny_backbones, train_corpus, instrumen
         (finetuned / f.name).symlink_to(f)
     (finetuned / "selection.json").write_text(json.dumps({"sft": {"answer_token_limit": 77}}))
     assert build_scorer(infer_args(finetuned, train_corpus), instrument).max_new_tokens == 77
+
+
+def test_a_fine_tune_is_asked_for_the_answer_order_it_learned(
+    tmp_path, tiny_backbones, train_corpus, instrument
+):
+    from care import prompts
+    from care.errors import CareInputError
+
+    finetuned = tmp_path / "model"
+    finetuned.mkdir()
+    for f in tiny_backbones["llama"].iterdir():
+        (finetuned / f.name).symlink_to(f)
+    record = {"sft": {"answer_token_limit": 77}, "answer_order": "rationale_first"}
+    (finetuned / "selection.json").write_text(json.dumps(record))
+    with pytest.raises(CareInputError, match="trained to answer rationale_first") as err:
+        build_scorer(infer_args(finetuned, train_corpus), instrument)
+    assert err.value.field == "answer_order"
+    # the score-only format has one line: no order to disagree on
+    build_scorer(infer_args(finetuned, train_corpus, variant="score_only"), instrument)
+    prompts.set_answer_order("rationale_first")
+    try:
+        assert build_scorer(infer_args(finetuned, train_corpus), instrument).max_new_tokens == 77
+    finally:
+        prompts.set_answer_order("score_first")
 
 
 def test_cut_answers_warn_and_are_counted(tmp_path, tiny_backbones, train_corpus, instrument,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from care import prompts
 from care.prompts import (
+    ANSWER_ORDERS,
+    answer_format,
     build_messages,
     cited_turns,
     fit_dialogue,
@@ -20,10 +23,19 @@ def test_units(instrument, granularity, sizes):
     assert [len(u) for u in units(instrument, granularity)] == sizes
 
 
+@pytest.fixture(params=ANSWER_ORDERS)
+def order(request):
+    """Each answer order in turn, restored afterwards (it is process-wide, as --prompts)."""
+    before = prompts.answer_order()
+    prompts.set_answer_order(request.param)
+    yield request.param
+    prompts.set_answer_order(before)
+
+
 @pytest.mark.parametrize("language", ["en", "zh"])
 @pytest.mark.parametrize("variant", ["rationale", "score_only"])
 @pytest.mark.parametrize("granularity", ["item", "dimension", "session"])
-def test_target_round_trips_through_parser(instrument, language, variant, granularity):
+def test_target_round_trips_through_parser(instrument, language, variant, granularity, order):
     items = units(instrument, granularity)[0]
     scores = {i: (n % 5) + 1 for n, i in enumerate(items)}
     rationales = {i: f"Reason {i} (turn {n + 2})." for n, i in enumerate(items)}
@@ -32,6 +44,34 @@ def test_target_round_trips_through_parser(instrument, language, variant, granul
     assert {i: p.score for i, p in parsed.items()} == scores
     if variant == "rationale":
         assert {i: p.rationale for i, p in parsed.items()} == rationales
+
+
+def test_the_answer_order_orders_target_and_format_alike(instrument, order):
+    target = format_target(["4"], {"4": 2}, {"4": "they agreed (turn 2)."}, "rationale", "en")
+    asked = answer_format(instrument, ["4"], "rationale", "en")
+    first = "Score:" if order == "score_first" else "Rationale:"
+    assert target.startswith(first)
+    assert asked.splitlines()[1].startswith(first)
+
+
+@pytest.mark.parametrize("text, score, rationale", [
+    # the layout decides which score is the answer, whatever order was asked for
+    ("Score: 2\nRationale: the rating: 5 was out of reach (turn 3).", 2.0,
+     "the rating: 5 was out of reach (turn 3)."),
+    ("Rationale: the rating: 5 was out of reach (turn 3).\nScore: 2", 2.0, None),
+])
+def test_the_score_line_is_found_in_either_layout(instrument, order, text, score, rationale):
+    got = parse_output(text, ["4"], instrument)["4"]
+    assert got.score == score
+    if rationale is not None:
+        assert got.rationale == rationale
+    assert text[score_offsets(text, ["4"])["4"]] == "2"
+
+
+def test_without_labels_the_order_says_where_the_rationale_is(instrument, order):
+    got = parse_output("Score: 4 they felt heard (turn 2).", ["4"], instrument)["4"]
+    assert got.score == 4.0
+    assert got.rationale == (None if order == "rationale_first" else "they felt heard (turn 2).")
 
 
 def test_prompts_of_a_session_share_the_dialogue_prefix(instrument):

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Snakemake's benchmark format; for rules that cannot have benchmark:)")
     parser.add_argument("--prompts", metavar="DIR",
                         help="prompt template directory (the config's `prompts`)")
+    parser.add_argument("--answer-order", metavar="ORDER", type=_answer_order,
+                        help="score_first | rationale_first: the lines of a rationale answer "
+                        "(the config's `answer_order`; default score_first)")
     # the commands are listed by Stages.overview, not by argparse
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog="care",
                                 parser_class=CareParser, help=argparse.SUPPRESS)
@@ -175,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.description = f"{HELP}\n{stages.overview()}\n\n{FOOTER}"
     _name_commands(parser)
     return parser
+
+
+def _answer_order(value: str) -> str:
+    from care.prompts import ANSWER_ORDERS  # pandas comes with it: only when the option is given
+
+    if value not in ANSWER_ORDERS:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected one of {', '.join(ANSWER_ORDERS)}")
+    return value
 
 
 def _name_commands(parser: argparse.ArgumentParser) -> None:
@@ -209,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             from care.prompts import set_prompt_dir
 
             set_prompt_dir(args.prompts)
+        if args.answer_order:
+            from care.prompts import set_answer_order
+
+            set_answer_order(args.answer_order)
         return int(args.func(args) or 0)
     except CareInputError as exc:
         for line in str(exc).splitlines():

@@ -4,10 +4,18 @@ Prompt layout: the dialogue comes first in the user message and the item(s) afte
 the prompts of one session's items share a long common prefix (the system message and the
 dialogue); inference computes that prefix once per session.
 
-Answer format, per item (``rationale`` variant; ``score_only`` keeps only the score line)::
+Answer format, per item (``rationale`` variant; ``score_only`` keeps only the score line),
+in the order the config's ``answer_order`` names (``care --answer-order``)::
 
+    Score: <integer on the scale>                   (score_first: the default)
     Rationale: <one paragraph citing turns as (turn N)>
+
+    Rationale: <one paragraph citing turns as (turn N)>     (rationale_first)
     Score: <integer on the scale>
+
+score_first reads the score where the model has seen only the prompt, as a score-only
+model does, and the rationale then explains that score; rationale_first makes the score
+follow the rationale the model wrote (a chain of thought). docs/learning.md has both measured.
 
 Chinese uses ``理由：`` / ``评分：`` and cites turns as ``（第N轮）``. With several items in one
 answer (``dimension`` / ``session`` granularity) each block starts with an ``Item <id>`` line.
@@ -46,6 +54,28 @@ def set_prompt_dir(directory: str | Path) -> None:
 
 def prompt_dir() -> Path:
     return _prompt_dir
+
+
+ANSWER_ORDERS = ("score_first", "rationale_first")
+# The order of a rationale answer's lines unless one is given: the config's `answer_order`,
+# which every `care` command that renders or reads answers takes as `care --answer-order`.
+_answer_order = ANSWER_ORDERS[0]
+
+
+def set_answer_order(order: str) -> None:
+    """Write and read rationale answers in ``order`` (the config's ``answer_order``)."""
+    global _answer_order
+    if order not in ANSWER_ORDERS:
+        raise ValueError(f"unknown answer order {order!r}; expected one of {ANSWER_ORDERS}")
+    _answer_order = order
+
+
+def answer_order() -> str:
+    return _answer_order
+
+
+def _score_first() -> bool:
+    return _answer_order == "score_first"
 GRANULARITIES = ("item", "dimension", "session")
 VARIANTS = ("rationale", "score_only")
 
@@ -194,7 +224,7 @@ def answer_format(
         head = "Answer in exactly this format:"
         rat = f"{lab['rationale']} <one concise paragraph citing the key turns as (turn N)>"
         score = f"{lab['score']} <an integer from {lo} to {hi}>"
-    block = [rat, score] if variant == "rationale" else [score]
+    block = [score] if variant != "rationale" else [score, rat] if _score_first() else [rat, score]
     if len(item_ids) == 1:
         return "\n".join([head, *block])
     lines = [head]
@@ -243,9 +273,12 @@ def format_target(
     blocks = []
     for i in item_ids:
         lines = [f"{lab['item']} {i}"] if len(item_ids) > 1 else []
-        if variant == "rationale":
-            lines.append(f"{lab['rationale']}{sep}{(rationales or {})[i].strip()}")
-        lines.append(f"{lab['score']}{sep}{_fmt_score(scores[i])}")
+        score = f"{lab['score']}{sep}{_fmt_score(scores[i])}"
+        if variant != "rationale":
+            lines.append(score)
+        else:
+            rationale = f"{lab['rationale']}{sep}{(rationales or {})[i].strip()}"
+            lines += [score, rationale] if _score_first() else [rationale, score]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -313,24 +346,40 @@ def score_offsets(text: str, item_ids: Sequence[str]) -> dict[str, int]:
     """
     out = {}
     for item, (start, end) in item_spans(text, item_ids).items():
-        scores = list(_SCORE.finditer(text, start, end))
-        if scores:
-            out[item] = scores[-1].start(1)
+        score, _ = _read_block(text[start:end])
+        if score is not None:
+            out[item] = start + score.start(1)
     return out
 
 
-def _parse_block(text: str, instrument: Instrument) -> ParsedItem:
+def _read_block(text: str) -> tuple[re.Match | None, str | None]:
+    """A block's score line and rationale, whichever order the model wrote them in.
+
+    With a rationale label, a score before it makes the score-first layout (the rationale
+    runs to the end), else the last score after it ends the rationale (rationale-first).
+    Without one, the configured order says on which side of the score the rationale is.
+    """
     scores = list(_SCORE.finditer(text))
-    rationale = None
     rat = _RAT.search(text)
     if rat:
-        end = next((s.start() for s in scores if s.start() > rat.end()), len(text))
-        rationale = text[rat.end():end].strip() or None
-    elif scores and scores[-1].start() > 0:
-        rationale = text[: scores[-1].start()].strip() or None
+        before = [s for s in scores if s.end() <= rat.start()]
+        if before:
+            return before[0], text[rat.end():].strip() or None
+        after = [s for s in scores if s.start() > rat.end()]
+        end = after[0].start() if after else len(text)
+        return (after[-1] if after else None), text[rat.end():end].strip() or None
     if not scores:
+        return None, None
+    if _score_first():
+        return scores[0], text[scores[0].end():].strip() or None
+    return scores[-1], text[: scores[-1].start()].strip() or None
+
+
+def _parse_block(text: str, instrument: Instrument) -> ParsedItem:
+    score, rationale = _read_block(text)
+    if score is None:
         return ParsedItem(None, rationale, False, "no score found")
-    value = float(scores[-1].group(1).translate(_FULLWIDTH))
+    value = float(score.group(1).translate(_FULLWIDTH))
     if not instrument.in_scale(value):
         return ParsedItem(None, rationale, False, f"score {value:g} outside the scale")
     return ParsedItem(value, rationale, True)

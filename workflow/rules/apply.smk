@@ -45,6 +45,7 @@ if UNLABELED:
             runtime=APP_INFER["runtime"],
         params:
             prompts=PROMPTS,
+            answer_order=config["answer_order"],
             name=APP_MODEL["backbone"],
             variant=APP_MODEL["variant"],
             fold=APP_MODEL["fold"],
@@ -56,7 +57,7 @@ if UNLABELED:
             # per-unit answers, outside the declared outputs: a failed job resumes
             cache="results/cache/application/answers.sqlite",
         shell:
-            "care --prompts {params.prompts} apply predict "
+            "care --prompts {params.prompts} --answer-order {params.answer_order} apply predict "
             "--backend {params.backend} --corpus {input.corpus} "
             "--instrument {input.instrument} --model-path {input.model} "
             "--name {params.name} --variant {params.variant} --gpus {params.gpus} "

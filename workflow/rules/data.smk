@@ -37,9 +37,10 @@ rule validate_sessions:
         CARE_ENV
     params:
         prompts=PROMPTS,
+        answer_order=config["answer_order"],
         n_folds=N_FOLDS,
     shell:
-        "care --prompts {params.prompts} data validate "
+        "care --prompts {params.prompts} --answer-order {params.answer_order} data validate "
         "--sessions {input.sessions} --instrument {input.instrument} "
         "--min-clients {params.n_folds} --out {output} 2> {log}"
 

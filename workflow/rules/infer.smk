@@ -95,6 +95,7 @@ rule infer_finetuned:
         runtime=INFER["runtime"],
     params:
         prompts=PROMPTS,
+        answer_order=config["answer_order"],
         name=lambda wc: wc.backbone,
         variant=lambda wc: wc.variant,
         prompt_variant=lambda wc: base_variant(wc.variant),
@@ -106,7 +107,7 @@ rule infer_finetuned:
         gpus=INFER["gpus"],
         answers=lambda wc: f"results/cache/predictions/{wc.backbone}/{wc.variant}/fold{wc.fold}.sqlite",
     shell:
-        "care --prompts {params.prompts} --benchmark benchmarks/infer/{wildcards.backbone}/"
+        "care --prompts {params.prompts} --answer-order {params.answer_order} --benchmark benchmarks/infer/{wildcards.backbone}/"
         "{wildcards.variant}/fold{wildcards.fold}.tsv infer model "
         "--backend {params.backend} --model-path {input.model} "
         "--name {params.name} --variant {params.variant} "
@@ -139,6 +140,7 @@ rule infer_zero_shot:
         runtime=lambda wc: ZERO_SHOT[wc.baseline]["runtime"],
     params:
         prompts=PROMPTS,
+        answer_order=config["answer_order"],
         name=lambda wc: wc.baseline,
         fold=lambda wc: wc.fold,
         backend=lambda wc: ZERO_SHOT[wc.baseline]["backend"],
@@ -153,7 +155,7 @@ rule infer_zero_shot:
         gpus=lambda wc: ZERO_SHOT[wc.baseline]["gpus"],
         answers=lambda wc: f"results/cache/predictions/{wc.baseline}/zero_shot/fold{wc.fold}.sqlite",
     shell:
-        "care --prompts {params.prompts} --benchmark "
+        "care --prompts {params.prompts} --answer-order {params.answer_order} --benchmark "
         "benchmarks/infer/{wildcards.baseline}/zero_shot/fold{wildcards.fold}.tsv infer model "
         "--backend {params.backend} {params.model} "
         "--name {params.name} --variant zero_shot --prompt-variant {params.prompt_variant} "

@@ -84,9 +84,10 @@ rule build_backbone:
         CARE_ENV
     params:
         prompts=PROMPTS,
+        answer_order=config["answer_order"],
         spec=lambda wc: as_json(TRAIN_BACKBONES[tiny_name(wc.backbone)]["tiny"]),
     shell:
-        "care --prompts {params.prompts} --benchmark benchmarks/backbones/{wildcards.backbone}.tsv "
+        "care --prompts {params.prompts} --answer-order {params.answer_order} --benchmark benchmarks/backbones/{wildcards.backbone}.tsv "
         "train backbone tiny --spec {params.spec} --sessions {input.sessions} "
         "--instrument {input.instrument} --out {output} > {log} 2>&1"
 
@@ -111,9 +112,10 @@ rule pretrain_backbone:
         runtime=TRAINING["runtime"],
     params:
         prompts=PROMPTS,
+        answer_order=config["answer_order"],
         spec=lambda wc: as_json(TRAIN_BACKBONES[wc.backbone]["pretrain"]),
     shell:
-        "care --prompts {params.prompts} --benchmark benchmarks/backbones/{wildcards.backbone}"
+        "care --prompts {params.prompts} --answer-order {params.answer_order} --benchmark benchmarks/backbones/{wildcards.backbone}"
         ".pretrain.tsv train pretrain --backbone {input.backbone} --spec {params.spec} "
         "--instrument {input.instrument} --out {output} --threads {threads} > {log} 2>&1"
 
@@ -161,6 +163,7 @@ rule train:
         runtime=TRAINING["runtime"],
     params:
         prompts=PROMPTS,
+        answer_order=config["answer_order"],
         backbone=lambda wc: backbone_dir(wc.backbone),
         fold=lambda wc: wc.fold,
         variant=lambda wc: base_variant(wc.variant),
@@ -174,7 +177,7 @@ rule train:
         ),
         checkpoints=lambda wc: f"results/checkpoints/{wc.backbone}/{wc.variant}/fold{wc.fold}",
     shell:
-        "care --prompts {params.prompts} --benchmark benchmarks/train/{wildcards.backbone}/"
+        "care --prompts {params.prompts} --answer-order {params.answer_order} --benchmark benchmarks/train/{wildcards.backbone}/"
         "{wildcards.variant}/fold{wildcards.fold}.tsv train run "
         "--backbone {params.backbone} --sessions {input.sessions} "
         "--folds {input.folds} --instrument {input.instrument} {params.rationales} "

@@ -115,6 +115,9 @@ def build_scorer(args, instrument):
         max_length=args.max_length,
         tensor_parallel_size=max(1, getattr(args, "gpus", 0) or 0),
     )
+    from care.infer.budget import check_answer_order
+
+    check_answer_order(args.model_path, prompt_variant)
     auto = settings.max_new_tokens == "auto"
     scorer = _scorer(args, instrument, settings.replace(max_new_tokens=1) if auto else settings)
     if auto:

@@ -1,4 +1,5 @@
-"""The answer budget ``max_new_tokens: auto``: what the training answers need.
+"""What a fine-tune recorded about its answers: the budget ``max_new_tokens: auto`` and
+the answer order.
 
 A model fine-tuned here carries the number its training measured (``selection.json``);
 another model's tokenizer measures the training folds' answers
@@ -21,6 +22,24 @@ def trained_budget(model_path: str | Path | None) -> int | None:
         return None
     limit = json.loads(selection.read_text(encoding="utf-8")).get("sft", {})
     return int(limit["answer_token_limit"]) if "answer_token_limit" in limit else None
+
+
+def check_answer_order(model_path: str | Path | None, prompt_variant: str) -> None:
+    """A fine-tune answers in the order it was trained in (``selection.json``); asking it
+    for the other order reads its scores where it never wrote them."""
+    from care.prompts import answer_order
+
+    selection = Path(model_path or "") / "selection.json"
+    if prompt_variant != "rationale" or not model_path or not selection.is_file():
+        return
+    trained = json.loads(selection.read_text(encoding="utf-8")).get("answer_order")
+    if trained and trained != answer_order():
+        raise CareInputError(
+            selection,
+            f"the model was trained to answer {trained}, not {answer_order()}: set the "
+            f"config's answer_order (care --answer-order) to {trained}",
+            field="answer_order",
+        )
 
 
 def auto_budget(

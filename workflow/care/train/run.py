@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from care import prompts
 from care.config import JOB_KEYS, default
 from care.errors import CareInputError
 from care.train import checkpoints, select
@@ -626,6 +627,7 @@ class EpochLoop:
         fields += ("items", "answers_cut", "cut_rate")
         return {
             "selection": self.run_.settings.selection,
+            "answer_order": prompts.answer_order(),
             "validation": {
                 **self.settings,
                 "key": self.vjob.key,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from care.errors import CareInputError
 
@@ -35,6 +34,9 @@ def make_folds(
         )
     table = table.sort_values("session_id").reset_index(drop=True)
     strata = composite_strata(table[dimensions], n_strata)
+    # imported here: scikit-learn takes ~1.5 s, and every `care` command imports this module
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.zeros(len(table), dtype=int)
     for k, (_, test) in enumerate(splitter.split(table, strata, groups=table["client_id"])):

@@ -7,11 +7,12 @@ no demo file."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import os
 import random
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -110,11 +111,20 @@ def expert_rationales(sessions: list[dict], rng: random.Random) -> list[dict]:
     return out
 
 
-def care(work, *args):
-    proc = subprocess.run([sys.executable, "-m", "care.cli", *map(str, args)], cwd=work,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def care(work, *args) -> str:
+    """``care ARGS`` in ``work``, run in this process (a new interpreter would spend seconds
+    importing what this one has); what it prints."""
+    from care.cli import main
+
+    printed = io.StringIO()
+    umask = os.umask(0)
+    os.umask(umask)  # main() sets the process umask: the tests after this one keep theirs
+    try:
+        with contextlib.chdir(work), contextlib.redirect_stdout(printed):
+            assert main([str(a) for a in args]) == 0
+    finally:
+        os.umask(umask)
+    return printed.getvalue()
 
 
 def digest_of(paths) -> str:
@@ -141,7 +151,7 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
          "--out", "data/sessions.jsonl", "--instrument-out", "data/instrument.yaml")
     finish_instrument(work / "data/instrument.yaml")
     summary = care(work, "data", "validate", "--sessions", "data/sessions.jsonl", "--instrument",
-                   "data/instrument.yaml", "--summary").stdout
+                   "data/instrument.yaml", "--summary")
     assert "sessions: 12" in summary and "counselors: 1" in summary
     sessions = [json.loads(line) for line in
                 (work / "data/sessions.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -174,6 +174,27 @@ def clone_workdir(src: Path, dest: Path) -> Path:
     return shutil.copytree(src, dest, symlinks=True)
 
 
+def care_in_process(*args, cwd: Path | None = None) -> str:
+    """``care ARGS`` (in ``cwd``) run by this process, where a new interpreter would spend
+    seconds importing what this one has; asserts it succeeds and returns what it printed.
+    The umask that ``care`` sets is this process's again afterwards."""
+    import contextlib
+    import io
+    import os
+
+    from care.cli import main
+
+    printed = io.StringIO()
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(printed):
+            assert main([str(a) for a in args]) == 0
+    finally:
+        os.umask(umask)
+    return printed.getvalue()
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900):
     import subprocess
     import sys

@@ -7,18 +7,15 @@ no demo file."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-import os
 import random
 
 import pandas as pd
 import pytest
 import yaml
 
-from .conftest import copy_workflow, run_snakemake
+from .conftest import care_in_process, copy_workflow, run_snakemake
 
 WORDS = ("plan week sleep family worry work talk listen change goal step feel trust try "
          "morning anxious calm friend school money help hard better notice small write next "
@@ -112,19 +109,7 @@ def expert_rationales(sessions: list[dict], rng: random.Random) -> list[dict]:
 
 
 def care(work, *args) -> str:
-    """``care ARGS`` in ``work``, run in this process (a new interpreter would spend seconds
-    importing what this one has); what it prints."""
-    from care.cli import main
-
-    printed = io.StringIO()
-    umask = os.umask(0)
-    os.umask(umask)  # main() sets the process umask: the tests after this one keep theirs
-    try:
-        with contextlib.chdir(work), contextlib.redirect_stdout(printed):
-            assert main([str(a) for a in args]) == 0
-    finally:
-        os.umask(umask)
-    return printed.getvalue()
+    return care_in_process(*args, cwd=work)
 
 
 def digest_of(paths) -> str:

@@ -174,10 +174,10 @@ def clone_workdir(src: Path, dest: Path) -> Path:
     return shutil.copytree(src, dest, symlinks=True)
 
 
-def care_in_process(*args, cwd: Path | None = None) -> str:
+def care_in_process(*args, cwd: Path | None = None, status: int = 0) -> str:
     """``care ARGS`` (in ``cwd``) run by this process, where a new interpreter would spend
-    seconds importing what this one has; asserts it succeeds and returns what it printed.
-    The umask that ``care`` sets is this process's again afterwards."""
+    seconds importing what this one has; asserts its exit status is ``status`` and returns
+    what it printed. The umask that ``care`` sets is this process's again afterwards."""
     import contextlib
     import io
     import os
@@ -189,7 +189,7 @@ def care_in_process(*args, cwd: Path | None = None) -> str:
     os.umask(umask)
     try:
         with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(printed):
-            assert main([str(a) for a in args]) == 0
+            assert main([str(a) for a in args]) == status
     finally:
         os.umask(umask)
     return printed.getvalue()

@@ -190,8 +190,9 @@ def test_endpoint_faults_end_in_one_line(instrument, tiny_corpus, tmp_path, faul
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_only_the_missing_calls(instrument, tiny_corpus, tmp_path,
-                                                        monkeypatch):
+def test_killed_run_resumes_with_only_the_missing_calls(
+    instrument, tiny_corpus, tmp_path, monkeypatch
+):
     """Kill drafting after N answers; the rerun sends exactly total - N requests."""
     total = len(load_sessions(tiny_corpus, instrument)) * 12
     answered_before_kill = 7

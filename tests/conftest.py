@@ -26,11 +26,31 @@ def pytest_configure(config):
     import shutil
     import subprocess
 
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     if os.environ.get("CARE_SLURM") or not shutil.which("scontrol"):
         return
     ping = subprocess.run(["scontrol", "ping"], capture_output=True, timeout=30)
     if ping.returncode != 0:
         os.environ["SLURM_CONF"] = os.devnull
+
+
+def torch_extensions_dir() -> Path:
+    """This interpreter's own directory for JIT-built torch extensions (the tests' processes
+    inherit it through ``TORCH_EXTENSIONS_DIR``).
+
+    DeepSpeed builds its CPU shared-memory op (``deepspeed_shm_comm``) on its first CPU run:
+    40 s or more on two cores. Torch's default directory is one per Python version, shared by
+    every virtual environment on the machine, and the build's command names the environment's
+    include paths, so a run from another environment rebuilds it. One directory per
+    environment keeps each environment's build.
+    """
+    import hashlib
+    import os
+    import sys
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    prefix = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+    return cache / "torch_extensions" / f"{sys.implementation.cache_tag}-{prefix}"
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +172,27 @@ def clone_workdir(src: Path, dest: Path) -> Path:
     import shutil
 
     return shutil.copytree(src, dest, symlinks=True)
+
+
+def care_in_process(*args, cwd: Path | None = None, status: int = 0) -> str:
+    """``care ARGS`` (in ``cwd``) run by this process, where a new interpreter would spend
+    seconds importing what this one has; asserts its exit status is ``status`` and returns
+    what it printed. The umask that ``care`` sets is this process's again afterwards."""
+    import contextlib
+    import io
+    import os
+
+    from care.cli import main
+
+    printed = io.StringIO()
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(printed):
+            assert main([str(a) for a in args]) == status
+    finally:
+        os.umask(umask)
+    return printed.getvalue()
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900):

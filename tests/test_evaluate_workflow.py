@@ -14,7 +14,7 @@ import yaml
 from care.evaluate import synthetic
 from care.instrument import load_instrument
 
-from .conftest import copy_workflow, run_snakemake
+from .conftest import care_in_process, copy_workflow, run_snakemake
 from .latex import ENGINE, assert_compiles
 
 EVAL_RULES = [
@@ -150,22 +150,17 @@ def _planned_rules(output: str) -> set[str]:
 def _readme_follows_the_run(work):
     """The README block written from this run's Table 2 checks clean; an edited number fails."""
     import re
-    import subprocess
-    import sys
 
     from care.readme import END, START
 
     readme = work / "README.md"
     readme.write_text(f"# demo\n\n{START}\n{END}\n", encoding="utf-8")
-    care = [sys.executable, "-m", "care.cli", "readme", "--table2", "results/table2.csv",
-            "--instrument", "workflow/instruments/wai_sr.yaml", "--readme", "README.md"]
-    wrote = subprocess.run([*care, "--write"], cwd=work, capture_output=True, text=True)
-    assert wrote.returncode == 0, wrote.stderr
-    ok = subprocess.run([*care, "--check"], cwd=work, capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stdout
+    care = ["readme", "--table2", "results/table2.csv", "--instrument",
+            "workflow/instruments/wai_sr.yaml", "--readme", "README.md"]
+    care_in_process(*care, "--write", cwd=work)
+    care_in_process(*care, "--check", cwd=work)
     text = readme.read_text(encoding="utf-8")
     stale = re.sub(r"\| (−?)\.(\d)(\d) ±", lambda m: f"| {m[1]}.{m[2]}{(int(m[3]) + 1) % 10} ±",
                    text, count=1)
     readme.write_text(stale, encoding="utf-8")
-    bad = subprocess.run([*care, "--check"], cwd=work, capture_output=True, text=True)
-    assert bad.returncode == 1 and "README.md:" in bad.stdout
+    assert "README.md:" in care_in_process(*care, "--check", cwd=work, status=1)

@@ -16,6 +16,8 @@ from care.sessions import load_sessions
 
 from tests.stub_server import StubServer, echo_responder
 
+from .conftest import care_in_process
+
 KEY = "sk-draft-SECRET-0042"
 
 
@@ -188,7 +190,9 @@ def test_endpoint_faults_end_in_one_line(instrument, tiny_corpus, tmp_path, faul
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_only_the_missing_calls(instrument, tiny_corpus, tmp_path):
+def test_killed_run_resumes_with_only_the_missing_calls(
+    instrument, tiny_corpus, tmp_path, monkeypatch
+):
     """Kill drafting after N answers; the rerun sends exactly total - N requests."""
     total = len(load_sessions(tiny_corpus, instrument)) * 12
     answered_before_kill = 7
@@ -219,10 +223,10 @@ def test_killed_run_resumes_with_only_the_missing_calls(instrument, tiny_corpus,
         assert len(server.requests) - seen_before == total - answered_before_kill
         assert f"{answered_before_kill} answered from the cache" in second_log
 
-        # the result equals an uninterrupted run's
+        # the result equals an uninterrupted run's (one this process runs: it is not killed)
         clean_out = tmp_path / "clean.jsonl"
-        proc = care(*draft_args(tiny_corpus, instrument, spec, clean_out, tmp_path / "c2"), env=env)
-        proc.communicate(timeout=120)
+        monkeypatch.setenv("CARE_KEY", KEY)
+        care_in_process(*draft_args(tiny_corpus, instrument, spec, clean_out, tmp_path / "c2"))
     assert out.read_bytes() == clean_out.read_bytes()
     # the key reached the server (it checks it) but no log, output or cache entry
     for text in (

@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from .conftest import copy_workflow, run_snakemake
+from .conftest import care_in_process, copy_workflow, run_snakemake
 
 WORDS = ("plan week sleep family worry work talk listen change goal step feel trust try "
          "morning anxious calm friend school money help hard better notice small write next "
@@ -110,11 +108,8 @@ def expert_rationales(sessions: list[dict], rng: random.Random) -> list[dict]:
     return out
 
 
-def care(work, *args):
-    proc = subprocess.run([sys.executable, "-m", "care.cli", *map(str, args)], cwd=work,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def care(work, *args) -> str:
+    return care_in_process(*args, cwd=work)
 
 
 def digest_of(paths) -> str:
@@ -141,7 +136,7 @@ def test_readme_real_data_recipe_end_to_end(tmp_path):
          "--out", "data/sessions.jsonl", "--instrument-out", "data/instrument.yaml")
     finish_instrument(work / "data/instrument.yaml")
     summary = care(work, "data", "validate", "--sessions", "data/sessions.jsonl", "--instrument",
-                   "data/instrument.yaml", "--summary").stdout
+                   "data/instrument.yaml", "--summary")
     assert "sessions: 12" in summary and "counselors: 1" in summary
     sessions = [json.loads(line) for line in
                 (work / "data/sessions.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
-import subprocess
-import sys
 
 import pytest
 from care.train.launch import Plan, launch
 from care.train.run import FineTune, finetune, prepare, stage_checkpoint_dir
 from care.train.settings import TrainingSettings
+
+from .conftest import care_in_process
 
 HP = {
     "learning_rate": 5e-3,
@@ -387,7 +388,7 @@ def _with(trainer, callback):
 
 
 @pytest.mark.slow
-def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, instrument):
+def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, instrument, caplog):
     """torchrun with 2 CPU ranks, ZeRO-3 shards the model; gathered weights load back."""
     run = make_run(
         tmp_path,
@@ -398,20 +399,17 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
         cpu_ranks=2,
         num_train_epochs=1,
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "care.cli",
+    args = [
         "train",
         "run",
         "--backbone",
-        str(run.backbone),
+        run.backbone,
         "--sessions",
-        str(run.sessions),
+        run.sessions,
         "--folds",
-        str(run.folds),
+        run.folds,
         "--instrument",
-        str(run.instrument),
+        run.instrument,
         "--fold",
         "1",
         "--variant",
@@ -421,15 +419,15 @@ def test_zero3_across_two_cpu_ranks(tmp_path, tiny_backbones, train_corpus, inst
         "--hp",
         json.dumps(run.settings.as_json()),
         "--checkpoints",
-        str(run.checkpoint_dir),
+        run.checkpoint_dir,
         "--out",
-        str(run.out),
+        run.out,
         "--threads",
         "2",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "launching 2 cpu ranks" in done.stderr
+    with caplog.at_level(logging.INFO, logger="care.train"):
+        care_in_process(*args)  # the command line; the ranks are torchrun's processes
+    assert "launching 2 cpu ranks" in caplog.text
     selection = json.loads((run.out / "selection.json").read_text())
     assert selection["ranks"] == 2
     w = weights(run.out)

@@ -72,18 +72,18 @@ def test_a_fine_tune_is_asked_for_the_answer_order_it_learned(
     finetuned.mkdir()
     for f in tiny_backbones["llama"].iterdir():
         (finetuned / f.name).symlink_to(f)
-    record = {"sft": {"answer_token_limit": 77}, "answer_order": "rationale_first"}
+    record = {"sft": {"answer_token_limit": 77}, "answer_order": "score_first"}
     (finetuned / "selection.json").write_text(json.dumps(record))
-    with pytest.raises(CareInputError, match="trained to answer rationale_first") as err:
+    with pytest.raises(CareInputError, match="trained to answer score_first") as err:
         build_scorer(infer_args(finetuned, train_corpus), instrument)
     assert err.value.field == "answer_order"
     # the score-only format has one line: no order to disagree on
     build_scorer(infer_args(finetuned, train_corpus, variant="score_only"), instrument)
-    prompts.set_answer_order("rationale_first")
+    prompts.set_answer_order("score_first")
     try:
         assert build_scorer(infer_args(finetuned, train_corpus), instrument).max_new_tokens == 77
     finally:
-        prompts.set_answer_order("score_first")
+        prompts.set_answer_order("rationale_first")
 
 
 def test_cut_answers_warn_and_are_counted(tmp_path, tiny_backbones, train_corpus, instrument,

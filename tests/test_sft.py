@@ -53,7 +53,7 @@ def test_only_assistant_tokens_carry_labels(
         item = ex.items[0]
         rating = int(session.client_ratings[item])
         assert target == (
-            f"Score: {rating}\nRationale: {rationales[(session.session_id, item)]}{eot}"
+            f"Rationale: {rationales[(session.session_id, item)]}\nScore: {rating}{eot}"
         )
         # the prompt is exactly what inference renders (chat template + generation prompt)
         prompt = tok.apply_chat_template(

@@ -278,7 +278,7 @@ def test_finetune_selects_exports_and_prunes(tmp_path, tiny_backbones, train_cor
     assert load_tokenizer(out).chat_template
     selection = json.loads((out / "selection.json").read_text())
     assert selection["selection"] == "inner_split" and len(selection["epochs"]) == 2
-    assert selection["answer_order"] == "score_first"  # inference asks the model for it
+    assert selection["answer_order"] == "rationale_first"  # inference asks the model for it
     assert selection["chosen"]["epoch"] in (1.0, 2.0)
     assert set(selection["epochs"][0]["pearson"]) == {"goal", "task", "bond"}
     assert selection["sft"]["examples"] > 0 and "truncated_sessions" in selection["sft"]

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prompt template directory (the config's `prompts`)")
     parser.add_argument("--answer-order", metavar="ORDER", type=_answer_order,
                         help="score_first | rationale_first: the lines of a rationale answer "
-                        "(the config's `answer_order`; default score_first)")
+                        "(the config's `answer_order`; default rationale_first)")
     # the commands are listed by Stages.overview, not by argparse
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog="care",
                                 parser_class=CareParser, help=argparse.SUPPRESS)

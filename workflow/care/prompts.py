@@ -7,11 +7,11 @@ dialogue); inference computes that prefix once per session.
 Answer format, per item (``rationale`` variant; ``score_only`` keeps only the score line),
 in the order the config's ``answer_order`` names (``care --answer-order``)::
 
-    Score: <integer on the scale>                   (score_first: the default)
-    Rationale: <one paragraph citing turns as (turn N)>
-
-    Rationale: <one paragraph citing turns as (turn N)>     (rationale_first)
+    Rationale: <one paragraph citing turns as (turn N)>     (rationale_first: the default)
     Score: <integer on the scale>
+
+    Score: <integer on the scale>                           (score_first: the demo's)
+    Rationale: <one paragraph citing turns as (turn N)>
 
 score_first reads the score where the model has seen only the prompt, as a score-only
 model does, and the rationale then explains that score; rationale_first makes the score
@@ -56,7 +56,7 @@ def prompt_dir() -> Path:
     return _prompt_dir
 
 
-ANSWER_ORDERS = ("score_first", "rationale_first")
+ANSWER_ORDERS = ("rationale_first", "score_first")
 # The order of a rationale answer's lines unless one is given: the config's `answer_order`,
 # which every `care` command that renders or reads answers takes as `care --answer-order`.
 _answer_order = ANSWER_ORDERS[0]

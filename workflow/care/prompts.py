@@ -76,6 +76,8 @@ def answer_order() -> str:
 
 def _score_first() -> bool:
     return _answer_order == "score_first"
+
+
 GRANULARITIES = ("item", "dimension", "session")
 VARIANTS = ("rationale", "score_only")
 

@@ -10,7 +10,7 @@ BENCHMARKS = {
     "train": ("care.bench.train", "fine-tuning throughput, peak memory, MFU on a GPU"),
     "infer": ("care.bench.infer", "naive vs prefix-shared inference: prefill tokens, wall time"),
     "evaluate": ("care.bench.evaluate", "evaluation stage timings"),
-    "coverage": ("care.bench.coverage", "simulated coverage of the tables' intervals"),
+    "coverage": ("care.evaluate.coverage", "simulated coverage of the tables' intervals"),
     "gpu-check": ("care.gpucheck", "the GPU path on one GPU (.ci/gpu_check.sh); CPU: tiny"),
     "scale": ("care.bench.scale", "CPU stages at 1x/4x/16x the demo corpus: time, memory, growth"),
 }

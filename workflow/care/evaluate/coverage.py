@@ -28,17 +28,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from care.bench.coverage import SHAPE_NAMES
 from care.corpus import CorpusSpec, generate
 from care.evaluate import bootstrap as bs
 from care.folds import make_folds
 from care.instrument import Instrument, load_instrument
 
-SHAPES = dict(zip(SHAPE_NAMES, (
-    CorpusSpec(n_clients=32, sessions_per_client=(4, 10)),  # the demo's
+SHAPES = {
+    "demo": CorpusSpec(n_clients=32, sessions_per_client=(4, 10)),
     # the paper: 793 sessions of 82 clients (~9.7 each); 5-14 sessions give ~780 on average
-    CorpusSpec(n_clients=82, sessions_per_client=(5, 14)),
-), strict=True))
+    "paper": CorpusSpec(n_clients=82, sessions_per_client=(5, 14)),
+}
 PREDICTORS = ("reactions", "counselor")
 ESTIMANDS = ("fold_mean", "pooled", "centred", "difference")
 ESTIMAND_TEXT = {
@@ -75,6 +74,19 @@ APPLIES = {
     "centred": {m.name for m in METHODS if m.interval in ("bca", "percentile")},
     "difference": {m.name for m in METHODS if m.interval != "band"},
 }
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--corpora", type=int, default=200, help="simulated corpora per shape")
+    parser.add_argument("--population", type=int, default=300,
+                        help="corpora pooled to estimate the true r (per shape)")
+    # fewer than the tables' 1000 to fit a few minutes on 2 cores; the header says how many
+    parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=20261207)
+    parser.add_argument("--workers", type=int, default=2, help="processes")
 
 
 # ------------------------------------------------------------------------------ simulation

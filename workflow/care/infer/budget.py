@@ -15,12 +15,18 @@ from pathlib import Path
 from care.errors import CareInputError
 
 
-def trained_budget(model_path: str | Path | None) -> int | None:
-    """The budget a fine-tune measured and recorded beside its weights (None: not one)."""
+def _selection(model_path: str | Path | None) -> tuple[Path, dict] | None:
+    """A fine-tune's ``selection.json`` and its record (None: the model is not one)."""
     selection = Path(model_path or "") / "selection.json"
     if not model_path or not selection.is_file():
         return None
-    limit = json.loads(selection.read_text(encoding="utf-8")).get("sft", {})
+    return selection, json.loads(selection.read_text(encoding="utf-8"))
+
+
+def trained_budget(model_path: str | Path | None) -> int | None:
+    """The budget a fine-tune measured and recorded beside its weights (None: not one)."""
+    found = _selection(model_path)
+    limit = found[1].get("sft", {}) if found else {}
     return int(limit["answer_token_limit"]) if "answer_token_limit" in limit else None
 
 
@@ -29,10 +35,11 @@ def check_answer_order(model_path: str | Path | None, prompt_variant: str) -> No
     for the other order reads its scores where it never wrote them."""
     from care.prompts import answer_order
 
-    selection = Path(model_path or "") / "selection.json"
-    if prompt_variant != "rationale" or not model_path or not selection.is_file():
+    found = _selection(model_path) if prompt_variant == "rationale" else None
+    if found is None:
         return
-    trained = json.loads(selection.read_text(encoding="utf-8")).get("answer_order")
+    selection, record = found
+    trained = record.get("answer_order")
     if trained and trained != answer_order():
         raise CareInputError(
             selection,
